@@ -1,0 +1,5 @@
+"""`python -m docstore ...`: see `docstore.cli`."""
+
+from docstore.cli import main
+
+raise SystemExit(main())

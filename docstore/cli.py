@@ -1,0 +1,66 @@
+"""Command line: `python -m docstore schema apply|rollback|status`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from docstore import schema
+from docstore.errors import DocstoreError
+from docstore.settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m docstore", description=__doc__)
+    parser.add_argument("--database-url", help="PostgreSQL URL (default: from the environment)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    schema_cmd = commands.add_parser("schema", help="manage the database schema (yoyo)")
+    actions = schema_cmd.add_subparsers(dest="action", required=True)
+    actions.add_parser("apply", help="apply pending migrations (idempotent)")
+    rollback = actions.add_parser("rollback", help="roll back applied migrations")
+    group = rollback.add_mutually_exclusive_group()
+    group.add_argument("--count", type=int, default=1, help="how many (default 1)")
+    group.add_argument("--all", action="store_true", help="roll back every migration")
+    actions.add_parser("status", help="list migrations and whether they are applied")
+    return parser
+
+
+def _settings(database_url: str | None) -> Settings:
+    if database_url:
+        return Settings.model_validate({"DATABASE_URL": database_url})
+    return Settings()
+
+
+def run_schema(action: str, settings: Settings, *, count: int | None = 1) -> None:
+    """Carry out one `schema` action and print what it did."""
+    if action == "apply":
+        applied = schema.apply_schema(settings)
+        print(f"applied {len(applied)} migration(s)" + "".join(f"\n  {m}" for m in applied))
+    elif action == "rollback":
+        undone = schema.rollback_schema(settings, count=count)
+        print(f"rolled back {len(undone)} migration(s)" + "".join(f"\n  {m}" for m in undone))
+    else:
+        for status in schema.schema_status(settings):
+            print(f"{'applied' if status.applied else 'pending'}  {status.id}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code (0 ok, 2 usage or connection error)."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args.database_url)
+        count = None if getattr(args, "all", False) else getattr(args, "count", 1)
+        run_schema(args.action, settings, count=count)
+    except ValidationError as exc:
+        print(
+            f"error: invalid settings: {exc.errors(include_url=False, include_input=False)}",
+            file=sys.stderr,
+        )
+        return 2
+    except DocstoreError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    return 0

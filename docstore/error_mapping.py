@@ -1,0 +1,82 @@
+"""Turn driver exceptions (psycopg, psycopg_pool, redis) into `docstore.errors`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+import psycopg_pool
+import redis.exceptions
+
+from docstore.errors import (
+    Conflict,
+    DatabaseError,
+    DocstoreError,
+    InvalidInput,
+    RedisCommandError,
+    ServiceUnavailable,
+)
+
+# SQLSTATE classes: 22 data exception, 23 integrity constraint violation.
+_INPUT_CLASSES = ("22", "23")
+# 08 connection exception, 53 insufficient resources, 57 operator intervention (shutdown,
+# statement timeout), 58 system error.
+_UNAVAILABLE_CLASSES = ("08", "53", "57", "58")
+
+
+def database_error(exc: psycopg.Error, address: str) -> DocstoreError:
+    """The docstore error for one psycopg error (message without credentials)."""
+    sqlstate = exc.sqlstate or ""
+    diag = exc.diag
+    text = str(exc).strip()
+    detail = diag.message_primary or (text.splitlines()[0] if text else type(exc).__name__)
+    if isinstance(exc, psycopg.errors.UniqueViolation | psycopg.errors.ExclusionViolation):
+        constraint = diag.constraint_name
+        return Conflict(
+            f"conflicts with an existing row ({constraint})", constraint_name=constraint
+        )
+    if sqlstate.startswith(_INPUT_CLASSES):
+        return InvalidInput(f"refused by the database: {detail}", field=diag.constraint_name)
+    if isinstance(exc, psycopg.OperationalError) or sqlstate.startswith(_UNAVAILABLE_CLASSES):
+        return ServiceUnavailable(
+            f"PostgreSQL at {address} is unavailable: {detail}",
+            service="postgresql",
+            address=address,
+        )
+    return DatabaseError(f"PostgreSQL error {sqlstate or '?'}: {detail}")
+
+
+@contextmanager
+def wrap_database_errors(address: str) -> Iterator[None]:
+    """Re-raise psycopg and pool errors as docstore errors, chained to the original."""
+    try:
+        yield
+    except psycopg_pool.PoolTimeout as exc:
+        raise ServiceUnavailable(
+            f"no PostgreSQL connection to {address} within the pool timeout",
+            service="postgresql",
+            address=address,
+        ) from exc
+    except psycopg.Error as exc:
+        raise database_error(exc, address) from exc
+
+
+def redis_unavailable(exc: Exception, address: str) -> ServiceUnavailable:
+    """The docstore error for a Redis connection failure or timeout."""
+    return ServiceUnavailable(
+        f"Redis at {address} is unavailable: {type(exc).__name__}",
+        service="redis",
+        address=address,
+    )
+
+
+@contextmanager
+def wrap_redis_errors(address: str) -> Iterator[None]:
+    """Re-raise redis-py errors as docstore errors, chained to the original."""
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+        raise redis_unavailable(exc, address) from exc
+    except redis.exceptions.RedisError as exc:
+        raise RedisCommandError(f"Redis at {address} refused the command: {exc}") from exc

@@ -1,0 +1,88 @@
+"""Typed errors raised by docstore's public methods.
+
+Every error derives from `DocstoreError`; the docstring of each class is its default message.
+Driver errors (psycopg, psycopg_pool, redis) are translated at the boundary by
+`docstore.error_mapping` and chained with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+
+class DocstoreError(Exception):
+    """Something went wrong in docstore."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        """The human-readable message."""
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidInput(DocstoreError):
+    """The input was refused before or by the database: it breaks a rule of the data model."""
+
+    def __init__(self, message: str | None = None, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class NotFound(DocstoreError):
+    """The requested row does not exist."""
+
+
+class Conflict(DocstoreError):
+    """The write conflicts with a row that already exists."""
+
+    def __init__(self, message: str | None = None, *, constraint_name: str | None = None) -> None:
+        super().__init__(message)
+        self.constraint_name = constraint_name
+
+
+class InvalidTransition(DocstoreError):
+    """The document is not in a state that allows this change (or another worker holds it)."""
+
+
+class ServiceUnavailable(DocstoreError):
+    """A server docstore depends on could not be reached in time."""
+
+    def __init__(self, message: str | None = None, *, service: str = "", address: str = "") -> None:
+        super().__init__(message)
+        self.service = service
+        self.address = address
+
+
+class PoolExhausted(ServiceUnavailable):
+    """No database connection became free within the pool timeout."""
+
+
+class DatabaseError(DocstoreError):
+    """PostgreSQL refused the statement for a reason docstore does not classify further."""
+
+
+class RedisCommandError(DocstoreError):
+    """Redis refused a command for a reason other than being unreachable."""
+
+
+class ConfigurationError(DocstoreError):
+    """The settings or the installation are incomplete or inconsistent."""
+
+
+class SchemaError(DocstoreError):
+    """Applying or rolling back the schema failed."""
+
+
+__all__ = [
+    "ConfigurationError",
+    "Conflict",
+    "DatabaseError",
+    "DocstoreError",
+    "InvalidInput",
+    "InvalidTransition",
+    "NotFound",
+    "PoolExhausted",
+    "RedisCommandError",
+    "SchemaError",
+    "ServiceUnavailable",
+]

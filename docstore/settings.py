@@ -1,0 +1,117 @@
+"""Configuration read from the environment (and a `.env` file) with pydantic-settings."""
+
+from __future__ import annotations
+
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def redact_url(url: str) -> str:
+    """Return `url` with any password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{quote(user)}:***@{netloc[-1]}"))
+
+
+def url_address(url: str, default_port: int) -> str:
+    """Return ``host:port`` of a URL, for error messages (never the credentials)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    try:
+        port = parts.port or default_port
+    except ValueError:
+        port = default_port
+    return f"{host}:{port}"
+
+
+class Settings(BaseSettings):
+    """Everything docstore needs to reach its servers.
+
+    `DATABASE_URL`, when given, wins over the `POSTGRES_*` parts. Secrets are `SecretStr`, so
+    they never show in `repr`, logs or error messages.
+    """
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        populate_by_name=True,
+    )
+
+    postgres_host: str = "127.0.0.1"
+    postgres_port: int = Field(5433, ge=1, le=65535)
+    postgres_db: str = "document_processor"
+    postgres_user: str = "docuser"
+    postgres_password: SecretStr = SecretStr("docpass_dev_2026")
+    database_url_override: SecretStr | None = Field(
+        None, validation_alias="DATABASE_URL", description="Full PostgreSQL URL; wins when given."
+    )
+    redis_url_secret: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:6379/0"), validation_alias="REDIS_URL"
+    )
+
+    debug_sql: bool = False
+    pool_min_size: int = Field(10, ge=0, description="Connections kept open.")
+    pool_max_overflow: int = Field(20, ge=0, description="Extra connections opened under load.")
+    pool_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a free connection.")
+    connect_timeout: float = Field(5.0, gt=0, description="Seconds to wait for a new connection.")
+    statement_timeout_ms: int = Field(30_000, ge=0, description="0 disables the server limit.")
+    redis_socket_timeout: float = Field(0.5, gt=0, description="Seconds per Redis call.")
+    redis_connect_timeout: float = Field(0.5, gt=0, description="Seconds to open a Redis socket.")
+
+    @model_validator(mode="after")
+    def _check_urls(self) -> Settings:
+        if self.database_url_override is not None:
+            scheme = urlsplit(self.database_url_override.get_secret_value()).scheme
+            if scheme not in {"postgresql", "postgres", "postgresql+psycopg"}:
+                raise ValueError("DATABASE_URL must start with postgresql://")
+        if urlsplit(self.redis_url).scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
+        return self
+
+    @property
+    def database_url(self) -> str:
+        """The libpq URL (``postgresql://...``), password included: never log it."""
+        if self.database_url_override is not None:
+            url = self.database_url_override.get_secret_value()
+            for prefix in ("postgresql+psycopg://", "postgres://"):
+                if url.startswith(prefix):
+                    url = "postgresql://" + url[len(prefix) :]
+            return url
+        password = quote(self.postgres_password.get_secret_value(), safe="")
+        user = quote(self.postgres_user, safe="")
+        return (
+            f"postgresql://{user}:{password}@{self.postgres_host}:{self.postgres_port}"
+            f"/{quote(self.postgres_db, safe='')}"
+        )
+
+    @property
+    def yoyo_url(self) -> str:
+        """The same URL with the scheme yoyo needs for psycopg 3."""
+        return "postgresql+psycopg://" + self.database_url[len("postgresql://") :]
+
+    @property
+    def redis_url(self) -> str:
+        """The Redis URL, password included: never log it."""
+        return self.redis_url_secret.get_secret_value()
+
+    @property
+    def database_address(self) -> str:
+        """``host:port`` of PostgreSQL, safe to print."""
+        return url_address(self.database_url, 5432)
+
+    @property
+    def redis_address(self) -> str:
+        """``host:port`` of Redis, safe to print."""
+        return url_address(self.redis_url, 6379)
+
+    @property
+    def pool_max_size(self) -> int:
+        """Most connections the pool may hold."""
+        return max(self.pool_min_size + self.pool_max_overflow, 1)

