@@ -42,6 +42,8 @@ class Settings(BaseSettings):
         extra="ignore",
         case_sensitive=False,
         populate_by_name=True,
+        # Validation errors must not echo a URL or password back.
+        hide_input_in_errors=True,
     )
 
     postgres_host: str = "127.0.0.1"

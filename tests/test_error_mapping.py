@@ -1,0 +1,79 @@
+"""Driver errors from real servers become typed docstore errors, chained to the original."""
+
+import psycopg
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from docstore.error_mapping import wrap_database_errors, wrap_redis_errors
+from docstore.errors import (
+    Conflict,
+    DatabaseError,
+    InvalidInput,
+    RedisCommandError,
+    ServiceUnavailable,
+)
+from docstore.testing import free_port
+
+
+@pytest.fixture
+def conn(docstore_database_url: str) -> psycopg.Connection[tuple[object, ...]]:
+    with psycopg.connect(docstore_database_url, autocommit=True) as connection:
+        connection.execute("INSERT INTO users (email) VALUES ('a@example.com')")
+        yield connection
+
+
+def run(conn: psycopg.Connection[tuple[object, ...]], statement: str) -> None:
+    with wrap_database_errors("db:5432"):
+        conn.execute(statement)  # type: ignore[arg-type]
+
+
+def test_unique_violation_is_a_conflict_naming_the_constraint(conn: psycopg.Connection) -> None:
+    with pytest.raises(Conflict) as info:
+        run(conn, "INSERT INTO users (email) VALUES ('A@EXAMPLE.COM')")
+    assert info.value.constraint_name == "users_email_lower_key"
+    assert isinstance(info.value.__cause__, psycopg.errors.UniqueViolation)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "INSERT INTO documents (user_id, filename, s3_key, status) "
+        "SELECT id, 'a', 'k', 'BOGUS' FROM users",  # check
+        "INSERT INTO documents (user_id, filename, s3_key) VALUES (999999, 'a', 'k')",  # fk
+        "INSERT INTO documents (user_id, filename, s3_key) SELECT id, NULL, 'k' FROM users",
+        "SELECT 'abc'::integer",  # invalid text representation
+        "SELECT 2147483647::integer + 1",  # out of range
+    ],
+)
+def test_bad_data_is_invalid_input(conn: psycopg.Connection, statement: str) -> None:
+    with pytest.raises(InvalidInput):
+        run(conn, statement)
+
+
+def test_other_sql_errors_are_database_errors(conn: psycopg.Connection) -> None:
+    with pytest.raises(DatabaseError, match="42P01"):
+        run(conn, "SELECT * FROM no_such_table")
+
+
+def test_statement_timeout_is_service_unavailable(conn: psycopg.Connection) -> None:
+    conn.execute("SET statement_timeout = 50")
+    with pytest.raises(ServiceUnavailable, match="db:5432"):
+        run(conn, "SELECT pg_sleep(2)")
+
+
+def test_redis_refused_connection_is_service_unavailable() -> None:
+    client = redis.Redis(port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
+    with pytest.raises(ServiceUnavailable) as info, wrap_redis_errors("cache:6379"):
+        client.ping()
+    assert info.value.address == "cache:6379"
+    assert info.value.service == "redis"
+
+
+def test_redis_command_error_is_typed(docstore_redis_url: str) -> None:
+    client = redis.Redis.from_url(docstore_redis_url)
+    client.set("k", "not a list")
+    with pytest.raises(RedisCommandError, match="WRONGTYPE"), wrap_redis_errors("cache:6379"):
+        client.lpush("k", "x")
+    client.close()

@@ -1,0 +1,83 @@
+"""Settings from the environment; secrets never shown."""
+
+import pytest
+from pydantic import ValidationError
+
+from docstore.settings import Settings, redact_url
+
+PASSWORD = "pa55-w0rd/with:odd@chars"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: pytest.TempPathFactory) -> None:
+    for name in (
+        "DATABASE_URL",
+        "REDIS_URL",
+        "POSTGRES_HOST",
+        "POSTGRES_PORT",
+        "POSTGRES_DB",
+        "POSTGRES_USER",
+        "POSTGRES_PASSWORD",
+        "DEBUG_SQL",
+        "POOL_MIN_SIZE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+def test_parts_build_the_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POSTGRES_HOST", "db.internal")
+    monkeypatch.setenv("POSTGRES_PORT", "6543")
+    monkeypatch.setenv("POSTGRES_DB", "docs")
+    monkeypatch.setenv("POSTGRES_USER", "svc")
+    monkeypatch.setenv("POSTGRES_PASSWORD", PASSWORD)
+    settings = Settings()
+    assert settings.database_url == (
+        "postgresql://svc:pa55-w0rd%2Fwith%3Aodd%40chars@db.internal:6543/docs"
+    )
+    assert settings.database_address == "db.internal:6543"
+
+
+def test_database_url_wins_over_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POSTGRES_HOST", "ignored")
+    monkeypatch.setenv("DATABASE_URL", "postgres://u:p@h:1/d")
+    settings = Settings()
+    assert settings.database_url == "postgresql://u:p@h:1/d"
+    assert settings.yoyo_url == "postgresql+psycopg://u:p@h:1/d"
+
+
+def test_defaults_match_compose_and_old_design() -> None:
+    settings = Settings()
+    assert settings.database_url.endswith("@127.0.0.1:5433/document_processor")
+    assert settings.pool_min_size == 10
+    assert settings.pool_max_size == 30
+    assert settings.debug_sql is False
+
+
+def test_env_file_is_read(tmp_path: pytest.TempPathFactory) -> None:
+    with open(".env", "w") as env:
+        env.write("DEBUG_SQL=true\nREDIS_URL=redis://cache:6380/2\n")
+    settings = Settings()
+    assert settings.debug_sql is True
+    assert settings.redis_address == "cache:6380"
+
+
+def test_password_never_in_repr_or_str(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POSTGRES_PASSWORD", PASSWORD)
+    monkeypatch.setenv("REDIS_URL", f"redis://:{PASSWORD}@cache:6379/0")
+    settings = Settings()
+    for text in (repr(settings), str(settings), str(settings.model_dump())):
+        assert PASSWORD not in text
+
+
+def test_invalid_url_scheme_is_refused_without_echoing_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"mysql://u:{PASSWORD}@h/d")
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    assert "postgresql://" in str(info.value)
+    assert PASSWORD not in str(info.value)
+
+
+def test_redact_url_hides_only_the_password() -> None:
+    assert redact_url("postgresql://u:secret@h:5/d") == "postgresql://u:***@h:5/d"
+    assert redact_url("redis://h:6379/0") == "redis://h:6379/0"

@@ -1,0 +1,82 @@
+"""The built wheel carries the SQL and migrations: installed in a fresh venv, it works anywhere."""
+
+import os
+import subprocess
+import sys
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SCRIPT = """
+import docstore, pathlib
+from docstore import Docstore, Settings
+assert "site-packages" in docstore.__file__, docstore.__file__
+with Docstore.connect(Settings()) as store:
+    print("applied", store.apply_schema())
+    print("pending", [m.id for m in store.schema_status() if not m.applied])
+    print("version", store.health().postgres_version)
+"""
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(ROOT)],
+        check=True,
+        timeout=300,
+    )
+    (built,) = out.glob("docstore-*.whl")
+    return built
+
+
+def test_wheel_contains_sql_migrations_and_py_typed(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped_sql = {p.name for p in (ROOT / "sql").glob("*.sql")}
+    shipped_migrations = {p.name for p in (ROOT / "migrations").glob("*.sql")}
+    assert {Path(n).name for n in names if n.startswith("docstore/sql/")} == shipped_sql
+    assert {
+        Path(n).name for n in names if n.startswith("docstore/migrations/")
+    } == shipped_migrations
+    assert "docstore/py.typed" in names
+
+
+@pytest.mark.slow
+def test_installed_wheel_applies_the_schema_from_outside_the_repo(
+    wheel: Path, tmp_path: Path, docstore_empty_database_url: str
+) -> None:
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    python = env_dir / "bin" / "python"
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", str(wheel)], check=True, timeout=600
+    )
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
+    env["DATABASE_URL"] = docstore_empty_database_url
+    result = subprocess.run(
+        [str(python), "-c", SCRIPT],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "applied ['0001_users_and_documents'" in result.stdout
+    assert "pending []" in result.stdout
+    cli = subprocess.run(
+        [str(python), "-m", "docstore", "schema", "status"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert "pending" not in cli.stdout
