@@ -1,0 +1,56 @@
+"""The fixtures leave no server behind, even when the tests using them fail."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+FAILING_TESTS = """
+pytest_plugins = ["docstore.testing.plugin"]
+
+
+def test_that_fails(docstore_store, docstore_s3_endpoint):
+    print("PG", docstore_store.settings.database_address)
+    print("REDIS", docstore_store.settings.redis_address)
+    print("S3", docstore_s3_endpoint.removeprefix("http://"))
+    assert False, "this test fails on purpose"
+"""
+
+
+def listening(address: str) -> bool:
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def test_servers_are_stopped_after_a_failing_run(tmp_path: Path) -> None:
+    (tmp_path / "test_fails.py").write_text(FAILING_TESTS)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("DOCSTORE_TEST_") and k != "PYTEST_ADDOPTS"
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-s", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "this test fails on purpose" in result.stdout
+    addresses = {
+        line.split()[0]: line.split()[1]
+        for line in result.stdout.splitlines()
+        if line.split()[:1] in (["PG"], ["REDIS"], ["S3"])
+    }
+    assert set(addresses) == {"PG", "REDIS", "S3"}, result.stdout
+    for name, address in addresses.items():
+        assert urlsplit(f"//{address}").port
+        assert not listening(address), f"{name} server at {address} outlived the test run"
