@@ -1,0 +1,178 @@
+"""`RateLimiter`: GCRA in one Lua script — one round trip per decision, one number per key.
+
+`limit` units per `period` seconds means: a burst of up to `limit` at once, then units come back
+smoothly, one every ``period / limit`` seconds. Time is Redis server time, read inside the script.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass
+from enum import Enum
+
+from docstore.errors import InvalidInput, ServiceUnavailable
+from docstore.redis_keys import check_name, rate_limit_key
+from docstore.redis_support import RedisClient, client_address, redis_errors, register_script
+
+logger = logging.getLogger("docstore.rate_limit")
+
+
+class FailurePolicy(str, Enum):
+    """What a limiter decides when Redis cannot be reached."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+class DecidedBy(str, Enum):
+    """Who took a decision: Redis (the normal case) or the failure policy (Redis down)."""
+
+    REDIS = "redis"
+    FAILURE_POLICY = "failure_policy"
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitResult:
+    """The outcome of one `hit` or `peek`. Times are in seconds."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_after: float
+    retry_after: float
+    policy: str
+    period: float
+    decided_by: DecidedBy = DecidedBy.REDIS
+
+    @property
+    def degraded(self) -> bool:
+        """True when Redis was unreachable and the failure policy decided."""
+        return self.decided_by is DecidedBy.FAILURE_POLICY
+
+    def headers(self) -> dict[str, str]:
+        """IETF ``RateLimit`` and ``RateLimit-Policy`` headers, plus ``Retry-After`` on a denial."""
+        window = max(1, math.ceil(self.period))
+        headers = {
+            "RateLimit-Policy": f'"{self.policy}";q={self.limit};w={window}',
+            "RateLimit": f'"{self.policy}";r={self.remaining};t={math.ceil(self.reset_after)}',
+        }
+        if not self.allowed:
+            headers["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
+        return headers
+
+
+class RateLimiter:
+    """One rate limit (e.g. 100 per minute) applied per client key.
+
+    `policy` names the limit in keys and headers. When Redis is unreachable, `failure_policy`
+    decides (allow by default); the result then says ``decided_by=FAILURE_POLICY``.
+    """
+
+    def __init__(
+        self,
+        client: RedisClient,
+        *,
+        limit: int,
+        period: float,
+        policy: str = "default",
+        failure_policy: FailurePolicy = FailurePolicy.ALLOW,
+        deny_retry_after: float = 1.0,
+        address: str | None = None,
+    ) -> None:
+        if not isinstance(limit, int) or limit < 1:
+            raise InvalidInput("limit must be a positive integer", field="limit")
+        if not period > 0:
+            raise InvalidInput("period must be positive", field="period")
+        check_name(policy, "policy")
+        if "{" in policy or "}" in policy:
+            raise InvalidInput("policy must not contain braces", field="policy")
+        self.client = client
+        self.limit = limit
+        self.period = float(period)
+        self.policy = policy
+        self.failure_policy = FailurePolicy(failure_policy)
+        self.deny_retry_after = deny_retry_after
+        self.address = address or client_address(client)
+        # Whole microseconds per unit keep the script's arithmetic exact (integers < 2**53).
+        self._interval_us = max(1, math.ceil(self.period * 1_000_000 / limit))
+        self._script = register_script(client, "rate_limit")
+        self._outage_lock = threading.Lock()
+        self._in_outage = False
+
+    def hit(self, key: str, cost: int = 1) -> RateLimitResult:
+        """Consume `cost` units for `key` if they are available; one round trip."""
+        return self._decide(key, cost, consume=True)
+
+    def peek(self, key: str, cost: int = 1) -> RateLimitResult:
+        """Whether `cost` units would be allowed now, without consuming anything."""
+        return self._decide(key, cost, consume=False)
+
+    def reset(self, key: str) -> None:
+        """Forget `key`'s history: it gets its full limit back. Raises `ServiceUnavailable`."""
+        with redis_errors(self.address):
+            self.client.delete(rate_limit_key(self.policy, check_name(key)))
+
+    def _decide(self, key: str, cost: int, *, consume: bool) -> RateLimitResult:
+        redis_key = rate_limit_key(self.policy, check_name(key))
+        if not isinstance(cost, int) or isinstance(cost, bool) or cost < 1:
+            raise InvalidInput("cost must be a positive integer", field="cost")
+        if cost > self.limit:
+            raise InvalidInput(f"cost {cost} exceeds the limit {self.limit}", field="cost")
+        try:
+            with redis_errors(self.address):
+                reply = self._script(
+                    keys=[redis_key],
+                    args=[self._interval_us, self.limit, cost, 1 if consume else 0],
+                )
+        except ServiceUnavailable as exc:
+            return self._policy_decision(key, exc)
+        if self._in_outage:
+            self._end_outage()
+        allowed, remaining, reset_after_us, retry_after_us = reply
+        return RateLimitResult(
+            allowed=allowed == 1,
+            limit=self.limit,
+            remaining=int(remaining),
+            reset_after=reset_after_us / 1_000_000,
+            retry_after=retry_after_us / 1_000_000,
+            policy=self.policy,
+            period=self.period,
+        )
+
+    def _policy_decision(self, key: str, exc: ServiceUnavailable) -> RateLimitResult:
+        allow = self.failure_policy is FailurePolicy.ALLOW
+        with self._outage_lock:
+            first = not self._in_outage
+            self._in_outage = True
+        # Warn once per outage; every further decision is a debug line, not a flood.
+        logger.log(
+            logging.WARNING if first else logging.DEBUG,
+            "rate limit %r for %r decided by failure policy %s: %s",
+            self.policy,
+            key,
+            self.failure_policy.value,
+            exc.message,
+        )
+        return RateLimitResult(
+            allowed=allow,
+            limit=self.limit,
+            remaining=self.limit if allow else 0,
+            reset_after=0.0 if allow else self.deny_retry_after,
+            retry_after=0.0 if allow else self.deny_retry_after,
+            policy=self.policy,
+            period=self.period,
+            decided_by=DecidedBy.FAILURE_POLICY,
+        )
+
+    def _end_outage(self) -> None:
+        with self._outage_lock:
+            if self._in_outage:
+                self._in_outage = False
+                logger.warning(
+                    "rate limit %r: Redis at %s answers again", self.policy, self.address
+                )
+
+
+__all__ = ["DecidedBy", "FailurePolicy", "RateLimitResult", "RateLimiter"]
