@@ -1,0 +1,267 @@
+"""`RedisCache`: temporary results as JSON, single flight on a miss, and fail-open on outages.
+
+Values are serialised by pydantic (never pickle) and read back into the type the caller names.
+When Redis cannot be reached, a read is a miss, a write is skipped and the loader still runs: the
+cache can slow nothing down for longer than one socket timeout per call and never raises for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import secrets
+import threading
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, TypeVar, cast
+
+import pydantic
+from pydantic import TypeAdapter
+from pydantic_core import PydanticSerializationError
+
+from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
+from docstore.redis_keys import cache_key, cache_lock_key, check_document_id, check_name
+from docstore.redis_support import RedisClient, client_address, redis_errors, register_script
+
+logger = logging.getLogger("docstore.cache")
+
+T = TypeVar("T")
+
+_ANY: TypeAdapter[Any] = TypeAdapter(Any)
+
+# What fails open: Redis unreachable, or refusing a command (e.g. out of memory).
+_REDIS_FAILURES = (ServiceUnavailable, RedisCommandError)
+
+
+@lru_cache(maxsize=256)
+def _adapter(type_: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(type_)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    """Counters since the cache was created."""
+
+    hits: int
+    misses: int
+    errors: int
+    loads: int
+
+
+class RedisCache:
+    """Get, set and delete JSON values under ``docstore:cache:{key}``, with TTL jitter.
+
+    `jitter` is the fraction by which a TTL is shortened at random (0.1: a 300 s TTL becomes
+    270-300 s) so keys written together do not expire together. `lock_timeout` bounds how long a
+    crashed loader can hold a key; waiters poll for the value for up to `wait_timeout` seconds,
+    then run the loader themselves.
+    """
+
+    def __init__(
+        self,
+        client: RedisClient,
+        *,
+        default_ttl: float = 300.0,
+        jitter: float = 0.1,
+        lock_timeout: float = 10.0,
+        wait_timeout: float | None = None,
+        address: str | None = None,
+    ) -> None:
+        if not default_ttl > 0:
+            raise InvalidInput("default_ttl must be positive", field="default_ttl")
+        if not 0 <= jitter < 1:
+            raise InvalidInput("jitter must be in [0, 1)", field="jitter")
+        if not lock_timeout > 0:
+            raise InvalidInput("lock_timeout must be positive", field="lock_timeout")
+        self.client = client
+        self.default_ttl = default_ttl
+        self.jitter = jitter
+        self.lock_timeout = lock_timeout
+        self.wait_timeout = lock_timeout if wait_timeout is None else wait_timeout
+        self.address = address or client_address(client)
+        self._lock_ms = max(1, math.ceil(lock_timeout * 1000))
+        self._get_or_lock = register_script(client, "cache_get_or_lock")
+        self._store_and_unlock = register_script(client, "cache_store_and_unlock")
+        self._unlock = register_script(client, "cache_unlock")
+        self._counts = {"hits": 0, "misses": 0, "errors": 0, "loads": 0}
+        self._counts_lock = threading.Lock()
+
+    # -- counters -----------------------------------------------------------------------------
+
+    def stats(self) -> CacheStats:
+        """Hits, misses, Redis errors (each one a fail-open) and loader runs so far."""
+        with self._counts_lock:
+            return CacheStats(**self._counts)
+
+    def _count(self, name: str) -> None:
+        with self._counts_lock:
+            self._counts[name] += 1
+
+    def _failed(self, action: str, key: str, exc: Exception) -> None:
+        self._count("errors")
+        logger.warning("cache %s of %r failed open: %s", action, key, exc)
+
+    # -- plain operations ---------------------------------------------------------------------
+
+    def get(self, key: str, type_: type[T]) -> T | None:
+        """The cached value read as `type_`, or None on a miss (or when Redis is unreachable)."""
+        redis_key = cache_key(check_name(key))
+        try:
+            with redis_errors(self.address):
+                raw = cast("bytes | None", self.client.get(redis_key))
+        except _REDIS_FAILURES as exc:
+            self._failed("read", key, exc)
+            return None
+        if raw is None:
+            self._count("misses")
+            return None
+        return self._decode(key, raw, type_)[1]
+
+    def set(self, key: str, value: object, ttl: float | None = None) -> bool:
+        """Store `value` as JSON for about `ttl` seconds; False when Redis was unreachable."""
+        redis_key = cache_key(check_name(key))
+        payload = self._encode(value)
+        ttl_ms = self._ttl_ms(ttl)
+        try:
+            with redis_errors(self.address):
+                self.client.set(redis_key, payload, px=ttl_ms)
+        except _REDIS_FAILURES as exc:
+            self._failed("write", key, exc)
+            return False
+        return True
+
+    def delete(self, key: str) -> bool:
+        """Drop the value (and any single-flight lock, so a load in flight cannot write it back).
+
+        Returns False when Redis was unreachable.
+        """
+        name = check_name(key)
+        try:
+            with redis_errors(self.address):
+                self.client.delete(cache_key(name), cache_lock_key(name))
+        except _REDIS_FAILURES as exc:
+            self._failed("delete", key, exc)
+            return False
+        return True
+
+    # -- single flight ------------------------------------------------------------------------
+
+    def get_or_set(
+        self, key: str, loader: Callable[[], T], type_: type[T], ttl: float | None = None
+    ) -> T:
+        """The cached value, or `loader()`'s result stored for next time.
+
+        When many callers miss at once, one runs the loader and the others wait for its value.
+        An exception from the loader reaches its caller and stores nothing.
+        """
+        name = check_name(key)
+        ttl_ms = self._ttl_ms(ttl)
+        keys = [cache_key(name), cache_lock_key(name)]
+        token = secrets.token_hex(16)
+        deadline = time.monotonic() + self.wait_timeout
+        delay = 0.005
+        while True:
+            try:
+                with redis_errors(self.address):
+                    raw, locked = self._get_or_lock(keys=keys, args=[token, self._lock_ms])
+            except _REDIS_FAILURES as exc:
+                self._failed("read", key, exc)
+                return self._load(loader)
+            if raw:
+                readable, value = self._decode(key, raw, type_)
+                if readable:
+                    return cast(T, value)
+                # Written by an older shape of the model: drop it and load afresh.
+                self.delete(key)
+                continue
+            if locked == 1:
+                self._count("misses")
+                return self._load_and_store(key, keys, token, loader, ttl_ms)
+            if time.monotonic() >= deadline:
+                # The holder is slow or gone and its lock not yet expired: wait no longer.
+                self._count("misses")
+                logger.info("cache %r: gave up waiting for another loader", key)
+                return self._load(loader)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def _load(self, loader: Callable[[], T]) -> T:
+        self._count("loads")
+        return loader()
+
+    def _load_and_store(
+        self, key: str, keys: list[str], token: str, loader: Callable[[], T], ttl_ms: int
+    ) -> T:
+        try:
+            value = self._load(loader)
+        except BaseException:
+            self._release(key, keys[1], token)
+            raise
+        try:
+            with redis_errors(self.address):
+                self._store_and_unlock(keys=keys, args=[token, self._encode(value), ttl_ms])
+        except _REDIS_FAILURES as exc:
+            self._failed("write", key, exc)
+        return value
+
+    def _release(self, key: str, lock_key: str, token: str) -> None:
+        try:
+            with redis_errors(self.address):
+                self._unlock(keys=[lock_key], args=[token])
+        except _REDIS_FAILURES as exc:
+            # The lock expires by itself after lock_timeout.
+            self._failed("unlock", key, exc)
+
+    # -- documents ----------------------------------------------------------------------------
+
+    @staticmethod
+    def document_key(document_id: int) -> str:
+        """Cache key of a document's result."""
+        return f"document:{check_document_id(document_id)}:result"
+
+    def cache_document_result(
+        self, document_id: int, result: object, ttl: float | None = None
+    ) -> bool:
+        """Keep a completed document's result (e.g. its response model) for fast reads."""
+        return self.set(self.document_key(document_id), result, ttl)
+
+    def get_document_result(self, document_id: int, type_: type[T]) -> T | None:
+        """A cached document result, or None."""
+        return self.get(self.document_key(document_id), type_)
+
+    def invalidate_document(self, document_id: int) -> bool:
+        """Forget a document's cached result (call on every change to the document)."""
+        return self.delete(self.document_key(document_id))
+
+    # -- encoding -----------------------------------------------------------------------------
+
+    def _decode(self, key: str, raw: bytes, type_: type[T]) -> tuple[bool, T | None]:
+        """(True, value) for a readable hit; (False, None) when it no longer fits `type_`."""
+        try:
+            value = _adapter(cast(Hashable, type_)).validate_json(raw)
+        except pydantic.ValidationError as exc:
+            self._failed("decode", key, exc)
+            return False, None
+        self._count("hits")
+        return True, cast(T, value)
+
+    @staticmethod
+    def _encode(value: object) -> bytes:
+        try:
+            return _ANY.dump_json(value)
+        except PydanticSerializationError as exc:
+            raise InvalidInput(f"value cannot be stored as JSON: {exc}", field="value") from exc
+
+    def _ttl_ms(self, ttl: float | None) -> int:
+        seconds = self.default_ttl if ttl is None else ttl
+        if not seconds > 0:
+            raise InvalidInput("ttl must be positive", field="ttl")
+        # Shorten at random, never lengthen: `ttl` stays an upper bound.
+        factor = 1.0 - self.jitter * random.random()  # noqa: S311 - spreading expiry, not security
+        return max(1, int(seconds * 1000 * factor))
+
+
+__all__ = ["CacheStats", "RedisCache"]

@@ -1,0 +1,167 @@
+"""RedisCache on a real Redis: JSON round trips, TTL jitter, single flight, invalidation."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+
+import pytest
+import redis
+from pydantic import BaseModel
+
+from docstore import InvalidInput, Settings
+from docstore.cache import RedisCache
+from docstore.redis_client import new_redis
+
+
+class Result(BaseModel):
+    text: str
+    pages: int
+    finished_at: datetime
+
+
+RESULT = Result(text="hello", pages=3, finished_at=datetime(2024, 5, 1, tzinfo=timezone.utc))
+
+
+@pytest.fixture
+def client(docstore_redis_url: str) -> Iterator[redis.Redis]:
+    client = new_redis(Settings.model_validate({"REDIS_URL": docstore_redis_url}))
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def cache(client: redis.Redis) -> RedisCache:
+    return RedisCache(client, default_ttl=60)
+
+
+def test_values_round_trip_as_json_under_the_namespace(
+    cache: RedisCache, client: redis.Redis
+) -> None:
+    assert cache.set("result", RESULT)
+    assert cache.get("result", Result) == RESULT
+    raw = client.get("docstore:cache:{result}")
+    assert raw is not None
+    assert json.loads(raw) == {"text": "hello", "pages": 3, "finished_at": "2024-05-01T00:00:00Z"}
+    cache.set("many", [RESULT, RESULT])
+    assert cache.get("many", list[Result]) == [RESULT, RESULT]
+    cache.set("plain", {"a": 1})
+    assert cache.get("plain", dict[str, int]) == {"a": 1}
+
+
+def test_misses_hits_and_unreadable_values_are_counted(cache: RedisCache) -> None:
+    assert cache.get("absent", Result) is None
+    cache.set("result", RESULT)
+    cache.get("result", Result)
+    cache.set("wrong", {"nope": True})
+    assert cache.get("wrong", Result) is None
+    stats = cache.stats()
+    assert (stats.hits, stats.misses, stats.errors, stats.loads) == (1, 1, 1, 0)
+
+
+def test_ttl_gets_jitter_but_never_exceeds_the_requested_ttl(
+    cache: RedisCache, client: redis.Redis
+) -> None:
+    for i in range(20):
+        cache.set(f"k{i}", i, ttl=100)
+    ttls = [client.pttl(f"docstore:cache:{{k{i}}}") for i in range(20)]
+    assert all(89_000 < ttl <= 100_000 for ttl in ttls)
+    assert len(set(ttls)) > 1
+
+
+def test_delete_forgets_a_value(cache: RedisCache) -> None:
+    cache.set("k", 1)
+    assert cache.delete("k")
+    assert cache.get("k", int) is None
+
+
+def test_twenty_concurrent_misses_run_the_loader_once(cache: RedisCache) -> None:
+    calls = []
+    start = threading.Barrier(20)
+    results: list[Result] = []
+
+    def loader() -> Result:
+        calls.append(1)
+        time.sleep(0.3)
+        return RESULT
+
+    def caller() -> None:
+        start.wait()
+        results.append(cache.get_or_set("slow", loader, Result))
+
+    threads = [threading.Thread(target=caller) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1
+    assert results == [RESULT] * 20
+    assert cache.get("slow", Result) == RESULT
+
+
+def test_a_failing_loader_stores_nothing_and_frees_the_key(cache: RedisCache) -> None:
+    def broken() -> int:
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        cache.get_or_set("k", broken, int)
+    assert cache.get("k", int) is None
+    assert cache.get_or_set("k", lambda: 5, int) == 5
+    assert cache.get("k", int) == 5
+
+
+def test_a_crashed_lock_holder_cannot_wedge_the_key(cache: RedisCache, client: redis.Redis) -> None:
+    # A holder that died: its lock lingers until its timeout, then a waiter loads and stores.
+    client.set("docstore:cache:{k}:lock", "dead-worker", px=300)
+    assert cache.get_or_set("k", lambda: 7, int) == 7
+    assert cache.get("k", int) == 7
+    assert cache.stats().loads == 1
+
+
+def test_waiters_stop_waiting_after_wait_timeout(client: redis.Redis) -> None:
+    cache = RedisCache(client, lock_timeout=60, wait_timeout=0.2)
+    client.set("docstore:cache:{k}:lock", "stuck-worker", px=60_000)
+    assert cache.get_or_set("k", lambda: 8, int) == 8
+    # It did not hold the lock, so it did not store its value over the holder's.
+    assert cache.get("k", int) is None
+
+
+def test_invalidation_during_a_load_keeps_the_stale_value_out(cache: RedisCache) -> None:
+    def loader() -> str:
+        cache.delete("k")  # the document changed while we were loading it
+        return "stale"
+
+    assert cache.get_or_set("k", loader, str) == "stale"
+    assert cache.get("k", str) is None
+
+
+def test_a_value_of_an_old_shape_is_replaced(cache: RedisCache) -> None:
+    cache.set("k", {"old": "shape"})
+    assert cache.get_or_set("k", lambda: RESULT, Result) == RESULT
+    assert cache.get("k", Result) == RESULT
+
+
+def test_document_results_are_cached_and_invalidated(
+    cache: RedisCache, client: redis.Redis
+) -> None:
+    assert cache.cache_document_result(42, RESULT)
+    assert client.exists("docstore:cache:{document:42:result}")
+    assert cache.get_document_result(42, Result) == RESULT
+    assert cache.invalidate_document(42)
+    assert cache.get_document_result(42, Result) is None
+    with pytest.raises(InvalidInput):
+        cache.get_document_result(0, Result)
+
+
+def test_bad_arguments_are_refused(cache: RedisCache, client: redis.Redis) -> None:
+    with pytest.raises(InvalidInput):
+        cache.set("", 1)
+    with pytest.raises(InvalidInput):
+        cache.set("k", 1, ttl=0)
+    with pytest.raises(InvalidInput):
+        cache.set("k", object())
+    with pytest.raises(InvalidInput):
+        RedisCache(client, jitter=1.5)
