@@ -1,0 +1,106 @@
+"""`ProgressTracker`: how far a document's processing has got, kept in Redis for a while."""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import datetime, timezone
+from typing import Any, cast
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from docstore.errors import InvalidInput, ServiceUnavailable
+from docstore.redis_keys import check_document_id, progress_key
+from docstore.redis_support import (
+    RedisClient,
+    as_text,
+    client_address,
+    redis_errors,
+    register_script,
+)
+
+logger = logging.getLogger("docstore.progress")
+
+MAX_STAGE_LENGTH = 100
+
+
+class Progress(BaseModel):
+    """A document's progress as last reported by its worker."""
+
+    model_config = ConfigDict(frozen=True)
+
+    document_id: int
+    percent: float = Field(ge=0, le=100)
+    stage: str
+    updated_at: datetime
+
+
+class ProgressTracker:
+    """`set` / `get` / `clear` a document's progress; entries expire `ttl` seconds after the
+    last update, and the percentage never goes backwards (a late, stale update is ignored).
+
+    `set` is best effort, so a worker never fails a document because Redis blinked: it returns
+    None when Redis is unreachable. `get` and `clear` raise `ServiceUnavailable`.
+    """
+
+    def __init__(
+        self, client: RedisClient, *, ttl: float = 3600.0, address: str | None = None
+    ) -> None:
+        if not ttl > 0:
+            raise InvalidInput("ttl must be positive", field="ttl")
+        self.client = client
+        self.ttl = ttl
+        self.address = address or client_address(client)
+        self._ttl_ms = max(1, math.ceil(ttl * 1000))
+        self._set = register_script(client, "progress_set")
+
+    def set(self, document_id: int, percent: float, stage: str) -> Progress | None:
+        """Record progress; returns what is stored now (higher earlier percent wins)."""
+        check_document_id(document_id)
+        if isinstance(percent, bool) or not isinstance(percent, int | float):
+            raise InvalidInput("percent must be a number", field="percent")
+        if not 0 <= percent <= 100:
+            raise InvalidInput("percent must be between 0 and 100", field="percent")
+        if not isinstance(stage, str) or not stage or len(stage) > MAX_STAGE_LENGTH:
+            raise InvalidInput(f"stage must be 1 to {MAX_STAGE_LENGTH} characters", field="stage")
+        try:
+            with redis_errors(self.address):
+                reply = self._set(
+                    keys=[progress_key(document_id)],
+                    args=[repr(float(percent)), stage, self._ttl_ms],
+                )
+        except ServiceUnavailable as exc:
+            logger.warning("progress of document %s not recorded: %s", document_id, exc.message)
+            return None
+        return _progress(document_id, reply)
+
+    def get(self, document_id: int) -> Progress | None:
+        """The last progress reported, or None when there is none (or it expired)."""
+        check_document_id(document_id)
+        with redis_errors(self.address):
+            reply = self.client.hmget(
+                progress_key(document_id), ["percent", "stage", "updated_at_ms"]
+            )
+        values = cast("list[bytes | None]", reply)
+        if values[0] is None:
+            return None
+        return _progress(document_id, values)
+
+    def clear(self, document_id: int) -> None:
+        """Forget a document's progress (e.g. before it is processed again)."""
+        check_document_id(document_id)
+        with redis_errors(self.address):
+            self.client.delete(progress_key(document_id))
+
+
+def _progress(document_id: int, values: Any) -> Progress:
+    percent, stage, updated_at_ms = (as_text(value) for value in values)
+    return Progress(
+        document_id=document_id,
+        percent=float(percent),
+        stage=stage,
+        updated_at=datetime.fromtimestamp(int(updated_at_ms) / 1000, tz=timezone.utc),
+    )
+
+
+__all__ = ["Progress", "ProgressTracker"]
