@@ -1,0 +1,289 @@
+"""`TaskQueue`: document ids on a Redis stream, read by a consumer group (at-least-once).
+
+A worker `consume`s messages and `ack`s each one when its document is done. A message whose
+worker died stays pending; after `reclaim_idle` seconds the next `consume` (or `reclaim`) hands it
+to another worker. Every hand-out counts as a delivery, and a message that reaches
+`max_deliveries` without an ack moves to the dead-letter stream ``docstore:queue:{<stream>}:dead``
+for an operator to look at. Pair it with `DocumentRepo.claim` so a document delivered twice is
+processed once.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any, TypeVar, cast
+
+import redis.exceptions
+from pydantic import BaseModel, ConfigDict
+
+from docstore.errors import InvalidInput
+from docstore.redis_keys import check_document_id, check_name, dead_letter_key, queue_key
+from docstore.redis_support import (
+    RedisClient,
+    as_text,
+    client_address,
+    redis_errors,
+    register_script,
+)
+
+R = TypeVar("R")
+
+MAX_COUNT = 1000
+
+
+class QueueMessage(BaseModel):
+    """One delivery of a document id to a worker."""
+
+    model_config = ConfigDict(frozen=True)
+
+    message_id: str
+    document_id: int
+    deliveries: int
+    enqueued_at: datetime
+
+
+class DeadLetter(BaseModel):
+    """A message that was delivered `max_deliveries` times and never acknowledged."""
+
+    model_config = ConfigDict(frozen=True)
+
+    message_id: str
+    source_id: str
+    document_id: int
+    deliveries: int
+    last_consumer: str
+    dead_at: datetime
+
+
+class QueueStats(BaseModel):
+    """Sizes an operator watches: unfinished messages, those being worked on, dead letters."""
+
+    model_config = ConfigDict(frozen=True)
+
+    length: int
+    pending: int
+    dead_letters: int
+
+
+def _id_time(message_id: str) -> datetime:
+    # A stream id is "<milliseconds>-<sequence>" of the server clock when it was added.
+    return datetime.fromtimestamp(int(message_id.split("-", 1)[0]) / 1000, tz=timezone.utc)
+
+
+def _fields(raw: Any) -> dict[str, str]:
+    if isinstance(raw, dict):
+        return {as_text(k): as_text(v) for k, v in raw.items()}
+    flat = [as_text(item) for item in raw]
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+class TaskQueue:
+    """Redis Streams queue of document ids for one consumer group.
+
+    `socket_timeout` (seconds, taken from the client when omitted) bounds each blocking read, so
+    a long `block_ms` is served by several short reads and never trips the client's timeout.
+    """
+
+    def __init__(
+        self,
+        client: RedisClient,
+        *,
+        stream: str = "documents",
+        group: str = "workers",
+        max_deliveries: int = 5,
+        reclaim_idle: float = 60.0,
+        dead_letter_maxlen: int = 10_000,
+        socket_timeout: float | None = None,
+        address: str | None = None,
+    ) -> None:
+        check_name(stream, "stream")
+        check_name(group, "group")
+        if not isinstance(max_deliveries, int) or max_deliveries < 1:
+            raise InvalidInput("max_deliveries must be a positive integer", field="max_deliveries")
+        if not reclaim_idle > 0:
+            raise InvalidInput("reclaim_idle must be positive", field="reclaim_idle")
+        self.client = client
+        self.stream = stream
+        self.group = group
+        self.max_deliveries = max_deliveries
+        self.reclaim_idle = reclaim_idle
+        self.dead_letter_maxlen = dead_letter_maxlen
+        self.address = address or client_address(client)
+        self.key = queue_key(stream)
+        self.dead_letter_key = dead_letter_key(stream)
+        timeout = socket_timeout if socket_timeout is not None else _client_timeout(client)
+        # Each blocking read stays well inside the socket timeout.
+        self._block_chunk_ms = max(1, int(timeout * 1000 * 0.6)) if timeout else 1000
+        self._reclaim = register_script(client, "queue_reclaim")
+        self._ack = register_script(client, "queue_ack")
+        self._group_ready = False
+
+    # -- producing ----------------------------------------------------------------------------
+
+    def enqueue(self, document_id: int) -> str:
+        """Add a document id to the queue; returns the message id."""
+        document_id = check_document_id(document_id)
+        message_id = self._run(lambda: self.client.xadd(self.key, {"document_id": document_id}))
+        return as_text(message_id)
+
+    # -- consuming ----------------------------------------------------------------------------
+
+    def consume(self, worker_id: str, count: int = 1, block_ms: int = 0) -> list[QueueMessage]:
+        """Up to `count` messages for `worker_id`: first ones a dead worker left behind (idle
+        longer than `reclaim_idle`), then new ones, waiting up to `block_ms` for new ones (0: do
+        not wait). Ack each message when its document is done.
+        """
+        check_name(worker_id, "worker_id")
+        _check_count(count)
+        if not isinstance(block_ms, int) or block_ms < 0:
+            raise InvalidInput("block_ms must be a non-negative integer", field="block_ms")
+        messages = self.reclaim(worker_id, count)
+        if messages:
+            block_ms = 0
+        wanted = count - len(messages)
+        deadline = time.monotonic() + block_ms / 1000
+        while wanted > 0:
+            remaining_ms = math.ceil((deadline - time.monotonic()) * 1000)
+            block = min(remaining_ms, self._block_chunk_ms) if remaining_ms > 0 else None
+            fresh = self._read_new(worker_id, wanted, block)
+            messages.extend(fresh)
+            wanted -= len(fresh)
+            if fresh or block is None:
+                break
+        return messages
+
+    def _read_new(self, worker_id: str, count: int, block: int | None) -> list[QueueMessage]:
+        reply: Any = self._run(
+            lambda: self.client.xreadgroup(
+                self.group, worker_id, {self.key: ">"}, count=count, block=block
+            )
+        )
+        if not reply:
+            return []
+        entries: list[Any]
+        if isinstance(reply, dict):  # RESP3: {stream: [[entry, ...]]}
+            (value,) = reply.values()
+            entries = value[0] if value and isinstance(value[0], list) else value
+        else:  # RESP2: [[stream, [entry, ...]]]
+            entries = reply[0][1]
+        return [self._message(entry_id, fields, 1) for entry_id, fields in entries]
+
+    def reclaim(
+        self, worker_id: str, count: int = 100, min_idle: float | None = None
+    ) -> list[QueueMessage]:
+        """Take over up to `count` messages idle for `min_idle` seconds (default `reclaim_idle`);
+        those already delivered `max_deliveries` times go to the dead-letter stream instead.
+        """
+        check_name(worker_id, "worker_id")
+        _check_count(count)
+        idle_ms = max(0, math.ceil((self.reclaim_idle if min_idle is None else min_idle) * 1000))
+        handed, _dead = self._run(
+            lambda: self._reclaim(
+                keys=[self.key, self.dead_letter_key],
+                args=[
+                    self.group,
+                    worker_id,
+                    idle_ms,
+                    count,
+                    self.max_deliveries,
+                    self.dead_letter_maxlen,
+                ],
+            )
+        )
+        return [
+            self._message(entry_id, fields, int(deliveries))
+            for entry_id, fields, deliveries in handed
+        ]
+
+    def ack(self, *messages: str | QueueMessage) -> int:
+        """Mark messages done (and delete them); returns how many were still pending."""
+        ids = [m.message_id if isinstance(m, QueueMessage) else m for m in messages]
+        if not ids:
+            return 0
+        if not all(isinstance(i, str) and i for i in ids):
+            raise InvalidInput("message ids must be non-empty strings", field="messages")
+        return int(self._run(lambda: self._ack(keys=[self.key], args=[self.group, *ids])))
+
+    # -- operators ----------------------------------------------------------------------------
+
+    def dead_letters(self, count: int = 100) -> list[DeadLetter]:
+        """The oldest `count` dead letters."""
+        _check_count(count)
+        with redis_errors(self.address):
+            entries = self.client.xrange(self.dead_letter_key, count=count)
+        letters = []
+        for entry_id, raw in cast("list[tuple[bytes, Any]]", entries):
+            fields = _fields(raw)
+            letter_id = as_text(entry_id)
+            letters.append(
+                DeadLetter(
+                    message_id=letter_id,
+                    source_id=fields["source_id"],
+                    document_id=int(fields["document_id"]),
+                    deliveries=int(fields["deliveries"]),
+                    last_consumer=fields["last_consumer"],
+                    dead_at=_id_time(letter_id),
+                )
+            )
+        return letters
+
+    def stats(self) -> QueueStats:
+        """Stream length, messages delivered but not acked, and dead letters."""
+        with redis_errors(self.address):
+            length = int(self.client.xlen(self.key))
+            dead = int(self.client.xlen(self.dead_letter_key))
+            pending = 0
+            if length:
+                summary = self._run(lambda: self.client.xpending(self.key, self.group))
+                pending = int(summary["pending"])
+        return QueueStats(length=length, pending=pending, dead_letters=dead)
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _message(self, entry_id: bytes | str, raw: Any, deliveries: int) -> QueueMessage:
+        message_id = as_text(entry_id)
+        return QueueMessage(
+            message_id=message_id,
+            document_id=int(_fields(raw)["document_id"]),
+            deliveries=deliveries,
+            enqueued_at=_id_time(message_id),
+        )
+
+    def _run(self, call: Callable[[], R]) -> R:
+        """Run a command; create the consumer group once, or again after Redis lost it."""
+        with redis_errors(self.address):
+            if not self._group_ready:
+                self._create_group()
+            try:
+                return call()
+            except redis.exceptions.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                self._create_group()
+                return call()
+
+    def _create_group(self) -> None:
+        try:
+            self.client.xgroup_create(self.key, self.group, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+
+def _client_timeout(client: RedisClient) -> float | None:
+    pool = getattr(client, "connection_pool", None)
+    kwargs: dict[str, Any] = pool.connection_kwargs if pool is not None else {}
+    timeout = kwargs.get("socket_timeout")
+    return float(timeout) if timeout else None
+
+
+def _check_count(count: int) -> None:
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_COUNT:
+        raise InvalidInput(f"count must be between 1 and {MAX_COUNT}", field="count")
+
+
+__all__ = ["DeadLetter", "QueueMessage", "QueueStats", "TaskQueue"]

@@ -1,0 +1,119 @@
+"""TaskQueue on a real Redis: at-least-once delivery, reclaim, dead letters, long blocking reads."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from docstore import InvalidInput, Settings
+from docstore.redis_client import new_redis
+from docstore.task_queue import TaskQueue
+
+
+@pytest.fixture
+def client(docstore_redis_url: str) -> Iterator[redis.Redis]:
+    client = new_redis(Settings.model_validate({"REDIS_URL": docstore_redis_url}))
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def queue(client: redis.Redis) -> TaskQueue:
+    return TaskQueue(client, max_deliveries=3, reclaim_idle=0.1)
+
+
+def test_enqueued_documents_are_consumed_and_acked(queue: TaskQueue) -> None:
+    first = queue.enqueue(1)
+    queue.enqueue(2)
+    messages = queue.consume("worker-a", count=10)
+    assert [(m.document_id, m.deliveries) for m in messages] == [(1, 1), (2, 1)]
+    assert messages[0].message_id == first
+    assert messages[0].enqueued_at.tzinfo is not None
+    assert queue.stats().pending == 2
+    assert queue.ack(*messages) == 2
+    assert queue.ack(first) == 0  # already done
+    stats = queue.stats()
+    assert (stats.length, stats.pending, stats.dead_letters) == (0, 0, 0)
+
+
+def test_each_message_goes_to_one_worker(queue: TaskQueue) -> None:
+    for document_id in range(1, 11):
+        queue.enqueue(document_id)
+    a = queue.consume("worker-a", count=4)
+    b = queue.consume("worker-b", count=10)
+    assert sorted(m.document_id for m in a + b) == list(range(1, 11))
+    assert not {m.message_id for m in a} & {m.message_id for m in b}
+
+
+def test_a_dead_workers_message_is_redelivered_after_reclaim_idle(queue: TaskQueue) -> None:
+    queue.enqueue(1)
+    queue.enqueue(2)
+    taken = queue.consume("worker-a", count=2)
+    queue.ack(taken[1])  # worker-a finished document 2, then died while on document 1
+    assert queue.consume("worker-b") == []  # not idle long enough yet
+    time.sleep(0.15)
+    again = queue.consume("worker-b")
+    assert [(m.document_id, m.deliveries) for m in again] == [(1, 2)]
+    assert again[0].message_id == taken[0].message_id
+    queue.ack(*again)
+    time.sleep(0.15)
+    assert queue.consume("worker-c") == []
+
+
+def test_reclaim_can_be_called_on_its_own(queue: TaskQueue) -> None:
+    queue.enqueue(5)
+    queue.consume("worker-a")
+    assert queue.reclaim("worker-b", min_idle=60) == []
+    taken = queue.reclaim("worker-b", min_idle=0)
+    assert [(m.document_id, m.deliveries) for m in taken] == [(5, 2)]
+
+
+def test_a_message_delivered_too_often_becomes_a_dead_letter(queue: TaskQueue) -> None:
+    queue.enqueue(7)
+    deliveries = []
+    for worker in ("a", "b", "c", "d"):
+        messages = queue.consume(worker)
+        deliveries.extend(m.deliveries for m in messages)
+        time.sleep(0.15)  # never acked: each worker "dies"
+    assert deliveries == [1, 2, 3]
+    letters = queue.dead_letters()
+    assert len(letters) == 1
+    letter = letters[0]
+    assert (letter.document_id, letter.deliveries, letter.last_consumer) == (7, 3, "d")
+    stats = queue.stats()
+    assert (stats.length, stats.pending, stats.dead_letters) == (0, 0, 1)
+
+
+def test_a_long_block_outlasts_the_socket_timeout(queue: TaskQueue) -> None:
+    # The client's socket timeout is 0.5 s; the read waits longer in several short reads.
+    timer = threading.Timer(0.8, queue.enqueue, args=(3,))
+    timer.start()
+    try:
+        messages = queue.consume("worker-a", block_ms=5000)
+    finally:
+        timer.cancel()
+    assert [m.document_id for m in messages] == [3]
+
+
+def test_a_lost_consumer_group_is_created_again(queue: TaskQueue, client: redis.Redis) -> None:
+    queue.enqueue(1)
+    client.flushdb()  # what a restart without persistence leaves behind
+    queue.enqueue(2)
+    assert [m.document_id for m in queue.consume("worker-a", count=5)] == [2]
+
+
+def test_bad_arguments_are_refused(queue: TaskQueue, client: redis.Redis) -> None:
+    with pytest.raises(InvalidInput):
+        queue.enqueue(0)
+    with pytest.raises(InvalidInput):
+        queue.consume("")
+    with pytest.raises(InvalidInput):
+        queue.consume("w", count=0)
+    with pytest.raises(InvalidInput):
+        queue.consume("w", block_ms=-1)
+    with pytest.raises(InvalidInput):
+        TaskQueue(client, max_deliveries=0)
