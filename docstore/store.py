@@ -11,11 +11,13 @@ import redis
 
 from docstore import schema
 from docstore.database import Database, new_pool
+from docstore.documents import DocumentRepo
 from docstore.error_mapping import database_error, redis_unavailable
 from docstore.errors import DocstoreError, ServiceUnavailable
 from docstore.health import HealthReport, PoolStats
 from docstore.redis_client import new_redis
 from docstore.settings import Settings
+from docstore.users import UserRepo
 
 
 class Docstore:
@@ -40,6 +42,8 @@ class Docstore:
             self.pool, address=self.settings.database_address, debug_sql=self.settings.debug_sql
         )
         # Repositories (PostgreSQL).
+        self.users = UserRepo(self.db)
+        self.documents = DocumentRepo(self.db)
         # Redis side (each fails open or raises typed errors when Redis is down).
 
     @classmethod

@@ -1,0 +1,246 @@
+"""`DocumentRepo`: documents, their keyset listing and full-text search (`store.documents`).
+
+The processing lifecycle (claim, heartbeat, complete, fail, requeue) comes from
+`docstore.lifecycle.DocumentLifecycle`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any
+
+import psycopg
+
+from docstore.database import Database
+from docstore.errors import InvalidInput, NotFound
+from docstore.lifecycle import DocumentLifecycle
+from docstore.models import (
+    DOCUMENT_STATUSES,
+    DocumentCreate,
+    DocumentListResponse,
+    DocumentResponse,
+    DocumentStatus,
+    DocumentSummary,
+    DocumentUpdate,
+    DocumentWithUser,
+    LegacyTaskId,
+    SearchHit,
+    SearchResponse,
+)
+from docstore.pagination import (
+    DocumentPageCursor,
+    SearchPageCursor,
+    decode_cursor,
+    encode_cursor,
+)
+from docstore.validation import (
+    MAX_BIGINT,
+    Checker,
+    RowId,
+    checked_limit,
+    clean_text,
+    length_between,
+    parse_input,
+)
+
+Connection = psycopg.Connection[Any]
+
+MAX_PAGE_SIZE = 500
+MAX_SEARCH_PAGE_SIZE = 100
+# Rows per INSERT statement in create_many: one round trip each, all in one transaction.
+INSERT_BATCH_SIZE = 1000
+
+_user_id: Checker[int] = Checker(RowId, "user_id")
+_document_id: Checker[int] = Checker(RowId, "document_id")
+_task_id: Checker[str] = Checker(LegacyTaskId, "task_id")
+_FIRST_PAGE = (datetime.max.replace(tzinfo=timezone.utc), MAX_BIGINT)
+
+
+@contextmanager
+def _unknown_user_check() -> Iterator[None]:
+    """Name the user in the error when the foreign key refuses a document."""
+    try:
+        yield
+    except InvalidInput as exc:
+        if exc.field != "documents_user_id_fkey":
+            raise
+        raise InvalidInput("user_id: no user has this id", field="user_id") from exc
+
+
+def _search_query(query: object) -> str:
+    if not isinstance(query, str):
+        raise InvalidInput("query must be a string", field="query")
+    try:
+        return length_between(1, 1000)(clean_text(query).strip())
+    except ValueError as exc:
+        raise InvalidInput(f"query: {exc}", field="query") from None
+
+
+def _statuses(status: object) -> list[str]:
+    if status is None:
+        return list(DOCUMENT_STATUSES)
+    if status not in DOCUMENT_STATUSES:
+        raise InvalidInput(f"status must be one of {', '.join(DOCUMENT_STATUSES)}", field="status")
+    return [str(status)]
+
+
+class DocumentRepo(DocumentLifecycle):
+    """Create, read, change, list and search documents.
+
+    Every method takes an optional `conn` to run inside the caller's transaction.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create(self, data: DocumentCreate, conn: Connection | None = None) -> DocumentResponse:
+        """Create one PENDING document (`InvalidInput` when the user does not exist)."""
+        document = parse_input(DocumentCreate, data)
+        params = document.model_dump()
+        with _unknown_user_check():
+            row = self.db.fetch_one("insert_document", params, DocumentResponse, conn)
+        assert row is not None  # INSERT ... RETURNING always returns the row
+        return row
+
+    def create_many(
+        self, items: Sequence[DocumentCreate], conn: Connection | None = None
+    ) -> list[DocumentResponse]:
+        """Create documents in input order: all validated first, one statement per 1,000 rows,
+        all in one transaction, so a bad item writes nothing."""
+        documents = [parse_input(DocumentCreate, item) for item in items]
+        created: list[DocumentResponse] = []
+        if not documents:
+            return created
+        with _unknown_user_check(), self.db.transaction(conn) as c:
+            for start in range(0, len(documents), INSERT_BATCH_SIZE):
+                batch = documents[start : start + INSERT_BATCH_SIZE]
+                params = {
+                    "user_ids": [d.user_id for d in batch],
+                    "filenames": [d.filename for d in batch],
+                    "s3_keys": [d.s3_key for d in batch],
+                    "max_attempts": [d.max_attempts for d in batch],
+                    "legacy_task_ids": [d.legacy_task_id for d in batch],
+                }
+                rows = self.db.fetch_all("insert_documents", params, DocumentResponse, c)
+                # Identity values follow the ORDER BY of the insert: sorting by id is input order.
+                created.extend(sorted(rows, key=lambda row: row.id))
+        return created
+
+    def get(self, document_id: int, conn: Connection | None = None) -> DocumentResponse:
+        """The document with this id, text included (`NotFound` otherwise)."""
+        params = {"document_id": _document_id(document_id)}
+        document = self.db.fetch_one("get_document", params, DocumentResponse, conn)
+        if document is None:
+            raise NotFound(f"document {document_id} does not exist")
+        return document
+
+    def get_by_task_id(
+        self, task_id: str, conn: Connection | None = None
+    ) -> DocumentResponse | None:
+        """The document moved from the legacy Redis store under this task id, or None."""
+        params = {"legacy_task_id": _task_id(task_id)}
+        return self.db.fetch_one("get_document_by_task_id", params, DocumentResponse, conn)
+
+    def get_with_user(self, document_id: int, conn: Connection | None = None) -> DocumentWithUser:
+        """The document and its owner, in one query (`NotFound` otherwise)."""
+        params = {"document_id": _document_id(document_id)}
+        document = self.db.fetch_one("get_document_with_user", params, DocumentWithUser, conn)
+        if document is None:
+            raise NotFound(f"document {document_id} does not exist")
+        return document
+
+    def update(
+        self, document_id: int, changes: DocumentUpdate, conn: Connection | None = None
+    ) -> DocumentResponse:
+        """Apply the client-editable `changes` (fields left None stay as they are)."""
+        update = parse_input(DocumentUpdate, changes)
+        params = {"document_id": _document_id(document_id), "filename": update.filename}
+        document = self.db.fetch_one("update_document", params, DocumentResponse, conn)
+        if document is None:
+            raise NotFound(f"document {document_id} does not exist")
+        return document
+
+    def delete(self, document_id: int, conn: Connection | None = None) -> None:
+        """Delete the document (`NotFound` if absent)."""
+        if not self.db.execute("delete_document", {"document_id": _document_id(document_id)}, conn):
+            raise NotFound(f"document {document_id} does not exist")
+
+    def list_for_user(
+        self,
+        user_id: int,
+        status: DocumentStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        conn: Connection | None = None,
+    ) -> DocumentListResponse:
+        """One page of the user's documents, newest first, optionally of one status.
+
+        Keyset pagination on (created_at, id): pass `next_cursor` back for the next page.
+        Documents created meanwhile never shift a page (they sort before the first one).
+        """
+        before = _FIRST_PAGE
+        if cursor is not None:
+            position = decode_cursor(cursor, DocumentPageCursor)
+            before = (position.created_at, position.id)
+        page_size = checked_limit(limit, MAX_PAGE_SIZE)
+        params = {
+            "user_id": _user_id(user_id),
+            "statuses": _statuses(status),
+            "before_created_at": before[0],
+            "before_id": before[1],
+            "limit": page_size + 1,
+        }
+        rows = self.db.fetch_all("list_user_documents", params, DocumentSummary, conn)
+        next_cursor = None
+        if len(rows) > page_size:
+            rows = rows[:page_size]
+            last = rows[-1]
+            next_cursor = encode_cursor(DocumentPageCursor(created_at=last.created_at, id=last.id))
+        return DocumentListResponse(items=rows, next_cursor=next_cursor)
+
+    def count_by_status(
+        self, user_id: int, conn: Connection | None = None
+    ) -> dict[DocumentStatus, int]:
+        """How many documents the user has in each status (every status present, maybe 0)."""
+        counts: dict[DocumentStatus, int] = dict.fromkeys(DOCUMENT_STATUSES, 0)
+        params = {"user_id": _user_id(user_id)}
+        for status, count in self.db.fetch_rows("count_user_documents_by_status", params, conn):
+            counts[status] = count
+        return counts
+
+    def search(
+        self,
+        user_id: int,
+        query: str,
+        limit: int = 20,
+        cursor: str | None = None,
+        conn: Connection | None = None,
+    ) -> SearchResponse:
+        """The user's documents matching `query` (web-search syntax: words, "phrases", -not,
+        or), best rank first, with a snippet each.
+
+        Only the first 200,000 characters of a text are indexed and searched.
+        """
+        after_rank, after_id = float("inf"), MAX_BIGINT
+        if cursor is not None:
+            position = decode_cursor(cursor, SearchPageCursor)
+            after_rank, after_id = position.rank, position.id
+        page_size = checked_limit(limit, MAX_SEARCH_PAGE_SIZE)
+        params = {
+            "user_id": _user_id(user_id),
+            "query": _search_query(query),
+            "after_rank": after_rank,
+            "after_id": after_id,
+            "limit": page_size + 1,
+        }
+        hits = self.db.fetch_all("search_documents", params, SearchHit, conn)
+        next_cursor = None
+        if len(hits) > page_size:
+            hits = hits[:page_size]
+            next_cursor = encode_cursor(SearchPageCursor(rank=hits[-1].rank, id=hits[-1].id))
+        return SearchResponse(items=hits, next_cursor=next_cursor)
+
+
+__all__ = ["DocumentRepo"]

@@ -1,0 +1,198 @@
+"""The processing lifecycle of a document, enforced in SQL.
+
+    PENDING ──claim──▶ PROCESSING ──mark_completed──▶ COMPLETED
+       ▲                 │  │ ▲
+       │                 │  │ └─heartbeat (same worker, lease running)
+       └─mark_failed(retry, attempts left) / requeue_expired (lease ran out, attempts left)
+                         └──mark_failed / requeue_expired (no attempts left)──▶ FAILED
+
+Each change is one conditional UPDATE whose WHERE clause is the rule (status, worker, running
+lease), never a read followed by a write. When it touches no row, a cheap read says why:
+`NotFound`, or `InvalidTransition` with the document unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from docstore.database import Database
+from docstore.errors import InvalidInput, InvalidTransition, NotFound
+from docstore.models import CompletedResult, DocumentResponse, DocumentSummary
+from docstore.validation import (
+    Checker,
+    LeaseSeconds,
+    RowId,
+    WorkerId,
+    checked_limit,
+    clean_text,
+    length_between,
+    parse_input,
+)
+
+Connection = psycopg.Connection[Any]
+
+DEFAULT_LEASE_SECONDS = 300.0
+MAX_ERROR_MESSAGE_LENGTH = 100_000
+
+_document_id: Checker[int] = Checker(RowId, "document_id")
+_worker_id: Checker[str] = Checker(WorkerId, "worker_id")
+_lease_seconds: Checker[float] = Checker(LeaseSeconds, "lease_seconds")
+
+
+def _error_message(value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput("error_message must be a string", field="error_message")
+    try:
+        return length_between(1, MAX_ERROR_MESSAGE_LENGTH)(clean_text(value))
+    except ValueError as exc:
+        raise InvalidInput(f"error_message: {exc}", field="error_message") from None
+
+
+class DocumentLifecycle:
+    """Claim, heartbeat, complete, fail and requeue documents (part of `DocumentRepo`)."""
+
+    db: Database
+
+    def claim_next(
+        self,
+        worker_id: str,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        conn: Connection | None = None,
+    ) -> DocumentResponse | None:
+        """Take the oldest PENDING document for `worker_id`, or None when there is none.
+
+        Concurrent workers never get the same document (FOR UPDATE SKIP LOCKED).
+        """
+        params = {
+            "worker_id": _worker_id(worker_id),
+            "lease_seconds": _lease_seconds(lease_seconds),
+        }
+        return self.db.fetch_one("claim_next_document", params, DocumentResponse, conn)
+
+    def claim(
+        self,
+        document_id: int,
+        worker_id: str,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        conn: Connection | None = None,
+    ) -> DocumentResponse:
+        """Take this document for `worker_id` if it is PENDING (`InvalidTransition` otherwise);
+        for consumers of a queue that may deliver a document twice."""
+        params = {
+            "document_id": _document_id(document_id),
+            "worker_id": _worker_id(worker_id),
+            "lease_seconds": _lease_seconds(lease_seconds),
+        }
+        document = self.db.fetch_one("claim_document", params, DocumentResponse, conn)
+        return document or self._refused(document_id, "claim", worker_id, conn)
+
+    def heartbeat(
+        self,
+        document_id: int,
+        worker_id: str,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        conn: Connection | None = None,
+    ) -> DocumentResponse:
+        """Extend the lease of `worker_id` to `lease_seconds` from now.
+
+        `InvalidTransition` when the worker no longer holds a running lease: stop working.
+        """
+        params = {
+            "document_id": _document_id(document_id),
+            "worker_id": _worker_id(worker_id),
+            "lease_seconds": _lease_seconds(lease_seconds),
+        }
+        document = self.db.fetch_one("extend_document_lease", params, DocumentResponse, conn)
+        return document or self._refused(document_id, "heartbeat", worker_id, conn)
+
+    def mark_completed(
+        self,
+        document_id: int,
+        worker_id: str,
+        result_text: str,
+        page_count: int | None = None,
+        extraction_time_seconds: float | None = None,
+        conn: Connection | None = None,
+    ) -> DocumentResponse:
+        """Store the result of the worker holding the document: COMPLETED.
+
+        NUL bytes are stripped from `result_text`; only its first 200,000 characters are
+        indexed for search. `InvalidTransition` when the worker's lease is gone.
+        """
+        result = parse_input(
+            CompletedResult,
+            {
+                "result_text": result_text,
+                "page_count": page_count,
+                "extraction_time_seconds": extraction_time_seconds,
+            },
+        )
+        params = {
+            "document_id": _document_id(document_id),
+            "worker_id": _worker_id(worker_id),
+            **result.model_dump(),
+        }
+        # The statement does not send the text back: it is what we just wrote.
+        summary = self.db.fetch_one("complete_document", params, DocumentSummary, conn)
+        if summary is None:
+            return self._refused(document_id, "complete", worker_id, conn)
+        return DocumentResponse.model_validate(
+            {**summary.__dict__, "result_text": result.result_text}
+        )
+
+    def mark_failed(
+        self,
+        document_id: int,
+        worker_id: str,
+        error_message: str,
+        retry: bool = True,
+        conn: Connection | None = None,
+    ) -> DocumentResponse:
+        """Record the failure of the worker holding the document.
+
+        With `retry` and attempts left it goes back to PENDING, otherwise to FAILED (with
+        `completed_at`). `InvalidTransition` when the worker's lease is gone.
+        """
+        params = {
+            "document_id": _document_id(document_id),
+            "worker_id": _worker_id(worker_id),
+            "error_message": _error_message(error_message),
+            "retry": bool(retry),
+        }
+        document = self.db.fetch_one("fail_document", params, DocumentResponse, conn)
+        return document or self._refused(document_id, "fail", worker_id, conn)
+
+    def requeue_expired(
+        self, limit: int = 1000, conn: Connection | None = None
+    ) -> list[DocumentResponse]:
+        """Take back up to `limit` documents whose lease ran out (their worker died): PENDING
+        while attempts remain, FAILED after the last. Returns them, e.g. to re-enqueue."""
+        params = {"limit": checked_limit(limit, 10_000)}
+        return self.db.fetch_all("requeue_expired_documents", params, DocumentResponse, conn)
+
+    def _refused(
+        self, document_id: int, action: str, worker_id: str, conn: Connection | None
+    ) -> DocumentResponse:
+        """Raise why the conditional UPDATE for `action` touched no row."""
+        rows = self.db.fetch_rows("get_document_state", {"document_id": document_id}, conn)
+        if not rows:
+            raise NotFound(f"document {document_id} does not exist")
+        status, holder, lease_running = rows[0]
+        if action == "claim":
+            reason = f"it is {status}, not PENDING"
+        elif status != "PROCESSING":
+            reason = f"it is {status}, not PROCESSING"
+        elif holder != worker_id:
+            reason = f"worker {holder!r} holds it"
+        elif not lease_running:
+            reason = "the worker's lease expired"
+        else:  # pragma: no cover - the UPDATE would have matched; a concurrent change won
+            reason = "it changed meanwhile"
+        raise InvalidTransition(
+            f"cannot {action} document {document_id} for worker {worker_id!r}: {reason}"
+        )
+
+
+__all__ = ["DEFAULT_LEASE_SECONDS", "DocumentLifecycle"]

@@ -1,0 +1,214 @@
+"""Pydantic models in and out of the repositories, with the names services already use.
+
+Input models (`UserCreate`, `DocumentCreate`, ...) validate what a client sends: NUL bytes are
+stripped from text, lone surrogates and out-of-range values are refused. Output models map rows
+(`from_attributes=True`) and carry timezone-aware UTC timestamps.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from docstore.validation import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    RowId,
+    Text,
+    UtcDatetime,
+    clean_text,
+    length_between,
+)
+
+DocumentStatus = Literal["PENDING", "PROCESSING", "COMPLETED", "FAILED"]
+DOCUMENT_STATUSES: tuple[DocumentStatus, ...] = ("PENDING", "PROCESSING", "COMPLETED", "FAILED")
+
+# Deliberately simple: one @, no spaces, a dot in the domain. Deliverability is the mail
+# server's business; this catches typos and garbage without a DNS-aware dependency.
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
+
+
+def _check_email(value: str) -> str:
+    value = value.strip()
+    if not 3 <= len(value) <= 255 or not _EMAIL.fullmatch(value):
+        raise ValueError("must be an email address like name@example.com (at most 255 characters)")
+    return value
+
+
+Email = Annotated[str, AfterValidator(clean_text), AfterValidator(_check_email)]
+Filename = Annotated[str, AfterValidator(clean_text), AfterValidator(length_between(1, 255))]
+S3Key = Annotated[str, AfterValidator(clean_text), AfterValidator(length_between(1, 512))]
+LegacyTaskId = Annotated[str, AfterValidator(clean_text), AfterValidator(length_between(1, 512))]
+
+_INPUT = ConfigDict(extra="forbid", from_attributes=True, revalidate_instances="always")
+_OUTPUT = ConfigDict(from_attributes=True)
+
+
+class UserCreate(BaseModel):
+    """A new user; the API key is generated, never supplied."""
+
+    model_config = _INPUT
+
+    email: Email
+
+
+class UserUpdate(BaseModel):
+    """Changes to a user; fields left out (or None) stay as they are."""
+
+    model_config = _INPUT
+
+    email: Email | None = None
+
+
+class UserResponse(BaseModel):
+    """A user as stored (the key digest never leaves the database)."""
+
+    model_config = _OUTPUT
+
+    id: int
+    email: str
+    has_api_key: bool
+    api_key_last_used_at: UtcDatetime | None
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+class UserWithApiKey(BaseModel):
+    """A user and its new API key: the only time the key is shown."""
+
+    model_config = _OUTPUT
+
+    user: UserResponse
+    api_key: str = Field(repr=False)
+
+
+class UserListResponse(BaseModel):
+    """One page of users and the cursor of the next page (None on the last)."""
+
+    model_config = _OUTPUT
+
+    items: list[UserResponse]
+    next_cursor: str | None
+
+
+class DocumentCreate(BaseModel):
+    """A new document, PENDING until a worker claims it."""
+
+    model_config = _INPUT
+
+    user_id: RowId
+    filename: Filename
+    s3_key: S3Key
+    max_attempts: Annotated[int, Field(strict=True, ge=1, le=100)] = 3
+    legacy_task_id: LegacyTaskId | None = None
+
+
+class DocumentUpdate(BaseModel):
+    """The fields a client may change; fields left out (or None) stay as they are."""
+
+    model_config = _INPUT
+
+    filename: Filename | None = None
+
+
+class DocumentSummary(BaseModel):
+    """A document without its extracted text (listings stay small whatever the texts weigh)."""
+
+    model_config = _OUTPUT
+
+    id: int
+    user_id: int
+    filename: str
+    s3_key: str
+    status: DocumentStatus
+    error_message: str | None
+    page_count: int | None
+    extraction_time_seconds: float | None
+    attempts: int
+    max_attempts: int
+    worker_id: str | None
+    lease_expires_at: UtcDatetime | None
+    legacy_task_id: str | None
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+    started_at: UtcDatetime | None
+    completed_at: UtcDatetime | None
+
+
+class DocumentResponse(DocumentSummary):
+    """A document with its extracted text (NUL bytes removed)."""
+
+    result_text: str | None
+
+
+class DocumentWithUser(DocumentResponse):
+    """A document and its owner, read in one query."""
+
+    user: UserResponse
+
+
+class UserWithDocuments(UserResponse):
+    """A user and its newest documents (summaries), read in one query."""
+
+    documents: list[DocumentSummary]
+
+
+class DocumentListResponse(BaseModel):
+    """One page of a user's documents, newest first, and the cursor of the next page."""
+
+    model_config = _OUTPUT
+
+    items: list[DocumentSummary]
+    next_cursor: str | None
+
+
+class SearchHit(DocumentSummary):
+    """A matching document, its rank and a snippet with matches wrapped in <mark></mark>.
+
+    The snippet is document text, not HTML-escaped: escape it before rendering as HTML.
+    """
+
+    rank: float
+    snippet: str
+
+
+class SearchResponse(BaseModel):
+    """One page of search hits, best first, and the cursor of the next page."""
+
+    model_config = _OUTPUT
+
+    items: list[SearchHit]
+    next_cursor: str | None
+
+
+class CompletedResult(BaseModel):
+    """What a worker reports when a document is done (validated before the UPDATE)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    result_text: Text
+    page_count: NonNegativeInt | None = None
+    extraction_time_seconds: NonNegativeFloat | None = None
+
+
+__all__ = [
+    "DOCUMENT_STATUSES",
+    "CompletedResult",
+    "DocumentCreate",
+    "DocumentListResponse",
+    "DocumentResponse",
+    "DocumentStatus",
+    "DocumentSummary",
+    "DocumentUpdate",
+    "DocumentWithUser",
+    "SearchHit",
+    "SearchResponse",
+    "UserCreate",
+    "UserListResponse",
+    "UserResponse",
+    "UserUpdate",
+    "UserWithApiKey",
+    "UserWithDocuments",
+]

@@ -1,0 +1,78 @@
+"""Opaque keyset cursors: the last row's sort key as URL-safe base64 of JSON.
+
+A cursor is not signed: it only carries a position, every value goes into SQL as a parameter, and
+decoding validates it fully, so a tampered cursor raises `InvalidInput` (never a database error).
+The `kind` field keeps a cursor of one listing from being used for another.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Literal, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from docstore.errors import InvalidInput
+from docstore.validation import MAX_BIGINT
+
+_MAX_CURSOR_LENGTH = 512
+
+
+class Cursor(BaseModel):
+    """Base of the cursor payloads: strict, closed, immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class DocumentPageCursor(Cursor):
+    """Position after a document in `list_for_user` (newest first)."""
+
+    kind: Literal["documents"] = "documents"
+    created_at: AwareDatetime = Field(strict=False)  # JSON carries it as an ISO-8601 string
+    id: int = Field(ge=1, le=MAX_BIGINT)
+
+
+class SearchPageCursor(Cursor):
+    """Position after a hit in `search` (best rank first)."""
+
+    kind: Literal["search"] = "search"
+    rank: float = Field(ge=0, allow_inf_nan=False, strict=False)
+    id: int = Field(ge=1, le=MAX_BIGINT)
+
+
+class UserPageCursor(Cursor):
+    """Position after a user in `users.list` (by id)."""
+
+    kind: Literal["users"] = "users"
+    id: int = Field(ge=1, le=MAX_BIGINT)
+
+
+AnyCursor = TypeVar("AnyCursor", bound=Cursor)
+
+
+def encode_cursor(cursor: Cursor) -> str:
+    """The opaque token for `cursor`."""
+    return base64.urlsafe_b64encode(cursor.model_dump_json().encode()).rstrip(b"=").decode()
+
+
+def decode_cursor(token: object, model: type[AnyCursor]) -> AnyCursor:
+    """The cursor inside `token`; `InvalidInput` when it is not one `encode_cursor` made."""
+    if not isinstance(token, str) or not 0 < len(token) <= _MAX_CURSOR_LENGTH:
+        raise InvalidInput("cursor is not a cursor returned by this listing", field="cursor")
+    try:
+        raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
+        return model.model_validate_json(raw)
+    except (binascii.Error, ValueError, ValidationError):
+        raise InvalidInput(
+            "cursor is not a cursor returned by this listing", field="cursor"
+        ) from None
+
+
+__all__ = [
+    "DocumentPageCursor",
+    "SearchPageCursor",
+    "UserPageCursor",
+    "decode_cursor",
+    "encode_cursor",
+]

@@ -1,0 +1,162 @@
+"""`UserRepo`: users and their API keys (`store.users`)."""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+import psycopg
+
+from docstore.api_keys import api_key_digest, is_well_formed, new_api_key
+from docstore.database import Database
+from docstore.errors import NotFound
+from docstore.models import (
+    Email,
+    UserCreate,
+    UserListResponse,
+    UserResponse,
+    UserUpdate,
+    UserWithApiKey,
+    UserWithDocuments,
+)
+from docstore.pagination import UserPageCursor, decode_cursor, encode_cursor
+from docstore.validation import Checker, RowId, checked_limit, parse_input
+
+Connection = psycopg.Connection[Any]
+
+_user_id: Checker[int] = Checker(RowId, "user_id")
+_email: Checker[str] = Checker(Email, "email")
+MAX_PAGE_SIZE = 500
+
+
+class _AuthenticatedUser(UserResponse):
+    key_use_due: bool
+
+
+class UserRepo:
+    """Create, authenticate, change and list users.
+
+    Every method takes an optional `conn` to run inside the caller's transaction.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create(self, data: UserCreate, conn: Connection | None = None) -> UserWithApiKey:
+        """Create a user and its first API key, returned this once (`Conflict` on a taken email)."""
+        user = parse_input(UserCreate, data)
+        api_key = new_api_key()
+        row = self.db.fetch_one(
+            "insert_user",
+            {"email": user.email, "api_key_hash": api_key_digest(api_key)},
+            UserResponse,
+            conn,
+        )
+        assert row is not None  # INSERT ... RETURNING always returns the row
+        return UserWithApiKey(user=row, api_key=api_key)
+
+    def authenticate(self, api_key: str, conn: Connection | None = None) -> UserResponse | None:
+        """The key's user, or None for a malformed, unknown or revoked key.
+
+        A malformed key is refused without a query. The key's last use is written at most once
+        a minute, so most calls are one indexed read.
+        """
+        if not is_well_formed(api_key):
+            return None
+        with self.db.connection(conn) as c:
+            found = self.db.fetch_one(
+                "get_user_by_api_key_hash",
+                {"api_key_hash": api_key_digest(api_key)},
+                _AuthenticatedUser,
+                c,
+            )
+            if found is None:
+                return None
+            used_at = found.api_key_last_used_at
+            if found.key_use_due:
+                used_at = self.db.fetch_value("record_api_key_use", {"user_id": found.id}, c)
+        return UserResponse(
+            id=found.id,
+            email=found.email,
+            has_api_key=True,
+            api_key_last_used_at=used_at or found.api_key_last_used_at,
+            created_at=found.created_at,
+            updated_at=found.updated_at,
+        )
+
+    def rotate_api_key(self, user_id: int, conn: Connection | None = None) -> UserWithApiKey:
+        """Give the user a new key (returned this once); the old one stops working at once."""
+        api_key = new_api_key()
+        user = self._set_key_digest(user_id, api_key_digest(api_key), conn)
+        return UserWithApiKey(user=user, api_key=api_key)
+
+    def revoke_api_key(self, user_id: int, conn: Connection | None = None) -> UserResponse:
+        """Remove the user's key: nothing authenticates as this user until `rotate_api_key`."""
+        return self._set_key_digest(user_id, None, conn)
+
+    def _set_key_digest(
+        self, user_id: int, digest: bytes | None, conn: Connection | None
+    ) -> UserResponse:
+        params = {"user_id": _user_id(user_id), "api_key_hash": digest}
+        user = self.db.fetch_one("set_user_api_key_hash", params, UserResponse, conn)
+        if user is None:
+            raise NotFound(f"user {user_id} does not exist")
+        return user
+
+    def get(self, user_id: int, conn: Connection | None = None) -> UserResponse:
+        """The user with this id (`NotFound` otherwise)."""
+        user = self.db.fetch_one("get_user", {"user_id": _user_id(user_id)}, UserResponse, conn)
+        if user is None:
+            raise NotFound(f"user {user_id} does not exist")
+        return user
+
+    def get_by_email(self, email: str, conn: Connection | None = None) -> UserResponse | None:
+        """The user with this email whatever its case, or None."""
+        return self.db.fetch_one("get_user_by_email", {"email": _email(email)}, UserResponse, conn)
+
+    def update(
+        self, user_id: int, changes: UserUpdate, conn: Connection | None = None
+    ) -> UserResponse:
+        """Apply `changes` (fields left None stay); `NotFound`, or `Conflict` on a taken email."""
+        update = parse_input(UserUpdate, changes)
+        params = {"user_id": _user_id(user_id), "email": update.email}
+        user = self.db.fetch_one("update_user", params, UserResponse, conn)
+        if user is None:
+            raise NotFound(f"user {user_id} does not exist")
+        return user
+
+    def delete(self, user_id: int, conn: Connection | None = None) -> None:
+        """Delete the user and, by cascade, all its documents (`NotFound` if absent)."""
+        if not self.db.execute("delete_user", {"user_id": _user_id(user_id)}, conn):
+            raise NotFound(f"user {user_id} does not exist")
+
+    def get_with_documents(
+        self, user_id: int, documents_limit: int = 100, conn: Connection | None = None
+    ) -> UserWithDocuments:
+        """The user and its newest `documents_limit` documents (without text), in one query."""
+        params = {
+            "user_id": _user_id(user_id),
+            "documents_limit": checked_limit(documents_limit, 1000),
+        }
+        user = self.db.fetch_one("get_user_with_documents", params, UserWithDocuments, conn)
+        if user is None:
+            raise NotFound(f"user {user_id} does not exist")
+        return user
+
+    def list(
+        self, limit: int = 50, cursor: str | None = None, conn: Connection | None = None
+    ) -> UserListResponse:
+        """One page of users in id order; pass `next_cursor` back for the next page."""
+        after_id = 0 if cursor is None else decode_cursor(cursor, UserPageCursor).id
+        params = {"after_id": after_id, "limit": checked_limit(limit, MAX_PAGE_SIZE) + 1}
+        rows: builtins.list[UserResponse] = self.db.fetch_all(
+            "list_users", params, UserResponse, conn
+        )
+        next_cursor = None
+        if len(rows) > params["limit"] - 1:
+            rows = rows[:-1]
+            next_cursor = encode_cursor(UserPageCursor(id=rows[-1].id))
+        return UserListResponse(items=rows, next_cursor=next_cursor)
+
+
+__all__ = ["UserRepo"]

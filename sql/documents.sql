@@ -1,0 +1,286 @@
+-- Documents: creation, reads, keyset listing, the processing lifecycle and full-text search.
+-- Queries return the columns of docstore.models.DocumentSummary, plus result_text where the
+-- model is DocumentResponse. Lifecycle changes are single conditional UPDATEs: the WHERE clause
+-- is the transition rule, so a refused transition changes nothing.
+
+-- name: insert_document
+-- Create one PENDING document.
+INSERT INTO documents (user_id, filename, s3_key, max_attempts, legacy_task_id)
+VALUES (
+    %(user_id)s::bigint,
+    %(filename)s::text,
+    %(s3_key)s::text,
+    %(max_attempts)s::integer,
+    %(legacy_task_id)s::text
+)
+RETURNING
+    id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
+    attempts, max_attempts, worker_id, lease_expires_at, legacy_task_id, created_at, updated_at,
+    started_at, completed_at, result_text;
+
+-- name: insert_documents
+-- Create a batch of PENDING documents from parallel arrays, in array order, in one statement.
+INSERT INTO documents (user_id, filename, s3_key, max_attempts, legacy_task_id)
+SELECT batch.user_id, batch.filename, batch.s3_key, batch.max_attempts, batch.legacy_task_id
+FROM unnest(
+    %(user_ids)s::bigint[],
+    %(filenames)s::text[],
+    %(s3_keys)s::text[],
+    %(max_attempts)s::integer[],
+    %(legacy_task_ids)s::text[]
+) WITH ORDINALITY AS batch (user_id, filename, s3_key, max_attempts, legacy_task_id, position)
+ORDER BY batch.position
+RETURNING
+    id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
+    attempts, max_attempts, worker_id, lease_expires_at, legacy_task_id, created_at, updated_at,
+    started_at, completed_at, result_text;
+
+-- name: get_document
+-- One document by id, with its text.
+SELECT
+    id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
+    attempts, max_attempts, worker_id, lease_expires_at, legacy_task_id, created_at, updated_at,
+    started_at, completed_at, result_text
+FROM documents
+WHERE id = %(document_id)s::bigint;
+
+-- name: get_document_by_task_id
+-- One document by the task id it had in the legacy Redis store.
+SELECT
+    id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
+    attempts, max_attempts, worker_id, lease_expires_at, legacy_task_id, created_at, updated_at,
+    started_at, completed_at, result_text
+FROM documents
+WHERE legacy_task_id = %(legacy_task_id)s::text;
+
+-- name: get_document_with_user
+-- One document and its owner (as a JSON object) in one query.
+SELECT
+    d.id, d.user_id, d.filename, d.s3_key, d.status, d.error_message, d.page_count,
+    d.extraction_time_seconds, d.attempts, d.max_attempts, d.worker_id, d.lease_expires_at,
+    d.legacy_task_id, d.created_at, d.updated_at, d.started_at, d.completed_at, d.result_text,
+    json_build_object(
+        'id', u.id,
+        'email', u.email,
+        'has_api_key', u.api_key_hash IS NOT NULL,
+        'api_key_last_used_at', u.api_key_last_used_at,
+        'created_at', u.created_at,
+        'updated_at', u.updated_at
+    ) AS user
+FROM documents AS d
+JOIN users AS u ON u.id = d.user_id
+WHERE d.id = %(document_id)s::bigint;
+
+-- name: update_document
+-- Change the client-editable fields of a document when given.
+UPDATE documents
+SET
+    filename = coalesce(%(filename)s::text, filename),
+    updated_at = now()
+WHERE id = %(document_id)s::bigint
+RETURNING
+    id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
+    attempts, max_attempts, worker_id, lease_expires_at, legacy_task_id, created_at, updated_at,
+    started_at, completed_at, result_text;
+
+-- name: delete_document
+-- Delete one document.
+DELETE FROM documents
+WHERE id = %(document_id)s::bigint;
+
+-- name: list_user_documents
+-- One page of a user's documents, newest first, strictly before a (created_at, id) position.
+SELECT
+    id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
+    attempts, max_attempts, worker_id, lease_expires_at, legacy_task_id, created_at, updated_at,
+    started_at, completed_at
+FROM documents
+WHERE user_id = %(user_id)s::bigint
+    AND status = ANY(%(statuses)s::text[])
+    AND (created_at, id) < (%(before_created_at)s::timestamptz, %(before_id)s::bigint)
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s::integer;
+
+-- name: count_user_documents_by_status
+-- How many documents a user has in each status (statuses with none are absent).
+SELECT status, count(*)::integer AS count
+FROM documents
+WHERE user_id = %(user_id)s::bigint
+GROUP BY status;
+
+-- name: claim_next_document
+-- Hand the oldest PENDING document to a worker: PROCESSING, a lease, one more attempt.
+WITH next AS (
+    SELECT id
+    FROM documents
+    WHERE status = 'PENDING'
+    ORDER BY created_at, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE documents AS d
+SET
+    status = 'PROCESSING',
+    worker_id = %(worker_id)s::text,
+    started_at = now(),
+    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s::double precision),
+    attempts = d.attempts + 1,
+    updated_at = now()
+FROM next
+WHERE d.id = next.id
+RETURNING
+    d.id, d.user_id, d.filename, d.s3_key, d.status, d.error_message, d.page_count,
+    d.extraction_time_seconds, d.attempts, d.max_attempts, d.worker_id, d.lease_expires_at,
+    d.legacy_task_id, d.created_at, d.updated_at, d.started_at, d.completed_at, d.result_text;
+
+-- name: claim_document
+-- Hand one known document to a worker, only if it is PENDING.
+UPDATE documents
+SET
+    status = 'PROCESSING',
+    worker_id = %(worker_id)s::text,
+    started_at = now(),
+    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s::double precision),
+    attempts = attempts + 1,
+    updated_at = now()
+WHERE id = %(document_id)s::bigint
+    AND status = 'PENDING'
+RETURNING
+    id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
+    attempts, max_attempts, worker_id, lease_expires_at, legacy_task_id, created_at, updated_at,
+    started_at, completed_at, result_text;
+
+-- name: extend_document_lease
+-- Extend the lease of the worker that holds a document, only while its lease runs.
+UPDATE documents
+SET
+    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s::double precision),
+    updated_at = now()
+WHERE id = %(document_id)s::bigint
+    AND status = 'PROCESSING'
+    AND worker_id = %(worker_id)s::text
+    AND lease_expires_at > now()
+RETURNING
+    id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
+    attempts, max_attempts, worker_id, lease_expires_at, legacy_task_id, created_at, updated_at,
+    started_at, completed_at, result_text;
+
+-- name: complete_document
+-- Store the result of the worker that holds a document (lease still running): COMPLETED.
+-- The text is not returned: the caller has it.
+UPDATE documents
+SET
+    status = 'COMPLETED',
+    result_text = %(result_text)s::text,
+    page_count = %(page_count)s::integer,
+    extraction_time_seconds = %(extraction_time_seconds)s::double precision,
+    error_message = NULL,
+    lease_expires_at = NULL,
+    completed_at = now(),
+    updated_at = now()
+WHERE id = %(document_id)s::bigint
+    AND status = 'PROCESSING'
+    AND worker_id = %(worker_id)s::text
+    AND lease_expires_at > now()
+RETURNING
+    id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
+    attempts, max_attempts, worker_id, lease_expires_at, legacy_task_id, created_at, updated_at,
+    started_at, completed_at;
+
+-- name: fail_document
+-- Record the failure of the worker that holds a document (lease still running): back to
+-- PENDING when retry is asked and attempts remain, otherwise FAILED.
+UPDATE documents
+SET
+    status = CASE
+        WHEN %(retry)s::boolean AND attempts < max_attempts THEN 'PENDING'
+        ELSE 'FAILED'
+    END,
+    worker_id = CASE
+        WHEN %(retry)s::boolean AND attempts < max_attempts THEN NULL
+        ELSE worker_id
+    END,
+    completed_at = CASE
+        WHEN %(retry)s::boolean AND attempts < max_attempts THEN NULL
+        ELSE now()
+    END,
+    error_message = %(error_message)s::text,
+    lease_expires_at = NULL,
+    updated_at = now()
+WHERE id = %(document_id)s::bigint
+    AND status = 'PROCESSING'
+    AND worker_id = %(worker_id)s::text
+    AND lease_expires_at > now()
+RETURNING
+    id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
+    attempts, max_attempts, worker_id, lease_expires_at, legacy_task_id, created_at, updated_at,
+    started_at, completed_at, result_text;
+
+-- name: requeue_expired_documents
+-- Take back documents whose lease ran out: PENDING while attempts remain, otherwise FAILED.
+WITH expired AS (
+    SELECT id
+    FROM documents
+    WHERE status = 'PROCESSING'
+        AND lease_expires_at <= now()
+    ORDER BY lease_expires_at
+    LIMIT %(limit)s::integer
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE documents AS d
+SET
+    status = CASE WHEN d.attempts < d.max_attempts THEN 'PENDING' ELSE 'FAILED' END,
+    worker_id = CASE WHEN d.attempts < d.max_attempts THEN NULL ELSE d.worker_id END,
+    completed_at = CASE WHEN d.attempts < d.max_attempts THEN NULL ELSE now() END,
+    error_message = 'lease of worker ' || d.worker_id || ' expired',
+    lease_expires_at = NULL,
+    updated_at = now()
+FROM expired
+WHERE d.id = expired.id
+RETURNING
+    d.id, d.user_id, d.filename, d.s3_key, d.status, d.error_message, d.page_count,
+    d.extraction_time_seconds, d.attempts, d.max_attempts, d.worker_id, d.lease_expires_at,
+    d.legacy_task_id, d.created_at, d.updated_at, d.started_at, d.completed_at, d.result_text;
+
+-- name: get_document_state
+-- Why a lifecycle UPDATE touched no row: the document's status, holder and lease.
+SELECT status, worker_id, lease_expires_at > now() AS lease_running
+FROM documents
+WHERE id = %(document_id)s::bigint;
+
+-- name: search_documents
+-- One page of a user's documents matching a web-search query, best rank first, strictly after
+-- a (rank, id) position; snippets are computed for that page only.
+WITH query AS (
+    SELECT websearch_to_tsquery('english', %(query)s::text) AS tsquery
+),
+ranked AS (
+    SELECT d.id, ts_rank(d.search_vector, query.tsquery) AS rank
+    FROM documents AS d
+    CROSS JOIN query
+    WHERE d.user_id = %(user_id)s::bigint
+        AND d.search_vector @@ query.tsquery
+),
+page AS (
+    SELECT id, rank
+    FROM ranked
+    WHERE (rank, id) < (%(after_rank)s::real, %(after_id)s::bigint)
+    ORDER BY rank DESC, id DESC
+    LIMIT %(limit)s::integer
+)
+SELECT
+    d.id, d.user_id, d.filename, d.s3_key, d.status, d.error_message, d.page_count,
+    d.extraction_time_seconds, d.attempts, d.max_attempts, d.worker_id, d.lease_expires_at,
+    d.legacy_task_id, d.created_at, d.updated_at, d.started_at, d.completed_at,
+    page.rank,
+    -- Only the indexed prefix can hold the matches (see search_vector in migration 0002).
+    ts_headline(
+        'english',
+        left(d.result_text, 200000),
+        query.tsquery,
+        'StartSel=<mark>, StopSel=</mark>, MaxWords=35, MinWords=15, MaxFragments=2'
+    ) AS snippet
+FROM page
+JOIN documents AS d ON d.id = page.id
+CROSS JOIN query
+ORDER BY page.rank DESC, page.id DESC;

@@ -1,0 +1,105 @@
+-- Users and their API keys. Only the SHA-256 digest of a key is stored (api_key_hash).
+-- Every query returning a user returns the columns of docstore.models.UserResponse.
+
+-- name: insert_user
+-- Create a user holding the digest of its first API key.
+INSERT INTO users (email, api_key_hash)
+VALUES (%(email)s::text, %(api_key_hash)s::bytea)
+RETURNING
+    id, email, api_key_hash IS NOT NULL AS has_api_key, api_key_last_used_at, created_at,
+    updated_at;
+
+-- name: get_user
+-- One user by id.
+SELECT
+    id, email, api_key_hash IS NOT NULL AS has_api_key, api_key_last_used_at, created_at,
+    updated_at
+FROM users
+WHERE id = %(user_id)s::bigint;
+
+-- name: get_user_by_email
+-- One user by email, whatever its case (served by users_email_lower_key).
+SELECT
+    id, email, api_key_hash IS NOT NULL AS has_api_key, api_key_last_used_at, created_at,
+    updated_at
+FROM users
+WHERE lower(email) = lower(%(email)s::text);
+
+-- name: get_user_by_api_key_hash
+-- The user holding the key with this digest, and whether its last use is due to be recorded.
+SELECT
+    id, email, TRUE AS has_api_key, api_key_last_used_at, created_at, updated_at,
+    api_key_last_used_at IS NULL
+        OR api_key_last_used_at < now() - interval '60 seconds' AS key_use_due
+FROM users
+WHERE api_key_hash = %(api_key_hash)s::bytea;
+
+-- name: record_api_key_use
+-- Record that the user's key was used, unless that was already done in the last minute.
+UPDATE users
+SET api_key_last_used_at = now()
+WHERE id = %(user_id)s::bigint
+    AND (api_key_last_used_at IS NULL OR api_key_last_used_at < now() - interval '60 seconds')
+RETURNING api_key_last_used_at;
+
+-- name: set_user_api_key_hash
+-- Replace (or with NULL, revoke) a user's API key; the old key stops working at once.
+UPDATE users
+SET
+    api_key_hash = %(api_key_hash)s::bytea,
+    api_key_last_used_at = NULL,
+    updated_at = now()
+WHERE id = %(user_id)s::bigint
+RETURNING
+    id, email, api_key_hash IS NOT NULL AS has_api_key, api_key_last_used_at, created_at,
+    updated_at;
+
+-- name: update_user
+-- Change a user's email when one is given.
+UPDATE users
+SET
+    email = coalesce(%(email)s::text, email),
+    updated_at = now()
+WHERE id = %(user_id)s::bigint
+RETURNING
+    id, email, api_key_hash IS NOT NULL AS has_api_key, api_key_last_used_at, created_at,
+    updated_at;
+
+-- name: delete_user
+-- Delete a user; its documents go with it (ON DELETE CASCADE).
+DELETE FROM users
+WHERE id = %(user_id)s::bigint;
+
+-- name: list_users
+-- One page of users in id order, after the given id.
+SELECT
+    id, email, api_key_hash IS NOT NULL AS has_api_key, api_key_last_used_at, created_at,
+    updated_at
+FROM users
+WHERE id > %(after_id)s::bigint
+ORDER BY id
+LIMIT %(limit)s::integer;
+
+-- name: get_user_with_documents
+-- A user and its newest documents (without their text) as a JSON array, in one round trip.
+SELECT
+    u.id, u.email, u.api_key_hash IS NOT NULL AS has_api_key, u.api_key_last_used_at,
+    u.created_at, u.updated_at,
+    coalesce(
+        (
+            SELECT json_agg(d ORDER BY d.created_at DESC, d.id DESC)
+            FROM (
+                SELECT
+                    id, user_id, filename, s3_key, status, error_message, page_count,
+                    extraction_time_seconds, attempts, max_attempts, worker_id, lease_expires_at,
+                    legacy_task_id, created_at, updated_at, started_at, completed_at
+                FROM documents
+                WHERE user_id = u.id
+                ORDER BY created_at DESC, id DESC
+                LIMIT %(documents_limit)s::integer
+            ) AS d
+        ),
+        '[]'::json
+    ) AS documents
+FROM users AS u
+WHERE u.id = %(user_id)s::bigint;
