@@ -1,0 +1,142 @@
+"""Redis down, frozen, then back: the cache fails open, the limiter applies its policy, the queue
+and progress readers raise `ServiceUnavailable`, and everything recovers (scripts reloaded)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+import redis
+
+from docstore import ServiceUnavailable, Settings
+from docstore.cache import RedisCache
+from docstore.progress import ProgressTracker
+from docstore.rate_limit import DecidedBy, FailurePolicy, RateLimiter
+from docstore.redis_client import new_redis
+from docstore.redis_support import lua_source
+from docstore.task_queue import TaskQueue
+from docstore.testing.servers import LocalRedis
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@dataclass
+class RedisSide:
+    server: LocalRedis
+    client: redis.Redis
+    cache: RedisCache
+    lenient: RateLimiter
+    strict: RateLimiter
+    queue: TaskQueue
+    progress: ProgressTracker
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+
+@pytest.fixture
+def side(local_redis_factory: Callable[[], LocalRedis]) -> Iterator[RedisSide]:
+    server = local_redis_factory()
+    client = new_redis(Settings.model_validate({"REDIS_URL": server.url}))
+    address = f"127.0.0.1:{server.port}"
+    yield RedisSide(
+        server=server,
+        client=client,
+        cache=RedisCache(client, address=address),
+        lenient=RateLimiter(client, limit=2, period=3600, policy="lenient", address=address),
+        strict=RateLimiter(
+            client,
+            limit=2,
+            period=3600,
+            policy="strict",
+            failure_policy=FailurePolicy.DENY,
+            address=address,
+        ),
+        queue=TaskQueue(client, address=address),
+        progress=ProgressTracker(client, address=address),
+    )
+    if server.process is not None and server.process.poll() is None:
+        os.kill(server.process.pid, signal.SIGCONT)
+    client.close()
+
+
+def warm_up(side: RedisSide) -> None:
+    assert side.cache.get_or_set("k", lambda: 1, int) == 1
+    assert side.lenient.hit("u").allowed and side.strict.hit("u").allowed
+    side.queue.enqueue(1)
+    assert side.progress.set(1, 10, "ocr") is not None
+
+
+def assert_calm_outage(side: RedisSide, caplog: pytest.LogCaptureFixture) -> None:
+    # Cache: a miss, a skipped write, the loader still runs, errors counted.
+    errors_before = side.cache.stats().errors
+    assert side.cache.get("k", int) is None
+    assert side.cache.set("k", 2) is False
+    assert side.cache.get_or_set("k", lambda: 3, int) == 3
+    assert side.cache.stats().errors == errors_before + 3
+
+    # Limiter: each policy decides, and says so.
+    with caplog.at_level(logging.WARNING, logger="docstore.rate_limit"):
+        allowed = side.lenient.hit("u")
+        denied = side.strict.hit("u")
+    assert allowed.allowed and allowed.decided_by is DecidedBy.FAILURE_POLICY
+    assert not denied.allowed and denied.degraded
+    assert denied.headers()["Retry-After"] == "1"
+    assert "failure policy deny" in caplog.text
+
+    # Queue and progress reads: typed errors naming the server.
+    with pytest.raises(ServiceUnavailable) as raised:
+        side.queue.enqueue(2)
+    assert raised.value.service == "redis" and raised.value.address == side.address
+    with pytest.raises(ServiceUnavailable):
+        side.queue.consume("worker-a")
+    with pytest.raises(ServiceUnavailable):
+        side.progress.get(1)
+    # Progress writes are best effort: a worker keeps working.
+    assert side.progress.set(1, 20, "ocr") is None
+
+
+def assert_recovered(side: RedisSide) -> None:
+    result = side.strict.hit("fresh")
+    assert result.allowed and result.decided_by is DecidedBy.REDIS
+    assert side.cache.get_or_set("k2", lambda: 4, int) == 4
+    assert side.cache.get("k2", int) == 4
+    side.queue.enqueue(3)
+    # A frozen server kept its memory (and maybe the write that timed out): at least once.
+    assert 3 in [m.document_id for m in side.queue.consume("worker-a", count=5)]
+    stored = side.progress.set(1, 30, "ocr")
+    assert stored is not None and stored.percent == 30.0
+
+
+def test_stopped_redis_is_survived_and_recovered(
+    side: RedisSide, caplog: pytest.LogCaptureFixture
+) -> None:
+    warm_up(side)
+    sha = hashlib.sha1(lua_source("rate_limit").encode()).hexdigest()
+    side.server.stop()
+    assert_calm_outage(side, caplog)
+
+    side.server.start()  # same port, empty memory, no scripts
+    assert side.client.script_exists(sha) == [False]
+    assert_recovered(side)
+    assert side.client.script_exists(sha) == [True]
+    assert side.lenient.hit("u").decided_by is DecidedBy.REDIS
+
+
+def test_frozen_redis_is_survived_within_the_socket_timeout(
+    side: RedisSide, caplog: pytest.LogCaptureFixture
+) -> None:
+    warm_up(side)
+    assert side.server.process is not None
+    os.kill(side.server.process.pid, signal.SIGSTOP)  # accepts nothing, answers nothing
+    try:
+        assert_calm_outage(side, caplog)
+    finally:
+        os.kill(side.server.process.pid, signal.SIGCONT)
+    assert_recovered(side)
