@@ -1,0 +1,25 @@
+"""Move the legacy Redis data (`task:*`, `result:*`) into PostgreSQL, once and safely.
+
+    from docstore.migrate import migrate, verify
+    summary = migrate(store.redis, store.db, rejects=open("rejects.jsonl", "w"))
+    report = verify(store.redis, store.db)
+
+`python -m docstore.migrate` is the command-line shell over these functions.
+"""
+
+from docstore.migrate.legacy_records import DEFAULT_USER_EMAIL, LegacyDocument, Reject, parse_task
+from docstore.migrate.runner import migrate
+from docstore.migrate.summary import MigrationSummary
+from docstore.migrate.verify import VerifyProblem, VerifyReport, verify
+
+__all__ = [
+    "DEFAULT_USER_EMAIL",
+    "LegacyDocument",
+    "MigrationSummary",
+    "Reject",
+    "VerifyProblem",
+    "VerifyReport",
+    "migrate",
+    "parse_task",
+    "verify",
+]

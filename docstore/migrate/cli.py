@@ -1,0 +1,143 @@
+"""Command line of `python -m docstore.migrate`: options, clients, progress, exit codes.
+
+Exit codes: 0 everything migrated (or verified), 1 finished with rejects (or verify found
+problems), 2 usage or connection error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, TextIO
+
+import redis
+from pydantic import ValidationError
+
+from docstore.errors import DocstoreError
+from docstore.migrate.progress import BarProgress, LogProgress
+from docstore.migrate.runner import DEFAULT_BATCH_SIZE, DEFAULT_PREFIX, migrate
+from docstore.migrate.summary import write_report
+from docstore.migrate.verify import VerifyProblem, verify
+from docstore.settings import Settings
+from docstore.store import Docstore
+
+DEFAULT_REJECTS = "migrate-rejects.jsonl"
+# Reads of large results and writes of large batches take longer than a cache call.
+REDIS_SOCKET_TIMEOUT = 60.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m docstore.migrate",
+        description="Move the legacy Redis tasks (task:*, result:*) into PostgreSQL. "
+        "Safe to run again: migrated tasks are skipped. Never writes to Redis.",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="read and validate, write nothing")
+    parser.add_argument(
+        "--verify", action="store_true", help="compare Redis with PostgreSQL instead of migrating"
+    )
+    parser.add_argument(
+        "--rejects",
+        type=Path,
+        default=Path(DEFAULT_REJECTS),
+        help=f"JSON lines of rejected and sanitized records (default: {DEFAULT_REJECTS})",
+    )
+    parser.add_argument("--report", type=Path, help="write the final summary as JSON here")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="keys a batch")
+    parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="task key prefix (task:)")
+    parser.add_argument("--redis-url", help="legacy Redis (default: REDIS_URL from Settings)")
+    parser.add_argument("--database-url", help="PostgreSQL (default: from Settings)")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    # One connection is all a run uses; batches are bounded, so no statement timeout.
+    values: dict[str, Any] = {"pool_min_size": 1, "pool_max_overflow": 1, "statement_timeout_ms": 0}
+    if args.database_url:
+        values["DATABASE_URL"] = args.database_url
+    if args.redis_url:
+        values["REDIS_URL"] = args.redis_url
+    return Settings.model_validate(values)
+
+
+def _redis(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=max(settings.redis_socket_timeout, REDIS_SOCKET_TIMEOUT),
+        socket_connect_timeout=max(settings.redis_connect_timeout, 2.0),
+    )
+
+
+def _run_migrate(args: argparse.Namespace, store: Docstore, source: redis.Redis) -> int:
+    progress = BarProgress(sys.stderr) if sys.stderr.isatty() else LogProgress()
+    with ExitStack() as stack:
+        rejects: TextIO = stack.enter_context(args.rejects.open("w", encoding="utf-8"))
+        stack.callback(progress.close)
+        summary = migrate(
+            source,
+            store.db,
+            prefix=args.prefix,
+            batch_size=args.batch_size,
+            dry_run=args.dry_run,
+            rejects=rejects,
+            progress=progress,
+        )
+    print(("dry run: nothing written\n" if args.dry_run else "") + summary.text())
+    if summary.rejected or summary.sanitized:
+        print(f"rejected and sanitized records are listed in {args.rejects}")
+    if args.report:
+        write_report(summary, args.report)
+    return 1 if summary.rejected else 0
+
+
+def _run_verify(args: argparse.Namespace, store: Docstore, source: redis.Redis) -> int:
+    def show(problem: VerifyProblem) -> None:
+        print(problem.text(), flush=False)
+
+    report = verify(
+        source, store.db, prefix=args.prefix, batch_size=args.batch_size, on_problem=show
+    )
+    print(
+        f"checked {report.checked}: {report.matching} match, {report.missing} missing, "
+        f"{report.differing} differ ({report.unmigratable} invalid in Redis, not migratable)"
+    )
+    if args.report:
+        data = {
+            "checked": report.checked,
+            "matching": report.matching,
+            "missing": report.missing,
+            "differing": report.differing,
+            "unmigratable": report.unmigratable,
+        }
+        args.report.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return 0 if report.ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    args = _parser().parse_args(argv)
+    if not sys.stderr.isatty():
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        settings = _settings(args)
+        source = _redis(settings)
+        with Docstore.connect(settings, redis_client=source) as store:
+            if args.verify:
+                return _run_verify(args, store, source)
+            return _run_migrate(args, store, source)
+    except ValidationError as exc:
+        problems = exc.errors(include_url=False, include_input=False)
+        print(f"error: invalid settings: {problems}", file=sys.stderr)
+    except DocstoreError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted: committed batches are kept; run again to finish", file=sys.stderr)
+        return 130
+    return 2

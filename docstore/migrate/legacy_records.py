@@ -1,0 +1,218 @@
+"""The legacy record contract: turn one `task:{id}` (+ its `result:{id}`) into a document row.
+
+`parse_task` returns a `LegacyDocument` ready to write, or a `Reject` saying why it cannot be
+migrated. See the README section "Migrating legacy Redis data" for the contract.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from docstore.migrate.legacy_values import (
+    LegacyValueError,
+    TextCleaner,
+    is_missing,
+    parse_count,
+    parse_seconds,
+    parse_status,
+    parse_text,
+    parse_timestamp,
+)
+
+DEFAULT_USER_EMAIL = "migrated@system.local"
+RESULT_PREFIX = b"result:"
+MAX_TASK_ID_LENGTH = 512
+# The rule docstore.models applies to emails.
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
+MAX_EMAIL_LENGTH = 255
+
+TaskPayload = dict[bytes, bytes] | bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """A key that cannot be migrated, and why."""
+
+    key: str
+    reason: str
+
+
+@dataclass(slots=True)
+class LegacyDocument:
+    """One task as it will be written to `documents` (and `notes` on what was sanitized)."""
+
+    key: str
+    task_id: str
+    user_email: str
+    filename: str
+    s3_key: str
+    status: str
+    result_text: str | None
+    error_message: str | None
+    page_count: int | None
+    extraction_time_seconds: float | None
+    created_at: datetime | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    notes: list[str] = field(default_factory=list)
+
+
+def display_key(key: bytes) -> str:
+    """A Redis key as printable text (invalid UTF-8 shown as backslash escapes)."""
+    return key.decode("utf-8", errors="backslashreplace")
+
+
+def result_key(task_id: str) -> bytes:
+    """The key of a task's extracted result."""
+    return RESULT_PREFIX + task_id.encode("utf-8")
+
+
+def task_id_of(key: bytes, prefix: bytes) -> str | Reject:
+    """The task id in a task key, or a Reject when PostgreSQL could not keep it exactly."""
+    raw = key[len(prefix) :]
+    try:
+        task_id = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return Reject(display_key(key), "task id is not valid UTF-8")
+    if "\x00" in task_id:
+        return Reject(display_key(key), "task id contains a NUL byte")
+    if not 1 <= len(task_id) <= MAX_TASK_ID_LENGTH:
+        return Reject(display_key(key), f"task id must be 1 to {MAX_TASK_ID_LENGTH} characters")
+    return task_id
+
+
+def _task_fields(payload: TaskPayload, cleaner: TextCleaner) -> Callable[[str], Any]:
+    """A getter of task fields for a hash (bytes values) or a JSON string."""
+    if isinstance(payload, dict):
+        fields = {name.decode("utf-8", errors="replace"): value for name, value in payload.items()}
+
+        def from_hash(name: str) -> Any:
+            value = fields.get(name)
+            return None if value is None else cleaner.from_bytes(value, name)
+
+        return from_hash
+    try:
+        document = json.loads(cleaner.from_bytes(payload, "task JSON"), strict=False)
+    except ValueError as exc:
+        raise LegacyValueError("task string is not valid JSON") from exc
+    if not isinstance(document, dict):
+        raise LegacyValueError("task string is JSON but not an object")
+
+    def from_json(name: str) -> Any:
+        value = document.get(name)
+        return cleaner.from_str(value, name) if isinstance(value, str) else value
+
+    return from_json
+
+
+def _first(get: Callable[[str], Any], *names: str) -> Any:
+    for name in names:
+        value = get(name)
+        if not is_missing(value):
+            return value
+    return None
+
+
+def _required(get: Callable[[str], Any], name: str, max_length: int) -> str:
+    value = parse_text(get(name), name, max_length=max_length)
+    if value is None:
+        raise LegacyValueError(f"missing required field {name!r}")
+    return value
+
+
+def _user_email(value: Any) -> str:
+    # Lower case: emails match case-insensitively (users_email_lower_key), and the user a run
+    # creates must not depend on which spelling SCAN happens to return first.
+    email = parse_text(value, "user_email", max_length=MAX_EMAIL_LENGTH)
+    if email is None:
+        return DEFAULT_USER_EMAIL
+    email = email.strip().lower()
+    if not EMAIL.fullmatch(email):
+        raise LegacyValueError(f"user_email is not an email address: {email[:50]!r}")
+    return email
+
+
+@dataclass(slots=True)
+class _Result:
+    text: str | None = None
+    page_count: int | None = None
+    extraction_time_seconds: float | None = None
+
+
+def parse_result(raw: bytes, cleaner: TextCleaner) -> _Result:
+    """A `result:{id}` value: a JSON object with `text`, or else the raw extracted text."""
+    text = cleaner.from_bytes(raw, "result")
+    if not text.lstrip().startswith("{"):
+        return _Result(text=text)
+    try:
+        document = json.loads(text, strict=False)
+    except ValueError:
+        return _Result(text=text)
+    if not isinstance(document, dict) or "text" not in document:
+        return _Result(text=text)
+    body = document["text"]
+    if body is not None and not isinstance(body, str):
+        raise LegacyValueError(f"result text must be text, got {type(body).__name__}")
+    return _Result(
+        text=None if body is None else cleaner.from_str(body, "result text"),
+        page_count=parse_count(document.get("page_count"), "result page_count"),
+        extraction_time_seconds=parse_seconds(
+            _first(document.get, "extraction_time_seconds", "extraction_time"),
+            "result extraction_time_seconds",
+        ),
+    )
+
+
+def parse_task(
+    key: bytes, task_id: str, payload: TaskPayload, result: bytes | None
+) -> LegacyDocument | Reject:
+    """Validate one task and its result; never raises for bad data, returns a Reject instead."""
+    cleaner = TextCleaner()
+    try:
+        get = _task_fields(payload, cleaner)
+        filename = _required(get, "filename", 255)
+        s3_key = _required(get, "s3_key", 512)
+        raw_status = get("status")
+        if is_missing(raw_status):
+            raise LegacyValueError("missing required field 'status'")
+        status = parse_status(raw_status)
+        created_at = parse_timestamp(get("created_at"), "created_at")
+        started_at = parse_timestamp(get("started_at"), "started_at")
+        completed_at = parse_timestamp(get("completed_at"), "completed_at")
+        error = parse_text(_first(get, "error_message", "error"), "error_message")
+        page_count = parse_count(get("page_count"), "page_count")
+        seconds = parse_seconds(
+            _first(get, "extraction_time_seconds", "extraction_time"), "extraction_time_seconds"
+        )
+        user_email = _user_email(get("user_email"))
+    except LegacyValueError as exc:
+        return Reject(display_key(key), str(exc))
+    try:
+        extracted = _Result() if result is None else parse_result(result, cleaner)
+    except LegacyValueError as exc:
+        return Reject(display_key(result_key(task_id)), str(exc))
+    if created_at is None:
+        # Keep migrations reproducible: the earliest known time, else the database's now().
+        known = [t for t in (started_at, completed_at) if t is not None]
+        created_at = min(known) if known else None
+    return LegacyDocument(
+        key=display_key(key),
+        task_id=task_id,
+        user_email=user_email,
+        filename=filename,
+        s3_key=s3_key,
+        status=status,
+        result_text=extracted.text,
+        error_message=error,
+        page_count=extracted.page_count if page_count is None else page_count,
+        extraction_time_seconds=extracted.extraction_time_seconds if seconds is None else seconds,
+        created_at=created_at,
+        started_at=started_at,
+        completed_at=completed_at,
+        notes=cleaner.notes,
+    )

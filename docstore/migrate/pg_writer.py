@@ -1,0 +1,91 @@
+"""Write batches of legacy documents to PostgreSQL: COPY into staging, then insert-on-conflict.
+
+Each batch commits atomically, and both inserts skip rows that exist (users by lower(email),
+documents by legacy_task_id), so a run killed at any moment and started again converges to the
+result of one clean run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from docstore.database import Database
+from docstore.errors import InvalidInput
+from docstore.migrate.legacy_records import LegacyDocument, Reject
+
+
+@dataclass(slots=True)
+class WriteOutcome:
+    """What writing one batch did."""
+
+    inserted: int = 0
+    already_present: int = 0
+    users_created: int = 0
+    rejects: list[Reject] = field(default_factory=list)
+
+
+def _row(doc: LegacyDocument) -> tuple[Any, ...]:
+    return (
+        doc.task_id,
+        doc.user_email,
+        doc.filename,
+        doc.s3_key,
+        doc.status,
+        doc.result_text,
+        doc.error_message,
+        doc.page_count,
+        doc.extraction_time_seconds,
+        doc.created_at,
+        doc.started_at,
+        doc.completed_at,
+    )
+
+
+def _write(
+    db: Database, docs: Sequence[LegacyDocument], conn: psycopg.Connection[Any]
+) -> WriteOutcome:
+    db.execute("migrate_create_staging", {}, conn)
+    copy_sql = db.query("migrate_copy_staging", {}).sql
+    with conn.cursor() as cur, cur.copy(copy_sql) as copy:
+        for doc in docs:
+            copy.write_row(_row(doc))
+    users = db.execute("migrate_insert_users", {}, conn)
+    inserted = db.execute("migrate_insert_documents", {}, conn)
+    return WriteOutcome(
+        inserted=inserted, already_present=len(docs) - inserted, users_created=users
+    )
+
+
+def write_documents(db: Database, docs: Sequence[LegacyDocument]) -> WriteOutcome:
+    """Write one batch in one transaction; rows the database refuses become rejects.
+
+    A refused row (a constraint the parser does not know about) fails the whole batch; the batch
+    is then written row by row so that only the offending rows are rejected.
+    """
+    if not docs:
+        return WriteOutcome()
+    try:
+        with db.transaction() as conn:
+            return _write(db, docs, conn)
+    except InvalidInput as exc:
+        if len(docs) == 1:
+            return WriteOutcome(rejects=[Reject(docs[0].key, f"refused: {exc.message}")])
+    outcome = WriteOutcome()
+    for doc in docs:
+        single = write_documents(db, [doc])
+        outcome.inserted += single.inserted
+        outcome.already_present += single.already_present
+        outcome.users_created += single.users_created
+        outcome.rejects.extend(single.rejects)
+    return outcome
+
+
+def count_present(db: Database, task_ids: Sequence[str]) -> int:
+    """How many of `task_ids` are already migrated (for dry runs)."""
+    if not task_ids:
+        return 0
+    return int(db.fetch_value("migrate_count_present", {"task_ids": list(task_ids)}))

@@ -1,0 +1,170 @@
+"""Read the legacy keys from Redis in batches: SCAN, then pipelined reads. Never writes.
+
+One SCAN pass over the whole keyspace classifies every key: task keys are read in batches
+(HGETALL + GET result:{id} per key in one pipeline, then GET for the tasks stored as JSON
+strings), `result:*` keys are checked in batches for a task (EXISTS), anything else is skipped.
+Only the current batch is held in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import redis
+
+from docstore.migrate.legacy_records import (
+    RESULT_PREFIX,
+    LegacyDocument,
+    Reject,
+    TaskPayload,
+    display_key,
+    parse_task,
+    result_key,
+    task_id_of,
+)
+
+ORPHAN_RESULT = "result without a task"
+
+
+@dataclass(slots=True)
+class ReadBatch:
+    """What one step of the scan produced, with counters since the previous batch."""
+
+    scanned: int = 0
+    skipped: int = 0
+    vanished: int = 0
+    task_keys: int = 0
+    result_keys: int = 0
+    documents: list[LegacyDocument] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+
+
+def redis_address(client: redis.Redis) -> str:
+    """``host:port`` (or socket path) of a client, for messages; never the password."""
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return str(kwargs["path"])
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+
+
+def scan_keys(client: redis.Redis, count: int) -> Iterator[list[bytes]]:
+    """Every key of the database, chunk by chunk as SCAN returns them (duplicates possible)."""
+    cursor = 0
+    while True:
+        cursor, keys = client.scan(cursor=cursor, count=count)
+        yield [key for key in keys if isinstance(key, bytes)]
+        if cursor == 0:
+            return
+
+
+def read_task_batch(client: redis.Redis, keys: list[tuple[bytes, str]], batch: ReadBatch) -> None:
+    """Read and parse the tasks `keys` (key, task id) into `batch` (documents or rejects)."""
+    pipe = client.pipeline(transaction=False)
+    for key, task_id in keys:
+        pipe.hgetall(key)
+        pipe.get(result_key(task_id))
+    replies = pipe.execute(raise_on_error=False)
+    payloads: dict[bytes, TaskPayload] = {}
+    not_hashes: list[bytes] = []
+    for (key, _), reply in zip(keys, replies[::2], strict=True):
+        if isinstance(reply, redis.exceptions.ResponseError):
+            not_hashes.append(key)  # WRONGTYPE: most likely a JSON string
+        elif reply:
+            payloads[key] = reply
+        else:
+            # SCAN listed it, but it is gone: the legacy service deleted it meanwhile.
+            batch.vanished += 1
+    if not_hashes:
+        _read_non_hashes(client, not_hashes, payloads, batch)
+    for (key, task_id), result in zip(keys, replies[1::2], strict=True):
+        payload = payloads.get(key)
+        if payload is None:
+            continue
+        if isinstance(result, redis.exceptions.ResponseError):
+            batch.rejects.append(
+                Reject(display_key(result_key(task_id)), f"result key is not a string: {result}")
+            )
+            continue
+        parsed = parse_task(key, task_id, payload, result)
+        if isinstance(parsed, Reject):
+            batch.rejects.append(parsed)
+        else:
+            batch.documents.append(parsed)
+
+
+def _read_non_hashes(
+    client: redis.Redis, keys: list[bytes], payloads: dict[bytes, TaskPayload], batch: ReadBatch
+) -> None:
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.type(key)
+        pipe.get(key)
+    replies = pipe.execute(raise_on_error=False)
+    for key, kind, value in zip(keys, replies[::2], replies[1::2], strict=True):
+        kind_name = kind.decode() if isinstance(kind, bytes) else str(kind)
+        if isinstance(value, bytes):
+            payloads[key] = value
+        elif kind_name in ("none", "string", "hash"):
+            batch.vanished += 1  # deleted or replaced between the two reads
+        else:
+            batch.rejects.append(
+                Reject(display_key(key), f"task key is a {kind_name}, expected a hash or a string")
+            )
+
+
+def find_orphan_results(client: redis.Redis, keys: list[bytes], prefix: bytes) -> list[Reject]:
+    """Rejects for the `result:*` keys among `keys` whose task key does not exist."""
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.exists(prefix + key[len(RESULT_PREFIX) :])
+    replies = pipe.execute()
+    return [
+        Reject(display_key(key), ORPHAN_RESULT)
+        for key, exists in zip(keys, replies, strict=True)
+        if not exists
+    ]
+
+
+def read_batches(client: redis.Redis, prefix: bytes, batch_size: int) -> Iterator[ReadBatch]:
+    """Scan the database once and yield parsed batches of at most `batch_size` tasks."""
+    batch = ReadBatch()
+    tasks: dict[bytes, str] = {}  # insertion-ordered; drops SCAN's duplicates within a batch
+    results: set[bytes] = set()
+    for chunk in scan_keys(client, batch_size):
+        batch.scanned += len(chunk)
+        for key in chunk:
+            if key.startswith(prefix):
+                batch.task_keys += 1
+                task_id = task_id_of(key, prefix)
+                if isinstance(task_id, Reject):
+                    batch.rejects.append(task_id)
+                    continue
+                tasks[key] = task_id
+            elif key.startswith(RESULT_PREFIX):
+                batch.result_keys += 1
+                results.add(key)
+            else:
+                batch.skipped += 1
+                continue
+            if len(tasks) >= batch_size or len(results) >= batch_size:
+                _flush(client, prefix, batch, tasks, results)
+                yield batch
+                batch = ReadBatch()
+    _flush(client, prefix, batch, tasks, results)
+    yield batch
+
+
+def _flush(
+    client: redis.Redis,
+    prefix: bytes,
+    batch: ReadBatch,
+    tasks: dict[bytes, str],
+    results: set[bytes],
+) -> None:
+    if tasks:
+        read_task_batch(client, list(tasks.items()), batch)
+        tasks.clear()
+    if results:
+        batch.rejects.extend(find_orphan_results(client, sorted(results), prefix))
+        results.clear()

@@ -1,0 +1,74 @@
+-- Moving the legacy Redis tasks into PostgreSQL (docstore.migrate).
+-- One batch = one transaction: create the staging table, COPY into it, create the missing users,
+-- insert the documents that are not there yet. A re-run skips what a previous run committed.
+
+-- name: migrate_create_staging
+-- A temporary table for one batch of legacy tasks, dropped when the transaction ends.
+CREATE TEMPORARY TABLE migrate_staging (
+    legacy_task_id TEXT NOT NULL,
+    user_email TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    s3_key TEXT NOT NULL,
+    status TEXT NOT NULL,
+    result_text TEXT,
+    error_message TEXT,
+    page_count INTEGER,
+    extraction_time_seconds DOUBLE PRECISION,
+    created_at TIMESTAMPTZ,
+    started_at TIMESTAMPTZ,
+    completed_at TIMESTAMPTZ
+) ON COMMIT DROP;
+
+-- name: migrate_copy_staging
+-- COPY target for a batch of legacy tasks (columns in the order the writer sends them).
+COPY migrate_staging (
+    legacy_task_id, user_email, filename, s3_key, status, result_text, error_message,
+    page_count, extraction_time_seconds, created_at, started_at, completed_at
+) FROM STDIN;
+
+-- name: migrate_insert_users
+-- Create the owners of the staged tasks that do not exist yet (emails match case-insensitively).
+INSERT INTO users (email)
+SELECT DISTINCT ON (lower(s.user_email)) s.user_email
+FROM migrate_staging AS s
+ORDER BY lower(s.user_email), s.user_email
+ON CONFLICT ((lower(email))) DO NOTHING;
+
+-- name: migrate_insert_documents
+-- Insert the staged tasks as documents, skipping task ids that are already migrated.
+INSERT INTO documents (
+    user_id, filename, s3_key, status, result_text, error_message, page_count,
+    extraction_time_seconds, created_at, started_at, completed_at, legacy_task_id
+)
+SELECT
+    u.id, s.filename, s.s3_key, s.status, s.result_text, s.error_message, s.page_count,
+    s.extraction_time_seconds, coalesce(s.created_at, now()), s.started_at, s.completed_at,
+    s.legacy_task_id
+FROM migrate_staging AS s
+JOIN users AS u ON lower(u.email) = lower(s.user_email)
+ON CONFLICT (legacy_task_id) DO NOTHING;
+
+-- name: migrate_count_present
+-- How many of these legacy task ids are already migrated (dry runs).
+SELECT count(*)
+FROM documents
+WHERE legacy_task_id = ANY(%(task_ids)s::text[]);
+
+-- name: migrate_fetch_migrated
+-- The migrated documents of these legacy task ids, with a digest of the text (verify).
+SELECT
+    d.legacy_task_id,
+    lower(u.email) AS user_email,
+    d.filename,
+    d.s3_key,
+    d.status,
+    md5(d.result_text) AS result_md5,
+    d.error_message,
+    d.page_count,
+    d.extraction_time_seconds,
+    d.created_at,
+    d.started_at,
+    d.completed_at
+FROM documents AS d
+JOIN users AS u ON u.id = d.user_id
+WHERE d.legacy_task_id = ANY(%(task_ids)s::text[]);
