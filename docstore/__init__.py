@@ -4,6 +4,7 @@ PostgreSQL (raw SQL through a psycopg 3 pool) for what must last, Redis for what
 temporary.
 """
 
+from docstore.cache import CacheStats, RedisCache
 from docstore.documents import DocumentRepo
 from docstore.errors import (
     Conflict,
@@ -30,14 +31,20 @@ from docstore.models import (
     UserWithApiKey,
     UserWithDocuments,
 )
+from docstore.progress import Progress, ProgressTracker
+from docstore.rate_limit import DecidedBy, FailurePolicy, RateLimiter, RateLimitResult
 from docstore.settings import Settings
 from docstore.store import Docstore
+from docstore.task_queue import DeadLetter, QueueMessage, QueueStats, TaskQueue
 from docstore.users import UserRepo
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CacheStats",
     "Conflict",
+    "DeadLetter",
+    "DecidedBy",
     "Docstore",
     "DocstoreError",
     "DocumentCreate",
@@ -48,13 +55,22 @@ __all__ = [
     "DocumentSummary",
     "DocumentUpdate",
     "DocumentWithUser",
+    "FailurePolicy",
     "InvalidInput",
     "InvalidTransition",
     "NotFound",
+    "Progress",
+    "ProgressTracker",
+    "QueueMessage",
+    "QueueStats",
+    "RateLimitResult",
+    "RateLimiter",
+    "RedisCache",
     "SearchHit",
     "SearchResponse",
     "ServiceUnavailable",
     "Settings",
+    "TaskQueue",
     "UserCreate",
     "UserListResponse",
     "UserRepo",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, model_validator
@@ -66,6 +67,16 @@ class Settings(BaseSettings):
     statement_timeout_ms: int = Field(30_000, ge=0, description="0 disables the server limit.")
     redis_socket_timeout: float = Field(0.5, gt=0, description="Seconds per Redis call.")
     redis_connect_timeout: float = Field(0.5, gt=0, description="Seconds to open a Redis socket.")
+    rate_limit: int = Field(100, ge=1, description="Units per RATE_LIMIT_PERIOD (store.limiter).")
+    rate_limit_period: float = Field(60.0, gt=0, description="Seconds of the default rate limit.")
+    rate_limit_failure_policy: Literal["allow", "deny"] = Field(
+        "allow", description="What store.limiter decides when Redis is unreachable."
+    )
+    cache_ttl: float = Field(300.0, gt=0, description="Default seconds a cached value lives.")
+    queue_max_deliveries: int = Field(5, ge=1, description="Deliveries before a dead letter.")
+    queue_reclaim_idle: float = Field(
+        60.0, gt=0, description="Seconds a message stays unacked before another worker gets it."
+    )
 
     @model_validator(mode="after")
     def _check_urls(self) -> Settings:

@@ -10,13 +10,17 @@ import psycopg_pool
 import redis
 
 from docstore import schema
+from docstore.cache import RedisCache
 from docstore.database import Database, new_pool
 from docstore.documents import DocumentRepo
 from docstore.error_mapping import database_error, redis_unavailable
 from docstore.errors import DocstoreError, ServiceUnavailable
 from docstore.health import HealthReport, PoolStats
+from docstore.progress import ProgressTracker
+from docstore.rate_limit import FailurePolicy, RateLimiter
 from docstore.redis_client import new_redis
 from docstore.settings import Settings
+from docstore.task_queue import TaskQueue
 from docstore.users import UserRepo
 
 
@@ -45,6 +49,24 @@ class Docstore:
         self.users = UserRepo(self.db)
         self.documents = DocumentRepo(self.db)
         # Redis side (each fails open or raises typed errors when Redis is down).
+        redis_address = self.settings.redis_address
+        self.cache = RedisCache(
+            self.redis, default_ttl=self.settings.cache_ttl, address=redis_address
+        )
+        self.limiter = RateLimiter(
+            self.redis,
+            limit=self.settings.rate_limit,
+            period=self.settings.rate_limit_period,
+            failure_policy=FailurePolicy(self.settings.rate_limit_failure_policy),
+            address=redis_address,
+        )
+        self.queue = TaskQueue(
+            self.redis,
+            max_deliveries=self.settings.queue_max_deliveries,
+            reclaim_idle=self.settings.queue_reclaim_idle,
+            address=redis_address,
+        )
+        self.progress = ProgressTracker(self.redis, address=redis_address)
 
     @classmethod
     def connect(

@@ -12,7 +12,7 @@ import pytest
 import redis
 from pydantic import BaseModel
 
-from docstore import InvalidInput, Settings
+from docstore import Docstore, FailurePolicy, InvalidInput, Settings
 from docstore.cache import RedisCache
 from docstore.redis_client import new_redis
 
@@ -165,3 +165,17 @@ def test_bad_arguments_are_refused(cache: RedisCache, client: redis.Redis) -> No
         cache.set("k", object())
     with pytest.raises(InvalidInput):
         RedisCache(client, jitter=1.5)
+
+
+def test_the_store_carries_the_redis_side(docstore_store: Docstore) -> None:
+    store = docstore_store
+    assert store.cache.get_or_set("k", lambda: RESULT, Result) == RESULT
+    assert store.cache.default_ttl == store.settings.cache_ttl
+    hit = store.limiter.hit("client")
+    assert hit.allowed and hit.limit == store.settings.rate_limit
+    assert store.limiter.failure_policy is FailurePolicy.ALLOW
+    store.queue.enqueue(11)
+    assert [m.document_id for m in store.queue.consume("worker-a")] == [11]
+    assert store.queue.max_deliveries == store.settings.queue_max_deliveries
+    stored = store.progress.set(11, 50, "ocr")
+    assert stored is not None and store.progress.get(11) == stored
