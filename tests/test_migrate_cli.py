@@ -1,0 +1,250 @@
+"""`python -m docstore.migrate`: exit codes, files, and a run killed with SIGKILL then resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+
+from docstore import Docstore, Settings
+from docstore.migrate import migrate
+from docstore.migrate.cli import main
+from docstore.testing import free_port
+from docstore.testing.plugin import create_database, drop_database, with_database
+
+GOOD = {"filename": "f.pdf", "s3_key": "k", "status": "done"}
+
+
+def args_for(settings: Settings, tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        "--database-url", settings.database_url,
+        "--redis-url", settings.redis_url,
+        "--rejects", str(tmp_path / "rejects.jsonl"),
+        "--report", str(tmp_path / "report.json"),
+        *extra,
+    ]  # fmt: skip
+
+
+def run_module(args: list[str], cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "docstore.migrate", *args],
+        cwd=cwd,  # away from any .env of the checkout
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_module_exits_0_when_everything_migrates_and_writes_its_report(
+    docstore_settings: Settings, docstore_redis_url: str, tmp_path: Path
+) -> None:
+    r = redis.Redis.from_url(docstore_redis_url)
+    r.hset("task:1", mapping=GOOD)
+    r.set("progress:1", "50")
+    proc = run_module(args_for(docstore_settings, tmp_path), tmp_path)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "migrated         1" in out and "skipped          1" in out
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert (report["migrated"], report["skipped"], report["rejected"]) == (1, 1, 0)
+    assert report["scanned_keys"] == 2 and report["dry_run"] is False
+    assert (tmp_path / "rejects.jsonl").read_text() == ""
+
+
+def test_exit_1_with_rejects_listed_in_the_rejects_file(
+    docstore_settings: Settings,
+    docstore_redis_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    r = redis.Redis.from_url(docstore_redis_url)
+    r.hset("task:ok", mapping=GOOD)
+    r.hset("task:bad", mapping={**GOOD, "status": "lost"})
+    assert main(args_for(docstore_settings, tmp_path)) == 1
+    lines = (tmp_path / "rejects.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == [
+        {"key": "task:bad", "reason": "unknown status 'lost'", "outcome": "rejected"}
+    ]
+    assert "rejected         1" in capsys.readouterr().out
+
+
+def test_dry_run_exits_like_a_run_and_writes_nothing(
+    docstore_store: Docstore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    docstore_store.redis.hset("task:ok", mapping=GOOD)
+    assert main(args_for(docstore_store.settings, tmp_path, "--dry-run")) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("dry run: nothing written") and "would migrate    1" in out
+    assert docstore_store.db.fetch_value("migrate_count_present", {"task_ids": ["ok"]}) == 0
+
+
+def test_verify_exits_0_when_all_match_and_1_listing_what_is_missing(
+    docstore_store: Docstore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for i in range(3):
+        docstore_store.redis.hset(f"task:{i}", mapping=GOOD)
+    assert main(args_for(docstore_store.settings, tmp_path)) == 0
+    assert main(args_for(docstore_store.settings, tmp_path, "--verify")) == 0
+    with docstore_store.db.connection() as conn:
+        conn.execute("DELETE FROM documents WHERE legacy_task_id = '1'")
+    capsys.readouterr()
+    assert main(args_for(docstore_store.settings, tmp_path, "--verify")) == 1
+    out = capsys.readouterr().out
+    assert "missing  task:1\n" in out and "checked 3: 2 match, 1 missing, 0 differ" in out
+    assert json.loads((tmp_path / "report.json").read_text())["missing"] == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"redis": "unreachable"}, "error: Redis at 127.0.0.1:"),
+        ({"database": "unreachable"}, "error: PostgreSQL at 127.0.0.1:"),
+        ({"extra": ["--batch-size", "0"]}, "error: batch size must be 1 to 100000"),
+        ({"extra": ["--prefix", "result:"]}, "error: prefix must be non-empty"),
+        ({"rejects": "no/such/dir/rejects.jsonl"}, "error: No such file or directory"),
+    ],
+)
+def test_exit_2_with_a_clear_message_on_usage_or_connection_errors(
+    docstore_settings: Settings,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    change: dict[str, Any],
+    message: str,
+) -> None:
+    args = args_for(docstore_settings, tmp_path, *change.get("extra", []))
+    if "redis" in change:
+        args[args.index("--redis-url") + 1] = f"redis://127.0.0.1:{free_port()}/0"
+    if "database" in change:
+        url = f"postgresql://nobody@127.0.0.1:{free_port()}/nothing"
+        args[args.index("--database-url") + 1] = url
+    if "rejects" in change:
+        args[args.index("--rejects") + 1] = str(tmp_path / change["rejects"])
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message), err
+    assert "Traceback" not in err
+
+
+def test_argparse_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--batch-size", "many"])
+    assert exited.value.code == 2
+    assert "invalid int value" in capsys.readouterr().err
+
+
+# --- crash safety ---------------------------------------------------------------------------
+
+TASKS = 600
+BATCH = 20
+BLOCKER = "blocker@example.com"
+
+
+def seed_for_crash(r: redis.Redis) -> None:
+    """TASKS tasks with results; every task in the second half of SCAN order is the blocker's."""
+    pipe = r.pipeline(transaction=False)
+    for i in range(TASKS):
+        pipe.hset(
+            f"task:t{i}",
+            mapping={**GOOD, "filename": f"f{i}.pdf", "created_at": str(1_700_000_000 + i),
+                     "page_count": str(i % 7), "user_email": f"user{i % 5}@example.com"},
+        )  # fmt: skip
+        pipe.set(f"result:t{i}", f"text of task {i} " * 20)
+    pipe.hset("task:broken", mapping={"filename": "x"})
+    pipe.execute()
+    # The migration reads tasks in SCAN order; nothing is added from here on, so that order
+    # stays. Tasks late in it belong to a user the test keeps locked: the run blocks there,
+    # with the first batches committed.
+    order = [key for key in r.scan_iter(count=BATCH) if key.startswith(b"task:t")]
+    for key in order[len(order) // 2 :]:
+        r.hset(key, "user_email", BLOCKER)
+
+
+def table_contents(url: str) -> tuple[list[tuple[Any, ...]], list[str]]:
+    """Every document (minus ids and update times) and every user email, in a stable order."""
+    with psycopg.connect(url) as conn:
+        docs = conn.execute(
+            "SELECT d.legacy_task_id, u.email, d.filename, d.s3_key, d.status, d.result_text,"
+            " d.error_message, d.page_count, d.extraction_time_seconds, d.created_at,"
+            " d.started_at, d.completed_at, d.attempts, d.max_attempts, d.worker_id,"
+            " d.lease_expires_at, d.search_vector::text"
+            " FROM documents AS d JOIN users AS u ON u.id = d.user_id"
+            " ORDER BY d.legacy_task_id"
+        ).fetchall()
+        users = [row[0] for row in conn.execute("SELECT email FROM users ORDER BY email")]
+    return docs, users
+
+
+def wait_for_lock_wait(admin: psycopg.Connection[Any], dbname: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        waiting = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'",
+            [dbname],
+        ).fetchone()
+        if waiting and waiting[0]:
+            return
+        time.sleep(0.02)
+    pytest.fail("the migration never reached the locked batch")
+
+
+@pytest.fixture
+def clean_run_database(
+    docstore_postgres_url: str, docstore_template_database: str
+) -> Iterator[str]:
+    name = create_database(docstore_postgres_url, docstore_template_database)
+    yield with_database(docstore_postgres_url, name)
+    drop_database(docstore_postgres_url, name)
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_batch_then_run_again_equals_one_clean_run(
+    docstore_settings: Settings, clean_run_database: str, tmp_path: Path
+) -> None:
+    url = docstore_settings.database_url
+    r = redis.Redis.from_url(docstore_settings.redis_url)
+    seed_for_crash(r)
+    args = args_for(docstore_settings, tmp_path, "--batch-size", str(BATCH))
+    with psycopg.connect(url) as blocker, psycopg.connect(url, autocommit=True) as admin:
+        blocker.execute("INSERT INTO users (email) VALUES (%s)", [BLOCKER])  # not committed
+        proc = run_module(args, tmp_path)
+        try:
+            wait_for_lock_wait(admin, url.rsplit("/", 1)[1], timeout=60)
+            migrated_before_kill = admin.execute("SELECT count(*) FROM documents").fetchone()
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        blocker.rollback()
+    assert proc.returncode == -signal.SIGKILL
+    assert migrated_before_kill is not None
+    assert 0 < migrated_before_kill[0] < TASKS  # the kill landed mid-run
+
+    rerun = run_module(args, tmp_path)
+    _, err = rerun.communicate(timeout=60)
+    assert rerun.returncode == 1, err  # task:broken
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["already_present"] == migrated_before_kill[0]
+    assert report["migrated"] == TASKS - migrated_before_kill[0]
+
+    clean_settings = Settings.model_validate(
+        {"DATABASE_URL": clean_run_database, "REDIS_URL": docstore_settings.redis_url}
+    )
+    with Docstore.connect(clean_settings) as clean:
+        summary = migrate(r, clean.db, batch_size=BATCH)
+    assert summary.migrated == TASKS
+    resumed = table_contents(url)
+    assert len(resumed[0]) == TASKS
+    assert resumed == table_contents(clean_run_database)
+    assert os.path.getsize(tmp_path / "rejects.jsonl") > 0
