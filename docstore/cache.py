@@ -19,12 +19,18 @@ from functools import lru_cache
 from typing import Any, TypeVar, cast
 
 import pydantic
+import redis.exceptions
 from pydantic import TypeAdapter
 from pydantic_core import PydanticSerializationError
 
-from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
+from docstore.errors import InvalidInput
 from docstore.redis_keys import cache_key, cache_lock_key, check_document_id, check_name
-from docstore.redis_support import RedisClient, client_address, redis_errors, register_script
+from docstore.redis_support import (
+    UNAVAILABLE_ERRORS,
+    RedisClient,
+    client_address,
+    register_script,
+)
 
 logger = logging.getLogger("docstore.cache")
 
@@ -32,8 +38,9 @@ T = TypeVar("T")
 
 _ANY: TypeAdapter[Any] = TypeAdapter(Any)
 
-# What fails open: Redis unreachable, or refusing a command (e.g. out of memory).
-_REDIS_FAILURES = (ServiceUnavailable, RedisCommandError)
+# What fails open: Redis unreachable, or refusing a command (e.g. out of memory). Caught
+# straight from redis-py: the cache never raises them, so it need not translate them.
+_REDIS_FAILURES: tuple[type[Exception], ...] = (*UNAVAILABLE_ERRORS, redis.exceptions.RedisError)
 
 
 @lru_cache(maxsize=256)
@@ -102,7 +109,14 @@ class RedisCache:
 
     def _failed(self, action: str, key: str, exc: Exception) -> None:
         self._count("errors")
-        logger.warning("cache %s of %r failed open: %s", action, key, exc)
+        logger.warning(
+            "cache %s of %r failed open (Redis at %s): %s: %s",
+            action,
+            key,
+            self.address,
+            type(exc).__name__,
+            exc,
+        )
 
     # -- plain operations ---------------------------------------------------------------------
 
@@ -110,8 +124,7 @@ class RedisCache:
         """The cached value read as `type_`, or None on a miss (or when Redis is unreachable)."""
         redis_key = cache_key(check_name(key))
         try:
-            with redis_errors(self.address):
-                raw = cast("bytes | None", self.client.get(redis_key))
+            raw = cast("bytes | None", self.client.get(redis_key))
         except _REDIS_FAILURES as exc:
             self._failed("read", key, exc)
             return None
@@ -126,8 +139,7 @@ class RedisCache:
         payload = self._encode(value)
         ttl_ms = self._ttl_ms(ttl)
         try:
-            with redis_errors(self.address):
-                self.client.set(redis_key, payload, px=ttl_ms)
+            self.client.set(redis_key, payload, px=ttl_ms)
         except _REDIS_FAILURES as exc:
             self._failed("write", key, exc)
             return False
@@ -140,8 +152,7 @@ class RedisCache:
         """
         name = check_name(key)
         try:
-            with redis_errors(self.address):
-                self.client.delete(cache_key(name), cache_lock_key(name))
+            self.client.delete(cache_key(name), cache_lock_key(name))
         except _REDIS_FAILURES as exc:
             self._failed("delete", key, exc)
             return False
@@ -159,14 +170,29 @@ class RedisCache:
         """
         name = check_name(key)
         ttl_ms = self._ttl_ms(ttl)
+        # Hits are the common case: a plain GET, as cheap as `get`.
+        try:
+            raw = cast("bytes | None", self.client.get(cache_key(name)))
+        except _REDIS_FAILURES as exc:
+            self._failed("read", key, exc)
+            return self._load(loader)
+        if raw is not None:
+            readable, value = self._decode(key, raw, type_)
+            if readable:
+                return cast(T, value)
+            self.delete(key)  # written by an older shape of the model: load afresh
+        return self._single_flight(key, name, loader, type_, ttl_ms)
+
+    def _single_flight(
+        self, key: str, name: str, loader: Callable[[], T], type_: type[T], ttl_ms: int
+    ) -> T:
         keys = [cache_key(name), cache_lock_key(name)]
         token = secrets.token_hex(16)
         deadline = time.monotonic() + self.wait_timeout
         delay = 0.005
         while True:
             try:
-                with redis_errors(self.address):
-                    raw, locked = self._get_or_lock(keys=keys, args=[token, self._lock_ms])
+                raw, locked = self._get_or_lock(keys, token, self._lock_ms)
             except _REDIS_FAILURES as exc:
                 self._failed("read", key, exc)
                 return self._load(loader)
@@ -174,7 +200,6 @@ class RedisCache:
                 readable, value = self._decode(key, raw, type_)
                 if readable:
                     return cast(T, value)
-                # Written by an older shape of the model: drop it and load afresh.
                 self.delete(key)
                 continue
             if locked == 1:
@@ -201,16 +226,14 @@ class RedisCache:
             self._release(key, keys[1], token)
             raise
         try:
-            with redis_errors(self.address):
-                self._store_and_unlock(keys=keys, args=[token, self._encode(value), ttl_ms])
+            self._store_and_unlock(keys, token, self._encode(value), ttl_ms)
         except _REDIS_FAILURES as exc:
             self._failed("write", key, exc)
         return value
 
     def _release(self, key: str, lock_key: str, token: str) -> None:
         try:
-            with redis_errors(self.address):
-                self._unlock(keys=[lock_key], args=[token])
+            self._unlock([lock_key], token)
         except _REDIS_FAILURES as exc:
             # The lock expires by itself after lock_timeout.
             self._failed("unlock", key, exc)

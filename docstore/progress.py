@@ -66,8 +66,7 @@ class ProgressTracker:
         try:
             with redis_errors(self.address):
                 reply = self._set(
-                    keys=[progress_key(document_id)],
-                    args=[repr(float(percent)), stage, self._ttl_ms],
+                    [progress_key(document_id)], repr(float(percent)), stage, self._ttl_ms
                 )
         except ServiceUnavailable as exc:
             logger.warning("progress of document %s not recorded: %s", document_id, exc.message)

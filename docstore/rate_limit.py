@@ -12,9 +12,19 @@ import threading
 from dataclasses import dataclass
 from enum import Enum
 
+import redis.exceptions
+
+from docstore.error_mapping import redis_unavailable
 from docstore.errors import InvalidInput, ServiceUnavailable
 from docstore.redis_keys import check_name, rate_limit_key
-from docstore.redis_support import RedisClient, client_address, redis_errors, register_script
+from docstore.redis_support import (
+    UNAVAILABLE_ERRORS,
+    RedisClient,
+    client_address,
+    command_error,
+    redis_errors,
+    register_script,
+)
 
 logger = logging.getLogger("docstore.rate_limit")
 
@@ -97,6 +107,8 @@ class RateLimiter:
         self.address = address or client_address(client)
         # Whole microseconds per unit keep the script's arithmetic exact (integers < 2**53).
         self._interval_us = max(1, math.ceil(self.period * 1_000_000 / limit))
+        self._tau = self._interval_us * limit
+        self._tau_arg = str(self._tau).encode()
         self._script = register_script(client, "rate_limit")
         self._outage_lock = threading.Lock()
         self._in_outage = False
@@ -111,8 +123,9 @@ class RateLimiter:
 
     def reset(self, key: str) -> None:
         """Forget `key`'s history: it gets its full limit back. Raises `ServiceUnavailable`."""
+        redis_key = rate_limit_key(self.policy, check_name(key))
         with redis_errors(self.address):
-            self.client.delete(rate_limit_key(self.policy, check_name(key)))
+            self.client.delete(redis_key)
 
     def _decide(self, key: str, cost: int, *, consume: bool) -> RateLimitResult:
         redis_key = rate_limit_key(self.policy, check_name(key))
@@ -120,23 +133,29 @@ class RateLimiter:
             raise InvalidInput("cost must be a positive integer", field="cost")
         if cost > self.limit:
             raise InvalidInput(f"cost {cost} exceeds the limit {self.limit}", field="cost")
+        # The hot path: no context managers, arguments prepared once (see _tau_arg).
         try:
-            with redis_errors(self.address):
-                reply = self._script(
-                    keys=[redis_key],
-                    args=[self._interval_us, self.limit, cost, 1 if consume else 0],
-                )
-        except ServiceUnavailable as exc:
-            return self._policy_decision(key, exc)
+            reply = self._script(
+                (redis_key,), self._tau_arg, cost * self._interval_us, b"1" if consume else b"0"
+            )
+        except UNAVAILABLE_ERRORS as exc:
+            return self._policy_decision(key, redis_unavailable(exc, self.address))
+        except redis.exceptions.RedisError as exc:
+            raise command_error(exc, self.address) from exc
         if self._in_outage:
             self._end_outage()
-        allowed, remaining, reset_after_us, retry_after_us = reply
+        allowed = reply >= 0
+        reset_after_us = reply if allowed else -reply - 1
         return RateLimitResult(
-            allowed=allowed == 1,
+            allowed=allowed,
             limit=self.limit,
-            remaining=int(remaining),
+            remaining=(self._tau - reset_after_us) // self._interval_us,
             reset_after=reset_after_us / 1_000_000,
-            retry_after=retry_after_us / 1_000_000,
+            retry_after=(
+                0.0
+                if allowed
+                else (reset_after_us + cost * self._interval_us - self._tau) / 1_000_000
+            ),
             policy=self.policy,
             period=self.period,
         )

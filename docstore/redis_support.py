@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
 from importlib import resources
@@ -12,15 +12,19 @@ import redis
 import redis.exceptions
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
+from redis.typing import EncodableT
 
-from docstore.error_mapping import redis_unavailable, wrap_redis_errors
-from docstore.errors import ConfigurationError
+from docstore.error_mapping import redis_unavailable
+from docstore.errors import ConfigurationError, RedisCommandError
 
 RedisClient: TypeAlias = "redis.Redis | RedisCluster"
 
-# Errors that mean "Redis cannot answer right now" beyond connection errors and timeouts
-# (which `wrap_redis_errors` already maps): a cluster that lost a slot or is failing over.
-_CLUSTER_UNAVAILABLE = (
+# Errors that mean "Redis cannot answer right now": connection errors and timeouts, and a
+# cluster that lost a slot or is failing over. Listed first, before other `RedisError`s.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OSError,
     redis.exceptions.ClusterError,
     redis.exceptions.ClusterDownError,
     redis.exceptions.TryAgainError,
@@ -33,10 +37,16 @@ _CLUSTER_UNAVAILABLE = (
 def redis_errors(address: str) -> Iterator[None]:
     """Re-raise redis-py errors as `ServiceUnavailable` / `RedisCommandError`, chained."""
     try:
-        with wrap_redis_errors(address):
-            yield
-    except _CLUSTER_UNAVAILABLE as exc:
+        yield
+    except UNAVAILABLE_ERRORS as exc:
         raise redis_unavailable(exc, address) from exc
+    except redis.exceptions.RedisError as exc:
+        raise command_error(exc, address) from exc
+
+
+def command_error(exc: Exception, address: str) -> RedisCommandError:
+    """The docstore error for a command Redis refused (not an outage)."""
+    return RedisCommandError(f"Redis at {address} refused the command: {exc}")
 
 
 @cache
@@ -49,9 +59,30 @@ def lua_source(name: str) -> str:
         raise ConfigurationError(f"docstore is installed without lua/{name}.lua") from exc
 
 
-def register_script(client: RedisClient, name: str) -> Script:
-    """A callable script: EVALSHA, loading the source again if Redis lost it (NOSCRIPT)."""
-    return client.register_script(lua_source(name))
+class LuaScript:
+    """A shipped script, registered once with `register_script`; calls are a bare EVALSHA.
+
+    On NOSCRIPT (Redis restarted or its script cache was flushed) the call goes through
+    redis-py's `Script`, which loads the source again and retries once.
+    """
+
+    __slots__ = ("client", "script")
+
+    def __init__(self, client: RedisClient, name: str) -> None:
+        self.client = client
+        self.script: Script = client.register_script(lua_source(name))
+
+    def __call__(self, keys: Sequence[str], *args: EncodableT) -> Any:
+        """Run the script with `keys` (one cluster slot) and `args`; the raw reply."""
+        try:
+            return self.client.evalsha(self.script.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            return self.script(keys=keys, args=args)
+
+
+def register_script(client: RedisClient, name: str) -> LuaScript:
+    """The shipped script ``docstore/lua/<name>.lua``, ready to call on `client`."""
+    return LuaScript(client, name)
 
 
 def client_address(client: RedisClient) -> str:
@@ -71,9 +102,12 @@ def as_text(value: bytes | str) -> str:
 
 
 __all__ = [
+    "UNAVAILABLE_ERRORS",
+    "LuaScript",
     "RedisClient",
     "as_text",
     "client_address",
+    "command_error",
     "lua_source",
     "redis_errors",
     "register_script",

@@ -182,15 +182,13 @@ class TaskQueue:
         idle_ms = max(0, math.ceil((self.reclaim_idle if min_idle is None else min_idle) * 1000))
         handed, _dead = self._run(
             lambda: self._reclaim(
-                keys=[self.key, self.dead_letter_key],
-                args=[
-                    self.group,
-                    worker_id,
-                    idle_ms,
-                    count,
-                    self.max_deliveries,
-                    self.dead_letter_maxlen,
-                ],
+                [self.key, self.dead_letter_key],
+                self.group,
+                worker_id,
+                idle_ms,
+                count,
+                self.max_deliveries,
+                self.dead_letter_maxlen,
             )
         )
         return [
@@ -205,7 +203,7 @@ class TaskQueue:
             return 0
         if not all(isinstance(i, str) and i for i in ids):
             raise InvalidInput("message ids must be non-empty strings", field="messages")
-        return int(self._run(lambda: self._ack(keys=[self.key], args=[self.group, *ids])))
+        return int(self._run(lambda: self._ack([self.key], self.group, *ids)))
 
     # -- operators ----------------------------------------------------------------------------
 
