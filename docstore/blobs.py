@@ -23,6 +23,7 @@ from typing import IO, Any, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from docstore.errors import DocstoreError, InvalidInput, NotFound, ServiceUnavailable
+from docstore.settings import Settings
 
 MAX_KEY_LENGTH = 512  # documents.s3_key is VARCHAR(512)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -256,3 +257,17 @@ class S3BlobStore:
                 "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
             )
             return url
+
+
+def blob_store_from_settings(settings: Settings) -> BlobStore:
+    """The blob store the settings describe (`BLOB_BACKEND`, `S3_*`, `BLOB_DIR`)."""
+    if settings.blob_backend == "local":
+        return LocalBlobStore(settings.blob_dir)
+    secret = settings.s3_secret_key.get_secret_value() if settings.s3_secret_key else None
+    return S3BlobStore.from_settings(
+        settings.s3_bucket,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        access_key=settings.s3_access_key,
+        secret_key=secret,
+    )

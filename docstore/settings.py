@@ -78,6 +78,18 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Seconds a message stays unacked before another worker gets it."
     )
 
+    blob_backend: Literal["s3", "local"] = Field(
+        "s3", description="Where document bytes go: S3 (or compatible) or a local directory."
+    )
+    blob_dir: str = Field(".docstore/blobs", description="Folder of the local blob store.")
+    s3_bucket: str = Field("documents", min_length=3, max_length=63)
+    s3_endpoint_url: str | None = Field(None, description="For S3-compatible servers (MinIO).")
+    s3_region: str | None = None
+    s3_access_key: str | None = Field(None, description="Default: the usual AWS chain.")
+    s3_secret_key: SecretStr | None = None
+    max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1, description="Largest accepted upload.")
+    lease_seconds: float = Field(300.0, gt=0, description="How long a worker holds a document.")
+
     @model_validator(mode="after")
     def _check_urls(self) -> Settings:
         if self.database_url_override is not None:

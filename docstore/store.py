@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 import psycopg
 import psycopg_pool
 import redis
 
 from docstore import schema
+from docstore.blobs import BlobStore, blob_store_from_settings
 from docstore.cache import RedisCache
 from docstore.database import Database, new_pool
 from docstore.documents import DocumentRepo
 from docstore.error_mapping import database_error, redis_unavailable
 from docstore.errors import DocstoreError, ServiceUnavailable
 from docstore.health import HealthReport, PoolStats
+from docstore.intake import DocumentIntake, Extractor, Outcome, StuckReport
+from docstore.models import DocumentResponse, UserResponse
 from docstore.progress import ProgressTracker
 from docstore.rate_limit import FailurePolicy, RateLimiter
 from docstore.redis_client import new_redis
@@ -36,6 +39,7 @@ class Docstore:
         *,
         pool: psycopg_pool.ConnectionPool | None = None,
         redis_client: redis.Redis | None = None,
+        blobs: BlobStore | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self._owns_pool = pool is None
@@ -67,6 +71,18 @@ class Docstore:
             address=redis_address,
         )
         self.progress = ProgressTracker(self.redis, address=redis_address)
+        # Blobs and the document flow built on all of the above.
+        self._blobs = blobs
+        self.intake = DocumentIntake(
+            self.db,
+            self.documents,
+            lambda: self.blobs,
+            self.queue,
+            self.progress,
+            self.cache,
+            max_upload_bytes=self.settings.max_upload_bytes,
+            lease_seconds=self.settings.lease_seconds,
+        )
 
     @classmethod
     def connect(
@@ -75,9 +91,10 @@ class Docstore:
         *,
         pool: psycopg_pool.ConnectionPool | None = None,
         redis_client: redis.Redis | None = None,
+        blobs: BlobStore | None = None,
     ) -> Docstore:
         """Create a store and open its pool; unreachable PostgreSQL raises `ServiceUnavailable`."""
-        store = cls(settings, pool=pool, redis_client=redis_client)
+        store = cls(settings, pool=pool, redis_client=redis_client, blobs=blobs)
         store.open()
         return store
 
@@ -125,6 +142,29 @@ class Docstore:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    @property
+    def blobs(self) -> BlobStore:
+        """The blob store given to the constructor, or one made from the settings on first use."""
+        if self._blobs is None:
+            self._blobs = blob_store_from_settings(self.settings)
+        return self._blobs
+
+    def submit_document(
+        self, user: UserResponse | int, filename: str, data: bytes | IO[bytes]
+    ) -> DocumentResponse:
+        """Upload the bytes, record a PENDING document and enqueue it (see `DocumentIntake`)."""
+        return self.intake.submit(user, filename, data)
+
+    def process_next(
+        self, worker_id: str, extract: Extractor, *, block_ms: int = 1000
+    ) -> Outcome | None:
+        """Process one queued document with `extract`; None when there was nothing to do."""
+        return self.intake.process_next(worker_id, extract, block_ms=block_ms)
+
+    def requeue_stuck(self, pending_for: float = 300.0) -> StuckReport:
+        """Re-enqueue documents whose worker died or whose queue message was lost."""
+        return self.intake.requeue_stuck(pending_for)
 
     def apply_schema(self) -> list[str]:
         """Apply pending migrations (idempotent); return the ids applied now."""

@@ -1,0 +1,241 @@
+"""The document flow: submit (blob → row → queue message) and process (consume → claim → extract
+→ complete or fail), built so that nothing is lost and nothing is processed twice.
+
+- A blob whose row could not be written is deleted again.
+- A row whose queue message could not be written stays PENDING; `requeue_stuck` re-enqueues it.
+- A message delivered twice meets the conditional `claim`, which only one worker wins.
+- A worker that dies leaves a lease that runs out; `requeue_stuck` hands the document back.
+- With Redis down, workers claim straight from PostgreSQL (`claim_next`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import IO, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from docstore.blobs import BlobStore
+from docstore.cache import RedisCache
+from docstore.database import Database
+from docstore.documents import DocumentRepo
+from docstore.errors import InvalidInput, InvalidTransition, NotFound, ServiceUnavailable
+from docstore.extractors import Extraction, ProgressCallback
+from docstore.models import DocumentCreate, DocumentResponse, UserResponse
+from docstore.progress import ProgressTracker
+from docstore.task_queue import QueueMessage, TaskQueue
+from docstore.validation import parse_input
+
+logger = logging.getLogger(__name__)
+
+Extractor = Callable[[bytes, str, ProgressCallback], Extraction]
+
+
+class Outcome(BaseModel):
+    """What `process_next` did with the document it was handed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    document_id: int
+    action: Literal["completed", "failed", "retrying", "skipped", "lease_lost"]
+    detail: str = ""
+    document: DocumentResponse | None = None
+
+
+class StuckReport(BaseModel):
+    """What `requeue_stuck` found and re-enqueued."""
+
+    model_config = ConfigDict(frozen=True)
+
+    expired_leases: int
+    requeued: int
+    failed: int
+
+
+class DocumentIntake:
+    """Ties the blob store, the document repository and the Redis queue together."""
+
+    def __init__(
+        self,
+        db: Database,
+        documents: DocumentRepo,
+        blobs: Callable[[], BlobStore],
+        queue: TaskQueue,
+        progress: ProgressTracker,
+        cache: RedisCache,
+        *,
+        max_upload_bytes: int,
+        lease_seconds: float,
+    ) -> None:
+        self.db = db
+        self.documents = documents
+        self._blobs = blobs
+        self.queue = queue
+        self.progress = progress
+        self.cache = cache
+        self.max_upload_bytes = max_upload_bytes
+        self.lease_seconds = lease_seconds
+
+    # -- submitting ---------------------------------------------------------------------------
+
+    def submit(
+        self, user: UserResponse | int, filename: str, data: bytes | IO[bytes]
+    ) -> DocumentResponse:
+        """Store the bytes, record a PENDING document and enqueue it; returns the document."""
+        user_id = user.id if isinstance(user, UserResponse) else user
+        if isinstance(data, bytes | bytearray) and len(data) > self.max_upload_bytes:
+            raise InvalidInput(f"upload is larger than {self.max_upload_bytes} bytes", field="data")
+        # Validate the row before any upload, so bad input leaves no blob behind.
+        parse_input(
+            DocumentCreate, {"user_id": user_id, "filename": filename, "s3_key": "uploads/new"}
+        )
+        blobs = self._blobs()
+        blob = blobs.put(user_id, filename, data)
+        try:
+            if blob.size > self.max_upload_bytes:
+                raise InvalidInput(
+                    f"upload is larger than {self.max_upload_bytes} bytes", field="data"
+                )
+            document = self.documents.create(
+                DocumentCreate(user_id=user_id, filename=filename, s3_key=blob.key)
+            )
+        except BaseException:
+            blobs.delete(blob.key)
+            raise
+        try:
+            self.queue.enqueue(document.id)
+        except ServiceUnavailable as exc:
+            # The row is PENDING: requeue_stuck (or a worker's claim_next) will pick it up.
+            logger.warning("document %s not enqueued: %s", document.id, exc.message)
+        return document
+
+    # -- processing ---------------------------------------------------------------------------
+
+    def process_next(
+        self, worker_id: str, extract: Extractor, *, block_ms: int = 1000
+    ) -> Outcome | None:
+        """Process one document: from the queue, or straight from PostgreSQL when Redis is down.
+
+        Returns None when there was nothing to do. Errors raised by `extract` fail the document
+        (retried while attempts remain); errors of docstore's servers propagate.
+        """
+        message: QueueMessage | None = None
+        try:
+            messages = self.queue.consume(worker_id, count=1, block_ms=block_ms)
+        except ServiceUnavailable as exc:
+            logger.warning("queue unavailable, claiming from PostgreSQL: %s", exc.message)
+            document = self.documents.claim_next(worker_id, self.lease_seconds)
+            if document is None:
+                return None
+        else:
+            if not messages:
+                return None
+            message = messages[0]
+            try:
+                document = self.documents.claim(message.document_id, worker_id, self.lease_seconds)
+            except (InvalidTransition, NotFound) as exc:
+                # Delivered twice, already done, or deleted: someone else owns the outcome.
+                self._ack(message)
+                return Outcome(document_id=message.document_id, action="skipped", detail=str(exc))
+        outcome = self._run(document, worker_id, extract)
+        if outcome.action == "retrying":
+            self._enqueue_again(document.id)
+        self._ack(message)
+        return outcome
+
+    def _run(self, document: DocumentResponse, worker_id: str, extract: Extractor) -> Outcome:
+        started = time.perf_counter()
+        heartbeat = self._heartbeat(document.id, worker_id)
+        self.progress.set(document.id, 0, "started")
+
+        def report(percent: float, stage: str) -> None:
+            self.progress.set(document.id, max(0.0, min(100.0, percent)), stage[:200] or "working")
+            heartbeat()
+
+        try:
+            data = self._blobs().get(document.s3_key)
+            extraction = extract(data, document.filename, report)
+        except InvalidTransition:
+            return Outcome(document_id=document.id, action="lease_lost")
+        except Exception as exc:  # noqa: BLE001 - any failure of the extractor fails the document
+            return self._fail(document, worker_id, exc)
+        elapsed = time.perf_counter() - started
+        try:
+            done = self.documents.mark_completed(
+                document.id, worker_id, extraction.text, extraction.page_count, elapsed
+            )
+        except InvalidTransition as exc:
+            return Outcome(document_id=document.id, action="lease_lost", detail=str(exc))
+        except InvalidInput as exc:  # e.g. text PostgreSQL cannot hold
+            return self._fail(document, worker_id, exc)
+        self.cache.cache_document_result(done.id, done)
+        self.progress.set(done.id, 100, "completed")
+        return Outcome(document_id=done.id, action="completed", document=done)
+
+    def _fail(self, document: DocumentResponse, worker_id: str, exc: Exception) -> Outcome:
+        message = f"{type(exc).__name__}: {exc}"[:10_000]
+        # Bad input will not get better on a retry; anything else might.
+        retry = not isinstance(exc, InvalidInput)
+        try:
+            failed = self.documents.mark_failed(document.id, worker_id, message, retry=retry)
+        except InvalidTransition as lost:
+            return Outcome(document_id=document.id, action="lease_lost", detail=str(lost))
+        action: Literal["failed", "retrying"] = (
+            "retrying" if failed.status == "PENDING" else "failed"
+        )
+        self.progress.set(document.id, 100, action)
+        return Outcome(document_id=document.id, action=action, detail=message, document=failed)
+
+    def _heartbeat(self, document_id: int, worker_id: str) -> Callable[[], None]:
+        """Extend the lease at most every third of its length (progress reports call this)."""
+        interval = self.lease_seconds / 3
+        last = time.monotonic()
+
+        def beat() -> None:
+            nonlocal last
+            if time.monotonic() - last >= interval:
+                self.documents.heartbeat(document_id, worker_id, self.lease_seconds)
+                last = time.monotonic()
+
+        return beat
+
+    def _ack(self, message: QueueMessage | None) -> None:
+        if message is None:
+            return
+        try:
+            self.queue.ack(message)
+        except ServiceUnavailable as exc:
+            # Redelivered later, then skipped by the conditional claim.
+            logger.warning("message %s not acked: %s", message.message_id, exc.message)
+
+    def _enqueue_again(self, document_id: int) -> None:
+        try:
+            self.queue.enqueue(document_id)
+        except ServiceUnavailable as exc:
+            logger.warning("document %s not re-enqueued: %s", document_id, exc.message)
+
+    # -- recovering ---------------------------------------------------------------------------
+
+    def requeue_stuck(self, pending_for: float = 300.0, limit: int = 1000) -> StuckReport:
+        """Hand back expired leases and re-enqueue documents PENDING for `pending_for` seconds
+        (their message was lost or their worker died). Duplicates are harmless: `claim` is
+        conditional."""
+        if not pending_for >= 0:
+            raise InvalidInput("pending_for must be a non-negative number", field="pending_for")
+        expired = self.documents.requeue_expired(limit)
+        stale = self.db.fetch_rows(
+            "list_stale_pending_documents", {"pending_for": float(pending_for), "limit": limit}
+        )
+        ids = {d.id for d in expired if d.status == "PENDING"} | {row[0] for row in stale}
+        for document_id in sorted(ids):
+            self.queue.enqueue(document_id)
+        return StuckReport(
+            expired_leases=len(expired),
+            requeued=len(ids),
+            failed=sum(1 for d in expired if d.status == "FAILED"),
+        )
+
+
+__all__ = ["DocumentIntake", "Extractor", "Outcome", "StuckReport"]
