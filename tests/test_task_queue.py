@@ -49,18 +49,19 @@ def test_each_message_goes_to_one_worker(queue: TaskQueue) -> None:
     assert not {m.message_id for m in a} & {m.message_id for m in b}
 
 
-def test_a_dead_workers_message_is_redelivered_after_reclaim_idle(queue: TaskQueue) -> None:
+def test_a_dead_workers_message_is_redelivered_after_reclaim_idle(client: redis.Redis) -> None:
+    queue = TaskQueue(client, reclaim_idle=0.5)
     queue.enqueue(1)
     queue.enqueue(2)
     taken = queue.consume("worker-a", count=2)
     queue.ack(taken[1])  # worker-a finished document 2, then died while on document 1
     assert queue.consume("worker-b") == []  # not idle long enough yet
-    time.sleep(0.15)
+    time.sleep(0.6)
     again = queue.consume("worker-b")
     assert [(m.document_id, m.deliveries) for m in again] == [(1, 2)]
     assert again[0].message_id == taken[0].message_id
     queue.ack(*again)
-    time.sleep(0.15)
+    time.sleep(0.6)
     assert queue.consume("worker-c") == []
 
 
