@@ -35,6 +35,7 @@ from docstore.pagination import (
     decode_cursor,
     encode_cursor,
 )
+from docstore.rows import fetch_model, fetch_models
 from docstore.validation import (
     MAX_BIGINT,
     Checker,
@@ -100,7 +101,7 @@ class DocumentRepo(DocumentLifecycle):
         document = parse_input(DocumentCreate, data)
         params = document.model_dump()
         with _unknown_user_check():
-            row = self.db.fetch_one("insert_document", params, DocumentResponse, conn)
+            row = fetch_model(self.db, "insert_document", params, DocumentResponse, conn)
         assert row is not None  # INSERT ... RETURNING always returns the row
         return row
 
@@ -123,7 +124,7 @@ class DocumentRepo(DocumentLifecycle):
                     "max_attempts": [d.max_attempts for d in batch],
                     "legacy_task_ids": [d.legacy_task_id for d in batch],
                 }
-                rows = self.db.fetch_all("insert_documents", params, DocumentResponse, c)
+                rows = fetch_models(self.db, "insert_documents", params, DocumentResponse, c)
                 # Identity values follow the ORDER BY of the insert: sorting by id is input order.
                 created.extend(sorted(rows, key=lambda row: row.id))
         return created
@@ -131,7 +132,7 @@ class DocumentRepo(DocumentLifecycle):
     def get(self, document_id: int, conn: Connection | None = None) -> DocumentResponse:
         """The document with this id, text included (`NotFound` otherwise)."""
         params = {"document_id": _document_id(document_id)}
-        document = self.db.fetch_one("get_document", params, DocumentResponse, conn)
+        document = fetch_model(self.db, "get_document", params, DocumentResponse, conn)
         if document is None:
             raise NotFound(f"document {document_id} does not exist")
         return document
@@ -141,7 +142,7 @@ class DocumentRepo(DocumentLifecycle):
     ) -> DocumentResponse | None:
         """The document moved from the legacy Redis store under this task id, or None."""
         params = {"legacy_task_id": _task_id(task_id)}
-        return self.db.fetch_one("get_document_by_task_id", params, DocumentResponse, conn)
+        return fetch_model(self.db, "get_document_by_task_id", params, DocumentResponse, conn)
 
     def get_with_user(self, document_id: int, conn: Connection | None = None) -> DocumentWithUser:
         """The document and its owner, in one query (`NotFound` otherwise)."""
@@ -157,7 +158,7 @@ class DocumentRepo(DocumentLifecycle):
         """Apply the client-editable `changes` (fields left None stay as they are)."""
         update = parse_input(DocumentUpdate, changes)
         params = {"document_id": _document_id(document_id), "filename": update.filename}
-        document = self.db.fetch_one("update_document", params, DocumentResponse, conn)
+        document = fetch_model(self.db, "update_document", params, DocumentResponse, conn)
         if document is None:
             raise NotFound(f"document {document_id} does not exist")
         return document
@@ -192,7 +193,7 @@ class DocumentRepo(DocumentLifecycle):
             "before_id": before[1],
             "limit": page_size + 1,
         }
-        rows = self.db.fetch_all("list_user_documents", params, DocumentSummary, conn)
+        rows = fetch_models(self.db, "list_user_documents", params, DocumentSummary, conn)
         next_cursor = None
         if len(rows) > page_size:
             rows = rows[:page_size]
@@ -235,7 +236,7 @@ class DocumentRepo(DocumentLifecycle):
             "after_id": after_id,
             "limit": page_size + 1,
         }
-        hits = self.db.fetch_all("search_documents", params, SearchHit, conn)
+        hits = fetch_models(self.db, "search_documents", params, SearchHit, conn)
         next_cursor = None
         if len(hits) > page_size:
             hits = hits[:page_size]

@@ -20,6 +20,7 @@ import psycopg
 from docstore.database import Database
 from docstore.errors import InvalidInput, InvalidTransition, NotFound
 from docstore.models import CompletedResult, DocumentResponse, DocumentSummary
+from docstore.rows import fetch_model, fetch_models
 from docstore.validation import (
     Checker,
     LeaseSeconds,
@@ -69,7 +70,7 @@ class DocumentLifecycle:
             "worker_id": _worker_id(worker_id),
             "lease_seconds": _lease_seconds(lease_seconds),
         }
-        return self.db.fetch_one("claim_next_document", params, DocumentResponse, conn)
+        return fetch_model(self.db, "claim_next_document", params, DocumentResponse, conn)
 
     def claim(
         self,
@@ -85,7 +86,7 @@ class DocumentLifecycle:
             "worker_id": _worker_id(worker_id),
             "lease_seconds": _lease_seconds(lease_seconds),
         }
-        document = self.db.fetch_one("claim_document", params, DocumentResponse, conn)
+        document = fetch_model(self.db, "claim_document", params, DocumentResponse, conn)
         return document or self._refused(document_id, "claim", worker_id, conn)
 
     def heartbeat(
@@ -104,7 +105,7 @@ class DocumentLifecycle:
             "worker_id": _worker_id(worker_id),
             "lease_seconds": _lease_seconds(lease_seconds),
         }
-        document = self.db.fetch_one("extend_document_lease", params, DocumentResponse, conn)
+        document = fetch_model(self.db, "extend_document_lease", params, DocumentResponse, conn)
         return document or self._refused(document_id, "heartbeat", worker_id, conn)
 
     def mark_completed(
@@ -135,7 +136,7 @@ class DocumentLifecycle:
             **result.model_dump(),
         }
         # The statement does not send the text back: it is what we just wrote.
-        summary = self.db.fetch_one("complete_document", params, DocumentSummary, conn)
+        summary = fetch_model(self.db, "complete_document", params, DocumentSummary, conn)
         if summary is None:
             return self._refused(document_id, "complete", worker_id, conn)
         return DocumentResponse.model_validate(
@@ -161,7 +162,7 @@ class DocumentLifecycle:
             "error_message": _error_message(error_message),
             "retry": bool(retry),
         }
-        document = self.db.fetch_one("fail_document", params, DocumentResponse, conn)
+        document = fetch_model(self.db, "fail_document", params, DocumentResponse, conn)
         return document or self._refused(document_id, "fail", worker_id, conn)
 
     def requeue_expired(
@@ -170,7 +171,7 @@ class DocumentLifecycle:
         """Take back up to `limit` documents whose lease ran out (their worker died): PENDING
         while attempts remain, FAILED after the last. Returns them, e.g. to re-enqueue."""
         params = {"limit": checked_limit(limit, 10_000)}
-        return self.db.fetch_all("requeue_expired_documents", params, DocumentResponse, conn)
+        return fetch_models(self.db, "requeue_expired_documents", params, DocumentResponse, conn)
 
     def _refused(
         self, document_id: int, action: str, worker_id: str, conn: Connection | None

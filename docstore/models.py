@@ -42,7 +42,8 @@ Filename = Annotated[str, AfterValidator(clean_text), AfterValidator(length_betw
 S3Key = Annotated[str, AfterValidator(clean_text), AfterValidator(length_between(1, 512))]
 LegacyTaskId = Annotated[str, AfterValidator(clean_text), AfterValidator(length_between(1, 512))]
 
-_INPUT = ConfigDict(extra="forbid", from_attributes=True, revalidate_instances="always")
+# Instances are trusted as built (assignments are validated too); `model_construct` opts out.
+_INPUT = ConfigDict(extra="forbid", from_attributes=True, validate_assignment=True)
 _OUTPUT = ConfigDict(from_attributes=True)
 
 

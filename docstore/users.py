@@ -20,6 +20,7 @@ from docstore.models import (
     UserWithDocuments,
 )
 from docstore.pagination import UserPageCursor, decode_cursor, encode_cursor
+from docstore.rows import fetch_model, fetch_models
 from docstore.validation import Checker, RowId, checked_limit, parse_input
 
 Connection = psycopg.Connection[Any]
@@ -46,7 +47,8 @@ class UserRepo:
         """Create a user and its first API key, returned this once (`Conflict` on a taken email)."""
         user = parse_input(UserCreate, data)
         api_key = new_api_key()
-        row = self.db.fetch_one(
+        row = fetch_model(
+            self.db,
             "insert_user",
             {"email": user.email, "api_key_hash": api_key_digest(api_key)},
             UserResponse,
@@ -64,7 +66,8 @@ class UserRepo:
         if not is_well_formed(api_key):
             return None
         with self.db.connection(conn) as c:
-            found = self.db.fetch_one(
+            found = fetch_model(
+                self.db,
                 "get_user_by_api_key_hash",
                 {"api_key_hash": api_key_digest(api_key)},
                 _AuthenticatedUser,
@@ -98,21 +101,23 @@ class UserRepo:
         self, user_id: int, digest: bytes | None, conn: Connection | None
     ) -> UserResponse:
         params = {"user_id": _user_id(user_id), "api_key_hash": digest}
-        user = self.db.fetch_one("set_user_api_key_hash", params, UserResponse, conn)
+        user = fetch_model(self.db, "set_user_api_key_hash", params, UserResponse, conn)
         if user is None:
             raise NotFound(f"user {user_id} does not exist")
         return user
 
     def get(self, user_id: int, conn: Connection | None = None) -> UserResponse:
         """The user with this id (`NotFound` otherwise)."""
-        user = self.db.fetch_one("get_user", {"user_id": _user_id(user_id)}, UserResponse, conn)
+        user = fetch_model(self.db, "get_user", {"user_id": _user_id(user_id)}, UserResponse, conn)
         if user is None:
             raise NotFound(f"user {user_id} does not exist")
         return user
 
     def get_by_email(self, email: str, conn: Connection | None = None) -> UserResponse | None:
         """The user with this email whatever its case, or None."""
-        return self.db.fetch_one("get_user_by_email", {"email": _email(email)}, UserResponse, conn)
+        return fetch_model(
+            self.db, "get_user_by_email", {"email": _email(email)}, UserResponse, conn
+        )
 
     def update(
         self, user_id: int, changes: UserUpdate, conn: Connection | None = None
@@ -120,7 +125,7 @@ class UserRepo:
         """Apply `changes` (fields left None stay); `NotFound`, or `Conflict` on a taken email."""
         update = parse_input(UserUpdate, changes)
         params = {"user_id": _user_id(user_id), "email": update.email}
-        user = self.db.fetch_one("update_user", params, UserResponse, conn)
+        user = fetch_model(self.db, "update_user", params, UserResponse, conn)
         if user is None:
             raise NotFound(f"user {user_id} does not exist")
         return user
@@ -149,8 +154,8 @@ class UserRepo:
         """One page of users in id order; pass `next_cursor` back for the next page."""
         after_id = 0 if cursor is None else decode_cursor(cursor, UserPageCursor).id
         params = {"after_id": after_id, "limit": checked_limit(limit, MAX_PAGE_SIZE) + 1}
-        rows: builtins.list[UserResponse] = self.db.fetch_all(
-            "list_users", params, UserResponse, conn
+        rows: builtins.list[UserResponse] = fetch_models(
+            self.db, "list_users", params, UserResponse, conn
         )
         next_cursor = None
         if len(rows) > params["limit"] - 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from datetime import timezone
+from datetime import timedelta, timezone
 
 import pytest
 
@@ -54,7 +54,7 @@ def test_create_makes_a_pending_document_with_utc_timestamps(store: Docstore, us
     assert (doc.user_id, doc.filename, doc.s3_key) == (user_id, "doc0.pdf", "uploads/0.pdf")
     assert (doc.attempts, doc.max_attempts, doc.legacy_task_id) == (0, 3, "task-1")
     assert doc.result_text is None and doc.worker_id is None and doc.started_at is None
-    assert doc.created_at.tzinfo is timezone.utc
+    assert doc.created_at.utcoffset() == timedelta(0)
     assert store.documents.get(doc.id) == doc
 
 
@@ -259,3 +259,20 @@ def test_a_twenty_megabyte_result_is_stored_whole(store: Docstore, user_id: int)
     assert done.status == "COMPLETED"
     stored = store.documents.get(doc.id).result_text
     assert stored is not None and len(stored) == len(text) - 1 and stored.endswith("tail")
+
+
+def test_rows_built_without_validation_must_match_the_model(store: Docstore, user_id: int) -> None:
+    from docstore.models import DocumentSummary, UserResponse
+    from docstore.rows import fetch_model
+
+    with pytest.raises(TypeError, match="do not match the fields of DocumentSummary"):
+        fetch_model(store.db, "get_user", {"user_id": user_id}, DocumentSummary)
+    user = fetch_model(store.db, "get_user", {"user_id": user_id}, UserResponse)
+    assert user == store.users.get(user_id)
+    assert user is not None and user.model_dump()["email"] == "owner@example.com"
+
+
+def test_input_models_validate_assignments(user_id: int) -> None:
+    item = _new(user_id)
+    with pytest.raises(ValueError, match="lone surrogate"):
+        item.filename = "bad\ud800"

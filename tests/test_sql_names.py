@@ -19,29 +19,38 @@ QUERY_METHODS = {
     "execute_many",
     "query",
 }
+# docstore.rows helpers: fetch_model(db, "name", ...).
+ROW_HELPERS = {"fetch_model", "fetch_models"}
 
 
 def _trees() -> list[tuple[Path, ast.Module]]:
     return [(path, ast.parse(path.read_text(), str(path))) for path in PACKAGE.rglob("*.py")]
 
 
+def _query_name_argument(call: ast.Call) -> ast.expr | None:
+    """The argument holding the query name in `db.fetch_one("name", ...)` or
+    `fetch_model(db, "name", ...)`, if `call` is such a call."""
+    func = call.func
+    if isinstance(func, ast.Attribute) and func.attr in QUERY_METHODS:
+        owner = func.value
+        owner_name = owner.attr if isinstance(owner, ast.Attribute) else getattr(owner, "id", "")
+        if owner_name in {"db", "database", "self"} and call.args:
+            return call.args[0]
+    if isinstance(func, ast.Name) and func.id in ROW_HELPERS and len(call.args) > 1:
+        return call.args[1]
+    return None
+
+
 def _names_passed_to_database() -> dict[str, str]:
-    """Literal first arguments of `....db.fetch_one("name", ...)`-style calls, with a place."""
+    """Literal query names passed to the database helpers, with the place of first use."""
     found: dict[str, str] = {}
     for path, tree in _trees():
         for node in ast.walk(tree):
-            if (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Attribute)
-                and node.func.attr in QUERY_METHODS
-                and isinstance(node.func.value, ast.Attribute | ast.Name)
-                and (getattr(node.func.value, "attr", None) or getattr(node.func.value, "id", ""))
-                in {"db", "database", "self"}
-                and node.args
-                and isinstance(node.args[0], ast.Constant)
-                and isinstance(node.args[0].value, str)
-            ):
-                found.setdefault(node.args[0].value, f"{path.name}:{node.lineno}")
+            if not isinstance(node, ast.Call):
+                continue
+            argument = _query_name_argument(node)
+            if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
+                found.setdefault(argument.value, f"{path.name}:{node.lineno}")
     return found
 
 
@@ -56,7 +65,9 @@ def _string_constants() -> set[str]:
 
 def test_the_scan_sees_the_repositories() -> None:
     used = _names_passed_to_database()
-    assert {"insert_user", "claim_next_document", "search_documents"} <= used.keys()
+    assert {"insert_user", "claim_next_document", "search_documents", "server_version"} <= (
+        used.keys()
+    )
 
 
 def test_every_query_name_the_code_uses_exists() -> None:
