@@ -28,6 +28,7 @@ COPY migrate_staging (
 
 -- name: migrate_insert_users
 -- Create the owners of the staged tasks that do not exist yet (emails match case-insensitively).
+-- Sorted, so that writers running side by side wait for each other but never deadlock.
 INSERT INTO users (email)
 SELECT DISTINCT ON (lower(s.user_email)) s.user_email
 FROM migrate_staging AS s
@@ -46,6 +47,8 @@ SELECT
     s.legacy_task_id
 FROM migrate_staging AS s
 JOIN users AS u ON lower(u.email) = lower(s.user_email)
+-- Writers running side by side take row locks in one order: no deadlock.
+ORDER BY s.legacy_task_id
 ON CONFLICT (legacy_task_id) DO NOTHING;
 
 -- name: migrate_count_present

@@ -185,17 +185,22 @@ def table_contents(url: str) -> tuple[list[tuple[Any, ...]], list[str]]:
     return docs, users
 
 
-def wait_for_lock_wait(admin: psycopg.Connection[Any], dbname: str, timeout: float) -> None:
+LOCK_WAITS = (
+    "SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'"
+)
+NO_OTHER_SESSIONS = (
+    "SELECT count(*) = 0 FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
+)
+
+
+def wait_for(admin: psycopg.Connection[Any], condition: str, dbname: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        waiting = admin.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'",
-            [dbname],
-        ).fetchone()
-        if waiting and waiting[0]:
+        row = admin.execute(condition, [dbname]).fetchone()  # type: ignore[arg-type]
+        if row and row[0]:
             return
         time.sleep(0.02)
-    pytest.fail("the migration never reached the locked batch")
+    pytest.fail(f"timed out waiting for: {condition}")
 
 
 @pytest.fixture
@@ -215,28 +220,32 @@ def test_a_run_killed_mid_batch_then_run_again_equals_one_clean_run(
     r = redis.Redis.from_url(docstore_settings.redis_url)
     seed_for_crash(r)
     args = args_for(docstore_settings, tmp_path, "--batch-size", str(BATCH))
-    with psycopg.connect(url) as blocker, psycopg.connect(url, autocommit=True) as admin:
-        blocker.execute("INSERT INTO users (email) VALUES (%s)", [BLOCKER])  # not committed
-        proc = run_module(args, tmp_path)
-        try:
-            wait_for_lock_wait(admin, url.rsplit("/", 1)[1], timeout=60)
-            migrated_before_kill = admin.execute("SELECT count(*) FROM documents").fetchone()
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        blocker.rollback()
+    dbname = url.rsplit("/", 1)[1]
+    with psycopg.connect(url, autocommit=True) as admin:
+        with psycopg.connect(url) as blocker:
+            blocker.execute("INSERT INTO users (email) VALUES (%s)", [BLOCKER])  # not committed
+            proc = run_module(args, tmp_path)
+            try:
+                wait_for(admin, LOCK_WAITS, dbname, timeout=60)
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=10)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+            blocker.rollback()
+        # The killed run's sessions end once they find their client gone.
+        wait_for(admin, NO_OTHER_SESSIONS, dbname, timeout=30)
+        committed = admin.execute("SELECT count(*) FROM documents").fetchone()
     assert proc.returncode == -signal.SIGKILL
-    assert migrated_before_kill is not None
-    assert 0 < migrated_before_kill[0] < TASKS  # the kill landed mid-run
+    assert committed is not None
+    assert 0 < committed[0] < TASKS  # the kill landed mid-run
 
     rerun = run_module(args, tmp_path)
     _, err = rerun.communicate(timeout=60)
     assert rerun.returncode == 1, err  # task:broken
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["already_present"] == migrated_before_kill[0]
-    assert report["migrated"] == TASKS - migrated_before_kill[0]
+    assert report["already_present"] == committed[0]
+    assert report["migrated"] == TASKS - committed[0]
 
     clean_settings = Settings.model_validate(
         {"DATABASE_URL": clean_run_database, "REDIS_URL": docstore_settings.redis_url}

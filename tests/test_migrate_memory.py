@@ -10,7 +10,8 @@ import redis
 from docstore import Docstore
 from docstore.migrate import migrate
 
-BATCH = 200
+# Small batches: a batch's share of the peak stays small next to what a leak would add.
+BATCH = 50
 
 
 def seed(r: redis.Redis, prefix: str, count: int) -> None:
@@ -42,6 +43,6 @@ def test_peak_memory_is_flat_from_2k_to_8k_keys(docstore_store: Docstore) -> Non
     peak_bytes(docstore_store, "warm", 50)  # first-use caches (queries, adapters) out of the way
     small = peak_bytes(docstore_store, "s", 2_000)
     large = peak_bytes(docstore_store, "l", 8_000)
-    # Four times the keys: measured 1.01-1.04 here; keeping just the task ids of every batch
-    # measured 1.17, and keeping rows or reject lines far more.
-    assert large < small * 1.1, (small, large)
+    # Four times the keys: measured 1.00-1.10 here (how many batches are in flight at the
+    # peak varies); keeping just the task ids of every batch measured 1.57-1.85.
+    assert large < small * 1.3, (small, large)

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from docstore.errors import DocstoreError
 from docstore.migrate.progress import BarProgress, LogProgress
-from docstore.migrate.runner import DEFAULT_BATCH_SIZE, DEFAULT_PREFIX, migrate
+from docstore.migrate.runner import DEFAULT_BATCH_SIZE, DEFAULT_PREFIX, DEFAULT_WRITERS, migrate
 from docstore.migrate.summary import write_report
 from docstore.migrate.verify import VerifyProblem, verify
 from docstore.settings import Settings
@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--report", type=Path, help="write the final summary as JSON here")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="keys a batch")
+    parser.add_argument(
+        "--writers", type=int, default=DEFAULT_WRITERS, help="batches written at once"
+    )
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="task key prefix (task:)")
     parser.add_argument("--redis-url", help="legacy Redis (default: REDIS_URL from Settings)")
     parser.add_argument("--database-url", help="PostgreSQL (default: from Settings)")
@@ -56,8 +59,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    # One connection is all a run uses; batches are bounded, so no statement timeout.
-    values: dict[str, Any] = {"pool_min_size": 1, "pool_max_overflow": 1, "statement_timeout_ms": 0}
+    # A connection per writer; batches are bounded, so no statement timeout.
+    values: dict[str, Any] = {
+        "pool_min_size": 1,
+        "pool_max_overflow": max(args.writers - 1, 0),
+        "statement_timeout_ms": 0,
+    }
     if args.database_url:
         values["DATABASE_URL"] = args.database_url
     if args.redis_url:
@@ -83,6 +90,7 @@ def _run_migrate(args: argparse.Namespace, store: Docstore, source: redis.Redis)
             store.db,
             prefix=args.prefix,
             batch_size=args.batch_size,
+            writers=args.writers,
             dry_run=args.dry_run,
             rejects=rejects,
             progress=progress,

@@ -62,7 +62,11 @@ class ReadAhead(Generic[Item]):
                     raise item.exc
                 yield item
         finally:
-            # The consumer stopped (done, failed, or interrupted): let the producer finish its
-            # current step and exit.
-            self._stop.set()
+            self.close()
+
+    def close(self) -> None:
+        """Stop the producer after its current step and wait for it (idempotent)."""
+        # The consumer stopped (done, failed, or interrupted).
+        self._stop.set()
+        if self._thread.is_alive():
             self._thread.join()

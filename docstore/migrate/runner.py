@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from typing import TextIO
 
 import redis
@@ -12,13 +15,16 @@ from docstore.database import Database
 from docstore.error_mapping import wrap_redis_errors
 from docstore.errors import InvalidInput
 from docstore.migrate.legacy_records import RESULT_PREFIX
-from docstore.migrate.pg_writer import count_present, write_documents
+from docstore.migrate.pg_writer import WriteOutcome, count_present, write_documents
 from docstore.migrate.read_ahead import ReadAhead
 from docstore.migrate.redis_reader import ReadBatch, read_batches, redis_address
 from docstore.migrate.summary import MigrationSummary, RejectsWriter
 
 DEFAULT_PREFIX = "task:"
 DEFAULT_BATCH_SIZE = 1000
+# PostgreSQL's work per row (the generated search_vector above all) dominates: two connections
+# let the server use two cores while one client thread reads Redis.
+DEFAULT_WRITERS = 2
 MAX_BATCH_SIZE = 100_000
 
 ProgressCallback = Callable[[MigrationSummary], None]
@@ -49,6 +55,7 @@ def migrate(
     *,
     prefix: str = DEFAULT_PREFIX,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    writers: int = DEFAULT_WRITERS,
     dry_run: bool = False,
     rejects: TextIO | None = None,
     progress: ProgressCallback | None = None,
@@ -58,40 +65,70 @@ def migrate(
     Safe to run again at any time, also after a crash: tasks already migrated are counted as
     `already_present` and left alone. Redis is only read. `rejects` receives one JSON line per
     rejected or sanitized record as the run goes; `progress` is called after every batch.
+    `writers` batches are written at once, each on its own connection (at most the pool's size).
     A `dry_run` reads and validates everything and writes nothing.
     """
     raw_prefix = check_options(prefix, batch_size)
+    if writers < 1:
+        raise InvalidInput("writers must be at least 1", field="writers")
+    writers = min(writers, target.pool.max_size)
     summary = MigrationSummary(dry_run=dry_run)
     listing = RejectsWriter(summary, rejects)
     started = time.perf_counter()
     with wrap_redis_errors(redis_address(source)):
         summary.total_keys = int(source.dbsize())
-    # Redis is read one batch ahead in a thread while this one waits on PostgreSQL.
-    for batch in ReadAhead(scan_batches(source, raw_prefix, batch_size), name="migrate-reader"):
-        summary.scanned_keys += batch.scanned
-        summary.task_keys += batch.task_keys
-        summary.result_keys += batch.result_keys
-        summary.skipped += batch.skipped
-        summary.vanished += batch.vanished
-        for reject in batch.rejects:
-            listing.reject(reject)
-        for doc in batch.documents:
-            if doc.notes:
-                listing.sanitized(doc)
-        if dry_run:
-            present = count_present(target, [doc.task_id for doc in batch.documents])
-            summary.migrated += len(batch.documents) - present
-            summary.already_present += present
-        else:
-            outcome = write_documents(target, batch.documents)
-            summary.migrated += outcome.inserted
-            summary.already_present += outcome.already_present
-            summary.users_created += outcome.users_created
-            for reject in outcome.rejects:
-                listing.reject(reject)
-        listing.flush()
-        summary.duration_seconds = time.perf_counter() - started
-        if progress is not None:
-            progress(summary)
+    # Redis is read one batch ahead in a thread while the writers wait on PostgreSQL.
+    reader = ReadAhead(scan_batches(source, raw_prefix, batch_size), name="migrate-reader")
+    in_flight: deque[Future[WriteOutcome]] = deque()
+    with closing(reader), ThreadPoolExecutor(writers, "migrate-writer") as pool:
+        for batch in reader:
+            _count_read(summary, listing, batch)
+            if dry_run:
+                present = count_present(target, [doc.task_id for doc in batch.documents])
+                summary.migrated += len(batch.documents) - present
+                summary.already_present += present
+            elif batch.documents:
+                in_flight.append(pool.submit(write_documents, target, batch.documents))
+                while len(in_flight) >= writers:
+                    _count_written(summary, listing, in_flight.popleft().result())
+            _report(summary, listing, started, progress)
+        while in_flight:
+            _count_written(summary, listing, in_flight.popleft().result())
+            _report(summary, listing, started, progress)
     summary.duration_seconds = time.perf_counter() - started
     return summary
+
+
+def _count_read(summary: MigrationSummary, listing: RejectsWriter, batch: ReadBatch) -> None:
+    summary.scanned_keys += batch.scanned
+    summary.task_keys += batch.task_keys
+    summary.result_keys += batch.result_keys
+    summary.skipped += batch.skipped
+    summary.vanished += batch.vanished
+    for reject in batch.rejects:
+        listing.reject(reject)
+    for doc in batch.documents:
+        if doc.notes:
+            listing.sanitized(doc)
+
+
+def _count_written(
+    summary: MigrationSummary, listing: RejectsWriter, outcome: WriteOutcome
+) -> None:
+    summary.migrated += outcome.inserted
+    summary.already_present += outcome.already_present
+    summary.users_created += outcome.users_created
+    for reject in outcome.rejects:
+        listing.reject(reject)
+
+
+def _report(
+    summary: MigrationSummary,
+    listing: RejectsWriter,
+    started: float,
+    progress: ProgressCallback | None,
+) -> None:
+    listing.flush()
+    summary.duration_seconds = time.perf_counter() - started
+    if progress is not None:
+        progress(summary)
