@@ -148,6 +148,11 @@ class DocumentIntake:
     def _run(self, document: DocumentResponse, worker_id: str, extract: Extractor) -> Outcome:
         started = time.perf_counter()
         heartbeat = self._heartbeat(document.id, worker_id)
+        try:
+            # A retry starts again from 0: progress never goes backwards otherwise.
+            self.progress.clear(document.id)
+        except ServiceUnavailable as exc:
+            logger.warning("progress of document %s not reset: %s", document.id, exc.message)
         self.progress.set(document.id, 0, "started")
 
         def report(percent: float, stage: str) -> None:

@@ -116,13 +116,20 @@ def test_extractor_errors_retry_then_fail_with_the_message(
 ) -> None:
     document = store.submit_document(user, "bad.txt", b"boom")
 
+    seen_at_start: list[float] = []
+
     def broken(data: bytes, filename: str, report: ProgressCallback) -> Extraction:
+        progress = store.progress.get(document.id)
+        seen_at_start.append(progress.percent if progress else -1)
         raise RuntimeError("extractor exploded")
 
     actions = []
     while (outcome := store.process_next("worker-1", broken, block_ms=0)) is not None:
         actions.append(outcome.action)
+        progress = store.progress.get(document.id)
+        assert progress is not None and progress.stage == outcome.action
     assert actions == ["retrying", "retrying", "failed"]
+    assert seen_at_start == [0, 0, 0]  # every attempt starts its progress afresh
     failed = store.documents.get(document.id)
     assert failed.status == "FAILED"
     assert failed.error_message == "RuntimeError: extractor exploded"
