@@ -135,6 +135,8 @@ def read_batches(client: redis.Redis, prefix: bytes, batch_size: int) -> Iterato
         batch.scanned += len(chunk)
         for key in chunk:
             if key.startswith(prefix):
+                if key in tasks:
+                    continue  # SCAN may return a key twice
                 batch.task_keys += 1
                 task_id = task_id_of(key, prefix)
                 if isinstance(task_id, Reject):

@@ -51,6 +51,7 @@ class MigrationSummary:
     def text(self) -> str:
         """The summary for people, one counter a line."""
         verb = "would migrate" if self.dry_run else "migrated"
+        users = "(not counted in a dry run)" if self.dry_run else str(self.users_created)
         lines = [
             f"scanned keys     {self.scanned_keys}",
             f"task keys        {self.task_keys}",
@@ -60,7 +61,7 @@ class MigrationSummary:
             f"vanished         {self.vanished} (deleted while the migration ran)",
             f"rejected         {self.rejected}",
             f"sanitized        {self.sanitized} (NUL stripped or invalid UTF-8 replaced)",
-            f"users created    {self.users_created}",
+            f"users created    {users}",
             f"duration         {self.duration_seconds:.1f} s ({self.rows_per_second:.0f} rows/s)",
         ]
         lines += [f"  {count:>6}  {reason}" for reason, count in self.reject_reasons.most_common()]
