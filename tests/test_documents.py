@@ -125,28 +125,26 @@ def test_create_for_an_unknown_user_is_invalid_input(store: Docstore) -> None:
     assert caught.value.field == "user_id"
 
 
-@pytest.mark.parametrize(
-    ("fields", "field"),
-    [
-        ({"filename": ""}, "filename"),
-        ({"filename": "\x00\x00"}, "filename"),
-        ({"filename": "x" * 256}, "filename"),
-        ({"filename": "bad\ud800name"}, "filename"),
-        ({"s3_key": "k" * 513}, "s3_key"),
-        ({"s3_key": 5}, "s3_key"),
-        ({"max_attempts": 0}, "max_attempts"),
-        ({"legacy_task_id": ""}, "legacy_task_id"),
-        ({"user_id": 0}, "user_id"),
-        ({"status": "COMPLETED"}, "status"),
-    ],
-)
-def test_invalid_documents_are_refused_with_a_typed_error(
-    store: Docstore, user_id: int, fields: dict[str, object], field: str
-) -> None:
-    data = {"user_id": user_id, "filename": "a.pdf", "s3_key": "k/a.pdf", **fields}
-    with pytest.raises(InvalidInput) as caught:
-        store.documents.create(data)  # type: ignore[arg-type]
-    assert caught.value.field == field
+INVALID_DOCUMENTS: list[tuple[dict[str, object], str]] = [
+    ({"filename": ""}, "filename"),
+    ({"filename": "\x00\x00"}, "filename"),
+    ({"filename": "x" * 256}, "filename"),
+    ({"filename": "bad\ud800name"}, "filename"),
+    ({"s3_key": "k" * 513}, "s3_key"),
+    ({"s3_key": 5}, "s3_key"),
+    ({"max_attempts": 0}, "max_attempts"),
+    ({"legacy_task_id": ""}, "legacy_task_id"),
+    ({"user_id": 0}, "user_id"),
+    ({"status": "COMPLETED"}, "status"),
+]
+
+
+def test_invalid_documents_are_refused_with_a_typed_error(store: Docstore, user_id: int) -> None:
+    for fields, field in INVALID_DOCUMENTS:
+        data = {"user_id": user_id, "filename": "a.pdf", "s3_key": "k/a.pdf", **fields}
+        with pytest.raises(InvalidInput) as caught:
+            store.documents.create(data)  # type: ignore[arg-type]
+        assert caught.value.field == field, fields
     assert _count(store) == 0
 
 
@@ -272,7 +270,7 @@ def test_rows_built_without_validation_must_match_the_model(store: Docstore, use
     assert user is not None and user.model_dump()["email"] == "owner@example.com"
 
 
-def test_input_models_validate_assignments(user_id: int) -> None:
-    item = _new(user_id)
+def test_input_models_validate_assignments() -> None:
+    item = _new(1)
     with pytest.raises(ValueError, match="lone surrogate"):
         item.filename = "bad\ud800"

@@ -244,26 +244,29 @@ def test_a_document_delivered_to_many_consumers_is_claimed_once(
     assert sorted(wins) == ids
 
 
-@pytest.mark.parametrize(
-    ("call", "field"),
-    [
-        (lambda s: s.documents.claim_next(""), "worker_id"),
-        (lambda s: s.documents.claim_next("w" * 256), "worker_id"),
-        (lambda s: s.documents.claim_next("w", lease_seconds=0), "lease_seconds"),
-        (lambda s: s.documents.claim_next("w", lease_seconds=float("nan")), "lease_seconds"),
-        (lambda s: s.documents.claim(0, "w"), "document_id"),
-        (lambda s: s.documents.mark_completed(1, "w", "\ud800"), "result_text"),
-        (lambda s: s.documents.mark_completed(1, "w", "x", page_count=-1), "page_count"),
-        (lambda s: s.documents.mark_completed(1, "w", "x", 1, -0.5), "extraction_time_seconds"),
-        (lambda s: s.documents.mark_completed(1, "w", None), "result_text"),
-        (lambda s: s.documents.mark_failed(1, "w", ""), "error_message"),
-        (lambda s: s.documents.requeue_expired(limit=0), "limit"),
-    ],
-    ids=lambda value: value if isinstance(value, str) else "call",
-)
-def test_invalid_lifecycle_arguments_are_refused(
-    store: Docstore, call: Callable[[Docstore], object], field: str
+INVALID_CALLS: list[tuple[Action, str]] = [
+    (lambda s, d: s.documents.claim_next(""), "worker_id"),
+    (lambda s, d: s.documents.claim_next("w" * 256), "worker_id"),
+    (lambda s, d: s.documents.claim_next("w", lease_seconds=0), "lease_seconds"),
+    (lambda s, d: s.documents.claim_next("w", lease_seconds=float("nan")), "lease_seconds"),
+    (lambda s, d: s.documents.claim(0, "w"), "document_id"),
+    (lambda s, d: s.documents.heartbeat(d, "w", lease_seconds=-1), "lease_seconds"),
+    (lambda s, d: s.documents.mark_completed(d, "w1", "\ud800"), "result_text"),
+    (lambda s, d: s.documents.mark_completed(d, "w1", "x", page_count=-1), "page_count"),
+    (lambda s, d: s.documents.mark_completed(d, "w1", "x", 1, -0.5), "extraction_time_seconds"),
+    (lambda s, d: s.documents.mark_completed(d, "w1", None), "result_text"),  # type: ignore[arg-type]
+    (lambda s, d: s.documents.mark_failed(d, "w1", ""), "error_message"),
+    (lambda s, d: s.documents.requeue_expired(limit=0), "limit"),
+]
+
+
+def test_invalid_lifecycle_arguments_are_refused_and_change_nothing(
+    store: Docstore, user_id: int
 ) -> None:
-    with pytest.raises(InvalidInput) as caught:
-        call(store)
-    assert caught.value.field == field
+    doc_id = _in_state(store, user_id, "PROCESSING")
+    before = store.documents.get(doc_id)
+    for number, (call, field) in enumerate(INVALID_CALLS):
+        with pytest.raises(InvalidInput) as caught:
+            call(store, doc_id)
+        assert caught.value.field == field, number
+    assert store.documents.get(doc_id) == before

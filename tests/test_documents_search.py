@@ -89,8 +89,8 @@ def test_only_the_first_200000_characters_are_indexed(
     assert store.documents.search(user_id, "zebra").items == []
 
 
-@pytest.mark.parametrize("query", ["", "   ", "\x00", "bad\ud800", "x" * 1001, None])
-def test_invalid_queries_are_refused(docstore_store: Docstore, user_id: int, query: object) -> None:
-    with pytest.raises(InvalidInput) as caught:
-        docstore_store.documents.search(user_id, query)  # type: ignore[arg-type]
-    assert caught.value.field == "query"
+def test_invalid_queries_are_refused(docstore_store: Docstore, user_id: int) -> None:
+    for query in ("", "   ", "\x00", "bad\ud800", "x" * 1001, None):
+        with pytest.raises(InvalidInput) as caught:
+            docstore_store.documents.search(user_id, query)  # type: ignore[arg-type]
+        assert caught.value.field == "query", query
