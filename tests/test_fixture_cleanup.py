@@ -54,3 +54,32 @@ def test_servers_are_stopped_after_a_failing_run(tmp_path: Path) -> None:
     for name, address in addresses.items():
         assert urlsplit(f"//{address}").port
         assert not listening(address), f"{name} server at {address} outlived the test run"
+
+
+def test_a_server_left_by_a_killed_owner_is_replaced_on_the_next_start(tmp_path: Path) -> None:
+    from docstore.testing import LocalPostgres
+
+    data = tmp_path / "pg"
+    owner = (
+        "import os, signal\n"
+        "from docstore.testing import LocalPostgres\n"
+        f"server = LocalPostgres(base_dir={str(data)!r})\n"
+        "server.start()\n"
+        "print(server.port, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", owner], capture_output=True, text=True, timeout=120
+    )
+    old_port = int(killed.stdout.strip())
+    assert listening(f"127.0.0.1:{old_port}")  # the orphan still runs
+
+    server = LocalPostgres(base_dir=data)
+    server.start()
+    try:
+        assert listening(f"127.0.0.1:{server.port}")
+        assert not listening(f"127.0.0.1:{old_port}")
+    finally:
+        server.close()
+    assert not listening(f"127.0.0.1:{server.port}")
+    assert (data / "data" / "PG_VERSION").exists()  # a durable folder is kept

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import os
 import shutil
 import signal
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 _SERVICE_USER = "embedded_postgres"
+logger = logging.getLogger(__name__)
 
 
 def _package_dir(name: str) -> Path:
@@ -29,6 +31,15 @@ def _package_dir(name: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError(f"{name} is not installed: pip install 'docstore[embedded]'")
     return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _process_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie, killed but not yet reaped, counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def free_port() -> int:
@@ -129,6 +140,8 @@ class LocalPostgres:
                 "--no-sync",
                 "--no-instructions",
             )
+        # A server left running on this data directory (its owner was killed) goes first.
+        self.stop("fast")
         # TCP on loopback only: no unix socket, whose path length would depend on base_dir.
         options = f'-h 127.0.0.1 -p {self.port} -k "" -c max_connections=300'
         if not self.durable:
@@ -154,15 +167,22 @@ class LocalPostgres:
             return
         try:
             self._run("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "-t", "30", "stop")
-        except RuntimeError:
+        except RuntimeError as exc:
+            logger.warning("pg_ctl stop failed, killing the server: %s", exc)
             self._kill_postmaster()
 
     def _kill_postmaster(self) -> None:
         pid_file = self.data_dir / "postmaster.pid"
-        if pid_file.exists():
-            pid = int(pid_file.read_text().splitlines()[0])
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        if not pid_file.exists():
+            return
+        pid = int(pid_file.read_text().splitlines()[0])
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _process_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # A killed postmaster leaves its pid file, which would block the next start.
+        pid_file.unlink(missing_ok=True)
 
     def close(self) -> None:
         """Stop the server; delete its files unless they live in a caller's `base_dir`."""
