@@ -185,18 +185,18 @@ def table_contents(url: str) -> tuple[list[tuple[Any, ...]], list[str]]:
     return docs, users
 
 
-LOCK_WAITS = (
-    "SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'"
-)
+# A session of the run waits for the test's uncommitted blocker user (not, say, for a relation
+# extension lock the two writers take turns on).
+BLOCKED_BY = "SELECT count(*) > 0 FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))"
 NO_OTHER_SESSIONS = (
     "SELECT count(*) = 0 FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
 )
 
 
-def wait_for(admin: psycopg.Connection[Any], condition: str, dbname: str, timeout: float) -> None:
+def wait_for(admin: psycopg.Connection[Any], condition: str, param: Any, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        row = admin.execute(condition, [dbname]).fetchone()  # type: ignore[arg-type]
+        row = admin.execute(condition, [param]).fetchone()  # type: ignore[call-overload]
         if row and row[0]:
             return
         time.sleep(0.02)
@@ -226,7 +226,7 @@ def test_a_run_killed_mid_batch_then_run_again_equals_one_clean_run(
             blocker.execute("INSERT INTO users (email) VALUES (%s)", [BLOCKER])  # not committed
             proc = run_module(args, tmp_path)
             try:
-                wait_for(admin, LOCK_WAITS, dbname, timeout=60)
+                wait_for(admin, BLOCKED_BY, blocker.info.backend_pid, timeout=60)
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(timeout=10)
             finally:
