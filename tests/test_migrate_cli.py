@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -19,6 +21,7 @@ import redis
 from docstore import Docstore, Settings
 from docstore.migrate import migrate
 from docstore.migrate.cli import main
+from docstore.migrate.progress import BarProgress, LogProgress
 from docstore.testing import free_port
 from docstore.testing.plugin import create_database, drop_database, with_database
 
@@ -257,3 +260,18 @@ def test_a_run_killed_mid_batch_then_run_again_equals_one_clean_run(
     assert len(resumed[0]) == TASKS
     assert resumed == table_contents(clean_run_database)
     assert os.path.getsize(tmp_path / "rejects.jsonl") > 0
+
+
+def test_progress_is_a_bar_on_a_terminal_and_log_lines_otherwise(
+    docstore_store: Docstore, caplog: pytest.LogCaptureFixture
+) -> None:
+    for i in range(5):
+        docstore_store.redis.hset(f"task:{i}", mapping=GOOD)
+    stream = io.StringIO()
+    bar = BarProgress(stream)
+    migrate(docstore_store.redis, docstore_store.db, batch_size=2, progress=bar)
+    bar.close()
+    assert "5/5" in stream.getvalue() and "migrated=5" in stream.getvalue()
+    with caplog.at_level(logging.INFO, logger="docstore.migrate"):
+        migrate(docstore_store.redis, docstore_store.db, progress=LogProgress(interval=0))
+    assert "scanned 5/5 keys: migrated 0, already present 5, rejected 0" in caplog.text
