@@ -35,7 +35,7 @@ from docstore.pagination import (
     decode_cursor,
     encode_cursor,
 )
-from docstore.rows import fetch_model, fetch_models
+from docstore.rows import autocommit_connection, fetch_model, fetch_models
 from docstore.validation import (
     MAX_BIGINT,
     Checker,
@@ -114,7 +114,12 @@ class DocumentRepo(DocumentLifecycle):
         created: list[DocumentResponse] = []
         if not documents:
             return created
-        with _unknown_user_check(), self.db.transaction(conn) as c:
+        # One batch is one statement, atomic by itself; several share one transaction.
+        if len(documents) <= INSERT_BATCH_SIZE:
+            connection = autocommit_connection(self.db, conn)
+        else:
+            connection = self.db.transaction(conn)
+        with _unknown_user_check(), connection as c:
             for start in range(0, len(documents), INSERT_BATCH_SIZE):
                 batch = documents[start : start + INSERT_BATCH_SIZE]
                 params = {
@@ -147,7 +152,8 @@ class DocumentRepo(DocumentLifecycle):
     def get_with_user(self, document_id: int, conn: Connection | None = None) -> DocumentWithUser:
         """The document and its owner, in one query (`NotFound` otherwise)."""
         params = {"document_id": _document_id(document_id)}
-        document = self.db.fetch_one("get_document_with_user", params, DocumentWithUser, conn)
+        with autocommit_connection(self.db, conn) as c:
+            document = self.db.fetch_one("get_document_with_user", params, DocumentWithUser, c)
         if document is None:
             raise NotFound(f"document {document_id} does not exist")
         return document
@@ -165,7 +171,10 @@ class DocumentRepo(DocumentLifecycle):
 
     def delete(self, document_id: int, conn: Connection | None = None) -> None:
         """Delete the document (`NotFound` if absent)."""
-        if not self.db.execute("delete_document", {"document_id": _document_id(document_id)}, conn):
+        params = {"document_id": _document_id(document_id)}
+        with autocommit_connection(self.db, conn) as c:
+            deleted = self.db.execute("delete_document", params, c)
+        if not deleted:
             raise NotFound(f"document {document_id} does not exist")
 
     def list_for_user(
@@ -207,7 +216,9 @@ class DocumentRepo(DocumentLifecycle):
         """How many documents the user has in each status (every status present, maybe 0)."""
         counts: dict[DocumentStatus, int] = dict.fromkeys(DOCUMENT_STATUSES, 0)
         params = {"user_id": _user_id(user_id)}
-        for status, count in self.db.fetch_rows("count_user_documents_by_status", params, conn):
+        with autocommit_connection(self.db, conn) as c:
+            rows = self.db.fetch_rows("count_user_documents_by_status", params, c)
+        for status, count in rows:
             counts[status] = count
         return counts
 

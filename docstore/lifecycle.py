@@ -20,7 +20,7 @@ import psycopg
 from docstore.database import Database
 from docstore.errors import InvalidInput, InvalidTransition, NotFound
 from docstore.models import CompletedResult, DocumentResponse, DocumentSummary
-from docstore.rows import fetch_model, fetch_models
+from docstore.rows import autocommit_connection, fetch_model, fetch_models
 from docstore.validation import (
     Checker,
     LeaseSeconds,
@@ -177,7 +177,8 @@ class DocumentLifecycle:
         self, document_id: int, action: str, worker_id: str, conn: Connection | None
     ) -> DocumentResponse:
         """Raise why the conditional UPDATE for `action` touched no row."""
-        rows = self.db.fetch_rows("get_document_state", {"document_id": document_id}, conn)
+        with autocommit_connection(self.db, conn) as c:
+            rows = self.db.fetch_rows("get_document_state", {"document_id": document_id}, c)
         if not rows:
             raise NotFound(f"document {document_id} does not exist")
         status, holder, lease_running = rows[0]

@@ -13,13 +13,18 @@ does, several times faster. What they still guarantee:
 
 Models with nested JSON (`UserWithDocuments`, `DocumentWithUser`) keep full validation, since
 JSON carries timestamps as strings.
+
+A repository call that is one statement runs it on a pooled connection in autocommit mode
+(`autocommit_connection`): a single statement is atomic by itself, and BEGIN plus COMMIT would
+double its round trips. Calls given a caller's `conn` run in the caller's transaction as is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import timezone
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import BaseRowFactory, RowMaker
@@ -31,40 +36,53 @@ Model = TypeVar("Model", bound=BaseModel)
 
 _TIMESTAMPTZ_OID = 1184
 _UTC = timezone.utc
-_UTC_ZONE_NAMES = frozenset(
-    {"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Universal", "Etc/Zulu", "Zulu", "GMT"}
+# Session TimeZone settings in which psycopg returns timestamps already at offset zero.
+_UTC_SETTINGS = frozenset(
+    {b"UTC", b"Etc/UTC", b"Etc/UCT", b"UCT", b"Universal", b"Etc/Universal", b"GMT", b"Etc/GMT"}
 )
-_ZONES_WITHOUT_OFFSET: dict[object, bool] = {}
+
+RowBuilder = Callable[[Sequence[Any]], Any]
+# (model, query name, session in UTC) -> (number of columns, row builder); built on first use.
+_builders: dict[tuple[type[BaseModel], str, bool], tuple[int, RowBuilder]] = {}
 
 
-class _Layout(NamedTuple):
-    names: tuple[str, ...]
-    timestamps: tuple[int, ...]
-
-
-_layouts: dict[tuple[type[BaseModel], str], _Layout] = {}
-
-
-def _layout(model: type[BaseModel], result: Any) -> _Layout:
-    count = result.nfields if result is not None else 0
-    names = tuple(result.fname(i).decode() for i in range(count))
+def _check_columns(model: type[BaseModel], names: tuple[str, ...]) -> None:
     expected = model.model_fields.keys()
     if len(names) != len(expected) or set(names) != expected:
         raise TypeError(
             f"columns {sorted(names)} do not match the fields of {model.__name__}: "
             f"{sorted(expected)}"
         )
-    return _Layout(names, tuple(i for i in range(count) if result.ftype(i) == _TIMESTAMPTZ_OID))
 
 
-def _zone_is_utc(zone: object) -> bool:
-    """True for timezone.utc and zones such as Etc/UTC that never leave offset zero."""
-    known = _ZONES_WITHOUT_OFFSET.get(zone)
-    if known is None:
-        key = getattr(zone, "key", None)
-        known = zone is _UTC or key in _UTC_ZONE_NAMES
-        _ZONES_WITHOUT_OFFSET[zone] = known
-    return known
+def _new_builder(model: type[Model], result: Any, session_in_utc: bool) -> tuple[int, RowBuilder]:
+    count = result.nfields if result is not None else 0
+    names = tuple(result.fname(i).decode() for i in range(count))
+    _check_columns(model, names)
+    stamps = (
+        ()
+        if session_in_utc
+        else tuple(i for i in range(count) if result.ftype(i) == _TIMESTAMPTZ_OID)
+    )
+    fields_set = set(names)
+    new = model.__new__
+    setattr_ = object.__setattr__
+
+    def build(values: Sequence[Any]) -> Model:
+        if stamps:
+            values = list(values)
+            for i in stamps:
+                if values[i] is not None:
+                    values[i] = values[i].astimezone(_UTC)
+        instance = new(model)
+        # What BaseModel.model_construct sets, without its per-field Python loop.
+        setattr_(instance, "__dict__", dict(zip(names, values, strict=False)))
+        setattr_(instance, "__pydantic_fields_set__", fields_set.copy())
+        setattr_(instance, "__pydantic_extra__", None)
+        setattr_(instance, "__pydantic_private__", None)
+        return instance
+
+    return count, build
 
 
 def model_row(model: type[Model], query_name: str) -> BaseRowFactory[Model]:
@@ -72,32 +90,43 @@ def model_row(model: type[Model], query_name: str) -> BaseRowFactory[Model]:
 
     def for_cursor(cursor: Any) -> RowMaker[Model]:  # any psycopg cursor
         result = cursor.pgresult
-        layout = _layouts.get((model, query_name))
-        if layout is None or result is None or result.nfields != len(layout.names):
-            layout = _layouts[(model, query_name)] = _layout(model, result)
-        names = layout.names
-        stamps = () if _zone_is_utc(cursor.connection.info.timezone) else layout.timestamps
-        fields_set = frozenset(names)
-        new = model.__new__
-        setattr_ = object.__setattr__
-
-        def make(values: Sequence[Any]) -> Model:
-            if stamps:
-                values = list(values)
-                for i in stamps:
-                    if values[i] is not None:
-                        values[i] = values[i].astimezone(_UTC)
-            instance = new(model)
-            # What BaseModel.model_construct sets, without its per-field Python loop.
-            setattr_(instance, "__dict__", dict(zip(names, values, strict=False)))
-            setattr_(instance, "__pydantic_fields_set__", set(fields_set))
-            setattr_(instance, "__pydantic_extra__", None)
-            setattr_(instance, "__pydantic_private__", None)
-            return instance
-
-        return make
+        in_utc = cursor.connection.pgconn.parameter_status(b"TimeZone") in _UTC_SETTINGS
+        key = (model, query_name, in_utc)
+        cached = _builders.get(key)
+        if cached is None or result is None or result.nfields != cached[0]:
+            cached = _builders[key] = _new_builder(model, result, in_utc)
+        return cached[1]
 
     return for_cursor
+
+
+@contextmanager
+def autocommit_connection(
+    db: Database, conn: psycopg.Connection[Any] | None = None
+) -> Iterator[psycopg.Connection[Any]]:
+    """The caller's connection as is, or a pooled one in autocommit for a single statement.
+
+    The pooled connection goes back to the pool with autocommit off, or closed (so the pool
+    replaces it) when that cannot be done.
+    """
+    if conn is not None:
+        yield conn
+        return
+    with db.connection() as pooled:
+        pooled.autocommit = True
+        try:
+            yield pooled
+        finally:
+            _end_autocommit(pooled)
+
+
+def _end_autocommit(conn: psycopg.Connection[Any]) -> None:
+    if conn.closed or conn.broken:
+        return  # the pool discards it
+    try:
+        conn.autocommit = False
+    except psycopg.Error:
+        conn.close()  # never hand the pool a connection that would not open transactions
 
 
 def fetch_models(
@@ -109,7 +138,11 @@ def fetch_models(
 ) -> list[Model]:
     """All rows of the named query as `model`, built by `model_row`."""
     query = db.query(name, params)
-    with db.connection(conn) as c, c.cursor(row_factory=model_row(model, name)) as cur:
+    with (
+        autocommit_connection(db, conn) as c,
+        db.connection(c),  # maps driver errors to docstore errors
+        c.cursor(row_factory=model_row(model, name)) as cur,
+    ):
         # Database._run runs the statement and logs it under DEBUG_SQL like every other query.
         db._run(cur, query, params)
         return cur.fetchall()
@@ -124,9 +157,13 @@ def fetch_model(
 ) -> Model | None:
     """The first row of the named query as `model`, or None."""
     query = db.query(name, params)
-    with db.connection(conn) as c, c.cursor(row_factory=model_row(model, name)) as cur:
+    with (
+        autocommit_connection(db, conn) as c,
+        db.connection(c),
+        c.cursor(row_factory=model_row(model, name)) as cur,
+    ):
         db._run(cur, query, params)
         return cur.fetchone()
 
 
-__all__ = ["fetch_model", "fetch_models", "model_row"]
+__all__ = ["autocommit_connection", "fetch_model", "fetch_models", "model_row"]

@@ -20,7 +20,7 @@ from docstore.models import (
     UserWithDocuments,
 )
 from docstore.pagination import UserPageCursor, decode_cursor, encode_cursor
-from docstore.rows import fetch_model, fetch_models
+from docstore.rows import autocommit_connection, fetch_model, fetch_models
 from docstore.validation import Checker, RowId, checked_limit, parse_input
 
 Connection = psycopg.Connection[Any]
@@ -65,7 +65,7 @@ class UserRepo:
         """
         if not is_well_formed(api_key):
             return None
-        with self.db.connection(conn) as c:
+        with autocommit_connection(self.db, conn) as c:
             found = fetch_model(
                 self.db,
                 "get_user_by_api_key_hash",
@@ -132,7 +132,10 @@ class UserRepo:
 
     def delete(self, user_id: int, conn: Connection | None = None) -> None:
         """Delete the user and, by cascade, all its documents (`NotFound` if absent)."""
-        if not self.db.execute("delete_user", {"user_id": _user_id(user_id)}, conn):
+        params = {"user_id": _user_id(user_id)}
+        with autocommit_connection(self.db, conn) as c:
+            deleted = self.db.execute("delete_user", params, c)
+        if not deleted:
             raise NotFound(f"user {user_id} does not exist")
 
     def get_with_documents(
@@ -143,7 +146,8 @@ class UserRepo:
             "user_id": _user_id(user_id),
             "documents_limit": checked_limit(documents_limit, 1000),
         }
-        user = self.db.fetch_one("get_user_with_documents", params, UserWithDocuments, conn)
+        with autocommit_connection(self.db, conn) as c:
+            user = self.db.fetch_one("get_user_with_documents", params, UserWithDocuments, c)
         if user is None:
             raise NotFound(f"user {user_id} does not exist")
         return user

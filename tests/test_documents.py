@@ -10,7 +10,7 @@ from datetime import timedelta, timezone
 import pytest
 
 from docstore import Docstore, Settings
-from docstore.errors import Conflict, InvalidInput, NotFound
+from docstore.errors import Conflict, InvalidInput, InvalidTransition, NotFound
 from docstore.models import DocumentCreate, DocumentUpdate, UserCreate
 
 SqlLog = Callable[[], list[str]]
@@ -274,3 +274,26 @@ def test_input_models_validate_assignments() -> None:
     item = _new(1)
     with pytest.raises(ValueError, match="lone surrogate"):
         item.filename = "bad\ud800"
+
+
+def test_pooled_connections_go_back_to_the_pool_with_transactions_on(
+    store: Docstore, user_id: int
+) -> None:
+    # Single statements run in autocommit; afterwards, even after errors, a pooled connection
+    # must again group statements into a transaction.
+    doc = store.documents.create(_new(user_id))
+    with pytest.raises(Conflict):
+        store.users.create(UserCreate(email="OWNER@example.com"))
+    with pytest.raises(NotFound):
+        store.documents.claim(doc.id + 100, "w")
+    store.documents.claim(doc.id, "w")
+    with pytest.raises(InvalidTransition):
+        store.documents.claim(doc.id, "w2")
+    store.documents.delete(doc.id)
+
+    for _ in range(3):
+        with pytest.raises(RuntimeError), store.db.connection() as conn:
+            assert conn.autocommit is False
+            store.documents.create(_new(user_id), conn=conn)
+            raise RuntimeError("roll back")
+    assert _count(store) == 0
