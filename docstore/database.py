@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -40,6 +41,9 @@ def new_pool(settings: Settings, *, name: str = "docstore") -> psycopg_pool.Conn
         kwargs=options,
         # Like the old design's pre-ping: a connection is checked before it is handed out.
         check=psycopg_pool.ConnectionPool.check_connection,
+        # After an outage, retry a lost connection at least this often: psycopg_pool's backoff
+        # otherwise doubles up to minutes, and callers time out long after PostgreSQL is back.
+        reconnect_timeout=settings.pool_timeout,
         open=False,
         name=name,
     )
@@ -55,6 +59,9 @@ class Database:
         self.address = address
         self.debug_sql = debug_sql
         self.queries = queries()
+        # Connections this object has checked out: tells a busy pool from an unreachable server.
+        self._in_use = 0
+        self._in_use_lock = threading.Lock()
 
     @contextmanager
     def connection(
@@ -69,16 +76,30 @@ class Database:
             pooled = self.pool.getconn()
         except psycopg_pool.PoolTimeout as exc:
             raise self._pool_timeout_error() from exc
+        except psycopg_pool.PoolClosed as exc:
+            raise ServiceUnavailable(
+                f"the connection pool of PostgreSQL at {self.address} is closed",
+                service="postgresql",
+                address=self.address,
+            ) from exc
+        with self._in_use_lock:
+            self._in_use += 1
         try:
             # Leaving `with pooled` commits, or rolls back on error; the pool keeps the connection.
             with wrap_database_errors(self.address), pooled:
                 yield pooled
         finally:
             self.pool.putconn(pooled)
+            with self._in_use_lock:
+                self._in_use -= 1
 
     def _pool_timeout_error(self) -> ServiceUnavailable:
-        stats = self.pool.get_stats()
-        if stats.get("pool_size", 0) >= self.pool.max_size:
+        # The pool counts connections it is still trying to open as part of its size, so a full
+        # pool does not mean busy connections: while PostgreSQL is down it is full of attempts.
+        # Exhaustion is proven by connections checked out here, or (a pool shared with other
+        # code) by a pool that never failed to connect.
+        never_failed = not self.pool.get_stats().get("connections_errors", 0)
+        if self._in_use >= self.pool.max_size or never_failed:
             return PoolExhausted(
                 f"all {self.pool.max_size} connections to PostgreSQL at {self.address} stayed busy "
                 f"for {self.pool.timeout:g}s",
