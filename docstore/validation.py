@@ -60,9 +60,10 @@ RowId = Annotated[int, Field(strict=True, ge=1, le=MAX_BIGINT)]
 Text = Annotated[str, AfterValidator(clean_text)]
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 WorkerId = Annotated[str, AfterValidator(clean_text), AfterValidator(length_between(1, 255))]
-LeaseSeconds = Annotated[float, Field(gt=0, le=7 * 24 * 3600, allow_inf_nan=False)]
+# Strict: an int or a float, never a bool or a numeric string coerced behind the caller's back.
+LeaseSeconds = Annotated[float, Field(strict=True, gt=0, le=7 * 24 * 3600, allow_inf_nan=False)]
 NonNegativeInt = Annotated[int, Field(strict=True, ge=0, le=2**31 - 1)]
-NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
 
 
 def invalid_input(exc: ValidationError, prefix: str = "") -> InvalidInput:
