@@ -6,7 +6,7 @@ The processing lifecycle (claim, heartbeat, complete, fail, requeue) comes from
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
@@ -110,6 +110,8 @@ class DocumentRepo(DocumentLifecycle):
     ) -> list[DocumentResponse]:
         """Create documents in input order: all validated first, one statement per 1,000 rows,
         all in one transaction, so a bad item writes nothing."""
+        if isinstance(items, str | bytes | Mapping) or not isinstance(items, Iterable):
+            raise InvalidInput("items must be a sequence of documents", field="items")
         documents = [parse_input(DocumentCreate, item) for item in items]
         created: list[DocumentResponse] = []
         if not documents:
