@@ -104,13 +104,15 @@ def model_row(model: type[Model], query_name: str) -> BaseRowFactory[Model]:
 def autocommit_connection(
     db: Database, conn: psycopg.Connection[Any] | None = None
 ) -> Iterator[psycopg.Connection[Any]]:
-    """The caller's connection as is, or a pooled one in autocommit for a single statement.
+    """The caller's connection as is, or a pooled one in autocommit for a single statement;
+    driver errors become docstore errors either way.
 
     The pooled connection goes back to the pool with autocommit off, or closed (so the pool
     replaces it) when that cannot be done.
     """
     if conn is not None:
-        yield conn
+        with db.connection(conn) as caller_conn:
+            yield caller_conn
         return
     with db.connection() as pooled:
         pooled.autocommit = True
@@ -140,7 +142,6 @@ def fetch_models(
     query = db.query(name, params)
     with (
         autocommit_connection(db, conn) as c,
-        db.connection(c),  # maps driver errors to docstore errors
         c.cursor(row_factory=model_row(model, name)) as cur,
     ):
         # Database._run runs the statement and logs it under DEBUG_SQL like every other query.
@@ -159,7 +160,6 @@ def fetch_model(
     query = db.query(name, params)
     with (
         autocommit_connection(db, conn) as c,
-        db.connection(c),
         c.cursor(row_factory=model_row(model, name)) as cur,
     ):
         db._run(cur, query, params)
