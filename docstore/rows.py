@@ -77,7 +77,9 @@ def _new_builder(model: type[Model], result: Any, session_in_utc: bool) -> tuple
         instance = new(model)
         # What BaseModel.model_construct sets, without its per-field Python loop.
         setattr_(instance, "__dict__", dict(zip(names, values, strict=False)))
-        setattr_(instance, "__pydantic_fields_set__", fields_set.copy())
+        # Shared by the rows: it holds every field, and pydantic only ever adds field names to
+        # it in place (model_copy copies it first), so it never changes.
+        setattr_(instance, "__pydantic_fields_set__", fields_set)
         setattr_(instance, "__pydantic_extra__", None)
         setattr_(instance, "__pydantic_private__", None)
         return instance

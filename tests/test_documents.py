@@ -297,3 +297,17 @@ def test_pooled_connections_go_back_to_the_pool_with_transactions_on(
             store.documents.create(_new(user_id), conn=conn)
             raise RuntimeError("roll back")
     assert _count(store) == 0
+
+
+def test_models_built_from_rows_behave_like_validated_ones(store: Docstore, user_id: int) -> None:
+    for n in range(2):
+        store.documents.create(_new(user_id, n))
+    newest, oldest = store.documents.list_for_user(user_id).items
+    all_fields = set(type(newest).model_fields)
+    assert newest.model_fields_set == oldest.model_fields_set == all_fields
+    newest.filename = "changed locally"
+    copy = oldest.model_copy(update={"filename": "copied"})
+    assert (copy.filename, oldest.filename) == ("copied", "doc0.pdf")
+    assert oldest.model_fields_set == all_fields
+    assert store.documents.get(newest.id).filename == "doc1.pdf"
+    assert oldest == type(oldest).model_validate(oldest.model_dump())
