@@ -10,7 +10,7 @@ from typing import Any, cast
 from pydantic import BaseModel, ConfigDict, Field
 
 from docstore.errors import InvalidInput, ServiceUnavailable
-from docstore.redis_keys import check_document_id, progress_key
+from docstore.redis_keys import check_document_id, check_encodable, progress_key
 from docstore.redis_support import (
     RedisClient,
     as_text,
@@ -63,6 +63,7 @@ class ProgressTracker:
             raise InvalidInput("percent must be between 0 and 100", field="percent")
         if not isinstance(stage, str) or not stage or len(stage) > MAX_STAGE_LENGTH:
             raise InvalidInput(f"stage must be 1 to {MAX_STAGE_LENGTH} characters", field="stage")
+        check_encodable(stage, "stage")
         try:
             with redis_errors(self.address):
                 reply = self._set(
