@@ -20,7 +20,7 @@ from typing import Any, TypeVar, cast
 
 import pydantic
 import redis.exceptions
-from pydantic import TypeAdapter
+from pydantic import ConfigDict, TypeAdapter
 from pydantic_core import PydanticSerializationError
 
 from docstore.errors import InvalidInput
@@ -36,7 +36,11 @@ logger = logging.getLogger("docstore.cache")
 
 T = TypeVar("T")
 
-_ANY: TypeAdapter[Any] = TypeAdapter(Any)
+# NaN and infinities are written as the JSON extensions NaN/Infinity, which pydantic reads back:
+# the default would write null and hand the caller None for a float it stored.
+_ANY: TypeAdapter[Any] = TypeAdapter(Any, config=ConfigDict(ser_json_inf_nan="constants"))
+# Longest accepted TTL, in seconds (Redis refuses expiry times that overflow its clock).
+MAX_TTL = 10 * 365 * 24 * 3600
 
 # What fails open: Redis unreachable, or refusing a command (e.g. out of memory). Caught
 # straight from redis-py: the cache never raises them, so it need not translate them.
@@ -280,8 +284,10 @@ class RedisCache:
 
     def _ttl_ms(self, ttl: float | None) -> int:
         seconds = self.default_ttl if ttl is None else ttl
-        if not seconds > 0:
-            raise InvalidInput("ttl must be positive", field="ttl")
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise InvalidInput("ttl must be a number of seconds", field="ttl")
+        if not 0 < seconds <= MAX_TTL:  # also refuses NaN
+            raise InvalidInput(f"ttl must be positive and at most {MAX_TTL} s", field="ttl")
         # Shorten at random, never lengthen: `ttl` stays an upper bound.
         factor = 1.0 - self.jitter * random.random()  # noqa: S311 - spreading expiry, not security
         return max(1, int(seconds * 1000 * factor))
