@@ -11,6 +11,7 @@ processed once.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -32,6 +33,11 @@ from docstore.redis_support import (
 R = TypeVar("R")
 
 MAX_COUNT = 1000
+# Longest wait of one `consume` (a day): longer is a caller's mistake, not a timeout.
+MAX_BLOCK_MS = 24 * 3600 * 1000
+MAX_IDLE_SECONDS = 365 * 24 * 3600
+# A stream entry id: "<milliseconds>-<sequence>", each an unsigned 64-bit number.
+_MESSAGE_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 
 
 class QueueMessage(BaseModel):
@@ -138,8 +144,14 @@ class TaskQueue:
         """
         check_name(worker_id, "worker_id")
         _check_count(count)
-        if not isinstance(block_ms, int) or block_ms < 0:
-            raise InvalidInput("block_ms must be a non-negative integer", field="block_ms")
+        if (
+            isinstance(block_ms, bool)
+            or not isinstance(block_ms, int)
+            or not 0 <= block_ms <= MAX_BLOCK_MS
+        ):
+            raise InvalidInput(
+                f"block_ms must be an integer from 0 to {MAX_BLOCK_MS}", field="block_ms"
+            )
         messages = self.reclaim(worker_id, count)
         if messages:
             block_ms = 0
@@ -179,7 +191,13 @@ class TaskQueue:
         """
         check_name(worker_id, "worker_id")
         _check_count(count)
-        idle_ms = max(0, math.ceil((self.reclaim_idle if min_idle is None else min_idle) * 1000))
+        if min_idle is not None and (
+            isinstance(min_idle, bool)
+            or not isinstance(min_idle, int | float)
+            or not 0 <= min_idle <= MAX_IDLE_SECONDS  # also refuses NaN
+        ):
+            raise InvalidInput("min_idle must be a number of seconds >= 0", field="min_idle")
+        idle_ms = math.ceil((self.reclaim_idle if min_idle is None else min_idle) * 1000)
         handed, _dead = self._run(
             lambda: self._reclaim(
                 [self.key, self.dead_letter_key],
@@ -201,8 +219,10 @@ class TaskQueue:
         ids = [m.message_id if isinstance(m, QueueMessage) else m for m in messages]
         if not ids:
             return 0
-        if not all(isinstance(i, str) and i for i in ids):
-            raise InvalidInput("message ids must be non-empty strings", field="messages")
+        if not all(_is_message_id(i) for i in ids):
+            raise InvalidInput(
+                "message ids must be stream ids like '1700000000000-0'", field="messages"
+            )
         return int(self._run(lambda: self._ack([self.key], self.group, *ids)))
 
     # -- operators ----------------------------------------------------------------------------
@@ -277,6 +297,11 @@ def _client_timeout(client: RedisClient) -> float | None:
     kwargs: dict[str, Any] = pool.connection_kwargs if pool is not None else {}
     timeout = kwargs.get("socket_timeout")
     return float(timeout) if timeout else None
+
+
+def _is_message_id(value: object) -> bool:
+    match = _MESSAGE_ID.fullmatch(value) if isinstance(value, str) else None
+    return match is not None and all(int(part) < 2**64 for part in match.groups())
 
 
 def _check_count(count: int) -> None:
