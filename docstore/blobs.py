@@ -27,7 +27,10 @@ from docstore.settings import Settings
 
 MAX_KEY_LENGTH = 512  # documents.s3_key is VARCHAR(512)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_KEY = re.compile(r"^uploads/[0-9]+/[0-9]{4}/[0-9]{2}/[0-9a-f]{32}/[A-Za-z0-9._-]{1,200}$")
+# Matched whole (fullmatch: no trailing newline); the name is never "." or "..".
+_KEY = re.compile(
+    r"uploads/[0-9]+/[0-9]{4}/[0-9]{2}/[0-9a-f]{32}/(?!\.\.?\Z)[A-Za-z0-9._-]{1,200}"
+)
 _CHUNK = 1024 * 1024
 
 
@@ -47,8 +50,10 @@ class StoredBlob(BaseModel):
 
 def safe_filename(filename: str) -> str:
     """The last path part of `filename`, reduced to ``[A-Za-z0-9._-]`` (at most 200 chars)."""
+    if not isinstance(filename, str):
+        raise InvalidInput("filename must be a string", field="filename")
     name = unicodedata.normalize("NFKC", filename).replace("\\", "/").rsplit("/", 1)[-1]
-    name = _UNSAFE.sub("_", name).lstrip("._")[-200:]
+    name = _UNSAFE.sub("_", name)[-200:].lstrip("._")
     return name or "file"
 
 
@@ -62,7 +67,7 @@ def make_blob_key(user_id: int, filename: str, now: datetime | None = None) -> s
 
 def check_key(key: str) -> str:
     """Refuse keys that `make_blob_key` would not have made (no path tricks on read/delete)."""
-    if not isinstance(key, str) or len(key) > MAX_KEY_LENGTH or not _KEY.match(key):
+    if not isinstance(key, str) or len(key) > MAX_KEY_LENGTH or not _KEY.fullmatch(key):
         raise InvalidInput("not a docstore blob key", field="s3_key")
     return key
 
