@@ -1,0 +1,226 @@
+"""PostgreSQL stopped and started again under a stream of repository calls from several threads.
+
+While it is down every call fails with `ServiceUnavailable` (typed, within the pool timeout,
+never a hang or a raw driver error); once it is back the pool recovers by itself and every call
+made from then on succeeds; a write interrupted by the outage is all there or not there at all.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import psycopg
+import pytest
+
+from docstore import Docstore, DocumentCreate, ServiceUnavailable, Settings, UserCreate
+from docstore.errors import PoolExhausted
+from docstore.schema import apply_schema
+from docstore.testing.servers import LocalPostgres
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
+
+THREADS = 4
+ROWS_PER_WRITE = 5  # documents written by one create_many call or one explicit transaction
+
+
+@dataclass
+class Call:
+    op: str
+    marker: str  # t<thread>-c<n>: the filename prefix of the rows a write creates
+    started: float
+    ended: float
+    error: Exception | None
+
+
+@dataclass
+class Stream:
+    """Calls of every thread, appended as they end (list.append is atomic)."""
+
+    calls: list[Call] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def of(self, thread: int) -> list[Call]:
+        return [c for c in self.calls if c.marker.startswith(f"t{thread}-")]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting until {what}")
+        time.sleep(0.05)
+
+
+def run_calls(store: Docstore, user_id: int, thread: int, stream: Stream) -> None:
+    """Cycle through repository calls until told to stop; record each outcome."""
+    counter = itertools.count()
+    known_ids: list[int] = []
+
+    def create_many(marker: str) -> None:
+        items = [
+            DocumentCreate(user_id=user_id, filename=f"{marker}-{i}.txt", s3_key=f"k/{marker}/{i}")
+            for i in range(ROWS_PER_WRITE)
+        ]
+        known_ids.extend(d.id for d in store.documents.create_many(items))
+
+    def transaction(marker: str) -> None:
+        # Several statements in one transaction: an outage between them must roll all back.
+        with store.db.transaction() as conn:
+            for i in range(ROWS_PER_WRITE):
+                doc = store.documents.create(
+                    DocumentCreate(
+                        user_id=user_id, filename=f"{marker}-{i}.txt", s3_key=f"k/{marker}/{i}"
+                    ),
+                    conn=conn,
+                )
+                known_ids.append(doc.id)
+
+    reads: dict[str, Callable[[], object]] = {
+        "list": lambda: store.documents.list_for_user(user_id, limit=20),
+        "get": lambda: store.documents.get(known_ids[-1]) if known_ids else None,
+        "count": lambda: store.documents.count_by_status(user_id),
+        "search": lambda: store.documents.search(user_id, "report"),
+        "user": lambda: store.users.get(user_id),
+    }
+    read_ops = itertools.cycle(reads)
+    while not stream.stop.is_set():
+        n = next(counter)
+        marker = f"t{thread}-c{n}"
+        # Every other call writes: create_many (one statement) or an explicit transaction.
+        op = ("create_many" if n % 4 == 0 else "transaction") if n % 2 == 0 else next(read_ops)
+        started = time.monotonic()
+        error: Exception | None = None
+        try:
+            if op == "create_many":
+                create_many(marker)
+            elif op == "transaction":
+                transaction(marker)
+            else:
+                reads[op]()
+        except Exception as exc:  # every outcome is recorded and judged
+            error = exc
+        stream.calls.append(Call(op, marker, started, time.monotonic(), error))
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def server(local_postgres_factory: Callable[[], LocalPostgres]) -> LocalPostgres:
+    server = local_postgres_factory()
+    apply_schema(Settings.model_validate({"DATABASE_URL": server.url}))
+    # The test servers run with synchronous_commit=off (speed), which lets a crash lose
+    # commits already acknowledged; a real server's default keeps them, so judge that.
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        conn.execute("ALTER DATABASE postgres SET synchronous_commit = on")
+    return server
+
+
+@pytest.fixture
+def store(server: LocalPostgres) -> Iterator[Docstore]:
+    settings = Settings.model_validate(
+        {
+            "DATABASE_URL": server.url,
+            "pool_min_size": 2,
+            "pool_max_overflow": 2,
+            "pool_timeout": 2,
+            "connect_timeout": 1,
+        }
+    )
+    with Docstore.connect(settings) as opened:
+        yield opened
+
+
+@pytest.mark.parametrize(
+    ("mode", "outage_seconds"),
+    # fast: clients disconnected, clean shutdown; immediate: a crash, recovered from the WAL.
+    # The long outage lets psycopg_pool's reconnection backoff grow (it used to outlast it).
+    [("fast", 8.0), ("immediate", 3.0)],
+)
+def test_calls_fail_typed_while_down_and_all_succeed_once_back(
+    server: LocalPostgres, store: Docstore, mode: str, outage_seconds: float
+) -> None:
+    user_id = store.users.create(UserCreate(email="restart@example.com")).user.id
+    stream = Stream()
+    threads = [
+        threading.Thread(target=run_calls, args=(store, user_id, i, stream), daemon=True)
+        for i in range(THREADS)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(
+            lambda: all(sum(c.error is None for c in stream.of(i)) >= 8 for i in range(THREADS)),
+            30,
+            "every thread made successful calls",
+        )
+        server.stop(mode)
+        down_at = time.monotonic()
+        # Down until every thread has seen calls fail, and long enough for the backoff to grow.
+        wait_until(
+            lambda: all(
+                sum(c.started > down_at and c.error is not None for c in stream.of(i)) >= 2
+                for i in range(THREADS)
+            ),
+            30,
+            "every thread saw calls fail",
+        )
+        time.sleep(max(0.0, down_at + outage_seconds - time.monotonic()))
+        up_at_call = time.monotonic()
+        server.start()
+        up_at = time.monotonic()
+        wait_until(
+            lambda: all(
+                sum(c.started > up_at and c.error is None for c in stream.of(i)) >= 8
+                for i in range(THREADS)
+            ),
+            30,
+            "every thread made successful calls after the restart",
+        )
+    finally:
+        stream.stop.set()
+        for thread in threads:
+            thread.join(timeout=30)  # each call is bounded by the pool timeout
+    assert not any(thread.is_alive() for thread in threads), "a call hung"
+
+    calls = list(stream.calls)
+    errors = [c.error for c in calls if c.error is not None]
+    assert errors, "the outage was not noticed"
+    # Typed errors only: never a raw psycopg / psycopg_pool error, never anything else.
+    unexpected = [repr(e) for e in errors if not isinstance(e, ServiceUnavailable)]
+    assert unexpected == []
+    assert {e.service for e in errors if isinstance(e, ServiceUnavailable)} == {"postgresql"}
+    assert all(type(e).__module__ == "docstore.errors" for e in errors)
+    # Unreachable, not "every connection busy": 4 threads never hold more than the 4 allowed.
+    assert not [e for e in errors if isinstance(e, PoolExhausted)]
+    # Made while it was down: none could succeed.
+    while_down = [c for c in calls if c.started > down_at and c.ended < up_at_call]
+    assert while_down and all(c.error is not None for c in while_down)
+    # Made after it was back: every one succeeded (the pool recovered by itself).
+    after = [c for c in calls if c.started > up_at]
+    failed_after = Counter(f"{c.op}: {c.error!r}" for c in after if c.error is not None)
+    assert not failed_after, failed_after
+
+    # No write is half there: per write, all of its rows or none.
+    with store.pool.connection() as conn:
+        counts: dict[str, int] = dict(
+            conn.execute(
+                "SELECT split_part(filename, '-', 1) || '-' || split_part(filename, '-', 2),"
+                " count(*) FROM documents GROUP BY 1"
+            ).fetchall()
+        )
+    writes = [c for c in calls if c.op in ("create_many", "transaction")]
+    assert {counts.get(c.marker, 0) for c in writes} <= {0, ROWS_PER_WRITE}, counts
+    lost = [c.marker for c in writes if c.error is None and counts.get(c.marker) != ROWS_PER_WRITE]
+    assert lost == [], "acknowledged writes are missing"
+    assert sum(counts.values()) == ROWS_PER_WRITE * len(counts)
+    failed_writes = [c for c in writes if c.error is not None]
+    assert failed_writes, "no write was interrupted"
+
+    # Healthy afterwards (no Redis in this test: only PostgreSQL is judged).
+    report = store.health()
+    assert report.postgres_version and report.postgres_error is None
+    assert report.pool.size <= report.pool.max_size
