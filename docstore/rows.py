@@ -109,14 +109,17 @@ def autocommit_connection(
     """The caller's connection as is, or a pooled one in autocommit for a single statement;
     driver errors become docstore errors either way.
 
-    The pooled connection goes back to the pool with autocommit off, or closed (so the pool
-    replaces it) when that cannot be done.
+    The pooled connection goes back to the pool as it came (autocommit off, unless the pool's
+    owner configured it on), or closed (so the pool replaces it) when that cannot be done.
     """
     if conn is not None:
         with db.connection(conn) as caller_conn:
             yield caller_conn
         return
     with db.connection() as pooled:
+        if pooled.autocommit:  # a pool the caller configured so: leave it as it is
+            yield pooled
+            return
         pooled.autocommit = True
         try:
             yield pooled

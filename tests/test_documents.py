@@ -6,7 +6,10 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta, timezone
+from typing import Any
 
+import psycopg
+import psycopg_pool
 import pytest
 
 from docstore import Docstore, Settings
@@ -311,3 +314,24 @@ def test_models_built_from_rows_behave_like_validated_ones(store: Docstore, user
     assert oldest.model_fields_set == all_fields
     assert store.documents.get(newest.id).filename == "doc1.pdf"
     assert oldest == type(oldest).model_validate(oldest.model_dump())
+
+
+def test_a_callers_autocommit_pool_is_left_as_configured(
+    docstore_settings: Settings, docstore_database_url: str
+) -> None:
+    def autocommit(conn: psycopg.Connection[Any]) -> None:
+        conn.autocommit = True
+
+    pool = psycopg_pool.ConnectionPool(
+        docstore_database_url, min_size=1, max_size=1, configure=autocommit, open=False
+    )
+    pool.open(wait=True)
+    try:
+        with Docstore(docstore_settings, pool=pool) as store:
+            user = store.users.create(UserCreate(email="pool@example.com")).user
+            store.documents.create(_new(user.id))
+            assert store.documents.list_for_user(user.id).items
+        with pool.connection() as conn:
+            assert conn.autocommit is True
+    finally:
+        pool.close()
