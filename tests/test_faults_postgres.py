@@ -224,3 +224,133 @@ def test_calls_fail_typed_while_down_and_all_succeed_once_back(
     report = store.health()
     assert report.postgres_version and report.postgres_error is None
     assert report.pool.size <= report.pool.max_size
+
+
+# --- pool exhaustion ------------------------------------------------------------------------
+
+POOL_MAX = 3
+
+
+@pytest.fixture
+def small_pool_store(docstore_database_url: str) -> Iterator[Docstore]:
+    settings = Settings.model_validate(
+        {
+            "DATABASE_URL": docstore_database_url,
+            "pool_min_size": 1,
+            "pool_max_overflow": POOL_MAX - 1,
+            "pool_timeout": 3,
+        }
+    )
+    with Docstore.connect(settings) as opened:
+        yield opened
+
+
+def test_callers_beyond_the_pool_queue_then_get_a_connection_or_pool_exhausted(
+    small_pool_store: Docstore,
+) -> None:
+    store = small_pool_store
+    waiters = 7
+    held = threading.Barrier(POOL_MAX + 1)
+    release_holder = [threading.Event() for _ in range(POOL_MAX)]
+    finish = threading.Event()
+    outcomes: list[str | Exception] = []
+
+    def hold(i: int) -> None:
+        with store.db.connection() as conn:
+            conn.execute("SELECT pg_sleep(0.05)")
+            held.wait(10)
+            release_holder[i].wait(30)
+
+    def wait_for_a_connection() -> None:
+        try:
+            with store.db.connection() as conn:
+                conn.execute("SELECT pg_sleep(0.01)")
+                outcomes.append("connected")
+                finish.wait(30)  # keep it: the callers behind must run into the timeout
+        except Exception as exc:  # judged below
+            outcomes.append(exc)
+
+    holders = [threading.Thread(target=hold, args=(i,), daemon=True) for i in range(POOL_MAX)]
+    callers = [threading.Thread(target=wait_for_a_connection, daemon=True) for _ in range(waiters)]
+    try:
+        for thread in holders:
+            thread.start()
+        held.wait(10)  # every connection the pool may open is busy
+        for thread in callers:
+            thread.start()
+        wait_until(
+            lambda: store.pool.get_stats().get("requests_waiting") == waiters,
+            10,
+            "every caller queued",
+        )
+        # Two connections come back while all callers wait: the first two in the queue get them.
+        release_holder[0].set()
+        release_holder[1].set()
+        wait_until(lambda: len(outcomes) == waiters, 30, "every caller got an answer")
+    finally:
+        finish.set()
+        for event in release_holder:
+            event.set()
+        for thread in holders + callers:
+            thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in holders + callers), "deadlock"
+
+    assert outcomes.count("connected") == 2
+    refused = [o for o in outcomes if o != "connected"]
+    assert len(refused) == waiters - 2
+    assert all(isinstance(o, PoolExhausted) for o in refused), refused
+    assert all(f"all {POOL_MAX} connections" in str(o) for o in refused)
+    assert store.pool.get_stats().get("requests_errors") == waiters - 2
+
+    # Healthy afterwards: more callers than connections, each briefly busy, all served in turn.
+    start = threading.Barrier(10)
+    served: list[object] = []
+
+    def brief_call() -> None:
+        start.wait(10)
+        with store.db.connection() as conn:
+            served.append(conn.execute("SELECT pg_sleep(0.05), 1").fetchone())
+
+    queued_before = store.pool.get_stats().get("requests_queued", 0)
+    burst = [threading.Thread(target=brief_call, daemon=True) for _ in range(10)]
+    for thread in burst:
+        thread.start()
+    for thread in burst:
+        thread.join(timeout=30)
+    assert len(served) == 10
+    stats = store.pool.get_stats()
+    assert stats.get("requests_queued", 0) - queued_before >= 10 - POOL_MAX
+    assert stats["pool_size"] <= POOL_MAX and stats.get("requests_waiting") == 0
+    assert store.health().postgres_version
+
+
+def test_nested_checkouts_that_would_deadlock_get_pool_exhausted_instead(
+    small_pool_store: Docstore,
+) -> None:
+    """Each thread holds a connection and asks for a second: a classic pool deadlock, broken by
+    the pool timeout. The first to time out gets a typed error and lets go of its connection,
+    which may then serve a thread still waiting."""
+    store = small_pool_store
+    all_holding = threading.Barrier(POOL_MAX)
+    outcomes: list[object] = []
+
+    def nested() -> None:
+        with store.db.connection():
+            all_holding.wait(10)
+            try:
+                # A second connection (not `conn=`) while holding one.
+                outcomes.append(store.db.fetch_value("server_version", {}))
+            except Exception as exc:  # judged below
+                outcomes.append(exc)
+
+    threads = [threading.Thread(target=nested, daemon=True) for _ in range(POOL_MAX)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads), "deadlock"
+    assert len(outcomes) == POOL_MAX
+    errors = [o for o in outcomes if isinstance(o, Exception)]
+    assert errors and all(isinstance(e, PoolExhausted) for e in errors), outcomes
+    assert all(isinstance(o, str) for o in outcomes if o not in errors)
+    assert store.db.fetch_value("server_version", {})
