@@ -1,0 +1,183 @@
+"""A worker process killed with SIGKILL while it holds documents: once its lease runs out another
+worker processes each document exactly once (or fails it, when that was its last attempt)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from docstore import Docstore, DocumentCreate, Settings, UserCreate
+from docstore.blobs import S3BlobStore
+from docstore.extractors import Extraction, ProgressCallback
+from docstore.testing.plugin import S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
+
+DOOMED_LEASE_SECONDS = 2
+
+# A worker whose extractor reports progress, then blocks until the process is killed.
+DOOMED_WORKER = """
+import sys, threading
+from docstore import Docstore, Settings
+from docstore.extractors import Extraction
+
+def extract(data, filename, report):
+    report(40, "reading")
+    threading.Event().wait()
+    return Extraction(text="never", page_count=1)
+
+with Docstore.connect(Settings()) as store:
+    store.process_next(sys.argv[1], extract, block_ms=30_000)
+"""
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting until {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def store(docstore_settings: Settings, docstore_blob_store: S3BlobStore) -> Iterator[Docstore]:
+    # The surviving worker: a message left unacked by a dead worker comes back after 0.5 s.
+    settings = docstore_settings.model_copy(update={"queue_reclaim_idle": 0.5})
+    with Docstore.connect(settings, blobs=docstore_blob_store) as opened:
+        yield opened
+
+
+def start_doomed_worker(
+    store: Docstore, worker_id: str, tmp_path: Path, s3_endpoint: str
+) -> subprocess.Popen[bytes]:
+    blobs = store.blobs
+    assert isinstance(blobs, S3BlobStore)
+    env = {
+        **os.environ,
+        "DATABASE_URL": store.settings.database_url,
+        "REDIS_URL": store.settings.redis_url,
+        "POOL_MIN_SIZE": "1",
+        "POOL_MAX_OVERFLOW": "1",
+        "LEASE_SECONDS": str(DOOMED_LEASE_SECONDS),
+        "BLOB_BACKEND": "s3",
+        "S3_BUCKET": blobs.bucket,
+        "S3_ENDPOINT_URL": s3_endpoint,
+        "S3_REGION": "us-east-1",
+        "S3_ACCESS_KEY": S3_TEST_ACCESS_KEY,
+        "S3_SECRET_KEY": S3_TEST_SECRET_KEY,
+    }
+    script = tmp_path / "doomed_worker.py"
+    script.write_text(DOOMED_WORKER)
+    with (tmp_path / f"{worker_id}.err").open("wb") as stderr:
+        return subprocess.Popen(
+            [sys.executable, str(script), worker_id],
+            cwd=tmp_path,  # away from any .env of the checkout
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+
+
+def test_documents_of_a_killed_worker_are_processed_exactly_once_after_its_lease(
+    store: Docstore, docstore_s3_endpoint: str, tmp_path: Path
+) -> None:
+    user = store.users.create(UserCreate(email="crash@example.com")).user
+    retried = store.submit_document(user, "retried.txt", b"text of the retried document")
+    # On its last attempt: when its lease runs out it fails, and nobody runs it again.
+    blob = store.blobs.put(user.id, "last.txt", b"text of the last attempt")
+    last = store.documents.create(
+        DocumentCreate(user_id=user.id, filename="last.txt", s3_key=blob.key, max_attempts=1)
+    )
+    store.queue.enqueue(last.id)
+
+    doomed = [
+        start_doomed_worker(store, f"doomed-{i}", tmp_path, docstore_s3_endpoint) for i in (1, 2)
+    ]
+    try:
+
+        def both_held() -> bool:
+            if any(proc.poll() is not None for proc in doomed):
+                errors = [(tmp_path / f"doomed-{i}.err").read_text() for i in (1, 2)]
+                pytest.fail(f"a doomed worker exited early: {errors}")
+            docs = [store.documents.get(d.id) for d in (retried, last)]
+            progress = [store.progress.get(d.id) for d in (retried, last)]
+            return all(d.status == "PROCESSING" for d in docs) and all(
+                p is not None and p.stage == "reading" for p in progress
+            )
+
+        wait_until(both_held, 60, "both documents are held by the doomed workers")
+        for proc in doomed:
+            proc.send_signal(signal.SIGKILL)
+        for proc in doomed:
+            proc.wait(timeout=10)
+    finally:
+        for proc in doomed:
+            if proc.poll() is None:
+                proc.kill()
+    assert [proc.returncode for proc in doomed] == [-signal.SIGKILL, -signal.SIGKILL]
+    held = {d.id: store.documents.get(d.id) for d in (retried, last)}
+    assert {d.worker_id for d in held.values()} == {"doomed-1", "doomed-2"}
+    assert all(d.attempts == 1 for d in held.values())
+
+    completions: Counter[str] = Counter()
+
+    def extract(data: bytes, filename: str, report: ProgressCallback) -> Extraction:
+        report(50, "rescuing")
+        completions[filename] += 1
+        return Extraction(text=data.decode(), page_count=1)
+
+    # While the leases run nobody else may take the documents, whatever the queue hands out.
+    early = store.process_next("rescuer", extract, block_ms=0)
+    assert early is None or early.action == "skipped"
+    assert all(store.documents.get(d).status == "PROCESSING" for d in held)
+
+    # Lease gone: requeue_stuck hands back the one with attempts left, fails the other.
+    reports = []
+
+    def leases_taken_back() -> bool:
+        reports.append(store.requeue_stuck(pending_for=3600))
+        return sum(r.expired_leases for r in reports) == 2
+
+    wait_until(leases_taken_back, 30, "both leases expired")
+    assert sum(r.requeued for r in reports) == 1 and sum(r.failed for r in reports) == 1
+
+    # The survivor drains the queue: new message and the dead workers' redelivered ones.
+    outcomes = []
+
+    def drained() -> bool:
+        outcome = store.process_next("rescuer", extract, block_ms=100)
+        if outcome is not None:
+            outcomes.append(outcome)
+        stats = store.queue.stats()
+        return stats.length == 0 and stats.pending == 0
+
+    wait_until(drained, 30, "the queue is drained")
+
+    assert completions == Counter({"retried.txt": 1})
+    done = [o for o in outcomes if o.action == "completed"]
+    assert [o.document_id for o in done] == [retried.id]
+    assert {o.action for o in outcomes} <= {"completed", "skipped"}
+    final = store.documents.get(retried.id)
+    assert final.status == "COMPLETED" and final.worker_id == "rescuer"
+    assert final.attempts == 2 and final.result_text == "text of the retried document"
+    progress = store.progress.get(retried.id)
+    assert progress is not None and (progress.percent, progress.stage) == (100, "completed")
+    failed = store.documents.get(last.id)
+    assert failed.status == "FAILED" and failed.attempts == 1
+    assert failed.error_message is not None and "expired" in failed.error_message
+    assert failed.completed_at is not None
+    # Nothing left to recover, nothing dead-lettered, and a later pass changes nothing.
+    again = store.requeue_stuck(pending_for=0)
+    assert (again.expired_leases, again.requeued, again.failed) == (0, 0, 0)
+    assert store.queue.stats().dead_letters == 0
+    assert store.process_next("rescuer", extract, block_ms=0) is None
+    assert completions == Counter({"retried.txt": 1})
