@@ -11,7 +11,8 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -105,7 +106,7 @@ def _run_migrate(args: argparse.Namespace, store: Docstore, source: redis.Redis)
 
 def _run_verify(args: argparse.Namespace, store: Docstore, source: redis.Redis) -> int:
     def show(problem: VerifyProblem) -> None:
-        print(problem.text(), flush=False)
+        print(problem.text())
 
     report = verify(
         source, store.db, prefix=args.prefix, batch_size=args.batch_size, on_problem=show
@@ -115,14 +116,8 @@ def _run_verify(args: argparse.Namespace, store: Docstore, source: redis.Redis) 
         f"{report.differing} differ ({report.unmigratable} invalid in Redis, not migratable)"
     )
     if args.report:
-        data = {
-            "checked": report.checked,
-            "matching": report.matching,
-            "missing": report.missing,
-            "differing": report.differing,
-            "unmigratable": report.unmigratable,
-        }
-        args.report.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        text = json.dumps(asdict(report), indent=2) + "\n"
+        args.report.write_text(text, encoding="utf-8")
     return 0 if report.ok else 1
 
 
@@ -133,8 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
         settings = _settings(args)
-        source = _redis(settings)
-        with Docstore.connect(settings, redis_client=source) as store:
+        with (
+            closing(_redis(settings)) as source,
+            Docstore.connect(settings, redis_client=source) as store,
+        ):
             if args.verify:
                 return _run_verify(args, store, source)
             return _run_migrate(args, store, source)
