@@ -90,6 +90,8 @@ class Checker(Generic[T]):
 
 def parse_input(model: type[InputModel], data: InputModel | Any) -> InputModel:
     """`data` (a model or a mapping) validated as `model`; `InvalidInput` otherwise."""
+    if type(data) is model:  # built by validation (and assignments are validated too)
+        return data
     try:
         return model.model_validate(data)
     except ValidationError as exc:
