@@ -1,0 +1,236 @@
+"""`python -m docstore.migrate` killed with SIGKILL at five points of a run, each followed by a
+re-run: every time the result is exactly that of one clean run.
+
+The kill is made deterministic by a transaction of the test that holds, uncommitted, the
+legacy task ids of the first tasks of batches k and k+1: the run commits batches 0..k-1, then
+both of its writers wait on those rows inside their open transactions, and it is killed there.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+
+from docstore import Docstore, Settings
+from docstore.migrate import migrate
+from docstore.migrate.cli import main
+from docstore.migrate.redis_reader import read_batches
+from docstore.testing.plugin import create_database, drop_database, with_database
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+TASKS = 300
+BATCH = 25
+BLOCKER = "kill-point@example.com"
+
+
+def seed(r: redis.Redis) -> None:
+    """TASKS migratable tasks of many shapes, plus records that are rejected or skipped."""
+    pipe = r.pipeline(transaction=False)
+    statuses = ["done", "error", "queued", "running", "COMPLETED", "failed"]
+    for i in range(TASKS):
+        task: dict[Any, Any] = {
+            "filename": f"file {i}.pdf",
+            "s3_key": f"uploads/{i}.pdf",
+            "status": statuses[i % len(statuses)],
+            "created_at": str(1_700_000_000 + i * 60),
+        }
+        if i % 4:
+            task["user_email"] = f"User{i % 6}@Example.com"  # users found case-insensitively
+        if i % 6 == 1:
+            task["error"] = f"error {i}"
+        if i % 5 == 0:
+            task["completed_at"] = f"2024-01-{1 + i % 28:02d}T10:00:00+02:00"
+        if i == 7:
+            task["filename"] = "nul\x00in name.pdf"  # sanitized, still migrated
+        if i % 7 == 3:
+            pipe.set(f"task:t{i}", json.dumps(task))  # a JSON string instead of a hash
+        else:
+            pipe.hset(f"task:t{i}", mapping=task)
+        if i % 3 == 0:
+            pipe.set(f"result:t{i}", json.dumps({"text": f"result {i} " * 30, "page_count": 2}))
+        elif i % 3 == 1:
+            pipe.set(f"result:t{i}", f"raw extracted text of task {i} invoice report")
+    pipe.hset("task:broken", mapping={"filename": "x.pdf", "status": "done"})  # no s3_key
+    pipe.hset("task:odd", mapping={"filename": "y.pdf", "s3_key": "k", "status": "lost"})
+    pipe.set("result:orphan", "no task for this one")
+    pipe.set("progress:t1", "50")
+    pipe.execute()
+
+
+def table_contents(url: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Every document and user without generated ids and times, in a stable order."""
+    with psycopg.connect(url) as conn:
+        docs = conn.execute(
+            "SELECT d.legacy_task_id, u.email, d.filename, d.s3_key, d.status, d.result_text,"
+            " d.error_message, d.page_count, d.extraction_time_seconds, d.created_at,"
+            " d.started_at, d.completed_at, d.attempts, d.max_attempts, d.worker_id,"
+            " d.lease_expires_at, d.search_vector::text"
+            " FROM documents AS d JOIN users AS u ON u.id = d.user_id"
+            " ORDER BY d.legacy_task_id"
+        ).fetchall()
+        users = conn.execute("SELECT email, api_key_hash FROM users ORDER BY email").fetchall()
+    return docs, users
+
+
+def wait_for(
+    admin: psycopg.Connection[Any], query: str, params: dict[str, Any], timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = admin.execute(query, params).fetchone()
+        if row and row[0]:
+            return
+        time.sleep(0.02)
+    pytest.fail(f"timed out waiting for: {query} {params}")
+
+
+# This many sessions wait for the test's uncommitted rows, directly or through a session that
+# does (at the first batch, the second writer waits for the first one's new users).
+BLOCKED_SESSIONS = """
+WITH RECURSIVE waiting (pid) AS (
+    SELECT pid FROM pg_stat_activity WHERE %(blocker)s = ANY(pg_blocking_pids(pid))
+    UNION
+    SELECT a.pid
+    FROM pg_stat_activity AS a
+    JOIN waiting AS w ON w.pid = ANY(pg_blocking_pids(a.pid))
+)
+SELECT count(*) = %(sessions)s FROM waiting
+"""
+NO_OTHER_SESSIONS = (
+    "SELECT count(*) = 0 FROM pg_stat_activity"
+    " WHERE datname = %(dbname)s AND pid <> pg_backend_pid()"
+)
+
+
+def planned_batches(r: redis.Redis) -> list[list[str]]:
+    """The task ids of each batch the run will write, in its order."""
+    return [
+        [doc.task_id for doc in batch.documents]
+        for batch in read_batches(r, b"task:", BATCH)
+        if batch.documents
+    ]
+
+
+def stable_batches(r: redis.Redis) -> list[list[str]]:
+    """The planned batches once SCAN order has settled: after many writes Redis may still be
+    rehashing its key table (a step at a time), which reorders SCAN until it is done."""
+    previous = planned_batches(r)
+    for _ in range(50):
+        time.sleep(0.1)
+        current = planned_batches(r)
+        if current == previous:
+            return current
+        previous = current
+    pytest.fail("SCAN order of the seeded keys did not settle")
+
+
+@pytest.fixture
+def databases(docstore_postgres_url: str, docstore_template_database: str) -> Iterator[list[str]]:
+    """Six fresh databases with the schema: one clean run, five killed and resumed runs."""
+    names = [create_database(docstore_postgres_url, docstore_template_database) for _ in range(6)]
+    yield [with_database(docstore_postgres_url, name) for name in names]
+    for name in names:
+        drop_database(docstore_postgres_url, name)
+
+
+def kill_after_batches(
+    url: str, redis_url: str, batches: list[list[str]], k: int, tmp_path: Path
+) -> int:
+    """Start the CLI, let it commit batches 0..k-1, SIGKILL it mid-transaction; return the
+    number of documents it committed."""
+    args = [
+        sys.executable, "-m", "docstore.migrate",
+        "--database-url", url, "--redis-url", redis_url, "--batch-size", str(BATCH),
+        "--rejects", str(tmp_path / "killed-rejects.jsonl"),
+    ]  # fmt: skip
+    held = [batch[0] for batch in batches[k : k + 2]]  # both writers stop on these
+    dbname = url.rsplit("/", 1)[1]
+    with psycopg.connect(url, autocommit=True) as admin:
+        with psycopg.connect(url) as blocker:
+            user_id = blocker.execute(
+                "INSERT INTO users (email) VALUES (%s) RETURNING id", [BLOCKER]
+            ).fetchone()
+            assert user_id is not None
+            for task_id in held:
+                blocker.execute(
+                    "INSERT INTO documents (user_id, filename, s3_key, legacy_task_id)"
+                    " VALUES (%s, 'held.pdf', 'held', %s)",
+                    [user_id[0], task_id],
+                )  # not committed
+            proc = subprocess.Popen(
+                args,
+                cwd=tmp_path,  # away from any .env of the checkout
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                wait_for(
+                    admin,
+                    BLOCKED_SESSIONS,
+                    {"blocker": blocker.info.backend_pid, "sessions": len(held)},
+                    60,
+                )
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=10)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(timeout=10)
+            assert proc.returncode == -signal.SIGKILL
+            blocker.rollback()
+        # The killed run's sessions end once they find their client gone.
+        wait_for(admin, NO_OTHER_SESSIONS, {"dbname": dbname}, timeout=30)
+        row = admin.execute("SELECT count(*) FROM documents").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_killed_at_five_points_then_rerun_equals_one_clean_run(
+    docstore_redis_url: str, databases: list[str], tmp_path: Path
+) -> None:
+    r = redis.Redis.from_url(docstore_redis_url)
+    seed(r)
+    batches = stable_batches(r)
+    assert sum(map(len, batches)) == TASKS
+    n = len(batches)
+    # Kill after 0, 2, ... committed batches. Not after 1: batches 0 and 1 are written side by
+    # side and both create the users, so batch 0 may wait for batch 1's, which waits for the test.
+    points = sorted({0, 2, n // 3, 2 * n // 3, n - 2})
+    assert len(points) == 5 and points[-1] + 1 < n
+
+    clean_url, *killed_urls = databases
+    settings = Settings.model_validate({"DATABASE_URL": clean_url, "REDIS_URL": docstore_redis_url})
+    with Docstore.connect(settings) as clean:
+        summary = migrate(r, clean.db, batch_size=BATCH)
+    assert (summary.migrated, summary.rejected, summary.sanitized) == (TASKS, 3, 1)
+    expected = table_contents(clean_url)
+    assert len(expected[0]) == TASKS
+
+    for k, url in zip(points, killed_urls, strict=True):
+        assert planned_batches(r) == batches  # the run will write these batches
+        committed = kill_after_batches(url, docstore_redis_url, batches, k, tmp_path)
+        assert committed == sum(len(batch) for batch in batches[:k]), f"kill point {k}"
+        report = tmp_path / f"rerun-{k}.json"
+        code = main(
+            [
+                "--database-url", url, "--redis-url", docstore_redis_url,
+                "--batch-size", str(BATCH), "--rejects", str(tmp_path / f"rejects-{k}.jsonl"),
+                "--report", str(report),
+            ]
+        )  # fmt: skip
+        assert code == 1  # the three rejects
+        rerun = json.loads(report.read_text())
+        assert (rerun["already_present"], rerun["migrated"]) == (committed, TASKS - committed)
+        assert table_contents(url) == expected, f"kill point {k}"
