@@ -98,7 +98,7 @@ def _task_fields(payload: TaskPayload, cleaner: TextCleaner) -> Callable[[str], 
         return from_hash
     try:
         document = json.loads(cleaner.from_bytes(payload, "task JSON"), strict=False)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         raise LegacyValueError("task string is not valid JSON") from exc
     if not isinstance(document, dict):
         raise LegacyValueError("task string is JSON but not an object")
@@ -151,7 +151,7 @@ def parse_result(raw: bytes, cleaner: TextCleaner) -> _Result:
         return _Result(text=text)
     try:
         document = json.loads(text, strict=False)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON (or nested too deep): the raw text
         return _Result(text=text)
     if not isinstance(document, dict) or "text" not in document:
         return _Result(text=text)

@@ -30,6 +30,9 @@ STATUS_ALIASES: dict[str, str] = {
 
 INT4_MAX = 2**31 - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# Epoch seconds beyond any datetime (year 9999 is ~2.5e11 s): refused before they are turned
+# into an integer, since "1e1000000000" would otherwise build a billion-digit int (minutes of CPU).
+_MAX_EPOCH_SECONDS = Decimal("1e12")
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 
 
@@ -115,6 +118,8 @@ def parse_timestamp(value: object, field: str) -> datetime | None:
 
 def _epoch_decimal(seconds: Decimal) -> datetime:
     # Decimal keeps the microseconds a float would round away.
+    if seconds.copy_abs() > _MAX_EPOCH_SECONDS:  # copy_abs: no context, so no Overflow
+        raise OverflowError("epoch seconds out of range")
     whole = int(seconds.to_integral_value(rounding="ROUND_FLOOR"))
     micros = int(((seconds - whole) * 1_000_000).to_integral_value())
     return _EPOCH + timedelta(seconds=whole, microseconds=micros)
@@ -125,8 +130,12 @@ def parse_count(value: object, field: str) -> int | None:
     if is_missing(value):
         return None
     number = _number(value, field)
-    if not float(number).is_integer() or not 0 <= number <= INT4_MAX:
-        raise LegacyValueError(f"{field} must be a whole number from 0 to {INT4_MAX}: {value!r}")
+    # No float() of an int: one beyond 1e308 would raise OverflowError.
+    whole = number.is_integer() if isinstance(number, float) else True
+    if not whole or not 0 <= number <= INT4_MAX:
+        raise LegacyValueError(
+            f"{field} must be a whole number from 0 to {INT4_MAX}: {str(value)[:50]!r}"
+        )
     return int(number)
 
 
@@ -134,9 +143,12 @@ def parse_seconds(value: object, field: str) -> float | None:
     """A finite, non-negative duration in seconds."""
     if is_missing(value):
         return None
-    number = float(_number(value, field))
+    try:
+        number = float(_number(value, field))
+    except OverflowError:  # an int beyond 1e308
+        number = math.inf
     if not math.isfinite(number) or number < 0:
-        raise LegacyValueError(f"{field} must be a finite number >= 0: {value!r}")
+        raise LegacyValueError(f"{field} must be a finite number >= 0: {str(value)[:50]!r}")
     return number
 
 
