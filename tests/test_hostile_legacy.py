@@ -1,0 +1,284 @@
+"""Hostile legacy records: the `task:{id}` / `result:{id}` parser and a migration run (hypothesis).
+
+Property of `parse_task`: it never raises and never hangs; it returns a `LegacyDocument` whose
+values PostgreSQL can hold (no NUL, valid UTF-8, lengths and ranges of the schema, aware UTC
+timestamps) or a `Reject` saying why. A migration of hostile records writes exactly the documents
+the parser accepts, each as parsed, and raises nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections import Counter
+from datetime import datetime, timezone
+from typing import Any
+
+from hypothesis import example, given
+from hypothesis import strategies as st
+from test_hostile_input import hostile_number, hostile_text, property_settings
+
+from docstore import Docstore
+from docstore.migrate import migrate
+from docstore.migrate.legacy_records import (
+    LegacyDocument,
+    Reject,
+    parse_task,
+    task_id_of,
+)
+
+FIELDS = (
+    "filename",
+    "s3_key",
+    "status",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "error_message",
+    "error",
+    "page_count",
+    "extraction_time_seconds",
+    "extraction_time",
+    "user_email",
+)
+STATUSES = ("PENDING", "queued", "Running", "done", "error", "FAILED", "bogus", " success ")
+SPECIAL_VALUES = (
+    "1e1000000000",  # an exponent whose integer has a billion digits
+    "-1e999999",
+    "1e400",
+    "1" * 400,
+    "-" + "9" * 5000,
+    "NaN",
+    "inf",
+    "-1",
+    "0",
+    "2147483648",
+    "9999-12-31T23:59:59-23:59",
+    "0001-01-01T00:00:00+23:59",
+    "2024-02-30T00:00:00",
+    "2024-01-01T00:00:00Z",
+    "1700000000.123456",
+    "None",
+    "null",
+    "",
+    "a@b.co",
+    "Ann@Example.COM",
+    "\x00",
+    "x" * 600,
+)
+values = st.one_of(
+    hostile_text,
+    st.sampled_from(SPECIAL_VALUES),
+    st.sampled_from(STATUSES),
+    hostile_number.map(str),
+)
+
+
+def _bytes(value: str) -> bytes:
+    return value.encode("utf-8", "surrogatepass")
+
+
+hash_payloads = st.dictionaries(
+    st.one_of(st.sampled_from(FIELDS).map(str.encode), st.binary(max_size=8)),
+    st.one_of(values.map(_bytes), st.binary(max_size=40)),
+    max_size=14,
+)
+json_values = st.one_of(
+    values,
+    hostile_number,
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+json_payloads = st.one_of(
+    st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=12).map(
+        lambda d: _bytes(json.dumps(d))
+    ),
+    st.sampled_from(
+        [
+            b"[" * 100_000,
+            b'{"a":' * 100_000,
+            b"not json",
+            b"[1, 2]",
+            b'"string"',
+            b"\xff\xfe",
+            b'{"filename": "a", "s3_key": "b", "status": "done", "page_count": ' + b"9" * 5000,
+        ]
+    ),
+)
+results = st.one_of(
+    st.none(),
+    st.binary(max_size=60),
+    values.map(_bytes),
+    st.fixed_dictionaries(
+        {"text": st.one_of(st.none(), hostile_text, hostile_number)},
+        optional={"page_count": json_values, "extraction_time_seconds": json_values},
+    ).map(lambda d: _bytes(json.dumps(d))),
+    st.sampled_from([b"{" * 100_000, b'{"text": ' * 50_000, b'{"text": "\\ud800\\u0000"}']),
+)
+task_keys = st.one_of(
+    st.just(b"task:t1"),
+    st.binary(max_size=20).map(lambda b: b"task:" + b),
+    values.map(lambda v: b"task:" + _bytes(v)),
+)
+
+
+VALID_HASH = {b"filename": b"f.pdf", b"s3_key": b"uploads/f", b"status": b"done"}
+
+
+def _valid_text(value: str | None, max_length: int | None = None) -> bool:
+    if value is None:
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in value and (max_length is None or len(value) <= max_length)
+
+
+def check_document(document: LegacyDocument) -> None:
+    """Every value fits the documents table and its constraints."""
+    assert _valid_text(document.task_id, 512) and document.task_id
+    assert _valid_text(document.filename, 255) and document.filename
+    assert _valid_text(document.s3_key, 512) and document.s3_key
+    assert _valid_text(document.user_email, 255)
+    assert _valid_text(document.error_message) and _valid_text(document.result_text)
+    assert document.status in {"PENDING", "PROCESSING", "COMPLETED", "FAILED"}
+    if document.page_count is not None:
+        assert type(document.page_count) is int and 0 <= document.page_count <= 2**31 - 1
+    if document.extraction_time_seconds is not None:
+        seconds = document.extraction_time_seconds
+        assert type(seconds) is float and math.isfinite(seconds) and seconds >= 0
+    for stamp in (document.created_at, document.started_at, document.completed_at):
+        assert stamp is None or (isinstance(stamp, datetime) and stamp.tzinfo is timezone.utc)
+
+
+def test_parse_task_returns_a_storable_document_or_a_reject() -> None:
+    tally: Counter[str] = Counter()
+
+    @property_settings(300)
+    @given(
+        key=task_keys,
+        payload=st.one_of(hash_payloads, json_payloads),
+        result=results,
+        overrides=st.dictionaries(st.sampled_from(FIELDS), values, max_size=4),
+    )
+    @example(
+        key=b"task:t1",
+        payload={b"filename": b"a", b"s3_key": b"b", b"status": b"done"},
+        result=None,
+        overrides={"created_at": "1e1000000000"},
+    )
+    @example(
+        key=b"task:t1",
+        payload={b"filename": b"a", b"s3_key": b"b", b"status": b"done"},
+        result=None,
+        overrides={"page_count": "1" * 400, "extraction_time": "9" * 400},
+    )
+    @example(
+        key=b"task:t1",
+        payload=b'{"filename": "a", "s3_key": "b", "status": "done", "page_count": 1e999}',
+        result=b'{"text": "t", "page_count": ' + b"1" * 400 + b"}",
+        overrides={},
+    )
+    @example(
+        key=b"task:t1",
+        payload=b"[" * 100_000,
+        result=b"{" * 100_000,
+        overrides={},
+    )
+    @example(
+        key=b"task:t1",
+        payload={b"filename": b"a", b"s3_key": b"b", b"status": b"done"},
+        result=b'{"text": "x", "extraction_time_seconds": ' + b"9" * 400 + b"}",
+        overrides={},
+    )
+    def check(
+        key: bytes, payload: dict[bytes, bytes] | bytes, result: bytes | None, overrides: Any
+    ) -> None:
+        task_id = task_id_of(key, b"task:")
+        if isinstance(task_id, Reject):
+            tally["bad task id"] += 1
+            return
+        assert _valid_text(task_id, 512) and task_id
+        if isinstance(payload, dict):
+            # Mostly on top of a valid record, so the other fields decide its fate.
+            payload = {
+                **VALID_HASH,
+                **payload,
+                **{k.encode(): _bytes(v) for k, v in overrides.items()},
+            }
+        parsed = parse_task(key, task_id, payload, result)
+        if isinstance(parsed, Reject):
+            tally["rejected"] += 1
+            assert parsed.reason
+            return
+        tally["parsed"] += 1
+        check_document(parsed)
+
+    check()
+    assert tally["parsed"] >= 10 and tally["rejected"] >= 50, tally
+
+
+record_lists = st.lists(
+    st.tuples(
+        st.one_of(st.integers(0, 10**6).map(str), hostile_text.filter(bool)),
+        hash_payloads.map(lambda d: {**VALID_HASH, **d}),
+        results,
+    ),
+    max_size=8,
+    unique_by=lambda record: record[0],
+)
+
+
+def test_migration_of_hostile_records_writes_exactly_what_the_parser_accepts(
+    docstore_store: Docstore,
+) -> None:
+    store = docstore_store
+    tally: Counter[str] = Counter()
+
+    @property_settings(15)
+    @given(records=record_lists)
+    def check(records: list[tuple[str, dict[bytes, bytes], bytes | None]]) -> None:
+        store.redis.flushdb()
+        with store.pool.connection() as conn:
+            conn.execute("DELETE FROM documents")
+            conn.execute("DELETE FROM users")
+        expected: dict[str, LegacyDocument] = {}
+        for task_id, payload, result in records:
+            key = b"task:" + _bytes(task_id)
+            store.redis.hset(key, mapping=payload)
+            if result is not None:
+                store.redis.set(b"result:" + _bytes(task_id), result)
+            parsed_id = task_id_of(key, b"task:")
+            if isinstance(parsed_id, str):
+                parsed = parse_task(key, parsed_id, payload, result)
+                if isinstance(parsed, LegacyDocument):
+                    expected[parsed_id] = parsed
+        rejects = io.StringIO()
+        summary = migrate(store.redis, store.db, rejects=rejects, batch_size=3)
+        assert summary.migrated == len(expected)
+        assert summary.rejected >= len(records) - len(expected)
+        for line in rejects.getvalue().splitlines():
+            json.loads(line)  # every reject line is valid JSON
+        for task_id, parsed in expected.items():
+            row = store.documents.get_by_task_id(task_id)
+            assert row is not None
+            assert (row.filename, row.s3_key, row.status) == (
+                parsed.filename,
+                parsed.s3_key,
+                parsed.status,
+            )
+            assert (row.result_text, row.error_message) == (
+                parsed.result_text,
+                parsed.error_message,
+            )
+            assert row.page_count == parsed.page_count
+            assert row.extraction_time_seconds == parsed.extraction_time_seconds
+            owner = store.users.get(row.user_id)
+            assert owner.email == parsed.user_email
+        tally["migrated"] += summary.migrated
+        tally["rejected"] += summary.rejected
+
+    check()
+    assert tally["migrated"] >= 10 and tally["rejected"] >= 5, tally
