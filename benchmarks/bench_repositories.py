@@ -241,12 +241,7 @@ class RawRepos:
 
     def authenticate(self, api_key: str) -> Any:
         digest = hashlib.sha256(api_key.encode()).digest()
-        with self.pool.connection() as conn:
-            row = conn.execute(self.sql["get_user_by_api_key_hash"], {"api_key_hash": digest})
-            user = row.fetchone()
-            if user is not None and user[-1]:
-                conn.execute(self.sql["record_api_key_use"], {"user_id": user[0]})
-            return user
+        return self._one("authenticate_user", {"api_key_hash": digest})
 
     def create(self, item: DocumentCreate) -> Any:
         return self._one("insert_document", item.model_dump())

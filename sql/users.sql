@@ -25,22 +25,32 @@ SELECT
 FROM users
 WHERE lower(email) = lower(%(email)s::text);
 
--- name: get_user_by_api_key_hash
--- The user holding the key with this digest, and whether its last use is due to be recorded.
+-- name: authenticate_user
+-- The user holding the key with this digest, recording the key's use unless that was done in
+-- the last minute (so most calls write nothing). The condition is on the row being updated, so
+-- concurrent calls at the minute boundary write once.
+WITH found AS (
+    SELECT id, email, api_key_last_used_at, created_at, updated_at
+    FROM users
+    WHERE api_key_hash = %(api_key_hash)s::bytea
+),
+used AS (
+    UPDATE users
+    SET api_key_last_used_at = now()
+    FROM found
+    WHERE users.id = found.id
+        AND (
+            users.api_key_last_used_at IS NULL
+            OR users.api_key_last_used_at < now() - interval '60 seconds'
+        )
+    RETURNING users.id, users.api_key_last_used_at
+)
 SELECT
-    id, email, TRUE AS has_api_key, api_key_last_used_at, created_at, updated_at,
-    api_key_last_used_at IS NULL
-        OR api_key_last_used_at < now() - interval '60 seconds' AS key_use_due
-FROM users
-WHERE api_key_hash = %(api_key_hash)s::bytea;
-
--- name: record_api_key_use
--- Record that the user's key was used, unless that was already done in the last minute.
-UPDATE users
-SET api_key_last_used_at = now()
-WHERE id = %(user_id)s::bigint
-    AND (api_key_last_used_at IS NULL OR api_key_last_used_at < now() - interval '60 seconds')
-RETURNING api_key_last_used_at;
+    found.id, found.email, TRUE AS has_api_key,
+    coalesce(used.api_key_last_used_at, found.api_key_last_used_at) AS api_key_last_used_at,
+    found.created_at, found.updated_at
+FROM found
+LEFT JOIN used ON used.id = found.id;
 
 -- name: set_user_api_key_hash
 -- Replace (or with NULL, revoke) a user's API key; the old key stops working at once.

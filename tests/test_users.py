@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
+import psycopg
 import pytest
 
 from docstore import Docstore, Settings
@@ -114,22 +117,60 @@ def test_last_use_is_recorded_at_most_once_a_minute(store: Docstore, sql_log: Sq
     created = store.users.create(UserCreate(email="dan@example.com"))
     assert created.user.api_key_last_used_at is None
 
+    def row_version() -> object:  # xmin changes whenever the row is written
+        return _scalar(store, "SELECT xmin::text FROM users WHERE id = %s", created.user.id)
+
     first = store.users.authenticate(created.api_key)
     assert first is not None and first.api_key_last_used_at is not None
-    second = store.users.authenticate(created.api_key)
-    assert second is not None and second.api_key_last_used_at == first.api_key_last_used_at
-    assert sql_log().count("record_api_key_use") == 1
-    assert sql_log().count("get_user_by_api_key_hash") == 2
+    written = row_version()
+    for _ in range(3):
+        again = store.users.authenticate(created.api_key)
+        assert again is not None and again.api_key_last_used_at == first.api_key_last_used_at
+    assert row_version() == written  # nothing written within the minute
+    assert sql_log().count("authenticate_user") == 4  # one statement per call
 
     with store.pool.connection() as conn:
         conn.execute(
             "UPDATE users SET api_key_last_used_at = now() - interval '61 seconds' WHERE id = %s",
             (created.user.id,),
         )
-    third = store.users.authenticate(created.api_key)
-    assert third is not None and third.api_key_last_used_at is not None
-    assert third.api_key_last_used_at > first.api_key_last_used_at
-    assert sql_log().count("record_api_key_use") == 2
+    later = store.users.authenticate(created.api_key)
+    assert later is not None and later.api_key_last_used_at is not None
+    assert later.api_key_last_used_at > first.api_key_last_used_at
+    assert store.users.get(created.user.id).api_key_last_used_at == later.api_key_last_used_at
+
+
+def test_concurrent_calls_at_the_minute_boundary_record_the_use_once(
+    store: Docstore, docstore_database_url: str
+) -> None:
+    created = store.users.create(UserCreate(email="eve@example.com"))
+    with store.pool.connection() as conn:  # count the writes to users (test database only)
+        conn.execute("CREATE TABLE user_writes (n integer NOT NULL)")
+        conn.execute(
+            "CREATE FUNCTION count_user_write() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN INSERT INTO user_writes VALUES (1); RETURN NEW; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER users_written AFTER UPDATE ON users "
+            "FOR EACH ROW EXECUTE FUNCTION count_user_write()"
+        )
+    callers = 4
+    with psycopg.connect(docstore_database_url) as blocker, ThreadPoolExecutor(callers) as pool:
+        # Hold the row so that every caller reads "never used", then queues for the row lock.
+        blocker.execute("SELECT 1 FROM users WHERE id = %s FOR UPDATE", (created.user.id,))
+        results = [pool.submit(store.users.authenticate, created.api_key) for _ in range(callers)]
+        while _scalar(store, WAITING_FOR_A_LOCK) != callers:
+            time.sleep(0.01)
+        blocker.commit()
+        assert all(result.result() is not None for result in results)
+    assert _scalar(store, "SELECT count(*) FROM user_writes") == 1
+    assert store.users.get(created.user.id).api_key_last_used_at is not None
+
+
+WAITING_FOR_A_LOCK = (
+    "SELECT count(*) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+)
 
 
 def test_rotating_the_key_shows_a_new_one_and_the_old_one_stops_working(store: Docstore) -> None:
