@@ -57,7 +57,9 @@ class UserRepo:
         """The key's user, or None for a malformed, unknown or revoked key.
 
         A malformed key is refused without a query. Otherwise one statement: an indexed
-        lookup that also records the key's use, at most once a minute.
+        lookup that also records the key's use, at most once a minute (so it needs a connection
+        that may write, not a read-only replica). The returned `api_key_last_used_at` is this
+        use when it was recorded, else the time stored before the call.
         """
         if not is_well_formed(api_key):
             return None
