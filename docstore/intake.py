@@ -24,13 +24,16 @@ from docstore.documents import DocumentRepo
 from docstore.errors import InvalidInput, InvalidTransition, NotFound, ServiceUnavailable
 from docstore.extractors import Extraction, ProgressCallback
 from docstore.models import DocumentCreate, DocumentResponse, UserResponse
-from docstore.progress import ProgressTracker
+from docstore.progress import MAX_STAGE_LENGTH, ProgressTracker
 from docstore.task_queue import QueueMessage, TaskQueue
-from docstore.validation import parse_input
+from docstore.validation import Checker, WorkerId, parse_input
 
 logger = logging.getLogger(__name__)
 
 Extractor = Callable[[bytes, str, ProgressCallback], Extraction]
+
+_worker_id: Checker[str] = Checker(WorkerId, "worker_id")
+MAX_PENDING_FOR = 10 * 365 * 24 * 3600  # seconds
 
 
 class Outcome(BaseModel):
@@ -121,6 +124,9 @@ class DocumentIntake:
         Returns None when there was nothing to do. Errors raised by `extract` fail the document
         (retried while attempts remain); errors of docstore's servers propagate.
         """
+        # The documents table's rule, checked before a message is taken off the queue (and the
+        # same cleaned id used for both).
+        worker_id = _worker_id(worker_id)
         message: QueueMessage | None = None
         try:
             messages = self.queue.consume(worker_id, count=1, block_ms=block_ms)
@@ -156,7 +162,11 @@ class DocumentIntake:
         self.progress.set(document.id, 0, "started")
 
         def report(percent: float, stage: str) -> None:
-            self.progress.set(document.id, max(0.0, min(100.0, percent)), stage[:200] or "working")
+            label = stage[:MAX_STAGE_LENGTH] or "working"
+            try:
+                self.progress.set(document.id, max(0.0, min(100.0, percent)), label)
+            except InvalidInput as exc:  # a label Redis cannot take must not fail the document
+                logger.warning("progress of document %s not recorded: %s", document.id, exc)
             heartbeat()
 
         try:
@@ -227,8 +237,15 @@ class DocumentIntake:
         """Hand back expired leases and re-enqueue documents PENDING for `pending_for` seconds
         (their message was lost or their worker died). Duplicates are harmless: `claim` is
         conditional."""
-        if not pending_for >= 0:
-            raise InvalidInput("pending_for must be a non-negative number", field="pending_for")
+        if (
+            isinstance(pending_for, bool)
+            or not isinstance(pending_for, int | float)
+            or not 0 <= pending_for <= MAX_PENDING_FOR  # also refuses NaN
+        ):
+            raise InvalidInput(
+                f"pending_for must be a number of seconds from 0 to {MAX_PENDING_FOR}",
+                field="pending_for",
+            )
         expired = self.documents.requeue_expired(limit)
         stale = self.db.fetch_rows(
             "list_stale_pending_documents", {"pending_for": float(pending_for), "limit": limit}
