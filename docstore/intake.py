@@ -235,8 +235,10 @@ class DocumentIntake:
 
     def requeue_stuck(self, pending_for: float = 300.0, limit: int = 1000) -> StuckReport:
         """Hand back expired leases and re-enqueue documents PENDING for `pending_for` seconds
-        (their message was lost or their worker died). Duplicates are harmless: `claim` is
-        conditional."""
+        (their message was lost or their worker died). Duplicates are harmless (`claim` is
+        conditional) but kept rare: a document is re-enqueued at most once per `pending_for`,
+        by one of the callers running side by side, so a backlog older than `pending_for` is
+        not multiplied on every call."""
         if (
             isinstance(pending_for, bool)
             or not isinstance(pending_for, int | float)
@@ -248,7 +250,7 @@ class DocumentIntake:
             )
         expired = self.documents.requeue_expired(limit)
         stale = self.db.fetch_rows(
-            "list_stale_pending_documents", {"pending_for": float(pending_for), "limit": limit}
+            "touch_stale_pending_documents", {"pending_for": float(pending_for), "limit": limit}
         )
         ids = {d.id for d in expired if d.status == "PENDING"} | {row[0] for row in stale}
         for document_id in sorted(ids):
