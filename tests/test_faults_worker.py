@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -181,3 +182,34 @@ def test_documents_of_a_killed_worker_are_processed_exactly_once_after_its_lease
     assert store.queue.stats().dead_letters == 0
     assert store.process_next("rescuer", extract, block_ms=0) is None
     assert completions == Counter({"retried.txt": 1})
+
+
+def test_requeue_stuck_re_enqueues_a_lost_message_once_however_many_workers_call_it(
+    store: Docstore,
+) -> None:
+    """Workers all run requeue_stuck: a document whose message was lost comes back once per
+    `pending_for`, not once per caller and call (which multiplied a backlog)."""
+    user = store.users.create(UserCreate(email="lost@example.com")).user
+    docs = store.documents.create_many(
+        [DocumentCreate(user_id=user.id, filename=f"{i}.txt", s3_key=f"k/{i}") for i in range(30)]
+    )  # rows without queue messages, as if Redis had lost them
+    with store.pool.connection() as conn:
+        conn.execute("UPDATE documents SET updated_at = now() - interval '1 hour'")
+    callers = 4
+    together = threading.Barrier(callers)
+    requeued: list[int] = []
+
+    def janitor() -> None:
+        together.wait(10)
+        requeued.append(store.requeue_stuck(pending_for=60).requeued)
+
+    threads = [threading.Thread(target=janitor) for _ in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sum(requeued) == len(docs) and len(requeued) == callers
+    assert store.requeue_stuck(pending_for=60).requeued == 0  # not again within pending_for
+    assert store.queue.stats().length == len(docs)
+    messages = store.queue.consume("w", count=100, block_ms=0)
+    assert sorted(m.document_id for m in messages) == [d.id for d in docs]
