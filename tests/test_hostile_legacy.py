@@ -217,7 +217,7 @@ def test_parse_task_returns_a_storable_document_or_a_reject() -> None:
         check_document(parsed)
 
     check()
-    assert tally["parsed"] >= 10 and tally["rejected"] >= 50, tally
+    assert tally["parsed"] >= 10 and tally["rejected"] >= 10, tally
 
 
 record_lists = st.lists(
@@ -281,4 +281,4 @@ def test_migration_of_hostile_records_writes_exactly_what_the_parser_accepts(
         tally["rejected"] += summary.rejected
 
     check()
-    assert tally["migrated"] >= 10 and tally["rejected"] >= 5, tally
+    assert tally["migrated"] >= 5 and tally["rejected"] >= 1, tally
