@@ -26,6 +26,7 @@ from test_hostile_input import (
     encodable,
     hostile_number,
     hostile_text,
+    mostly,
     property_settings,
     snapshot,
     stored_form,
@@ -55,7 +56,7 @@ def test_submit_stores_hostile_filenames_exactly_or_leaves_nothing(store: Docsto
 
     @property_settings(50)
     @given(
-        owner=st.one_of(st.just(user.id), st.just(user), hostile_number),
+        owner=mostly(st.sampled_from([user.id, user]), hostile_number),
         filename=hostile_text,
         data=st.binary(max_size=256),
     )
@@ -102,7 +103,7 @@ def test_process_next_takes_hostile_worker_ids_texts_and_progress_labels(
         worker=st.one_of(st.just("worker-1"), hostile_text, st.just("w" * 300)),
         text=hostile_text,
         stage=st.one_of(st.just("ocr"), hostile_text, st.just("s" * 150)),
-        percent=st.one_of(st.floats(0, 100), hostile_number),
+        percent=mostly(st.floats(0, 100), hostile_number),
     )
     @example(worker="w", text=BIG_HOSTILE, stage="ocr", percent=50)
     @example(worker="w", text="ok", stage="s" * 150, percent=50)

@@ -22,6 +22,7 @@ from test_hostile_input import (
     encodable,
     hostile_number,
     hostile_text,
+    mostly,
     property_settings,
 )
 
@@ -143,7 +144,7 @@ def test_rate_limiter_takes_hostile_keys_and_costs(docstore_store: Docstore) -> 
     tally: Counter[str] = Counter()
 
     @property_settings(75)
-    @given(key=redis_names, cost=st.one_of(st.integers(1, 10), hostile_number))
+    @given(key=redis_names, cost=mostly(st.integers(1, 10), hostile_number))
     @example(key=BIG_PLAIN, cost=1)
     @example(key="bystander", cost=1)  # another policy's key of the same name
     @example(key="*", cost=True)
@@ -187,9 +188,9 @@ def test_queue_takes_hostile_worker_ids_counts_block_times_and_message_ids(
     @given(
         worker=st.one_of(st.just("worker-1"), redis_names),
         document_id=st.one_of(st.integers(1, 2**63 - 1), hostile_number),
-        count=st.one_of(st.integers(1, 5), st.integers(1, 5), hostile_number),
-        block_ms=st.one_of(st.just(0), st.integers(0, 10_000), hostile_number),
-        min_idle=st.one_of(st.just(60), hostile_number),
+        count=mostly(st.integers(1, 5), hostile_number),
+        block_ms=mostly(st.integers(0, 10_000), hostile_number),
+        min_idle=mostly(st.floats(0, 3600), hostile_number),
         message_ids=st.lists(st.one_of(hostile_text, st.just("0-0")), min_size=1, max_size=3),
     )
     @example(worker=BIG_PLAIN, document_id=1, count=1, block_ms=0, min_idle=0, message_ids=["0-0"])
@@ -263,7 +264,7 @@ def test_progress_stores_hostile_stages_exactly_or_refuses(docstore_store: Docst
         document_id=st.one_of(st.integers(1, 2**63 - 1), hostile_number).filter(
             lambda d: d != BYSTANDER_DOCUMENT
         ),
-        percent=st.one_of(st.floats(0, 100), st.integers(0, 100), hostile_number),
+        percent=mostly(st.one_of(st.floats(0, 100), st.integers(0, 100)), hostile_number),
         stage=st.one_of(st.just("ocr"), redis_names),
     )
     @example(document_id=1, percent=50, stage=BIG_PLAIN)
