@@ -31,8 +31,11 @@ def new_pool(settings: Settings, *, name: str = "docstore") -> psycopg_pool.Conn
         "connect_timeout": max(2, round(settings.connect_timeout)),
         "application_name": name,
     }
+    # Sessions in UTC: timestamps come back timezone-aware in UTC with no conversion.
+    server_options = "-c TimeZone=UTC"
     if settings.statement_timeout_ms:
-        options["options"] = f"-c statement_timeout={settings.statement_timeout_ms}"
+        server_options += f" -c statement_timeout={settings.statement_timeout_ms}"
+    options["options"] = server_options
     return psycopg_pool.ConnectionPool(
         settings.database_url,
         min_size=settings.pool_min_size,
@@ -127,7 +130,8 @@ class Database:
         query.check_params(params)
         return query
 
-    def _run(self, cur: psycopg.Cursor[Any], query: Query, params: Params) -> None:
+    def run(self, cur: psycopg.Cursor[Any], query: Query, params: Params) -> None:
+        """Execute `query` on `cur` (any row factory), logged under DEBUG_SQL."""
         if not self.debug_sql:
             cur.execute(query.sql, params)
             return
@@ -148,7 +152,7 @@ class Database:
         """First row of the named query as `model`, or None."""
         query = self.query(name, params)
         with self.connection(conn) as c, c.cursor(row_factory=class_row(model)) as cur:
-            self._run(cur, query, params)
+            self.run(cur, query, params)
             return cur.fetchone()
 
     def fetch_all(
@@ -161,7 +165,7 @@ class Database:
         """All rows of the named query as `model`."""
         query = self.query(name, params)
         with self.connection(conn) as c, c.cursor(row_factory=class_row(model)) as cur:
-            self._run(cur, query, params)
+            self.run(cur, query, params)
             return cur.fetchall()
 
     def fetch_rows(
@@ -170,7 +174,7 @@ class Database:
         """All rows of the named query as tuples."""
         query = self.query(name, params)
         with self.connection(conn) as c, c.cursor(row_factory=tuple_row) as cur:
-            self._run(cur, query, params)
+            self.run(cur, query, params)
             return cur.fetchall()
 
     def fetch_value(
@@ -186,7 +190,7 @@ class Database:
         """Run the named statement; return the number of rows it touched."""
         query = self.query(name, params)
         with self.connection(conn) as c, c.cursor() as cur:
-            self._run(cur, query, params)
+            self.run(cur, query, params)
             return cur.rowcount
 
     def execute_many(

@@ -149,8 +149,7 @@ def fetch_models(
         autocommit_connection(db, conn) as c,
         c.cursor(row_factory=model_row(model, name)) as cur,
     ):
-        # Database._run runs the statement and logs it under DEBUG_SQL like every other query.
-        db._run(cur, query, params)
+        db.run(cur, query, params)
         return cur.fetchall()
 
 
@@ -167,7 +166,7 @@ def fetch_model(
         autocommit_connection(db, conn) as c,
         c.cursor(row_factory=model_row(model, name)) as cur,
     ):
-        db._run(cur, query, params)
+        db.run(cur, query, params)
         return cur.fetchone()
 
 
