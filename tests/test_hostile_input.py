@@ -491,8 +491,17 @@ def test_create_many_stores_every_item_exactly_or_nothing(docstore_store: Docsto
     owner = world.owner.id
     tally: Counter[str] = Counter()
 
+    valid_items = st.fixed_dictionaries(
+        {"user_id": st.just(owner), "filename": nonempty_text, "s3_key": nonempty_text}
+    )
+
     @property_settings(50)
-    @given(items=st.lists(document_fields(owner), max_size=4))
+    @given(
+        items=mostly(
+            st.lists(valid_items, min_size=1, max_size=4),
+            st.lists(document_fields(owner), max_size=4),
+        )
+    )
     def check(items: list[dict[str, Any]]) -> None:
         before = snapshot(store)
         created, _ = attempt(lambda: store.documents.create_many(items), InvalidInput, Conflict)
@@ -539,10 +548,10 @@ def test_listing_and_search_take_hostile_statuses_queries_cursors_and_limits(
 
     @property_settings(75)
     @given(
-        status=statuses,
-        limit=st.one_of(st.just(2), hostile_number),
-        cursor=hostile_cursors,
-        query=st.one_of(st.just("report"), hostile_text),
+        status=mostly(st.sampled_from([None, "PENDING", "COMPLETED"]), statuses),
+        limit=mostly(st.integers(1, 3), hostile_number),
+        cursor=mostly(st.none(), hostile_cursors),
+        query=mostly(st.sampled_from(["report", "annual report", "redis"]), hostile_text),
     )
     @example(status="PENDING", limit=2, cursor=None, query=BIG_PLAIN)
     @example(status=BIG_HOSTILE, limit=True, cursor=BIG_HOSTILE, query=BIG_SURROGATE)
