@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import IO, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -34,6 +35,9 @@ Extractor = Callable[[bytes, str, ProgressCallback], Extraction]
 
 _worker_id: Checker[str] = Checker(WorkerId, "worker_id")
 MAX_PENDING_FOR = 10 * 365 * 24 * 3600  # seconds
+# Seconds between writing a document row and enqueueing it, clocks of PostgreSQL and Redis
+# a little apart included.
+ENQUEUE_MARGIN_SECONDS = 5.0
 
 
 class Outcome(BaseModel):
@@ -235,10 +239,13 @@ class DocumentIntake:
 
     def requeue_stuck(self, pending_for: float = 300.0, limit: int = 1000) -> StuckReport:
         """Hand back expired leases and re-enqueue documents PENDING for `pending_for` seconds
-        (their message was lost or their worker died). Duplicates are harmless (`claim` is
-        conditional) but kept rare: a document is re-enqueued at most once per `pending_for`,
-        by one of the callers running side by side, so a backlog older than `pending_for` is
-        not multiplied on every call."""
+        whose message is lost (a Redis restart, a failed enqueue) or whose worker died.
+
+        Only documents last enqueued before the oldest message still queued count as lost: a
+        backlog is not copied, however old. Each is re-enqueued by one of the callers running
+        side by side, at most once per `pending_for`. Duplicates would be harmless anyway
+        (`claim` is conditional).
+        """
         if (
             isinstance(pending_for, bool)
             or not isinstance(pending_for, int | float)
@@ -249,8 +256,13 @@ class DocumentIntake:
                 field="pending_for",
             )
         expired = self.documents.requeue_expired(limit)
+        # Messages are deleted once acked: a document enqueued before the oldest one left has
+        # no message. The margin covers the time from writing a row to enqueueing it.
+        oldest = self.queue.oldest_enqueued_at()
+        queued_before = oldest - timedelta(seconds=ENQUEUE_MARGIN_SECONDS) if oldest else None
         stale = self.db.fetch_rows(
-            "touch_stale_pending_documents", {"pending_for": float(pending_for), "limit": limit}
+            "touch_stale_pending_documents",
+            {"pending_for": float(pending_for), "queued_before": queued_before, "limit": limit},
         )
         ids = {d.id for d in expired if d.status == "PENDING"} | {row[0] for row in stale}
         for document_id in sorted(ids):

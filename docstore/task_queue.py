@@ -248,6 +248,17 @@ class TaskQueue:
             )
         return letters
 
+    def oldest_enqueued_at(self) -> datetime | None:
+        """When the oldest message still in the queue was added (Redis server time), or None
+        when the queue is empty. Acked messages are deleted, so a document enqueued before that
+        has no message left."""
+        with redis_errors(self.address):
+            entries = self.client.xrange(self.key, count=1)
+        if not entries:
+            return None
+        entry_id, _ = cast("list[tuple[bytes, Any]]", entries)[0]
+        return _id_time(as_text(entry_id))
+
     def stats(self) -> QueueStats:
         """Stream length, messages delivered but not acked, and dead letters."""
         with redis_errors(self.address):

@@ -184,17 +184,38 @@ def test_documents_of_a_killed_worker_are_processed_exactly_once_after_its_lease
     assert completions == Counter({"retried.txt": 1})
 
 
-def test_requeue_stuck_re_enqueues_a_lost_message_once_however_many_workers_call_it(
+def test_requeue_stuck_re_enqueues_lost_messages_once_and_never_a_waiting_backlog(
     store: Docstore,
 ) -> None:
-    """Workers all run requeue_stuck: a document whose message was lost comes back once per
-    `pending_for`, not once per caller and call (which multiplied a backlog)."""
+    """Every worker runs requeue_stuck: a document whose message was lost comes back once, not
+    once per caller and call; a document whose message still waits in the queue, however long,
+    is left alone (re-enqueueing a backlog older than `pending_for` used to copy it on every
+    call)."""
     user = store.users.create(UserCreate(email="lost@example.com")).user
-    docs = store.documents.create_many(
-        [DocumentCreate(user_id=user.id, filename=f"{i}.txt", s3_key=f"k/{i}") for i in range(30)]
-    )  # rows without queue messages, as if Redis had lost them
+
+    def create(prefix: str) -> list[int]:
+        items = [
+            DocumentCreate(user_id=user.id, filename=f"{prefix}{i}.txt", s3_key=f"k/{prefix}{i}")
+            for i in range(10)
+        ]
+        return [d.id for d in store.documents.create_many(items)]
+
+    lost, backlog = create("lost"), create("waiting")
     with store.pool.connection() as conn:
-        conn.execute("UPDATE documents SET updated_at = now() - interval '1 hour'")
+        # Lost two hours ago (no message); waiting in the queue for an hour.
+        conn.execute(
+            "UPDATE documents SET updated_at = now() - interval '2 hours' WHERE id = ANY(%s)",
+            [lost],
+        )
+        conn.execute(
+            "UPDATE documents SET updated_at = now() - interval '1 hour' WHERE id = ANY(%s)",
+            [backlog],
+        )
+    seconds, _ = store.redis.time()
+    for i, document_id in enumerate(backlog):  # what enqueue wrote an hour ago
+        store.redis.xadd(
+            store.queue.key, {"document_id": document_id}, id=f"{(seconds - 3600) * 1000 + i}-0"
+        )
     callers = 4
     together = threading.Barrier(callers)
     requeued: list[int] = []
@@ -208,8 +229,7 @@ def test_requeue_stuck_re_enqueues_a_lost_message_once_however_many_workers_call
         thread.start()
     for thread in threads:
         thread.join(30)
-    assert sum(requeued) == len(docs) and len(requeued) == callers
+    assert sum(requeued) == len(lost) and len(requeued) == callers
     assert store.requeue_stuck(pending_for=60).requeued == 0  # not again within pending_for
-    assert store.queue.stats().length == len(docs)
     messages = store.queue.consume("w", count=100, block_ms=0)
-    assert sorted(m.document_id for m in messages) == [d.id for d in docs]
+    assert sorted(m.document_id for m in messages) == sorted(lost + backlog)  # each once
