@@ -60,6 +60,12 @@ def wrap_database_errors(address: str) -> Iterator[None]:
         ) from exc
     except psycopg.Error as exc:
         raise database_error(exc, address) from exc
+    except UnicodeEncodeError as exc:
+        # Text that skipped validation (e.g. a model made with `model_construct`) and holds a
+        # lone surrogate: psycopg cannot encode the parameter, nothing reached the server.
+        raise InvalidInput(
+            "text holds a lone surrogate, which UTF-8 cannot encode", field="text"
+        ) from exc
 
 
 def redis_unavailable(exc: Exception, address: str) -> ServiceUnavailable:
