@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from docstore import Docstore
 from docstore.errors import Conflict, DocstoreError, InvalidInput, InvalidTransition, NotFound
-from docstore.models import UserResponse
+from docstore.models import DocumentCreate, UserCreate, UserResponse
 
 T = TypeVar("T")
 
@@ -582,6 +582,23 @@ def test_listing_and_search_take_hostile_statuses_queries_cursors_and_limits(
 
     check()
     assert tally["listed"] >= 5 and tally["searched"] >= 5 and tally["hits"] >= 1, tally
+
+
+def test_models_built_without_validation_still_get_a_typed_error(docstore_store: Docstore) -> None:
+    store = docstore_store
+    world = seed(store)
+    before = snapshot(store)
+    unchecked = DocumentCreate.model_construct(
+        user_id=world.owner.id, filename="a\ud800", s3_key="k", max_attempts=3, legacy_task_id=None
+    )
+    for call in (
+        lambda: store.documents.create(unchecked),
+        lambda: store.documents.create_many([unchecked]),
+        lambda: store.users.create(UserCreate.model_construct(email="\udfff@example.com")),
+    ):
+        _, error = attempt(call)
+        assert isinstance(error, InvalidInput)
+    assert_only_changed(before, store)
 
 
 # -- the lifecycle -----------------------------------------------------------------------------
