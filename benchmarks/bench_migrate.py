@@ -9,7 +9,7 @@ fresh database of a throwaway PostgreSQL (fsync off, like the tests):
 - floor "read": pipelined HGETALL of every task key alone (batches of 1,000), and the same with
   the GET of each result, which the migration also needs;
 - floor "write": COPY of the same rows straight into `documents` alone (1,000 rows a commit);
-- docstore's migration (`python -m docstore.migrate` work, in a child process for its peak RSS),
+- docstore's migration (`migrate()`, in a child process for its own peak RSS, VmHWM),
   with the hiredis reply parser when installed and with redis-py's pure-Python parser;
 - the naive script (HGETALL and GET per key, SELECT for a duplicate, one INSERT and commit per
   row) on a subset (`--naive`), its rate extrapolated to the whole run.
@@ -204,6 +204,15 @@ def naive(r: redis.Redis, url: str, sample: int) -> float:
     return done / (time.perf_counter() - started)
 
 
+def peak_rss_kb() -> int:
+    """This process's peak RSS (VmHWM: unlike ru_maxrss, not inherited from the parent at fork)."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def child(args: argparse.Namespace) -> None:
     """Run the migration in this process and print its rate and this process's peak RSS."""
     from docstore.migrate import migrate
@@ -222,7 +231,7 @@ def child(args: argparse.Namespace) -> None:
     )
     with Docstore.connect(settings, redis_client=source) as store:
         summary = migrate(source, store.db, batch_size=args.batch_size, writers=args.writers)
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kb = peak_rss_kb()
     print(json.dumps({"rows_per_s": summary.rows_per_second, "migrated": summary.migrated,
                       "peak_rss_mb": peak_kb / 1024}))  # fmt: skip
 
