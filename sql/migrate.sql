@@ -39,12 +39,19 @@ ON CONFLICT ((lower(email))) DO NOTHING;
 -- Insert the staged tasks as documents, skipping task ids that are already migrated.
 INSERT INTO documents (
     user_id, filename, s3_key, status, result_text, error_message, page_count,
-    extraction_time_seconds, created_at, started_at, completed_at, legacy_task_id
+    extraction_time_seconds, created_at, started_at, completed_at, legacy_task_id,
+    worker_id, lease_expires_at, attempts
 )
 SELECT
     u.id, s.filename, s.s3_key, s.status, s.result_text, s.error_message, s.page_count,
     s.extraction_time_seconds, coalesce(s.created_at, now()), s.started_at, s.completed_at,
-    s.legacy_task_id
+    s.legacy_task_id,
+    -- A task the legacy service had in flight counts as one attempt whose lease has already
+    -- run out (derived from the task, so a re-run writes the same row): requeue_stuck hands
+    -- it to a new worker instead of leaving it PROCESSING forever.
+    CASE WHEN s.status = 'PROCESSING' THEN 'legacy-service' END,
+    CASE WHEN s.status = 'PROCESSING' THEN coalesce(s.started_at, s.created_at, now()) END,
+    CASE WHEN s.status = 'PROCESSING' THEN 1 ELSE 0 END
 FROM migrate_staging AS s
 JOIN users AS u ON lower(u.email) = lower(s.user_email)
 -- Writers running side by side take row locks in one order: no deadlock.

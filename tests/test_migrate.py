@@ -359,3 +359,28 @@ def test_migrated_documents_are_found_by_task_id(docstore_store: Docstore) -> No
     assert found is not None
     assert found.filename == "a.pdf" and found.legacy_task_id == "h-full"
     assert found.status == "COMPLETED"
+
+
+def test_a_task_in_flight_in_the_legacy_service_is_handed_to_a_new_worker(
+    docstore_store: Docstore, legacy: redis.Redis
+) -> None:
+    legacy.hset(
+        "task:in-flight",
+        mapping={
+            "filename": "slow.pdf",
+            "s3_key": "uploads/slow.pdf",
+            "status": "running",
+            "created_at": "2024-03-01T12:00:00Z",
+            "started_at": "2024-03-01T12:00:30Z",
+        },
+    )
+    run(docstore_store)
+    migrated = docstore_store.documents.get_by_task_id("in-flight")
+    assert migrated is not None and migrated.status == "PROCESSING"
+    assert migrated.attempts == 1 and migrated.worker_id == "legacy-service"
+    assert migrated.lease_expires_at == datetime(2024, 3, 1, 12, 0, 30, tzinfo=timezone.utc)
+
+    (requeued,) = docstore_store.documents.requeue_expired()
+    assert requeued.id == migrated.id and requeued.status == "PENDING"
+    claimed = docstore_store.documents.claim(migrated.id, "new-worker", 60)
+    assert claimed.status == "PROCESSING" and claimed.attempts == 2
