@@ -12,26 +12,17 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from fpdf import FPDF
 
 from docstore import Docstore, Settings, UserCreate
 from docstore.blobs import S3BlobStore
 from docstore.extractors import extract_text
+from docstore.quickstart import make_pdf
 from docstore.testing import free_port
 from docstore.testing.plugin import S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY
 from examples.fastapi_service import create_app
 from examples.worker import run_worker
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def make_pdf(*pages: str) -> bytes:
-    pdf = FPDF()
-    pdf.set_font("Helvetica", size=12)
-    for text in pages:
-        pdf.add_page()
-        pdf.multi_cell(0, 8, text)
-    return bytes(pdf.output())
 
 
 class Api:
@@ -75,7 +66,7 @@ def api(docstore_settings: Settings, docstore_blob_store: S3BlobStore) -> Iterat
 
 def test_upload_process_fetch_progress_and_search(api: Api) -> None:
     headers = api.new_user("reader@example.com")
-    pdf = make_pdf("Quarterly invoice for boiler maintenance", "Signed by the caretaker")
+    pdf = make_pdf(["Quarterly invoice for boiler maintenance", "Signed by the caretaker"])
     upload = api.http.post(
         "/documents", headers=headers, files={"file": ("invoice.pdf", pdf, "application/pdf")}
     )
@@ -158,7 +149,7 @@ def test_worker_process_finishes_and_stops_on_sigterm(
     with Docstore.connect(docstore_settings, blobs=docstore_blob_store) as store:
         user = store.users.create(UserCreate(email="batch@example.com")).user
         ids = [
-            store.submit_document(user, f"page{i}.pdf", make_pdf(f"Document {i}")).id
+            store.submit_document(user, f"page{i}.pdf", make_pdf([f"Document {i}"])).id
             for i in range(3)
         ]
         env = {

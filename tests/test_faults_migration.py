@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 import redis
+from helpers import migrated_table_contents
 
 from docstore import Docstore, Settings
 from docstore.migrate import migrate
@@ -66,21 +67,6 @@ def seed(r: redis.Redis) -> None:
     pipe.set("result:orphan", "no task for this one")
     pipe.set("progress:t1", "50")
     pipe.execute()
-
-
-def table_contents(url: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """Every document and user without generated ids and times, in a stable order."""
-    with psycopg.connect(url) as conn:
-        docs = conn.execute(
-            "SELECT d.legacy_task_id, u.email, d.filename, d.s3_key, d.status, d.result_text,"
-            " d.error_message, d.page_count, d.extraction_time_seconds, d.created_at,"
-            " d.started_at, d.completed_at, d.attempts, d.max_attempts, d.worker_id,"
-            " d.lease_expires_at, d.search_vector::text"
-            " FROM documents AS d JOIN users AS u ON u.id = d.user_id"
-            " ORDER BY d.legacy_task_id"
-        ).fetchall()
-        users = conn.execute("SELECT email, api_key_hash FROM users ORDER BY email").fetchall()
-    return docs, users
 
 
 def wait_for(
@@ -215,7 +201,7 @@ def test_killed_at_five_points_then_rerun_equals_one_clean_run(
     with Docstore.connect(settings) as clean:
         summary = migrate(r, clean.db, batch_size=BATCH)
     assert (summary.migrated, summary.rejected, summary.sanitized) == (TASKS, 3, 1)
-    expected = table_contents(clean_url)
+    expected = migrated_table_contents(clean_url)
     assert len(expected[0]) == TASKS
 
     for k, url in zip(points, killed_urls, strict=True):
@@ -233,4 +219,4 @@ def test_killed_at_five_points_then_rerun_equals_one_clean_run(
         assert code == 1  # the three rejects
         rerun = json.loads(report.read_text())
         assert (rerun["already_present"], rerun["migrated"]) == (committed, TASKS - committed)
-        assert table_contents(url) == expected, f"kill point {k}"
+        assert migrated_table_contents(url) == expected, f"kill point {k}"

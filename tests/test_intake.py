@@ -4,22 +4,13 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from fpdf import FPDF
 
 from docstore import Docstore, InvalidInput, NotFound, Settings
 from docstore.blobs import S3BlobStore
 from docstore.extractors import Extraction, ProgressCallback, extract_text
 from docstore.models import UserCreate, UserResponse
+from docstore.quickstart import make_pdf
 from docstore.testing import LocalRedis
-
-
-def make_pdf(*pages: str) -> bytes:
-    pdf = FPDF()
-    pdf.set_font("Helvetica", size=12)
-    for text in pages:
-        pdf.add_page()
-        pdf.multi_cell(0, 8, text)
-    return bytes(pdf.output())
 
 
 def bucket_keys(blobs: S3BlobStore) -> list[str]:
@@ -42,7 +33,7 @@ def user(store: Docstore) -> UserResponse:
 def test_submit_then_process_completes_with_text_progress_and_cache(
     store: Docstore, user: UserResponse
 ) -> None:
-    document = store.submit_document(user, "report.pdf", make_pdf("First page", "Second page"))
+    document = store.submit_document(user, "report.pdf", make_pdf(["First page", "Second page"]))
     assert document.status == "PENDING"
     assert store.blobs.get(document.s3_key).startswith(b"%PDF")
     assert store.queue.stats().length == 1

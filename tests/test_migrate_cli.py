@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 import redis
+from helpers import migrated_table_contents
 
 from docstore import Docstore, Settings
 from docstore.migrate import migrate
@@ -173,21 +174,6 @@ def seed_for_crash(r: redis.Redis) -> None:
         r.hset(key, "user_email", BLOCKER)
 
 
-def table_contents(url: str) -> tuple[list[tuple[Any, ...]], list[str]]:
-    """Every document (minus ids and update times) and every user email, in a stable order."""
-    with psycopg.connect(url) as conn:
-        docs = conn.execute(
-            "SELECT d.legacy_task_id, u.email, d.filename, d.s3_key, d.status, d.result_text,"
-            " d.error_message, d.page_count, d.extraction_time_seconds, d.created_at,"
-            " d.started_at, d.completed_at, d.attempts, d.max_attempts, d.worker_id,"
-            " d.lease_expires_at, d.search_vector::text"
-            " FROM documents AS d JOIN users AS u ON u.id = d.user_id"
-            " ORDER BY d.legacy_task_id"
-        ).fetchall()
-        users = [row[0] for row in conn.execute("SELECT email FROM users ORDER BY email")]
-    return docs, users
-
-
 # A session of the run waits for the test's uncommitted blocker user (not, say, for a relation
 # extension lock the two writers take turns on).
 BLOCKED_BY = "SELECT count(*) > 0 FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))"
@@ -256,9 +242,9 @@ def test_a_run_killed_mid_batch_then_run_again_equals_one_clean_run(
     with Docstore.connect(clean_settings) as clean:
         summary = migrate(r, clean.db, batch_size=BATCH)
     assert summary.migrated == TASKS
-    resumed = table_contents(url)
+    resumed = migrated_table_contents(url)
     assert len(resumed[0]) == TASKS
-    assert resumed == table_contents(clean_run_database)
+    assert resumed == migrated_table_contents(clean_run_database)
     assert os.path.getsize(tmp_path / "rejects.jsonl") > 0
 
 

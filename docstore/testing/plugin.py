@@ -24,6 +24,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -237,13 +238,15 @@ def docstore_blob_store(docstore_s3_endpoint: str) -> S3BlobStore:
     return store
 
 
-@pytest.fixture
-def local_redis_factory() -> Iterator[Callable[[], LocalRedis]]:
-    """Start private Redis servers a test may stop and restart (outage tests)."""
-    servers: list[LocalRedis] = []
+Server = TypeVar("Server", LocalPostgres, LocalRedis)
 
-    def start() -> LocalRedis:
-        server = LocalRedis()
+
+def _private_servers(kind: Callable[[], Server]) -> Iterator[Callable[[], Server]]:
+    """A factory of started servers of `kind`, all closed when the test ends."""
+    servers: list[Server] = []
+
+    def start() -> Server:
+        server = kind()
         servers.append(server)
         server.start()
         return server
@@ -251,19 +254,15 @@ def local_redis_factory() -> Iterator[Callable[[], LocalRedis]]:
     yield start
     for server in servers:
         server.close()
+
+
+@pytest.fixture
+def local_redis_factory() -> Iterator[Callable[[], LocalRedis]]:
+    """Start private Redis servers a test may stop and restart (outage tests)."""
+    yield from _private_servers(LocalRedis)
 
 
 @pytest.fixture
 def local_postgres_factory() -> Iterator[Callable[[], LocalPostgres]]:
     """Start private PostgreSQL servers a test may stop and restart (outage tests)."""
-    servers: list[LocalPostgres] = []
-
-    def start() -> LocalPostgres:
-        server = LocalPostgres()
-        servers.append(server)
-        server.start()
-        return server
-
-    yield start
-    for server in servers:
-        server.close()
+    yield from _private_servers(LocalPostgres)

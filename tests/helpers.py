@@ -1,0 +1,21 @@
+"""Helpers shared by several test files."""
+
+from typing import Any
+
+import psycopg
+
+
+def migrated_table_contents(url: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Every document and user without generated ids and update times, in a stable order:
+    equal for two databases when a migration produced the same rows in both."""
+    with psycopg.connect(url) as conn:
+        docs = conn.execute(
+            "SELECT d.legacy_task_id, u.email, d.filename, d.s3_key, d.status, d.result_text,"
+            " d.error_message, d.page_count, d.extraction_time_seconds, d.created_at,"
+            " d.started_at, d.completed_at, d.attempts, d.max_attempts, d.worker_id,"
+            " d.lease_expires_at, d.search_vector::text"
+            " FROM documents AS d JOIN users AS u ON u.id = d.user_id"
+            " ORDER BY d.legacy_task_id"
+        ).fetchall()
+        users = conn.execute("SELECT email, api_key_hash FROM users ORDER BY email").fetchall()
+    return docs, users
