@@ -265,8 +265,7 @@ class DocumentIntake:
             {"pending_for": float(pending_for), "queued_before": queued_before, "limit": limit},
         )
         ids = {d.id for d in expired if d.status == "PENDING"} | {row[0] for row in stale}
-        for document_id in sorted(ids):
-            self.queue.enqueue(document_id)
+        self.queue.enqueue_many(sorted(ids))
         return StuckReport(
             expired_leases=len(expired),
             requeued=len(ids),

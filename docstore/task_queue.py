@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any, TypeVar, cast
 
@@ -134,6 +134,20 @@ class TaskQueue:
         document_id = check_document_id(document_id)
         message_id = self._run(lambda: self.client.xadd(self.key, {"document_id": document_id}))
         return as_text(message_id)
+
+    def enqueue_many(self, document_ids: Iterable[int]) -> list[str]:
+        """Add several document ids in one round trip (a pipeline); returns the message ids."""
+        ids = [check_document_id(document_id) for document_id in document_ids]
+        if not ids:
+            return []
+
+        def add_all() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for document_id in ids:
+                pipe.xadd(self.key, {"document_id": document_id})
+            return list(pipe.execute())
+
+        return [as_text(message_id) for message_id in self._run(add_all)]
 
     # -- consuming ----------------------------------------------------------------------------
 

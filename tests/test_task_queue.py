@@ -118,3 +118,16 @@ def test_bad_arguments_are_refused(queue: TaskQueue, client: redis.Redis) -> Non
         queue.consume("w", block_ms=-1)
     with pytest.raises(InvalidInput):
         TaskQueue(client, max_deliveries=0)
+
+
+def test_enqueue_many_adds_every_id_in_order(queue: TaskQueue) -> None:
+    assert queue.enqueue_many([]) == []
+    message_ids = queue.enqueue_many([5, 6, 7])
+    assert len(set(message_ids)) == 3
+    messages = queue.consume("worker-1", count=10)
+    assert [(m.message_id, m.document_id) for m in messages] == list(
+        zip(message_ids, [5, 6, 7], strict=True)
+    )
+    with pytest.raises(InvalidInput):
+        queue.enqueue_many([8, 0])
+    assert queue.consume("worker-1", count=10) == []  # a bad id enqueues nothing
