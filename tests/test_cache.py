@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import pytest
 import redis
 from pydantic import BaseModel
 
-from docstore import Docstore, FailurePolicy, InvalidInput, Settings
+from docstore import Docstore, FailurePolicy, InvalidInput
 from docstore.cache import RedisCache
-from docstore.redis_client import new_redis
 
 
 class Result(BaseModel):
@@ -24,13 +22,6 @@ class Result(BaseModel):
 
 
 RESULT = Result(text="hello", pages=3, finished_at=datetime(2024, 5, 1, tzinfo=timezone.utc))
-
-
-@pytest.fixture
-def client(docstore_redis_url: str) -> Iterator[redis.Redis]:
-    client = new_redis(Settings.model_validate({"REDIS_URL": docstore_redis_url}))
-    yield client
-    client.close()
 
 
 @pytest.fixture

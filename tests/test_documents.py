@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta, timezone
 from typing import Any
 
@@ -17,20 +16,6 @@ from docstore.errors import Conflict, InvalidInput, InvalidTransition, NotFound
 from docstore.models import DocumentCreate, DocumentUpdate, UserCreate
 
 SqlLog = Callable[[], list[str]]
-
-
-@pytest.fixture
-def store(docstore_settings: Settings) -> Iterator[Docstore]:
-    """A store that logs every statement by name (DEBUG_SQL)."""
-    settings = docstore_settings.model_copy(update={"debug_sql": True})
-    with Docstore.connect(settings) as store:
-        yield store
-
-
-@pytest.fixture
-def sql_log(caplog: pytest.LogCaptureFixture) -> SqlLog:
-    caplog.set_level(logging.INFO, logger="docstore.sql")
-    return lambda: [r.getMessage().split()[0] for r in caplog.records if r.name == "docstore.sql"]
 
 
 @pytest.fixture

@@ -5,23 +5,14 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
 
-from docstore import InvalidInput, Settings
+from docstore import InvalidInput
 from docstore.rate_limit import DecidedBy, FailurePolicy, RateLimiter
-from docstore.redis_client import new_redis
 
 HOUR = 3600.0
-
-
-@pytest.fixture
-def client(docstore_redis_url: str) -> Iterator[redis.Redis]:
-    client = new_redis(Settings.model_validate({"REDIS_URL": docstore_redis_url}))
-    yield client
-    client.close()
 
 
 def test_a_burst_up_to_the_limit_is_allowed_and_the_next_hit_denied(client: redis.Redis) -> None:

@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
 
-from docstore import InvalidInput, Settings
-from docstore.redis_client import new_redis
+from docstore import InvalidInput
 from docstore.task_queue import TaskQueue
-
-
-@pytest.fixture
-def client(docstore_redis_url: str) -> Iterator[redis.Redis]:
-    client = new_redis(Settings.model_validate({"REDIS_URL": docstore_redis_url}))
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -3,35 +3,19 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
 
-from docstore import Docstore, Settings
+from docstore import Docstore
 from docstore.api_keys import API_KEY_PREFIX, is_well_formed, new_api_key
 from docstore.errors import Conflict, InvalidInput, NotFound
 from docstore.models import DocumentCreate, UserCreate, UserUpdate
 
 SqlLog = Callable[[], list[str]]
-
-
-@pytest.fixture
-def store(docstore_settings: Settings) -> Iterator[Docstore]:
-    """A store that logs every statement by name (DEBUG_SQL)."""
-    settings = docstore_settings.model_copy(update={"debug_sql": True})
-    with Docstore.connect(settings) as store:
-        yield store
-
-
-@pytest.fixture
-def sql_log(caplog: pytest.LogCaptureFixture) -> SqlLog:
-    """Names of the statements run so far, in order."""
-    caplog.set_level(logging.INFO, logger="docstore.sql")
-    return lambda: [r.getMessage().split()[0] for r in caplog.records if r.name == "docstore.sql"]
 
 
 def _scalar(store: Docstore, sql: str, *params: object) -> object:
