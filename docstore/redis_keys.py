@@ -55,8 +55,14 @@ def check_document_id(document_id: int) -> int:
 
 
 def redis_key(kind: str, name: str, suffix: str = "") -> str:
-    """``docstore:<kind>:{<name>}[:<suffix>]``; keys of one `name` share a cluster slot."""
-    key = f"{NAMESPACE}:{kind}:{{{name}}}"
+    """``docstore:<kind>:{<name>}[:<suffix>]``; keys of one `name` share a cluster slot.
+
+    A name starting with ``}`` would leave the hash tag empty (Redis Cluster then hashes the
+    whole key, so a value and its lock could land in different slots): names starting with a
+    brace get one ``{`` in front, which keeps every name's key distinct.
+    """
+    tag = "{" + name if name[:1] in ("{", "}") else name
+    key = f"{NAMESPACE}:{kind}:{{{tag}}}"
     return f"{key}:{suffix}" if suffix else key
 
 

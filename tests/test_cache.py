@@ -170,3 +170,16 @@ def test_the_store_carries_the_redis_side(docstore_store: Docstore) -> None:
     assert store.queue.max_deliveries == store.settings.queue_max_deliveries
     stored = store.progress.set(11, 50, "ocr")
     assert stored is not None and store.progress.get(11) == stored
+
+
+def test_names_starting_with_a_brace_get_distinct_keys(cache: RedisCache) -> None:
+    from docstore.redis_keys import cache_key, cache_lock_key
+
+    names = ["}x", "{}x", "{x", "x", "{{x"]
+    keys = [cache_key(name) for name in names]
+    assert len(set(keys)) == len(names)
+    assert cache_key("x") == "docstore:cache:{x}"  # ordinary names are unchanged
+    for name in names:
+        assert cache.set(name, name)
+    assert [cache.get(name, str) for name in names] == names
+    assert cache_lock_key("}x").startswith(cache_key("}x"))

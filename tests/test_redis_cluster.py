@@ -216,3 +216,16 @@ def test_queue_and_progress_on_a_cluster(client: RedisCluster) -> None:
     progress.set(1, 20, "late")
     current = progress.get(1)
     assert current is not None and current.percent == 40.0
+
+
+def test_cache_keys_starting_with_a_brace_keep_value_and_lock_in_one_slot(
+    client: RedisCluster,
+) -> None:
+    cache = RedisCache(client, default_ttl=60)
+    names = ["}odd", "{}odd", "{odd", "}", "{"]
+    for name in names:
+        assert cache.get_or_set(name, lambda name=name: f"value of {name}", str) == (
+            f"value of {name}"
+        )
+    assert [cache.get(name, str) for name in names] == [f"value of {n}" for n in names]
+    assert cache.stats().errors == 0  # no CROSSSLOT, nothing failed open
