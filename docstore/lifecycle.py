@@ -51,6 +51,15 @@ def _error_message(value: object) -> str:
         raise InvalidInput(f"error_message: {exc}", field="error_message") from None
 
 
+def _lease_params(document_id: int, worker_id: str, lease_seconds: float) -> dict[str, object]:
+    """Checked parameters of the statements that take or extend a lease."""
+    return {
+        "document_id": _document_id(document_id),
+        "worker_id": _worker_id(worker_id),
+        "lease_seconds": _lease_seconds(lease_seconds),
+    }
+
+
 class DocumentLifecycle:
     """Claim, heartbeat, complete, fail and requeue documents (part of `DocumentRepo`)."""
 
@@ -81,11 +90,7 @@ class DocumentLifecycle:
     ) -> DocumentResponse:
         """Take this document for `worker_id` if it is PENDING (`InvalidTransition` otherwise);
         for consumers of a queue that may deliver a document twice."""
-        params = {
-            "document_id": _document_id(document_id),
-            "worker_id": _worker_id(worker_id),
-            "lease_seconds": _lease_seconds(lease_seconds),
-        }
+        params = _lease_params(document_id, worker_id, lease_seconds)
         document = fetch_model(self.db, "claim_document", params, DocumentResponse, conn)
         return document or self._refused(document_id, "claim", worker_id, conn)
 
@@ -100,11 +105,7 @@ class DocumentLifecycle:
 
         `InvalidTransition` when the worker no longer holds a running lease: stop working.
         """
-        params = {
-            "document_id": _document_id(document_id),
-            "worker_id": _worker_id(worker_id),
-            "lease_seconds": _lease_seconds(lease_seconds),
-        }
+        params = _lease_params(document_id, worker_id, lease_seconds)
         document = fetch_model(self.db, "extend_document_lease", params, DocumentResponse, conn)
         return document or self._refused(document_id, "heartbeat", worker_id, conn)
 

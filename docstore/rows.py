@@ -33,6 +33,7 @@ from pydantic import BaseModel
 from docstore.database import Database
 
 Model = TypeVar("Model", bound=BaseModel)
+R = TypeVar("R")
 
 _TIMESTAMPTZ_OID = 1184
 _UTC = timezone.utc
@@ -136,6 +137,23 @@ def _end_autocommit(conn: psycopg.Connection[Any]) -> None:
         conn.close()  # never hand the pool a connection that would not open transactions
 
 
+def _run_rows(
+    db: Database,
+    name: str,
+    params: Mapping[str, Any],
+    model: type[Model],
+    conn: psycopg.Connection[Any] | None,
+    take: Callable[[psycopg.Cursor[Model]], R],
+) -> R:
+    query = db.query(name, params)
+    with (
+        autocommit_connection(db, conn) as c,
+        c.cursor(row_factory=model_row(model, name)) as cur,
+    ):
+        db.run(cur, query, params)
+        return take(cur)
+
+
 def fetch_models(
     db: Database,
     name: str,
@@ -144,13 +162,7 @@ def fetch_models(
     conn: psycopg.Connection[Any] | None = None,
 ) -> list[Model]:
     """All rows of the named query as `model`, built by `model_row`."""
-    query = db.query(name, params)
-    with (
-        autocommit_connection(db, conn) as c,
-        c.cursor(row_factory=model_row(model, name)) as cur,
-    ):
-        db.run(cur, query, params)
-        return cur.fetchall()
+    return _run_rows(db, name, params, model, conn, lambda cur: cur.fetchall())
 
 
 def fetch_model(
@@ -161,13 +173,7 @@ def fetch_model(
     conn: psycopg.Connection[Any] | None = None,
 ) -> Model | None:
     """The first row of the named query as `model`, or None."""
-    query = db.query(name, params)
-    with (
-        autocommit_connection(db, conn) as c,
-        c.cursor(row_factory=model_row(model, name)) as cur,
-    ):
-        db.run(cur, query, params)
-        return cur.fetchone()
+    return _run_rows(db, name, params, model, conn, lambda cur: cur.fetchone())
 
 
 __all__ = ["autocommit_connection", "fetch_model", "fetch_models", "model_row"]
