@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -192,19 +192,3 @@ class Database:
         with self.connection(conn) as c, c.cursor() as cur:
             self.run(cur, query, params)
             return cur.rowcount
-
-    def execute_many(
-        self, name: str, params_seq: Sequence[Params], conn: psycopg.Connection[Any] | None = None
-    ) -> None:
-        """Run the named statement once per parameter set, pipelined in one transaction."""
-        if not params_seq:
-            return
-        query = self.query(name, params_seq[0])
-        for params in params_seq:
-            query.check_params(params)
-        with self.transaction(conn) as c, c.cursor() as cur:
-            started = time.perf_counter()
-            cur.executemany(query.sql, params_seq)
-            if self.debug_sql:
-                elapsed_ms = (time.perf_counter() - started) * 1000
-                sql_logger.info("%s x%d %.2f ms", query.name, len(params_seq), elapsed_ms)

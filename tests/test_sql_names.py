@@ -16,7 +16,6 @@ QUERY_METHODS = {
     "fetch_rows",
     "fetch_value",
     "execute",
-    "execute_many",
     "query",
 }
 # docstore.rows helpers: fetch_model(db, "name", ...).
