@@ -41,7 +41,7 @@ from redis._parsers import _RESP2Parser
 
 from docstore import Docstore, Settings
 from docstore.migrate.redis_reader import read_batches
-from docstore.schema import apply_schema
+from docstore.postgres.schema import apply_schema
 from docstore.testing import LocalPostgres, LocalRedis
 from docstore.testing.plugin import create_database, with_database
 

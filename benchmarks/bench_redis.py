@@ -32,9 +32,9 @@ from limits.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateL
 from pydantic import BaseModel
 
 from docstore import Settings
-from docstore.cache import RedisCache
-from docstore.rate_limit import RateLimiter
-from docstore.redis_client import new_redis
+from docstore.ephemeral.cache import RedisCache
+from docstore.ephemeral.rate_limit import RateLimiter
+from docstore.redis.client import new_redis
 from docstore.testing.servers import LocalRedis
 
 

@@ -53,7 +53,6 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, defer, mapped_column, relationship
 
 from docstore import Docstore, Settings
-from docstore.api_keys import api_key_digest, is_well_formed
 from docstore.models import (
     DocumentCreate,
     DocumentResponse,
@@ -61,8 +60,9 @@ from docstore.models import (
     UserCreate,
     UserResponse,
 )
-from docstore.queries import queries
-from docstore.schema import apply_schema
+from docstore.postgres.queries import queries
+from docstore.postgres.schema import apply_schema
+from docstore.repositories.api_keys import api_key_digest, is_well_formed
 from docstore.testing.servers import LocalPostgres
 
 RESULT_TEXT = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 36  # ~2 KB

@@ -37,9 +37,9 @@ from typing import Any
 from fpdf import FPDF
 
 from docstore import Docstore, Settings, UserCreate
-from docstore.blobs import S3BlobStore
-from docstore.extractors import Extraction, ProgressCallback, extract_text
-from docstore.schema import apply_schema
+from docstore.intake.blobs import S3BlobStore
+from docstore.intake.extractors import Extraction, ProgressCallback, extract_text
+from docstore.postgres.schema import apply_schema
 from docstore.testing.servers import LocalPostgres, LocalRedis, _wait_for_port, free_port
 
 MOTO_KEY = "soak"

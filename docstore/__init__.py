@@ -4,8 +4,10 @@ PostgreSQL (raw SQL through a psycopg 3 pool) for what must last, Redis for what
 temporary.
 """
 
-from docstore.cache import CacheStats, RedisCache
-from docstore.documents import DocumentRepo
+from docstore.ephemeral.cache import CacheStats, RedisCache
+from docstore.ephemeral.progress import Progress, ProgressTracker
+from docstore.ephemeral.queue import DeadLetter, QueueMessage, QueueStats, TaskQueue
+from docstore.ephemeral.rate_limit import DecidedBy, FailurePolicy, RateLimiter, RateLimitResult
 from docstore.errors import (
     Conflict,
     DocstoreError,
@@ -31,12 +33,10 @@ from docstore.models import (
     UserWithApiKey,
     UserWithDocuments,
 )
-from docstore.progress import Progress, ProgressTracker
-from docstore.rate_limit import DecidedBy, FailurePolicy, RateLimiter, RateLimitResult
+from docstore.repositories.documents import DocumentRepo
+from docstore.repositories.users import UserRepo
 from docstore.settings import Settings
 from docstore.store import Docstore
-from docstore.task_queue import DeadLetter, QueueMessage, QueueStats, TaskQueue
-from docstore.users import UserRepo
 
 __version__ = "0.1.0"
 

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from docstore import schema
 from docstore.errors import DocstoreError
+from docstore.postgres import schema
 from docstore.settings import Settings
 
 

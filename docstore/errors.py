@@ -2,7 +2,7 @@
 
 Every error derives from `DocstoreError`; the docstring of each class is its default message.
 Driver errors (psycopg, psycopg_pool, redis) are translated at the boundary by
-`docstore.error_mapping` and chained with ``raise ... from exc``.
+`docstore.postgres.errors` and chained with ``raise ... from exc``.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from docstore.validation import (
+from docstore.rules import (
     NonNegativeFloat,
     NonNegativeInt,
     RowId,

@@ -20,11 +20,11 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+from docstore.ephemeral.rate_limit import RateLimiter
 from docstore.errors import DocstoreError
-from docstore.extractors import extract_text
+from docstore.intake.extractors import extract_text
 from docstore.migrate import migrate, verify
 from docstore.models import UserCreate, UserResponse
-from docstore.rate_limit import RateLimiter
 from docstore.settings import Settings
 from docstore.store import Docstore
 

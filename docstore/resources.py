@@ -30,4 +30,4 @@ def migrations_dir() -> Path:
 
 def lua_dir() -> Path:
     """Folder of the Redis Lua scripts (always inside the package)."""
-    return _PACKAGE_DIR / "lua"
+    return _PACKAGE_DIR / "redis" / "lua"

@@ -9,22 +9,22 @@ import psycopg
 import psycopg_pool
 import redis
 
-from docstore import schema
-from docstore.blobs import BlobStore, blob_store_from_settings
-from docstore.cache import RedisCache
-from docstore.database import Database, new_pool
-from docstore.documents import DocumentRepo
-from docstore.error_mapping import database_error, redis_unavailable
+from docstore.ephemeral.cache import RedisCache
+from docstore.ephemeral.progress import ProgressTracker
+from docstore.ephemeral.queue import TaskQueue
+from docstore.ephemeral.rate_limit import FailurePolicy, RateLimiter
 from docstore.errors import DocstoreError, ServiceUnavailable
 from docstore.health import HealthReport, PoolStats
-from docstore.intake import DocumentIntake, Extractor, Outcome, StuckReport
+from docstore.intake.blobs import BlobStore, blob_store_from_settings
+from docstore.intake.flow import DocumentIntake, Extractor, Outcome, StuckReport
 from docstore.models import DocumentResponse, UserResponse
-from docstore.progress import ProgressTracker
-from docstore.rate_limit import FailurePolicy, RateLimiter
-from docstore.redis_client import new_redis
+from docstore.postgres import schema
+from docstore.postgres.errors import database_error, redis_unavailable
+from docstore.postgres.executor import Database, new_pool
+from docstore.redis.client import new_redis
+from docstore.repositories.documents import DocumentRepo
+from docstore.repositories.users import UserRepo
 from docstore.settings import Settings
-from docstore.task_queue import TaskQueue
-from docstore.users import UserRepo
 
 
 class Docstore:

@@ -19,7 +19,7 @@ import time
 from types import FrameType
 
 from docstore import Docstore, ServiceUnavailable, Settings
-from docstore.extractors import extract_text
+from docstore.intake.extractors import extract_text
 
 logger = logging.getLogger("worker")
 

@@ -7,7 +7,7 @@ import pytest
 import redis
 
 from docstore import Docstore, Settings
-from docstore.redis_client import new_redis
+from docstore.redis.client import new_redis
 
 pytest_plugins = ["docstore.testing.plugin"]
 

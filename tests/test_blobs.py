@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from docstore.blobs import (
+from docstore.errors import InvalidInput, NotFound, ServiceUnavailable
+from docstore.intake.blobs import (
     LocalBlobStore,
     S3BlobStore,
     StoredBlob,
@@ -15,7 +16,6 @@ from docstore.blobs import (
     make_blob_key,
     safe_filename,
 )
-from docstore.errors import InvalidInput, NotFound, ServiceUnavailable
 from docstore.testing import free_port
 
 

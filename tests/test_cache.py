@@ -12,7 +12,7 @@ import redis
 from pydantic import BaseModel
 
 from docstore import Docstore, FailurePolicy, InvalidInput
-from docstore.cache import RedisCache
+from docstore.ephemeral.cache import RedisCache
 
 
 class Result(BaseModel):
@@ -173,7 +173,7 @@ def test_the_store_carries_the_redis_side(docstore_store: Docstore) -> None:
 
 
 def test_names_starting_with_a_brace_get_distinct_keys(cache: RedisCache) -> None:
-    from docstore.redis_keys import cache_key, cache_lock_key
+    from docstore.redis.keys import cache_key, cache_lock_key
 
     names = ["}x", "{}x", "{x", "x", "{{x"]
     keys = [cache_key(name) for name in names]

@@ -249,7 +249,7 @@ def test_a_twenty_megabyte_result_is_stored_whole(store: Docstore, user_id: int)
 
 def test_rows_built_without_validation_must_match_the_model(store: Docstore, user_id: int) -> None:
     from docstore.models import DocumentSummary, UserResponse
-    from docstore.rows import fetch_model
+    from docstore.postgres.rows import fetch_model
 
     with pytest.raises(TypeError, match="do not match the fields of DocumentSummary"):
         fetch_model(store.db, "get_user", {"user_id": user_id}, DocumentSummary)

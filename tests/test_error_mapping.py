@@ -6,7 +6,6 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from docstore.error_mapping import wrap_database_errors, wrap_redis_errors
 from docstore.errors import (
     Conflict,
     DatabaseError,
@@ -14,6 +13,7 @@ from docstore.errors import (
     RedisCommandError,
     ServiceUnavailable,
 )
+from docstore.postgres.errors import wrap_database_errors, wrap_redis_errors
 from docstore.testing import free_port
 
 

@@ -14,8 +14,8 @@ import pytest
 import uvicorn
 
 from docstore import Docstore, Settings, UserCreate
-from docstore.blobs import S3BlobStore
-from docstore.extractors import extract_text
+from docstore.intake.blobs import S3BlobStore
+from docstore.intake.extractors import extract_text
 from docstore.quickstart import make_pdf
 from docstore.testing import free_port
 from docstore.testing.plugin import S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY

@@ -19,7 +19,7 @@ import pytest
 
 from docstore import Docstore, DocumentCreate, ServiceUnavailable, Settings, UserCreate
 from docstore.errors import PoolExhausted
-from docstore.schema import apply_schema
+from docstore.postgres.schema import apply_schema
 from docstore.testing.servers import LocalPostgres
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]

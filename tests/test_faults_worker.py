@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from docstore import Docstore, DocumentCreate, Settings, UserCreate
-from docstore.blobs import S3BlobStore
-from docstore.extractors import Extraction, ProgressCallback
+from docstore.intake.blobs import S3BlobStore
+from docstore.intake.extractors import Extraction, ProgressCallback
 from docstore.testing.plugin import S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
@@ -28,7 +28,7 @@ DOOMED_LEASE_SECONDS = 2
 DOOMED_WORKER = """
 import sys, threading
 from docstore import Docstore, Settings
-from docstore.extractors import Extraction
+from docstore.intake.extractors import Extraction
 
 def extract(data, filename, report):
     report(40, "reading")

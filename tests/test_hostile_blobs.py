@@ -26,8 +26,8 @@ from test_hostile_input import (
     property_settings,
 )
 
-from docstore.blobs import BlobStore, LocalBlobStore, S3BlobStore, check_key, safe_filename
 from docstore.errors import InvalidInput, NotFound
+from docstore.intake.blobs import BlobStore, LocalBlobStore, S3BlobStore, check_key, safe_filename
 
 PATH_TRICKS = (
     "..",

@@ -33,9 +33,9 @@ from test_hostile_input import (
 )
 
 from docstore import Docstore, Settings
-from docstore.blobs import LocalBlobStore, check_key
 from docstore.errors import InvalidInput, NotFound
-from docstore.extractors import Extraction
+from docstore.intake.blobs import LocalBlobStore, check_key
+from docstore.intake.extractors import Extraction
 from docstore.models import UserCreate
 
 

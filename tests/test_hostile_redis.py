@@ -27,10 +27,10 @@ from test_hostile_input import (
 )
 
 from docstore import Docstore
+from docstore.ephemeral.queue import TaskQueue
+from docstore.ephemeral.rate_limit import RateLimiter
 from docstore.errors import InvalidInput
-from docstore.rate_limit import RateLimiter
-from docstore.redis_keys import MAX_NAME_LENGTH, rate_limit_key
-from docstore.task_queue import TaskQueue
+from docstore.redis.keys import MAX_NAME_LENGTH, rate_limit_key
 
 BYSTANDER_DOCUMENT = 987_654_321_987
 

@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from docstore import Docstore, InvalidInput, NotFound, Settings
-from docstore.blobs import S3BlobStore
-from docstore.extractors import Extraction, ProgressCallback, extract_text
+from docstore.intake.blobs import S3BlobStore
+from docstore.intake.extractors import Extraction, ProgressCallback, extract_text
 from docstore.models import UserCreate, UserResponse
 from docstore.quickstart import make_pdf
 from docstore.testing import LocalRedis

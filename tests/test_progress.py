@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from docstore import InvalidInput
-from docstore.progress import ProgressTracker
+from docstore.ephemeral.progress import ProgressTracker
 
 
 @pytest.fixture

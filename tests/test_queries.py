@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from docstore.errors import ConfigurationError
-from docstore.queries import load_queries, parse_sql, queries
+from docstore.postgres.queries import load_queries, parse_sql, queries
 
 
 def test_parse_reads_name_description_sql_and_parameters() -> None:

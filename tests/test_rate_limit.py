@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from docstore import InvalidInput
-from docstore.rate_limit import DecidedBy, FailurePolicy, RateLimiter
+from docstore.ephemeral.rate_limit import DecidedBy, FailurePolicy, RateLimiter
 
 HOUR = 3600.0
 

@@ -21,11 +21,11 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
-from docstore.cache import RedisCache
-from docstore.progress import ProgressTracker
-from docstore.rate_limit import RateLimiter
-from docstore.redis_support import lua_source
-from docstore.task_queue import TaskQueue
+from docstore.ephemeral.cache import RedisCache
+from docstore.ephemeral.progress import ProgressTracker
+from docstore.ephemeral.queue import TaskQueue
+from docstore.ephemeral.rate_limit import RateLimiter
+from docstore.redis.scripts import lua_source
 from docstore.testing.servers import _package_dir, _wait_for_port, free_port
 
 pytestmark = pytest.mark.timeout(90)

@@ -14,12 +14,12 @@ import pytest
 import redis
 
 from docstore import ServiceUnavailable, Settings
-from docstore.cache import RedisCache
-from docstore.progress import ProgressTracker
-from docstore.rate_limit import DecidedBy, FailurePolicy, RateLimiter
-from docstore.redis_client import new_redis
-from docstore.redis_support import lua_source
-from docstore.task_queue import TaskQueue
+from docstore.ephemeral.cache import RedisCache
+from docstore.ephemeral.progress import ProgressTracker
+from docstore.ephemeral.queue import TaskQueue
+from docstore.ephemeral.rate_limit import DecidedBy, FailurePolicy, RateLimiter
+from docstore.redis.client import new_redis
+from docstore.redis.scripts import lua_source
 from docstore.testing.servers import LocalRedis
 
 pytestmark = pytest.mark.timeout(60)
@@ -82,7 +82,7 @@ def assert_calm_outage(side: RedisSide, caplog: pytest.LogCaptureFixture) -> Non
     assert side.cache.stats().errors == errors_before + 3
 
     # Limiter: each policy decides, and says so.
-    with caplog.at_level(logging.WARNING, logger="docstore.rate_limit"):
+    with caplog.at_level(logging.WARNING, logger="docstore.ephemeral.rate_limit"):
         allowed = side.lenient.hit("u")
         denied = side.strict.hit("u")
     assert allowed.allowed and allowed.decided_by is DecidedBy.FAILURE_POLICY

@@ -9,8 +9,8 @@ import psycopg
 import pytest
 
 from docstore.cli import main as cli_main
+from docstore.postgres.schema import apply_schema, rollback_schema, schema_status
 from docstore.resources import migrations_dir
-from docstore.schema import apply_schema, rollback_schema, schema_status
 from docstore.settings import Settings
 
 SCHEMA_SNAPSHOT = """

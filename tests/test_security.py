@@ -22,11 +22,11 @@ from psycopg import sql
 from pydantic import ValidationError
 
 from docstore import Docstore, Settings
-from docstore.documents import DocumentRepo
 from docstore.errors import DocstoreError, ServiceUnavailable
 from docstore.models import DocumentCreate, UserCreate
+from docstore.repositories.documents import DocumentRepo
+from docstore.repositories.users import UserRepo
 from docstore.testing.servers import free_port
-from docstore.users import UserRepo
 
 # Passwords with characters URLs must escape, so both spellings can be looked for.
 DB_PASSWORD = "Db-s3cret/p@ss:w0rd%zz"

@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 import docstore
-from docstore.queries import queries
+from docstore.postgres.queries import queries
 
 PACKAGE = Path(docstore.__file__).resolve().parent
 # Database methods whose first argument is a query name.
@@ -18,7 +18,7 @@ QUERY_METHODS = {
     "execute",
     "query",
 }
-# docstore.rows helpers: fetch_model(db, "name", ...).
+# docstore.postgres.rows helpers: fetch_model(db, "name", ...).
 ROW_HELPERS = {"fetch_model", "fetch_models"}
 
 

@@ -8,8 +8,8 @@ import pytest
 import redis
 
 from docstore import Docstore, ServiceUnavailable, Settings
-from docstore.database import new_pool
 from docstore.errors import PoolExhausted
+from docstore.postgres.executor import new_pool
 from docstore.testing import LocalRedis, free_port
 
 SECRET = "hunter2-very-secret"

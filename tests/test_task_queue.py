@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from docstore import InvalidInput
-from docstore.task_queue import TaskQueue
+from docstore.ephemeral.queue import TaskQueue
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ import psycopg
 import pytest
 
 from docstore import Docstore
-from docstore.api_keys import API_KEY_PREFIX, is_well_formed, new_api_key
 from docstore.errors import Conflict, InvalidInput, NotFound
 from docstore.models import DocumentCreate, UserCreate, UserUpdate
+from docstore.repositories.api_keys import API_KEY_PREFIX, is_well_formed, new_api_key
 
 SqlLog = Callable[[], list[str]]
 

@@ -43,10 +43,10 @@ def test_wheel_contains_sql_migrations_and_py_typed(wheel: Path) -> None:
         Path(n).name for n in names if n.startswith("docstore/migrations/")
     } == shipped_migrations
     assert "docstore/py.typed" in names
-    shipped_lua = {p.name for p in (ROOT / "docstore" / "lua").glob("*.lua")}
+    shipped_lua = {p.name for p in (ROOT / "docstore" / "redis" / "lua").glob("*.lua")}
     assert (
         shipped_lua
-        and {Path(n).name for n in names if n.startswith("docstore/lua/")} == shipped_lua
+        and {Path(n).name for n in names if n.startswith("docstore/redis/lua/")} == shipped_lua
     )
 
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import psycopg
 
-from docstore.database import Database
 from docstore.errors import InvalidInput
 from docstore.migrate.legacy_records import LegacyDocument, Reject
+from docstore.postgres.executor import Database
 
 
 @dataclass(slots=True)

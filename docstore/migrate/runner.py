@@ -11,14 +11,14 @@ from typing import TextIO
 
 import redis
 
-from docstore.database import Database
-from docstore.error_mapping import wrap_redis_errors
 from docstore.errors import InvalidInput
 from docstore.migrate.legacy_records import RESULT_PREFIX
 from docstore.migrate.pg_writer import WriteOutcome, count_present, write_documents
 from docstore.migrate.read_ahead import ReadAhead
 from docstore.migrate.redis_reader import ReadBatch, read_batches, redis_address
 from docstore.migrate.summary import MigrationSummary, RejectsWriter
+from docstore.postgres.errors import wrap_redis_errors
+from docstore.postgres.executor import Database
 
 DEFAULT_PREFIX = "task:"
 DEFAULT_BATCH_SIZE = 1000

@@ -10,10 +10,10 @@ from datetime import datetime
 import redis
 from pydantic import BaseModel
 
-from docstore.database import Database
 from docstore.migrate.legacy_records import LegacyDocument
 from docstore.migrate.redis_reader import ORPHAN_RESULT
 from docstore.migrate.runner import DEFAULT_BATCH_SIZE, DEFAULT_PREFIX, check_options, scan_batches
+from docstore.postgres.executor import Database
 
 
 class MigratedDocument(BaseModel):

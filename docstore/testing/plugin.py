@@ -32,8 +32,8 @@ import pytest
 import redis
 from psycopg import sql
 
-from docstore.blobs import S3BlobStore
-from docstore.schema import apply_schema
+from docstore.intake.blobs import S3BlobStore
+from docstore.postgres.schema import apply_schema
 from docstore.settings import Settings
 from docstore.store import Docstore
 from docstore.testing.servers import LocalPostgres, LocalRedis, free_port

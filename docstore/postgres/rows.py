@@ -30,7 +30,7 @@ import psycopg
 from psycopg.rows import BaseRowFactory, RowMaker
 from pydantic import BaseModel
 
-from docstore.database import Database
+from docstore.postgres.executor import Database
 
 Model = TypeVar("Model", bound=BaseModel)
 R = TypeVar("R")

@@ -21,8 +21,8 @@ import redis.exceptions
 from pydantic import BaseModel, ConfigDict
 
 from docstore.errors import InvalidInput
-from docstore.redis_keys import check_document_id, check_name, dead_letter_key, queue_key
-from docstore.redis_support import (
+from docstore.redis.keys import check_document_id, check_name, dead_letter_key, queue_key
+from docstore.redis.scripts import (
     RedisClient,
     as_text,
     client_address,

@@ -7,8 +7,6 @@ from typing import Any
 
 import psycopg
 
-from docstore.api_keys import api_key_digest, is_well_formed, new_api_key
-from docstore.database import Database
 from docstore.errors import NotFound
 from docstore.models import (
     Email,
@@ -19,9 +17,11 @@ from docstore.models import (
     UserWithApiKey,
     UserWithDocuments,
 )
-from docstore.pagination import UserPageCursor, decode_cursor, encode_cursor
-from docstore.rows import autocommit_connection, fetch_model, fetch_models
-from docstore.validation import Checker, RowId, checked_limit, parse_input
+from docstore.postgres.executor import Database
+from docstore.postgres.rows import autocommit_connection, fetch_model, fetch_models
+from docstore.repositories.api_keys import api_key_digest, is_well_formed, new_api_key
+from docstore.repositories.pagination import UserPageCursor, decode_cursor, encode_cursor
+from docstore.rules import Checker, RowId, checked_limit, parse_input
 
 Connection = psycopg.Connection[Any]
 

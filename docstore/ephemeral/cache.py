@@ -24,15 +24,15 @@ from pydantic import ConfigDict, TypeAdapter
 from pydantic_core import PydanticSerializationError
 
 from docstore.errors import InvalidInput
-from docstore.redis_keys import cache_key, cache_lock_key, check_document_id, check_name
-from docstore.redis_support import (
+from docstore.redis.keys import cache_key, cache_lock_key, check_document_id, check_name
+from docstore.redis.scripts import (
     UNAVAILABLE_ERRORS,
     RedisClient,
     client_address,
     register_script,
 )
 
-logger = logging.getLogger("docstore.cache")
+logger = logging.getLogger("docstore.ephemeral.cache")
 
 T = TypeVar("T")
 

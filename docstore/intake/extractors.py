@@ -17,7 +17,7 @@ from docstore.errors import InvalidInput
 ProgressCallback = Callable[[float, str], None]
 
 _TEXT_SUFFIXES = (".txt", ".md", ".csv", ".json", ".log")
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("docstore.extractors")
 
 
 class Extraction(BaseModel):

@@ -14,7 +14,7 @@ from typing import Literal, TypeVar
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from docstore.errors import InvalidInput
-from docstore.validation import MAX_BIGINT
+from docstore.rules import MAX_BIGINT
 
 _MAX_CURSOR_LENGTH = 512
 

@@ -14,8 +14,8 @@ from redis.cluster import RedisCluster
 from redis.commands.core import Script
 from redis.typing import EncodableT
 
-from docstore.error_mapping import redis_unavailable
 from docstore.errors import ConfigurationError, RedisCommandError
+from docstore.postgres.errors import redis_unavailable
 
 RedisClient: TypeAlias = "redis.Redis | RedisCluster"
 
@@ -52,7 +52,7 @@ def command_error(exc: Exception, address: str) -> RedisCommandError:
 @cache
 def lua_source(name: str) -> str:
     """Text of the shipped script ``docstore/lua/<name>.lua`` (read once per process)."""
-    path = resources.files("docstore") / "lua" / f"{name}.lua"
+    path = resources.files("docstore.redis") / "lua" / f"{name}.lua"
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:

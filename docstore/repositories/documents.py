@@ -1,7 +1,7 @@
 """`DocumentRepo`: documents, their keyset listing and full-text search (`store.documents`).
 
 The processing lifecycle (claim, heartbeat, complete, fail, requeue) comes from
-`docstore.lifecycle.DocumentLifecycle`.
+`docstore.repositories.lifecycle.DocumentLifecycle`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ from typing import Any
 
 import psycopg
 
-from docstore.database import Database
 from docstore.errors import InvalidInput, NotFound
-from docstore.lifecycle import DocumentLifecycle
 from docstore.models import (
     DOCUMENT_STATUSES,
     DocumentCreate,
@@ -29,14 +27,16 @@ from docstore.models import (
     SearchHit,
     SearchResponse,
 )
-from docstore.pagination import (
+from docstore.postgres.executor import Database
+from docstore.postgres.rows import autocommit_connection, fetch_model, fetch_models
+from docstore.repositories.lifecycle import DocumentLifecycle
+from docstore.repositories.pagination import (
     DocumentPageCursor,
     SearchPageCursor,
     decode_cursor,
     encode_cursor,
 )
-from docstore.rows import autocommit_connection, fetch_model, fetch_models
-from docstore.validation import (
+from docstore.rules import (
     MAX_BIGINT,
     Checker,
     RowId,

@@ -14,10 +14,10 @@ from enum import Enum
 
 import redis.exceptions
 
-from docstore.error_mapping import redis_unavailable
 from docstore.errors import InvalidInput, ServiceUnavailable
-from docstore.redis_keys import check_name, rate_limit_key
-from docstore.redis_support import (
+from docstore.postgres.errors import redis_unavailable
+from docstore.redis.keys import check_name, rate_limit_key
+from docstore.redis.scripts import (
     UNAVAILABLE_ERRORS,
     RedisClient,
     client_address,
@@ -26,7 +26,7 @@ from docstore.redis_support import (
     register_script,
 )
 
-logger = logging.getLogger("docstore.rate_limit")
+logger = logging.getLogger("docstore.ephemeral.rate_limit")
 
 
 class FailurePolicy(str, Enum):

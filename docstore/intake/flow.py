@@ -18,18 +18,18 @@ from typing import IO, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from docstore.blobs import BlobStore
-from docstore.cache import RedisCache
-from docstore.database import Database
-from docstore.documents import DocumentRepo
+from docstore.ephemeral.cache import RedisCache
+from docstore.ephemeral.progress import MAX_STAGE_LENGTH, ProgressTracker
+from docstore.ephemeral.queue import QueueMessage, TaskQueue
 from docstore.errors import InvalidInput, InvalidTransition, NotFound, ServiceUnavailable
-from docstore.extractors import Extraction, ProgressCallback
+from docstore.intake.blobs import BlobStore
+from docstore.intake.extractors import Extraction, ProgressCallback
 from docstore.models import DocumentCreate, DocumentResponse, UserResponse
-from docstore.progress import MAX_STAGE_LENGTH, ProgressTracker
-from docstore.task_queue import QueueMessage, TaskQueue
-from docstore.validation import Checker, WorkerId, parse_input
+from docstore.postgres.executor import Database
+from docstore.repositories.documents import DocumentRepo
+from docstore.rules import Checker, WorkerId, parse_input
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("docstore.intake")
 
 Extractor = Callable[[bytes, str, ProgressCallback], Extraction]
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import psycopg
 
-from docstore.database import Database
 from docstore.errors import InvalidInput, InvalidTransition, NotFound
 from docstore.models import CompletedResult, DocumentResponse, DocumentSummary
-from docstore.rows import autocommit_connection, fetch_model, fetch_models
-from docstore.validation import (
+from docstore.postgres.executor import Database
+from docstore.postgres.rows import autocommit_connection, fetch_model, fetch_models
+from docstore.rules import (
     Checker,
     LeaseSeconds,
     RowId,

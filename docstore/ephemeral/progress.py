@@ -10,8 +10,8 @@ from typing import Any, cast
 from pydantic import BaseModel, ConfigDict, Field
 
 from docstore.errors import InvalidInput, ServiceUnavailable
-from docstore.redis_keys import check_document_id, check_encodable, progress_key
-from docstore.redis_support import (
+from docstore.redis.keys import check_document_id, check_encodable, progress_key
+from docstore.redis.scripts import (
     RedisClient,
     as_text,
     client_address,
@@ -19,7 +19,7 @@ from docstore.redis_support import (
     register_script,
 )
 
-logger = logging.getLogger("docstore.progress")
+logger = logging.getLogger("docstore.ephemeral.progress")
 
 MAX_STAGE_LENGTH = 100
 

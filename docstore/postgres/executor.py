@@ -14,9 +14,9 @@ import psycopg_pool
 from psycopg.rows import class_row, tuple_row
 from pydantic import BaseModel
 
-from docstore.error_mapping import wrap_database_errors
 from docstore.errors import PoolExhausted, ServiceUnavailable
-from docstore.queries import Query, queries
+from docstore.postgres.errors import wrap_database_errors
+from docstore.postgres.queries import Query, queries
 from docstore.settings import Settings
 
 Model = TypeVar("Model", bound=BaseModel)
