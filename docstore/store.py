@@ -5,7 +5,6 @@ from __future__ import annotations
 from types import TracebackType
 from typing import IO, Any
 
-import psycopg
 import psycopg_pool
 import redis
 
@@ -13,15 +12,16 @@ from docstore.ephemeral.cache import RedisCache
 from docstore.ephemeral.progress import ProgressTracker
 from docstore.ephemeral.queue import TaskQueue
 from docstore.ephemeral.rate_limit import FailurePolicy, RateLimiter
-from docstore.errors import DocstoreError, ServiceUnavailable
+from docstore.errors import DocstoreError
 from docstore.health import HealthReport, PoolStats
 from docstore.intake.blobs import BlobStore, blob_store_from_settings
 from docstore.intake.flow import DocumentIntake, Extractor, Outcome, StuckReport
 from docstore.models import DocumentResponse, UserResponse
 from docstore.postgres import schema
-from docstore.postgres.errors import database_error, redis_unavailable
-from docstore.postgres.executor import Database, new_pool
+from docstore.postgres.executor import Database
+from docstore.postgres.pool import new_pool, open_pool
 from docstore.redis.client import new_redis
+from docstore.redis.errors import redis_unavailable
 from docstore.repositories.documents import DocumentRepo
 from docstore.repositories.users import UserRepo
 from docstore.settings import Settings
@@ -100,30 +100,8 @@ class Docstore:
 
     def open(self) -> None:
         """Open the pool we own, failing within the connect timeout when PostgreSQL is down."""
-        if not self._owns_pool:
-            return
-        self._probe_database()
-        try:
-            self.pool.open(wait=True, timeout=self.settings.connect_timeout + 1)
-        except psycopg_pool.PoolTimeout as exc:
-            self.pool.close()
-            raise ServiceUnavailable(
-                f"PostgreSQL at {self.settings.database_address} did not accept "
-                f"{self.pool.min_size} connections in time",
-                service="postgresql",
-                address=self.settings.database_address,
-            ) from exc
-
-    def _probe_database(self) -> None:
-        # One direct connection first: its error says why (refused, auth, unknown database),
-        # which a pool timeout would hide.
-        try:
-            psycopg.connect(
-                self.settings.database_url,
-                connect_timeout=max(2, round(self.settings.connect_timeout)),
-            ).close()
-        except psycopg.Error as exc:
-            raise database_error(exc, self.settings.database_address) from exc
+        if self._owns_pool:
+            open_pool(self.pool, self.settings)
 
     def close(self) -> None:
         """Close the pool and Redis client if this store created them."""
@@ -183,7 +161,7 @@ class Docstore:
         postgres_version: str | None = None
         postgres_error: str | None = None
         try:
-            postgres_version = str(self.db.fetch_value("server_version", {}))
+            postgres_version = str(self.db.value("server_version", {}))
         except DocstoreError as exc:
             postgres_error = exc.message
         redis_version: str | None = None

@@ -249,11 +249,10 @@ def test_a_twenty_megabyte_result_is_stored_whole(store: Docstore, user_id: int)
 
 def test_rows_built_without_validation_must_match_the_model(store: Docstore, user_id: int) -> None:
     from docstore.models import DocumentSummary, UserResponse
-    from docstore.postgres.rows import fetch_model
 
     with pytest.raises(TypeError, match="do not match the fields of DocumentSummary"):
-        fetch_model(store.db, "get_user", {"user_id": user_id}, DocumentSummary)
-    user = fetch_model(store.db, "get_user", {"user_id": user_id}, UserResponse)
+        store.db.one("get_user", {"user_id": user_id}, DocumentSummary)
+    user = store.db.one("get_user", {"user_id": user_id}, UserResponse)
     assert user == store.users.get(user_id)
     assert user is not None and user.model_dump()["email"] == "owner@example.com"
 

@@ -13,7 +13,8 @@ from docstore.errors import (
     RedisCommandError,
     ServiceUnavailable,
 )
-from docstore.postgres.errors import wrap_database_errors, wrap_redis_errors
+from docstore.postgres.errors import wrap_database_errors
+from docstore.redis.errors import redis_errors
 from docstore.testing import free_port
 
 
@@ -65,7 +66,7 @@ def test_statement_timeout_is_service_unavailable(conn: psycopg.Connection) -> N
 
 def test_redis_refused_connection_is_service_unavailable() -> None:
     client = redis.Redis(port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
-    with pytest.raises(ServiceUnavailable) as info, wrap_redis_errors("cache:6379"):
+    with pytest.raises(ServiceUnavailable) as info, redis_errors("cache:6379"):
         client.ping()
     assert info.value.address == "cache:6379"
     assert info.value.service == "redis"
@@ -74,6 +75,6 @@ def test_redis_refused_connection_is_service_unavailable() -> None:
 def test_redis_command_error_is_typed(docstore_redis_url: str) -> None:
     client = redis.Redis.from_url(docstore_redis_url)
     client.set("k", "not a list")
-    with pytest.raises(RedisCommandError, match="WRONGTYPE"), wrap_redis_errors("cache:6379"):
+    with pytest.raises(RedisCommandError, match="WRONGTYPE"), redis_errors("cache:6379"):
         client.lpush("k", "x")
     client.close()

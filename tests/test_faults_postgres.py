@@ -339,7 +339,7 @@ def test_nested_checkouts_that_would_deadlock_get_pool_exhausted_instead(
             all_holding.wait(10)
             try:
                 # A second connection (not `conn=`) while holding one.
-                outcomes.append(store.db.fetch_value("server_version", {}))
+                outcomes.append(store.db.value("server_version", {}))
             except Exception as exc:  # judged below
                 outcomes.append(exc)
 
@@ -353,4 +353,4 @@ def test_nested_checkouts_that_would_deadlock_get_pool_exhausted_instead(
     errors = [o for o in outcomes if isinstance(o, Exception)]
     assert errors and all(isinstance(e, PoolExhausted) for e in errors), outcomes
     assert all(isinstance(o, str) for o in outcomes if o not in errors)
-    assert store.db.fetch_value("server_version", {})
+    assert store.db.value("server_version", {})

@@ -90,7 +90,7 @@ def test_dry_run_exits_like_a_run_and_writes_nothing(
     assert main(args_for(docstore_store.settings, tmp_path, "--dry-run")) == 0
     out = capsys.readouterr().out
     assert out.startswith("dry run: nothing written") and "would migrate    1" in out
-    assert docstore_store.db.fetch_value("migrate_count_present", {"task_ids": ["ok"]}) == 0
+    assert docstore_store.db.value("migrate_count_present", {"task_ids": ["ok"]}) == 0
 
 
 def test_verify_exits_0_when_all_match_and_1_listing_what_is_missing(

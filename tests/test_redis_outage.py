@@ -82,7 +82,7 @@ def assert_calm_outage(side: RedisSide, caplog: pytest.LogCaptureFixture) -> Non
     assert side.cache.stats().errors == errors_before + 3
 
     # Limiter: each policy decides, and says so.
-    with caplog.at_level(logging.WARNING, logger="docstore.ephemeral.rate_limit"):
+    with caplog.at_level(logging.WARNING, logger="docstore.rate_limit"):
         allowed = side.lenient.hit("u")
         denied = side.strict.hit("u")
     assert allowed.allowed and allowed.decided_by is DecidedBy.FAILURE_POLICY

@@ -9,17 +9,8 @@ import docstore
 from docstore.postgres.queries import queries
 
 PACKAGE = Path(docstore.__file__).resolve().parent
-# Database methods whose first argument is a query name.
-QUERY_METHODS = {
-    "fetch_one",
-    "fetch_all",
-    "fetch_rows",
-    "fetch_value",
-    "execute",
-    "query",
-}
-# docstore.postgres.rows helpers: fetch_model(db, "name", ...).
-ROW_HELPERS = {"fetch_model", "fetch_models"}
+# Executor verbs whose first argument is a query name.
+QUERY_METHODS = {"one", "all", "value", "execute", "copy", "query"}
 
 
 def _trees() -> list[tuple[Path, ast.Module]]:
@@ -27,16 +18,13 @@ def _trees() -> list[tuple[Path, ast.Module]]:
 
 
 def _query_name_argument(call: ast.Call) -> ast.expr | None:
-    """The argument holding the query name in `db.fetch_one("name", ...)` or
-    `fetch_model(db, "name", ...)`, if `call` is such a call."""
+    """The argument holding the query name in `db.one("name", ...)`, if `call` is such a call."""
     func = call.func
     if isinstance(func, ast.Attribute) and func.attr in QUERY_METHODS:
         owner = func.value
         owner_name = owner.attr if isinstance(owner, ast.Attribute) else getattr(owner, "id", "")
         if owner_name in {"db", "database", "self"} and call.args:
             return call.args[0]
-    if isinstance(func, ast.Name) and func.id in ROW_HELPERS and len(call.args) > 1:
-        return call.args[1]
     return None
 
 

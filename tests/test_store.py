@@ -9,7 +9,7 @@ import redis
 
 from docstore import Docstore, ServiceUnavailable, Settings
 from docstore.errors import PoolExhausted
-from docstore.postgres.executor import new_pool
+from docstore.postgres.pool import new_pool
 from docstore.testing import LocalRedis, free_port
 
 SECRET = "hunter2-very-secret"
@@ -141,7 +141,7 @@ def test_pool_exhaustion_gives_a_typed_error_not_a_deadlock(docstore_database_ur
         holding.wait()
         try:
             with pytest.raises(PoolExhausted, match="all 2 connections"):
-                store.db.fetch_value("server_version", {})
+                store.db.value("server_version", {})
         finally:
             release.set()
             for thread in holders:

@@ -19,20 +19,16 @@ from functools import lru_cache
 from typing import Any, TypeVar, cast
 
 import pydantic
-import redis.exceptions
 from pydantic import ConfigDict, TypeAdapter
 from pydantic_core import PydanticSerializationError
 
 from docstore.errors import InvalidInput
+from docstore.redis.client import RedisClient, client_address
+from docstore.redis.errors import REDIS_FAILURES
 from docstore.redis.keys import cache_key, cache_lock_key, check_document_id, check_name
-from docstore.redis.scripts import (
-    UNAVAILABLE_ERRORS,
-    RedisClient,
-    client_address,
-    register_script,
-)
+from docstore.redis.scripts import register_script
 
-logger = logging.getLogger("docstore.ephemeral.cache")
+logger = logging.getLogger("docstore.cache")
 
 T = TypeVar("T")
 
@@ -41,10 +37,6 @@ T = TypeVar("T")
 _ANY: TypeAdapter[Any] = TypeAdapter(Any, config=ConfigDict(ser_json_inf_nan="constants"))
 # Longest accepted TTL, in seconds (Redis refuses expiry times that overflow its clock).
 MAX_TTL = 10 * 365 * 24 * 3600
-
-# What fails open: Redis unreachable, or refusing a command (e.g. out of memory). Caught
-# straight from redis-py: the cache never raises them, so it need not translate them.
-_REDIS_FAILURES: tuple[type[Exception], ...] = (*UNAVAILABLE_ERRORS, redis.exceptions.RedisError)
 
 
 @lru_cache(maxsize=256)
@@ -129,7 +121,7 @@ class RedisCache:
         redis_key = cache_key(check_name(key))
         try:
             raw = cast("bytes | None", self.client.get(redis_key))
-        except _REDIS_FAILURES as exc:
+        except REDIS_FAILURES as exc:
             self._failed("read", key, exc)
             return None
         if raw is None:
@@ -144,7 +136,7 @@ class RedisCache:
         ttl_ms = self._ttl_ms(ttl)
         try:
             self.client.set(redis_key, payload, px=ttl_ms)
-        except _REDIS_FAILURES as exc:
+        except REDIS_FAILURES as exc:
             self._failed("write", key, exc)
             return False
         return True
@@ -157,7 +149,7 @@ class RedisCache:
         name = check_name(key)
         try:
             self.client.delete(cache_key(name), cache_lock_key(name))
-        except _REDIS_FAILURES as exc:
+        except REDIS_FAILURES as exc:
             self._failed("delete", key, exc)
             return False
         return True
@@ -177,7 +169,7 @@ class RedisCache:
         # Hits are the common case: a plain GET, as cheap as `get`.
         try:
             raw = cast("bytes | None", self.client.get(cache_key(name)))
-        except _REDIS_FAILURES as exc:
+        except REDIS_FAILURES as exc:
             self._failed("read", key, exc)
             return self._load(loader)
         if raw is not None:
@@ -197,7 +189,7 @@ class RedisCache:
         while True:
             try:
                 raw, locked = self._get_or_lock(keys, token, self._lock_ms)
-            except _REDIS_FAILURES as exc:
+            except REDIS_FAILURES as exc:
                 self._failed("read", key, exc)
                 return self._load(loader)
             if raw:
@@ -231,14 +223,14 @@ class RedisCache:
             raise
         try:
             self._store_and_unlock(keys, token, self._encode(value), ttl_ms)
-        except _REDIS_FAILURES as exc:
+        except REDIS_FAILURES as exc:
             self._failed("write", key, exc)
         return value
 
     def _release(self, key: str, lock_key: str, token: str) -> None:
         try:
             self._unlock([lock_key], token)
-        except _REDIS_FAILURES as exc:
+        except REDIS_FAILURES as exc:
             # The lock expires by itself after lock_timeout.
             self._failed("unlock", key, exc)
 

@@ -10,16 +10,12 @@ from typing import Any, cast
 from pydantic import BaseModel, ConfigDict, Field
 
 from docstore.errors import InvalidInput, ServiceUnavailable
+from docstore.redis.client import RedisClient, as_text, client_address
+from docstore.redis.errors import redis_errors
 from docstore.redis.keys import check_document_id, check_encodable, progress_key
-from docstore.redis.scripts import (
-    RedisClient,
-    as_text,
-    client_address,
-    redis_errors,
-    register_script,
-)
+from docstore.redis.scripts import register_script
 
-logger = logging.getLogger("docstore.ephemeral.progress")
+logger = logging.getLogger("docstore.progress")
 
 MAX_STAGE_LENGTH = 100
 

@@ -21,14 +21,10 @@ import redis.exceptions
 from pydantic import BaseModel, ConfigDict
 
 from docstore.errors import InvalidInput
+from docstore.redis.client import RedisClient, as_text, client_address
+from docstore.redis.errors import redis_errors
 from docstore.redis.keys import check_document_id, check_name, dead_letter_key, queue_key
-from docstore.redis.scripts import (
-    RedisClient,
-    as_text,
-    client_address,
-    redis_errors,
-    register_script,
-)
+from docstore.redis.scripts import register_script
 
 R = TypeVar("R")
 

@@ -15,18 +15,12 @@ from enum import Enum
 import redis.exceptions
 
 from docstore.errors import InvalidInput, ServiceUnavailable
-from docstore.postgres.errors import redis_unavailable
+from docstore.redis.client import RedisClient, client_address
+from docstore.redis.errors import UNAVAILABLE_ERRORS, command_error, redis_errors, redis_unavailable
 from docstore.redis.keys import check_name, rate_limit_key
-from docstore.redis.scripts import (
-    UNAVAILABLE_ERRORS,
-    RedisClient,
-    client_address,
-    command_error,
-    redis_errors,
-    register_script,
-)
+from docstore.redis.scripts import register_script
 
-logger = logging.getLogger("docstore.ephemeral.rate_limit")
+logger = logging.getLogger("docstore.rate_limit")
 
 
 class FailurePolicy(str, Enum):

@@ -260,7 +260,7 @@ class DocumentIntake:
         # no message. The margin covers the time from writing a row to enqueueing it.
         oldest = self.queue.oldest_enqueued_at()
         queued_before = oldest - timedelta(seconds=ENQUEUE_MARGIN_SECONDS) if oldest else None
-        stale = self.db.fetch_rows(
+        stale = self.db.all(
             "touch_stale_pending_documents",
             {"pending_for": float(pending_for), "queued_before": queued_before, "limit": limit},
         )

@@ -24,6 +24,7 @@ from docstore.migrate.progress import BarProgress, LogProgress
 from docstore.migrate.runner import DEFAULT_BATCH_SIZE, DEFAULT_PREFIX, DEFAULT_WRITERS, migrate
 from docstore.migrate.summary import write_report
 from docstore.migrate.verify import VerifyProblem, verify
+from docstore.redis.client import new_redis
 from docstore.settings import Settings
 from docstore.store import Docstore
 
@@ -74,10 +75,11 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _redis(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.redis_url,
+    # docstore's client, with room for a pipeline of a whole batch per round trip.
+    return new_redis(
+        settings,
         socket_timeout=max(settings.redis_socket_timeout, REDIS_SOCKET_TIMEOUT),
-        socket_connect_timeout=max(settings.redis_connect_timeout, 2.0),
+        connect_timeout=max(settings.redis_connect_timeout, 2.0),
     )
 
 

@@ -11,11 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
-
 from docstore.errors import InvalidInput
 from docstore.migrate.legacy_records import LegacyDocument, Reject
-from docstore.postgres.executor import Database
+from docstore.postgres.executor import Connection, Database
 
 
 @dataclass(slots=True)
@@ -46,13 +44,10 @@ def _row(doc: LegacyDocument) -> tuple[Any, ...]:
 
 
 def _write(
-    db: Database, docs: Sequence[LegacyDocument], conn: psycopg.Connection[Any]
+    db: Database, docs: Sequence[LegacyDocument], conn: Connection
 ) -> WriteOutcome:
     db.execute("migrate_create_staging", {}, conn)
-    copy_sql = db.query("migrate_copy_staging", {}).sql
-    with conn.cursor() as cur, cur.copy(copy_sql) as copy:
-        for doc in docs:
-            copy.write_row(_row(doc))
+    db.copy("migrate_copy_staging", (_row(doc) for doc in docs), conn)
     users = db.execute("migrate_insert_users", {}, conn)
     inserted = db.execute("migrate_insert_documents", {}, conn)
     return WriteOutcome(
@@ -88,4 +83,4 @@ def count_present(db: Database, task_ids: Sequence[str]) -> int:
     """How many of `task_ids` are already migrated (for dry runs)."""
     if not task_ids:
         return 0
-    return int(db.fetch_value("migrate_count_present", {"task_ids": list(task_ids)}))
+    return int(db.value("migrate_count_present", {"task_ids": list(task_ids)}))

@@ -40,14 +40,6 @@ class ReadBatch:
     rejects: list[Reject] = field(default_factory=list)
 
 
-def redis_address(client: redis.Redis) -> str:
-    """``host:port`` (or socket path) of a client, for messages; never the password."""
-    kwargs = client.connection_pool.connection_kwargs
-    if "path" in kwargs:
-        return str(kwargs["path"])
-    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
-
-
 def scan_keys(client: redis.Redis, count: int) -> Iterator[list[bytes]]:
     """Every key of the database, chunk by chunk as SCAN returns them (duplicates possible)."""
     cursor = 0

@@ -15,10 +15,11 @@ from docstore.errors import InvalidInput
 from docstore.migrate.legacy_records import RESULT_PREFIX
 from docstore.migrate.pg_writer import WriteOutcome, count_present, write_documents
 from docstore.migrate.read_ahead import ReadAhead
-from docstore.migrate.redis_reader import ReadBatch, read_batches, redis_address
+from docstore.migrate.redis_reader import ReadBatch, read_batches
 from docstore.migrate.summary import MigrationSummary, RejectsWriter
-from docstore.postgres.errors import wrap_redis_errors
 from docstore.postgres.executor import Database
+from docstore.redis.client import client_address
+from docstore.redis.errors import redis_errors
 
 DEFAULT_PREFIX = "task:"
 DEFAULT_BATCH_SIZE = 1000
@@ -45,7 +46,7 @@ def check_options(prefix: str, batch_size: int) -> bytes:
 
 def scan_batches(source: redis.Redis, prefix: bytes, batch_size: int) -> Iterator[ReadBatch]:
     """`read_batches` with Redis errors turned into docstore errors."""
-    with wrap_redis_errors(redis_address(source)):
+    with redis_errors(client_address(source)):
         yield from read_batches(source, prefix, batch_size)
 
 
@@ -75,7 +76,7 @@ def migrate(
     summary = MigrationSummary(dry_run=dry_run)
     listing = RejectsWriter(summary, rejects)
     started = time.perf_counter()
-    with wrap_redis_errors(redis_address(source)):
+    with redis_errors(client_address(source)):
         summary.total_keys = int(source.dbsize())
     # Redis is read one batch ahead in a thread while the writers wait on PostgreSQL.
     reader = ReadAhead(scan_batches(source, raw_prefix, batch_size), name="migrate-reader")

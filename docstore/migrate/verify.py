@@ -112,7 +112,7 @@ def verify(
         report.unmigratable += sum(1 for r in batch.rejects if r.reason != ORPHAN_RESULT)
         if not batch.documents:
             continue
-        rows = target.fetch_all(
+        rows = target.all(
             "migrate_fetch_migrated",
             {"task_ids": [doc.task_id for doc in batch.documents]},
             MigratedDocument,

@@ -1,4 +1,4 @@
-"""Turn driver exceptions (psycopg, psycopg_pool, redis) into `docstore.errors`."""
+"""Turn psycopg and psycopg_pool exceptions into `docstore.errors`, in one place."""
 
 from __future__ import annotations
 
@@ -7,14 +7,12 @@ from contextlib import contextmanager
 
 import psycopg
 import psycopg_pool
-import redis.exceptions
 
 from docstore.errors import (
     Conflict,
     DatabaseError,
     DocstoreError,
     InvalidInput,
-    RedisCommandError,
     ServiceUnavailable,
 )
 
@@ -68,21 +66,4 @@ def wrap_database_errors(address: str) -> Iterator[None]:
         ) from exc
 
 
-def redis_unavailable(exc: Exception, address: str) -> ServiceUnavailable:
-    """The docstore error for a Redis connection failure or timeout."""
-    return ServiceUnavailable(
-        f"Redis at {address} is unavailable: {type(exc).__name__}",
-        service="redis",
-        address=address,
-    )
-
-
-@contextmanager
-def wrap_redis_errors(address: str) -> Iterator[None]:
-    """Re-raise redis-py errors as docstore errors, chained to the original."""
-    try:
-        yield
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-        raise redis_unavailable(exc, address) from exc
-    except redis.exceptions.RedisError as exc:
-        raise RedisCommandError(f"Redis at {address} refused the command: {exc}") from exc
+__all__ = ["database_error", "wrap_database_errors"]

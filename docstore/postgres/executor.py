@@ -1,59 +1,40 @@
-"""Run named queries through the connection pool, with error mapping and optional SQL logging."""
+"""The one executor of named queries: connections, statements, COPY, logging and error mapping.
+
+One rule for every verb: without `conn`, a single statement runs on a pooled connection in
+autocommit (a statement is atomic by itself, and BEGIN plus COMMIT would double its round trips);
+with `conn`, it runs in the caller's transaction as is. Rows become the given model through the
+trusted row builder (`docstore.postgres.rows`) for flat models, through full pydantic validation
+for models with nested JSON; without a model they are tuples.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import psycopg
 import psycopg_pool
-from psycopg.rows import class_row, tuple_row
+from psycopg.rows import BaseRowFactory, class_row, tuple_row
 from pydantic import BaseModel
 
 from docstore.errors import PoolExhausted, ServiceUnavailable
 from docstore.postgres.errors import wrap_database_errors
 from docstore.postgres.queries import Query, queries
-from docstore.settings import Settings
+from docstore.postgres.rows import model_row, trusts_rows
 
 Model = TypeVar("Model", bound=BaseModel)
 Params = Mapping[str, Any]
+Connection = psycopg.Connection[Any]
 
 sql_logger = logging.getLogger("docstore.sql")
 
 
-def new_pool(settings: Settings, *, name: str = "docstore") -> psycopg_pool.ConnectionPool:
-    """A closed pool configured from `settings`; the caller opens and closes it."""
-    options: dict[str, Any] = {
-        "connect_timeout": max(2, round(settings.connect_timeout)),
-        "application_name": name,
-    }
-    # Sessions in UTC: timestamps come back timezone-aware in UTC with no conversion.
-    server_options = "-c TimeZone=UTC"
-    if settings.statement_timeout_ms:
-        server_options += f" -c statement_timeout={settings.statement_timeout_ms}"
-    options["options"] = server_options
-    return psycopg_pool.ConnectionPool(
-        settings.database_url,
-        min_size=settings.pool_min_size,
-        max_size=settings.pool_max_size,
-        timeout=settings.pool_timeout,
-        kwargs=options,
-        # Like the old design's pre-ping: a connection is checked before it is handed out.
-        check=psycopg_pool.ConnectionPool.check_connection,
-        # After an outage, retry a lost connection at least this often: psycopg_pool's backoff
-        # otherwise doubles up to minutes, and callers time out long after PostgreSQL is back.
-        reconnect_timeout=settings.pool_timeout,
-        open=False,
-        name=name,
-    )
-
-
 class Database:
-    """The pool and the named queries, shared by the repositories."""
+    """The pool and the named queries, shared by the repositories and the migration."""
 
     def __init__(
         self, pool: psycopg_pool.ConnectionPool, *, address: str, debug_sql: bool = False
@@ -66,10 +47,87 @@ class Database:
         self._in_use = 0
         self._in_use_lock = threading.Lock()
 
+    # -- the verbs ------------------------------------------------------------------------------
+
+    @overload
+    def one(
+        self, name: str, params: Params, model: type[Model], conn: Connection | None = None
+    ) -> Model | None: ...
+
+    @overload
+    def one(
+        self, name: str, params: Params, model: None = None, conn: Connection | None = None
+    ) -> tuple[Any, ...] | None: ...
+
+    def one(
+        self,
+        name: str,
+        params: Params,
+        model: type[BaseModel] | None = None,
+        conn: Connection | None = None,
+    ) -> Any:
+        """The first row of the named query (as `model`, else a tuple), or None."""
+        with self._statement(name, params, model, conn) as cur:
+            return cur.fetchone()
+
+    @overload
+    def all(
+        self, name: str, params: Params, model: type[Model], conn: Connection | None = None
+    ) -> list[Model]: ...
+
+    @overload
+    def all(
+        self, name: str, params: Params, model: None = None, conn: Connection | None = None
+    ) -> list[tuple[Any, ...]]: ...
+
+    def all(
+        self,
+        name: str,
+        params: Params,
+        model: type[BaseModel] | None = None,
+        conn: Connection | None = None,
+    ) -> Any:
+        """Every row of the named query (as `model`, else tuples)."""
+        with self._statement(name, params, model, conn) as cur:
+            return cur.fetchall()
+
+    def value(self, name: str, params: Params, conn: Connection | None = None) -> Any:
+        """The first column of the first row of the named query, or None."""
+        row = self.one(name, params, None, conn)
+        return row[0] if row else None
+
+    def execute(self, name: str, params: Params, conn: Connection | None = None) -> int:
+        """Run the named statement; the number of rows it touched."""
+        with self._statement(name, params, None, conn) as cur:
+            return cur.rowcount
+
+    def copy(
+        self, name: str, rows: Iterable[Sequence[Any]], conn: Connection | None = None
+    ) -> int:
+        """Stream `rows` through the named `COPY ... FROM STDIN`; the number of rows sent."""
+        query = self.query(name, {})
+        count = 0
+        started = time.perf_counter()
+        with self._connection_for_statement(conn) as c, c.cursor() as cur:
+            with cur.copy(query.sql) as copy:
+                for row in rows:
+                    copy.write_row(row)
+                    count += 1
+            if self.debug_sql:
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                sql_logger.info("%s %.2f ms rows=%s", query.name, elapsed_ms, count)
+        return count
+
+    # -- units of work ----------------------------------------------------------------------------
+
     @contextmanager
-    def connection(
-        self, conn: psycopg.Connection[Any] | None = None
-    ) -> Iterator[psycopg.Connection[Any]]:
+    def transaction(self, conn: Connection | None = None) -> Iterator[Connection]:
+        """A connection inside a transaction (a savepoint when `conn` is already in one)."""
+        with self.connection(conn) as c, wrap_database_errors(self.address), c.transaction():
+            yield c
+
+    @contextmanager
+    def connection(self, conn: Connection | None = None) -> Iterator[Connection]:
         """The caller's connection as is, or a pooled one (committed or rolled back on exit)."""
         if conn is not None:
             with wrap_database_errors(self.address):
@@ -96,6 +154,62 @@ class Database:
             with self._in_use_lock:
                 self._in_use -= 1
 
+    def query(self, name: str, params: Params) -> Query:
+        """The named query, after checking that `params` matches its parameters."""
+        query = self.queries[name]
+        query.check_params(params)
+        return query
+
+    # -- inside -----------------------------------------------------------------------------------
+
+    @contextmanager
+    def _statement(
+        self, name: str, params: Params, model: type[BaseModel] | None, conn: Connection | None
+    ) -> Iterator[psycopg.Cursor[Any]]:
+        query = self.query(name, params)
+        factory: BaseRowFactory[Any]
+        if model is None:
+            factory = tuple_row
+        elif trusts_rows(model):
+            factory = model_row(model, name)
+        else:
+            factory = class_row(model)
+        with self._connection_for_statement(conn) as c, c.cursor(row_factory=factory) as cur:
+            self._execute(cur, query, params)
+            yield cur
+
+    def _execute(self, cur: psycopg.Cursor[Any], query: Query, params: Params) -> None:
+        if not self.debug_sql:
+            cur.execute(query.sql, params)
+            return
+        started = time.perf_counter()
+        try:
+            cur.execute(query.sql, params)
+        finally:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            sql_logger.info("%s %.2f ms rows=%s", query.name, elapsed_ms, cur.rowcount)
+
+    @contextmanager
+    def _connection_for_statement(self, conn: Connection | None) -> Iterator[Connection]:
+        """The caller's connection as is, or a pooled one in autocommit for one statement.
+
+        The pooled connection goes back to the pool as it came (autocommit off, unless the pool's
+        owner configured it on), or closed (so the pool replaces it) when that cannot be done.
+        """
+        if conn is not None:
+            with self.connection(conn) as caller_conn:
+                yield caller_conn
+            return
+        with self.connection() as pooled:
+            if pooled.autocommit:  # a pool the caller configured so: leave it as it is
+                yield pooled
+                return
+            pooled.autocommit = True
+            try:
+                yield pooled
+            finally:
+                _end_autocommit(pooled)
+
     def _pool_timeout_error(self) -> ServiceUnavailable:
         # The pool counts connections it is still trying to open as part of its size, so a full
         # pool does not mean busy connections: while PostgreSQL is down it is full of attempts.
@@ -116,79 +230,14 @@ class Database:
             address=self.address,
         )
 
-    @contextmanager
-    def transaction(
-        self, conn: psycopg.Connection[Any] | None = None
-    ) -> Iterator[psycopg.Connection[Any]]:
-        """A connection inside a transaction (a savepoint when `conn` is already in one)."""
-        with self.connection(conn) as c, wrap_database_errors(self.address), c.transaction():
-            yield c
 
-    def query(self, name: str, params: Params) -> Query:
-        """The named query, after checking that `params` matches its parameters."""
-        query = self.queries[name]
-        query.check_params(params)
-        return query
+def _end_autocommit(conn: Connection) -> None:
+    if conn.closed or conn.broken:
+        return  # the pool discards it
+    try:
+        conn.autocommit = False
+    except psycopg.Error:
+        conn.close()  # never hand the pool a connection that would not open transactions
 
-    def run(self, cur: psycopg.Cursor[Any], query: Query, params: Params) -> None:
-        """Execute `query` on `cur` (any row factory), logged under DEBUG_SQL."""
-        if not self.debug_sql:
-            cur.execute(query.sql, params)
-            return
-        started = time.perf_counter()
-        try:
-            cur.execute(query.sql, params)
-        finally:
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            sql_logger.info("%s %.2f ms rows=%s", query.name, elapsed_ms, cur.rowcount)
 
-    def fetch_one(
-        self,
-        name: str,
-        params: Params,
-        model: type[Model],
-        conn: psycopg.Connection[Any] | None = None,
-    ) -> Model | None:
-        """First row of the named query as `model`, or None."""
-        query = self.query(name, params)
-        with self.connection(conn) as c, c.cursor(row_factory=class_row(model)) as cur:
-            self.run(cur, query, params)
-            return cur.fetchone()
-
-    def fetch_all(
-        self,
-        name: str,
-        params: Params,
-        model: type[Model],
-        conn: psycopg.Connection[Any] | None = None,
-    ) -> list[Model]:
-        """All rows of the named query as `model`."""
-        query = self.query(name, params)
-        with self.connection(conn) as c, c.cursor(row_factory=class_row(model)) as cur:
-            self.run(cur, query, params)
-            return cur.fetchall()
-
-    def fetch_rows(
-        self, name: str, params: Params, conn: psycopg.Connection[Any] | None = None
-    ) -> list[tuple[Any, ...]]:
-        """All rows of the named query as tuples."""
-        query = self.query(name, params)
-        with self.connection(conn) as c, c.cursor(row_factory=tuple_row) as cur:
-            self.run(cur, query, params)
-            return cur.fetchall()
-
-    def fetch_value(
-        self, name: str, params: Params, conn: psycopg.Connection[Any] | None = None
-    ) -> Any:
-        """First column of the first row of the named query, or None."""
-        rows = self.fetch_rows(name, params, conn)
-        return rows[0][0] if rows else None
-
-    def execute(
-        self, name: str, params: Params, conn: psycopg.Connection[Any] | None = None
-    ) -> int:
-        """Run the named statement; return the number of rows it touched."""
-        query = self.query(name, params)
-        with self.connection(conn) as c, c.cursor() as cur:
-            self.run(cur, query, params)
-            return cur.rowcount
+__all__ = ["Connection", "Database", "Params"]

@@ -3,8 +3,8 @@
 `psycopg.rows.class_row(Model)` runs pydantic validation on every row (3 µs or more for a
 document: on a page of 50 that costs as much as the query). Rows of docstore's named queries are
 already typed by PostgreSQL (bigint → int, text → str, timestamptz → aware datetime, ...), so
-`fetch_model` / `fetch_models` build the models directly, the way `BaseModel.model_construct`
-does, several times faster. What they still guarantee:
+the executor (`docstore.postgres.executor`) builds flat models directly, the way
+`BaseModel.model_construct` does, several times faster. What they still guarantee:
 
 - the columns are exactly the model's fields (checked on the first run of each query, so SQL
   and model cannot drift apart silently);
@@ -12,28 +12,20 @@ does, several times faster. What they still guarantee:
   not UTC they are converted.
 
 Models with nested JSON (`UserWithDocuments`, `DocumentWithUser`) keep full validation, since
-JSON carries timestamps as strings.
-
-A repository call that is one statement runs it on a pooled connection in autocommit mode
-(`autocommit_connection`): a single statement is atomic by itself, and BEGIN plus COMMIT would
-double its round trips. Calls given a caller's `conn` run in the caller's transaction as is.
+JSON carries timestamps as strings: `trusts_rows` tells which is which.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import timezone
-from typing import Any, TypeVar
+from functools import cache
+from typing import Any, TypeVar, get_args, get_origin
 
-import psycopg
 from psycopg.rows import BaseRowFactory, RowMaker
 from pydantic import BaseModel
 
-from docstore.postgres.executor import Database
-
 Model = TypeVar("Model", bound=BaseModel)
-R = TypeVar("R")
 
 _TIMESTAMPTZ_OID = 1184
 _UTC = timezone.utc
@@ -103,77 +95,27 @@ def model_row(model: type[Model], query_name: str) -> BaseRowFactory[Model]:
     return for_cursor
 
 
-@contextmanager
-def autocommit_connection(
-    db: Database, conn: psycopg.Connection[Any] | None = None
-) -> Iterator[psycopg.Connection[Any]]:
-    """The caller's connection as is, or a pooled one in autocommit for a single statement;
-    driver errors become docstore errors either way.
+def trusts_rows(model: type[BaseModel]) -> bool:
+    """True when rows can build `model` directly: every field is a scalar PostgreSQL type.
 
-    The pooled connection goes back to the pool as it came (autocommit off, unless the pool's
-    owner configured it on), or closed (so the pool replaces it) when that cannot be done.
+    Models with nested models or lists (`UserWithDocuments`, `DocumentWithUser`) get their rows
+    as JSON, which carries timestamps as strings: those are validated in full.
     """
-    if conn is not None:
-        with db.connection(conn) as caller_conn:
-            yield caller_conn
-        return
-    with db.connection() as pooled:
-        if pooled.autocommit:  # a pool the caller configured so: leave it as it is
-            yield pooled
-            return
-        pooled.autocommit = True
-        try:
-            yield pooled
-        finally:
-            _end_autocommit(pooled)
+    return _trusts_rows(model)
 
 
-def _end_autocommit(conn: psycopg.Connection[Any]) -> None:
-    if conn.closed or conn.broken:
-        return  # the pool discards it
-    try:
-        conn.autocommit = False
-    except psycopg.Error:
-        conn.close()  # never hand the pool a connection that would not open transactions
+@cache
+def _trusts_rows(model: type[BaseModel]) -> bool:
+    return not any(_is_nested(info.annotation) for info in model.model_fields.values())
 
 
-def _run_rows(
-    db: Database,
-    name: str,
-    params: Mapping[str, Any],
-    model: type[Model],
-    conn: psycopg.Connection[Any] | None,
-    take: Callable[[psycopg.Cursor[Model]], R],
-) -> R:
-    query = db.query(name, params)
-    with (
-        autocommit_connection(db, conn) as c,
-        c.cursor(row_factory=model_row(model, name)) as cur,
-    ):
-        db.run(cur, query, params)
-        return take(cur)
+def _is_nested(annotation: Any) -> bool:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    origin = get_origin(annotation)
+    if origin in (list, dict, tuple, set, frozenset):
+        return True
+    return any(_is_nested(arg) for arg in get_args(annotation))
 
 
-def fetch_models(
-    db: Database,
-    name: str,
-    params: Mapping[str, Any],
-    model: type[Model],
-    conn: psycopg.Connection[Any] | None = None,
-) -> list[Model]:
-    """All rows of the named query as `model`, built by `model_row`."""
-    return _run_rows(db, name, params, model, conn, lambda cur: cur.fetchall())
-
-
-def fetch_model(
-    db: Database,
-    name: str,
-    params: Mapping[str, Any],
-    model: type[Model],
-    conn: psycopg.Connection[Any] | None = None,
-) -> Model | None:
-    """The first row of the named query as `model`, or None."""
-    return _run_rows(db, name, params, model, conn, lambda cur: cur.fetchone())
-
-
-__all__ = ["autocommit_connection", "fetch_model", "fetch_models", "model_row"]
+__all__ = ["model_row", "trusts_rows"]

@@ -1,57 +1,23 @@
-"""What the Redis-side classes share: the client type, Lua scripts, and error translation."""
+"""The shipped Lua scripts (`docstore/redis/lua/*.lua`): read once, registered once per client."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
-from typing import Any, TypeAlias, cast
+from typing import Any
 
-import redis
 import redis.exceptions
-from redis.cluster import RedisCluster
 from redis.commands.core import Script
 from redis.typing import EncodableT
 
-from docstore.errors import ConfigurationError, RedisCommandError
-from docstore.postgres.errors import redis_unavailable
-
-RedisClient: TypeAlias = "redis.Redis | RedisCluster"
-
-# Errors that mean "Redis cannot answer right now": connection errors and timeouts, and a
-# cluster that lost a slot or is failing over. Listed first, before other `RedisError`s.
-UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    OSError,
-    redis.exceptions.ClusterError,
-    redis.exceptions.ClusterDownError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.ReadOnlyError,
-    redis.exceptions.RedisClusterException,
-)
-
-
-@contextmanager
-def redis_errors(address: str) -> Iterator[None]:
-    """Re-raise redis-py errors as `ServiceUnavailable` / `RedisCommandError`, chained."""
-    try:
-        yield
-    except UNAVAILABLE_ERRORS as exc:
-        raise redis_unavailable(exc, address) from exc
-    except redis.exceptions.RedisError as exc:
-        raise command_error(exc, address) from exc
-
-
-def command_error(exc: Exception, address: str) -> RedisCommandError:
-    """The docstore error for a command Redis refused (not an outage)."""
-    return RedisCommandError(f"Redis at {address} refused the command: {exc}")
+from docstore.errors import ConfigurationError
+from docstore.redis.client import RedisClient
 
 
 @cache
 def lua_source(name: str) -> str:
-    """Text of the shipped script ``docstore/lua/<name>.lua`` (read once per process)."""
+    """Text of the shipped script ``docstore/redis/lua/<name>.lua`` (read once per process)."""
     path = resources.files("docstore.redis") / "lua" / f"{name}.lua"
     try:
         return path.read_text(encoding="utf-8")
@@ -81,34 +47,8 @@ class LuaScript:
 
 
 def register_script(client: RedisClient, name: str) -> LuaScript:
-    """The shipped script ``docstore/lua/<name>.lua``, ready to call on `client`."""
+    """The shipped script ``docstore/redis/lua/<name>.lua``, ready to call on `client`."""
     return LuaScript(client, name)
 
 
-def client_address(client: RedisClient) -> str:
-    """``host:port`` of a client, for error messages (never credentials)."""
-    if isinstance(client, RedisCluster):
-        node = cast(Any, client).get_default_node()  # untyped in redis-py
-        return f"{node.host}:{node.port}" if node is not None else "redis-cluster"
-    kwargs = client.connection_pool.connection_kwargs
-    if "path" in kwargs:
-        return str(kwargs["path"])
-    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
-
-
-def as_text(value: bytes | str) -> str:
-    """A reply as text, whether or not the client decodes responses."""
-    return value.decode() if isinstance(value, bytes) else value
-
-
-__all__ = [
-    "UNAVAILABLE_ERRORS",
-    "LuaScript",
-    "RedisClient",
-    "as_text",
-    "client_address",
-    "command_error",
-    "lua_source",
-    "redis_errors",
-    "register_script",
-]
+__all__ = ["LuaScript", "lua_source", "register_script"]

@@ -7,11 +7,8 @@ The processing lifecycle (claim, heartbeat, complete, fail, requeue) comes from
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime, timezone
-from typing import Any
-
-import psycopg
 
 from docstore.errors import InvalidInput, NotFound
 from docstore.models import (
@@ -27,8 +24,7 @@ from docstore.models import (
     SearchHit,
     SearchResponse,
 )
-from docstore.postgres.executor import Database
-from docstore.postgres.rows import autocommit_connection, fetch_model, fetch_models
+from docstore.postgres.executor import Connection, Database
 from docstore.repositories.lifecycle import DocumentLifecycle
 from docstore.repositories.pagination import (
     DocumentPageCursor,
@@ -45,8 +41,6 @@ from docstore.rules import (
     length_between,
     parse_input,
 )
-
-Connection = psycopg.Connection[Any]
 
 MAX_PAGE_SIZE = 500
 MAX_SEARCH_PAGE_SIZE = 100
@@ -101,7 +95,7 @@ class DocumentRepo(DocumentLifecycle):
         document = parse_input(DocumentCreate, data)
         params = document.model_dump()
         with _unknown_user_check():
-            row = fetch_model(self.db, "insert_document", params, DocumentResponse, conn)
+            row = self.db.one("insert_document", params, DocumentResponse, conn)
         assert row is not None  # INSERT ... RETURNING always returns the row
         return row
 
@@ -118,7 +112,7 @@ class DocumentRepo(DocumentLifecycle):
             return created
         # One batch is one statement, atomic by itself; several share one transaction.
         if len(documents) <= INSERT_BATCH_SIZE:
-            connection = autocommit_connection(self.db, conn)
+            connection: AbstractContextManager[Connection | None] = nullcontext(conn)
         else:
             connection = self.db.transaction(conn)
         with _unknown_user_check(), connection as c:
@@ -131,7 +125,7 @@ class DocumentRepo(DocumentLifecycle):
                     "max_attempts": [d.max_attempts for d in batch],
                     "legacy_task_ids": [d.legacy_task_id for d in batch],
                 }
-                rows = fetch_models(self.db, "insert_documents", params, DocumentResponse, c)
+                rows = self.db.all("insert_documents", params, DocumentResponse, c)
                 # Identity values follow the ORDER BY of the insert: sorting by id is input order.
                 created.extend(sorted(rows, key=lambda row: row.id))
         return created
@@ -139,7 +133,7 @@ class DocumentRepo(DocumentLifecycle):
     def get(self, document_id: int, conn: Connection | None = None) -> DocumentResponse:
         """The document with this id, text included (`NotFound` otherwise)."""
         params = {"document_id": _document_id(document_id)}
-        document = fetch_model(self.db, "get_document", params, DocumentResponse, conn)
+        document = self.db.one("get_document", params, DocumentResponse, conn)
         if document is None:
             raise NotFound(f"document {document_id} does not exist")
         return document
@@ -149,13 +143,12 @@ class DocumentRepo(DocumentLifecycle):
     ) -> DocumentResponse | None:
         """The document moved from the legacy Redis store under this task id, or None."""
         params = {"legacy_task_id": _task_id(task_id)}
-        return fetch_model(self.db, "get_document_by_task_id", params, DocumentResponse, conn)
+        return self.db.one("get_document_by_task_id", params, DocumentResponse, conn)
 
     def get_with_user(self, document_id: int, conn: Connection | None = None) -> DocumentWithUser:
         """The document and its owner, in one query (`NotFound` otherwise)."""
         params = {"document_id": _document_id(document_id)}
-        with autocommit_connection(self.db, conn) as c:
-            document = self.db.fetch_one("get_document_with_user", params, DocumentWithUser, c)
+        document = self.db.one("get_document_with_user", params, DocumentWithUser, conn)
         if document is None:
             raise NotFound(f"document {document_id} does not exist")
         return document
@@ -166,7 +159,7 @@ class DocumentRepo(DocumentLifecycle):
         """Apply the client-editable `changes` (fields left None stay as they are)."""
         update = parse_input(DocumentUpdate, changes)
         params = {"document_id": _document_id(document_id), "filename": update.filename}
-        document = fetch_model(self.db, "update_document", params, DocumentResponse, conn)
+        document = self.db.one("update_document", params, DocumentResponse, conn)
         if document is None:
             raise NotFound(f"document {document_id} does not exist")
         return document
@@ -174,8 +167,7 @@ class DocumentRepo(DocumentLifecycle):
     def delete(self, document_id: int, conn: Connection | None = None) -> None:
         """Delete the document (`NotFound` if absent)."""
         params = {"document_id": _document_id(document_id)}
-        with autocommit_connection(self.db, conn) as c:
-            deleted = self.db.execute("delete_document", params, c)
+        deleted = self.db.execute("delete_document", params, conn)
         if not deleted:
             raise NotFound(f"document {document_id} does not exist")
 
@@ -204,7 +196,7 @@ class DocumentRepo(DocumentLifecycle):
             "before_id": before[1],
             "limit": page_size + 1,
         }
-        rows = fetch_models(self.db, "list_user_documents", params, DocumentSummary, conn)
+        rows = self.db.all("list_user_documents", params, DocumentSummary, conn)
         next_cursor = None
         if len(rows) > page_size:
             rows = rows[:page_size]
@@ -218,8 +210,7 @@ class DocumentRepo(DocumentLifecycle):
         """How many documents the user has in each status (every status present, maybe 0)."""
         counts: dict[DocumentStatus, int] = dict.fromkeys(DOCUMENT_STATUSES, 0)
         params = {"user_id": _user_id(user_id)}
-        with autocommit_connection(self.db, conn) as c:
-            rows = self.db.fetch_rows("count_user_documents_by_status", params, c)
+        rows = self.db.all("count_user_documents_by_status", params, conn=conn)
         for status, count in rows:
             counts[status] = count
         return counts
@@ -249,7 +240,7 @@ class DocumentRepo(DocumentLifecycle):
             "after_id": after_id,
             "limit": page_size + 1,
         }
-        hits = fetch_models(self.db, "search_documents", params, SearchHit, conn)
+        hits = self.db.all("search_documents", params, SearchHit, conn)
         next_cursor = None
         if len(hits) > page_size:
             hits = hits[:page_size]

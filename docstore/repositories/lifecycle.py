@@ -13,14 +13,9 @@ lease), never a read followed by a write. When it touches no row, a cheap read s
 
 from __future__ import annotations
 
-from typing import Any
-
-import psycopg
-
 from docstore.errors import InvalidInput, InvalidTransition, NotFound
 from docstore.models import CompletedResult, DocumentResponse, DocumentSummary
-from docstore.postgres.executor import Database
-from docstore.postgres.rows import autocommit_connection, fetch_model, fetch_models
+from docstore.postgres.executor import Connection, Database
 from docstore.rules import (
     Checker,
     LeaseSeconds,
@@ -31,8 +26,6 @@ from docstore.rules import (
     length_between,
     parse_input,
 )
-
-Connection = psycopg.Connection[Any]
 
 DEFAULT_LEASE_SECONDS = 300.0
 MAX_ERROR_MESSAGE_LENGTH = 100_000
@@ -79,7 +72,7 @@ class DocumentLifecycle:
             "worker_id": _worker_id(worker_id),
             "lease_seconds": _lease_seconds(lease_seconds),
         }
-        return fetch_model(self.db, "claim_next_document", params, DocumentResponse, conn)
+        return self.db.one("claim_next_document", params, DocumentResponse, conn)
 
     def claim(
         self,
@@ -91,7 +84,7 @@ class DocumentLifecycle:
         """Take this document for `worker_id` if it is PENDING (`InvalidTransition` otherwise);
         for consumers of a queue that may deliver a document twice."""
         params = _lease_params(document_id, worker_id, lease_seconds)
-        document = fetch_model(self.db, "claim_document", params, DocumentResponse, conn)
+        document = self.db.one("claim_document", params, DocumentResponse, conn)
         return document or self._refused(document_id, "claim", worker_id, conn)
 
     def heartbeat(
@@ -106,7 +99,7 @@ class DocumentLifecycle:
         `InvalidTransition` when the worker no longer holds a running lease: stop working.
         """
         params = _lease_params(document_id, worker_id, lease_seconds)
-        document = fetch_model(self.db, "extend_document_lease", params, DocumentResponse, conn)
+        document = self.db.one("extend_document_lease", params, DocumentResponse, conn)
         return document or self._refused(document_id, "heartbeat", worker_id, conn)
 
     def mark_completed(
@@ -137,7 +130,7 @@ class DocumentLifecycle:
             **result.model_dump(),
         }
         # The statement does not send the text back: it is what we just wrote.
-        summary = fetch_model(self.db, "complete_document", params, DocumentSummary, conn)
+        summary = self.db.one("complete_document", params, DocumentSummary, conn)
         if summary is None:
             return self._refused(document_id, "complete", worker_id, conn)
         return DocumentResponse.model_validate(
@@ -163,7 +156,7 @@ class DocumentLifecycle:
             "error_message": _error_message(error_message),
             "retry": bool(retry),
         }
-        document = fetch_model(self.db, "fail_document", params, DocumentResponse, conn)
+        document = self.db.one("fail_document", params, DocumentResponse, conn)
         return document or self._refused(document_id, "fail", worker_id, conn)
 
     def requeue_expired(
@@ -172,14 +165,13 @@ class DocumentLifecycle:
         """Take back up to `limit` documents whose lease ran out (their worker died): PENDING
         while attempts remain, FAILED after the last. Returns them, e.g. to re-enqueue."""
         params = {"limit": checked_limit(limit, 10_000)}
-        return fetch_models(self.db, "requeue_expired_documents", params, DocumentResponse, conn)
+        return self.db.all("requeue_expired_documents", params, DocumentResponse, conn)
 
     def _refused(
         self, document_id: int, action: str, worker_id: str, conn: Connection | None
     ) -> DocumentResponse:
         """Raise why the conditional UPDATE for `action` touched no row."""
-        with autocommit_connection(self.db, conn) as c:
-            rows = self.db.fetch_rows("get_document_state", {"document_id": document_id}, c)
+        rows = self.db.all("get_document_state", {"document_id": document_id}, conn=conn)
         if not rows:
             raise NotFound(f"document {document_id} does not exist")
         status, holder, lease_running = rows[0]

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import builtins
-from typing import Any
-
-import psycopg
 
 from docstore.errors import NotFound
 from docstore.models import (
@@ -17,13 +14,10 @@ from docstore.models import (
     UserWithApiKey,
     UserWithDocuments,
 )
-from docstore.postgres.executor import Database
-from docstore.postgres.rows import autocommit_connection, fetch_model, fetch_models
+from docstore.postgres.executor import Connection, Database
 from docstore.repositories.api_keys import api_key_digest, is_well_formed, new_api_key
 from docstore.repositories.pagination import UserPageCursor, decode_cursor, encode_cursor
 from docstore.rules import Checker, RowId, checked_limit, parse_input
-
-Connection = psycopg.Connection[Any]
 
 _user_id: Checker[int] = Checker(RowId, "user_id")
 _email: Checker[str] = Checker(Email, "email")
@@ -43,9 +37,7 @@ class UserRepo:
         """Create a user and its first API key, returned this once (`Conflict` on a taken email)."""
         user = parse_input(UserCreate, data)
         api_key = new_api_key()
-        row = fetch_model(
-            self.db,
-            "insert_user",
+        row = self.db.one("insert_user",
             {"email": user.email, "api_key_hash": api_key_digest(api_key)},
             UserResponse,
             conn,
@@ -64,7 +56,7 @@ class UserRepo:
         if not is_well_formed(api_key):
             return None
         params = {"api_key_hash": api_key_digest(api_key)}
-        return fetch_model(self.db, "authenticate_user", params, UserResponse, conn)
+        return self.db.one("authenticate_user", params, UserResponse, conn)
 
     def rotate_api_key(self, user_id: int, conn: Connection | None = None) -> UserWithApiKey:
         """Give the user a new key (returned this once); the old one stops working at once."""
@@ -80,22 +72,21 @@ class UserRepo:
         self, user_id: int, digest: bytes | None, conn: Connection | None
     ) -> UserResponse:
         params = {"user_id": _user_id(user_id), "api_key_hash": digest}
-        user = fetch_model(self.db, "set_user_api_key_hash", params, UserResponse, conn)
+        user = self.db.one("set_user_api_key_hash", params, UserResponse, conn)
         if user is None:
             raise NotFound(f"user {user_id} does not exist")
         return user
 
     def get(self, user_id: int, conn: Connection | None = None) -> UserResponse:
         """The user with this id (`NotFound` otherwise)."""
-        user = fetch_model(self.db, "get_user", {"user_id": _user_id(user_id)}, UserResponse, conn)
+        user = self.db.one("get_user", {"user_id": _user_id(user_id)}, UserResponse, conn)
         if user is None:
             raise NotFound(f"user {user_id} does not exist")
         return user
 
     def get_by_email(self, email: str, conn: Connection | None = None) -> UserResponse | None:
         """The user with this email whatever its case, or None."""
-        return fetch_model(
-            self.db, "get_user_by_email", {"email": _email(email)}, UserResponse, conn
+        return self.db.one("get_user_by_email", {"email": _email(email)}, UserResponse, conn
         )
 
     def update(
@@ -104,7 +95,7 @@ class UserRepo:
         """Apply `changes` (fields left None stay); `NotFound`, or `Conflict` on a taken email."""
         update = parse_input(UserUpdate, changes)
         params = {"user_id": _user_id(user_id), "email": update.email}
-        user = fetch_model(self.db, "update_user", params, UserResponse, conn)
+        user = self.db.one("update_user", params, UserResponse, conn)
         if user is None:
             raise NotFound(f"user {user_id} does not exist")
         return user
@@ -112,8 +103,7 @@ class UserRepo:
     def delete(self, user_id: int, conn: Connection | None = None) -> None:
         """Delete the user and, by cascade, all its documents (`NotFound` if absent)."""
         params = {"user_id": _user_id(user_id)}
-        with autocommit_connection(self.db, conn) as c:
-            deleted = self.db.execute("delete_user", params, c)
+        deleted = self.db.execute("delete_user", params, conn)
         if not deleted:
             raise NotFound(f"user {user_id} does not exist")
 
@@ -125,8 +115,7 @@ class UserRepo:
             "user_id": _user_id(user_id),
             "documents_limit": checked_limit(documents_limit, 1000),
         }
-        with autocommit_connection(self.db, conn) as c:
-            user = self.db.fetch_one("get_user_with_documents", params, UserWithDocuments, c)
+        user = self.db.one("get_user_with_documents", params, UserWithDocuments, conn)
         if user is None:
             raise NotFound(f"user {user_id} does not exist")
         return user
@@ -137,8 +126,7 @@ class UserRepo:
         """One page of users in id order; pass `next_cursor` back for the next page."""
         after_id = 0 if cursor is None else decode_cursor(cursor, UserPageCursor).id
         params = {"after_id": after_id, "limit": checked_limit(limit, MAX_PAGE_SIZE) + 1}
-        rows: builtins.list[UserResponse] = fetch_models(
-            self.db, "list_users", params, UserResponse, conn
+        rows: builtins.list[UserResponse] = self.db.all("list_users", params, UserResponse, conn
         )
         next_cursor = None
         if len(rows) > params["limit"] - 1:
