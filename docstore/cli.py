@@ -1,4 +1,5 @@
-"""Command line: `python -m docstore schema apply|rollback|status`."""
+"""Command line: `docstore schema apply|rollback|status` and `docstore migrate ...`
+(also as `python -m docstore ...`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from docstore.settings import Settings
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m docstore", description=__doc__)
+    parser = argparse.ArgumentParser(prog="docstore", description=__doc__)
     parser.add_argument("--database-url", help="PostgreSQL URL (default: from the environment)")
     commands = parser.add_subparsers(dest="command", required=True)
     schema_cmd = commands.add_parser("schema", help="manage the database schema (yoyo)")
@@ -25,6 +26,11 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--count", type=int, default=1, help="how many (default 1)")
     group.add_argument("--all", action="store_true", help="roll back every migration")
     actions.add_parser("status", help="list migrations and whether they are applied")
+    commands.add_parser(
+        "migrate",
+        help="move the legacy Redis tasks into PostgreSQL (options of python -m docstore.migrate)",
+        add_help=False,
+    )
     return parser
 
 
@@ -47,9 +53,23 @@ def run_schema(action: str, settings: Settings, *, count: int | None = 1) -> Non
             print(f"{'applied' if status.applied else 'pending'}  {status.id}")
 
 
+def _run_migrate(options: list[str], database_url: str | None) -> int:
+    # The migration's own command line, so both spellings take the same options and exit codes.
+    from docstore.migrate.cli import main as migrate_main
+
+    if database_url and "--database-url" not in options:
+        options = ["--database-url", database_url, *options]
+    return migrate_main(options)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code (0 ok, 2 usage or connection error)."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "migrate":
+        return _run_migrate(rest, args.database_url)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         settings = _settings(args.database_url)
         count = None if getattr(args, "all", False) else getattr(args, "count", 1)
