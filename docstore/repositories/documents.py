@@ -30,7 +30,7 @@ from docstore.repositories.pagination import (
     DocumentPageCursor,
     SearchPageCursor,
     decode_cursor,
-    encode_cursor,
+    keyset_page,
 )
 from docstore.rules import (
     MAX_BIGINT,
@@ -197,12 +197,10 @@ class DocumentRepo(DocumentLifecycle):
             "limit": page_size + 1,
         }
         rows = self.db.all("list_user_documents", params, DocumentSummary, conn)
-        next_cursor = None
-        if len(rows) > page_size:
-            rows = rows[:page_size]
-            last = rows[-1]
-            next_cursor = encode_cursor(DocumentPageCursor(created_at=last.created_at, id=last.id))
-        return DocumentListResponse(items=rows, next_cursor=next_cursor)
+        items, next_cursor = keyset_page(
+            rows, page_size, lambda last: DocumentPageCursor(created_at=last.created_at, id=last.id)
+        )
+        return DocumentListResponse(items=items, next_cursor=next_cursor)
 
     def count_by_status(
         self, user_id: int, conn: Connection | None = None
@@ -241,11 +239,10 @@ class DocumentRepo(DocumentLifecycle):
             "limit": page_size + 1,
         }
         hits = self.db.all("search_documents", params, SearchHit, conn)
-        next_cursor = None
-        if len(hits) > page_size:
-            hits = hits[:page_size]
-            next_cursor = encode_cursor(SearchPageCursor(rank=hits[-1].rank, id=hits[-1].id))
-        return SearchResponse(items=hits, next_cursor=next_cursor)
+        items, next_cursor = keyset_page(
+            hits, page_size, lambda last: SearchPageCursor(rank=last.rank, id=last.id)
+        )
+        return SearchResponse(items=items, next_cursor=next_cursor)
 
 
 __all__ = ["DocumentRepo"]

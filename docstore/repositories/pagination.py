@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable, Sequence
 from typing import Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
@@ -69,10 +70,28 @@ def decode_cursor(token: object, model: type[AnyCursor]) -> AnyCursor:
         ) from None
 
 
+Row = TypeVar("Row")
+
+
+def keyset_page(
+    rows: Sequence[Row], page_size: int, position: Callable[[Row], Cursor]
+) -> tuple[list[Row], str | None]:
+    """The page and the cursor after it, from up to `page_size + 1` rows fetched in order.
+
+    Queries fetch one row more than a page: when it is there, another page follows, and the
+    cursor holds the position of the page's last row.
+    """
+    page = list(rows[:page_size])
+    if len(rows) <= page_size:
+        return page, None
+    return page, encode_cursor(position(page[-1]))
+
+
 __all__ = [
     "DocumentPageCursor",
     "SearchPageCursor",
     "UserPageCursor",
     "decode_cursor",
     "encode_cursor",
+    "keyset_page",
 ]

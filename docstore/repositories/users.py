@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
-
 from docstore.errors import NotFound
 from docstore.models import (
     Email,
@@ -16,7 +14,7 @@ from docstore.models import (
 )
 from docstore.postgres.executor import Connection, Database
 from docstore.repositories.api_keys import api_key_digest, is_well_formed, new_api_key
-from docstore.repositories.pagination import UserPageCursor, decode_cursor, encode_cursor
+from docstore.repositories.pagination import UserPageCursor, decode_cursor, keyset_page
 from docstore.rules import Checker, RowId, checked_limit, parse_input
 
 _user_id: Checker[int] = Checker(RowId, "user_id")
@@ -125,14 +123,11 @@ class UserRepo:
     ) -> UserListResponse:
         """One page of users in id order; pass `next_cursor` back for the next page."""
         after_id = 0 if cursor is None else decode_cursor(cursor, UserPageCursor).id
-        params = {"after_id": after_id, "limit": checked_limit(limit, MAX_PAGE_SIZE) + 1}
-        rows: builtins.list[UserResponse] = self.db.all("list_users", params, UserResponse, conn
-        )
-        next_cursor = None
-        if len(rows) > params["limit"] - 1:
-            rows = rows[:-1]
-            next_cursor = encode_cursor(UserPageCursor(id=rows[-1].id))
-        return UserListResponse(items=rows, next_cursor=next_cursor)
+        page_size = checked_limit(limit, MAX_PAGE_SIZE)
+        params = {"after_id": after_id, "limit": page_size + 1}
+        rows = self.db.all("list_users", params, UserResponse, conn)
+        items, next_cursor = keyset_page(rows, page_size, lambda last: UserPageCursor(id=last.id))
+        return UserListResponse(items=items, next_cursor=next_cursor)
 
 
 __all__ = ["UserRepo"]
