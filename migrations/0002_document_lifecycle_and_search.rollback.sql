@@ -1,3 +1,21 @@
+-- Refuses while users or documents hold rows, unless the session confirmed it (see the README,
+-- Schema): the dropped columns hold leases, attempts, key usage and update times.
+-- The lock comes first so that no row can be committed between the check and the drop.
+LOCK TABLE documents, users IN ACCESS EXCLUSIVE MODE;
+DO $$
+BEGIN
+    IF current_setting('docstore.confirm_destroy', true) IS DISTINCT FROM 'yes'
+        AND (EXISTS (SELECT FROM documents) OR EXISTS (SELECT FROM users))
+    THEN
+        RAISE EXCEPTION USING
+            ERRCODE = '55R01',
+            MESSAGE = 'rolling back 0002_document_lifecycle_and_search would drop columns of '
+                'users and documents, which hold rows',
+            HINT = 'to confirm, set docstore.confirm_destroy to ''yes'' for the session, '
+                'e.g. PGOPTIONS=''-c docstore.confirm_destroy=yes''';
+    END IF;
+END
+$$;
 DROP INDEX documents_search_vector_idx;
 DROP INDEX documents_processing_lease_idx;
 DROP INDEX documents_pending_created_at_idx;
