@@ -1,9 +1,10 @@
 -- Refuses while users or documents hold rows, unless the session confirmed it (see the README,
 -- Schema): a rollback run by any tool, yoyo's CLI included, must not silently destroy documents.
--- The lock comes first so that no row can be committed between the check and the drop.
-LOCK TABLE documents, users IN ACCESS EXCLUSIVE MODE;
+-- One statement, so that a tool skipping failed statements (yoyo --force) cannot drop without
+-- the check; the lock comes first so that no row is committed between the check and the drop.
 DO $$
 BEGIN
+    LOCK TABLE documents, users IN ACCESS EXCLUSIVE MODE;
     IF current_setting('docstore.confirm_destroy', true) IS DISTINCT FROM 'yes'
         AND (EXISTS (SELECT FROM documents) OR EXISTS (SELECT FROM users))
     THEN
@@ -14,7 +15,7 @@ BEGIN
             HINT = 'to confirm, set docstore.confirm_destroy to ''yes'' for the session, '
                 'e.g. PGOPTIONS=''-c docstore.confirm_destroy=yes''';
     END IF;
+    DROP TABLE documents;
+    DROP TABLE users;
 END
 $$;
-DROP TABLE documents;
-DROP TABLE users;

@@ -1,9 +1,10 @@
 -- Refuses while documents hold rows, unless the session confirmed it (see the README, Schema):
 -- without legacy_task_id a re-run of the legacy migration would duplicate every document.
--- The lock comes first so that no row can be committed between the check and the drop.
-LOCK TABLE documents IN ACCESS EXCLUSIVE MODE;
+-- One statement, so that a tool skipping failed statements (yoyo --force) cannot drop without
+-- the check; the lock comes first so that no row is committed between the check and the drop.
 DO $$
 BEGIN
+    LOCK TABLE documents IN ACCESS EXCLUSIVE MODE;
     IF current_setting('docstore.confirm_destroy', true) IS DISTINCT FROM 'yes'
         AND EXISTS (SELECT FROM documents)
     THEN
@@ -14,6 +15,6 @@ BEGIN
             HINT = 'to confirm, set docstore.confirm_destroy to ''yes'' for the session, '
                 'e.g. PGOPTIONS=''-c docstore.confirm_destroy=yes''';
     END IF;
+    ALTER TABLE documents DROP COLUMN legacy_task_id;
 END
 $$;
-ALTER TABLE documents DROP COLUMN legacy_task_id;

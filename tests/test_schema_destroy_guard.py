@@ -90,6 +90,23 @@ def test_yoyo_command_without_revision_refuses_and_keeps_the_rows(
     assert applied(url) == MIGRATIONS
 
 
+def test_yoyo_force_which_skips_failing_statements_still_keeps_the_rows(
+    docstore_database_url: str, tmp_path: Path
+) -> None:
+    url = docstore_database_url
+    add_user(url, with_document=True)
+    result = run_yoyo(url, "rollback", "--all", "--force", tmp_path=tmp_path)
+    assert "docstore.confirm_destroy" in result.stderr
+    # yoyo records the rollbacks it forced through, but each check and its drops are one
+    # statement: nothing was dropped.
+    assert stored_rows(url) == (1, 1)
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(legacy_task_id) FROM documents").fetchone() == (0,)
+    assert applied(url) == []
+    assert run_yoyo(url, "mark", tmp_path=tmp_path).returncode == 0  # the README's repair
+    assert applied(url) == MIGRATIONS
+
+
 def test_yoyo_rollback_confirmed_with_pgoptions_drops_the_tables(
     docstore_database_url: str, tmp_path: Path
 ) -> None:
