@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from docstore import schema
-from docstore.errors import DocstoreError
+from docstore.errors import DocstoreError, RollbackRefused
 from docstore.settings import Settings
 
 
@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    except schema.RollbackRefused as exc:
+    except RollbackRefused as exc:
         print(f"error: {exc.message}; to confirm, add --yes-destroy-data", file=sys.stderr)
         return 2
     except DocstoreError as exc:

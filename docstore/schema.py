@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import psycopg
 from yoyo import get_backend, read_migrations
 
-from docstore.errors import SchemaError, ServiceUnavailable
+from docstore.errors import RollbackRefused, SchemaError, ServiceUnavailable
 from docstore.resources import migrations_dir
 from docstore.settings import Settings
 
@@ -21,14 +21,6 @@ _LOCK_TIMEOUT_SECONDS = 60
 # and the tables they would drop or alter hold rows.
 CONFIRM_DESTROY_SETTING = "docstore.confirm_destroy"
 _REFUSED_SQLSTATE = "55R01"
-
-
-class RollbackRefused(SchemaError):
-    """The rollback would destroy stored rows and was not confirmed; no row was destroyed."""
-
-    def __init__(self, message: str | None = None, *, rolled_back: list[str]) -> None:
-        super().__init__(message)
-        self.rolled_back = rolled_back
 
 
 @dataclass(frozen=True, slots=True)

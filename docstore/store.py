@@ -170,9 +170,10 @@ class Docstore:
         """Apply pending migrations (idempotent); return the ids applied now."""
         return schema.apply_schema(self.settings)
 
-    def rollback_schema(self, count: int | None = 1) -> list[str]:
-        """Roll back the last `count` migrations (all when None)."""
-        return schema.rollback_schema(self.settings, count=count)
+    def rollback_schema(self, count: int | None = 1, *, confirm_destroy: bool = False) -> list[str]:
+        """Roll back the last `count` migrations (all when None); refused (`RollbackRefused`)
+        while their tables hold rows, unless `confirm_destroy`."""
+        return schema.rollback_schema(self.settings, count=count, confirm_destroy=confirm_destroy)
 
     def schema_status(self) -> list[schema.MigrationStatus]:
         """Every shipped migration and whether it is applied."""

@@ -16,8 +16,9 @@ import psycopg
 import pytest
 
 from docstore.cli import main as cli_main
+from docstore.errors import RollbackRefused
 from docstore.resources import migrations_dir
-from docstore.schema import RollbackRefused, apply_schema, rollback_schema, schema_status
+from docstore.schema import apply_schema, rollback_schema, schema_status
 from docstore.settings import Settings
 
 MIGRATIONS = [
@@ -186,3 +187,15 @@ def test_apply_after_a_confirmed_full_rollback_starts_empty(docstore_database_ur
     rollback_schema(settings_for(url), count=None, confirm_destroy=True)
     assert apply_schema(settings_for(url)) == MIGRATIONS
     assert stored_rows(url) == (0, 0)
+
+
+def test_store_rollback_refuses_then_confirm_destroy_drops(docstore_database_url: str) -> None:
+    from docstore.store import Docstore
+
+    add_user(docstore_database_url, with_document=True)
+    with Docstore.connect(settings_for(docstore_database_url)) as store:
+        with pytest.raises(RollbackRefused):
+            store.rollback_schema(count=None)
+        assert stored_rows(docstore_database_url) == (1, 1)
+        assert store.rollback_schema(count=None, confirm_destroy=True) == MIGRATIONS[::-1]
+    assert applied(docstore_database_url) == []
