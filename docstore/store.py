@@ -159,7 +159,8 @@ class Docstore:
     def process_next(
         self, worker_id: str, extract: Extractor, *, block_ms: int = 1000
     ) -> Outcome | None:
-        """Process one queued document with `extract`; None when there was nothing to do."""
+        """Process one document with `extract`: queued, or waiting in PostgreSQL without a message;
+        None when there was nothing to do."""
         return self.intake.process_next(worker_id, extract, block_ms=block_ms)
 
     def requeue_stuck(self, pending_for: float = 300.0) -> StuckReport:
