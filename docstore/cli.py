@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from docstore.errors import DocstoreError
+from docstore.errors import DocstoreError, RollbackRefused
 from docstore.postgres import schema
 from docstore.settings import Settings
 
@@ -25,6 +25,11 @@ def _parser() -> argparse.ArgumentParser:
     group = rollback.add_mutually_exclusive_group()
     group.add_argument("--count", type=int, default=1, help="how many (default 1)")
     group.add_argument("--all", action="store_true", help="roll back every migration")
+    rollback.add_argument(
+        "--yes-destroy-data",
+        action="store_true",
+        help="confirm dropping tables and columns that hold rows (refused without it)",
+    )
     actions.add_parser("status", help="list migrations and whether they are applied")
     commands.add_parser(
         "migrate",
@@ -40,13 +45,15 @@ def _settings(database_url: str | None) -> Settings:
     return Settings()
 
 
-def run_schema(action: str, settings: Settings, *, count: int | None = 1) -> None:
+def run_schema(
+    action: str, settings: Settings, *, count: int | None = 1, confirm_destroy: bool = False
+) -> None:
     """Carry out one `schema` action and print what it did."""
     if action == "apply":
         applied = schema.apply_schema(settings)
         print(f"applied {len(applied)} migration(s)" + "".join(f"\n  {m}" for m in applied))
     elif action == "rollback":
-        undone = schema.rollback_schema(settings, count=count)
+        undone = schema.rollback_schema(settings, count=count, confirm_destroy=confirm_destroy)
         print(f"rolled back {len(undone)} migration(s)" + "".join(f"\n  {m}" for m in undone))
     else:
         for status in schema.schema_status(settings):
@@ -73,12 +80,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = _settings(args.database_url)
         count = None if getattr(args, "all", False) else getattr(args, "count", 1)
-        run_schema(args.action, settings, count=count)
+        confirm = getattr(args, "yes_destroy_data", False)
+        run_schema(args.action, settings, count=count, confirm_destroy=confirm)
     except ValidationError as exc:
         print(
             f"error: invalid settings: {exc.errors(include_url=False, include_input=False)}",
             file=sys.stderr,
         )
+        return 2
+    except RollbackRefused as exc:
+        print(f"error: {exc.message}; to confirm, add --yes-destroy-data", file=sys.stderr)
         return 2
     except DocstoreError as exc:
         print(f"error: {exc.message}", file=sys.stderr)

@@ -73,6 +73,14 @@ class SchemaError(DocstoreError):
     """Applying or rolling back the schema failed."""
 
 
+class RollbackRefused(SchemaError):
+    """The rollback would destroy stored rows and was not confirmed; no row was destroyed."""
+
+    def __init__(self, message: str | None = None, *, rolled_back: list[str]) -> None:
+        super().__init__(message)
+        self.rolled_back = rolled_back
+
+
 __all__ = [
     "ConfigurationError",
     "Conflict",
@@ -83,6 +91,7 @@ __all__ = [
     "NotFound",
     "PoolExhausted",
     "RedisCommandError",
+    "RollbackRefused",
     "SchemaError",
     "ServiceUnavailable",
 ]

@@ -137,7 +137,8 @@ class Docstore:
     def process_next(
         self, worker_id: str, extract: Extractor, *, block_ms: int = 1000
     ) -> Outcome | None:
-        """Process one queued document with `extract`; None when there was nothing to do."""
+        """Process one document with `extract`: queued, or waiting in PostgreSQL without a message;
+        None when there was nothing to do."""
         return self.intake.process_next(worker_id, extract, block_ms=block_ms)
 
     def requeue_stuck(self, pending_for: float = 300.0) -> StuckReport:
@@ -148,9 +149,10 @@ class Docstore:
         """Apply pending migrations (idempotent); return the ids applied now."""
         return schema.apply_schema(self.settings)
 
-    def rollback_schema(self, count: int | None = 1) -> list[str]:
-        """Roll back the last `count` migrations (all when None)."""
-        return schema.rollback_schema(self.settings, count=count)
+    def rollback_schema(self, count: int | None = 1, *, confirm_destroy: bool = False) -> list[str]:
+        """Roll back the last `count` migrations (all when None); refused (`RollbackRefused`)
+        while their tables hold rows, unless `confirm_destroy`."""
+        return schema.rollback_schema(self.settings, count=count, confirm_destroy=confirm_destroy)
 
     def schema_status(self) -> list[schema.MigrationStatus]:
         """Every shipped migration and whether it is applied."""

@@ -3,8 +3,11 @@
 Run:  python examples/worker.py [--worker-id NAME]     (settings from the environment)
 
 PDFs are read with pypdf, plain text as is; progress is reported per page. SIGTERM or Ctrl-C
-stops it gracefully: the current document is finished first, then the worker exits. Every
-`--requeue-every` seconds it also hands back documents whose worker died.
+stops it gracefully: the current document is finished first, then the worker exits. Whenever
+the queue is empty, `process_next` itself claims from PostgreSQL what has no message (lost
+messages, migrated work, expired leases), so work migrated just before the start is taken at
+once. Every `--requeue-every` seconds it also calls `requeue_stuck`, which re-enqueues such
+documents for busy workers too.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 import hashlib
 import io
+import re
 import urllib.request
 from pathlib import Path
 
@@ -17,6 +18,18 @@ from docstore.intake.blobs import (
     safe_filename,
 )
 from docstore.testing import free_port
+
+# What `put` writes: docstore's own key shape.
+DOCSTORE_KEY = re.compile(r"uploads/[0-9]+/[0-9]{4}/[0-9]{2}/[0-9a-f]{32}/[A-Za-z0-9._-]{1,200}")
+# Keys the legacy service wrote (migrated documents point at them).
+LEGACY_KEYS = [
+    "uploads/legacy/scan.pdf",
+    "legacy/2023/07/scan-0001.txt",
+    "legacy/Scans (2023)/deep/er/and/deeper/folder/report final (1).pdf",
+    "uploads/1/2024/01/abc/x",
+    "ünïcode/ファイル 📄.txt",
+    "k?x=1#frag&y=%2e%2e",
+]
 
 
 @pytest.fixture(params=["s3", "local"])
@@ -38,10 +51,28 @@ def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> S3BlobStore | Local
         ("", "file"),
         ("résumé 2024.pdf", "r_sum_2024.pdf"),
         ("a\x00b.pdf", "a_b.pdf"),
+        (".hidden", "hidden"),
     ],
 )
 def test_safe_filename_keeps_no_path_tricks(filename: str, expected: str) -> None:
     assert safe_filename(filename) == expected
+
+
+@pytest.mark.parametrize(
+    ("filename", "expected"),
+    [
+        ("📄💥.txt", "file.txt"),
+        ("日本語.pdf", "file.pdf"),
+        ("../../📄.docx", "file.docx"),
+        ("__.csv", "file.csv"),
+        ("résumé.pdf", "r_sum_.pdf"),  # something survives: no placeholder,
+    ],
+)
+def test_safe_filename_keeps_the_extension_when_no_letter_of_the_name_survives(
+    filename: str, expected: str
+) -> None:
+    assert safe_filename(filename) == expected
+    assert make_blob_key(1, filename).endswith("/" + expected)
 
 
 def test_keys_are_unique_and_bounded() -> None:
@@ -50,13 +81,85 @@ def test_keys_are_unique_and_bounded() -> None:
     for key in keys:
         assert key.startswith("uploads/7/")
         assert len(key) <= 512
-        assert check_key(key) == key
+        assert DOCSTORE_KEY.fullmatch(key) and check_key(key) == key
 
 
-@pytest.mark.parametrize("key", ["../x", "uploads/1/2024/01/abc/x", "/etc/passwd", "", "uploads/"])
-def test_foreign_keys_are_refused(key: str) -> None:
+@pytest.mark.parametrize("key", LEGACY_KEYS)
+def test_any_key_s3_accepts_is_readable(key: str) -> None:
+    assert check_key(key) == key
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["", "a\x00b", "a\nb", "tab\there", "del\x7f", "c1\x85", "lone\ud800", "é" * 513, None, 7],
+)
+def test_keys_s3_would_refuse_or_that_hide_control_characters_are_refused(key: object) -> None:
     with pytest.raises(InvalidInput):
-        check_key(key)
+        check_key(key)  # type: ignore[arg-type]
+
+
+def put_legacy_blob(blobs: S3BlobStore | LocalBlobStore, key: str, data: bytes) -> None:
+    """Write bytes where the legacy service did: straight under `key`, not through `put`."""
+    if isinstance(blobs, S3BlobStore):
+        blobs.client.put_object(Bucket=blobs.bucket, Key=key, Body=data)
+    else:
+        path = blobs.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+@pytest.mark.parametrize("key", LEGACY_KEYS)
+def test_legacy_keys_are_read_opened_signed_and_deleted(
+    blobs: S3BlobStore | LocalBlobStore, key: str
+) -> None:
+    data = b"legacy bytes of " + key.encode()
+    put_legacy_blob(blobs, key, data)
+    assert blobs.get(key) == data
+    with blobs.open(key) as stream:
+        assert stream.read() == data
+    assert blobs.presigned_url(key, expires_in=60)
+    blobs.delete(key)
+    with pytest.raises(NotFound):
+        blobs.get(key)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "../x",
+        "/etc/passwd",
+        "a/../../x",
+        "a/./b",
+        "./a",
+        "a//b",
+        "a/",
+        "a\\..\\..\\x",
+        "x" * 256 + "/a",  # longer than a file name may be
+        "escape/sentinel",  # a symbolic link inside the store pointing out of it
+        "escape",
+    ],
+)
+def test_local_store_refuses_keys_that_leave_or_bend_its_folder(tmp_path: Path, key: str) -> None:
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    (tmp_path / "sentinel").write_bytes(b"outside")
+    (blobs.root / "escape").symlink_to(tmp_path)
+    for call in (blobs.get, blobs.open, blobs.delete, blobs.presigned_url):
+        with pytest.raises(InvalidInput):
+            call(key)
+    assert (tmp_path / "sentinel").read_bytes() == b"outside"
+
+
+def test_local_store_folders_are_not_blobs(tmp_path: Path) -> None:
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    stored = blobs.put(3, "a.txt", b"kept")
+    folder = stored.key.rsplit("/", 1)[0]
+    with pytest.raises(NotFound):
+        blobs.get(folder)
+    with pytest.raises(NotFound):
+        blobs.get(stored.key + "/below-a-file")
+    blobs.delete(folder)  # nothing there to delete: no error, and the blob stays
+    blobs.delete(stored.key + "/below-a-file")
+    assert blobs.get(stored.key) == b"kept"
 
 
 def test_put_get_open_delete_round_trip(blobs: S3BlobStore | LocalBlobStore) -> None:
@@ -65,7 +168,7 @@ def test_put_get_open_delete_round_trip(blobs: S3BlobStore | LocalBlobStore) -> 
     assert stored == StoredBlob(
         key=stored.key, size=len(data), sha256=hashlib.sha256(data).hexdigest()
     )
-    assert stored.key.endswith("/a.pdf")
+    assert stored.key.endswith("/a.pdf") and DOCSTORE_KEY.fullmatch(stored.key)
     assert blobs.get(stored.key) == data
     with blobs.open(stored.key) as stream:
         assert stream.read(4) == b"%PDF"

@@ -1,5 +1,7 @@
 """The example service and worker, driven through HTTP and signals against the real servers."""
 
+import http.client
+import json
 import os
 import signal
 import subprocess
@@ -129,6 +131,26 @@ def test_bad_input_is_413_or_422(api: Api) -> None:
     assert api.http.post("/users", json={"email": "reader@example.com"}).status_code == 201
     duplicate = api.http.post("/users", json={"email": "READER@example.com"})
     assert duplicate.status_code == 409
+
+
+def test_an_upload_declaring_more_than_the_limit_is_refused_before_its_body_is_sent(
+    api: Api,
+) -> None:
+    headers = api.new_user("declared@example.com")
+    url = api.http.base_url
+    connection = http.client.HTTPConnection(url.host, url.port, timeout=10)
+    connection.putrequest("POST", "/documents")
+    for name, value in {
+        **headers,
+        "Content-Type": "multipart/form-data; boundary=b",
+        "Content-Length": str(500 * 1024 * 1024),
+    }.items():
+        connection.putheader(name, value)
+    connection.endheaders()  # the headers only: not one byte of the body is ever sent
+    response = connection.getresponse()
+    assert response.status == 413
+    assert json.loads(response.read()) == {"detail": "request body is larger than 100000 bytes"}
+    connection.close()
 
 
 def test_rate_limit_answers_429_with_the_limiters_headers(api: Api) -> None:

@@ -4,6 +4,8 @@ re-run: every time the result is exactly that of one clean run.
 The kill is made deterministic by a transaction of the test that holds, uncommitted, the
 legacy task ids of the first tasks of batches k and k+1: the run commits batches 0..k-1, then
 both of its writers wait on those rows inside their open transactions, and it is killed there.
+The test waits for exactly that state: batches 0..k-1 committed, seen from another connection,
+and both writers waiting on the held rows.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +85,7 @@ def wait_for(
 
 
 # This many sessions wait for the test's uncommitted rows, directly or through a session that
-# does (at the first batch, the second writer waits for the first one's new users).
+# does (batch k+1 may wait for a user batch k created).
 BLOCKED_SESSIONS = """
 WITH RECURSIVE waiting (pid) AS (
     SELECT pid FROM pg_stat_activity WHERE %(blocker)s = ANY(pg_blocking_pids(pid))
@@ -93,22 +96,39 @@ WITH RECURSIVE waiting (pid) AS (
 )
 SELECT count(*) = %(sessions)s FROM waiting
 """
+# Exactly these task ids are committed.
+COMMITTED_EXACTLY = """
+SELECT count(*) = cardinality(%(task_ids)s::text[])
+    AND count(*) FILTER (WHERE legacy_task_id = ANY(%(task_ids)s::text[])) = count(*)
+FROM documents
+"""
 NO_OTHER_SESSIONS = (
     "SELECT count(*) = 0 FROM pg_stat_activity"
     " WHERE datname = %(dbname)s AND pid <> pg_backend_pid()"
 )
 
 
-def planned_batches(r: redis.Redis) -> list[list[str]]:
-    """The task ids of each batch the run will write, in its order."""
+@dataclass(frozen=True, slots=True)
+class PlannedBatch:
+    """The task ids of one batch the run will write, and the emails of their owners."""
+
+    task_ids: tuple[str, ...]
+    emails: frozenset[str]
+
+
+def planned_batches(r: redis.Redis) -> list[PlannedBatch]:
+    """The batches the run will write, in its order."""
     return [
-        [doc.task_id for doc in batch.documents]
+        PlannedBatch(
+            tuple(doc.task_id for doc in batch.documents),
+            frozenset(doc.user_email for doc in batch.documents),
+        )
         for batch in read_batches(r, b"task:", BATCH)
         if batch.documents
     ]
 
 
-def stable_batches(r: redis.Redis) -> list[list[str]]:
+def stable_batches(r: redis.Redis) -> list[PlannedBatch]:
     """The planned batches once SCAN order has settled: after many writes Redis may still be
     rehashing its key table (a step at a time), which reorders SCAN until it is done."""
     previous = planned_batches(r)
@@ -121,6 +141,33 @@ def stable_batches(r: redis.Redis) -> list[list[str]]:
     pytest.fail("SCAN order of the seeded keys did not settle")
 
 
+def may_wait_for_held_batch(batches: list[PlannedBatch], k: int) -> bool:
+    """Whether batch k-1 may wait forever for batch k once batch k is held.
+
+    The two writers run batches k-1 and k side by side. A user both need that no earlier
+    batch created is inserted by whichever comes first; if that is batch k, batch k-1 waits
+    for batch k's transaction, which waits for the test.
+    """
+    if k == 0:
+        return False
+    created_before = frozenset().union(*(batch.emails for batch in batches[: k - 1]))
+    return bool((batches[k - 1].emails & batches[k].emails) - created_before)
+
+
+def kill_points(batches: list[PlannedBatch]) -> list[int]:
+    """Five points spread over the run (after 0, 2, n/3, 2n/3 and n-2 committed batches),
+    each moved to the next batch where batch k-1 can commit while batch k is held."""
+    n = len(batches)
+    points: list[int] = []
+    for wanted in (0, 2, n // 3, 2 * n // 3, n - 2):
+        k = max(wanted, points[-1] + 1 if points else 0)
+        while may_wait_for_held_batch(batches, k):
+            k += 1
+        points.append(k)
+    assert points[-1] + 1 < n, f"no kill point near the end of the run: {points}"
+    return points
+
+
 @pytest.fixture
 def databases(docstore_postgres_url: str, docstore_template_database: str) -> Iterator[list[str]]:
     """Six fresh databases with the schema: one clean run, five killed and resumed runs."""
@@ -131,16 +178,17 @@ def databases(docstore_postgres_url: str, docstore_template_database: str) -> It
 
 
 def kill_after_batches(
-    url: str, redis_url: str, batches: list[list[str]], k: int, tmp_path: Path
-) -> int:
-    """Start the CLI, let it commit batches 0..k-1, SIGKILL it mid-transaction; return the
-    number of documents it committed."""
+    url: str, redis_url: str, batches: list[PlannedBatch], k: int, tmp_path: Path
+) -> set[str]:
+    """Start the CLI, let it commit batches 0..k-1, SIGKILL it while both of its writers wait
+    inside their transactions; return the task ids it committed."""
     args = [
         sys.executable, "-m", "docstore.migrate",
         "--database-url", url, "--redis-url", redis_url, "--batch-size", str(BATCH),
         "--rejects", str(tmp_path / "killed-rejects.jsonl"),
     ]  # fmt: skip
-    held = [batch[0] for batch in batches[k : k + 2]]  # both writers stop on these
+    held = [batch.task_ids[0] for batch in batches[k : k + 2]]  # both writers stop on these
+    committed = [task_id for batch in batches[:k] for task_id in batch.task_ids]
     dbname = url.rsplit("/", 1)[1]
     with psycopg.connect(url, autocommit=True) as admin:
         with psycopg.connect(url) as blocker:
@@ -162,6 +210,9 @@ def kill_after_batches(
                 stderr=subprocess.DEVNULL,
             )
             try:
+                # Nothing else can commit while the test holds batches k and k+1: the run
+                # starts batch k+2 only once batch k is done.
+                wait_for(admin, COMMITTED_EXACTLY, {"task_ids": committed}, 60)
                 wait_for(
                     admin,
                     BLOCKED_SESSIONS,
@@ -178,9 +229,8 @@ def kill_after_batches(
             blocker.rollback()
         # The killed run's sessions end once they find their client gone.
         wait_for(admin, NO_OTHER_SESSIONS, {"dbname": dbname}, timeout=30)
-        row = admin.execute("SELECT count(*) FROM documents").fetchone()
-    assert row is not None
-    return int(row[0])
+        rows = admin.execute("SELECT legacy_task_id FROM documents").fetchall()
+    return {row[0] for row in rows}
 
 
 def test_killed_at_five_points_then_rerun_equals_one_clean_run(
@@ -189,12 +239,8 @@ def test_killed_at_five_points_then_rerun_equals_one_clean_run(
     r = redis.Redis.from_url(docstore_redis_url)
     seed(r)
     batches = stable_batches(r)
-    assert sum(map(len, batches)) == TASKS
-    n = len(batches)
-    # Kill after 0, 2, ... committed batches. Not after 1: batches 0 and 1 are written side by
-    # side and both create the users, so batch 0 may wait for batch 1's, which waits for the test.
-    points = sorted({0, 2, n // 3, 2 * n // 3, n - 2})
-    assert len(points) == 5 and points[-1] + 1 < n
+    assert sum(len(batch.task_ids) for batch in batches) == TASKS
+    points = kill_points(batches)  # never 1: batches 0 and 1 both create the users
 
     clean_url, *killed_urls = databases
     settings = Settings.model_validate({"DATABASE_URL": clean_url, "REDIS_URL": docstore_redis_url})
@@ -206,8 +252,10 @@ def test_killed_at_five_points_then_rerun_equals_one_clean_run(
 
     for k, url in zip(points, killed_urls, strict=True):
         assert planned_batches(r) == batches  # the run will write these batches
-        committed = kill_after_batches(url, docstore_redis_url, batches, k, tmp_path)
-        assert committed == sum(len(batch) for batch in batches[:k]), f"kill point {k}"
+        committed_ids = kill_after_batches(url, docstore_redis_url, batches, k, tmp_path)
+        expected_ids = {task_id for batch in batches[:k] for task_id in batch.task_ids}
+        assert committed_ids == expected_ids, f"kill point {k}"
+        committed = len(committed_ids)
         report = tmp_path / f"rerun-{k}.json"
         code = main(
             [

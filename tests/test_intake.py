@@ -1,12 +1,14 @@
 """The document flow end to end on real PostgreSQL, Redis and S3: nothing lost, nothing twice."""
 
+import io
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
-from docstore import Docstore, InvalidInput, NotFound, Settings
-from docstore.intake.blobs import S3BlobStore
+from docstore import Docstore, DocumentCreate, InvalidInput, NotFound, Settings
+from docstore.intake.blobs import LocalBlobStore, S3BlobStore
 from docstore.intake.extractors import Extraction, ProgressCallback, extract_text
 from docstore.models import UserCreate, UserResponse
 from docstore.quickstart import make_pdf
@@ -23,6 +25,33 @@ def store(docstore_settings: Settings, docstore_blob_store: S3BlobStore) -> Iter
     settings = docstore_settings.model_copy(update={"lease_seconds": 30.0})
     with Docstore.connect(settings, blobs=docstore_blob_store) as opened:
         yield opened
+
+
+def expire_lease(store: Docstore, document_id: int) -> None:
+    """Make the lease of a PROCESSING document run out now (its worker died long ago)."""
+    with store.pool.connection() as conn:
+        conn.execute(
+            "UPDATE documents SET lease_expires_at = now() - interval '1 second' WHERE id = %s",
+            [document_id],
+        )
+
+
+class EndlessUpload(io.RawIOBase):
+    """A client stream far larger than any limit, counting the bytes docstore reads from it."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray) -> int:  # type: ignore[override]
+        n = min(len(buffer), self.left)
+        buffer[:n] = b"y" * n
+        self.left -= n
+        self.bytes_read += n
+        return n
 
 
 @pytest.fixture
@@ -83,6 +112,97 @@ def test_too_large_upload_is_refused_and_leaves_nothing(
         small.submit_document(user, "a.txt", b"x" * 11)
     assert bucket_keys(docstore_blob_store) == []
     assert store.documents.list_for_user(user.id).items == []
+
+
+@pytest.mark.parametrize(
+    ("backend", "limit"),
+    [("s3", 1000), ("s3", 9 * 1024 * 1024), ("local", 1000)],  # 9 MiB: past the multipart size
+)
+def test_an_oversized_stream_is_refused_one_byte_past_the_limit_leaving_nothing(
+    store: Docstore,
+    user: UserResponse,
+    docstore_blob_store: S3BlobStore,
+    tmp_path: Path,
+    backend: str,
+    limit: int,
+) -> None:
+    blobs = docstore_blob_store if backend == "s3" else LocalBlobStore(tmp_path / "blobs")
+    small = Docstore(
+        store.settings.model_copy(update={"max_upload_bytes": limit}),
+        pool=store.pool,
+        redis_client=store.redis,
+        blobs=blobs,
+    )
+    upload = EndlessUpload(size=8 * limit)
+    with pytest.raises(InvalidInput, match=f"larger than {limit} bytes"):
+        small.submit_document(user, "huge.bin", upload)  # type: ignore[arg-type]
+    assert upload.bytes_read == limit + 1
+    if isinstance(blobs, S3BlobStore):
+        assert bucket_keys(blobs) == []
+        uploads = blobs.client.list_multipart_uploads(Bucket=blobs.bucket)
+        assert uploads.get("Uploads", []) == []
+    else:
+        assert [p for p in blobs.root.rglob("*") if p.is_file()] == []
+    assert store.documents.list_for_user(user.id).items == []
+    assert store.queue.stats().length == 0
+
+
+def test_a_stream_of_exactly_the_limit_is_accepted(
+    store: Docstore, user: UserResponse, docstore_blob_store: S3BlobStore
+) -> None:
+    small = Docstore(
+        store.settings.model_copy(update={"max_upload_bytes": 1000}),
+        pool=store.pool,
+        redis_client=store.redis,
+        blobs=docstore_blob_store,
+    )
+    document = small.submit_document(user, "fits.bin", EndlessUpload(size=1000))  # type: ignore[arg-type]
+    assert store.blobs.get(document.s3_key) == b"y" * 1000
+
+
+def test_a_pending_document_without_a_message_is_claimed_from_postgres_at_once(
+    store: Docstore, user: UserResponse
+) -> None:
+    """A lost message (or a migrated PENDING row) does not wait for requeue_stuck."""
+    blob = store.blobs.put(user.id, "lost.txt", b"message lost")
+    lost = store.documents.create(
+        DocumentCreate(user_id=user.id, filename="lost.txt", s3_key=blob.key)
+    )
+    assert store.queue.stats().length == 0
+    outcome = store.process_next("worker-1", extract_text, block_ms=0)
+    assert outcome is not None and outcome.action == "completed"
+    assert outcome.document_id == lost.id
+    assert store.documents.get(lost.id).result_text == "message lost"
+    assert store.process_next("worker-1", extract_text, block_ms=0) is None
+
+
+def test_an_idle_worker_takes_back_an_expired_lease_and_processes_the_document(
+    store: Docstore, user: UserResponse
+) -> None:
+    document = store.submit_document(user, "orphan.txt", b"worker died")
+    (message,) = store.queue.consume("doomed", count=1, block_ms=0)
+    store.queue.ack(message)  # its message is gone with it
+    store.documents.claim(document.id, "doomed")
+    expire_lease(store, document.id)
+    outcome = store.process_next("survivor", extract_text, block_ms=0)
+    assert outcome is not None and outcome.action == "completed"
+    final = store.documents.get(document.id)
+    assert (final.status, final.attempts, final.result_text) == ("COMPLETED", 2, "worker died")
+
+
+def test_an_expired_lease_on_its_last_attempt_fails_and_is_not_run_again(
+    store: Docstore, user: UserResponse
+) -> None:
+    blob = store.blobs.put(user.id, "last.txt", b"last attempt")
+    document = store.documents.create(
+        DocumentCreate(user_id=user.id, filename="last.txt", s3_key=blob.key, max_attempts=1)
+    )
+    store.documents.claim(document.id, "doomed")
+    expire_lease(store, document.id)
+    assert store.process_next("survivor", extract_text, block_ms=0) is None
+    failed = store.documents.get(document.id)
+    assert failed.status == "FAILED" and failed.attempts == 1
+    assert failed.error_message == "lease of worker doomed expired"
 
 
 def test_a_document_delivered_twice_is_processed_once(store: Docstore, user: UserResponse) -> None:
@@ -148,7 +268,7 @@ def outage_store(
         yield opened, server
 
 
-def test_enqueue_failure_leaves_pending_then_requeue_stuck_recovers(
+def test_enqueue_failure_leaves_pending_and_the_next_idle_worker_claims_it(
     outage_store: tuple[Docstore, LocalRedis],
 ) -> None:
     store, server = outage_store
@@ -157,12 +277,25 @@ def test_enqueue_failure_leaves_pending_then_requeue_stuck_recovers(
     document = store.submit_document(user, "during-outage.txt", b"queued later")
     assert store.documents.get(document.id).status == "PENDING"
     server.start()
-    assert store.process_next("worker-1", extract_text, block_ms=0) is None  # no message
-    report = store.requeue_stuck(pending_for=0)
-    assert report.requeued == 1
+    assert store.queue.stats().length == 0  # no message, yet no wait for requeue_stuck
     outcome = store.process_next("worker-1", extract_text, block_ms=0)
     assert outcome is not None and outcome.action == "completed"
     assert store.documents.get(document.id).result_text == "queued later"
+    assert store.requeue_stuck(pending_for=0).requeued == 0  # nothing left to recover
+
+
+def test_with_redis_down_expired_leases_come_back_too(
+    outage_store: tuple[Docstore, LocalRedis],
+) -> None:
+    store, server = outage_store
+    user = store.users.create(UserCreate(email="pg-lease@example.com")).user
+    document = store.submit_document(user, "a.txt", b"lease ran out while redis was down")
+    store.documents.claim(document.id, "doomed")
+    expire_lease(store, document.id)
+    server.stop()
+    outcome = store.process_next("worker-1", extract_text, block_ms=0)
+    assert outcome is not None and outcome.action == "completed"
+    assert store.documents.get(document.id).attempts == 2
 
 
 def test_with_redis_down_workers_claim_from_postgres(

@@ -1,7 +1,9 @@
 """Document bytes: S3 (boto3) in production, a local directory for development.
 
-Both stores share one interface; keys are made by `make_blob_key`, so a filename can never
-steer where the bytes land.
+Both stores share one interface. Keys of new blobs are made by `make_blob_key`, so a filename
+can never steer where the bytes land. Reading takes any key S3 itself takes (`check_key`), so
+blobs the legacy service wrote under its own keys stay readable; the local store also refuses
+keys that would leave or bend its folder.
 """
 
 from __future__ import annotations
@@ -25,12 +27,11 @@ from pydantic import BaseModel, ConfigDict
 from docstore.errors import DocstoreError, InvalidInput, NotFound, ServiceUnavailable
 from docstore.settings import Settings
 
-MAX_KEY_LENGTH = 512  # documents.s3_key is VARCHAR(512)
+MAX_KEY_BYTES = 1024  # S3's limit, in UTF-8 bytes
+MAX_NAME_BYTES = 255  # one file name on the usual file systems (the local store)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-# Matched whole (fullmatch: no trailing newline); the name is never "." or "..".
-_KEY = re.compile(
-    r"uploads/[0-9]+/[0-9]{4}/[0-9]{2}/[0-9a-f]{32}/(?!\.\.?\Z)[A-Za-z0-9._-]{1,200}"
-)
+# C0, DEL and C1: S3 stores them, but they hide in logs and listings and break XML replies.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CHUNK = 1024 * 1024
 
 
@@ -49,11 +50,18 @@ class StoredBlob(BaseModel):
 
 
 def safe_filename(filename: str) -> str:
-    """The last path part of `filename`, reduced to ``[A-Za-z0-9._-]`` (at most 200 chars)."""
+    """The last path part of `filename`, reduced to ``[A-Za-z0-9._-]`` (at most 200 chars).
+
+    A name of which nothing survives but its extension becomes ``file.<extension>``.
+    """
     if not isinstance(filename, str):
         raise InvalidInput("filename must be a string", field="filename")
     name = unicodedata.normalize("NFKC", filename).replace("\\", "/").rsplit("/", 1)[-1]
-    name = _UNSAFE.sub("_", name)[-200:].lstrip("._")
+    stem, dot, extension = name.rpartition(".")
+    if not stem.strip("."):  # ".hidden", "....": no extension to keep
+        stem, dot, extension = name, "", ""
+    stem = _UNSAFE.sub("_", stem).lstrip("._") or ("file" if extension else "")
+    name = (stem + dot + _UNSAFE.sub("_", extension))[-200:].lstrip("._")
     return name or "file"
 
 
@@ -66,10 +74,37 @@ def make_blob_key(user_id: int, filename: str, now: datetime | None = None) -> s
 
 
 def check_key(key: str) -> str:
-    """Refuse keys that `make_blob_key` would not have made (no path tricks on read/delete)."""
-    if not isinstance(key, str) or len(key) > MAX_KEY_LENGTH or not _KEY.fullmatch(key):
-        raise InvalidInput("not a docstore blob key", field="s3_key")
+    """`key` if a blob may be read, opened, signed or deleted under it: `InvalidInput` otherwise.
+
+    Any key S3 takes (a non-empty string of at most 1024 bytes UTF-8, so no lone surrogate)
+    without control characters; the local store adds its own rules (`LocalBlobStore`).
+    """
+    if not isinstance(key, str) or not key:
+        raise InvalidInput("a blob key must be a non-empty string", field="s3_key")
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidInput("a blob key must not hold a lone surrogate", field="s3_key") from None
+    if size > MAX_KEY_BYTES:
+        raise InvalidInput(f"a blob key is at most {MAX_KEY_BYTES} bytes", field="s3_key")
+    if _CONTROL.search(key):
+        raise InvalidInput("a blob key must not hold control characters", field="s3_key")
     return key
+
+
+def _local_key_parts(key: str) -> list[str]:
+    """The folders and file name of a key the local store may use: relative, plain steps."""
+    parts = check_key(key).split("/")
+    if "\\" in key or any(part in {"", ".", ".."} for part in parts):
+        raise InvalidInput(
+            "a local blob key is relative, with no '.', '..', empty step or backslash",
+            field="s3_key",
+        )
+    if any(len(part.encode("utf-8")) > MAX_NAME_BYTES for part in parts):
+        raise InvalidInput(
+            f"a step of a local blob key is at most {MAX_NAME_BYTES} bytes", field="s3_key"
+        )
+    return parts
 
 
 def _as_stream(data: bytes | IO[bytes]) -> IO[bytes]:
@@ -137,7 +172,16 @@ class LocalBlobStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
-        return self.root / check_key(key)
+        """Where the blob of `key` lives; `InvalidInput` when that is not inside the root (a
+        symbolic link may point out of it)."""
+        path = self.root.joinpath(*_local_key_parts(key))
+        try:
+            inside = path.resolve().is_relative_to(self.root)
+        except (OSError, RuntimeError):  # RuntimeError: a loop of symbolic links
+            inside = False
+        if not inside:
+            raise InvalidInput("the blob key leads out of the store's folder", field="s3_key")
+        return path
 
     def put(self, user_id: int, filename: str, data: bytes | IO[bytes]) -> StoredBlob:
         """Copy the stream in chunks to a temporary file, then rename it into place."""
@@ -159,13 +203,23 @@ class LocalBlobStore:
             return stream.read()
 
     def open(self, key: str) -> IO[bytes]:
+        path = self._path(key)
         try:
-            return self._path(key).open("rb")
-        except FileNotFoundError as exc:
+            return path.open("rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            # A folder, or a step below a file: no blob has that key.
             raise NotFound(f"blob {key} not found") from exc
+        except OSError as exc:
+            raise BlobStoreError(f"blob {key} cannot be read: {exc.strerror}") from exc
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        path = self._path(key)
+        try:
+            path.unlink(missing_ok=True)
+        except (IsADirectoryError, NotADirectoryError):
+            return  # no blob has that key: nothing to remove
+        except OSError as exc:
+            raise BlobStoreError(f"blob {key} cannot be deleted: {exc.strerror}") from exc
 
     def presigned_url(self, key: str, expires_in: int = 3600) -> str:
         return self._path(key).as_uri()

@@ -5,16 +5,18 @@
 - A row whose queue message could not be written stays PENDING; `requeue_stuck` re-enqueues it.
 - A message delivered twice meets the conditional `claim`, which only one worker wins.
 - A worker that dies leaves a lease that runs out; `requeue_stuck` hands the document back.
-- With Redis down, workers claim straight from PostgreSQL (`claim_next`).
+- A worker with no message (an empty queue, or Redis down) takes back expired leases and claims
+  straight from PostgreSQL (`claim_next`): lost messages and migrated work never wait.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import IO, Literal
+from typing import IO, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -38,6 +40,8 @@ MAX_PENDING_FOR = 10 * 365 * 24 * 3600  # seconds
 # Seconds between writing a document row and enqueueing it, clocks of PostgreSQL and Redis
 # a little apart included.
 ENQUEUE_MARGIN_SECONDS = 5.0
+# Expired leases an idle worker takes back per empty poll (the rest on the next polls).
+EXPIRED_PER_POLL = 100
 
 
 class Outcome(BaseModel):
@@ -59,6 +63,43 @@ class StuckReport(BaseModel):
     expired_leases: int
     requeued: int
     failed: int
+
+
+class _SizeLimitedReader(io.RawIOBase):
+    """Passes a client's stream through, refusing it as soon as it passes `limit` bytes.
+
+    Never asks the stream for more than one byte past the limit, however large it is.
+    """
+
+    def __init__(self, stream: IO[bytes], limit: int) -> None:
+        self.stream = stream
+        self.limit = limit
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        allowed = self.limit + 1 - self.size
+        chunk = self.stream.read(allowed if size < 0 else min(size, allowed))
+        if not isinstance(chunk, bytes):
+            return chunk  # the blob store refuses what is not bytes
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise InvalidInput(f"upload is larger than {self.limit} bytes", field="data")
+        return chunk
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def _size_limited(data: bytes | IO[bytes], limit: int) -> bytes | IO[bytes]:
+    """A file object that the blob store's upload refuses once past `limit` (nothing kept)."""
+    if isinstance(data, bytes | bytearray | memoryview) or not hasattr(data, "read"):
+        return data  # bytes are checked up front; the blob store refuses anything else
+    return cast(IO[bytes], _SizeLimitedReader(data, limit))
 
 
 class DocumentIntake:
@@ -99,12 +140,8 @@ class DocumentIntake:
             DocumentCreate, {"user_id": user_id, "filename": filename, "s3_key": "uploads/new"}
         )
         blobs = self._blobs()
-        blob = blobs.put(user_id, filename, data)
+        blob = blobs.put(user_id, filename, _size_limited(data, self.max_upload_bytes))
         try:
-            if blob.size > self.max_upload_bytes:
-                raise InvalidInput(
-                    f"upload is larger than {self.max_upload_bytes} bytes", field="data"
-                )
             document = self.documents.create(
                 DocumentCreate(user_id=user_id, filename=filename, s3_key=blob.key)
             )
@@ -123,7 +160,8 @@ class DocumentIntake:
     def process_next(
         self, worker_id: str, extract: Extractor, *, block_ms: int = 1000
     ) -> Outcome | None:
-        """Process one document: from the queue, or straight from PostgreSQL when Redis is down.
+        """Process one document: from the queue, or straight from PostgreSQL when the queue
+        has none for us (empty, or Redis down).
 
         Returns None when there was nothing to do. Errors raised by `extract` fail the document
         (retried while attempts remain); errors of docstore's servers propagate.
@@ -136,12 +174,12 @@ class DocumentIntake:
             messages = self.queue.consume(worker_id, count=1, block_ms=block_ms)
         except ServiceUnavailable as exc:
             logger.warning("queue unavailable, claiming from PostgreSQL: %s", exc.message)
-            document = self.documents.claim_next(worker_id, self.lease_seconds)
+            messages = []
+        if not messages:
+            document = self._claim_from_postgres(worker_id)
             if document is None:
                 return None
         else:
-            if not messages:
-                return None
             message = messages[0]
             try:
                 document = self.documents.claim(message.document_id, worker_id, self.lease_seconds)
@@ -154,6 +192,16 @@ class DocumentIntake:
             self._enqueue_again(document.id)
         self._ack(message)
         return outcome
+
+    def _claim_from_postgres(self, worker_id: str) -> DocumentResponse | None:
+        """The oldest PENDING document, after taking back expired leases.
+
+        Reaches what has no message: lost messages, migrated work, expired leases (the
+        migration writes in-flight tasks as leases that ran out). Duplicates are harmless:
+        a later message for the document meets the conditional `claim`.
+        """
+        self.documents.requeue_expired(EXPIRED_PER_POLL)
+        return self.documents.claim_next(worker_id, self.lease_seconds)
 
     def _run(self, document: DocumentResponse, worker_id: str, extract: Extractor) -> Outcome:
         started = time.perf_counter()

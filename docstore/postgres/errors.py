@@ -34,6 +34,8 @@ def database_error(exc: psycopg.Error, address: str) -> DocstoreError:
         return Conflict(
             f"conflicts with an existing row ({constraint})", constraint_name=constraint
         )
+    if _is_tsquery_refusal(sqlstate, detail):
+        return InvalidInput(f"PostgreSQL cannot parse it as a web search ({detail})")
     if sqlstate.startswith(_INPUT_CLASSES):
         return InvalidInput(f"refused by the database: {detail}", field=diag.constraint_name)
     if isinstance(exc, psycopg.OperationalError) or sqlstate.startswith(_UNAVAILABLE_CLASSES):
@@ -43,6 +45,15 @@ def database_error(exc: psycopg.Error, address: str) -> DocstoreError:
             address=address,
         )
     return DatabaseError(f"PostgreSQL error {sqlstate or '?'}: {detail}")
+
+
+def _is_tsquery_refusal(sqlstate: str, detail: str) -> bool:
+    """True for PostgreSQL failing on a text search query rather than on the statement or server.
+
+    54: program limit exceeded ("tsquery is too large", "stack depth limit exceeded"); the
+    tsquery parser's own stack overflow is an internal error (XX000) or a syntax error (42601).
+    """
+    return sqlstate.startswith("54") or (sqlstate in ("XX000", "42601") and "tsquery" in detail)
 
 
 @contextmanager

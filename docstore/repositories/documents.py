@@ -6,6 +6,7 @@ The processing lifecycle (claim, heartbeat, complete, fail, requeue) comes from
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime, timezone
@@ -64,13 +65,59 @@ def _unknown_user_check() -> Iterator[None]:
         raise InvalidInput("user_id: no user has this id", field="user_id") from exc
 
 
+# How websearch_to_tsquery reads a query, as far as its NOT operators go (PostgreSQL 18): a '-'
+# where an operand may start is a NOT, and ASCII white space and the characters ! & | ( ) <
+# around it are skipped; inside a word (up to one of those, '"' or ':') or a "phrase" a '-' is
+# text. Older servers in a non-C locale also end words at Unicode white space: a run of NOTs
+# split by it is not seen here whole (cutting the rest keeps its parity, so its meaning) and may
+# meet `_unparsable_query_check`.
+_SKIPPED = r" \t\n\v\f\r!&|()<"
+_WEB_SEARCH_TOKEN = re.compile(
+    rf"""
+    (?P<negations>-(?:[{_SKIPPED}]*-)*)  # NOTs, and what is skipped between them
+    | "[^"]*"?                           # a phrase, to the closing quote or the end
+    | [{_SKIPPED}]+
+    | [^{_SKIPPED}"-][^{_SKIPPED}":]*    # a word
+    """,
+    re.VERBOSE,
+)
+# PostgreSQL keeps consecutive NOTs on an operator stack of 32 entries: 31 to 33 of them in a row
+# raise "tsquery stack too small". A NOT of a NOT means the operand itself.
+_MAX_NEGATIONS = 2
+
+
+def _collapsed(token: re.Match[str]) -> str:
+    run = token["negations"]
+    if run is None or run.count("-") <= _MAX_NEGATIONS:
+        return token[0]
+    return "-" if run.count("-") % 2 else "--"
+
+
+def collapse_negation_runs(query: str) -> str:
+    """`query` with every run of three or more NOT operators cut to one or two of the same
+    parity: the same matches, ranks and snippets, and no operator stack PostgreSQL cannot hold.
+    Queries without such a run are returned unchanged."""
+    return _WEB_SEARCH_TOKEN.sub(_collapsed, query)
+
+
 def _search_query(query: object) -> str:
     if not isinstance(query, str):
         raise InvalidInput("query must be a string", field="query")
     try:
-        return length_between(1, 1000)(clean_text(query).strip())
+        checked = length_between(1, 1000)(clean_text(query).strip())
     except ValueError as exc:
         raise InvalidInput(f"query: {exc}", field="query") from None
+    return collapse_negation_runs(checked)
+
+
+@contextmanager
+def _unparsable_query_check() -> Iterator[None]:
+    """Name the query in the `InvalidInput` for a query PostgreSQL's tsquery parser cannot take:
+    the last line of defence behind `collapse_negation_runs`."""
+    try:
+        yield
+    except InvalidInput as exc:
+        raise InvalidInput(f"query: {exc.message}", field="query") from exc
 
 
 def _statuses(status: object) -> list[str]:
@@ -224,7 +271,9 @@ class DocumentRepo(DocumentLifecycle):
         """The user's documents matching `query` (web-search syntax: words, "phrases", -not,
         or), best rank first, with a snippet each.
 
-        Only the first 200,000 characters of a text are indexed and searched.
+        Only the first 200,000 characters of a text are indexed and searched. Three or more
+        `-` in a row count as one or two (same parity); a query PostgreSQL still cannot parse
+        raises `InvalidInput`.
         """
         after_rank, after_id = float("inf"), MAX_BIGINT
         if cursor is not None:
@@ -238,7 +287,8 @@ class DocumentRepo(DocumentLifecycle):
             "after_id": after_id,
             "limit": page_size + 1,
         }
-        hits = self.db.all("search_documents", params, SearchHit, conn)
+        with _unparsable_query_check():
+            hits = self.db.all("search_documents", params, SearchHit, conn)
         items, next_cursor = keyset_page(
             hits, page_size, lambda last: SearchPageCursor(rank=last.rank, id=last.id)
         )
