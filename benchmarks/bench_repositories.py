@@ -398,9 +398,9 @@ def main() -> None:
         batch = [item() for _ in range(1000)]
 
         def claim_complete(store: Docstore) -> object:
-            claimed = store.documents.claim_next(WORKER)
+            claimed = store.lifecycle.claim_next(WORKER)
             assert claimed is not None
-            return store.documents.mark_completed(claimed.id, WORKER, RESULT_TEXT, 3, 1.5)
+            return store.lifecycle.mark_completed(claimed.id, WORKER, RESULT_TEXT, 3, 1.5)
 
         def variants(
             docstore: Callable[[Docstore], object], bare: Callable[[Any], object]

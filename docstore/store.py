@@ -23,6 +23,7 @@ from docstore.postgres.pool import new_pool, open_pool
 from docstore.redis.client import new_redis
 from docstore.redis.errors import redis_unavailable
 from docstore.repositories.documents import DocumentRepo
+from docstore.repositories.lifecycle import DocumentLifecycle
 from docstore.repositories.users import UserRepo
 from docstore.settings import Settings
 
@@ -52,6 +53,7 @@ class Docstore:
         # Repositories (PostgreSQL).
         self.users = UserRepo(self.db)
         self.documents = DocumentRepo(self.db)
+        self.lifecycle = DocumentLifecycle(self.db)
         # Redis side (each fails open or raises typed errors when Redis is down).
         redis_address = self.settings.redis_address
         self.cache = RedisCache(
@@ -76,6 +78,7 @@ class Docstore:
         self.intake = DocumentIntake(
             self.db,
             self.documents,
+            self.lifecycle,
             lambda: self.blobs,
             self.queue,
             self.progress,

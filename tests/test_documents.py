@@ -177,7 +177,7 @@ def test_list_for_user_pages_newest_first_with_a_status_filter(
     other = store.users.create(UserCreate(email="other@example.com")).user.id
     mine = [store.documents.create(_new(user_id, n)) for n in range(5)]
     store.documents.create(_new(other))
-    store.documents.claim(mine[1].id, "w1")
+    store.lifecycle.claim(mine[1].id, "w1")
 
     page = store.documents.list_for_user(user_id, limit=3)
     assert [d.id for d in page.items] == [mine[4].id, mine[3].id, mine[2].id]
@@ -238,10 +238,10 @@ def test_pagination_over_concurrent_inserts_returns_every_row_once(
 
 def test_a_twenty_megabyte_result_is_stored_whole(store: Docstore, user_id: int) -> None:
     doc = store.documents.create(_new(user_id))
-    store.documents.claim(doc.id, "w1")
+    store.lifecycle.claim(doc.id, "w1")
     words = " ".join(f"word{n % 50000}" for n in range(2_300_000))
     text = words[: 20 * 1024 * 1024] + "\x00tail"
-    done = store.documents.mark_completed(doc.id, "w1", text, page_count=9000)
+    done = store.lifecycle.mark_completed(doc.id, "w1", text, page_count=9000)
     assert done.status == "COMPLETED"
     stored = store.documents.get(doc.id).result_text
     assert stored is not None and len(stored) == len(text) - 1 and stored.endswith("tail")
@@ -272,10 +272,10 @@ def test_pooled_connections_go_back_to_the_pool_with_transactions_on(
     with pytest.raises(Conflict):
         store.users.create(UserCreate(email="OWNER@example.com"))
     with pytest.raises(NotFound):
-        store.documents.claim(doc.id + 100, "w")
-    store.documents.claim(doc.id, "w")
+        store.lifecycle.claim(doc.id + 100, "w")
+    store.lifecycle.claim(doc.id, "w")
     with pytest.raises(InvalidTransition):
-        store.documents.claim(doc.id, "w2")
+        store.lifecycle.claim(doc.id, "w2")
     store.documents.delete(doc.id)
 
     for _ in range(3):

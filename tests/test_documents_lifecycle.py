@@ -48,25 +48,25 @@ def _in_state(store: Docstore, user_id: int, state: str) -> int:
     doc_id = _create(store, user_id).id
     if state == "PENDING":
         return doc_id
-    store.documents.claim(doc_id, "w1")
+    store.lifecycle.claim(doc_id, "w1")
     if state == "EXPIRED":
         _expire_lease(store, doc_id)
     elif state == "COMPLETED":
-        store.documents.mark_completed(doc_id, "w1", "text", 1, 0.5)
+        store.lifecycle.mark_completed(doc_id, "w1", "text", 1, 0.5)
     elif state == "FAILED":
-        store.documents.mark_failed(doc_id, "w1", "boom", retry=False)
+        store.lifecycle.mark_failed(doc_id, "w1", "boom", retry=False)
     return doc_id
 
 
 ACTIONS: dict[str, Action] = {
-    "claim by w2": lambda s, d: s.documents.claim(d, "w2"),
-    "heartbeat by w1": lambda s, d: s.documents.heartbeat(d, "w1"),
-    "heartbeat by w2": lambda s, d: s.documents.heartbeat(d, "w2"),
-    "complete by w1": lambda s, d: s.documents.mark_completed(d, "w1", "done", 2, 1.0),
-    "complete by w2": lambda s, d: s.documents.mark_completed(d, "w2", "done", 2, 1.0),
-    "fail by w1 (retry)": lambda s, d: s.documents.mark_failed(d, "w1", "oops"),
-    "fail by w1 (final)": lambda s, d: s.documents.mark_failed(d, "w1", "oops", retry=False),
-    "fail by w2": lambda s, d: s.documents.mark_failed(d, "w2", "oops"),
+    "claim by w2": lambda s, d: s.lifecycle.claim(d, "w2"),
+    "heartbeat by w1": lambda s, d: s.lifecycle.heartbeat(d, "w1"),
+    "heartbeat by w2": lambda s, d: s.lifecycle.heartbeat(d, "w2"),
+    "complete by w1": lambda s, d: s.lifecycle.mark_completed(d, "w1", "done", 2, 1.0),
+    "complete by w2": lambda s, d: s.lifecycle.mark_completed(d, "w2", "done", 2, 1.0),
+    "fail by w1 (retry)": lambda s, d: s.lifecycle.mark_failed(d, "w1", "oops"),
+    "fail by w1 (final)": lambda s, d: s.lifecycle.mark_failed(d, "w1", "oops", retry=False),
+    "fail by w2": lambda s, d: s.lifecycle.mark_failed(d, "w2", "oops"),
 }
 
 # State -> action -> status afterwards; actions not listed must raise InvalidTransition.
@@ -107,12 +107,12 @@ def test_refusals_say_why_and_unknown_documents_are_not_found(
 ) -> None:
     doc_id = _in_state(store, user_id, "PROCESSING")
     with pytest.raises(InvalidTransition, match="worker 'w1' holds it"):
-        store.documents.mark_completed(doc_id, "w2", "x")
+        store.lifecycle.mark_completed(doc_id, "w2", "x")
     with pytest.raises(InvalidTransition, match="PROCESSING, not PENDING"):
-        store.documents.claim(doc_id, "w2")
+        store.lifecycle.claim(doc_id, "w2")
     _expire_lease(store, doc_id)
     with pytest.raises(InvalidTransition, match="lease expired"):
-        store.documents.heartbeat(doc_id, "w1")
+        store.lifecycle.heartbeat(doc_id, "w1")
     for action in ACTIONS.values():
         with pytest.raises(NotFound):
             action(store, doc_id + 1000)
@@ -120,32 +120,32 @@ def test_refusals_say_why_and_unknown_documents_are_not_found(
 
 def test_claim_sets_worker_lease_start_and_attempt(store: Docstore, user_id: int) -> None:
     doc = _create(store, user_id)
-    claimed = store.documents.claim(doc.id, "worker-7", lease_seconds=120)
+    claimed = store.lifecycle.claim(doc.id, "worker-7", lease_seconds=120)
     assert (claimed.status, claimed.worker_id, claimed.attempts) == ("PROCESSING", "worker-7", 1)
     assert claimed.started_at is not None and claimed.lease_expires_at is not None
     lease = (claimed.lease_expires_at - claimed.started_at).total_seconds()
     assert lease == pytest.approx(120)
 
-    extended = store.documents.heartbeat(doc.id, "worker-7", lease_seconds=600)
+    extended = store.lifecycle.heartbeat(doc.id, "worker-7", lease_seconds=600)
     assert extended.lease_expires_at is not None
     assert extended.lease_expires_at > claimed.lease_expires_at
 
 
 def test_claim_next_takes_the_oldest_pending_document(store: Docstore, user_id: int) -> None:
     first, second = _create(store, user_id), _create(store, user_id)
-    claimed = store.documents.claim_next("w1")
+    claimed = store.lifecycle.claim_next("w1")
     assert claimed is not None and claimed.id == first.id
-    claimed = store.documents.claim_next("w2")
+    claimed = store.lifecycle.claim_next("w2")
     assert claimed is not None and claimed.id == second.id and claimed.worker_id == "w2"
-    assert store.documents.claim_next("w3") is None
+    assert store.lifecycle.claim_next("w3") is None
 
 
 def test_completion_stores_the_result_and_clears_the_error(store: Docstore, user_id: int) -> None:
     doc = _create(store, user_id)
-    store.documents.claim(doc.id, "w1")
-    store.documents.mark_failed(doc.id, "w1", "first try failed")
-    store.documents.claim(doc.id, "w1")
-    done = store.documents.mark_completed(doc.id, "w1", "hello\x00 world", 3, 1.25)
+    store.lifecycle.claim(doc.id, "w1")
+    store.lifecycle.mark_failed(doc.id, "w1", "first try failed")
+    store.lifecycle.claim(doc.id, "w1")
+    done = store.lifecycle.mark_completed(doc.id, "w1", "hello\x00 world", 3, 1.25)
     assert done.status == "COMPLETED" and done.result_text == "hello world"
     assert (done.page_count, done.extraction_time_seconds, done.attempts) == (3, 1.25, 2)
     assert done.error_message is None and done.lease_expires_at is None
@@ -155,13 +155,13 @@ def test_completion_stores_the_result_and_clears_the_error(store: Docstore, user
 
 def test_failures_retry_while_attempts_remain_then_fail(store: Docstore, user_id: int) -> None:
     doc = _create(store, user_id, max_attempts=2)
-    store.documents.claim(doc.id, "w1")
-    retried = store.documents.mark_failed(doc.id, "w1", "timeout")
+    store.lifecycle.claim(doc.id, "w1")
+    retried = store.lifecycle.mark_failed(doc.id, "w1", "timeout")
     assert (retried.status, retried.attempts, retried.worker_id) == ("PENDING", 1, None)
     assert retried.error_message == "timeout" and retried.completed_at is None
 
-    store.documents.claim(doc.id, "w2")
-    failed = store.documents.mark_failed(doc.id, "w2", "timeout again")
+    store.lifecycle.claim(doc.id, "w2")
+    failed = store.lifecycle.mark_failed(doc.id, "w2", "timeout again")
     assert (failed.status, failed.attempts, failed.worker_id) == ("FAILED", 2, "w2")
     assert failed.completed_at is not None
 
@@ -169,34 +169,34 @@ def test_failures_retry_while_attempts_remain_then_fail(store: Docstore, user_id
 def test_requeue_expired_returns_dead_workers_documents(store: Docstore, user_id: int) -> None:
     retry, last, alive = (_create(store, user_id, m) for m in (3, 1, 3))
     for doc in (retry, last, alive):
-        store.documents.claim(doc.id, "w1")
+        store.lifecycle.claim(doc.id, "w1")
     _expire_lease(store, retry.id)
     _expire_lease(store, last.id)
 
-    requeued = {d.id: d for d in store.documents.requeue_expired()}
+    requeued = {d.id: d for d in store.lifecycle.requeue_expired()}
     assert set(requeued) == {retry.id, last.id}
     assert requeued[retry.id].status == "PENDING" and requeued[retry.id].worker_id is None
     assert requeued[last.id].status == "FAILED" and requeued[last.id].completed_at is not None
     assert requeued[retry.id].error_message == "lease of worker w1 expired"
     assert store.documents.get(alive.id).status == "PROCESSING"
-    assert store.documents.requeue_expired() == []
+    assert store.lifecycle.requeue_expired() == []
 
 
 def test_a_worker_whose_lease_expired_cannot_complete(store: Docstore, user_id: int) -> None:
     doc = _create(store, user_id)
-    store.documents.claim(doc.id, "slow")
+    store.lifecycle.claim(doc.id, "slow")
     _expire_lease(store, doc.id)
     # Not yet requeued: the lease alone decides.
     with pytest.raises(InvalidTransition):
-        store.documents.mark_completed(doc.id, "slow", "late result")
+        store.lifecycle.mark_completed(doc.id, "slow", "late result")
 
-    store.documents.requeue_expired()
-    store.documents.claim(doc.id, "fast")
+    store.lifecycle.requeue_expired()
+    store.lifecycle.claim(doc.id, "fast")
     with pytest.raises(InvalidTransition):
-        store.documents.mark_completed(doc.id, "slow", "late result")
+        store.lifecycle.mark_completed(doc.id, "slow", "late result")
     with pytest.raises(InvalidTransition):
-        store.documents.heartbeat(doc.id, "slow")
-    done = store.documents.mark_completed(doc.id, "fast", "fresh result")
+        store.lifecycle.heartbeat(doc.id, "slow")
+    done = store.lifecycle.mark_completed(doc.id, "fast", "fresh result")
     assert done.worker_id == "fast" and done.result_text == "fresh result"
 
 
@@ -210,7 +210,7 @@ def test_eight_workers_claim_five_hundred_documents_each_exactly_once(
     def work(worker: int) -> list[int]:
         start.wait()
         claimed = []
-        while (doc := store.documents.claim_next(f"w{worker}")) is not None:
+        while (doc := store.lifecycle.claim_next(f"w{worker}")) is not None:
             assert doc.worker_id == f"w{worker}"
             claimed.append(doc.id)
         return claimed
@@ -236,7 +236,7 @@ def test_a_document_delivered_to_many_consumers_is_claimed_once(
         won = []
         for doc_id in ids:
             with contextlib.suppress(InvalidTransition):
-                won.append(store.documents.claim(doc_id, f"c{worker}").id)
+                won.append(store.lifecycle.claim(doc_id, f"c{worker}").id)
         return won
 
     with ThreadPoolExecutor(8) as pool:
@@ -245,18 +245,18 @@ def test_a_document_delivered_to_many_consumers_is_claimed_once(
 
 
 INVALID_CALLS: list[tuple[Action, str]] = [
-    (lambda s, d: s.documents.claim_next(""), "worker_id"),
-    (lambda s, d: s.documents.claim_next("w" * 256), "worker_id"),
-    (lambda s, d: s.documents.claim_next("w", lease_seconds=0), "lease_seconds"),
-    (lambda s, d: s.documents.claim_next("w", lease_seconds=float("nan")), "lease_seconds"),
-    (lambda s, d: s.documents.claim(0, "w"), "document_id"),
-    (lambda s, d: s.documents.heartbeat(d, "w", lease_seconds=-1), "lease_seconds"),
-    (lambda s, d: s.documents.mark_completed(d, "w1", "\ud800"), "result_text"),
-    (lambda s, d: s.documents.mark_completed(d, "w1", "x", page_count=-1), "page_count"),
-    (lambda s, d: s.documents.mark_completed(d, "w1", "x", 1, -0.5), "extraction_time_seconds"),
-    (lambda s, d: s.documents.mark_completed(d, "w1", None), "result_text"),  # type: ignore[arg-type]
-    (lambda s, d: s.documents.mark_failed(d, "w1", ""), "error_message"),
-    (lambda s, d: s.documents.requeue_expired(limit=0), "limit"),
+    (lambda s, d: s.lifecycle.claim_next(""), "worker_id"),
+    (lambda s, d: s.lifecycle.claim_next("w" * 256), "worker_id"),
+    (lambda s, d: s.lifecycle.claim_next("w", lease_seconds=0), "lease_seconds"),
+    (lambda s, d: s.lifecycle.claim_next("w", lease_seconds=float("nan")), "lease_seconds"),
+    (lambda s, d: s.lifecycle.claim(0, "w"), "document_id"),
+    (lambda s, d: s.lifecycle.heartbeat(d, "w", lease_seconds=-1), "lease_seconds"),
+    (lambda s, d: s.lifecycle.mark_completed(d, "w1", "\ud800"), "result_text"),
+    (lambda s, d: s.lifecycle.mark_completed(d, "w1", "x", page_count=-1), "page_count"),
+    (lambda s, d: s.lifecycle.mark_completed(d, "w1", "x", 1, -0.5), "extraction_time_seconds"),
+    (lambda s, d: s.lifecycle.mark_completed(d, "w1", None), "result_text"),  # type: ignore[arg-type]
+    (lambda s, d: s.lifecycle.mark_failed(d, "w1", ""), "error_message"),
+    (lambda s, d: s.lifecycle.requeue_expired(limit=0), "limit"),
 ]
 
 

@@ -11,8 +11,8 @@ from docstore.models import DocumentCreate, UserCreate
 
 def _completed(store: Docstore, user_id: int, text: str, name: str = "doc.pdf") -> int:
     doc = store.documents.create(DocumentCreate(user_id=user_id, filename=name, s3_key="k"))
-    store.documents.claim(doc.id, "indexer")
-    store.documents.mark_completed(doc.id, "indexer", text)
+    store.lifecycle.claim(doc.id, "indexer")
+    store.lifecycle.mark_completed(doc.id, "indexer", text)
     return doc.id
 
 

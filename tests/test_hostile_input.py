@@ -214,11 +214,11 @@ def seed(store: Docstore) -> World:
         ]  # type: ignore[misc]
     )
     for i, doc in enumerate(docs):
-        store.documents.claim(doc.id, "bystander-worker", lease_seconds=3600)
+        store.lifecycle.claim(doc.id, "bystander-worker", lease_seconds=3600)
         if i == 1:
-            store.documents.mark_completed(doc.id, "bystander-worker", "bystander words", 1, 0.5)
+            store.lifecycle.mark_completed(doc.id, "bystander-worker", "bystander words", 1, 0.5)
         elif i == 2:
-            store.documents.mark_failed(doc.id, "bystander-worker", "bystander error", retry=False)
+            store.lifecycle.mark_failed(doc.id, "bystander-worker", "bystander error", retry=False)
     return World(owner.user, owner.api_key, bystander.user, [d.id for d in docs])
 
 
@@ -356,7 +356,7 @@ def test_keys_cursors_ids_and_limits_never_reach_the_driver_raw(docstore_store: 
             lambda: store.documents.get(number),
             lambda: store.documents.get_with_user(number),
             lambda: store.documents.count_by_status(number),
-            lambda: store.documents.requeue_expired(limit=limit),
+            lambda: store.lifecycle.requeue_expired(limit=limit),
         ):
             attempt(call, InvalidInput, NotFound)
         if number not in existing_users:
@@ -372,10 +372,10 @@ def test_keys_cursors_ids_and_limits_never_reach_the_driver_raw(docstore_store: 
             for call in (
                 lambda: store.documents.delete(number),
                 lambda: store.documents.update(number, {"filename": "x.pdf"}),
-                lambda: store.documents.claim(number, "w"),
-                lambda: store.documents.heartbeat(number, "w"),
-                lambda: store.documents.mark_completed(number, "w", "text"),
-                lambda: store.documents.mark_failed(number, "w", "error"),
+                lambda: store.lifecycle.claim(number, "w"),
+                lambda: store.lifecycle.heartbeat(number, "w"),
+                lambda: store.lifecycle.mark_completed(number, "w", "text"),
+                lambda: store.lifecycle.mark_failed(number, "w", "error"),
             ):
                 _, error = attempt(call, InvalidInput, NotFound)
                 assert error is not None
@@ -541,8 +541,8 @@ def test_listing_and_search_take_hostile_statuses_queries_cursors_and_limits(
         doc = store.documents.create(
             {"user_id": owner, "filename": f"o{i}.pdf", "s3_key": f"uploads/o{i}"}  # type: ignore[arg-type]
         )
-        store.documents.claim(doc.id, "owner-worker")
-        store.documents.mark_completed(doc.id, "owner-worker", text)
+        store.lifecycle.claim(doc.id, "owner-worker")
+        store.lifecycle.mark_completed(doc.id, "owner-worker", text)
     store.documents.create({"user_id": owner, "filename": "p.pdf", "s3_key": "uploads/p"})  # type: ignore[arg-type]
     tally: Counter[str] = Counter()
 
@@ -700,9 +700,9 @@ def test_lifecycle_stores_worker_ids_results_and_errors_exactly_or_refuses(
     ) -> None:
         before = snapshot(store)
         if claim_next:
-            claimed, error = attempt(lambda: store.documents.claim_next(worker, lease))
+            claimed, error = attempt(lambda: store.lifecycle.claim_next(worker, lease))
         else:
-            claimed, error = attempt(lambda: store.documents.claim(doc_id, worker, lease))
+            claimed, error = attempt(lambda: store.lifecycle.claim(doc_id, worker, lease))
         if claimed is None:
             tally["claim refused"] += 1
             assert isinstance(error, InvalidInput)
@@ -719,7 +719,7 @@ def test_lifecycle_stores_worker_ids_results_and_errors_exactly_or_refuses(
         before = snapshot(store)
         other = worker + "-other"
         _, error = attempt(
-            lambda: store.documents.heartbeat(doc_id, other, lease), *lifecycle_errors
+            lambda: store.lifecycle.heartbeat(doc_id, other, lease), *lifecycle_errors
         )
         assert error is not None
         assert_only_changed(before, store)
@@ -727,12 +727,12 @@ def test_lifecycle_stores_worker_ids_results_and_errors_exactly_or_refuses(
         state = store.documents.get(doc_id)
         if complete:
             done, error = attempt(
-                lambda: store.documents.mark_completed(doc_id, worker, text, pages, seconds),
+                lambda: store.lifecycle.mark_completed(doc_id, worker, text, pages, seconds),
                 *lifecycle_errors,
             )
         else:
             done, error = attempt(
-                lambda: store.documents.mark_failed(doc_id, worker, text, retry=retry),
+                lambda: store.lifecycle.mark_failed(doc_id, worker, text, retry=retry),
                 *lifecycle_errors,
             )
         if done is None:

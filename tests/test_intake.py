@@ -182,7 +182,7 @@ def test_an_idle_worker_takes_back_an_expired_lease_and_processes_the_document(
     document = store.submit_document(user, "orphan.txt", b"worker died")
     (message,) = store.queue.consume("doomed", count=1, block_ms=0)
     store.queue.ack(message)  # its message is gone with it
-    store.documents.claim(document.id, "doomed")
+    store.lifecycle.claim(document.id, "doomed")
     expire_lease(store, document.id)
     outcome = store.process_next("survivor", extract_text, block_ms=0)
     assert outcome is not None and outcome.action == "completed"
@@ -197,7 +197,7 @@ def test_an_expired_lease_on_its_last_attempt_fails_and_is_not_run_again(
     document = store.documents.create(
         DocumentCreate(user_id=user.id, filename="last.txt", s3_key=blob.key, max_attempts=1)
     )
-    store.documents.claim(document.id, "doomed")
+    store.lifecycle.claim(document.id, "doomed")
     expire_lease(store, document.id)
     assert store.process_next("survivor", extract_text, block_ms=0) is None
     failed = store.documents.get(document.id)
@@ -290,7 +290,7 @@ def test_with_redis_down_expired_leases_come_back_too(
     store, server = outage_store
     user = store.users.create(UserCreate(email="pg-lease@example.com")).user
     document = store.submit_document(user, "a.txt", b"lease ran out while redis was down")
-    store.documents.claim(document.id, "doomed")
+    store.lifecycle.claim(document.id, "doomed")
     expire_lease(store, document.id)
     server.stop()
     outcome = store.process_next("worker-1", extract_text, block_ms=0)
@@ -320,7 +320,7 @@ def test_a_dead_workers_document_is_processed_by_another_exactly_once(
     document = store.submit_document(user, "crash.txt", b"survives a crash")
     (message,) = store.queue.consume("doomed", count=1, block_ms=0)
     assert message.document_id == document.id
-    store.documents.claim(document.id, "doomed", lease_seconds=0.2)  # then the worker dies
+    store.lifecycle.claim(document.id, "doomed", lease_seconds=0.2)  # then the worker dies
     time.sleep(0.4)
     report = store.requeue_stuck(pending_for=300)
     assert report.expired_leases == 1 and report.requeued == 1

@@ -380,7 +380,7 @@ def test_a_task_in_flight_in_the_legacy_service_is_handed_to_a_new_worker(
     assert migrated.attempts == 1 and migrated.worker_id == "legacy-service"
     assert migrated.lease_expires_at == datetime(2024, 3, 1, 12, 0, 30, tzinfo=timezone.utc)
 
-    (requeued,) = docstore_store.documents.requeue_expired()
+    (requeued,) = docstore_store.lifecycle.requeue_expired()
     assert requeued.id == migrated.id and requeued.status == "PENDING"
-    claimed = docstore_store.documents.claim(migrated.id, "new-worker", 60)
+    claimed = docstore_store.lifecycle.claim(migrated.id, "new-worker", 60)
     assert claimed.status == "PROCESSING" and claimed.attempts == 2

@@ -44,8 +44,8 @@ def owner(docstore_store: Docstore) -> int:
         doc = store.documents.create(
             DocumentCreate(user_id=user_id, filename=f"{name}.txt", s3_key=f"k/{name}")
         )
-        store.documents.claim(doc.id, "indexer")
-        store.documents.mark_completed(doc.id, "indexer", text)
+        store.lifecycle.claim(doc.id, "indexer")
+        store.lifecycle.mark_completed(doc.id, "indexer", text)
     return user_id
 
 

@@ -25,6 +25,7 @@ from docstore import Docstore, Settings
 from docstore.errors import DocstoreError, ServiceUnavailable
 from docstore.models import DocumentCreate, UserCreate
 from docstore.repositories.documents import DocumentRepo
+from docstore.repositories.lifecycle import DocumentLifecycle
 from docstore.repositories.users import UserRepo
 from docstore.testing.servers import free_port
 
@@ -385,11 +386,11 @@ def test_a_user_sees_only_its_own_documents_through_every_method_taking_a_user_i
                 )
                 if status != "PENDING":
                     worker = f"w-{doc.id}"
-                    store.documents.claim(doc.id, worker)
+                    store.lifecycle.claim(doc.id, worker)
                     if status == "COMPLETED":
-                        store.documents.mark_completed(doc.id, worker, "quarterly invoice shared")
+                        store.lifecycle.mark_completed(doc.id, worker, "quarterly invoice shared")
                     elif status == "FAILED":
-                        store.documents.mark_failed(doc.id, worker, "boom", retry=False)
+                        store.lifecycle.mark_failed(doc.id, worker, "boom", retry=False)
                 owned[user.id].setdefault(status, set()).add(doc.id)
     for user in users:
         keys[user.id] = store.users.rotate_api_key(user.id).api_key
@@ -469,7 +470,8 @@ def test_a_user_sees_only_its_own_documents_through_every_method_taking_a_user_i
         "delete": check_delete,
     }
     # A new method taking a user_id must be added here to be checked.
-    assert _user_id_methods(UserRepo) | _user_id_methods(DocumentRepo) == set(checks)
+    repositories = (UserRepo, DocumentRepo, DocumentLifecycle)
+    assert set().union(*(_user_id_methods(repo) for repo in repositories)) == set(checks)
     a, b = (u.id for u in users)
     for name, check in checks.items():
         if name != "delete":

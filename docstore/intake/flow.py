@@ -29,6 +29,7 @@ from docstore.intake.extractors import Extraction, ProgressCallback
 from docstore.models import DocumentCreate, DocumentResponse, UserResponse
 from docstore.postgres.executor import Database
 from docstore.repositories.documents import DocumentRepo
+from docstore.repositories.lifecycle import DocumentLifecycle
 from docstore.rules import Checker, WorkerId, parse_input
 
 logger = logging.getLogger("docstore.intake")
@@ -109,6 +110,7 @@ class DocumentIntake:
         self,
         db: Database,
         documents: DocumentRepo,
+        lifecycle: DocumentLifecycle,
         blobs: Callable[[], BlobStore],
         queue: TaskQueue,
         progress: ProgressTracker,
@@ -119,6 +121,7 @@ class DocumentIntake:
     ) -> None:
         self.db = db
         self.documents = documents
+        self.lifecycle = lifecycle
         self._blobs = blobs
         self.queue = queue
         self.progress = progress
@@ -182,7 +185,7 @@ class DocumentIntake:
         else:
             message = messages[0]
             try:
-                document = self.documents.claim(message.document_id, worker_id, self.lease_seconds)
+                document = self.lifecycle.claim(message.document_id, worker_id, self.lease_seconds)
             except (InvalidTransition, NotFound) as exc:
                 # Delivered twice, already done, or deleted: someone else owns the outcome.
                 self._ack(message)
@@ -200,8 +203,8 @@ class DocumentIntake:
         migration writes in-flight tasks as leases that ran out). Duplicates are harmless:
         a later message for the document meets the conditional `claim`.
         """
-        self.documents.requeue_expired(EXPIRED_PER_POLL)
-        return self.documents.claim_next(worker_id, self.lease_seconds)
+        self.lifecycle.requeue_expired(EXPIRED_PER_POLL)
+        return self.lifecycle.claim_next(worker_id, self.lease_seconds)
 
     def _run(self, document: DocumentResponse, worker_id: str, extract: Extractor) -> Outcome:
         started = time.perf_counter()
@@ -230,7 +233,7 @@ class DocumentIntake:
             return self._fail(document, worker_id, exc)
         elapsed = time.perf_counter() - started
         try:
-            done = self.documents.mark_completed(
+            done = self.lifecycle.mark_completed(
                 document.id, worker_id, extraction.text, extraction.page_count, elapsed
             )
         except InvalidTransition as exc:
@@ -246,7 +249,7 @@ class DocumentIntake:
         # Bad input will not get better on a retry; anything else might.
         retry = not isinstance(exc, InvalidInput)
         try:
-            failed = self.documents.mark_failed(document.id, worker_id, message, retry=retry)
+            failed = self.lifecycle.mark_failed(document.id, worker_id, message, retry=retry)
         except InvalidTransition as lost:
             return Outcome(document_id=document.id, action="lease_lost", detail=str(lost))
         action: Literal["failed", "retrying"] = (
@@ -263,7 +266,7 @@ class DocumentIntake:
         def beat() -> None:
             nonlocal last
             if time.monotonic() - last >= interval:
-                self.documents.heartbeat(document_id, worker_id, self.lease_seconds)
+                self.lifecycle.heartbeat(document_id, worker_id, self.lease_seconds)
                 last = time.monotonic()
 
         return beat
@@ -303,7 +306,7 @@ class DocumentIntake:
                 f"pending_for must be a number of seconds from 0 to {MAX_PENDING_FOR}",
                 field="pending_for",
             )
-        expired = self.documents.requeue_expired(limit)
+        expired = self.lifecycle.requeue_expired(limit)
         # Messages are deleted once acked: a document enqueued before the oldest one left has
         # no message. The margin covers the time from writing a row to enqueueing it.
         oldest = self.queue.oldest_enqueued_at()

@@ -1,7 +1,7 @@
 """`DocumentRepo`: documents, their keyset listing and full-text search (`store.documents`).
 
-The processing lifecycle (claim, heartbeat, complete, fail, requeue) comes from
-`docstore.repositories.lifecycle.DocumentLifecycle`.
+The processing lifecycle (claim, heartbeat, complete, fail, requeue) is its own object,
+`DocumentLifecycle` (`store.lifecycle`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from docstore.models import (
     SearchResponse,
 )
 from docstore.postgres.executor import Connection, Database
-from docstore.repositories.lifecycle import DocumentLifecycle
 from docstore.repositories.pagination import (
     DocumentPageCursor,
     SearchPageCursor,
@@ -128,7 +127,7 @@ def _statuses(status: object) -> list[str]:
     return [str(status)]
 
 
-class DocumentRepo(DocumentLifecycle):
+class DocumentRepo:
     """Create, read, change, list and search documents.
 
     Every method takes an optional `conn` to run inside the caller's transaction.

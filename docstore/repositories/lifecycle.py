@@ -54,9 +54,13 @@ def _lease_params(document_id: int, worker_id: str, lease_seconds: float) -> dic
 
 
 class DocumentLifecycle:
-    """Claim, heartbeat, complete, fail and requeue documents (part of `DocumentRepo`)."""
+    """Claim, heartbeat, complete, fail and requeue documents (`store.lifecycle`).
 
-    db: Database
+    Every method takes an optional `conn` to run inside the caller's transaction.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     def claim_next(
         self,
