@@ -1,7 +1,8 @@
 """docstore: the data layer of the document-processing service.
 
 PostgreSQL (raw SQL through a psycopg 3 pool) for what must last, Redis for what is fast and
-temporary.
+temporary, S3 for the document bytes. Everything a public method takes, returns or raises is
+importable from here.
 """
 
 from docstore.ephemeral.cache import CacheStats, RedisCache
@@ -9,13 +10,25 @@ from docstore.ephemeral.progress import Progress, ProgressTracker
 from docstore.ephemeral.queue import DeadLetter, QueueMessage, QueueStats, TaskQueue
 from docstore.ephemeral.rate_limit import DecidedBy, FailurePolicy, RateLimiter, RateLimitResult
 from docstore.errors import (
+    BlobStoreError,
+    ConfigurationError,
     Conflict,
+    DatabaseError,
     DocstoreError,
     InvalidInput,
     InvalidTransition,
     NotFound,
+    PoolExhausted,
+    RedisCommandError,
+    RollbackRefused,
+    SchemaError,
     ServiceUnavailable,
+    UnsupportedDocument,
 )
+from docstore.health import HealthReport, PoolStats
+from docstore.intake.blobs import BlobStore, LocalBlobStore, S3BlobStore, StoredBlob
+from docstore.intake.extractors import Extraction, ProgressCallback, extract_text
+from docstore.intake.flow import Extractor, Outcome, StuckReport
 from docstore.models import (
     DocumentCreate,
     DocumentListResponse,
@@ -33,7 +46,10 @@ from docstore.models import (
     UserWithApiKey,
     UserWithDocuments,
 )
+from docstore.postgres.executor import Database
+from docstore.postgres.schema import MigrationStatus
 from docstore.repositories.documents import DocumentRepo
+from docstore.repositories.lifecycle import DocumentLifecycle
 from docstore.repositories.users import UserRepo
 from docstore.settings import Settings
 from docstore.store import Docstore
@@ -41,13 +57,19 @@ from docstore.store import Docstore
 __version__ = "0.1.0"
 
 __all__ = [
+    "BlobStore",
+    "BlobStoreError",
     "CacheStats",
+    "ConfigurationError",
     "Conflict",
+    "Database",
+    "DatabaseError",
     "DeadLetter",
     "DecidedBy",
     "Docstore",
     "DocstoreError",
     "DocumentCreate",
+    "DocumentLifecycle",
     "DocumentListResponse",
     "DocumentRepo",
     "DocumentResponse",
@@ -55,22 +77,38 @@ __all__ = [
     "DocumentSummary",
     "DocumentUpdate",
     "DocumentWithUser",
+    "Extraction",
+    "Extractor",
     "FailurePolicy",
+    "HealthReport",
     "InvalidInput",
     "InvalidTransition",
+    "LocalBlobStore",
+    "MigrationStatus",
     "NotFound",
+    "Outcome",
+    "PoolExhausted",
+    "PoolStats",
     "Progress",
+    "ProgressCallback",
     "ProgressTracker",
     "QueueMessage",
     "QueueStats",
     "RateLimitResult",
     "RateLimiter",
     "RedisCache",
+    "RedisCommandError",
+    "RollbackRefused",
+    "S3BlobStore",
+    "SchemaError",
     "SearchHit",
     "SearchResponse",
     "ServiceUnavailable",
     "Settings",
+    "StoredBlob",
+    "StuckReport",
     "TaskQueue",
+    "UnsupportedDocument",
     "UserCreate",
     "UserListResponse",
     "UserRepo",
@@ -79,4 +117,5 @@ __all__ = [
     "UserWithApiKey",
     "UserWithDocuments",
     "__version__",
+    "extract_text",
 ]

@@ -28,6 +28,10 @@ class InvalidInput(DocstoreError):
         self.field = field
 
 
+class UnsupportedDocument(InvalidInput):
+    """The document is neither a PDF nor text (binary content named .txt, for example)."""
+
+
 class NotFound(DocstoreError):
     """The requested row does not exist."""
 
@@ -69,6 +73,10 @@ class ConfigurationError(DocstoreError):
     """The settings or the installation are incomplete or inconsistent."""
 
 
+class BlobStoreError(DocstoreError):
+    """The blob store refused the operation."""
+
+
 class SchemaError(DocstoreError):
     """Applying or rolling back the schema failed."""
 
@@ -82,6 +90,7 @@ class RollbackRefused(SchemaError):
 
 
 __all__ = [
+    "BlobStoreError",
     "ConfigurationError",
     "Conflict",
     "DatabaseError",
@@ -94,4 +103,5 @@ __all__ = [
     "RollbackRefused",
     "SchemaError",
     "ServiceUnavailable",
+    "UnsupportedDocument",
 ]

@@ -75,7 +75,7 @@ class Docstore:
         self.progress = ProgressTracker(self.redis, address=redis_address)
         # Blobs and the document flow built on all of the above.
         self._blobs = blobs
-        self.intake = DocumentIntake(
+        self._intake = DocumentIntake(
             self.db,
             self.documents,
             self.lifecycle,
@@ -135,18 +135,18 @@ class Docstore:
         self, user: UserResponse | int, filename: str, data: bytes | IO[bytes]
     ) -> DocumentResponse:
         """Upload the bytes, record a PENDING document and enqueue it (see `DocumentIntake`)."""
-        return self.intake.submit(user, filename, data)
+        return self._intake.submit(user, filename, data)
 
     def process_next(
         self, worker_id: str, extract: Extractor, *, block_ms: int = 1000
     ) -> Outcome | None:
         """Process one document with `extract`: queued, or waiting in PostgreSQL without a message;
         None when there was nothing to do."""
-        return self.intake.process_next(worker_id, extract, block_ms=block_ms)
+        return self._intake.process_next(worker_id, extract, block_ms=block_ms)
 
     def requeue_stuck(self, pending_for: float = 300.0) -> StuckReport:
         """Re-enqueue documents whose worker died or whose queue message was lost."""
-        return self.intake.requeue_stuck(pending_for)
+        return self._intake.requeue_stuck(pending_for)
 
     def apply_schema(self) -> list[str]:
         """Apply pending migrations (idempotent); return the ids applied now."""

@@ -24,7 +24,12 @@ from typing import IO, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from docstore.errors import DocstoreError, InvalidInput, NotFound, ServiceUnavailable
+from docstore.errors import (
+    BlobStoreError,
+    InvalidInput,
+    NotFound,
+    ServiceUnavailable,
+)
 from docstore.settings import Settings
 
 MAX_KEY_BYTES = 1024  # S3's limit, in UTF-8 bytes
@@ -33,10 +38,6 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 # C0, DEL and C1: S3 stores them, but they hide in logs and listings and break XML replies.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CHUNK = 1024 * 1024
-
-
-class BlobStoreError(DocstoreError):
-    """The blob store refused the operation."""
 
 
 class StoredBlob(BaseModel):

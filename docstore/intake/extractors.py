@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from docstore.errors import InvalidInput
+from docstore.errors import UnsupportedDocument
 
 ProgressCallback = Callable[[float, str], None]
 
@@ -46,10 +46,6 @@ class Extraction(BaseModel):
 
     text: str
     page_count: int = Field(ge=0)
-
-
-class UnsupportedDocument(InvalidInput):
-    """The document is neither a PDF nor plain text."""
 
 
 def _no_progress(percent: float, stage: str) -> None:

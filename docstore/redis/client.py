@@ -3,7 +3,7 @@ its address for messages."""
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias, cast
+from typing import Any, TypeAlias, Union, cast
 
 import redis
 from redis.backoff import NoBackoff
@@ -12,7 +12,7 @@ from redis.retry import Retry
 
 from docstore.settings import Settings
 
-RedisClient: TypeAlias = "redis.Redis | RedisCluster"
+RedisClient: TypeAlias = Union[redis.Redis, RedisCluster]  # noqa: UP007 (evaluated at run time)
 
 
 def new_redis(
