@@ -1,0 +1,67 @@
+"""The one executor: verbs, the autocommit rule, row building chosen by the model, COPY logged."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timezone
+
+import psycopg
+import pytest
+
+from docstore import Docstore, DocumentCreate, UserCreate, UserWithDocuments
+from docstore.errors import InvalidInput
+from tests.conftest import SqlLog
+
+
+def test_every_statement_copy_included_is_logged_by_name(store: Docstore, sql_log: SqlLog) -> None:
+    rows = [(task, "a@example.com", "a.pdf", "k", "PENDING", *[None] * 7) for task in ("1", "2")]
+    with store.db.transaction() as conn:
+        store.db.execute("migrate_create_staging", {}, conn)
+        assert store.db.copy("migrate_copy_staging", rows, conn) == 2
+    assert sql_log() == ["migrate_create_staging", "migrate_copy_staging"]
+
+
+def test_copy_errors_are_typed_and_write_nothing(store: Docstore) -> None:
+    bad = ("t-1", "a@example.com", "a.pdf", "k", "PENDING", None, None, "not a number", *[None] * 4)
+    with pytest.raises(InvalidInput), store.db.transaction() as conn:
+        store.db.execute("migrate_create_staging", {}, conn)
+        store.db.copy("migrate_copy_staging", [bad], conn)
+    assert store.documents.get_by_task_id("t-1") is None
+
+
+def test_without_conn_a_write_is_committed_with_conn_it_joins_the_callers_transaction(
+    store: Docstore, docstore_database_url: str
+) -> None:
+    user = store.users.create(UserCreate(email="t@example.com")).user
+
+    def seen_elsewhere() -> int:
+        with psycopg.connect(docstore_database_url) as other:
+            row = other.execute("SELECT count(*) FROM documents").fetchone()
+        assert row is not None
+        return int(row[0])
+
+    store.documents.create(DocumentCreate(user_id=user.id, filename="a", s3_key="k"))
+    assert seen_elsewhere() == 1  # committed when the call returned
+    with pytest.raises(RuntimeError), store.db.transaction() as conn:
+        store.documents.create(DocumentCreate(user_id=user.id, filename="b", s3_key="k"), conn)
+        assert seen_elsewhere() == 1  # not yet: it is the caller's transaction
+        raise RuntimeError("roll the caller's transaction back")
+    assert [d.filename for d in store.documents.list_for_user(user.id).items] == ["a"]
+
+
+def test_flat_models_are_built_from_rows_nested_ones_are_validated(store: Docstore) -> None:
+    user = store.users.create(UserCreate(email="n@example.com")).user
+    store.documents.create(DocumentCreate(user_id=user.id, filename="a.pdf", s3_key="k"))
+    nested = store.db.one(
+        "get_user_with_documents", {"user_id": user.id, "documents_limit": 5}, UserWithDocuments
+    )
+    assert nested is not None and nested.documents[0].filename == "a.pdf"
+    # JSON carries timestamps as strings: validation turned them back into aware datetimes.
+    assert nested.documents[0].created_at.tzinfo is not None
+    assert nested.documents[0].created_at.utcoffset() == timezone.utc.utcoffset(None)
+
+
+def test_rows_without_a_model_are_tuples(store: Docstore, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="docstore.sql"):
+        rows = store.db.all("server_version", {})
+    assert len(rows) == 1 and isinstance(rows[0], tuple) and str(rows[0][0])[0].isdigit()
