@@ -82,3 +82,21 @@ SELECT
 FROM documents AS d
 JOIN users AS u ON u.id = d.user_id
 WHERE d.legacy_task_id = ANY(%(task_ids)s::text[]);
+
+-- name: migrate_missing_schema
+-- The tables (or, where the table exists, the columns) the migration needs that are missing.
+SELECT
+    CASE
+        WHEN to_regclass(needed.table_name) IS NULL THEN needed.table_name
+        ELSE needed.table_name || '.' || needed.column_name
+    END AS missing
+FROM (VALUES (1, 'users', 'email'), (2, 'documents', 'legacy_task_id'))
+    AS needed (position, table_name, column_name)
+WHERE NOT EXISTS (
+    SELECT 1
+    FROM pg_attribute AS a
+    WHERE a.attrelid = to_regclass(needed.table_name)
+        AND a.attname = needed.column_name
+        AND NOT a.attisdropped
+)
+ORDER BY needed.position;

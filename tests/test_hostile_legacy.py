@@ -2,8 +2,10 @@
 
 Property of `parse_task`: it never raises and never hangs; it returns a `LegacyDocument` whose
 values PostgreSQL can hold (no NUL, valid UTF-8, lengths and ranges of the schema, aware UTC
-timestamps) or a `Reject` saying why. A migration of hostile records writes exactly the documents
-the parser accepts, each as parsed, and raises nothing.
+timestamps) or a `Reject` saying why. Timestamps are drawn near the limits of `datetime` and of
+PostgreSQL, with offsets that carry them across. A migration of hostile records writes exactly
+the documents the parser accepts, each as parsed, raises nothing, and `verify` then finds every
+one of them and counts the same rejects.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import io
 import json
 import math
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from hypothesis import example, given
@@ -20,7 +22,7 @@ from hypothesis import strategies as st
 from test_hostile_input import hostile_number, hostile_text, property_settings
 
 from docstore import Docstore
-from docstore.migrate import migrate
+from docstore.migrate import migrate, verify
 from docstore.migrate.legacy_records import (
     LegacyDocument,
     Reject,
@@ -67,11 +69,73 @@ SPECIAL_VALUES = (
     "\x00",
     "x" * 600,
 )
+TIMESTAMP_FIELDS = ("created_at", "started_at", "completed_at")
+# Epoch seconds of the limits: datetime holds years 1 to 9999, PostgreSQL 4713 BC to 294276 AD.
+EPOCH_LIMITS = (-62_135_596_800, 253_402_300_799, -210_866_803_200, 9_224_318_015_999)
+_DAY = timedelta(days=1) - timedelta(microseconds=1)  # the largest offset there is
+offsets = st.one_of(
+    st.none(),
+    st.just(timezone.utc),
+    st.timedeltas(min_value=-_DAY, max_value=_DAY).map(timezone),
+    st.sampled_from([timezone(t) for t in (-_DAY, _DAY, timedelta(hours=-1), timedelta(hours=1))]),
+)
+near_the_limits = st.one_of(
+    st.datetimes(max_value=datetime(1, 1, 2)), st.datetimes(min_value=datetime(9999, 12, 30))
+)
+
+
+def _iso(stamp: datetime, sep: str) -> str:
+    text = stamp.isoformat(sep)
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def iso_text(stamps: st.SearchStrategy[datetime]) -> st.SearchStrategy[str]:
+    """ISO-8601 text of `stamps` in any offset (or none), with "T" or " " between."""
+    return st.builds(
+        lambda stamp, tz, sep: _iso(stamp.replace(tzinfo=tz), sep),
+        stamps,
+        offsets,
+        st.sampled_from("T "),
+    )
+
+
+def _across_a_limit(low: bool, offset: timedelta, nudge: timedelta, sep: str) -> str:
+    # A local time whose UTC instant is `nudge` from the first (or last) instant datetime holds:
+    # valid where it was written, outside the range once converted when `nudge` points out.
+    limit = datetime.min if low else datetime.max
+    shift = offset if low else -offset
+    try:
+        local = limit + shift + (nudge if low else -nudge)
+    except OverflowError:
+        local = limit + shift
+    return _iso(local.replace(tzinfo=timezone(shift)), sep)
+
+
+across_the_limits = st.builds(
+    _across_a_limit,
+    st.booleans(),
+    st.timedeltas(min_value=timedelta(0), max_value=_DAY),
+    st.timedeltas(min_value=timedelta(seconds=-2), max_value=timedelta(seconds=2)),
+    st.sampled_from("T "),
+)
+iso_timestamps = st.one_of(across_the_limits, iso_text(st.one_of(near_the_limits, st.datetimes())))
+epoch_numbers = st.one_of(
+    *(st.integers(at - 200_000, at + 200_000) for at in EPOCH_LIMITS),
+    *(st.floats(at - 200_000.0, at + 200_000.0) for at in EPOCH_LIMITS),
+    st.floats(allow_nan=False),
+    st.integers(),
+)
+# Timestamps as the legacy service could have written them: ISO text with or without offset,
+# epoch seconds as numbers or text (a hash holds text; JSON keeps the numbers).
+timestamps: st.SearchStrategy[Any] = st.one_of(
+    iso_timestamps, epoch_numbers, epoch_numbers.map(str)
+)
 values = st.one_of(
     hostile_text,
     st.sampled_from(SPECIAL_VALUES),
     st.sampled_from(STATUSES),
     hostile_number.map(str),
+    timestamps.map(str),
 )
 
 
@@ -220,10 +284,53 @@ def test_parse_task_returns_a_storable_document_or_a_reject() -> None:
     assert tally["parsed"] >= 10 and tally["rejected"] >= 10, tally
 
 
+def test_any_timestamp_becomes_utc_within_datetime_or_a_reject_naming_its_field() -> None:
+    tally: Counter[str] = Counter()
+
+    @property_settings(400)
+    @given(
+        stamps=st.dictionaries(
+            st.sampled_from(TIMESTAMP_FIELDS),
+            st.one_of(across_the_limits, timestamps),
+            min_size=1,
+        )
+    )
+    @example(stamps={"created_at": "0001-01-01T00:00:00+01:00"})
+    @example(stamps={"completed_at": "9999-12-31T23:30:00-01:00"})
+    @example(stamps={"started_at": 253_402_300_800})
+    def check(stamps: dict[str, Any]) -> None:
+        fields = {"filename": "f", "s3_key": "k", "status": "done", **stamps}
+        as_hash = {name.encode(): str(value).encode() for name, value in fields.items()}
+        for payload in (as_hash, json.dumps(fields).encode()):
+            parsed = parse_task(b"task:t", "t", payload, None)
+            if isinstance(parsed, Reject):
+                tally["rejected"] += 1
+                field, _, _ = parsed.reason.partition(" ")
+                assert field in stamps, parsed.reason  # the reason names the field
+                continue
+            tally["parsed"] += 1
+            check_document(parsed)
+            extremes = (parsed.created_at, parsed.started_at, parsed.completed_at)
+            if any(s is not None and s.year in (1, 9999) for s in extremes):
+                tally["year 1 or 9999"] += 1
+
+    check()
+    assert min(tally["parsed"], tally["rejected"], tally["year 1 or 9999"]) >= 30, tally
+
+
 record_lists = st.lists(
     st.tuples(
         st.one_of(st.integers(0, 10**6).map(str), hostile_text.filter(bool)),
-        hash_payloads.map(lambda d: {**VALID_HASH, **d}),
+        st.tuples(
+            # Half the records differ from a valid one in their timestamps alone, so that
+            # timestamps near the limits reach PostgreSQL.
+            st.one_of(hash_payloads, st.just({})),
+            st.dictionaries(
+                st.sampled_from(TIMESTAMP_FIELDS).map(str.encode),
+                st.one_of(across_the_limits, timestamps).map(lambda t: str(t).encode()),
+                max_size=3,
+            ),
+        ).map(lambda parts: {**VALID_HASH, **parts[0], **parts[1]}),
         results,
     ),
     max_size=8,
@@ -237,8 +344,23 @@ def test_migration_of_hostile_records_writes_exactly_what_the_parser_accepts(
     store = docstore_store
     tally: Counter[str] = Counter()
 
-    @property_settings(15)
+    @property_settings(30)
     @given(records=record_lists)
+    @example(
+        records=[
+            (
+                "limits",
+                {
+                    **VALID_HASH,
+                    b"created_at": b"0001-01-01T00:00:00-23:59",
+                    b"started_at": b"-62135596800",
+                    b"completed_at": b"9999-12-31T23:59:59.999999+00:00",
+                },
+                None,
+            ),
+            ("beyond", {**VALID_HASH, b"created_at": b"0001-01-01T00:00:00+00:01"}, None),
+        ]
+    )
     def check(records: list[tuple[str, dict[bytes, bytes], bytes | None]]) -> None:
         store.redis.flushdb()
         with store.pool.connection() as conn:
@@ -275,10 +397,20 @@ def test_migration_of_hostile_records_writes_exactly_what_the_parser_accepts(
             )
             assert row.page_count == parsed.page_count
             assert row.extraction_time_seconds == parsed.extraction_time_seconds
+            assert (row.started_at, row.completed_at) == (parsed.started_at, parsed.completed_at)
+            if parsed.created_at is not None:
+                assert row.created_at == parsed.created_at
+            stamps = (parsed.created_at, parsed.started_at, parsed.completed_at)
+            if any(s is not None and s.year in (1, 9999) for s in stamps):
+                tally["year 1 or 9999 written"] += 1
             owner = store.users.get(row.user_id)
             assert owner.email == parsed.user_email
+        report = verify(store.redis, store.db, batch_size=3)
+        assert report.ok and report.checked == len(expected)
+        assert report.unmigratable == summary.rejected  # verify and migrate agree
         tally["migrated"] += summary.migrated
         tally["rejected"] += summary.rejected
 
     check()
     assert tally["migrated"] >= 5 and tally["rejected"] >= 1, tally
+    assert tally["year 1 or 9999 written"] >= 2, tally

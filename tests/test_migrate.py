@@ -12,7 +12,7 @@ import redis
 from psycopg.rows import dict_row
 
 from docstore import Docstore
-from docstore.migrate import DEFAULT_USER_EMAIL, migrate, verify
+from docstore.migrate import DEFAULT_USER_EMAIL, legacy_records, migrate, verify
 from docstore.migrate.redis_reader import ReadBatch, read_task_batch
 
 T0 = datetime(2024, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -181,7 +181,7 @@ def seed_malformed(r: redis.Redis) -> dict[str, str]:
         "task:no-status": "missing required field 'status'",
         "task:bad-status": "unknown status 'exploded'",
         "task:bad-time": "created_at is not a timestamp",
-        "task:bad-epoch": "created_at is not a timestamp",
+        "task:bad-epoch": "created_at is out of range (UTC years 1 to 9999)",
         "task:bad-pages": "page_count must be a whole number",
         "task:frac-pages": "page_count must be a whole number",
         "task:bad-seconds": "extraction_time_seconds is not a number",
@@ -384,3 +384,93 @@ def test_a_task_in_flight_in_the_legacy_service_is_handed_to_a_new_worker(
     assert requeued.id == migrated.id and requeued.status == "PENDING"
     claimed = docstore_store.lifecycle.claim(migrated.id, "new-worker", 60)
     assert claimed.status == "PROCESSING" and claimed.attempts == 2
+
+
+def test_a_row_that_breaks_a_unique_rule_is_rejected_alone(docstore_store: Docstore) -> None:
+    # A unique rule the parser does not know about: a conflict is about one row, not the run.
+    with docstore_store.db.connection() as conn:
+        conn.execute("ALTER TABLE documents ADD CONSTRAINT one_s3_key UNIQUE (s3_key)")
+    for task_id, s3_key in (("a", "same"), ("b", "same"), ("c", "other")):
+        docstore_store.redis.hset(
+            f"task:{task_id}", mapping={"filename": "f", "s3_key": s3_key, "status": "done"}
+        )
+    summary, lines = run(docstore_store)
+    assert (summary.migrated, summary.rejected) == (2, 1)
+    assert [line["key"] for line in lines] in (["task:a"], ["task:b"])
+    assert "one_s3_key" in lines[0]["reason"]
+    assert sorted(documents(docstore_store)) == sorted({"a", "b", "c"} - {lines[0]["key"][5:]})
+
+
+def test_verify_counts_as_invalid_exactly_what_the_migration_rejects(
+    docstore_store: Docstore,
+) -> None:
+    r = docstore_store.redis
+    seed_malformed(r)  # 18 rejects, among them a result without its task
+    r.hset(b"task:\xff", mapping={"filename": "f", "s3_key": "k", "status": "done"})
+    r.set("result:gone-too", "orphan")
+    before = verify(r, docstore_store.db, batch_size=4)
+    dry, _ = run(docstore_store, dry_run=True, batch_size=4)
+    summary, _ = run(docstore_store, batch_size=4)
+    after = verify(r, docstore_store.db, batch_size=4)
+    assert summary.rejected == dry.rejected == 20
+    assert before.unmigratable == after.unmigratable == summary.rejected
+    assert after.ok and (after.checked, after.matching) == (1, 1)
+
+
+def test_rejects_lines_stay_one_line_whatever_the_key_holds(docstore_store: Docstore) -> None:
+    # U+0085, U+2028 and U+2029 end a line for str.splitlines (and JavaScript); JSON leaves
+    # them unescaped.
+    keys = ["task:a\x85b", "task:c\u2028d", "task:e\u2029f\r\ng"]
+    for key in keys:
+        docstore_store.redis.hset(key, mapping={"filename": "f", "s3_key": "k", "status": "?"})
+    stream = io.StringIO()
+    migrate(docstore_store.redis, docstore_store.db, rejects=stream)
+    lines = stream.getvalue().splitlines()
+    assert sorted(json.loads(line)["key"] for line in lines) == sorted(keys)
+
+
+def _parser_bug_on(monkeypatch: pytest.MonkeyPatch, status: str, error: BaseException) -> None:
+    """Make the record parser raise `error` for tasks with this status (a bug in our parser)."""
+    real = legacy_records.parse_status
+
+    def parse_status(value: object) -> str:
+        if value == status:
+            raise error
+        return real(value)
+
+    monkeypatch.setattr(legacy_records, "parse_status", parse_status)
+
+
+def test_a_record_the_parser_fails_on_is_rejected_with_the_error_and_the_run_goes_on(
+    docstore_store: Docstore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r = docstore_store.redis
+    for task_id in ("a", "b", "c", "d"):
+        r.hset(f"task:{task_id}", mapping={"filename": "f", "s3_key": "k", "status": "done"})
+    r.hset("task:bug", mapping={"filename": "f", "s3_key": "k", "status": "trigger"})
+    _parser_bug_on(monkeypatch, "trigger", RuntimeError("parser bug"))
+    expected = {
+        "key": "task:bug",
+        "reason": "internal error parsing record: RuntimeError: parser bug",
+        "outcome": "rejected",
+    }
+    dry, dry_lines = run(docstore_store, dry_run=True, batch_size=2)
+    assert (dry.migrated, dry.rejected, dry_lines) == (4, 1, [expected])
+    summary, lines = run(docstore_store, batch_size=2)
+    assert (summary.migrated, summary.rejected, lines) == (4, 1, [expected])
+    assert sorted(documents(docstore_store)) == ["a", "b", "c", "d"]
+    report = verify(r, docstore_store.db, batch_size=2)
+    assert report.ok and (report.checked, report.unmigratable) == (4, 1)
+
+
+def test_an_interrupt_while_parsing_still_stops_the_run(
+    docstore_store: Docstore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docstore_store.redis.hset(
+        "task:bug", mapping={"filename": "f", "s3_key": "k", "status": "trigger"}
+    )
+    _parser_bug_on(monkeypatch, "trigger", KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        migrate(docstore_store.redis, docstore_store.db)
+    with pytest.raises(KeyboardInterrupt):
+        verify(docstore_store.redis, docstore_store.db)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -47,12 +48,60 @@ def test_timestamps_iso_or_epoch_become_aware_utc(raw: object, expected: datetim
     assert parse_timestamp(raw, "created_at") == expected
 
 
-@pytest.mark.parametrize(
-    "raw", ["yesterday", "2024-13-01", "1e20", 10**12 * 1000, True, [1], "12:00", "nan"]
-)
+@pytest.mark.parametrize("raw", ["yesterday", "2024-13-01", True, [1], "12:00", "nan", math.nan])
 def test_unparsable_timestamps_are_refused(raw: object) -> None:
     with pytest.raises(LegacyValueError, match="created_at is not a timestamp"):
         parse_timestamp(raw, "created_at")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "0001-01-01T00:00:00+01:00",  # valid in its own offset, year 0 in UTC
+        "0001-01-01T00:59:59.999999+01:00",
+        "9999-12-31T23:30:00-01:00",  # year 10000 in UTC
+        "9999-12-31T23:59:59.999999-00:01",
+        "1e20",
+        10**12 * 1000,
+        pytest.param(10**400, id="10**400"),
+        1e300,
+        math.inf,
+        -math.inf,
+        "253402300800",  # 10000-01-01 in epoch seconds
+        253402300800,
+        253402300800.0,
+        "-62135596801",  # one second before year 1
+        -62135596801,
+        -62135596801.0,
+        "9224318016000",  # PostgreSQL's upper limit (294276 AD), far beyond datetime's
+        "-210866803200",  # PostgreSQL's lower limit (4713 BC)
+    ],
+)
+def test_timestamps_beyond_years_1_to_9999_in_utc_are_refused_naming_the_field(
+    raw: object,
+) -> None:
+    with pytest.raises(LegacyValueError, match=r"^completed_at is out of range \(UTC years 1"):
+        parse_timestamp(raw, "completed_at")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("0001-01-01T00:00:00-01:00", datetime(1, 1, 1, 1, tzinfo=UTC)),
+        ("0001-01-01T00:00:00+00:00", datetime(1, 1, 1, tzinfo=UTC)),
+        ("0001-01-01T00:00:00", datetime(1, 1, 1, tzinfo=UTC)),
+        ("0001-01-01T01:00:00+01:00", datetime(1, 1, 1, tzinfo=UTC)),
+        ("9999-12-31T23:30:00+01:00", datetime(9999, 12, 31, 22, 30, tzinfo=UTC)),
+        ("9999-12-31T23:59:59.999999Z", datetime.max.replace(tzinfo=UTC)),
+        ("-62135596800", datetime(1, 1, 1, tzinfo=UTC)),
+        (-62135596800, datetime(1, 1, 1, tzinfo=UTC)),
+        (253402300799, datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)),
+        (253402300799.0, datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)),
+        ("253402300799.999999", datetime.max.replace(tzinfo=UTC)),
+    ],
+)
+def test_timestamps_at_the_limits_of_datetime_are_kept(raw: object, expected: datetime) -> None:
+    assert parse_timestamp(raw, "created_at") == expected
 
 
 @pytest.mark.parametrize(
@@ -211,3 +260,23 @@ def test_a_bad_number_in_the_result_rejects_the_task_under_the_result_key() -> N
         b'{"text": "t", "page_count": "lots"}',
     )
     assert parsed == Reject("result:1", "result page_count is not a number: 'lots'")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("created_at", "0001-01-01T00:00:00+01:00"),
+        ("started_at", "0001-01-01T00:00:00+23:59"),
+        ("completed_at", "9999-12-31T23:30:00-01:00"),
+        ("completed_at", "1e15"),
+    ],
+)
+def test_an_out_of_range_timestamp_rejects_the_task_naming_the_field(
+    field: str, value: str
+) -> None:
+    fields = {"filename": "f", "s3_key": "k", "status": "done", field: value}
+    for payload in (_hash(**fields), json.dumps(fields).encode()):
+        parsed = parse_task(b"task:1", "1", payload, None)
+        assert parsed == Reject(
+            "task:1", f"{field} is out of range (UTC years 1 to 9999): {value!r}"
+        )

@@ -115,7 +115,8 @@ def _run_verify(args: argparse.Namespace, store: Docstore, source: redis.Redis) 
     )
     print(
         f"checked {report.checked}: {report.matching} match, {report.missing} missing, "
-        f"{report.differing} differ ({report.unmigratable} invalid in Redis, not migratable)"
+        f"{report.differing} differ ({report.unmigratable} rejected: invalid in Redis, "
+        "as a migration run lists them)"
     )
     if args.report:
         text = json.dumps(asdict(report), indent=2) + "\n"

@@ -168,6 +168,29 @@ def parse_result(raw: bytes, cleaner: TextCleaner) -> _Result:
     )
 
 
+def parse_record(
+    key: bytes, task_id: str, payload: TaskPayload, result: bytes | None
+) -> LegacyDocument | Reject:
+    """`parse_task` for a run: whatever one record raises becomes its reject, not the run's end.
+
+    Only `Exception`: an interrupt (KeyboardInterrupt, SystemExit) still stops the run.
+    """
+    try:
+        return parse_task(key, task_id, payload, result)
+    except Exception as exc:  # noqa: BLE001 - a parser bug: listed with its type, run goes on
+        return Reject(display_key(key), internal_error_reason(exc))
+
+
+def internal_error_reason(exc: Exception) -> str:
+    """The reject reason of a record the parser failed on (type and start of the message)."""
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001 - an exception whose __str__ fails still gets a reason
+        message = "(no message)"
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")[:200]
+    return f"internal error parsing record: {type(exc).__name__}: {message}"
+
+
 def parse_task(
     key: bytes, task_id: str, payload: TaskPayload, result: bytes | None
 ) -> LegacyDocument | Reject:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 # What the legacy service wrote for "no value": empty, or Python's / JSON's null spelled out.
 MISSING_TEXT = frozenset({"", "none", "null"})
@@ -75,6 +75,14 @@ class TextCleaner:
         return text
 
 
+def _excerpt(value: object) -> str:
+    """The start of a value for a reject reason (also of an int too long for `str`)."""
+    try:
+        return str(value)[:50]
+    except ValueError:  # int beyond sys.get_int_max_str_digits()
+        return f"<{type(value).__name__} too long to show>"
+
+
 def is_missing(value: object) -> bool:
     """True for the spellings of "no value" (None, "", "None", "null")."""
     return value is None or (isinstance(value, str) and value.strip().lower() in MISSING_TEXT)
@@ -91,29 +99,48 @@ def parse_status(value: object) -> str:
 
 
 def parse_timestamp(value: object, field: str) -> datetime | None:
-    """An aware UTC datetime from ISO-8601 (naive means UTC) or Unix epoch seconds."""
+    """An aware UTC datetime from ISO-8601 (naive means UTC) or Unix epoch seconds.
+
+    Refused: text that is no timestamp, and timestamps outside years 1 to 9999 once in UTC
+    (datetime's range; PostgreSQL's is wider, so whatever passes can be written).
+    """
     if is_missing(value):
         return None
+    shown = _excerpt(value)
     try:
-        if isinstance(value, bool):
-            raise TypeError
-        if isinstance(value, int):
-            return _EPOCH + timedelta(seconds=value)
-        if isinstance(value, float):
-            return datetime.fromtimestamp(value, tz=timezone.utc)
-        if not isinstance(value, str):
-            raise TypeError
-        text = value.strip()
-        if _NUMBER.fullmatch(text):
-            return _epoch_decimal(Decimal(text))
-        if text[-1:] in ("Z", "z"):
-            text = text[:-1] + "+00:00"
-        parsed = datetime.fromisoformat(text)
-    except (TypeError, ValueError, OverflowError, OSError, InvalidOperation) as exc:
-        raise LegacyValueError(f"{field} is not a timestamp: {str(value)[:50]!r}") from exc
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+        return _read_timestamp(value).astimezone(timezone.utc)
+    except OverflowError as exc:
+        raise LegacyValueError(f"{field} is out of range (UTC years 1 to 9999): {shown!r}") from exc
+    except (TypeError, ValueError) as exc:
+        raise LegacyValueError(f"{field} is not a timestamp: {shown!r}") from exc
+
+
+def _read_timestamp(value: object) -> datetime:
+    """An aware datetime in its own offset; OverflowError when beyond datetime's years."""
+    if isinstance(value, bool):
+        raise TypeError("a boolean is not a timestamp")
+    if isinstance(value, int):
+        return _epoch_decimal(Decimal(value))
+    if isinstance(value, float):
+        return _epoch_float(value)
+    if not isinstance(value, str):
+        raise TypeError(f"{type(value).__name__} is not a timestamp")
+    text = value.strip()
+    if _NUMBER.fullmatch(text):
+        return _epoch_decimal(Decimal(text))
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    parsed = datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+
+
+def _epoch_float(seconds: float) -> datetime:
+    if math.isnan(seconds):
+        raise ValueError("NaN is not a timestamp")
+    try:
+        return datetime.fromtimestamp(seconds, tz=timezone.utc)
+    except (ValueError, OSError) as exc:  # a finite number beyond the years (message varies)
+        raise OverflowError("epoch seconds out of range") from exc
 
 
 def _epoch_decimal(seconds: Decimal) -> datetime:
@@ -134,7 +161,7 @@ def parse_count(value: object, field: str) -> int | None:
     whole = number.is_integer() if isinstance(number, float) else True
     if not whole or not 0 <= number <= INT4_MAX:
         raise LegacyValueError(
-            f"{field} must be a whole number from 0 to {INT4_MAX}: {str(value)[:50]!r}"
+            f"{field} must be a whole number from 0 to {INT4_MAX}: {_excerpt(value)!r}"
         )
     return int(number)
 
@@ -148,7 +175,7 @@ def parse_seconds(value: object, field: str) -> float | None:
     except OverflowError:  # an int beyond 1e308
         number = math.inf
     if not math.isfinite(number) or number < 0:
-        raise LegacyValueError(f"{field} must be a finite number >= 0: {str(value)[:50]!r}")
+        raise LegacyValueError(f"{field} must be a finite number >= 0: {_excerpt(value)!r}")
     return number
 
 
@@ -161,7 +188,7 @@ def _number(value: object, field: str) -> int | float:
             return int(text)
         except ValueError:
             return float(text)
-    raise LegacyValueError(f"{field} is not a number: {str(value)[:50]!r}")
+    raise LegacyValueError(f"{field} is not a number: {_excerpt(value)!r}")
 
 
 def parse_text(value: object, field: str, *, max_length: int | None = None) -> str | None:

@@ -11,9 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from docstore.errors import InvalidInput
+from docstore.errors import ConfigurationError, Conflict, InvalidInput
 from docstore.migrate.legacy_records import LegacyDocument, Reject
 from docstore.postgres.executor import Connection, Database
+
+SCHEMA_COMMAND = "python -m docstore schema apply"
 
 
 @dataclass(slots=True)
@@ -58,15 +60,15 @@ def _write(
 def write_documents(db: Database, docs: Sequence[LegacyDocument]) -> WriteOutcome:
     """Write one batch in one transaction; rows the database refuses become rejects.
 
-    A refused row (a constraint the parser does not know about) fails the whole batch; the batch
-    is then written row by row so that only the offending rows are rejected.
+    A refused row (a check or unique rule the parser does not know about) fails the whole
+    batch; the batch is then written row by row so that only the offending rows are rejected.
     """
     if not docs:
         return WriteOutcome()
     try:
         with db.transaction() as conn:
             return _write(db, docs, conn)
-    except InvalidInput as exc:
+    except (InvalidInput, Conflict) as exc:
         if len(docs) == 1:
             return WriteOutcome(rejects=[Reject(docs[0].key, f"refused: {exc.message}")])
     outcome = WriteOutcome()
@@ -84,3 +86,13 @@ def count_present(db: Database, task_ids: Sequence[str]) -> int:
     if not task_ids:
         return 0
     return int(db.value("migrate_count_present", {"task_ids": list(task_ids)}))
+
+
+def check_schema(db: Database) -> None:
+    """Raise ConfigurationError, naming the schema command, unless the tables are there."""
+    missing = [str(row[0]) for row in db.all("migrate_missing_schema", {})]
+    if missing:
+        raise ConfigurationError(
+            f"the docstore schema is not applied to this database (missing: "
+            f"{', '.join(missing)}): run `{SCHEMA_COMMAND}` first"
+        )

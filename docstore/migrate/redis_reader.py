@@ -19,7 +19,7 @@ from docstore.migrate.legacy_records import (
     Reject,
     TaskPayload,
     display_key,
-    parse_task,
+    parse_record,
     result_key,
     task_id_of,
 )
@@ -29,13 +29,20 @@ ORPHAN_RESULT = "result without a task"
 
 @dataclass(slots=True)
 class ReadBatch:
-    """What one step of the scan produced, with counters since the previous batch."""
+    """What one step of the scan produced, with counters since the previous batch.
+
+    Every key scanned is counted once: as a task key, a result key, skipped, or repeated (SCAN
+    returned it again within the batch). Every task key ends as a document, a reject or
+    vanished; every result key belongs to its task or is an orphan (also a reject).
+    """
 
     scanned: int = 0
     skipped: int = 0
+    repeated: int = 0
     vanished: int = 0
     task_keys: int = 0
     result_keys: int = 0
+    orphan_results: int = 0
     documents: list[LegacyDocument] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
 
@@ -78,7 +85,7 @@ def read_task_batch(client: redis.Redis, keys: list[tuple[bytes, str]], batch: R
                 Reject(display_key(result_key(task_id)), f"result key is not a string: {result}")
             )
             continue
-        parsed = parse_task(key, task_id, payload, result)
+        parsed = parse_record(key, task_id, payload, result)
         if isinstance(parsed, Reject):
             batch.rejects.append(parsed)
         else:
@@ -126,9 +133,10 @@ def read_batches(client: redis.Redis, prefix: bytes, batch_size: int) -> Iterato
     for chunk in scan_keys(client, batch_size):
         batch.scanned += len(chunk)
         for key in chunk:
+            if key in tasks or key in results:
+                batch.repeated += 1  # SCAN may return a key twice
+                continue
             if key.startswith(prefix):
-                if key in tasks:
-                    continue  # SCAN may return a key twice
                 batch.task_keys += 1
                 task_id = task_id_of(key, prefix)
                 if isinstance(task_id, Reject):
@@ -160,5 +168,7 @@ def _flush(
         read_task_batch(client, list(tasks.items()), batch)
         tasks.clear()
     if results:
-        batch.rejects.extend(find_orphan_results(client, sorted(results), prefix))
+        orphans = find_orphan_results(client, sorted(results), prefix)
+        batch.orphan_results += len(orphans)
+        batch.rejects.extend(orphans)
         results.clear()

@@ -13,7 +13,7 @@ import redis
 
 from docstore.errors import InvalidInput
 from docstore.migrate.legacy_records import RESULT_PREFIX
-from docstore.migrate.pg_writer import WriteOutcome, count_present, write_documents
+from docstore.migrate.pg_writer import WriteOutcome, check_schema, count_present, write_documents
 from docstore.migrate.read_ahead import ReadAhead
 from docstore.migrate.redis_reader import ReadBatch, read_batches
 from docstore.migrate.summary import MigrationSummary, RejectsWriter
@@ -67,12 +67,14 @@ def migrate(
     `already_present` and left alone. Redis is only read. `rejects` receives one JSON line per
     rejected or sanitized record as the run goes; `progress` is called after every batch.
     `writers` batches are written at once, each on its own connection (at most the pool's size).
-    A `dry_run` reads and validates everything and writes nothing.
+    A `dry_run` reads and validates everything and writes nothing. Without the schema in
+    `target`, raises `ConfigurationError` naming the command that applies it.
     """
     raw_prefix = check_options(prefix, batch_size)
     if writers < 1:
         raise InvalidInput("writers must be at least 1", field="writers")
     writers = min(writers, target.pool.max_size)
+    check_schema(target)
     summary = MigrationSummary(dry_run=dry_run)
     listing = RejectsWriter(summary, rejects)
     started = time.perf_counter()
@@ -105,7 +107,9 @@ def _count_read(summary: MigrationSummary, listing: RejectsWriter, batch: ReadBa
     summary.task_keys += batch.task_keys
     summary.result_keys += batch.result_keys
     summary.skipped += batch.skipped
+    summary.repeated_keys += batch.repeated
     summary.vanished += batch.vanished
+    summary.orphan_results += batch.orphan_results
     for reject in batch.rejects:
         listing.reject(reject)
     for doc in batch.documents:

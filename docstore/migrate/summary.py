@@ -10,10 +10,19 @@ from typing import Any, TextIO
 
 from docstore.migrate.legacy_records import LegacyDocument, Reject
 
+_Row = tuple[int, str, int | str, str]  # depth, label, value, note: one line of the text
+_MAX_LABEL_WIDTH = 60
+_VALUE_WIDTH = 8
+
 
 @dataclass(slots=True)
 class MigrationSummary:
-    """What a run saw and did; `dry_run` runs count `migrated` as "would migrate"."""
+    """What a run saw and did; `dry_run` runs count `migrated` as "would migrate".
+
+    The counts add up: scanned = task + result + skipped + repeated keys; task keys = migrated +
+    already present + tasks rejected + vanished; result keys = with their task + orphans;
+    rejected = tasks rejected + orphan results.
+    """
 
     dry_run: bool = False
     total_keys: int | None = None  # DBSIZE at the start: the progress bar's total
@@ -23,8 +32,10 @@ class MigrationSummary:
     migrated: int = 0
     already_present: int = 0
     skipped: int = 0
+    repeated_keys: int = 0  # returned again by SCAN within a batch
     vanished: int = 0
     rejected: int = 0
+    orphan_results: int = 0  # result:* without its task (counted in `rejected` too)
     sanitized: int = 0
     users_created: int = 0
     duration_seconds: float = 0.0
@@ -36,6 +47,16 @@ class MigrationSummary:
         return self.migrated + self.already_present
 
     @property
+    def tasks_rejected(self) -> int:
+        """Task keys rejected (the other rejects are orphan results)."""
+        return self.rejected - self.orphan_results
+
+    @property
+    def results_with_task(self) -> int:
+        """Result keys whose task exists (migrated or rejected together with it)."""
+        return self.result_keys - self.orphan_results
+
+    @property
     def rows_per_second(self) -> float:
         """Processed tasks per second of the run."""
         return self.processed / self.duration_seconds if self.duration_seconds > 0 else 0.0
@@ -43,29 +64,78 @@ class MigrationSummary:
     def as_dict(self) -> dict[str, Any]:
         """The summary as JSON-ready values (the `--report` file)."""
         data = asdict(self)
+        data["tasks_rejected"] = self.tasks_rejected
+        data["results_with_task"] = self.results_with_task
         data["reject_reasons"] = dict(self.reject_reasons.most_common())
         data["duration_seconds"] = round(self.duration_seconds, 3)
         data["rows_per_second"] = round(self.rows_per_second, 1)
         return data
 
     def text(self) -> str:
-        """The summary for people, one counter a line."""
+        """The summary for people, one count a line; an indented count is part of the one above."""
         verb = "would migrate" if self.dry_run else "migrated"
-        users = "(not counted in a dry run)" if self.dry_run else str(self.users_created)
-        lines = [
-            f"scanned keys     {self.scanned_keys}",
-            f"task keys        {self.task_keys}",
-            f"{verb:<16} {self.migrated}",
-            f"already present  {self.already_present}",
-            f"skipped          {self.skipped} (other keys, e.g. progress:*)",
-            f"vanished         {self.vanished} (deleted while the migration ran)",
-            f"rejected         {self.rejected}",
-            f"sanitized        {self.sanitized} (NUL stripped or invalid UTF-8 replaced)",
-            f"users created    {users}",
-            f"duration         {self.duration_seconds:.1f} s ({self.rows_per_second:.0f} rows/s)",
+        users = "(not counted in a dry run)" if self.dry_run else self.users_created
+        rows: list[_Row] = [
+            (0, "scanned keys", self.scanned_keys, ""),
+            (1, "task keys", self.task_keys, ""),
+            (2, verb, self.migrated, ""),
+            (2, "already present", self.already_present, ""),
+            (2, "rejected", self.tasks_rejected, ""),
+            (2, "vanished", self.vanished, "deleted while the migration ran"),
+            (1, "result keys", self.result_keys, ""),
+            (2, "with their task", self.results_with_task, "migrated or rejected with it"),
+            (2, "without a task", self.orphan_results, "rejected"),
+            (1, "other keys", self.skipped, "skipped, e.g. progress:*"),
         ]
-        lines += [f"  {count:>6}  {reason}" for reason, count in self.reject_reasons.most_common()]
-        return "\n".join(lines)
+        if self.repeated_keys:
+            rows.append((1, "repeated by SCAN", self.repeated_keys, "read once"))
+        rows.append((0, "rejected", self.rejected, ""))
+        rows += [(1, reason, n, "") for reason, n in self.reject_reasons.most_common()]
+        rows += [
+            (0, "sanitized", self.sanitized, "NUL stripped or invalid UTF-8 replaced"),
+            (0, "users created", users, ""),
+            (0, "duration", format_duration(self.duration_seconds), self._rate()),
+        ]
+        width = min(max(2 * depth + len(label) for depth, label, _, _ in rows), _MAX_LABEL_WIDTH)
+        return "\n".join(_line(row, width) for row in rows)
+
+    def _rate(self) -> str:
+        if self.processed == 0 or self.duration_seconds <= 0:
+            return "no rows"
+        rate = self.rows_per_second
+        return f"{rate:,.1f} rows/s" if rate < 10 else f"{rate:,.0f} rows/s"
+
+
+def _line(row: _Row, label_width: int) -> str:
+    depth, label, value, note = row
+    text = f"{'  ' * depth + label:<{label_width}}  {value:>{_VALUE_WIDTH}}"
+    return f"{text}  ({note})" if note else text
+
+
+def format_duration(seconds: float) -> str:
+    """A duration in the unit that reads best: ``0.4 ms``, ``28 ms``, ``2.0 s``, ``1 min 15 s``."""
+    if seconds < 0.01:
+        return f"{seconds * 1000:.1f} ms"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+# Line breaks to `str.splitlines` (and to JavaScript) that JSON leaves unescaped.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def json_line(value: dict[str, str]) -> str:
+    """One JSON line, readable text kept, but no character that any reader takes as a line end."""
+    text = json.dumps(value, ensure_ascii=False).translate(_LINE_BREAKS)
+    # A lone surrogate would make the file's UTF-8 encoder raise: written as its escape.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8") + "\n"
 
 
 def reason_class(reason: str) -> str:
@@ -93,7 +163,7 @@ class RejectsWriter:
 
     def _write(self, line: dict[str, str]) -> None:
         if self.stream is not None:
-            self.stream.write(json.dumps(line, ensure_ascii=False) + "\n")
+            self.stream.write(json_line(line))
 
     def flush(self) -> None:
         """Push what was written to the file (once per batch)."""

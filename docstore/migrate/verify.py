@@ -11,7 +11,7 @@ import redis
 from pydantic import BaseModel
 
 from docstore.migrate.legacy_records import LegacyDocument
-from docstore.migrate.redis_reader import ORPHAN_RESULT
+from docstore.migrate.pg_writer import check_schema
 from docstore.migrate.runner import DEFAULT_BATCH_SIZE, DEFAULT_PREFIX, check_options, scan_batches
 from docstore.postgres.executor import Database
 
@@ -57,7 +57,8 @@ class VerifyReport:
     matching: int = 0
     missing: int = 0
     differing: int = 0
-    unmigratable: int = 0  # invalid in Redis: the migration rejects these
+    # What a migration run rejects while reading: invalid tasks and results without a task.
+    unmigratable: int = 0
 
     @property
     def ok(self) -> bool:
@@ -104,12 +105,14 @@ def verify(
 ) -> VerifyReport:
     """Check every valid task in Redis against PostgreSQL; report each problem as found.
 
-    Reads only. Tasks the migration would reject are counted as `unmigratable`, not as missing.
+    Reads only. Records the migration rejects are counted as `unmigratable`, not as missing.
+    Without the schema in `target`, raises `ConfigurationError` naming the command to apply it.
     """
     raw_prefix = check_options(prefix, batch_size)
+    check_schema(target)
     report = VerifyReport()
     for batch in scan_batches(source, raw_prefix, batch_size):
-        report.unmigratable += sum(1 for r in batch.rejects if r.reason != ORPHAN_RESULT)
+        report.unmigratable += len(batch.rejects)
         if not batch.documents:
             continue
         rows = target.all(
