@@ -21,11 +21,22 @@ class DocstoreError(Exception):
 
 
 class InvalidInput(DocstoreError):
-    """The input was refused before or by the database: it breaks a rule of the data model."""
+    """The input was refused before or by the database: it breaks a rule of the data model.
 
-    def __init__(self, message: str | None = None, *, field: str | None = None) -> None:
+    `field` names the argument or column at fault (when known); `constraint` the database
+    constraint that refused it (None when refused in Python).
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        field: str | None = None,
+        constraint: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.field = field
+        self.constraint = constraint
 
 
 class UnsupportedDocument(InvalidInput):

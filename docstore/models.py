@@ -7,40 +7,24 @@ stripped from text, lone surrogates and out-of-range values are refused. Output 
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from docstore.rules import (
+    Email,
+    Filename,
     NonNegativeFloat,
     NonNegativeInt,
     RowId,
+    S3Key,
+    TaskId,
     Text,
     UtcDatetime,
-    clean_text,
-    length_between,
 )
 
 DocumentStatus = Literal["PENDING", "PROCESSING", "COMPLETED", "FAILED"]
 DOCUMENT_STATUSES: tuple[DocumentStatus, ...] = ("PENDING", "PROCESSING", "COMPLETED", "FAILED")
-
-# Deliberately simple: one @, no spaces, a dot in the domain. Deliverability is the mail
-# server's business; this catches typos and garbage without a DNS-aware dependency.
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
-
-
-def _check_email(value: str) -> str:
-    value = value.strip()
-    if not 3 <= len(value) <= 255 or not _EMAIL.fullmatch(value):
-        raise ValueError("must be an email address like name@example.com (at most 255 characters)")
-    return value
-
-
-Email = Annotated[str, AfterValidator(clean_text), AfterValidator(_check_email)]
-Filename = Annotated[str, AfterValidator(clean_text), AfterValidator(length_between(1, 255))]
-S3Key = Annotated[str, AfterValidator(clean_text), AfterValidator(length_between(1, 512))]
-LegacyTaskId = Annotated[str, AfterValidator(clean_text), AfterValidator(length_between(1, 512))]
 
 # Instances are trusted as built (assignments are validated too); `model_construct` opts out.
 _INPUT = ConfigDict(extra="forbid", from_attributes=True, validate_assignment=True)
@@ -103,7 +87,7 @@ class DocumentCreate(BaseModel):
     filename: Filename
     s3_key: S3Key
     max_attempts: Annotated[int, Field(strict=True, ge=1, le=100)] = 3
-    legacy_task_id: LegacyTaskId | None = None
+    legacy_task_id: TaskId | None = None
 
 
 class DocumentUpdate(BaseModel):

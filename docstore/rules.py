@@ -1,12 +1,18 @@
-"""Input rules shared by the models and the repositories, and their translation to `InvalidInput`.
+"""The input rules: every domain value defined once, and its translation to `InvalidInput`.
 
-PostgreSQL text cannot hold NUL bytes and UTF-8 cannot encode lone surrogates: NULs are stripped
-(extracted PDF text often has them), lone surrogates are refused.
+The models, the repositories, the Redis side, intake and the migration all take their rules from
+here, and the database's CHECKs say the same (tests/test_rules_match_the_database.py compares
+them). PostgreSQL text cannot hold NUL bytes and UTF-8 cannot encode lone surrogates: NULs are
+stripped (extracted PDF text often has them), lone surrogates are refused.
+
+To add a rule: define it here as an `Annotated` type (or a constant bound), use it in the model
+or through a `Checker`, and, when a column stores it, add the column to the comparison test.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -17,7 +23,9 @@ from docstore.errors import InvalidInput
 T = TypeVar("T")
 InputModel = TypeVar("InputModel", bound=BaseModel)
 
-MAX_BIGINT = 2**63 - 1
+MAX_BIGINT = 2**63 - 1  # BIGINT ids
+INT4_MAX = 2**31 - 1  # INTEGER counts
+TEN_YEARS = 10 * 365 * 24 * 3600  # seconds: the longest duration any argument may name
 
 
 def clean_text(value: str) -> str:
@@ -32,18 +40,25 @@ def clean_text(value: str) -> str:
     return value
 
 
-def length_between(min_length: int, max_length: int) -> Callable[[str], str]:
-    """A validator refusing strings (already cleaned) outside the length bounds."""
+@dataclass(frozen=True, slots=True)
+class Length:
+    """A validator refusing strings (already cleaned) outside `minimum`..`maximum` characters."""
 
-    def check(value: str) -> str:
-        if not min_length <= len(value) <= max_length:
+    minimum: int
+    maximum: int
+
+    def __call__(self, value: str) -> str:
+        if not self.minimum <= len(value) <= self.maximum:
             raise ValueError(
-                f"must be {min_length} to {max_length} characters (after removing NUL bytes), "
+                f"must be {self.minimum} to {self.maximum} characters (after removing NUL bytes), "
                 f"not {len(value)}"
             )
         return value
 
-    return check
+
+def length_between(min_length: int, max_length: int) -> Length:
+    """A validator refusing strings (already cleaned) outside the length bounds."""
+    return Length(min_length, max_length)
 
 
 def as_utc(value: datetime) -> datetime:
@@ -55,14 +70,43 @@ def as_utc(value: datetime) -> datetime:
     return value.astimezone(timezone.utc)
 
 
-# Types used by models and repository arguments.
-RowId = Annotated[int, Field(strict=True, ge=1, le=MAX_BIGINT)]
+# Deliberately simple: one @, no spaces, a dot in the domain. Deliverability is the mail
+# server's business; this catches typos and garbage without a DNS-aware dependency.
+EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
+EMAIL_LENGTH = Length(3, 320)  # users_email_check; RFC 5321 allows 64 + 1 + 255
+FILENAME_LENGTH = Length(1, 255)  # documents.filename VARCHAR(255)
+S3_KEY_LENGTH = Length(1, 512)  # documents.s3_key VARCHAR(512)
+TASK_ID_LENGTH = Length(1, 512)  # documents_legacy_task_id_check
+WORKER_ID_LENGTH = Length(1, 255)  # documents_worker_id_check
+
+
+def check_email(value: str) -> str:
+    """`value` without surrounding white space, if it looks like an email address."""
+    value = value.strip()
+    if not EMAIL_LENGTH.minimum <= len(value) <= EMAIL_LENGTH.maximum or not (
+        EMAIL_PATTERN.fullmatch(value)
+    ):
+        raise ValueError(
+            "must be an email address like name@example.com "
+            f"(at most {EMAIL_LENGTH.maximum} characters)"
+        )
+    return value
+
+
+# Types used by the models and the arguments of every public method.
+RowId = Annotated[int, Field(strict=True, ge=1, le=MAX_BIGINT)]  # a user or document id
 Text = Annotated[str, AfterValidator(clean_text)]
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
-WorkerId = Annotated[str, AfterValidator(clean_text), AfterValidator(length_between(1, 255))]
+Email = Annotated[str, AfterValidator(clean_text), AfterValidator(check_email)]
+Filename = Annotated[str, AfterValidator(clean_text), AfterValidator(FILENAME_LENGTH)]
+S3Key = Annotated[str, AfterValidator(clean_text), AfterValidator(S3_KEY_LENGTH)]
+TaskId = Annotated[str, AfterValidator(clean_text), AfterValidator(TASK_ID_LENGTH)]
+# The same cleaned id is the queue's consumer name and documents.worker_id.
+WorkerId = Annotated[str, AfterValidator(clean_text), AfterValidator(WORKER_ID_LENGTH)]
 # Strict: an int or a float, never a bool or a numeric string coerced behind the caller's back.
 LeaseSeconds = Annotated[float, Field(strict=True, gt=0, le=7 * 24 * 3600, allow_inf_nan=False)]
-NonNegativeInt = Annotated[int, Field(strict=True, ge=0, le=2**31 - 1)]
+Seconds = Annotated[float, Field(strict=True, ge=0, le=TEN_YEARS, allow_inf_nan=False)]
+NonNegativeInt = Annotated[int, Field(strict=True, ge=0, le=INT4_MAX)]
 NonNegativeFloat = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
 
 

@@ -205,7 +205,7 @@ def check_document(document: LegacyDocument) -> None:
     assert _valid_text(document.task_id, 512) and document.task_id
     assert _valid_text(document.filename, 255) and document.filename
     assert _valid_text(document.s3_key, 512) and document.s3_key
-    assert _valid_text(document.user_email, 255)
+    assert _valid_text(document.user_email, 320)
     assert _valid_text(document.error_message) and _valid_text(document.result_text)
     assert document.status in {"PENDING", "PROCESSING", "COMPLETED", "FAILED"}
     if document.page_count is not None:

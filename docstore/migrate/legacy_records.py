@@ -7,7 +7,6 @@ migrated. See the README section "Migrating legacy Redis data" for the contract.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,13 +22,16 @@ from docstore.migrate.legacy_values import (
     parse_text,
     parse_timestamp,
 )
+from docstore.rules import (
+    EMAIL_LENGTH,
+    EMAIL_PATTERN,
+    FILENAME_LENGTH,
+    S3_KEY_LENGTH,
+    TASK_ID_LENGTH,
+)
 
 DEFAULT_USER_EMAIL = "migrated@system.local"
 RESULT_PREFIX = b"result:"
-MAX_TASK_ID_LENGTH = 512
-# The rule docstore.models applies to emails.
-EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
-MAX_EMAIL_LENGTH = 255
 
 TaskPayload = dict[bytes, bytes] | bytes
 
@@ -81,8 +83,9 @@ def task_id_of(key: bytes, prefix: bytes) -> str | Reject:
         return Reject(display_key(key), "task id is not valid UTF-8")
     if "\x00" in task_id:
         return Reject(display_key(key), "task id contains a NUL byte")
-    if not 1 <= len(task_id) <= MAX_TASK_ID_LENGTH:
-        return Reject(display_key(key), f"task id must be 1 to {MAX_TASK_ID_LENGTH} characters")
+    low, high = TASK_ID_LENGTH.minimum, TASK_ID_LENGTH.maximum
+    if not low <= len(task_id) <= high:
+        return Reject(display_key(key), f"task id must be {low} to {high} characters")
     return task_id
 
 
@@ -128,11 +131,11 @@ def _required(get: Callable[[str], Any], name: str, max_length: int) -> str:
 def _user_email(value: Any) -> str:
     # Lower case: emails match case-insensitively (users_email_lower_key), and the user a run
     # creates must not depend on which spelling SCAN happens to return first.
-    email = parse_text(value, "user_email", max_length=MAX_EMAIL_LENGTH)
+    email = parse_text(value, "user_email", max_length=EMAIL_LENGTH.maximum)
     if email is None:
         return DEFAULT_USER_EMAIL
     email = email.strip().lower()
-    if not EMAIL.fullmatch(email):
+    if not EMAIL_PATTERN.fullmatch(email):
         raise LegacyValueError(f"user_email is not an email address: {email[:50]!r}")
     return email
 
@@ -198,8 +201,8 @@ def parse_task(
     cleaner = TextCleaner()
     try:
         get = _task_fields(payload, cleaner)
-        filename = _required(get, "filename", 255)
-        s3_key = _required(get, "s3_key", 512)
+        filename = _required(get, "filename", FILENAME_LENGTH.maximum)
+        s3_key = _required(get, "s3_key", S3_KEY_LENGTH.maximum)
         raw_status = get("status")
         if is_missing(raw_status):
             raise LegacyValueError("missing required field 'status'")

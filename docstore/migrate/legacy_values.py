@@ -11,6 +11,8 @@ import re
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
+from docstore.rules import INT4_MAX
+
 # What the legacy service wrote for "no value": empty, or Python's / JSON's null spelled out.
 MISSING_TEXT = frozenset({"", "none", "null"})
 
@@ -28,7 +30,6 @@ STATUS_ALIASES: dict[str, str] = {
     "error": "FAILED",
 }
 
-INT4_MAX = 2**31 - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # Epoch seconds beyond any datetime (year 9999 is ~2.5e11 s): refused before they are turned
 # into an integer, since "1e1000000000" would otherwise build a billion-digit int (minutes of CPU).

@@ -37,7 +37,12 @@ def database_error(exc: psycopg.Error, address: str) -> DocstoreError:
     if _is_tsquery_refusal(sqlstate, detail):
         return InvalidInput(f"PostgreSQL cannot parse it as a web search ({detail})")
     if sqlstate.startswith(_INPUT_CLASSES):
-        return InvalidInput(f"refused by the database: {detail}", field=diag.constraint_name)
+        constraint = diag.constraint_name
+        return InvalidInput(
+            f"refused by the database: {detail}",
+            field=diag.column_name or _column_of(constraint, diag.table_name),
+            constraint=constraint,
+        )
     if isinstance(exc, psycopg.OperationalError) or sqlstate.startswith(_UNAVAILABLE_CLASSES):
         return ServiceUnavailable(
             f"PostgreSQL at {address} is unavailable: {detail}",
@@ -45,6 +50,17 @@ def database_error(exc: psycopg.Error, address: str) -> DocstoreError:
             address=address,
         )
     return DatabaseError(f"PostgreSQL error {sqlstate or '?'}: {detail}")
+
+
+def _column_of(constraint: str | None, table: str | None) -> str | None:
+    """The column a constraint named by PostgreSQL's convention (`<table>_<column>_check`,
+    `..._fkey`, `..._key`) is about."""
+    if not constraint or not table or not constraint.startswith(f"{table}_"):
+        return None
+    for suffix in ("_check", "_fkey", "_key"):
+        if constraint.endswith(suffix):
+            return constraint[len(table) + 1 : -len(suffix)] or None
+    return None
 
 
 def _is_tsquery_refusal(sqlstate: str, detail: str) -> bool:

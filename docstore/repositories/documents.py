@@ -21,7 +21,6 @@ from docstore.models import (
     DocumentSummary,
     DocumentUpdate,
     DocumentWithUser,
-    LegacyTaskId,
     SearchHit,
     SearchResponse,
 )
@@ -36,6 +35,7 @@ from docstore.rules import (
     MAX_BIGINT,
     Checker,
     RowId,
+    TaskId,
     checked_limit,
     clean_text,
     length_between,
@@ -49,7 +49,7 @@ INSERT_BATCH_SIZE = 1000
 
 _user_id: Checker[int] = Checker(RowId, "user_id")
 _document_id: Checker[int] = Checker(RowId, "document_id")
-_task_id: Checker[str] = Checker(LegacyTaskId, "task_id")
+_task_id: Checker[str] = Checker(TaskId, "task_id")
 _FIRST_PAGE = (datetime.max.replace(tzinfo=timezone.utc), MAX_BIGINT)
 
 
@@ -59,9 +59,11 @@ def _unknown_user_check() -> Iterator[None]:
     try:
         yield
     except InvalidInput as exc:
-        if exc.field != "documents_user_id_fkey":
+        if exc.constraint != "documents_user_id_fkey":
             raise
-        raise InvalidInput("user_id: no user has this id", field="user_id") from exc
+        raise InvalidInput(
+            "user_id: no user has this id", field="user_id", constraint=exc.constraint
+        ) from exc
 
 
 # How websearch_to_tsquery reads a query, as far as its NOT operators go (PostgreSQL 18): a '-'

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from docstore.errors import NotFound
 from docstore.models import (
-    Email,
     UserCreate,
     UserListResponse,
     UserResponse,
@@ -15,7 +14,7 @@ from docstore.models import (
 from docstore.postgres.executor import Connection, Database
 from docstore.repositories.api_keys import api_key_digest, is_well_formed, new_api_key
 from docstore.repositories.pagination import UserPageCursor, decode_cursor, keyset_page
-from docstore.rules import Checker, RowId, checked_limit, parse_input
+from docstore.rules import Checker, Email, RowId, checked_limit, parse_input
 
 _user_id: Checker[int] = Checker(RowId, "user_id")
 _email: Checker[str] = Checker(Email, "email")
