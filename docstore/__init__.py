@@ -48,6 +48,7 @@ from docstore.models import (
 )
 from docstore.postgres.executor import Database
 from docstore.postgres.schema import MigrationStatus
+from docstore.redis.core import RedisCore
 from docstore.repositories.documents import DocumentRepo
 from docstore.repositories.lifecycle import DocumentLifecycle
 from docstore.repositories.users import UserRepo
@@ -98,6 +99,7 @@ __all__ = [
     "RateLimiter",
     "RedisCache",
     "RedisCommandError",
+    "RedisCore",
     "RollbackRefused",
     "S3BlobStore",
     "SchemaError",

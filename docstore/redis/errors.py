@@ -1,4 +1,8 @@
-"""Redis errors as docstore errors: one list of what counts as an outage, one translator."""
+"""Redis errors as docstore errors: one list of what counts as an outage, one translator.
+
+`typed_error` is where an outage is told apart from a refused command; `RedisCore.errors` and
+`RedisCore.fail_open` both go through it.
+"""
 
 from __future__ import annotations
 
@@ -40,15 +44,20 @@ def command_error(exc: Exception, address: str) -> RedisCommandError:
     return RedisCommandError(f"Redis at {address} refused the command: {exc}")
 
 
+def typed_error(exc: Exception, address: str) -> ServiceUnavailable | RedisCommandError:
+    """The docstore error for one of `REDIS_FAILURES`: an outage, or a refused command."""
+    if isinstance(exc, UNAVAILABLE_ERRORS):
+        return redis_unavailable(exc, address)
+    return command_error(exc, address)
+
+
 @contextmanager
 def redis_errors(address: str) -> Iterator[None]:
     """Re-raise redis-py errors as `ServiceUnavailable` / `RedisCommandError`, chained."""
     try:
         yield
-    except UNAVAILABLE_ERRORS as exc:
-        raise redis_unavailable(exc, address) from exc
-    except redis.exceptions.RedisError as exc:
-        raise command_error(exc, address) from exc
+    except REDIS_FAILURES as exc:
+        raise typed_error(exc, address) from exc
 
 
 __all__ = [
@@ -57,4 +66,5 @@ __all__ = [
     "command_error",
     "redis_errors",
     "redis_unavailable",
+    "typed_error",
 ]
