@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 import redis
 
-from docstore import ServiceUnavailable, Settings
+from docstore import RedisCore, ServiceUnavailable, Settings
 from docstore.ephemeral.cache import RedisCache
 from docstore.ephemeral.progress import ProgressTracker
 from docstore.ephemeral.queue import TaskQueue
@@ -44,22 +44,18 @@ class RedisSide:
 def side(local_redis_factory: Callable[[], LocalRedis]) -> Iterator[RedisSide]:
     server = local_redis_factory()
     client = new_redis(Settings.model_validate({"REDIS_URL": server.url}))
-    address = f"127.0.0.1:{server.port}"
+    # One core for all five, as the store wires them: one address, scripts registered once.
+    core = RedisCore(client)
     yield RedisSide(
         server=server,
         client=client,
-        cache=RedisCache(client, address=address),
-        lenient=RateLimiter(client, limit=2, period=3600, policy="lenient", address=address),
+        cache=RedisCache(core),
+        lenient=RateLimiter(core, limit=2, period=3600, policy="lenient"),
         strict=RateLimiter(
-            client,
-            limit=2,
-            period=3600,
-            policy="strict",
-            failure_policy=FailurePolicy.DENY,
-            address=address,
+            core, limit=2, period=3600, policy="strict", failure_policy=FailurePolicy.DENY
         ),
-        queue=TaskQueue(client, address=address),
-        progress=ProgressTracker(client, address=address),
+        queue=TaskQueue(core),
+        progress=ProgressTracker(core),
     )
     if server.process is not None and server.process.poll() is None:
         os.kill(server.process.pid, signal.SIGCONT)

@@ -16,21 +16,21 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, cast, final
 
 import pydantic
 from pydantic import ConfigDict, TypeAdapter
 from pydantic_core import PydanticSerializationError
 
-from docstore.errors import InvalidInput
-from docstore.redis.client import RedisClient, client_address
-from docstore.redis.errors import REDIS_FAILURES
+from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
+from docstore.redis.client import RedisClient
+from docstore.redis.core import RedisCore
 from docstore.redis.keys import cache_key, cache_lock_key, check_document_id, check_name
-from docstore.redis.scripts import register_script
 
 logger = logging.getLogger("docstore.cache")
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 # NaN and infinities are written as the JSON extensions NaN/Infinity, which pydantic reads back:
 # the default would write null and hand the caller None for a float it stored.
@@ -42,6 +42,14 @@ MAX_TTL = 10 * 365 * 24 * 3600
 @lru_cache(maxsize=256)
 def _adapter(type_: Any) -> TypeAdapter[Any]:
     return TypeAdapter(type_)
+
+
+@final
+class _FailedOpen:
+    """What a Redis call of the cache gives back when it failed open (counted and logged)."""
+
+
+_FAILED_OPEN = _FailedOpen()
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +68,13 @@ class RedisCache:
     `jitter` is the fraction by which a TTL is shortened at random (0.1: a 300 s TTL becomes
     270-300 s) so keys written together do not expire together. `lock_timeout` bounds how long a
     crashed loader can hold a key; waiters poll for the value for up to `wait_timeout` seconds,
-    then run the loader themselves.
+    then run the loader themselves. `client` is a `RedisCore` or a plain client (`address`, for
+    messages, then defaults to its ``host:port``).
     """
 
     def __init__(
         self,
-        client: RedisClient,
+        client: RedisClient | RedisCore,
         *,
         default_ttl: float = 300.0,
         jitter: float = 0.1,
@@ -79,16 +88,15 @@ class RedisCache:
             raise InvalidInput("jitter must be in [0, 1)", field="jitter")
         if not lock_timeout > 0:
             raise InvalidInput("lock_timeout must be positive", field="lock_timeout")
-        self.client = client
+        self.core = RedisCore.of(client, address=address)
         self.default_ttl = default_ttl
         self.jitter = jitter
         self.lock_timeout = lock_timeout
         self.wait_timeout = lock_timeout if wait_timeout is None else wait_timeout
-        self.address = address or client_address(client)
         self._lock_ms = max(1, math.ceil(lock_timeout * 1000))
-        self._get_or_lock = register_script(client, "cache_get_or_lock")
-        self._store_and_unlock = register_script(client, "cache_store_and_unlock")
-        self._unlock = register_script(client, "cache_unlock")
+        self._get_or_lock = self.core.script("cache_get_or_lock")
+        self._store_and_unlock = self.core.script("cache_store_and_unlock")
+        self._unlock = self.core.script("cache_unlock")
         self._counts = {"hits": 0, "misses": 0, "errors": 0, "loads": 0}
         self._counts_lock = threading.Lock()
 
@@ -103,56 +111,50 @@ class RedisCache:
         with self._counts_lock:
             self._counts[name] += 1
 
-    def _failed(self, action: str, key: str, exc: Exception) -> None:
+    def _failed(self, action: str, key: str, reason: str) -> _FailedOpen:
         self._count("errors")
-        logger.warning(
-            "cache %s of %r failed open (Redis at %s): %s: %s",
-            action,
-            key,
-            self.address,
-            type(exc).__name__,
-            exc,
-        )
+        logger.warning("cache %s of %r failed open: %s", action, key, reason)
+        return _FAILED_OPEN
+
+    def _fail_open(self, action: str, key: str, call: Callable[[], R]) -> R | _FailedOpen:
+        """`call()`, or _FAILED_OPEN when Redis is unavailable or refused the command."""
+
+        def failed(error: ServiceUnavailable | RedisCommandError) -> _FailedOpen:
+            return self._failed(action, key, error.message)
+
+        return self.core.fail_open(call, failed, also_refused=True)
 
     # -- plain operations ---------------------------------------------------------------------
 
     def get(self, key: str, type_: type[T]) -> T | None:
         """The cached value read as `type_`, or None on a miss (or when Redis is unreachable)."""
         redis_key = cache_key(check_name(key))
-        try:
-            raw = cast("bytes | None", self.client.get(redis_key))
-        except REDIS_FAILURES as exc:
-            self._failed("read", key, exc)
+        raw = self._fail_open("read", key, lambda: self.core.client.get(redis_key))
+        if isinstance(raw, _FailedOpen):
             return None
         if raw is None:
             self._count("misses")
             return None
-        return self._decode(key, raw, type_)[1]
+        return self._decode(key, cast(bytes, raw), type_)[1]
 
     def set(self, key: str, value: object, ttl: float | None = None) -> bool:
         """Store `value` as JSON for about `ttl` seconds; False when Redis was unreachable."""
         redis_key = cache_key(check_name(key))
         payload = self._encode(value)
         ttl_ms = self._ttl_ms(ttl)
-        try:
-            self.client.set(redis_key, payload, px=ttl_ms)
-        except REDIS_FAILURES as exc:
-            self._failed("write", key, exc)
-            return False
-        return True
+        done = self._fail_open(
+            "write", key, lambda: self.core.client.set(redis_key, payload, px=ttl_ms)
+        )
+        return not isinstance(done, _FailedOpen)
 
     def delete(self, key: str) -> bool:
         """Drop the value (and any single-flight lock, so a load in flight cannot write it back).
 
         Returns False when Redis was unreachable.
         """
-        name = check_name(key)
-        try:
-            self.client.delete(cache_key(name), cache_lock_key(name))
-        except REDIS_FAILURES as exc:
-            self._failed("delete", key, exc)
-            return False
-        return True
+        keys = cache_key(check_name(key)), cache_lock_key(key)
+        done = self._fail_open("delete", key, lambda: self.core.client.delete(*keys))
+        return not isinstance(done, _FailedOpen)
 
     # -- single flight ------------------------------------------------------------------------
 
@@ -167,13 +169,11 @@ class RedisCache:
         name = check_name(key)
         ttl_ms = self._ttl_ms(ttl)
         # Hits are the common case: a plain GET, as cheap as `get`.
-        try:
-            raw = cast("bytes | None", self.client.get(cache_key(name)))
-        except REDIS_FAILURES as exc:
-            self._failed("read", key, exc)
+        raw = self._fail_open("read", key, lambda: self.core.client.get(cache_key(name)))
+        if isinstance(raw, _FailedOpen):
             return self._load(loader)
         if raw is not None:
-            readable, value = self._decode(key, raw, type_)
+            readable, value = self._decode(key, cast(bytes, raw), type_)
             if readable:
                 return cast(T, value)
             self.delete(key)  # written by an older shape of the model: load afresh
@@ -187,11 +187,12 @@ class RedisCache:
         deadline = time.monotonic() + self.wait_timeout
         delay = 0.005
         while True:
-            try:
-                raw, locked = self._get_or_lock(keys, token, self._lock_ms)
-            except REDIS_FAILURES as exc:
-                self._failed("read", key, exc)
+            reply = self._fail_open(
+                "read", key, lambda: self._get_or_lock(keys, token, self._lock_ms)
+            )
+            if isinstance(reply, _FailedOpen):
                 return self._load(loader)
+            raw, locked = reply
             if raw:
                 readable, value = self._decode(key, raw, type_)
                 if readable:
@@ -221,18 +222,13 @@ class RedisCache:
         except BaseException:
             self._release(key, keys[1], token)
             raise
-        try:
-            self._store_and_unlock(keys, token, self._encode(value), ttl_ms)
-        except REDIS_FAILURES as exc:
-            self._failed("write", key, exc)
+        payload = self._encode(value)
+        self._fail_open("write", key, lambda: self._store_and_unlock(keys, token, payload, ttl_ms))
         return value
 
     def _release(self, key: str, lock_key: str, token: str) -> None:
-        try:
-            self._unlock([lock_key], token)
-        except REDIS_FAILURES as exc:
-            # The lock expires by itself after lock_timeout.
-            self._failed("unlock", key, exc)
+        # On failure the lock expires by itself after lock_timeout.
+        self._fail_open("unlock", key, lambda: self._unlock([lock_key], token))
 
     # -- documents ----------------------------------------------------------------------------
 
@@ -262,7 +258,7 @@ class RedisCache:
         try:
             value = _adapter(cast(Hashable, type_)).validate_json(raw)
         except pydantic.ValidationError as exc:
-            self._failed("decode", key, exc)
+            self._failed("decode", key, f"{type(exc).__name__}: {exc}")
             return False, None
         self._count("hits")
         return True, cast(T, value)

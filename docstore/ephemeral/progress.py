@@ -9,11 +9,10 @@ from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from docstore.errors import InvalidInput, ServiceUnavailable
-from docstore.redis.client import RedisClient, as_text, client_address
-from docstore.redis.errors import redis_errors
+from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
+from docstore.redis.client import RedisClient, as_text
+from docstore.redis.core import RedisCore
 from docstore.redis.keys import check_document_id, check_encodable, progress_key
-from docstore.redis.scripts import register_script
 
 logger = logging.getLogger("docstore.progress")
 
@@ -36,19 +35,23 @@ class ProgressTracker:
     last update, and the percentage never goes backwards (a late, stale update is ignored).
 
     `set` is best effort, so a worker never fails a document because Redis blinked: it returns
-    None when Redis is unreachable. `get` and `clear` raise `ServiceUnavailable`.
+    None when Redis is unreachable (a command Redis refuses raises `RedisCommandError`). `get`
+    and `clear` raise `ServiceUnavailable`. `client` is a `RedisCore` or a plain client.
     """
 
     def __init__(
-        self, client: RedisClient, *, ttl: float = 3600.0, address: str | None = None
+        self,
+        client: RedisClient | RedisCore,
+        *,
+        ttl: float = 3600.0,
+        address: str | None = None,
     ) -> None:
         if not ttl > 0:
             raise InvalidInput("ttl must be positive", field="ttl")
-        self.client = client
+        self.core = RedisCore.of(client, address=address)
         self.ttl = ttl
-        self.address = address or client_address(client)
         self._ttl_ms = max(1, math.ceil(ttl * 1000))
-        self._set = register_script(client, "progress_set")
+        self._set = self.core.script("progress_set")
 
     def set(self, document_id: int, percent: float, stage: str) -> Progress | None:
         """Record progress; returns what is stored now (higher earlier percent wins)."""
@@ -60,21 +63,21 @@ class ProgressTracker:
         if not isinstance(stage, str) or not stage or len(stage) > MAX_STAGE_LENGTH:
             raise InvalidInput(f"stage must be 1 to {MAX_STAGE_LENGTH} characters", field="stage")
         check_encodable(stage, "stage")
-        try:
-            with redis_errors(self.address):
-                reply = self._set(
-                    [progress_key(document_id)], repr(float(percent)), stage, self._ttl_ms
-                )
-        except ServiceUnavailable as exc:
-            logger.warning("progress of document %s not recorded: %s", document_id, exc.message)
-            return None
-        return _progress(document_id, reply)
+        keys, value = [progress_key(document_id)], repr(float(percent))
+
+        def not_recorded(error: ServiceUnavailable | RedisCommandError) -> None:
+            logger.warning("progress of document %s not recorded: %s", document_id, error.message)
+
+        reply = self.core.fail_open(
+            lambda: self._set(keys, value, stage, self._ttl_ms), not_recorded
+        )
+        return None if reply is None else _progress(document_id, reply)
 
     def get(self, document_id: int) -> Progress | None:
         """The last progress reported, or None when there is none (or it expired)."""
         check_document_id(document_id)
-        with redis_errors(self.address):
-            reply = self.client.hmget(
+        with self.core.errors():
+            reply = self.core.client.hmget(
                 progress_key(document_id), ["percent", "stage", "updated_at_ms"]
             )
         values = cast("list[bytes | None]", reply)
@@ -85,8 +88,8 @@ class ProgressTracker:
     def clear(self, document_id: int) -> None:
         """Forget a document's progress (e.g. before it is processed again)."""
         check_document_id(document_id)
-        with redis_errors(self.address):
-            self.client.delete(progress_key(document_id))
+        with self.core.errors():
+            self.core.client.delete(progress_key(document_id))
 
 
 def _progress(document_id: int, values: Any) -> Progress:

@@ -21,10 +21,9 @@ import redis.exceptions
 from pydantic import BaseModel, ConfigDict
 
 from docstore.errors import InvalidInput
-from docstore.redis.client import RedisClient, as_text, client_address
-from docstore.redis.errors import redis_errors
+from docstore.redis.client import RedisClient, as_text
+from docstore.redis.core import RedisCore
 from docstore.redis.keys import check_document_id, check_name, dead_letter_key, queue_key
-from docstore.redis.scripts import register_script
 
 R = TypeVar("R")
 
@@ -87,11 +86,13 @@ class TaskQueue:
 
     `socket_timeout` (seconds, taken from the client when omitted) bounds each blocking read, so
     a long `block_ms` is served by several short reads and never trips the client's timeout.
+    Every call raises `ServiceUnavailable` when Redis is unreachable. `client` is a `RedisCore`
+    or a plain client.
     """
 
     def __init__(
         self,
-        client: RedisClient,
+        client: RedisClient | RedisCore,
         *,
         stream: str = "documents",
         group: str = "workers",
@@ -107,20 +108,19 @@ class TaskQueue:
             raise InvalidInput("max_deliveries must be a positive integer", field="max_deliveries")
         if not reclaim_idle > 0:
             raise InvalidInput("reclaim_idle must be positive", field="reclaim_idle")
-        self.client = client
+        self.core = RedisCore.of(client, address=address)
         self.stream = stream
         self.group = group
         self.max_deliveries = max_deliveries
         self.reclaim_idle = reclaim_idle
         self.dead_letter_maxlen = dead_letter_maxlen
-        self.address = address or client_address(client)
         self.key = queue_key(stream)
         self.dead_letter_key = dead_letter_key(stream)
-        timeout = socket_timeout if socket_timeout is not None else _client_timeout(client)
+        timeout = socket_timeout if socket_timeout is not None else self.core.socket_timeout
         # Each blocking read stays well inside the socket timeout.
         self._block_chunk_ms = max(1, int(timeout * 1000 * 0.6)) if timeout else 1000
-        self._reclaim = register_script(client, "queue_reclaim")
-        self._ack = register_script(client, "queue_ack")
+        self._reclaim = self.core.script("queue_reclaim")
+        self._ack = self.core.script("queue_ack")
         self._group_ready = False
 
     # -- producing ----------------------------------------------------------------------------
@@ -128,7 +128,9 @@ class TaskQueue:
     def enqueue(self, document_id: int) -> str:
         """Add a document id to the queue; returns the message id."""
         document_id = check_document_id(document_id)
-        message_id = self._run(lambda: self.client.xadd(self.key, {"document_id": document_id}))
+        message_id = self._run(
+            lambda: self.core.client.xadd(self.key, {"document_id": document_id})
+        )
         return as_text(message_id)
 
     def enqueue_many(self, document_ids: Iterable[int]) -> list[str]:
@@ -138,7 +140,7 @@ class TaskQueue:
             return []
 
         def add_all() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
+            pipe = self.core.client.pipeline(transaction=False)
             for document_id in ids:
                 pipe.xadd(self.key, {"document_id": document_id})
             return list(pipe.execute())
@@ -179,7 +181,7 @@ class TaskQueue:
 
     def _read_new(self, worker_id: str, count: int, block: int | None) -> list[QueueMessage]:
         reply: Any = self._run(
-            lambda: self.client.xreadgroup(
+            lambda: self.core.client.xreadgroup(
                 self.group, worker_id, {self.key: ">"}, count=count, block=block
             )
         )
@@ -240,8 +242,8 @@ class TaskQueue:
     def dead_letters(self, count: int = 100) -> list[DeadLetter]:
         """The oldest `count` dead letters."""
         _check_count(count)
-        with redis_errors(self.address):
-            entries = self.client.xrange(self.dead_letter_key, count=count)
+        with self.core.errors():
+            entries = self.core.client.xrange(self.dead_letter_key, count=count)
         letters = []
         for entry_id, raw in cast("list[tuple[bytes, Any]]", entries):
             fields = _fields(raw)
@@ -262,8 +264,8 @@ class TaskQueue:
         """When the oldest message still in the queue was added (Redis server time), or None
         when the queue is empty. Acked messages are deleted, so a document enqueued before that
         has no message left."""
-        with redis_errors(self.address):
-            entries = self.client.xrange(self.key, count=1)
+        with self.core.errors():
+            entries = self.core.client.xrange(self.key, count=1)
         if not entries:
             return None
         entry_id, _ = cast("list[tuple[bytes, Any]]", entries)[0]
@@ -271,12 +273,12 @@ class TaskQueue:
 
     def stats(self) -> QueueStats:
         """Stream length, messages delivered but not acked, and dead letters."""
-        with redis_errors(self.address):
-            length = int(self.client.xlen(self.key))
-            dead = int(self.client.xlen(self.dead_letter_key))
+        with self.core.errors():
+            length = int(self.core.client.xlen(self.key))
+            dead = int(self.core.client.xlen(self.dead_letter_key))
             pending = 0
             if length:
-                summary = self._run(lambda: self.client.xpending(self.key, self.group))
+                summary = self._run(lambda: self.core.client.xpending(self.key, self.group))
                 pending = int(summary["pending"])
         return QueueStats(length=length, pending=pending, dead_letters=dead)
 
@@ -293,7 +295,7 @@ class TaskQueue:
 
     def _run(self, call: Callable[[], R]) -> R:
         """Run a command; create the consumer group once, or again after Redis lost it."""
-        with redis_errors(self.address):
+        with self.core.errors():
             if not self._group_ready:
                 self._create_group()
             try:
@@ -306,18 +308,11 @@ class TaskQueue:
 
     def _create_group(self) -> None:
         try:
-            self.client.xgroup_create(self.key, self.group, id="0", mkstream=True)
+            self.core.client.xgroup_create(self.key, self.group, id="0", mkstream=True)
         except redis.exceptions.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
         self._group_ready = True
-
-
-def _client_timeout(client: RedisClient) -> float | None:
-    pool = getattr(client, "connection_pool", None)
-    kwargs: dict[str, Any] = pool.connection_kwargs if pool is not None else {}
-    timeout = kwargs.get("socket_timeout")
-    return float(timeout) if timeout else None
 
 
 def _is_message_id(value: object) -> bool:

@@ -12,13 +12,10 @@ import threading
 from dataclasses import dataclass
 from enum import Enum
 
-import redis.exceptions
-
-from docstore.errors import InvalidInput, ServiceUnavailable
-from docstore.redis.client import RedisClient, client_address
-from docstore.redis.errors import UNAVAILABLE_ERRORS, command_error, redis_errors, redis_unavailable
+from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
+from docstore.redis.client import RedisClient
+from docstore.redis.core import RedisCore
 from docstore.redis.keys import check_name, rate_limit_key
-from docstore.redis.scripts import register_script
 
 logger = logging.getLogger("docstore.rate_limit")
 
@@ -71,12 +68,13 @@ class RateLimiter:
     """One rate limit (e.g. 100 per minute) applied per client key.
 
     `policy` names the limit in keys and headers. When Redis is unreachable, `failure_policy`
-    decides (allow by default); the result then says ``decided_by=FAILURE_POLICY``.
+    decides (allow by default); the result then says ``decided_by=FAILURE_POLICY``. A command
+    Redis refuses raises `RedisCommandError`. `client` is a `RedisCore` or a plain client.
     """
 
     def __init__(
         self,
-        client: RedisClient,
+        client: RedisClient | RedisCore,
         *,
         limit: int,
         period: float,
@@ -92,18 +90,17 @@ class RateLimiter:
         check_name(policy, "policy")
         if "{" in policy or "}" in policy:
             raise InvalidInput("policy must not contain braces", field="policy")
-        self.client = client
+        self.core = RedisCore.of(client, address=address)
         self.limit = limit
         self.period = float(period)
         self.policy = policy
         self.failure_policy = FailurePolicy(failure_policy)
         self.deny_retry_after = deny_retry_after
-        self.address = address or client_address(client)
         # Whole microseconds per unit keep the script's arithmetic exact (integers < 2**53).
         self._interval_us = max(1, math.ceil(self.period * 1_000_000 / limit))
         self._tau = self._interval_us * limit
         self._tau_arg = str(self._tau).encode()
-        self._script = register_script(client, "rate_limit")
+        self._script = self.core.script("rate_limit")
         self._outage_lock = threading.Lock()
         self._in_outage = False
 
@@ -118,8 +115,8 @@ class RateLimiter:
     def reset(self, key: str) -> None:
         """Forget `key`'s history: it gets its full limit back. Raises `ServiceUnavailable`."""
         redis_key = rate_limit_key(self.policy, check_name(key))
-        with redis_errors(self.address):
-            self.client.delete(redis_key)
+        with self.core.errors():
+            self.core.client.delete(redis_key)
 
     def _decide(self, key: str, cost: int, *, consume: bool) -> RateLimitResult:
         redis_key = rate_limit_key(self.policy, check_name(key))
@@ -128,14 +125,13 @@ class RateLimiter:
         if cost > self.limit:
             raise InvalidInput(f"cost {cost} exceeds the limit {self.limit}", field="cost")
         # The hot path: no context managers, arguments prepared once (see _tau_arg).
-        try:
-            reply = self._script(
-                (redis_key,), self._tau_arg, cost * self._interval_us, b"1" if consume else b"0"
-            )
-        except UNAVAILABLE_ERRORS as exc:
-            return self._policy_decision(key, redis_unavailable(exc, self.address))
-        except redis.exceptions.RedisError as exc:
-            raise command_error(exc, self.address) from exc
+        keys, weight = (redis_key,), cost * self._interval_us
+        reply = self.core.fail_open(
+            lambda: self._script(keys, self._tau_arg, weight, b"1" if consume else b"0"),
+            lambda error: self._policy_decision(key, error),
+        )
+        if isinstance(reply, RateLimitResult):
+            return reply
         if self._in_outage:
             self._end_outage()
         allowed = reply >= 0
@@ -154,7 +150,9 @@ class RateLimiter:
             period=self.period,
         )
 
-    def _policy_decision(self, key: str, exc: ServiceUnavailable) -> RateLimitResult:
+    def _policy_decision(
+        self, key: str, exc: ServiceUnavailable | RedisCommandError
+    ) -> RateLimitResult:
         allow = self.failure_policy is FailurePolicy.ALLOW
         with self._outage_lock:
             first = not self._in_outage
@@ -184,7 +182,7 @@ class RateLimiter:
             if self._in_outage:
                 self._in_outage = False
                 logger.warning(
-                    "rate limit %r: Redis at %s answers again", self.policy, self.address
+                    "rate limit %r: Redis at %s answers again", self.policy, self.core.address
                 )
 
 

@@ -1,4 +1,5 @@
-"""The shipped Lua scripts (`docstore/redis/lua/*.lua`): read once, registered once per client."""
+"""The shipped Lua scripts (`docstore/redis/lua/*.lua`): read once per process; `RedisCore.script`
+registers each once per core."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def lua_source(name: str) -> str:
 
 
 class LuaScript:
-    """A shipped script, registered once with `register_script`; calls are a bare EVALSHA.
+    """A shipped script registered on a client; calls are a bare EVALSHA.
 
     On NOSCRIPT (Redis restarted or its script cache was flushed) the call goes through
     redis-py's `Script`, which loads the source again and retries once.
@@ -46,9 +47,4 @@ class LuaScript:
             return self.script(keys=keys, args=args)
 
 
-def register_script(client: RedisClient, name: str) -> LuaScript:
-    """The shipped script ``docstore/redis/lua/<name>.lua``, ready to call on `client`."""
-    return LuaScript(client, name)
-
-
-__all__ = ["LuaScript", "lua_source", "register_script"]
+__all__ = ["LuaScript", "lua_source"]
