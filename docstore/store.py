@@ -6,7 +6,6 @@ from types import TracebackType
 from typing import IO, Any
 
 import psycopg_pool
-import redis
 
 from docstore.ephemeral.cache import RedisCache
 from docstore.ephemeral.progress import ProgressTracker
@@ -20,8 +19,8 @@ from docstore.models import DocumentResponse, UserResponse
 from docstore.postgres import schema
 from docstore.postgres.executor import Database
 from docstore.postgres.pool import new_pool, open_pool
-from docstore.redis.client import new_redis
-from docstore.redis.errors import redis_unavailable
+from docstore.redis.client import RedisClient
+from docstore.redis.core import RedisCore
 from docstore.repositories.documents import DocumentRepo
 from docstore.repositories.lifecycle import DocumentLifecycle
 from docstore.repositories.users import UserRepo
@@ -39,14 +38,19 @@ class Docstore:
         settings: Settings | None = None,
         *,
         pool: psycopg_pool.ConnectionPool | None = None,
-        redis_client: redis.Redis | None = None,
+        redis_client: RedisClient | RedisCore | None = None,
         blobs: BlobStore | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self._owns_pool = pool is None
         self._owns_redis = redis_client is None
         self.pool = pool if pool is not None else new_pool(self.settings)
-        self.redis = redis_client if redis_client is not None else new_redis(self.settings)
+        self.redis_core = (
+            RedisCore.from_settings(self.settings)
+            if redis_client is None
+            else RedisCore.of(redis_client)
+        )
+        self.redis = self.redis_core.client
         self.db = Database(
             self.pool, address=self.settings.database_address, debug_sql=self.settings.debug_sql
         )
@@ -54,25 +58,21 @@ class Docstore:
         self.users = UserRepo(self.db)
         self.documents = DocumentRepo(self.db)
         self.lifecycle = DocumentLifecycle(self.db)
-        # Redis side (each fails open or raises typed errors when Redis is down).
-        redis_address = self.settings.redis_address
-        self.cache = RedisCache(
-            self.redis, default_ttl=self.settings.cache_ttl, address=redis_address
-        )
+        # Redis side, all through one core (each fails open or raises typed errors when Redis
+        # is down).
+        self.cache = RedisCache(self.redis_core, default_ttl=self.settings.cache_ttl)
         self.limiter = RateLimiter(
-            self.redis,
+            self.redis_core,
             limit=self.settings.rate_limit,
             period=self.settings.rate_limit_period,
             failure_policy=FailurePolicy(self.settings.rate_limit_failure_policy),
-            address=redis_address,
         )
         self.queue = TaskQueue(
-            self.redis,
+            self.redis_core,
             max_deliveries=self.settings.queue_max_deliveries,
             reclaim_idle=self.settings.queue_reclaim_idle,
-            address=redis_address,
         )
-        self.progress = ProgressTracker(self.redis, address=redis_address)
+        self.progress = ProgressTracker(self.redis_core)
         # Blobs and the document flow built on all of the above.
         self._blobs = blobs
         self._intake = DocumentIntake(
@@ -93,7 +93,7 @@ class Docstore:
         settings: Settings | None = None,
         *,
         pool: psycopg_pool.ConnectionPool | None = None,
-        redis_client: redis.Redis | None = None,
+        redis_client: RedisClient | RedisCore | None = None,
         blobs: BlobStore | None = None,
     ) -> Docstore:
         """Create a store and open its pool; unreachable PostgreSQL raises `ServiceUnavailable`."""
@@ -172,10 +172,11 @@ class Docstore:
         redis_version: str | None = None
         redis_error: str | None = None
         try:
-            info: dict[str, Any] = self.redis.info("server")
+            with self.redis_core.errors():
+                info: dict[str, Any] = self.redis.info("server")
             redis_version = str(info.get("redis_version"))
-        except (redis.exceptions.RedisError, OSError) as exc:
-            redis_error = redis_unavailable(exc, self.settings.redis_address).message
+        except DocstoreError as exc:
+            redis_error = exc.message
         stats = self.pool.get_stats()
         pool = PoolStats(
             size=stats.get("pool_size", 0),

@@ -226,8 +226,6 @@ def test_a_core_is_used_as_is_and_a_plain_client_gets_one(
     assert RedisCore.of(client).address == core.address
     with pytest.raises(InvalidInput):
         RedisCore.of(core, address="elsewhere:6379")
-    with pytest.raises(InvalidInput):
-        RedisCache(core, address="elsewhere:6379")
 
 
 def test_the_cache_fails_open_on_a_refused_command(

@@ -68,8 +68,7 @@ class RedisCache:
     `jitter` is the fraction by which a TTL is shortened at random (0.1: a 300 s TTL becomes
     270-300 s) so keys written together do not expire together. `lock_timeout` bounds how long a
     crashed loader can hold a key; waiters poll for the value for up to `wait_timeout` seconds,
-    then run the loader themselves. `client` is a `RedisCore` or a plain client (`address`, for
-    messages, then defaults to its ``host:port``).
+    then run the loader themselves. `client` is a `RedisCore` or a plain client.
     """
 
     def __init__(
@@ -80,7 +79,6 @@ class RedisCache:
         jitter: float = 0.1,
         lock_timeout: float = 10.0,
         wait_timeout: float | None = None,
-        address: str | None = None,
     ) -> None:
         if not default_ttl > 0:
             raise InvalidInput("default_ttl must be positive", field="default_ttl")
@@ -88,7 +86,7 @@ class RedisCache:
             raise InvalidInput("jitter must be in [0, 1)", field="jitter")
         if not lock_timeout > 0:
             raise InvalidInput("lock_timeout must be positive", field="lock_timeout")
-        self.core = RedisCore.of(client, address=address)
+        self.core = RedisCore.of(client)
         self.default_ttl = default_ttl
         self.jitter = jitter
         self.lock_timeout = lock_timeout

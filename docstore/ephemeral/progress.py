@@ -44,11 +44,10 @@ class ProgressTracker:
         client: RedisClient | RedisCore,
         *,
         ttl: float = 3600.0,
-        address: str | None = None,
     ) -> None:
         if not ttl > 0:
             raise InvalidInput("ttl must be positive", field="ttl")
-        self.core = RedisCore.of(client, address=address)
+        self.core = RedisCore.of(client)
         self.ttl = ttl
         self._ttl_ms = max(1, math.ceil(ttl * 1000))
         self._set = self.core.script("progress_set")

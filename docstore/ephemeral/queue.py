@@ -100,7 +100,6 @@ class TaskQueue:
         reclaim_idle: float = 60.0,
         dead_letter_maxlen: int = 10_000,
         socket_timeout: float | None = None,
-        address: str | None = None,
     ) -> None:
         check_name(stream, "stream")
         check_name(group, "group")
@@ -108,7 +107,7 @@ class TaskQueue:
             raise InvalidInput("max_deliveries must be a positive integer", field="max_deliveries")
         if not reclaim_idle > 0:
             raise InvalidInput("reclaim_idle must be positive", field="reclaim_idle")
-        self.core = RedisCore.of(client, address=address)
+        self.core = RedisCore.of(client)
         self.stream = stream
         self.group = group
         self.max_deliveries = max_deliveries

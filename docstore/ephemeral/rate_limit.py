@@ -81,7 +81,6 @@ class RateLimiter:
         policy: str = "default",
         failure_policy: FailurePolicy = FailurePolicy.ALLOW,
         deny_retry_after: float = 1.0,
-        address: str | None = None,
     ) -> None:
         if not isinstance(limit, int) or limit < 1:
             raise InvalidInput("limit must be a positive integer", field="limit")
@@ -90,7 +89,7 @@ class RateLimiter:
         check_name(policy, "policy")
         if "{" in policy or "}" in policy:
             raise InvalidInput("policy must not contain braces", field="policy")
-        self.core = RedisCore.of(client, address=address)
+        self.core = RedisCore.of(client)
         self.limit = limit
         self.period = float(period)
         self.policy = policy

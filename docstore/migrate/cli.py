@@ -16,7 +16,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
-import redis
 from pydantic import ValidationError
 
 from docstore.errors import DocstoreError
@@ -24,7 +23,7 @@ from docstore.migrate.progress import BarProgress, LogProgress
 from docstore.migrate.runner import DEFAULT_BATCH_SIZE, DEFAULT_PREFIX, DEFAULT_WRITERS, migrate
 from docstore.migrate.summary import write_report
 from docstore.migrate.verify import VerifyProblem, verify
-from docstore.redis.client import new_redis
+from docstore.redis.core import RedisCore
 from docstore.settings import Settings
 from docstore.store import Docstore
 
@@ -74,16 +73,16 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings.model_validate(values)
 
 
-def _redis(settings: Settings) -> redis.Redis:
+def _redis(settings: Settings) -> RedisCore:
     # docstore's client, with room for a pipeline of a whole batch per round trip.
-    return new_redis(
+    return RedisCore.from_settings(
         settings,
         socket_timeout=max(settings.redis_socket_timeout, REDIS_SOCKET_TIMEOUT),
         connect_timeout=max(settings.redis_connect_timeout, 2.0),
     )
 
 
-def _run_migrate(args: argparse.Namespace, store: Docstore, source: redis.Redis) -> int:
+def _run_migrate(args: argparse.Namespace, store: Docstore, source: RedisCore) -> int:
     progress = BarProgress(sys.stderr) if sys.stderr.isatty() else LogProgress()
     with ExitStack() as stack:
         rejects: TextIO = stack.enter_context(args.rejects.open("w", encoding="utf-8"))
@@ -106,7 +105,7 @@ def _run_migrate(args: argparse.Namespace, store: Docstore, source: redis.Redis)
     return 1 if summary.rejected else 0
 
 
-def _run_verify(args: argparse.Namespace, store: Docstore, source: redis.Redis) -> int:
+def _run_verify(args: argparse.Namespace, store: Docstore, source: RedisCore) -> int:
     def show(problem: VerifyProblem) -> None:
         print(problem.text())
 
@@ -132,12 +131,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = _settings(args)
         with (
-            closing(_redis(settings)) as source,
-            Docstore.connect(settings, redis_client=source) as store,
+            closing(_redis(settings).client) as client,
+            Docstore.connect(settings, redis_client=client) as store,
         ):
             if args.verify:
-                return _run_verify(args, store, source)
-            return _run_migrate(args, store, source)
+                return _run_verify(args, store, store.redis_core)
+            return _run_migrate(args, store, store.redis_core)
     except ValidationError as exc:
         problems = exc.errors(include_url=False, include_input=False)
         print(f"error: invalid settings: {problems}", file=sys.stderr)

@@ -11,15 +11,15 @@ from typing import TextIO
 
 import redis
 
-from docstore.errors import InvalidInput
+from docstore.errors import ConfigurationError, InvalidInput
 from docstore.migrate.legacy_records import RESULT_PREFIX
 from docstore.migrate.pg_writer import WriteOutcome, check_schema, count_present, write_documents
 from docstore.migrate.read_ahead import ReadAhead
 from docstore.migrate.redis_reader import ReadBatch, read_batches
 from docstore.migrate.summary import MigrationSummary, RejectsWriter
 from docstore.postgres.executor import Database
-from docstore.redis.client import client_address
-from docstore.redis.errors import redis_errors
+from docstore.redis.client import RedisClient
+from docstore.redis.core import RedisCore
 
 DEFAULT_PREFIX = "task:"
 DEFAULT_BATCH_SIZE = 1000
@@ -44,14 +44,19 @@ def check_options(prefix: str, batch_size: int) -> bytes:
     return raw
 
 
-def scan_batches(source: redis.Redis, prefix: bytes, batch_size: int) -> Iterator[ReadBatch]:
+def scan_batches(
+    source: RedisClient | RedisCore, prefix: bytes, batch_size: int
+) -> Iterator[ReadBatch]:
     """`read_batches` with Redis errors turned into docstore errors."""
-    with redis_errors(client_address(source)):
-        yield from read_batches(source, prefix, batch_size)
+    core = RedisCore.of(source)
+    if not isinstance(core.client, redis.Redis):
+        raise ConfigurationError("the legacy data is read from a standalone Redis, not a cluster")
+    with core.errors():
+        yield from read_batches(core.client, prefix, batch_size)
 
 
 def migrate(
-    source: redis.Redis,
+    source: RedisClient | RedisCore,
     target: Database,
     *,
     prefix: str = DEFAULT_PREFIX,
@@ -78,10 +83,11 @@ def migrate(
     summary = MigrationSummary(dry_run=dry_run)
     listing = RejectsWriter(summary, rejects)
     started = time.perf_counter()
-    with redis_errors(client_address(source)):
-        summary.total_keys = int(source.dbsize())
+    core = RedisCore.of(source)
+    with core.errors():
+        summary.total_keys = int(core.client.dbsize())
     # Redis is read one batch ahead in a thread while the writers wait on PostgreSQL.
-    reader = ReadAhead(scan_batches(source, raw_prefix, batch_size), name="migrate-reader")
+    reader = ReadAhead(scan_batches(core, raw_prefix, batch_size), name="migrate-reader")
     in_flight: deque[Future[WriteOutcome]] = deque()
     with closing(reader), ThreadPoolExecutor(writers, "migrate-writer") as pool:
         for batch in reader:

@@ -7,13 +7,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-import redis
 from pydantic import BaseModel
 
 from docstore.migrate.legacy_records import LegacyDocument
 from docstore.migrate.pg_writer import check_schema
 from docstore.migrate.runner import DEFAULT_BATCH_SIZE, DEFAULT_PREFIX, check_options, scan_batches
 from docstore.postgres.executor import Database
+from docstore.redis.client import RedisClient
+from docstore.redis.core import RedisCore
 
 
 class MigratedDocument(BaseModel):
@@ -96,7 +97,7 @@ def differing_fields(doc: LegacyDocument, row: MigratedDocument) -> tuple[str, .
 
 
 def verify(
-    source: redis.Redis,
+    source: RedisClient | RedisCore,
     target: Database,
     *,
     prefix: str = DEFAULT_PREFIX,
