@@ -26,6 +26,10 @@ InputModel = TypeVar("InputModel", bound=BaseModel)
 MAX_BIGINT = 2**63 - 1  # BIGINT ids
 INT4_MAX = 2**31 - 1  # INTEGER counts
 TEN_YEARS = 10 * 365 * 24 * 3600  # seconds: the longest duration any argument may name
+ONE_DAY_MS = 24 * 3600 * 1000
+REDIS_NAME_LENGTH = 512  # a cache or limiter key, a queue stream or group, a limiter policy
+PROGRESS_STAGE_LENGTH = 100
+QUEUE_BATCH_SIZE = 1000  # messages one consume/reclaim hands out
 
 
 def clean_text(value: str) -> str:
@@ -54,6 +58,16 @@ class Length:
                 f"not {len(value)}"
             )
         return value
+
+
+def encodable(value: str) -> str:
+    """`value` as given (NUL kept: Redis is binary-safe); `ValueError` for a lone surrogate."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("text holds a lone surrogate, which UTF-8 cannot encode") from None
+    return value
 
 
 def length_between(min_length: int, max_length: int) -> Length:
@@ -108,6 +122,24 @@ LeaseSeconds = Annotated[float, Field(strict=True, gt=0, le=7 * 24 * 3600, allow
 Seconds = Annotated[float, Field(strict=True, ge=0, le=TEN_YEARS, allow_inf_nan=False)]
 NonNegativeInt = Annotated[int, Field(strict=True, ge=0, le=INT4_MAX)]
 NonNegativeFloat = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
+PositiveInt = Annotated[int, Field(strict=True, ge=1)]
+
+# The Redis side: names and labels are kept byte for byte (NUL included); only what UTF-8 cannot
+# encode is refused.
+RedisName = Annotated[
+    str, Field(strict=True, min_length=1, max_length=REDIS_NAME_LENGTH), AfterValidator(encodable)
+]
+ProgressStage = Annotated[
+    str,
+    Field(strict=True, min_length=1, max_length=PROGRESS_STAGE_LENGTH),
+    AfterValidator(encodable),
+]
+Percent = Annotated[float, Field(strict=True, ge=0, le=100, allow_inf_nan=False)]
+# A TTL, timeout or period: more than 0, at most ten years.
+PositiveSeconds = Annotated[float, Field(strict=True, gt=0, le=TEN_YEARS, allow_inf_nan=False)]
+# The longest wait of one `consume` is a day: longer is a caller's mistake, not a timeout.
+BlockMs = Annotated[int, Field(strict=True, ge=0, le=ONE_DAY_MS)]
+MessageCount = Annotated[int, Field(strict=True, ge=1, le=QUEUE_BATCH_SIZE)]
 
 
 def invalid_input(exc: ValidationError, prefix: str = "") -> InvalidInput:
@@ -119,7 +151,7 @@ def invalid_input(exc: ValidationError, prefix: str = "") -> InvalidInput:
 
 
 class Checker(Generic[T]):
-    """Validates one argument with a `TypeAdapter` built once."""
+    """Validates one argument with a `TypeAdapter` built once: `Checker(WorkerId, "worker_id")`."""
 
     def __init__(self, type_: Any, field: str) -> None:
         self.adapter: TypeAdapter[T] = TypeAdapter(type_)
@@ -130,6 +162,23 @@ class Checker(Generic[T]):
             return self.adapter.validate_python(value)
         except ValidationError as exc:
             raise invalid_input(exc, self.field) from None
+
+
+_adapters: dict[int, TypeAdapter[Any]] = {}
+
+
+def check(rule: Any, value: Any, field: str) -> Any:
+    """`value` validated by `rule` (one of the types above), or `InvalidInput` naming `field`.
+
+    For arguments whose field name varies; a fixed argument uses a `Checker`.
+    """
+    adapter = _adapters.get(id(rule))  # rules are module constants: their ids never change
+    if adapter is None:
+        adapter = _adapters.setdefault(id(rule), TypeAdapter(rule))
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        raise invalid_input(exc, field) from None
 
 
 def parse_input(model: type[InputModel], data: InputModel | Any) -> InputModel:

@@ -30,7 +30,8 @@ from docstore import Docstore
 from docstore.ephemeral.queue import TaskQueue
 from docstore.ephemeral.rate_limit import RateLimiter
 from docstore.errors import InvalidInput
-from docstore.redis.keys import MAX_NAME_LENGTH, rate_limit_key
+from docstore.redis.keys import rate_limit_key
+from docstore.rules import REDIS_NAME_LENGTH as MAX_NAME_LENGTH
 
 BYSTANDER_DOCUMENT = 987_654_321_987
 

@@ -26,6 +26,7 @@ from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
 from docstore.redis.client import RedisClient
 from docstore.redis.core import RedisCore
 from docstore.redis.keys import cache_key, cache_lock_key, check_document_id, check_name
+from docstore.rules import Checker, PositiveSeconds, check
 
 logger = logging.getLogger("docstore.cache")
 
@@ -36,7 +37,7 @@ R = TypeVar("R")
 # the default would write null and hand the caller None for a float it stored.
 _ANY: TypeAdapter[Any] = TypeAdapter(Any, config=ConfigDict(ser_json_inf_nan="constants"))
 # Longest accepted TTL, in seconds (Redis refuses expiry times that overflow its clock).
-MAX_TTL = 10 * 365 * 24 * 3600
+_ttl: Checker[float] = Checker(PositiveSeconds, "ttl")
 
 
 @lru_cache(maxsize=256)
@@ -80,12 +81,10 @@ class RedisCache:
         lock_timeout: float = 10.0,
         wait_timeout: float | None = None,
     ) -> None:
-        if not default_ttl > 0:
-            raise InvalidInput("default_ttl must be positive", field="default_ttl")
+        default_ttl = check(PositiveSeconds, default_ttl, "default_ttl")
+        lock_timeout = check(PositiveSeconds, lock_timeout, "lock_timeout")
         if not 0 <= jitter < 1:
             raise InvalidInput("jitter must be in [0, 1)", field="jitter")
-        if not lock_timeout > 0:
-            raise InvalidInput("lock_timeout must be positive", field="lock_timeout")
         self.core = RedisCore.of(client)
         self.default_ttl = default_ttl
         self.jitter = jitter
@@ -269,11 +268,7 @@ class RedisCache:
             raise InvalidInput(f"value cannot be stored as JSON: {exc}", field="value") from exc
 
     def _ttl_ms(self, ttl: float | None) -> int:
-        seconds = self.default_ttl if ttl is None else ttl
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-            raise InvalidInput("ttl must be a number of seconds", field="ttl")
-        if not 0 < seconds <= MAX_TTL:  # also refuses NaN
-            raise InvalidInput(f"ttl must be positive and at most {MAX_TTL} s", field="ttl")
+        seconds = self.default_ttl if ttl is None else _ttl(ttl)
         # Shorten at random, never lengthen: `ttl` stays an upper bound.
         factor = 1.0 - self.jitter * random.random()  # noqa: S311 - spreading expiry, not security
         return max(1, int(seconds * 1000 * factor))

@@ -9,14 +9,17 @@ from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
+from docstore.errors import RedisCommandError, ServiceUnavailable
 from docstore.redis.client import RedisClient, as_text
 from docstore.redis.core import RedisCore
-from docstore.redis.keys import check_document_id, check_encodable, progress_key
+from docstore.redis.keys import check_document_id, progress_key
+from docstore.rules import Checker, Percent, PositiveSeconds, ProgressStage
 
 logger = logging.getLogger("docstore.progress")
 
-MAX_STAGE_LENGTH = 100
+_ttl: Checker[float] = Checker(PositiveSeconds, "ttl")
+_percent: Checker[float] = Checker(Percent, "percent")
+_stage: Checker[str] = Checker(ProgressStage, "stage")
 
 
 class Progress(BaseModel):
@@ -45,8 +48,7 @@ class ProgressTracker:
         *,
         ttl: float = 3600.0,
     ) -> None:
-        if not ttl > 0:
-            raise InvalidInput("ttl must be positive", field="ttl")
+        ttl = _ttl(ttl)
         self.core = RedisCore.of(client)
         self.ttl = ttl
         self._ttl_ms = max(1, math.ceil(ttl * 1000))
@@ -55,13 +57,8 @@ class ProgressTracker:
     def set(self, document_id: int, percent: float, stage: str) -> Progress | None:
         """Record progress; returns what is stored now (higher earlier percent wins)."""
         check_document_id(document_id)
-        if isinstance(percent, bool) or not isinstance(percent, int | float):
-            raise InvalidInput("percent must be a number", field="percent")
-        if not 0 <= percent <= 100:
-            raise InvalidInput("percent must be between 0 and 100", field="percent")
-        if not isinstance(stage, str) or not stage or len(stage) > MAX_STAGE_LENGTH:
-            raise InvalidInput(f"stage must be 1 to {MAX_STAGE_LENGTH} characters", field="stage")
-        check_encodable(stage, "stage")
+        percent = _percent(percent)
+        stage = _stage(stage)
         keys, value = [progress_key(document_id)], repr(float(percent))
 
         def not_recorded(error: ServiceUnavailable | RedisCommandError) -> None:

@@ -24,13 +24,23 @@ from docstore.errors import InvalidInput
 from docstore.redis.client import RedisClient, as_text
 from docstore.redis.core import RedisCore
 from docstore.redis.keys import check_document_id, check_name, dead_letter_key, queue_key
+from docstore.rules import (
+    BlockMs,
+    Checker,
+    MessageCount,
+    PositiveInt,
+    PositiveSeconds,
+    Seconds,
+    WorkerId,
+    check,
+)
 
 R = TypeVar("R")
 
-MAX_COUNT = 1000
-# Longest wait of one `consume` (a day): longer is a caller's mistake, not a timeout.
-MAX_BLOCK_MS = 24 * 3600 * 1000
-MAX_IDLE_SECONDS = 365 * 24 * 3600
+_worker_id: Checker[str] = Checker(WorkerId, "worker_id")
+_count: Checker[int] = Checker(MessageCount, "count")
+_block_ms: Checker[int] = Checker(BlockMs, "block_ms")
+_min_idle: Checker[float] = Checker(Seconds, "min_idle")
 # A stream entry id: "<milliseconds>-<sequence>", each an unsigned 64-bit number.
 _MESSAGE_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 
@@ -103,10 +113,8 @@ class TaskQueue:
     ) -> None:
         check_name(stream, "stream")
         check_name(group, "group")
-        if not isinstance(max_deliveries, int) or max_deliveries < 1:
-            raise InvalidInput("max_deliveries must be a positive integer", field="max_deliveries")
-        if not reclaim_idle > 0:
-            raise InvalidInput("reclaim_idle must be positive", field="reclaim_idle")
+        max_deliveries = check(PositiveInt, max_deliveries, "max_deliveries")
+        reclaim_idle = check(PositiveSeconds, reclaim_idle, "reclaim_idle")
         self.core = RedisCore.of(client)
         self.stream = stream
         self.group = group
@@ -153,16 +161,7 @@ class TaskQueue:
         longer than `reclaim_idle`), then new ones, waiting up to `block_ms` for new ones (0: do
         not wait). Ack each message when its document is done.
         """
-        check_name(worker_id, "worker_id")
-        _check_count(count)
-        if (
-            isinstance(block_ms, bool)
-            or not isinstance(block_ms, int)
-            or not 0 <= block_ms <= MAX_BLOCK_MS
-        ):
-            raise InvalidInput(
-                f"block_ms must be an integer from 0 to {MAX_BLOCK_MS}", field="block_ms"
-            )
+        worker_id, count, block_ms = _worker_id(worker_id), _count(count), _block_ms(block_ms)
         messages = self.reclaim(worker_id, count)
         if messages:
             block_ms = 0
@@ -200,14 +199,9 @@ class TaskQueue:
         """Take over up to `count` messages idle for `min_idle` seconds (default `reclaim_idle`);
         those already delivered `max_deliveries` times go to the dead-letter stream instead.
         """
-        check_name(worker_id, "worker_id")
-        _check_count(count)
-        if min_idle is not None and (
-            isinstance(min_idle, bool)
-            or not isinstance(min_idle, int | float)
-            or not 0 <= min_idle <= MAX_IDLE_SECONDS  # also refuses NaN
-        ):
-            raise InvalidInput("min_idle must be a number of seconds >= 0", field="min_idle")
+        worker_id, count = _worker_id(worker_id), _count(count)
+        if min_idle is not None:
+            min_idle = _min_idle(min_idle)
         idle_ms = math.ceil((self.reclaim_idle if min_idle is None else min_idle) * 1000)
         handed, _dead = self._run(
             lambda: self._reclaim(
@@ -240,7 +234,7 @@ class TaskQueue:
 
     def dead_letters(self, count: int = 100) -> list[DeadLetter]:
         """The oldest `count` dead letters."""
-        _check_count(count)
+        count = _count(count)
         with self.core.errors():
             entries = self.core.client.xrange(self.dead_letter_key, count=count)
         letters = []
@@ -319,9 +313,6 @@ def _is_message_id(value: object) -> bool:
     return match is not None and all(int(part) < 2**64 for part in match.groups())
 
 
-def _check_count(count: int) -> None:
-    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_COUNT:
-        raise InvalidInput(f"count must be between 1 and {MAX_COUNT}", field="count")
 
 
 __all__ = ["DeadLetter", "QueueMessage", "QueueStats", "TaskQueue"]

@@ -16,8 +16,10 @@ from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
 from docstore.redis.client import RedisClient
 from docstore.redis.core import RedisCore
 from docstore.redis.keys import check_name, rate_limit_key
+from docstore.rules import Checker, PositiveInt, PositiveSeconds, check
 
 logger = logging.getLogger("docstore.rate_limit")
+_cost: Checker[int] = Checker(PositiveInt, "cost")
 
 
 class FailurePolicy(str, Enum):
@@ -82,10 +84,8 @@ class RateLimiter:
         failure_policy: FailurePolicy = FailurePolicy.ALLOW,
         deny_retry_after: float = 1.0,
     ) -> None:
-        if not isinstance(limit, int) or limit < 1:
-            raise InvalidInput("limit must be a positive integer", field="limit")
-        if not period > 0:
-            raise InvalidInput("period must be positive", field="period")
+        limit = check(PositiveInt, limit, "limit")
+        period = check(PositiveSeconds, period, "period")
         check_name(policy, "policy")
         if "{" in policy or "}" in policy:
             raise InvalidInput("policy must not contain braces", field="policy")
@@ -119,8 +119,7 @@ class RateLimiter:
 
     def _decide(self, key: str, cost: int, *, consume: bool) -> RateLimitResult:
         redis_key = rate_limit_key(self.policy, check_name(key))
-        if not isinstance(cost, int) or isinstance(cost, bool) or cost < 1:
-            raise InvalidInput("cost must be a positive integer", field="cost")
+        cost = _cost(cost)
         if cost > self.limit:
             raise InvalidInput(f"cost {cost} exceeds the limit {self.limit}", field="cost")
         # The hot path: no context managers, arguments prepared once (see _tau_arg).

@@ -21,7 +21,7 @@ from typing import IO, Any, Literal, cast
 from pydantic import BaseModel, ConfigDict
 
 from docstore.ephemeral.cache import RedisCache
-from docstore.ephemeral.progress import MAX_STAGE_LENGTH, ProgressTracker
+from docstore.ephemeral.progress import ProgressTracker
 from docstore.ephemeral.queue import QueueMessage, TaskQueue
 from docstore.errors import InvalidInput, InvalidTransition, NotFound, ServiceUnavailable
 from docstore.intake.blobs import BlobStore
@@ -30,14 +30,14 @@ from docstore.models import DocumentCreate, DocumentResponse, UserResponse
 from docstore.postgres.executor import Database
 from docstore.repositories.documents import DocumentRepo
 from docstore.repositories.lifecycle import DocumentLifecycle
-from docstore.rules import Checker, WorkerId, parse_input
+from docstore.rules import PROGRESS_STAGE_LENGTH, Checker, Seconds, WorkerId, parse_input
 
 logger = logging.getLogger("docstore.intake")
 
 Extractor = Callable[[bytes, str, ProgressCallback], Extraction]
 
 _worker_id: Checker[str] = Checker(WorkerId, "worker_id")
-MAX_PENDING_FOR = 10 * 365 * 24 * 3600  # seconds
+_pending_for: Checker[float] = Checker(Seconds, "pending_for")
 # Seconds between writing a document row and enqueueing it, clocks of PostgreSQL and Redis
 # a little apart included.
 ENQUEUE_MARGIN_SECONDS = 5.0
@@ -217,7 +217,7 @@ class DocumentIntake:
         self.progress.set(document.id, 0, "started")
 
         def report(percent: float, stage: str) -> None:
-            label = stage[:MAX_STAGE_LENGTH] or "working"
+            label = stage[:PROGRESS_STAGE_LENGTH] or "working"
             try:
                 self.progress.set(document.id, max(0.0, min(100.0, percent)), label)
             except InvalidInput as exc:  # a label Redis cannot take must not fail the document
@@ -297,15 +297,7 @@ class DocumentIntake:
         side by side, at most once per `pending_for`. Duplicates would be harmless anyway
         (`claim` is conditional).
         """
-        if (
-            isinstance(pending_for, bool)
-            or not isinstance(pending_for, int | float)
-            or not 0 <= pending_for <= MAX_PENDING_FOR  # also refuses NaN
-        ):
-            raise InvalidInput(
-                f"pending_for must be a number of seconds from 0 to {MAX_PENDING_FOR}",
-                field="pending_for",
-            )
+        pending_for = _pending_for(pending_for)
         expired = self.lifecycle.requeue_expired(limit)
         # Messages are deleted once acked: a document enqueued before the oldest one left has
         # no message. The margin covers the time from writing a row to enqueueing it.

@@ -8,50 +8,19 @@ them together.
 
 from __future__ import annotations
 
-from docstore.errors import InvalidInput
+from docstore.rules import RedisName, RowId, check
 
 NAMESPACE = "docstore"
-MAX_NAME_LENGTH = 512
-MAX_DOCUMENT_ID = 2**63 - 1  # documents.id is a BIGINT
 
 
 def check_name(name: str, what: str = "key") -> str:
-    """Return `name` if it is a non-empty string short enough to be part of a key.
-
-    Any character goes (Redis keys are binary-safe) except lone surrogates, which UTF-8 cannot
-    encode: redis-py would raise a raw `UnicodeEncodeError` for them.
-    """
-    if not isinstance(name, str) or not name:
-        raise InvalidInput(f"{what} must be a non-empty string", field=what)
-    if len(name) > MAX_NAME_LENGTH:
-        raise InvalidInput(f"{what} is longer than {MAX_NAME_LENGTH} characters", field=what)
-    check_encodable(name, what)
-    return name
-
-
-def check_encodable(text: str, what: str) -> str:
-    """Return `text` if UTF-8 can encode it (no lone surrogates); `InvalidInput` otherwise."""
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidInput(
-                f"{what} holds a lone surrogate, which UTF-8 cannot encode", field=what
-            ) from None
-    return text
+    """`name` if it may be part of a key (`rules.RedisName`); `InvalidInput` naming `what`."""
+    return str(check(RedisName, name, what))
 
 
 def check_document_id(document_id: int) -> int:
-    """Return `document_id` if it is a positive integer (not a bool) that fits a BIGINT."""
-    if (
-        not isinstance(document_id, int)
-        or isinstance(document_id, bool)
-        or not 1 <= document_id <= MAX_DOCUMENT_ID
-    ):
-        raise InvalidInput(
-            f"document_id must be an integer from 1 to {MAX_DOCUMENT_ID}", field="document_id"
-        )
-    return document_id
+    """`document_id` if it is a row id (`rules.RowId`: a positive BIGINT, never a bool)."""
+    return int(check(RowId, document_id, "document_id"))
 
 
 def redis_key(kind: str, name: str, suffix: str = "") -> str:
@@ -97,12 +66,10 @@ def progress_key(document_id: int) -> str:
 
 
 __all__ = [
-    "MAX_NAME_LENGTH",
     "NAMESPACE",
     "cache_key",
     "cache_lock_key",
     "check_document_id",
-    "check_encodable",
     "check_name",
     "dead_letter_key",
     "progress_key",
