@@ -76,7 +76,6 @@ class Docstore:
         # Blobs and the document flow built on all of the above.
         self._blobs = blobs
         self._intake = DocumentIntake(
-            self.db,
             self.documents,
             self.lifecycle,
             lambda: self.blobs,

@@ -27,7 +27,6 @@ from docstore.errors import InvalidInput, InvalidTransition, NotFound, ServiceUn
 from docstore.intake.blobs import BlobStore
 from docstore.intake.extractors import Extraction, ProgressCallback
 from docstore.models import DocumentCreate, DocumentResponse, UserResponse
-from docstore.postgres.executor import Database
 from docstore.repositories.documents import DocumentRepo
 from docstore.repositories.lifecycle import DocumentLifecycle
 from docstore.rules import PROGRESS_STAGE_LENGTH, Checker, Seconds, WorkerId, parse_input
@@ -108,7 +107,6 @@ class DocumentIntake:
 
     def __init__(
         self,
-        db: Database,
         documents: DocumentRepo,
         lifecycle: DocumentLifecycle,
         blobs: Callable[[], BlobStore],
@@ -119,7 +117,6 @@ class DocumentIntake:
         max_upload_bytes: int,
         lease_seconds: float,
     ) -> None:
-        self.db = db
         self.documents = documents
         self.lifecycle = lifecycle
         self._blobs = blobs
@@ -297,17 +294,14 @@ class DocumentIntake:
         side by side, at most once per `pending_for`. Duplicates would be harmless anyway
         (`claim` is conditional).
         """
-        pending_for = _pending_for(pending_for)
+        pending_for = _pending_for(pending_for)  # before any write: bad input changes nothing
         expired = self.lifecycle.requeue_expired(limit)
         # Messages are deleted once acked: a document enqueued before the oldest one left has
         # no message. The margin covers the time from writing a row to enqueueing it.
         oldest = self.queue.oldest_enqueued_at()
         queued_before = oldest - timedelta(seconds=ENQUEUE_MARGIN_SECONDS) if oldest else None
-        stale = self.db.all(
-            "touch_stale_pending_documents",
-            {"pending_for": float(pending_for), "queued_before": queued_before, "limit": limit},
-        )
-        ids = {d.id for d in expired if d.status == "PENDING"} | {row[0] for row in stale}
+        stale = self.lifecycle.take_unqueued_pending(pending_for, queued_before, limit)
+        ids = {d.id for d in expired if d.status == "PENDING"} | set(stale)
         self.queue.enqueue_many(sorted(ids))
         return StuckReport(
             expired_leases=len(expired),

@@ -13,6 +13,8 @@ lease), never a read followed by a write. When it touches no row, a cheap read s
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from docstore.errors import InvalidInput, InvalidTransition, NotFound
 from docstore.models import CompletedResult, DocumentResponse, DocumentSummary
 from docstore.postgres.executor import Connection, Database
@@ -20,6 +22,7 @@ from docstore.rules import (
     Checker,
     LeaseSeconds,
     RowId,
+    Seconds,
     WorkerId,
     checked_limit,
     clean_text,
@@ -33,6 +36,7 @@ MAX_ERROR_MESSAGE_LENGTH = 100_000
 _document_id: Checker[int] = Checker(RowId, "document_id")
 _worker_id: Checker[str] = Checker(WorkerId, "worker_id")
 _lease_seconds: Checker[float] = Checker(LeaseSeconds, "lease_seconds")
+_pending_for: Checker[float] = Checker(Seconds, "pending_for")
 
 
 def _error_message(value: object) -> str:
@@ -170,6 +174,23 @@ class DocumentLifecycle:
         while attempts remain, FAILED after the last. Returns them, e.g. to re-enqueue."""
         params = {"limit": checked_limit(limit, 10_000)}
         return self.db.all("requeue_expired_documents", params, DocumentResponse, conn)
+
+    def take_unqueued_pending(
+        self,
+        pending_for: float,
+        queued_before: datetime | None,
+        limit: int = 1000,
+        conn: Connection | None = None,
+    ) -> list[int]:
+        """Ids of up to `limit` documents PENDING and unchanged for `pending_for` seconds (and,
+        when given, since before `queued_before`), marked as just re-enqueued: the caller
+        enqueues them, and concurrent callers never take the same ones."""
+        params = {
+            "pending_for": float(_pending_for(pending_for)),
+            "queued_before": queued_before,
+            "limit": checked_limit(limit, 10_000),
+        }
+        return [row[0] for row in self.db.all("touch_stale_pending_documents", params, conn=conn)]
 
     def _refused(
         self, document_id: int, action: str, worker_id: str, conn: Connection | None
