@@ -33,15 +33,11 @@ QUEUE_BATCH_SIZE = 1000  # messages one consume/reclaim hands out
 
 
 def clean_text(value: str) -> str:
-    """`value` without NUL bytes; `ValueError` when it holds a lone surrogate."""
+    """`value` without NUL bytes (PostgreSQL text cannot hold them); `ValueError` when it holds
+    a lone surrogate."""
     if "\x00" in value:
         value = value.replace("\x00", "")
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("text holds a lone surrogate, which UTF-8 cannot encode") from None
-    return value
+    return encodable(value)
 
 
 @dataclass(frozen=True, slots=True)

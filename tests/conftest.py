@@ -1,17 +1,17 @@
 """Fixtures shared by the test files (servers come from docstore's own pytest plugin)."""
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import redis
+from helpers import SqlLog
 
 from docstore import Docstore, Settings
 from docstore.redis.client import new_redis
 
 pytest_plugins = ["docstore.testing.plugin"]
 
-SqlLog = Callable[[], list[str]]
 
 
 @pytest.fixture

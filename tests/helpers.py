@@ -1,8 +1,12 @@
 """Helpers shared by several test files."""
 
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
+
+# Names of the statements run so far, in order (the `sql_log` fixture).
+SqlLog = Callable[[], list[str]]
 
 
 def migrated_table_contents(url: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:

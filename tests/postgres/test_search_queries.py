@@ -15,9 +15,9 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from hostile import encodable, property_settings
 from hypothesis import example, given
 from hypothesis import strategies as st
-from test_hostile_input import encodable, property_settings
 
 import docstore.errors
 import docstore.repositories.documents

@@ -12,9 +12,7 @@ import math
 from collections import Counter
 from typing import Any
 
-from hypothesis import example, given
-from hypothesis import strategies as st
-from test_hostile_input import (
+from hostile import (
     BIG_HOSTILE,
     BIG_PLAIN,
     BIG_SURROGATE,
@@ -25,6 +23,8 @@ from test_hostile_input import (
     mostly,
     property_settings,
 )
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from docstore import Docstore
 from docstore.ephemeral.queue import TaskQueue

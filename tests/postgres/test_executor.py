@@ -7,10 +7,10 @@ from datetime import timezone
 
 import psycopg
 import pytest
+from helpers import SqlLog
 
 from docstore import Docstore, DocumentCreate, UserCreate, UserWithDocuments
 from docstore.errors import InvalidInput
-from tests.conftest import SqlLog
 
 
 def test_every_statement_copy_included_is_logged_by_name(store: Docstore, sql_log: SqlLog) -> None:

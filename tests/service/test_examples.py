@@ -24,7 +24,7 @@ from docstore.testing.plugin import S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY
 from examples.fastapi_service import create_app
 from examples.worker import run_worker
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Api:

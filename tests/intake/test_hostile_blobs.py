@@ -19,9 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from hypothesis import example, given
-from hypothesis import strategies as st
-from test_hostile_input import (
+from hostile import (
     BIG_HOSTILE,
     BIG_PLAIN,
     attempt,
@@ -30,6 +28,8 @@ from test_hostile_input import (
     hostile_text,
     property_settings,
 )
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from docstore.errors import InvalidInput, NotFound
 from docstore.intake.blobs import BlobStore, LocalBlobStore, S3BlobStore, safe_filename

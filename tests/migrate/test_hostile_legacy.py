@@ -17,9 +17,9 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from hostile import hostile_number, hostile_text, property_settings
 from hypothesis import example, given
 from hypothesis import strategies as st
-from test_hostile_input import hostile_number, hostile_text, property_settings
 
 from docstore import Docstore
 from docstore.migrate import migrate, verify

@@ -16,9 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import example, given
-from hypothesis import strategies as st
-from test_hostile_input import (
+from hostile import (
     BIG_HOSTILE,
     BIG_PLAIN,
     BIG_SURROGATE,
@@ -32,6 +30,8 @@ from test_hostile_input import (
     snapshot,
     stored_form,
 )
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from docstore import Docstore, Settings
 from docstore.errors import InvalidInput, NotFound
