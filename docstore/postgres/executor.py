@@ -1,3 +1,5 @@
+# Generated from docstore/postgres/executor_async.py by tools/async_to_sync.py:
+# edit that file, then run the script (CI fails when this file is stale).
 """The one executor of named queries: connections, statements, COPY, logging and error mapping.
 
 One rule for every verb: without `conn`, a single statement runs on a pooled connection in
@@ -101,9 +103,7 @@ class Database:
         with self._statement(name, params, None, conn) as cur:
             return cur.rowcount
 
-    def copy(
-        self, name: str, rows: Iterable[Sequence[Any]], conn: Connection | None = None
-    ) -> int:
+    def copy(self, name: str, rows: Iterable[Sequence[Any]], conn: Connection | None = None) -> int:
         """Stream `rows` through the named `COPY ... FROM STDIN`; the number of rows sent."""
         query = self.query(name, {})
         count = 0
@@ -123,7 +123,8 @@ class Database:
     @contextmanager
     def transaction(self, conn: Connection | None = None) -> Iterator[Connection]:
         """A connection inside a transaction (a savepoint when `conn` is already in one)."""
-        with self.connection(conn) as c, wrap_database_errors(self.address), c.transaction():
+        # Errors of the transaction's own BEGIN/COMMIT are mapped by `connection` too.
+        with self.connection(conn) as c, c.transaction():
             yield c
 
     @contextmanager
@@ -174,7 +175,10 @@ class Database:
             factory = model_row(model, name)
         else:
             factory = class_row(model)
-        with self._connection_for_statement(conn) as c, c.cursor(row_factory=factory) as cur:
+        with (
+            self._connection_for_statement(conn) as c,
+            c.cursor(row_factory=factory) as cur,
+        ):
             self._execute(cur, query, params)
             yield cur
 
@@ -204,7 +208,7 @@ class Database:
             if pooled.autocommit:  # a pool the caller configured so: leave it as it is
                 yield pooled
                 return
-            pooled.autocommit = True
+            pooled.set_autocommit(True)
             try:
                 yield pooled
             finally:
@@ -235,7 +239,7 @@ def _end_autocommit(conn: Connection) -> None:
     if conn.closed or conn.broken:
         return  # the pool discards it
     try:
-        conn.autocommit = False
+        conn.set_autocommit(False)
     except psycopg.Error:
         conn.close()  # never hand the pool a connection that would not open transactions
 

@@ -1,3 +1,5 @@
+# Generated from docstore/postgres/pool_async.py by tools/async_to_sync.py:
+# edit that file, then run the script (CI fails when this file is stale).
 """The psycopg connection pool docstore opens when the caller brings none."""
 
 from __future__ import annotations
@@ -47,9 +49,10 @@ def open_pool(pool: psycopg_pool.ConnectionPool, settings: Settings) -> None:
     """
     address = settings.database_address
     try:
-        psycopg.connect(
+        probe = psycopg.Connection.connect(
             settings.database_url, connect_timeout=max(2, round(settings.connect_timeout))
-        ).close()
+        )
+        probe.close()
     except psycopg.Error as exc:
         raise database_error(exc, address) from exc
     try:

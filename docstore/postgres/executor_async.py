@@ -1,0 +1,248 @@
+"""The one executor of named queries: connections, statements, COPY, logging and error mapping.
+
+One rule for every verb: without `conn`, a single statement runs on a pooled connection in
+autocommit (a statement is atomic by itself, and BEGIN plus COMMIT would double its round trips);
+with `conn`, it runs in the caller's transaction as is. Rows become the given model through the
+trusted row builder (`docstore.postgres.rows`) for flat models, through full pydantic validation
+for models with nested JSON; without a model they are tuples.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar, overload
+
+import psycopg
+import psycopg_pool
+from psycopg.rows import BaseRowFactory, class_row, tuple_row
+from pydantic import BaseModel
+
+from docstore.errors import PoolExhausted, ServiceUnavailable
+from docstore.postgres.errors import wrap_database_errors
+from docstore.postgres.queries import Query, queries
+from docstore.postgres.rows import model_row, trusts_rows
+
+Model = TypeVar("Model", bound=BaseModel)
+Params = Mapping[str, Any]
+Connection = psycopg.AsyncConnection[Any]
+
+sql_logger = logging.getLogger("docstore.sql")
+
+
+class AsyncDatabase:
+    """The pool and the named queries, shared by the repositories and the migration."""
+
+    def __init__(
+        self, pool: psycopg_pool.AsyncConnectionPool, *, address: str, debug_sql: bool = False
+    ) -> None:
+        self.pool = pool
+        self.address = address
+        self.debug_sql = debug_sql
+        self.queries = queries()
+        # Connections this object has checked out: tells a busy pool from an unreachable server.
+        self._in_use = 0
+        self._in_use_lock = threading.Lock()
+
+    # -- the verbs ------------------------------------------------------------------------------
+
+    @overload
+    async def one(
+        self, name: str, params: Params, model: type[Model], conn: Connection | None = None
+    ) -> Model | None: ...
+
+    @overload
+    async def one(
+        self, name: str, params: Params, model: None = None, conn: Connection | None = None
+    ) -> tuple[Any, ...] | None: ...
+
+    async def one(
+        self,
+        name: str,
+        params: Params,
+        model: type[BaseModel] | None = None,
+        conn: Connection | None = None,
+    ) -> Any:
+        """The first row of the named query (as `model`, else a tuple), or None."""
+        async with self._statement(name, params, model, conn) as cur:
+            return await cur.fetchone()
+
+    @overload
+    async def all(
+        self, name: str, params: Params, model: type[Model], conn: Connection | None = None
+    ) -> list[Model]: ...
+
+    @overload
+    async def all(
+        self, name: str, params: Params, model: None = None, conn: Connection | None = None
+    ) -> list[tuple[Any, ...]]: ...
+
+    async def all(
+        self,
+        name: str,
+        params: Params,
+        model: type[BaseModel] | None = None,
+        conn: Connection | None = None,
+    ) -> Any:
+        """Every row of the named query (as `model`, else tuples)."""
+        async with self._statement(name, params, model, conn) as cur:
+            return await cur.fetchall()
+
+    async def value(self, name: str, params: Params, conn: Connection | None = None) -> Any:
+        """The first column of the first row of the named query, or None."""
+        row = await self.one(name, params, None, conn)
+        return row[0] if row else None
+
+    async def execute(self, name: str, params: Params, conn: Connection | None = None) -> int:
+        """Run the named statement; the number of rows it touched."""
+        async with self._statement(name, params, None, conn) as cur:
+            return cur.rowcount
+
+    async def copy(
+        self, name: str, rows: Iterable[Sequence[Any]], conn: Connection | None = None
+    ) -> int:
+        """Stream `rows` through the named `COPY ... FROM STDIN`; the number of rows sent."""
+        query = self.query(name, {})
+        count = 0
+        started = time.perf_counter()
+        async with self._connection_for_statement(conn) as c, c.cursor() as cur:
+            async with cur.copy(query.sql) as copy:
+                for row in rows:
+                    await copy.write_row(row)
+                    count += 1
+            if self.debug_sql:
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                sql_logger.info("%s %.2f ms rows=%s", query.name, elapsed_ms, count)
+        return count
+
+    # -- units of work ----------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def transaction(self, conn: Connection | None = None) -> AsyncIterator[Connection]:
+        """A connection inside a transaction (a savepoint when `conn` is already in one)."""
+        # Errors of the transaction's own BEGIN/COMMIT are mapped by `connection` too.
+        async with self.connection(conn) as c, c.transaction():
+            yield c
+
+    @asynccontextmanager
+    async def connection(self, conn: Connection | None = None) -> AsyncIterator[Connection]:
+        """The caller's connection as is, or a pooled one (committed or rolled back on exit)."""
+        if conn is not None:
+            with wrap_database_errors(self.address):
+                yield conn
+            return
+        try:
+            pooled = await self.pool.getconn()
+        except psycopg_pool.PoolTimeout as exc:
+            raise self._pool_timeout_error() from exc
+        except psycopg_pool.PoolClosed as exc:
+            raise ServiceUnavailable(
+                f"the connection pool of PostgreSQL at {self.address} is closed",
+                service="postgresql",
+                address=self.address,
+            ) from exc
+        with self._in_use_lock:
+            self._in_use += 1
+        try:
+            # Leaving `with pooled` commits, or rolls back on error; the pool keeps the connection.
+            with wrap_database_errors(self.address):
+                async with pooled:
+                    yield pooled
+        finally:
+            await self.pool.putconn(pooled)
+            with self._in_use_lock:
+                self._in_use -= 1
+
+    def query(self, name: str, params: Params) -> Query:
+        """The named query, after checking that `params` matches its parameters."""
+        query = self.queries[name]
+        query.check_params(params)
+        return query
+
+    # -- inside -----------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _statement(
+        self, name: str, params: Params, model: type[BaseModel] | None, conn: Connection | None
+    ) -> AsyncIterator[psycopg.AsyncCursor[Any]]:
+        query = self.query(name, params)
+        factory: BaseRowFactory[Any]
+        if model is None:
+            factory = tuple_row
+        elif trusts_rows(model):
+            factory = model_row(model, name)
+        else:
+            factory = class_row(model)
+        async with (
+            self._connection_for_statement(conn) as c,
+            c.cursor(row_factory=factory) as cur,
+        ):
+            await self._execute(cur, query, params)
+            yield cur
+
+    async def _execute(self, cur: psycopg.AsyncCursor[Any], query: Query, params: Params) -> None:
+        if not self.debug_sql:
+            await cur.execute(query.sql, params)
+            return
+        started = time.perf_counter()
+        try:
+            await cur.execute(query.sql, params)
+        finally:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            sql_logger.info("%s %.2f ms rows=%s", query.name, elapsed_ms, cur.rowcount)
+
+    @asynccontextmanager
+    async def _connection_for_statement(self, conn: Connection | None) -> AsyncIterator[Connection]:
+        """The caller's connection as is, or a pooled one in autocommit for one statement.
+
+        The pooled connection goes back to the pool as it came (autocommit off, unless the pool's
+        owner configured it on), or closed (so the pool replaces it) when that cannot be done.
+        """
+        if conn is not None:
+            async with self.connection(conn) as caller_conn:
+                yield caller_conn
+            return
+        async with self.connection() as pooled:
+            if pooled.autocommit:  # a pool the caller configured so: leave it as it is
+                yield pooled
+                return
+            await pooled.set_autocommit(True)
+            try:
+                yield pooled
+            finally:
+                await _end_autocommit(pooled)
+
+    def _pool_timeout_error(self) -> ServiceUnavailable:
+        # The pool counts connections it is still trying to open as part of its size, so a full
+        # pool does not mean busy connections: while PostgreSQL is down it is full of attempts.
+        # Exhaustion is proven by connections checked out here, or (a pool shared with other
+        # code) by a pool that never failed to connect.
+        never_failed = not self.pool.get_stats().get("connections_errors", 0)
+        if self._in_use >= self.pool.max_size or never_failed:
+            return PoolExhausted(
+                f"all {self.pool.max_size} connections to PostgreSQL at {self.address} stayed busy "
+                f"for {self.pool.timeout:g}s",
+                service="postgresql",
+                address=self.address,
+            )
+        return ServiceUnavailable(
+            f"PostgreSQL at {self.address} is unreachable (no connection within "
+            f"{self.pool.timeout:g}s)",
+            service="postgresql",
+            address=self.address,
+        )
+
+
+async def _end_autocommit(conn: Connection) -> None:
+    if conn.closed or conn.broken:
+        return  # the pool discards it
+    try:
+        await conn.set_autocommit(False)
+    except psycopg.Error:
+        await conn.close()  # never hand the pool a connection that would not open transactions
+
+
+__all__ = ["AsyncDatabase", "Connection", "Params"]
