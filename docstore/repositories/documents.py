@@ -1,3 +1,5 @@
+# Generated from docstore/repositories/documents_async.py by tools/async_to_sync.py:
+# edit that file, then run the script (CI fails when this file is stale).
 """`DocumentRepo`: documents, their keyset listing and full-text search (`store.documents`).
 
 The processing lifecycle (claim, heartbeat, complete, fail, requeue) is its own object,
@@ -6,7 +8,6 @@ The processing lifecycle (claim, heartbeat, complete, fail, requeue) is its own 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime, timezone
@@ -31,6 +32,7 @@ from docstore.repositories.pagination import (
     decode_cursor,
     keyset_page,
 )
+from docstore.repositories.search_query import collapse_negation_runs
 from docstore.rules import (
     MAX_BIGINT,
     Checker,
@@ -64,41 +66,6 @@ def _unknown_user_check() -> Iterator[None]:
         raise InvalidInput(
             "user_id: no user has this id", field="user_id", constraint=exc.constraint
         ) from exc
-
-
-# How websearch_to_tsquery reads a query, as far as its NOT operators go (PostgreSQL 18): a '-'
-# where an operand may start is a NOT, and ASCII white space and the characters ! & | ( ) <
-# around it are skipped; inside a word (up to one of those, '"' or ':') or a "phrase" a '-' is
-# text. Older servers in a non-C locale also end words at Unicode white space: a run of NOTs
-# split by it is not seen here whole (cutting the rest keeps its parity, so its meaning) and may
-# meet `_unparsable_query_check`.
-_SKIPPED = r" \t\n\v\f\r!&|()<"
-_WEB_SEARCH_TOKEN = re.compile(
-    rf"""
-    (?P<negations>-(?:[{_SKIPPED}]*-)*)  # NOTs, and what is skipped between them
-    | "[^"]*"?                           # a phrase, to the closing quote or the end
-    | [{_SKIPPED}]+
-    | [^{_SKIPPED}"-][^{_SKIPPED}":]*    # a word
-    """,
-    re.VERBOSE,
-)
-# PostgreSQL keeps consecutive NOTs on an operator stack of 32 entries: 31 to 33 of them in a row
-# raise "tsquery stack too small". A NOT of a NOT means the operand itself.
-_MAX_NEGATIONS = 2
-
-
-def _collapsed(token: re.Match[str]) -> str:
-    run = token["negations"]
-    if run is None or run.count("-") <= _MAX_NEGATIONS:
-        return token[0]
-    return "-" if run.count("-") % 2 else "--"
-
-
-def collapse_negation_runs(query: str) -> str:
-    """`query` with every run of three or more NOT operators cut to one or two of the same
-    parity: the same matches, ranks and snippets, and no operator stack PostgreSQL cannot hold.
-    Queries without such a run are returned unchanged."""
-    return _WEB_SEARCH_TOKEN.sub(_collapsed, query)
 
 
 def _search_query(query: object) -> str:
@@ -174,7 +141,7 @@ class DocumentRepo:
                     "legacy_task_ids": [d.legacy_task_id for d in batch],
                 }
                 rows = self.db.all("insert_documents", params, DocumentResponse, c)
-                # Identity values follow the ORDER BY of the insert: sorting by id is input order.
+                # Identity values follow the insert's ORDER BY: sorting by id is input order.
                 created.extend(sorted(rows, key=lambda row: row.id))
         return created
 

@@ -1,3 +1,5 @@
+# Generated from docstore/repositories/lifecycle_async.py by tools/async_to_sync.py:
+# edit that file, then run the script (CI fails when this file is stale).
 """The processing lifecycle of a document, enforced in SQL.
 
     PENDING ──claim──▶ PROCESSING ──mark_completed──▶ COMPLETED

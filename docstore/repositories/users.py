@@ -1,3 +1,5 @@
+# Generated from docstore/repositories/users_async.py by tools/async_to_sync.py:
+# edit that file, then run the script (CI fails when this file is stale).
 """`UserRepo`: users and their API keys (`store.users`)."""
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ class UserRepo:
         """Create a user and its first API key, returned this once (`Conflict` on a taken email)."""
         user = parse_input(UserCreate, data)
         api_key = new_api_key()
-        row = self.db.one("insert_user",
+        row = self.db.one(
+            "insert_user",
             {"email": user.email, "api_key_hash": api_key_digest(api_key)},
             UserResponse,
             conn,
@@ -83,8 +86,7 @@ class UserRepo:
 
     def get_by_email(self, email: str, conn: Connection | None = None) -> UserResponse | None:
         """The user with this email whatever its case, or None."""
-        return self.db.one("get_user_by_email", {"email": _email(email)}, UserResponse, conn
-        )
+        return self.db.one("get_user_by_email", {"email": _email(email)}, UserResponse, conn)
 
     def update(
         self, user_id: int, changes: UserUpdate, conn: Connection | None = None

@@ -1,0 +1,220 @@
+"""The processing lifecycle of a document, enforced in SQL.
+
+    PENDING ──claim──▶ PROCESSING ──mark_completed──▶ COMPLETED
+       ▲                 │  │ ▲
+       │                 │  │ └─heartbeat (same worker, lease running)
+       └─mark_failed(retry, attempts left) / requeue_expired (lease ran out, attempts left)
+                         └──mark_failed / requeue_expired (no attempts left)──▶ FAILED
+
+Each change is one conditional UPDATE whose WHERE clause is the rule (status, worker, running
+lease), never a read followed by a write. When it touches no row, a cheap read says why:
+`NotFound`, or `InvalidTransition` with the document unchanged.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from docstore.errors import InvalidInput, InvalidTransition, NotFound
+from docstore.models import CompletedResult, DocumentResponse, DocumentSummary
+from docstore.postgres.executor_async import AsyncDatabase, Connection
+from docstore.rules import (
+    Checker,
+    LeaseSeconds,
+    RowId,
+    Seconds,
+    WorkerId,
+    checked_limit,
+    clean_text,
+    length_between,
+    parse_input,
+)
+
+DEFAULT_LEASE_SECONDS = 300.0
+MAX_ERROR_MESSAGE_LENGTH = 100_000
+
+_document_id: Checker[int] = Checker(RowId, "document_id")
+_worker_id: Checker[str] = Checker(WorkerId, "worker_id")
+_lease_seconds: Checker[float] = Checker(LeaseSeconds, "lease_seconds")
+_pending_for: Checker[float] = Checker(Seconds, "pending_for")
+
+
+def _error_message(value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput("error_message must be a string", field="error_message")
+    try:
+        return length_between(1, MAX_ERROR_MESSAGE_LENGTH)(clean_text(value))
+    except ValueError as exc:
+        raise InvalidInput(f"error_message: {exc}", field="error_message") from None
+
+
+def _lease_params(document_id: int, worker_id: str, lease_seconds: float) -> dict[str, object]:
+    """Checked parameters of the statements that take or extend a lease."""
+    return {
+        "document_id": _document_id(document_id),
+        "worker_id": _worker_id(worker_id),
+        "lease_seconds": _lease_seconds(lease_seconds),
+    }
+
+
+class AsyncDocumentLifecycle:
+    """Claim, heartbeat, complete, fail and requeue documents (`store.lifecycle`).
+
+    Every method takes an optional `conn` to run inside the caller's transaction.
+    """
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.db = db
+
+    async def claim_next(
+        self,
+        worker_id: str,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        conn: Connection | None = None,
+    ) -> DocumentResponse | None:
+        """Take the oldest PENDING document for `worker_id`, or None when there is none.
+
+        Concurrent workers never get the same document (FOR UPDATE SKIP LOCKED).
+        """
+        params = {
+            "worker_id": _worker_id(worker_id),
+            "lease_seconds": _lease_seconds(lease_seconds),
+        }
+        return await self.db.one("claim_next_document", params, DocumentResponse, conn)
+
+    async def claim(
+        self,
+        document_id: int,
+        worker_id: str,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        conn: Connection | None = None,
+    ) -> DocumentResponse:
+        """Take this document for `worker_id` if it is PENDING (`InvalidTransition` otherwise);
+        for consumers of a queue that may deliver a document twice."""
+        params = _lease_params(document_id, worker_id, lease_seconds)
+        document = await self.db.one("claim_document", params, DocumentResponse, conn)
+        return document or await self._refused(document_id, "claim", worker_id, conn)
+
+    async def heartbeat(
+        self,
+        document_id: int,
+        worker_id: str,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        conn: Connection | None = None,
+    ) -> DocumentResponse:
+        """Extend the lease of `worker_id` to `lease_seconds` from now.
+
+        `InvalidTransition` when the worker no longer holds a running lease: stop working.
+        """
+        params = _lease_params(document_id, worker_id, lease_seconds)
+        document = await self.db.one("extend_document_lease", params, DocumentResponse, conn)
+        return document or await self._refused(document_id, "heartbeat", worker_id, conn)
+
+    async def mark_completed(
+        self,
+        document_id: int,
+        worker_id: str,
+        result_text: str,
+        page_count: int | None = None,
+        extraction_time_seconds: float | None = None,
+        conn: Connection | None = None,
+    ) -> DocumentResponse:
+        """Store the result of the worker holding the document: COMPLETED.
+
+        NUL bytes are stripped from `result_text`; only its first 200,000 characters are
+        indexed for search. `InvalidTransition` when the worker's lease is gone.
+        """
+        result = parse_input(
+            CompletedResult,
+            {
+                "result_text": result_text,
+                "page_count": page_count,
+                "extraction_time_seconds": extraction_time_seconds,
+            },
+        )
+        params = {
+            "document_id": _document_id(document_id),
+            "worker_id": _worker_id(worker_id),
+            **result.model_dump(),
+        }
+        # The statement does not send the text back: it is what we just wrote.
+        summary = await self.db.one("complete_document", params, DocumentSummary, conn)
+        if summary is None:
+            return await self._refused(document_id, "complete", worker_id, conn)
+        return DocumentResponse.model_validate(
+            {**summary.__dict__, "result_text": result.result_text}
+        )
+
+    async def mark_failed(
+        self,
+        document_id: int,
+        worker_id: str,
+        error_message: str,
+        retry: bool = True,
+        conn: Connection | None = None,
+    ) -> DocumentResponse:
+        """Record the failure of the worker holding the document.
+
+        With `retry` and attempts left it goes back to PENDING, otherwise to FAILED (with
+        `completed_at`). `InvalidTransition` when the worker's lease is gone.
+        """
+        params = {
+            "document_id": _document_id(document_id),
+            "worker_id": _worker_id(worker_id),
+            "error_message": _error_message(error_message),
+            "retry": bool(retry),
+        }
+        document = await self.db.one("fail_document", params, DocumentResponse, conn)
+        return document or await self._refused(document_id, "fail", worker_id, conn)
+
+    async def requeue_expired(
+        self, limit: int = 1000, conn: Connection | None = None
+    ) -> list[DocumentResponse]:
+        """Take back up to `limit` documents whose lease ran out (their worker died): PENDING
+        while attempts remain, FAILED after the last. Returns them, e.g. to re-enqueue."""
+        params = {"limit": checked_limit(limit, 10_000)}
+        return await self.db.all("requeue_expired_documents", params, DocumentResponse, conn)
+
+    async def take_unqueued_pending(
+        self,
+        pending_for: float,
+        queued_before: datetime | None,
+        limit: int = 1000,
+        conn: Connection | None = None,
+    ) -> list[int]:
+        """Ids of up to `limit` documents PENDING and unchanged for `pending_for` seconds (and,
+        when given, since before `queued_before`), marked as just re-enqueued: the caller
+        enqueues them, and concurrent callers never take the same ones."""
+        params = {
+            "pending_for": float(_pending_for(pending_for)),
+            "queued_before": queued_before,
+            "limit": checked_limit(limit, 10_000),
+        }
+        return [
+            row[0] for row in await self.db.all("touch_stale_pending_documents", params, conn=conn)
+        ]
+
+    async def _refused(
+        self, document_id: int, action: str, worker_id: str, conn: Connection | None
+    ) -> DocumentResponse:
+        """Raise why the conditional UPDATE for `action` touched no row."""
+        rows = await self.db.all("get_document_state", {"document_id": document_id}, conn=conn)
+        if not rows:
+            raise NotFound(f"document {document_id} does not exist")
+        status, holder, lease_running = rows[0]
+        if action == "claim":
+            reason = f"it is {status}, not PENDING"
+        elif status != "PROCESSING":
+            reason = f"it is {status}, not PROCESSING"
+        elif holder != worker_id:
+            reason = f"worker {holder!r} holds it"
+        elif not lease_running:
+            reason = "the worker's lease expired"
+        else:  # pragma: no cover - the UPDATE would have matched; a concurrent change won
+            reason = "it changed meanwhile"
+        raise InvalidTransition(
+            f"cannot {action} document {document_id} for worker {worker_id!r}: {reason}"
+        )
+
+
+__all__ = ["DEFAULT_LEASE_SECONDS", "AsyncDocumentLifecycle"]
