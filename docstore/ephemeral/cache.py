@@ -1,3 +1,5 @@
+# Generated from docstore/ephemeral/cache_async.py by tools/async_to_sync.py:
+# edit that file, then run the script (CI fails when this file is stale).
 """`RedisCache`: temporary results as JSON, single flight on a miss, and fail-open on outages.
 
 Values are serialised by pydantic (never pickle) and read back into the type the caller names.
@@ -13,8 +15,7 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from collections.abc import Hashable
 from functools import lru_cache
 from typing import Any, TypeVar, cast, final
 
@@ -22,7 +23,10 @@ import pydantic
 from pydantic import ConfigDict, TypeAdapter
 from pydantic_core import PydanticSerializationError
 
+from docstore._sync_runtime import sleep
+from docstore.ephemeral.values import CacheStats
 from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
+from docstore.redis.calls import Call
 from docstore.redis.client import RedisClient
 from docstore.redis.core import RedisCore
 from docstore.redis.keys import cache_key, cache_lock_key, check_document_id, check_name
@@ -53,23 +57,13 @@ class _FailedOpen:
 _FAILED_OPEN = _FailedOpen()
 
 
-@dataclass(frozen=True, slots=True)
-class CacheStats:
-    """Counters since the cache was created."""
-
-    hits: int
-    misses: int
-    errors: int
-    loads: int
-
-
 class RedisCache:
     """Get, set and delete JSON values under ``docstore:cache:{key}``, with TTL jitter.
 
     `jitter` is the fraction by which a TTL is shortened at random (0.1: a 300 s TTL becomes
     270-300 s) so keys written together do not expire together. `lock_timeout` bounds how long a
     crashed loader can hold a key; waiters poll for the value for up to `wait_timeout` seconds,
-    then run the loader themselves. `client` is a `RedisCore` or a plain client.
+    then run the loader themselves. `client` is a core (`RedisCore`) or a plain client.
     """
 
     def __init__(
@@ -113,7 +107,7 @@ class RedisCache:
         logger.warning("cache %s of %r failed open: %s", action, key, reason)
         return _FAILED_OPEN
 
-    def _fail_open(self, action: str, key: str, call: Callable[[], R]) -> R | _FailedOpen:
+    def _fail_open(self, action: str, key: str, call: Call[R]) -> R | _FailedOpen:
         """`call()`, or _FAILED_OPEN when Redis is unavailable or refused the command."""
 
         def failed(error: ServiceUnavailable | RedisCommandError) -> _FailedOpen:
@@ -155,9 +149,7 @@ class RedisCache:
 
     # -- single flight ------------------------------------------------------------------------
 
-    def get_or_set(
-        self, key: str, loader: Callable[[], T], type_: type[T], ttl: float | None = None
-    ) -> T:
+    def get_or_set(self, key: str, loader: Call[T], type_: type[T], ttl: float | None = None) -> T:
         """The cached value, or `loader()`'s result stored for next time.
 
         When many callers miss at once, one runs the loader and the others wait for its value.
@@ -177,7 +169,7 @@ class RedisCache:
         return self._single_flight(key, name, loader, type_, ttl_ms)
 
     def _single_flight(
-        self, key: str, name: str, loader: Callable[[], T], type_: type[T], ttl_ms: int
+        self, key: str, name: str, loader: Call[T], type_: type[T], ttl_ms: int
     ) -> T:
         keys = [cache_key(name), cache_lock_key(name)]
         token = secrets.token_hex(16)
@@ -204,15 +196,15 @@ class RedisCache:
                 self._count("misses")
                 logger.info("cache %r: gave up waiting for another loader", key)
                 return self._load(loader)
-            time.sleep(delay)
+            sleep(delay)
             delay = min(delay * 2, 0.1)
 
-    def _load(self, loader: Callable[[], T]) -> T:
+    def _load(self, loader: Call[T]) -> T:
         self._count("loads")
         return loader()
 
     def _load_and_store(
-        self, key: str, keys: list[str], token: str, loader: Callable[[], T], ttl_ms: int
+        self, key: str, keys: list[str], token: str, loader: Call[T], ttl_ms: int
     ) -> T:
         try:
             value = self._load(loader)

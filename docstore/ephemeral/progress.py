@@ -1,3 +1,5 @@
+# Generated from docstore/ephemeral/progress_async.py by tools/async_to_sync.py:
+# edit that file, then run the script (CI fails when this file is stale).
 """`ProgressTracker`: how far a document's processing has got, kept in Redis for a while."""
 
 from __future__ import annotations
@@ -7,8 +9,7 @@ import math
 from datetime import datetime, timezone
 from typing import Any, cast
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from docstore.ephemeral.values import Progress
 from docstore.errors import RedisCommandError, ServiceUnavailable
 from docstore.redis.client import RedisClient, as_text
 from docstore.redis.core import RedisCore
@@ -22,24 +23,14 @@ _percent: Checker[float] = Checker(Percent, "percent")
 _stage: Checker[str] = Checker(ProgressStage, "stage")
 
 
-class Progress(BaseModel):
-    """A document's progress as last reported by its worker."""
-
-    model_config = ConfigDict(frozen=True)
-
-    document_id: int
-    percent: float = Field(ge=0, le=100)
-    stage: str
-    updated_at: datetime
-
-
 class ProgressTracker:
     """`set` / `get` / `clear` a document's progress; entries expire `ttl` seconds after the
     last update, and the percentage never goes backwards (a late, stale update is ignored).
 
     `set` is best effort, so a worker never fails a document because Redis blinked: it returns
     None when Redis is unreachable (a command Redis refuses raises `RedisCommandError`). `get`
-    and `clear` raise `ServiceUnavailable`. `client` is a `RedisCore` or a plain client.
+    and `clear` raise `ServiceUnavailable`. `client` is a core (`RedisCore`) or a plain
+    client.
     """
 
     def __init__(

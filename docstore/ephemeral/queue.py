@@ -1,3 +1,5 @@
+# Generated from docstore/ephemeral/queue_async.py by tools/async_to_sync.py:
+# edit that file, then run the script (CI fails when this file is stale).
 """`TaskQueue`: document ids on a Redis stream, read by a consumer group (at-least-once).
 
 A worker `consume`s messages and `ack`s each one when its document is done. A message whose
@@ -13,14 +15,15 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any, TypeVar, cast
 
 import redis.exceptions
-from pydantic import BaseModel, ConfigDict
 
+from docstore.ephemeral.values import DeadLetter, QueueMessage, QueueStats
 from docstore.errors import InvalidInput
+from docstore.redis.calls import Call
 from docstore.redis.client import RedisClient, as_text
 from docstore.redis.core import RedisCore
 from docstore.redis.keys import check_document_id, check_name, dead_letter_key, queue_key
@@ -45,40 +48,6 @@ _min_idle: Checker[float] = Checker(Seconds, "min_idle")
 _MESSAGE_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 
 
-class QueueMessage(BaseModel):
-    """One delivery of a document id to a worker."""
-
-    model_config = ConfigDict(frozen=True)
-
-    message_id: str
-    document_id: int
-    deliveries: int
-    enqueued_at: datetime
-
-
-class DeadLetter(BaseModel):
-    """A message that was delivered `max_deliveries` times and never acknowledged."""
-
-    model_config = ConfigDict(frozen=True)
-
-    message_id: str
-    source_id: str
-    document_id: int
-    deliveries: int
-    last_consumer: str
-    dead_at: datetime
-
-
-class QueueStats(BaseModel):
-    """Sizes an operator watches: unfinished messages, those being worked on, dead letters."""
-
-    model_config = ConfigDict(frozen=True)
-
-    length: int
-    pending: int
-    dead_letters: int
-
-
 def _id_time(message_id: str) -> datetime:
     # A stream id is "<milliseconds>-<sequence>" of the server clock when it was added.
     return datetime.fromtimestamp(int(message_id.split("-", 1)[0]) / 1000, tz=timezone.utc)
@@ -96,8 +65,8 @@ class TaskQueue:
 
     `socket_timeout` (seconds, taken from the client when omitted) bounds each blocking read, so
     a long `block_ms` is served by several short reads and never trips the client's timeout.
-    Every call raises `ServiceUnavailable` when Redis is unreachable. `client` is a `RedisCore`
-    or a plain client.
+    Every call raises `ServiceUnavailable` when Redis is unreachable. `client` is a core
+    (`RedisCore`) or a plain client.
     """
 
     def __init__(
@@ -286,7 +255,7 @@ class TaskQueue:
             enqueued_at=_id_time(message_id),
         )
 
-    def _run(self, call: Callable[[], R]) -> R:
+    def _run(self, call: Call[R]) -> R:
         """Run a command; create the consumer group once, or again after Redis lost it."""
         with self.core.errors():
             if not self._group_ready:
@@ -311,8 +280,6 @@ class TaskQueue:
 def _is_message_id(value: object) -> bool:
     match = _MESSAGE_ID.fullmatch(value) if isinstance(value, str) else None
     return match is not None and all(int(part) < 2**64 for part in match.groups())
-
-
 
 
 __all__ = ["DeadLetter", "QueueMessage", "QueueStats", "TaskQueue"]

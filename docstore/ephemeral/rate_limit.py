@@ -1,3 +1,5 @@
+# Generated from docstore/ephemeral/rate_limit_async.py by tools/async_to_sync.py:
+# edit that file, then run the script (CI fails when this file is stale).
 """`RateLimiter`: GCRA in one Lua script — one round trip per decision, one number per key.
 
 `limit` units per `period` seconds means: a burst of up to `limit` at once, then units come back
@@ -9,9 +11,8 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from dataclasses import dataclass
-from enum import Enum
 
+from docstore.ephemeral.values import DecidedBy, FailurePolicy, RateLimitResult
 from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
 from docstore.redis.client import RedisClient
 from docstore.redis.core import RedisCore
@@ -22,56 +23,13 @@ logger = logging.getLogger("docstore.rate_limit")
 _cost: Checker[int] = Checker(PositiveInt, "cost")
 
 
-class FailurePolicy(str, Enum):
-    """What a limiter decides when Redis cannot be reached."""
-
-    ALLOW = "allow"
-    DENY = "deny"
-
-
-class DecidedBy(str, Enum):
-    """Who took a decision: Redis (the normal case) or the failure policy (Redis down)."""
-
-    REDIS = "redis"
-    FAILURE_POLICY = "failure_policy"
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimitResult:
-    """The outcome of one `hit` or `peek`. Times are in seconds."""
-
-    allowed: bool
-    limit: int
-    remaining: int
-    reset_after: float
-    retry_after: float
-    policy: str
-    period: float
-    decided_by: DecidedBy = DecidedBy.REDIS
-
-    @property
-    def degraded(self) -> bool:
-        """True when Redis was unreachable and the failure policy decided."""
-        return self.decided_by is DecidedBy.FAILURE_POLICY
-
-    def headers(self) -> dict[str, str]:
-        """IETF ``RateLimit`` and ``RateLimit-Policy`` headers, plus ``Retry-After`` on a denial."""
-        window = max(1, math.ceil(self.period))
-        headers = {
-            "RateLimit-Policy": f'"{self.policy}";q={self.limit};w={window}',
-            "RateLimit": f'"{self.policy}";r={self.remaining};t={math.ceil(self.reset_after)}',
-        }
-        if not self.allowed:
-            headers["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
-        return headers
-
-
 class RateLimiter:
     """One rate limit (e.g. 100 per minute) applied per client key.
 
     `policy` names the limit in keys and headers. When Redis is unreachable, `failure_policy`
     decides (allow by default); the result then says ``decided_by=FAILURE_POLICY``. A command
-    Redis refuses raises `RedisCommandError`. `client` is a `RedisCore` or a plain client.
+    Redis refuses raises `RedisCommandError`. `client` is a core (`RedisCore`) or a plain
+    client.
     """
 
     def __init__(

@@ -1,3 +1,5 @@
+# Generated from docstore/redis/client_async.py by tools/async_to_sync.py:
+# edit that file, then run the script (CI fails when this file is stale).
 """The Redis client docstore uses, with short timeouts so an outage never hangs a caller, and
 its address for messages."""
 

@@ -1,3 +1,5 @@
+# Generated from docstore/redis/core_async.py by tools/async_to_sync.py:
+# edit that file, then run the script (CI fails when this file is stale).
 """`RedisCore`: the one object the cache, limiter, queue, progress and migration talk to Redis
 through — the client and its address, the Lua scripts, typed errors and the fail-open helper."""
 
@@ -9,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
+from docstore.redis.calls import Call
 from docstore.redis.client import RedisClient, client_address, new_redis
 from docstore.redis.errors import REDIS_FAILURES, redis_errors, typed_error
 from docstore.redis.scripts import LuaScript
@@ -31,6 +34,7 @@ class RedisCore:
         self.client = client
         self.address = address or client_address(client)
         self._scripts: dict[str, LuaScript] = {}
+        # Held only while a script object is built (no I/O, never across an await).
         self._scripts_lock = threading.Lock()
 
     @classmethod
@@ -77,21 +81,24 @@ class RedisCore:
     @contextmanager
     def errors(self) -> Iterator[None]:
         """Re-raise redis-py errors as `ServiceUnavailable` (an outage: Redis cannot answer) or
-        `RedisCommandError` (Redis answered and refused), chained to the original."""
+        `RedisCommandError` (Redis answered and refused), chained to the original.
+
+        A plain context manager on both sides: it does no I/O, and wraps awaits as well."""
         with redis_errors(self.address):
             yield
 
     def fail_open(
         self,
-        call: Callable[[], R],
+        call: Call[R],
         fallback: Callable[[ServiceUnavailable | RedisCommandError], F],
         *,
         also_refused: bool = False,
     ) -> R | F:
-        """`call()`, or `fallback(error)` when Redis is unavailable; with `also_refused` also
-        when Redis refused the command, which otherwise raises `RedisCommandError`.
+        """`call()`, or `fallback(error)` when Redis is unavailable; with `also_refused`
+        also when Redis refused the command, which otherwise raises `RedisCommandError`.
 
-        No context manager: the rate limiter's hot path runs through here.
+        `fallback` is a plain function (it does no I/O). No context manager: the rate limiter's
+        hot path runs through here.
         """
         try:
             return call()

@@ -1,5 +1,7 @@
-"""The shipped Lua scripts (`docstore/redis/lua/*.lua`): read once per process; `RedisCore.script`
-registers each once per core."""
+# Generated from docstore/redis/scripts_async.py by tools/async_to_sync.py:
+# edit that file, then run the script (CI fails when this file is stale).
+"""The shipped Lua scripts (`docstore/redis/lua/*.lua`): read once per process;
+`RedisCore.script` registers each once per core."""
 
 from __future__ import annotations
 

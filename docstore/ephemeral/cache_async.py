@@ -1,0 +1,271 @@
+"""`AsyncRedisCache`: temporary results as JSON, single flight on a miss, and fail-open on outages.
+
+Values are serialised by pydantic (never pickle) and read back into the type the caller names.
+When Redis cannot be reached, a read is a miss, a write is skipped and the loader still runs: the
+cache can slow nothing down for longer than one socket timeout per call and never raises for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import secrets
+import threading
+import time
+from collections.abc import Hashable
+from functools import lru_cache
+from typing import Any, TypeVar, cast, final
+
+import pydantic
+from pydantic import ConfigDict, TypeAdapter
+from pydantic_core import PydanticSerializationError
+
+from docstore._async_runtime import sleep
+from docstore.ephemeral.values import CacheStats
+from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
+from docstore.redis.calls import AsyncCall
+from docstore.redis.client_async import RedisClient
+from docstore.redis.core_async import AsyncRedisCore
+from docstore.redis.keys import cache_key, cache_lock_key, check_document_id, check_name
+from docstore.rules import Checker, PositiveSeconds, check
+
+logger = logging.getLogger("docstore.cache")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# NaN and infinities are written as the JSON extensions NaN/Infinity, which pydantic reads back:
+# the default would write null and hand the caller None for a float it stored.
+_ANY: TypeAdapter[Any] = TypeAdapter(Any, config=ConfigDict(ser_json_inf_nan="constants"))
+# Longest accepted TTL, in seconds (Redis refuses expiry times that overflow its clock).
+_ttl: Checker[float] = Checker(PositiveSeconds, "ttl")
+
+
+@lru_cache(maxsize=256)
+def _adapter(type_: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(type_)
+
+
+@final
+class _FailedOpen:
+    """What a Redis call of the cache gives back when it failed open (counted and logged)."""
+
+
+_FAILED_OPEN = _FailedOpen()
+
+
+class AsyncRedisCache:
+    """Get, set and delete JSON values under ``docstore:cache:{key}``, with TTL jitter.
+
+    `jitter` is the fraction by which a TTL is shortened at random (0.1: a 300 s TTL becomes
+    270-300 s) so keys written together do not expire together. `lock_timeout` bounds how long a
+    crashed loader can hold a key; waiters poll for the value for up to `wait_timeout` seconds,
+    then run the loader themselves. `client` is a core (`AsyncRedisCore`) or a plain client.
+    """
+
+    def __init__(
+        self,
+        client: RedisClient | AsyncRedisCore,
+        *,
+        default_ttl: float = 300.0,
+        jitter: float = 0.1,
+        lock_timeout: float = 10.0,
+        wait_timeout: float | None = None,
+    ) -> None:
+        default_ttl = check(PositiveSeconds, default_ttl, "default_ttl")
+        lock_timeout = check(PositiveSeconds, lock_timeout, "lock_timeout")
+        if not 0 <= jitter < 1:
+            raise InvalidInput("jitter must be in [0, 1)", field="jitter")
+        self.core = AsyncRedisCore.of(client)
+        self.default_ttl = default_ttl
+        self.jitter = jitter
+        self.lock_timeout = lock_timeout
+        self.wait_timeout = lock_timeout if wait_timeout is None else wait_timeout
+        self._lock_ms = max(1, math.ceil(lock_timeout * 1000))
+        self._get_or_lock = self.core.script("cache_get_or_lock")
+        self._store_and_unlock = self.core.script("cache_store_and_unlock")
+        self._unlock = self.core.script("cache_unlock")
+        self._counts = {"hits": 0, "misses": 0, "errors": 0, "loads": 0}
+        self._counts_lock = threading.Lock()
+
+    # -- counters -----------------------------------------------------------------------------
+
+    def stats(self) -> CacheStats:
+        """Hits, misses, Redis errors (each one a fail-open) and loader runs so far."""
+        with self._counts_lock:
+            return CacheStats(**self._counts)
+
+    def _count(self, name: str) -> None:
+        with self._counts_lock:
+            self._counts[name] += 1
+
+    def _failed(self, action: str, key: str, reason: str) -> _FailedOpen:
+        self._count("errors")
+        logger.warning("cache %s of %r failed open: %s", action, key, reason)
+        return _FAILED_OPEN
+
+    async def _fail_open(self, action: str, key: str, call: AsyncCall[R]) -> R | _FailedOpen:
+        """`await call()`, or _FAILED_OPEN when Redis is unavailable or refused the command."""
+
+        def failed(error: ServiceUnavailable | RedisCommandError) -> _FailedOpen:
+            return self._failed(action, key, error.message)
+
+        return await self.core.fail_open(call, failed, also_refused=True)
+
+    # -- plain operations ---------------------------------------------------------------------
+
+    async def get(self, key: str, type_: type[T]) -> T | None:
+        """The cached value read as `type_`, or None on a miss (or when Redis is unreachable)."""
+        redis_key = cache_key(check_name(key))
+        raw = await self._fail_open("read", key, lambda: self.core.client.get(redis_key))
+        if isinstance(raw, _FailedOpen):
+            return None
+        if raw is None:
+            self._count("misses")
+            return None
+        return self._decode(key, cast(bytes, raw), type_)[1]
+
+    async def set(self, key: str, value: object, ttl: float | None = None) -> bool:
+        """Store `value` as JSON for about `ttl` seconds; False when Redis was unreachable."""
+        redis_key = cache_key(check_name(key))
+        payload = self._encode(value)
+        ttl_ms = self._ttl_ms(ttl)
+        done = await self._fail_open(
+            "write", key, lambda: self.core.client.set(redis_key, payload, px=ttl_ms)
+        )
+        return not isinstance(done, _FailedOpen)
+
+    async def delete(self, key: str) -> bool:
+        """Drop the value (and any single-flight lock, so a load in flight cannot write it back).
+
+        Returns False when Redis was unreachable.
+        """
+        keys = cache_key(check_name(key)), cache_lock_key(key)
+        done = await self._fail_open("delete", key, lambda: self.core.client.delete(*keys))
+        return not isinstance(done, _FailedOpen)
+
+    # -- single flight ------------------------------------------------------------------------
+
+    async def get_or_set(
+        self, key: str, loader: AsyncCall[T], type_: type[T], ttl: float | None = None
+    ) -> T:
+        """The cached value, or `await loader()`'s result stored for next time.
+
+        When many callers miss at once, one runs the loader and the others wait for its value.
+        An exception from the loader reaches its caller and stores nothing.
+        """
+        name = check_name(key)
+        ttl_ms = self._ttl_ms(ttl)
+        # Hits are the common case: a plain GET, as cheap as `get`.
+        raw = await self._fail_open("read", key, lambda: self.core.client.get(cache_key(name)))
+        if isinstance(raw, _FailedOpen):
+            return await self._load(loader)
+        if raw is not None:
+            readable, value = self._decode(key, cast(bytes, raw), type_)
+            if readable:
+                return cast(T, value)
+            await self.delete(key)  # written by an older shape of the model: load afresh
+        return await self._single_flight(key, name, loader, type_, ttl_ms)
+
+    async def _single_flight(
+        self, key: str, name: str, loader: AsyncCall[T], type_: type[T], ttl_ms: int
+    ) -> T:
+        keys = [cache_key(name), cache_lock_key(name)]
+        token = secrets.token_hex(16)
+        deadline = time.monotonic() + self.wait_timeout
+        delay = 0.005
+        while True:
+            reply = await self._fail_open(
+                "read", key, lambda: self._get_or_lock(keys, token, self._lock_ms)
+            )
+            if isinstance(reply, _FailedOpen):
+                return await self._load(loader)
+            raw, locked = reply
+            if raw:
+                readable, value = self._decode(key, raw, type_)
+                if readable:
+                    return cast(T, value)
+                await self.delete(key)
+                continue
+            if locked == 1:
+                self._count("misses")
+                return await self._load_and_store(key, keys, token, loader, ttl_ms)
+            if time.monotonic() >= deadline:
+                # The holder is slow or gone and its lock not yet expired: wait no longer.
+                self._count("misses")
+                logger.info("cache %r: gave up waiting for another loader", key)
+                return await self._load(loader)
+            await sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    async def _load(self, loader: AsyncCall[T]) -> T:
+        self._count("loads")
+        return await loader()
+
+    async def _load_and_store(
+        self, key: str, keys: list[str], token: str, loader: AsyncCall[T], ttl_ms: int
+    ) -> T:
+        try:
+            value = await self._load(loader)
+        except BaseException:
+            await self._release(key, keys[1], token)
+            raise
+        payload = self._encode(value)
+        await self._fail_open(
+            "write", key, lambda: self._store_and_unlock(keys, token, payload, ttl_ms)
+        )
+        return value
+
+    async def _release(self, key: str, lock_key: str, token: str) -> None:
+        # On failure the lock expires by itself after lock_timeout.
+        await self._fail_open("unlock", key, lambda: self._unlock([lock_key], token))
+
+    # -- documents ----------------------------------------------------------------------------
+
+    @staticmethod
+    def document_key(document_id: int) -> str:
+        """Cache key of a document's result."""
+        return f"document:{check_document_id(document_id)}:result"
+
+    async def cache_document_result(
+        self, document_id: int, result: object, ttl: float | None = None
+    ) -> bool:
+        """Keep a completed document's result (e.g. its response model) for fast reads."""
+        return await self.set(self.document_key(document_id), result, ttl)
+
+    async def get_document_result(self, document_id: int, type_: type[T]) -> T | None:
+        """A cached document result, or None."""
+        return await self.get(self.document_key(document_id), type_)
+
+    async def invalidate_document(self, document_id: int) -> bool:
+        """Forget a document's cached result (call on every change to the document)."""
+        return await self.delete(self.document_key(document_id))
+
+    # -- encoding -----------------------------------------------------------------------------
+
+    def _decode(self, key: str, raw: bytes, type_: type[T]) -> tuple[bool, T | None]:
+        """(True, value) for a readable hit; (False, None) when it no longer fits `type_`."""
+        try:
+            value = _adapter(cast(Hashable, type_)).validate_json(raw)
+        except pydantic.ValidationError as exc:
+            self._failed("decode", key, f"{type(exc).__name__}: {exc}")
+            return False, None
+        self._count("hits")
+        return True, cast(T, value)
+
+    @staticmethod
+    def _encode(value: object) -> bytes:
+        try:
+            return _ANY.dump_json(value)
+        except PydanticSerializationError as exc:
+            raise InvalidInput(f"value cannot be stored as JSON: {exc}", field="value") from exc
+
+    def _ttl_ms(self, ttl: float | None) -> int:
+        seconds = self.default_ttl if ttl is None else _ttl(ttl)
+        # Shorten at random, never lengthen: `ttl` stays an upper bound.
+        factor = 1.0 - self.jitter * random.random()  # noqa: S311 - spreading expiry, not security
+        return max(1, int(seconds * 1000 * factor))
+
+
+__all__ = ["AsyncRedisCache", "CacheStats"]

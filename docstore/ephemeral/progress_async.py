@@ -1,0 +1,90 @@
+"""`AsyncProgressTracker`: how far a document's processing has got, kept in Redis for a while."""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import datetime, timezone
+from typing import Any, cast
+
+from docstore.ephemeral.values import Progress
+from docstore.errors import RedisCommandError, ServiceUnavailable
+from docstore.redis.client_async import RedisClient, as_text
+from docstore.redis.core_async import AsyncRedisCore
+from docstore.redis.keys import check_document_id, progress_key
+from docstore.rules import Checker, Percent, PositiveSeconds, ProgressStage
+
+logger = logging.getLogger("docstore.progress")
+
+_ttl: Checker[float] = Checker(PositiveSeconds, "ttl")
+_percent: Checker[float] = Checker(Percent, "percent")
+_stage: Checker[str] = Checker(ProgressStage, "stage")
+
+
+class AsyncProgressTracker:
+    """`set` / `get` / `clear` a document's progress; entries expire `ttl` seconds after the
+    last update, and the percentage never goes backwards (a late, stale update is ignored).
+
+    `set` is best effort, so a worker never fails a document because Redis blinked: it returns
+    None when Redis is unreachable (a command Redis refuses raises `RedisCommandError`). `get`
+    and `clear` raise `ServiceUnavailable`. `client` is a core (`AsyncRedisCore`) or a plain
+    client.
+    """
+
+    def __init__(
+        self,
+        client: RedisClient | AsyncRedisCore,
+        *,
+        ttl: float = 3600.0,
+    ) -> None:
+        ttl = _ttl(ttl)
+        self.core = AsyncRedisCore.of(client)
+        self.ttl = ttl
+        self._ttl_ms = max(1, math.ceil(ttl * 1000))
+        self._set = self.core.script("progress_set")
+
+    async def set(self, document_id: int, percent: float, stage: str) -> Progress | None:
+        """Record progress; returns what is stored now (higher earlier percent wins)."""
+        check_document_id(document_id)
+        percent = _percent(percent)
+        stage = _stage(stage)
+        keys, value = [progress_key(document_id)], repr(float(percent))
+
+        def not_recorded(error: ServiceUnavailable | RedisCommandError) -> None:
+            logger.warning("progress of document %s not recorded: %s", document_id, error.message)
+
+        reply = await self.core.fail_open(
+            lambda: self._set(keys, value, stage, self._ttl_ms), not_recorded
+        )
+        return None if reply is None else _progress(document_id, reply)
+
+    async def get(self, document_id: int) -> Progress | None:
+        """The last progress reported, or None when there is none (or it expired)."""
+        check_document_id(document_id)
+        with self.core.errors():
+            reply = await self.core.client.hmget(
+                progress_key(document_id), ["percent", "stage", "updated_at_ms"]
+            )
+        values = cast("list[bytes | None]", reply)
+        if values[0] is None:
+            return None
+        return _progress(document_id, values)
+
+    async def clear(self, document_id: int) -> None:
+        """Forget a document's progress (e.g. before it is processed again)."""
+        check_document_id(document_id)
+        with self.core.errors():
+            await self.core.client.delete(progress_key(document_id))
+
+
+def _progress(document_id: int, values: Any) -> Progress:
+    percent, stage, updated_at_ms = (as_text(value) for value in values)
+    return Progress(
+        document_id=document_id,
+        percent=float(percent),
+        stage=stage,
+        updated_at=datetime.fromtimestamp(int(updated_at_ms) / 1000, tz=timezone.utc),
+    )
+
+
+__all__ = ["AsyncProgressTracker", "Progress"]

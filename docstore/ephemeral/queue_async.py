@@ -1,0 +1,285 @@
+"""`AsyncTaskQueue`: document ids on a Redis stream, read by a consumer group (at-least-once).
+
+A worker `consume`s messages and `ack`s each one when its document is done. A message whose
+worker died stays pending; after `reclaim_idle` seconds the next `consume` (or `reclaim`) hands it
+to another worker. Every hand-out counts as a delivery, and a message that reaches
+`max_deliveries` without an ack moves to the dead-letter stream ``docstore:queue:{<stream>}:dead``
+for an operator to look at. Pair it with `DocumentRepo.claim` so a document delivered twice is
+processed once.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any, TypeVar, cast
+
+import redis.exceptions
+
+from docstore.ephemeral.values import DeadLetter, QueueMessage, QueueStats
+from docstore.errors import InvalidInput
+from docstore.redis.calls import AsyncCall
+from docstore.redis.client_async import RedisClient, as_text
+from docstore.redis.core_async import AsyncRedisCore
+from docstore.redis.keys import check_document_id, check_name, dead_letter_key, queue_key
+from docstore.rules import (
+    BlockMs,
+    Checker,
+    MessageCount,
+    PositiveInt,
+    PositiveSeconds,
+    Seconds,
+    WorkerId,
+    check,
+)
+
+R = TypeVar("R")
+
+_worker_id: Checker[str] = Checker(WorkerId, "worker_id")
+_count: Checker[int] = Checker(MessageCount, "count")
+_block_ms: Checker[int] = Checker(BlockMs, "block_ms")
+_min_idle: Checker[float] = Checker(Seconds, "min_idle")
+# A stream entry id: "<milliseconds>-<sequence>", each an unsigned 64-bit number.
+_MESSAGE_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+
+
+def _id_time(message_id: str) -> datetime:
+    # A stream id is "<milliseconds>-<sequence>" of the server clock when it was added.
+    return datetime.fromtimestamp(int(message_id.split("-", 1)[0]) / 1000, tz=timezone.utc)
+
+
+def _fields(raw: Any) -> dict[str, str]:
+    if isinstance(raw, dict):
+        return {as_text(k): as_text(v) for k, v in raw.items()}
+    flat = [as_text(item) for item in raw]
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+class AsyncTaskQueue:
+    """Redis Streams queue of document ids for one consumer group.
+
+    `socket_timeout` (seconds, taken from the client when omitted) bounds each blocking read, so
+    a long `block_ms` is served by several short reads and never trips the client's timeout.
+    Every call raises `ServiceUnavailable` when Redis is unreachable. `client` is a core
+    (`AsyncRedisCore`) or a plain client.
+    """
+
+    def __init__(
+        self,
+        client: RedisClient | AsyncRedisCore,
+        *,
+        stream: str = "documents",
+        group: str = "workers",
+        max_deliveries: int = 5,
+        reclaim_idle: float = 60.0,
+        dead_letter_maxlen: int = 10_000,
+        socket_timeout: float | None = None,
+    ) -> None:
+        check_name(stream, "stream")
+        check_name(group, "group")
+        max_deliveries = check(PositiveInt, max_deliveries, "max_deliveries")
+        reclaim_idle = check(PositiveSeconds, reclaim_idle, "reclaim_idle")
+        self.core = AsyncRedisCore.of(client)
+        self.stream = stream
+        self.group = group
+        self.max_deliveries = max_deliveries
+        self.reclaim_idle = reclaim_idle
+        self.dead_letter_maxlen = dead_letter_maxlen
+        self.key = queue_key(stream)
+        self.dead_letter_key = dead_letter_key(stream)
+        timeout = socket_timeout if socket_timeout is not None else self.core.socket_timeout
+        # Each blocking read stays well inside the socket timeout.
+        self._block_chunk_ms = max(1, int(timeout * 1000 * 0.6)) if timeout else 1000
+        self._reclaim = self.core.script("queue_reclaim")
+        self._ack = self.core.script("queue_ack")
+        self._group_ready = False
+
+    # -- producing ----------------------------------------------------------------------------
+
+    async def enqueue(self, document_id: int) -> str:
+        """Add a document id to the queue; returns the message id."""
+        document_id = check_document_id(document_id)
+        message_id = await self._run(
+            lambda: self.core.client.xadd(self.key, {"document_id": document_id})
+        )
+        return as_text(message_id)
+
+    async def enqueue_many(self, document_ids: Iterable[int]) -> list[str]:
+        """Add several document ids in one round trip (a pipeline); returns the message ids."""
+        ids = [check_document_id(document_id) for document_id in document_ids]
+        if not ids:
+            return []
+
+        async def add_all() -> list[Any]:
+            pipe = self.core.client.pipeline(transaction=False)
+            for document_id in ids:
+                pipe.xadd(self.key, {"document_id": document_id})
+            return list(await pipe.execute())
+
+        return [as_text(message_id) for message_id in await self._run(add_all)]
+
+    # -- consuming ----------------------------------------------------------------------------
+
+    async def consume(
+        self, worker_id: str, count: int = 1, block_ms: int = 0
+    ) -> list[QueueMessage]:
+        """Up to `count` messages for `worker_id`: first ones a dead worker left behind (idle
+        longer than `reclaim_idle`), then new ones, waiting up to `block_ms` for new ones (0: do
+        not wait). Ack each message when its document is done.
+        """
+        worker_id, count, block_ms = _worker_id(worker_id), _count(count), _block_ms(block_ms)
+        messages = await self.reclaim(worker_id, count)
+        if messages:
+            block_ms = 0
+        wanted = count - len(messages)
+        deadline = time.monotonic() + block_ms / 1000
+        while wanted > 0:
+            remaining_ms = math.ceil((deadline - time.monotonic()) * 1000)
+            block = min(remaining_ms, self._block_chunk_ms) if remaining_ms > 0 else None
+            fresh = await self._read_new(worker_id, wanted, block)
+            messages.extend(fresh)
+            wanted -= len(fresh)
+            if fresh or block is None:
+                break
+        return messages
+
+    async def _read_new(self, worker_id: str, count: int, block: int | None) -> list[QueueMessage]:
+        reply: Any = await self._run(
+            lambda: self.core.client.xreadgroup(
+                self.group, worker_id, {self.key: ">"}, count=count, block=block
+            )
+        )
+        if not reply:
+            return []
+        entries: list[Any]
+        if isinstance(reply, dict):  # RESP3: {stream: [[entry, ...]]}
+            (value,) = reply.values()
+            entries = value[0] if value and isinstance(value[0], list) else value
+        else:  # RESP2: [[stream, [entry, ...]]]
+            entries = reply[0][1]
+        return [self._message(entry_id, fields, 1) for entry_id, fields in entries]
+
+    async def reclaim(
+        self, worker_id: str, count: int = 100, min_idle: float | None = None
+    ) -> list[QueueMessage]:
+        """Take over up to `count` messages idle for `min_idle` seconds (default `reclaim_idle`);
+        those already delivered `max_deliveries` times go to the dead-letter stream instead.
+        """
+        worker_id, count = _worker_id(worker_id), _count(count)
+        if min_idle is not None:
+            min_idle = _min_idle(min_idle)
+        idle_ms = math.ceil((self.reclaim_idle if min_idle is None else min_idle) * 1000)
+        handed, _dead = await self._run(
+            lambda: self._reclaim(
+                [self.key, self.dead_letter_key],
+                self.group,
+                worker_id,
+                idle_ms,
+                count,
+                self.max_deliveries,
+                self.dead_letter_maxlen,
+            )
+        )
+        return [
+            self._message(entry_id, fields, int(deliveries))
+            for entry_id, fields, deliveries in handed
+        ]
+
+    async def ack(self, *messages: str | QueueMessage) -> int:
+        """Mark messages done (and delete them); returns how many were still pending."""
+        ids = [m.message_id if isinstance(m, QueueMessage) else m for m in messages]
+        if not ids:
+            return 0
+        if not all(_is_message_id(i) for i in ids):
+            raise InvalidInput(
+                "message ids must be stream ids like '1700000000000-0'", field="messages"
+            )
+        return int(await self._run(lambda: self._ack([self.key], self.group, *ids)))
+
+    # -- operators ----------------------------------------------------------------------------
+
+    async def dead_letters(self, count: int = 100) -> list[DeadLetter]:
+        """The oldest `count` dead letters."""
+        count = _count(count)
+        with self.core.errors():
+            entries = await self.core.client.xrange(self.dead_letter_key, count=count)
+        letters = []
+        for entry_id, raw in cast("list[tuple[bytes, Any]]", entries):
+            fields = _fields(raw)
+            letter_id = as_text(entry_id)
+            letters.append(
+                DeadLetter(
+                    message_id=letter_id,
+                    source_id=fields["source_id"],
+                    document_id=int(fields["document_id"]),
+                    deliveries=int(fields["deliveries"]),
+                    last_consumer=fields["last_consumer"],
+                    dead_at=_id_time(letter_id),
+                )
+            )
+        return letters
+
+    async def oldest_enqueued_at(self) -> datetime | None:
+        """When the oldest message still in the queue was added (Redis server time), or None
+        when the queue is empty. Acked messages are deleted, so a document enqueued before that
+        has no message left."""
+        with self.core.errors():
+            entries = await self.core.client.xrange(self.key, count=1)
+        if not entries:
+            return None
+        entry_id, _ = cast("list[tuple[bytes, Any]]", entries)[0]
+        return _id_time(as_text(entry_id))
+
+    async def stats(self) -> QueueStats:
+        """Stream length, messages delivered but not acked, and dead letters."""
+        with self.core.errors():
+            length = int(await self.core.client.xlen(self.key))
+            dead = int(await self.core.client.xlen(self.dead_letter_key))
+            pending = 0
+            if length:
+                summary = await self._run(lambda: self.core.client.xpending(self.key, self.group))
+                pending = int(summary["pending"])
+        return QueueStats(length=length, pending=pending, dead_letters=dead)
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _message(self, entry_id: bytes | str, raw: Any, deliveries: int) -> QueueMessage:
+        message_id = as_text(entry_id)
+        return QueueMessage(
+            message_id=message_id,
+            document_id=int(_fields(raw)["document_id"]),
+            deliveries=deliveries,
+            enqueued_at=_id_time(message_id),
+        )
+
+    async def _run(self, call: AsyncCall[R]) -> R:
+        """Run a command; create the consumer group once, or again after Redis lost it."""
+        with self.core.errors():
+            if not self._group_ready:
+                await self._create_group()
+            try:
+                return await call()
+            except redis.exceptions.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                await self._create_group()
+                return await call()
+
+    async def _create_group(self) -> None:
+        try:
+            await self.core.client.xgroup_create(self.key, self.group, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+
+def _is_message_id(value: object) -> bool:
+    match = _MESSAGE_ID.fullmatch(value) if isinstance(value, str) else None
+    return match is not None and all(int(part) < 2**64 for part in match.groups())
+
+
+__all__ = ["AsyncTaskQueue", "DeadLetter", "QueueMessage", "QueueStats"]

@@ -1,0 +1,133 @@
+"""What the cache, limiter, queue and progress hand back: one definition each, shared by the
+async classes and their generated sync twins (which re-export them from their own modules)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# -- cache ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    """Counters since the cache was created."""
+
+    hits: int
+    misses: int
+    errors: int
+    loads: int
+
+
+# -- rate limit -------------------------------------------------------------------------------
+
+
+class FailurePolicy(str, Enum):
+    """What a limiter decides when Redis cannot be reached."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+class DecidedBy(str, Enum):
+    """Who took a decision: Redis (the normal case) or the failure policy (Redis down)."""
+
+    REDIS = "redis"
+    FAILURE_POLICY = "failure_policy"
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitResult:
+    """The outcome of one `hit` or `peek`. Times are in seconds."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_after: float
+    retry_after: float
+    policy: str
+    period: float
+    decided_by: DecidedBy = DecidedBy.REDIS
+
+    @property
+    def degraded(self) -> bool:
+        """True when Redis was unreachable and the failure policy decided."""
+        return self.decided_by is DecidedBy.FAILURE_POLICY
+
+    def headers(self) -> dict[str, str]:
+        """IETF ``RateLimit`` and ``RateLimit-Policy`` headers, plus ``Retry-After`` on a denial."""
+        window = max(1, math.ceil(self.period))
+        headers = {
+            "RateLimit-Policy": f'"{self.policy}";q={self.limit};w={window}',
+            "RateLimit": f'"{self.policy}";r={self.remaining};t={math.ceil(self.reset_after)}',
+        }
+        if not self.allowed:
+            headers["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
+        return headers
+
+
+# -- queue ------------------------------------------------------------------------------------
+
+
+class QueueMessage(BaseModel):
+    """One delivery of a document id to a worker."""
+
+    model_config = ConfigDict(frozen=True)
+
+    message_id: str
+    document_id: int
+    deliveries: int
+    enqueued_at: datetime
+
+
+class DeadLetter(BaseModel):
+    """A message that was delivered `max_deliveries` times and never acknowledged."""
+
+    model_config = ConfigDict(frozen=True)
+
+    message_id: str
+    source_id: str
+    document_id: int
+    deliveries: int
+    last_consumer: str
+    dead_at: datetime
+
+
+class QueueStats(BaseModel):
+    """Sizes an operator watches: unfinished messages, those being worked on, dead letters."""
+
+    model_config = ConfigDict(frozen=True)
+
+    length: int
+    pending: int
+    dead_letters: int
+
+
+# -- progress ---------------------------------------------------------------------------------
+
+
+class Progress(BaseModel):
+    """A document's progress as last reported by its worker."""
+
+    model_config = ConfigDict(frozen=True)
+
+    document_id: int
+    percent: float = Field(ge=0, le=100)
+    stage: str
+    updated_at: datetime
+
+
+__all__ = [
+    "CacheStats",
+    "DeadLetter",
+    "DecidedBy",
+    "FailurePolicy",
+    "Progress",
+    "QueueMessage",
+    "QueueStats",
+    "RateLimitResult",
+]

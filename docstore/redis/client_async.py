@@ -1,0 +1,58 @@
+"""The Redis client docstore uses, with short timeouts so an outage never hangs a caller, and
+its address for messages."""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias, Union, cast
+
+import redis.asyncio
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from docstore.settings import Settings
+
+RedisClient: TypeAlias = Union[redis.asyncio.Redis, RedisCluster]  # noqa: UP007 (evaluated at run time)
+
+
+def new_redis(
+    settings: Settings,
+    *,
+    socket_timeout: float | None = None,
+    connect_timeout: float | None = None,
+) -> redis.asyncio.Redis:
+    """A client (no connection opened yet) with the configured timeouts and no retries.
+
+    `socket_timeout` / `connect_timeout` override the settings (the migration reads big
+    pipelines and waits longer per round trip).
+    """
+    return redis.asyncio.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_socket_timeout if socket_timeout is None else socket_timeout,
+        socket_connect_timeout=(
+            settings.redis_connect_timeout if connect_timeout is None else connect_timeout
+        ),
+        health_check_interval=30,
+        # Fail fast: one attempt per call (redis-py retries 3 times by default); callers
+        # choose their own policy on failure.
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+def client_address(client: RedisClient) -> str:
+    """``host:port`` (or socket path) of a client, for error messages (never credentials)."""
+    if isinstance(client, RedisCluster):
+        node = cast(Any, client).get_default_node()  # untyped in redis-py
+        return f"{node.host}:{node.port}" if node is not None else "redis-cluster"
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return str(kwargs["path"])
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+
+
+def as_text(value: bytes | str) -> str:
+    """A reply as text, whether or not the client decodes responses."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+__all__ = ["RedisClient", "as_text", "client_address", "new_redis"]

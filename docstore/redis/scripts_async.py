@@ -1,0 +1,50 @@
+"""The shipped Lua scripts (`docstore/redis/lua/*.lua`): read once per process;
+`AsyncRedisCore.script` registers each once per core."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import redis.exceptions
+from redis.commands.core import AsyncScript
+from redis.typing import EncodableT
+
+from docstore.errors import ConfigurationError
+from docstore.redis.client_async import RedisClient
+
+
+@cache
+def lua_source(name: str) -> str:
+    """Text of the shipped script ``docstore/redis/lua/<name>.lua`` (read once per process)."""
+    path = resources.files("docstore.redis") / "lua" / f"{name}.lua"
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigurationError(f"docstore is installed without lua/{name}.lua") from exc
+
+
+class AsyncLuaScript:
+    """A shipped script registered on a client; calls are a bare EVALSHA.
+
+    On NOSCRIPT (Redis restarted or its script cache was flushed) the call goes through
+    redis-py's `AsyncScript`, which loads the source again and retries once.
+    """
+
+    __slots__ = ("client", "script")
+
+    def __init__(self, client: RedisClient, name: str) -> None:
+        self.client = client
+        self.script: AsyncScript = client.register_script(lua_source(name))
+
+    async def __call__(self, keys: Sequence[str], *args: EncodableT) -> Any:
+        """Run the script with `keys` (one cluster slot) and `args`; the raw reply."""
+        try:
+            return await self.client.evalsha(self.script.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            return await self.script(keys=keys, args=args)
+
+
+__all__ = ["AsyncLuaScript", "lua_source"]
