@@ -1,14 +1,29 @@
 """docstore: the data layer of the document-processing service.
 
 PostgreSQL (raw SQL through a psycopg 3 pool) for what must last, Redis for what is fast and
-temporary, S3 for the document bytes. Everything a public method takes, returns or raises is
-importable from here.
+temporary, S3 for the document bytes. `Docstore` for scripts, Django and Celery tasks,
+`AsyncDocstore` for asyncio services: the same methods, awaited. Everything a public method takes,
+returns or raises is importable from here.
 """
 
-from docstore.ephemeral.cache import CacheStats, RedisCache
-from docstore.ephemeral.progress import Progress, ProgressTracker
-from docstore.ephemeral.queue import DeadLetter, QueueMessage, QueueStats, TaskQueue
-from docstore.ephemeral.rate_limit import DecidedBy, FailurePolicy, RateLimiter, RateLimitResult
+from docstore.ephemeral.cache import RedisCache
+from docstore.ephemeral.cache_async import AsyncRedisCache
+from docstore.ephemeral.progress import ProgressTracker
+from docstore.ephemeral.progress_async import AsyncProgressTracker
+from docstore.ephemeral.queue import TaskQueue
+from docstore.ephemeral.queue_async import AsyncTaskQueue
+from docstore.ephemeral.rate_limit import RateLimiter
+from docstore.ephemeral.rate_limit_async import AsyncRateLimiter
+from docstore.ephemeral.values import (
+    CacheStats,
+    DeadLetter,
+    DecidedBy,
+    FailurePolicy,
+    Progress,
+    QueueMessage,
+    QueueStats,
+    RateLimitResult,
+)
 from docstore.errors import (
     BlobStoreError,
     ConfigurationError,
@@ -28,7 +43,7 @@ from docstore.errors import (
 from docstore.health import HealthReport, PoolStats
 from docstore.intake.blobs import BlobStore, LocalBlobStore, S3BlobStore, StoredBlob
 from docstore.intake.extractors import Extraction, ProgressCallback, extract_text
-from docstore.intake.flow import Extractor, Outcome, StuckReport
+from docstore.intake.outcomes import Extractor, Outcome, StuckReport
 from docstore.models import (
     DocumentCreate,
     DocumentListResponse,
@@ -47,17 +62,33 @@ from docstore.models import (
     UserWithDocuments,
 )
 from docstore.postgres.executor import Database
+from docstore.postgres.executor_async import AsyncDatabase
 from docstore.postgres.schema import MigrationStatus
 from docstore.redis.core import RedisCore
+from docstore.redis.core_async import AsyncRedisCore
 from docstore.repositories.documents import DocumentRepo
+from docstore.repositories.documents_async import AsyncDocumentRepo
 from docstore.repositories.lifecycle import DocumentLifecycle
+from docstore.repositories.lifecycle_async import AsyncDocumentLifecycle
 from docstore.repositories.users import UserRepo
+from docstore.repositories.users_async import AsyncUserRepo
 from docstore.settings import Settings
 from docstore.store import Docstore
+from docstore.store_async import AsyncDocstore
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncDatabase",
+    "AsyncDocstore",
+    "AsyncDocumentLifecycle",
+    "AsyncDocumentRepo",
+    "AsyncProgressTracker",
+    "AsyncRateLimiter",
+    "AsyncRedisCache",
+    "AsyncRedisCore",
+    "AsyncTaskQueue",
+    "AsyncUserRepo",
     "BlobStore",
     "BlobStoreError",
     "CacheStats",

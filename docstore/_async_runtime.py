@@ -7,11 +7,14 @@ modules at `docstore._sync_runtime`, which has the same names doing the blocking
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, ParamSpec, TypeAlias, TypeVar
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+# A zero-argument coroutine function (the sync side's twin is a plain function, `Call`).
+AsyncCall: TypeAlias = Callable[[], Awaitable[R]]
 
 
 async def sleep(seconds: float) -> None:
@@ -24,4 +27,15 @@ async def in_thread(function: Callable[P, R], /, *args: P.args, **kwargs: P.kwar
     return await asyncio.to_thread(function, *args, **kwargs)
 
 
-__all__ = ["in_thread", "sleep"]
+def blocking_caller() -> Callable[..., Any]:
+    """A function that code on another thread (an extractor run by `in_thread`) calls to run
+    one of our coroutine functions on this event loop, waiting for its result."""
+    loop = asyncio.get_running_loop()
+
+    def call(function: Callable[..., Coroutine[Any, Any, R]], *args: Any) -> R:
+        return asyncio.run_coroutine_threadsafe(function(*args), loop).result()
+
+    return call
+
+
+__all__ = ["AsyncCall", "blocking_caller", "in_thread", "sleep"]

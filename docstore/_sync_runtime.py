@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeAlias, TypeVar
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+# A zero-argument function (the async side's twin is a coroutine function, `AsyncCall`).
+Call: TypeAlias = Callable[[], R]
 
 
 def sleep(seconds: float) -> None:
@@ -20,4 +23,14 @@ def in_thread(function: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) ->
     return function(*args, **kwargs)
 
 
-__all__ = ["in_thread", "sleep"]
+def blocking_caller() -> Callable[..., Any]:
+    """A function that runs one of our functions with its arguments (the sync side has no
+    loop to hand calls to)."""
+
+    def call(function: Callable[..., R], *args: Any) -> R:
+        return function(*args)
+
+    return call
+
+
+__all__ = ["Call", "blocking_caller", "in_thread", "sleep"]

@@ -1,4 +1,10 @@
-"""`Docstore`: the pool, the Redis client and everything built on them, in one handle."""
+# Generated from docstore/store_async.py by tools/async_to_sync.py:
+# edit that file, then run the script (CI fails when this file is stale).
+"""`Docstore`: the pool, the Redis client and everything built on them, in one handle.
+
+One store is shared by all tasks (or threads) of a process. On the asyncio side blob I/O, yoyo
+and extractors run on threads, so no call blocks the event loop.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +13,17 @@ from typing import IO, Any
 
 import psycopg_pool
 
+from docstore._sync_runtime import in_thread
 from docstore.ephemeral.cache import RedisCache
 from docstore.ephemeral.progress import ProgressTracker
 from docstore.ephemeral.queue import TaskQueue
-from docstore.ephemeral.rate_limit import FailurePolicy, RateLimiter
+from docstore.ephemeral.rate_limit import RateLimiter
+from docstore.ephemeral.values import FailurePolicy
 from docstore.errors import DocstoreError
 from docstore.health import HealthReport, PoolStats
 from docstore.intake.blobs import BlobStore, blob_store_from_settings
-from docstore.intake.flow import DocumentIntake, Extractor, Outcome, StuckReport
+from docstore.intake.flow import DocumentIntake
+from docstore.intake.outcomes import Extractor, Outcome, StuckReport
 from docstore.models import DocumentResponse, UserResponse
 from docstore.postgres import schema
 from docstore.postgres.executor import Database
@@ -28,7 +37,7 @@ from docstore.settings import Settings
 
 
 class Docstore:
-    """Entry point: `with Docstore.connect(Settings()) as store: store.users.get(1)`.
+    """Entry point: `with Docstore.connect(Settings()) as store: ...`.
 
     A pool or Redis client passed in by the caller is used as is and never opened or closed here.
     """
@@ -75,6 +84,7 @@ class Docstore:
         self.progress = ProgressTracker(self.redis_core)
         # Blobs and the document flow built on all of the above.
         self._blobs = blobs
+        self._opened = False
         self._intake = DocumentIntake(
             self.documents,
             self.lifecycle,
@@ -101,9 +111,11 @@ class Docstore:
         return store
 
     def open(self) -> None:
-        """Open the pool we own, failing within the connect timeout when PostgreSQL is down."""
-        if self._owns_pool:
+        """Open the pool we own (once), failing within the connect timeout when PostgreSQL is
+        down. `connect` and entering the store's context call it."""
+        if self._owns_pool and not self._opened:
             open_pool(self.pool, self.settings)
+        self._opened = True
 
     def close(self) -> None:
         """Close the pool and Redis client if this store created them."""
@@ -113,6 +125,7 @@ class Docstore:
             self.redis.close()
 
     def __enter__(self) -> Docstore:
+        self.open()
         return self
 
     def __exit__(
@@ -149,16 +162,18 @@ class Docstore:
 
     def apply_schema(self) -> list[str]:
         """Apply pending migrations (idempotent); return the ids applied now."""
-        return schema.apply_schema(self.settings)
+        return in_thread(schema.apply_schema, self.settings)
 
     def rollback_schema(self, count: int | None = 1, *, confirm_destroy: bool = False) -> list[str]:
         """Roll back the last `count` migrations (all when None); refused (`RollbackRefused`)
         while their tables hold rows, unless `confirm_destroy`."""
-        return schema.rollback_schema(self.settings, count=count, confirm_destroy=confirm_destroy)
+        return in_thread(
+            schema.rollback_schema, self.settings, count=count, confirm_destroy=confirm_destroy
+        )
 
     def schema_status(self) -> list[schema.MigrationStatus]:
         """Every shipped migration and whether it is applied."""
-        return schema.schema_status(self.settings)
+        return in_thread(schema.schema_status, self.settings)
 
     def health(self) -> HealthReport:
         """Server versions and pool counters; an unreachable server is reported, not raised."""

@@ -23,10 +23,9 @@ import pydantic
 from pydantic import ConfigDict, TypeAdapter
 from pydantic_core import PydanticSerializationError
 
-from docstore._sync_runtime import sleep
+from docstore._sync_runtime import Call, sleep
 from docstore.ephemeral.values import CacheStats
 from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
-from docstore.redis.calls import Call
 from docstore.redis.client import RedisClient
 from docstore.redis.core import RedisCore
 from docstore.redis.keys import cache_key, cache_lock_key, check_document_id, check_name

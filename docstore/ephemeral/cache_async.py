@@ -21,10 +21,9 @@ import pydantic
 from pydantic import ConfigDict, TypeAdapter
 from pydantic_core import PydanticSerializationError
 
-from docstore._async_runtime import sleep
+from docstore._async_runtime import AsyncCall, sleep
 from docstore.ephemeral.values import CacheStats
 from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
-from docstore.redis.calls import AsyncCall
 from docstore.redis.client_async import RedisClient
 from docstore.redis.core_async import AsyncRedisCore
 from docstore.redis.keys import cache_key, cache_lock_key, check_document_id, check_name

@@ -21,9 +21,9 @@ from typing import Any, TypeVar, cast
 
 import redis.exceptions
 
+from docstore._sync_runtime import Call
 from docstore.ephemeral.values import DeadLetter, QueueMessage, QueueStats
 from docstore.errors import InvalidInput
-from docstore.redis.calls import Call
 from docstore.redis.client import RedisClient, as_text
 from docstore.redis.core import RedisCore
 from docstore.redis.keys import check_document_id, check_name, dead_letter_key, queue_key

@@ -19,9 +19,9 @@ from typing import Any, TypeVar, cast
 
 import redis.exceptions
 
+from docstore._async_runtime import AsyncCall
 from docstore.ephemeral.values import DeadLetter, QueueMessage, QueueStats
 from docstore.errors import InvalidInput
-from docstore.redis.calls import AsyncCall
 from docstore.redis.client_async import RedisClient, as_text
 from docstore.redis.core_async import AsyncRedisCore
 from docstore.redis.keys import check_document_id, check_name, dead_letter_key, queue_key

@@ -1,3 +1,5 @@
+# Generated from docstore/intake/flow_async.py by tools/async_to_sync.py:
+# edit that file, then run the script (CI fails when this file is stale).
 """The document flow: submit (blob → row → queue message) and process (consume → claim → extract
 → complete or fail), built so that nothing is lost and nothing is processed twice.
 
@@ -18,22 +20,20 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import IO, Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict
-
+from docstore._sync_runtime import Call, blocking_caller, in_thread
 from docstore.ephemeral.cache import RedisCache
 from docstore.ephemeral.progress import ProgressTracker
-from docstore.ephemeral.queue import QueueMessage, TaskQueue
+from docstore.ephemeral.queue import TaskQueue
+from docstore.ephemeral.values import QueueMessage
 from docstore.errors import InvalidInput, InvalidTransition, NotFound, ServiceUnavailable
 from docstore.intake.blobs import BlobStore
-from docstore.intake.extractors import Extraction, ProgressCallback
+from docstore.intake.outcomes import Extractor, Outcome, StuckReport
 from docstore.models import DocumentCreate, DocumentResponse, UserResponse
 from docstore.repositories.documents import DocumentRepo
 from docstore.repositories.lifecycle import DocumentLifecycle
 from docstore.rules import PROGRESS_STAGE_LENGTH, Checker, Seconds, WorkerId, parse_input
 
 logger = logging.getLogger("docstore.intake")
-
-Extractor = Callable[[bytes, str, ProgressCallback], Extraction]
 
 _worker_id: Checker[str] = Checker(WorkerId, "worker_id")
 _pending_for: Checker[float] = Checker(Seconds, "pending_for")
@@ -42,27 +42,6 @@ _pending_for: Checker[float] = Checker(Seconds, "pending_for")
 ENQUEUE_MARGIN_SECONDS = 5.0
 # Expired leases an idle worker takes back per empty poll (the rest on the next polls).
 EXPIRED_PER_POLL = 100
-
-
-class Outcome(BaseModel):
-    """What `process_next` did with the document it was handed."""
-
-    model_config = ConfigDict(frozen=True)
-
-    document_id: int
-    action: Literal["completed", "failed", "retrying", "skipped", "lease_lost"]
-    detail: str = ""
-    document: DocumentResponse | None = None
-
-
-class StuckReport(BaseModel):
-    """What `requeue_stuck` found and re-enqueued."""
-
-    model_config = ConfigDict(frozen=True)
-
-    expired_leases: int
-    requeued: int
-    failed: int
 
 
 class _SizeLimitedReader(io.RawIOBase):
@@ -140,13 +119,15 @@ class DocumentIntake:
             DocumentCreate, {"user_id": user_id, "filename": filename, "s3_key": "uploads/new"}
         )
         blobs = self._blobs()
-        blob = blobs.put(user_id, filename, _size_limited(data, self.max_upload_bytes))
+        # Blob I/O (boto3) runs on a thread: it never blocks the event loop.
+        limited = _size_limited(data, self.max_upload_bytes)
+        blob = in_thread(blobs.put, user_id, filename, limited)
         try:
             document = self.documents.create(
                 DocumentCreate(user_id=user_id, filename=filename, s3_key=blob.key)
             )
         except BaseException:
-            blobs.delete(blob.key)
+            in_thread(blobs.delete, blob.key)
             raise
         try:
             self.queue.enqueue(document.id)
@@ -212,8 +193,9 @@ class DocumentIntake:
         except ServiceUnavailable as exc:
             logger.warning("progress of document %s not reset: %s", document.id, exc.message)
         self.progress.set(document.id, 0, "started")
+        call = blocking_caller()
 
-        def report(percent: float, stage: str) -> None:
+        def record(percent: float, stage: str) -> None:
             label = stage[:PROGRESS_STAGE_LENGTH] or "working"
             try:
                 self.progress.set(document.id, max(0.0, min(100.0, percent)), label)
@@ -221,9 +203,13 @@ class DocumentIntake:
                 logger.warning("progress of document %s not recorded: %s", document.id, exc)
             heartbeat()
 
+        def report(percent: float, stage: str) -> None:
+            # On the asyncio side the extractor runs on a thread: its reports go to the loop.
+            call(record, percent, stage)
+
         try:
-            data = self._blobs().get(document.s3_key)
-            extraction = extract(data, document.filename, report)
+            data = in_thread(self._blobs().get, document.s3_key)
+            extraction = in_thread(extract, data, document.filename, report)
         except InvalidTransition:
             return Outcome(document_id=document.id, action="lease_lost")
         except Exception as exc:  # noqa: BLE001 - any failure of the extractor fails the document
@@ -255,7 +241,7 @@ class DocumentIntake:
         self.progress.set(document.id, 100, action)
         return Outcome(document_id=document.id, action=action, detail=message, document=failed)
 
-    def _heartbeat(self, document_id: int, worker_id: str) -> Callable[[], None]:
+    def _heartbeat(self, document_id: int, worker_id: str) -> Call[None]:
         """Extend the lease at most every third of its length (progress reports call this)."""
         interval = self.lease_seconds / 3
         last = time.monotonic()

@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from docstore._sync_runtime import Call
 from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
-from docstore.redis.calls import Call
 from docstore.redis.client import RedisClient, client_address, new_redis
 from docstore.redis.errors import REDIS_FAILURES, redis_errors, typed_error
 from docstore.redis.scripts import LuaScript

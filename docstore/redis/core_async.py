@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from docstore._async_runtime import AsyncCall
 from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
-from docstore.redis.calls import AsyncCall
 from docstore.redis.client_async import RedisClient, client_address, new_redis
 from docstore.redis.errors import REDIS_FAILURES, redis_errors, typed_error
 from docstore.redis.scripts_async import AsyncLuaScript

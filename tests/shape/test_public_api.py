@@ -8,6 +8,14 @@ from collections.abc import Iterator
 
 import docstore
 from docstore import (
+    AsyncDocstore,
+    AsyncDocumentLifecycle,
+    AsyncDocumentRepo,
+    AsyncProgressTracker,
+    AsyncRateLimiter,
+    AsyncRedisCache,
+    AsyncTaskQueue,
+    AsyncUserRepo,
     Docstore,
     DocumentLifecycle,
     DocumentRepo,
@@ -23,6 +31,14 @@ from docstore.errors import DocstoreError
 
 PUBLIC_CLASSES = (
     Docstore,
+    AsyncDocstore,
+    AsyncUserRepo,
+    AsyncDocumentRepo,
+    AsyncDocumentLifecycle,
+    AsyncRedisCache,
+    AsyncRateLimiter,
+    AsyncTaskQueue,
+    AsyncProgressTracker,
     UserRepo,
     DocumentRepo,
     DocumentLifecycle,

@@ -1,0 +1,299 @@
+"""The document flow: submit (blob → row → queue message) and process (consume → claim → extract
+→ complete or fail), built so that nothing is lost and nothing is processed twice.
+
+- A blob whose row could not be written is deleted again.
+- A row whose queue message could not be written stays PENDING; `requeue_stuck` re-enqueues it.
+- A message delivered twice meets the conditional `claim`, which only one worker wins.
+- A worker that dies leaves a lease that runs out; `requeue_stuck` hands the document back.
+- A worker with no message (an empty queue, or Redis down) takes back expired leases and claims
+  straight from PostgreSQL (`claim_next`): lost messages and migrated work never wait.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import IO, Any, Literal, cast
+
+from docstore._async_runtime import AsyncCall, blocking_caller, in_thread
+from docstore.ephemeral.cache_async import AsyncRedisCache
+from docstore.ephemeral.progress_async import AsyncProgressTracker
+from docstore.ephemeral.queue_async import AsyncTaskQueue
+from docstore.ephemeral.values import QueueMessage
+from docstore.errors import InvalidInput, InvalidTransition, NotFound, ServiceUnavailable
+from docstore.intake.blobs import BlobStore
+from docstore.intake.outcomes import Extractor, Outcome, StuckReport
+from docstore.models import DocumentCreate, DocumentResponse, UserResponse
+from docstore.repositories.documents_async import AsyncDocumentRepo
+from docstore.repositories.lifecycle_async import AsyncDocumentLifecycle
+from docstore.rules import PROGRESS_STAGE_LENGTH, Checker, Seconds, WorkerId, parse_input
+
+logger = logging.getLogger("docstore.intake")
+
+_worker_id: Checker[str] = Checker(WorkerId, "worker_id")
+_pending_for: Checker[float] = Checker(Seconds, "pending_for")
+# Seconds between writing a document row and enqueueing it, clocks of PostgreSQL and Redis
+# a little apart included.
+ENQUEUE_MARGIN_SECONDS = 5.0
+# Expired leases an idle worker takes back per empty poll (the rest on the next polls).
+EXPIRED_PER_POLL = 100
+
+
+class _SizeLimitedReader(io.RawIOBase):
+    """Passes a client's stream through, refusing it as soon as it passes `limit` bytes.
+
+    Never asks the stream for more than one byte past the limit, however large it is.
+    """
+
+    def __init__(self, stream: IO[bytes], limit: int) -> None:
+        self.stream = stream
+        self.limit = limit
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        allowed = self.limit + 1 - self.size
+        chunk = self.stream.read(allowed if size < 0 else min(size, allowed))
+        if not isinstance(chunk, bytes):
+            return chunk  # the blob store refuses what is not bytes
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise InvalidInput(f"upload is larger than {self.limit} bytes", field="data")
+        return chunk
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def _size_limited(data: bytes | IO[bytes], limit: int) -> bytes | IO[bytes]:
+    """A file object that the blob store's upload refuses once past `limit` (nothing kept)."""
+    if isinstance(data, bytes | bytearray | memoryview) or not hasattr(data, "read"):
+        return data  # bytes are checked up front; the blob store refuses anything else
+    return cast(IO[bytes], _SizeLimitedReader(data, limit))
+
+
+class AsyncDocumentIntake:
+    """Ties the blob store, the document repository and the Redis queue together."""
+
+    def __init__(
+        self,
+        documents: AsyncDocumentRepo,
+        lifecycle: AsyncDocumentLifecycle,
+        blobs: Callable[[], BlobStore],
+        queue: AsyncTaskQueue,
+        progress: AsyncProgressTracker,
+        cache: AsyncRedisCache,
+        *,
+        max_upload_bytes: int,
+        lease_seconds: float,
+    ) -> None:
+        self.documents = documents
+        self.lifecycle = lifecycle
+        self._blobs = blobs
+        self.queue = queue
+        self.progress = progress
+        self.cache = cache
+        self.max_upload_bytes = max_upload_bytes
+        self.lease_seconds = lease_seconds
+
+    # -- submitting ---------------------------------------------------------------------------
+
+    async def submit(
+        self, user: UserResponse | int, filename: str, data: bytes | IO[bytes]
+    ) -> DocumentResponse:
+        """Store the bytes, record a PENDING document and enqueue it; returns the document."""
+        user_id = user.id if isinstance(user, UserResponse) else user
+        if isinstance(data, bytes | bytearray) and len(data) > self.max_upload_bytes:
+            raise InvalidInput(f"upload is larger than {self.max_upload_bytes} bytes", field="data")
+        # Validate the row before any upload, so bad input leaves no blob behind.
+        parse_input(
+            DocumentCreate, {"user_id": user_id, "filename": filename, "s3_key": "uploads/new"}
+        )
+        blobs = self._blobs()
+        # Blob I/O (boto3) runs on a thread: it never blocks the event loop.
+        limited = _size_limited(data, self.max_upload_bytes)
+        blob = await in_thread(blobs.put, user_id, filename, limited)
+        try:
+            document = await self.documents.create(
+                DocumentCreate(user_id=user_id, filename=filename, s3_key=blob.key)
+            )
+        except BaseException:
+            await in_thread(blobs.delete, blob.key)
+            raise
+        try:
+            await self.queue.enqueue(document.id)
+        except ServiceUnavailable as exc:
+            # The row is PENDING: requeue_stuck (or a worker's claim_next) will pick it up.
+            logger.warning("document %s not enqueued: %s", document.id, exc.message)
+        return document
+
+    # -- processing ---------------------------------------------------------------------------
+
+    async def process_next(
+        self, worker_id: str, extract: Extractor, *, block_ms: int = 1000
+    ) -> Outcome | None:
+        """Process one document: from the queue, or straight from PostgreSQL when the queue
+        has none for us (empty, or Redis down).
+
+        Returns None when there was nothing to do. Errors raised by `extract` fail the document
+        (retried while attempts remain); errors of docstore's servers propagate.
+        """
+        # The documents table's rule, checked before a message is taken off the queue (and the
+        # same cleaned id used for both).
+        worker_id = _worker_id(worker_id)
+        message: QueueMessage | None = None
+        try:
+            messages = await self.queue.consume(worker_id, count=1, block_ms=block_ms)
+        except ServiceUnavailable as exc:
+            logger.warning("queue unavailable, claiming from PostgreSQL: %s", exc.message)
+            messages = []
+        if not messages:
+            document = await self._claim_from_postgres(worker_id)
+            if document is None:
+                return None
+        else:
+            message = messages[0]
+            try:
+                document = await self.lifecycle.claim(
+                    message.document_id, worker_id, self.lease_seconds
+                )
+            except (InvalidTransition, NotFound) as exc:
+                # Delivered twice, already done, or deleted: someone else owns the outcome.
+                await self._ack(message)
+                return Outcome(document_id=message.document_id, action="skipped", detail=str(exc))
+        outcome = await self._run(document, worker_id, extract)
+        if outcome.action == "retrying":
+            await self._enqueue_again(document.id)
+        await self._ack(message)
+        return outcome
+
+    async def _claim_from_postgres(self, worker_id: str) -> DocumentResponse | None:
+        """The oldest PENDING document, after taking back expired leases.
+
+        Reaches what has no message: lost messages, migrated work, expired leases (the
+        migration writes in-flight tasks as leases that ran out). Duplicates are harmless:
+        a later message for the document meets the conditional `claim`.
+        """
+        await self.lifecycle.requeue_expired(EXPIRED_PER_POLL)
+        return await self.lifecycle.claim_next(worker_id, self.lease_seconds)
+
+    async def _run(self, document: DocumentResponse, worker_id: str, extract: Extractor) -> Outcome:
+        started = time.perf_counter()
+        heartbeat = self._heartbeat(document.id, worker_id)
+        try:
+            # A retry starts again from 0: progress never goes backwards otherwise.
+            await self.progress.clear(document.id)
+        except ServiceUnavailable as exc:
+            logger.warning("progress of document %s not reset: %s", document.id, exc.message)
+        await self.progress.set(document.id, 0, "started")
+        call = blocking_caller()
+
+        async def record(percent: float, stage: str) -> None:
+            label = stage[:PROGRESS_STAGE_LENGTH] or "working"
+            try:
+                await self.progress.set(document.id, max(0.0, min(100.0, percent)), label)
+            except InvalidInput as exc:  # a label Redis cannot take must not fail the document
+                logger.warning("progress of document %s not recorded: %s", document.id, exc)
+            await heartbeat()
+
+        def report(percent: float, stage: str) -> None:
+            # On the asyncio side the extractor runs on a thread: its reports go to the loop.
+            call(record, percent, stage)
+
+        try:
+            data = await in_thread(self._blobs().get, document.s3_key)
+            extraction = await in_thread(extract, data, document.filename, report)
+        except InvalidTransition:
+            return Outcome(document_id=document.id, action="lease_lost")
+        except Exception as exc:  # noqa: BLE001 - any failure of the extractor fails the document
+            return await self._fail(document, worker_id, exc)
+        elapsed = time.perf_counter() - started
+        try:
+            done = await self.lifecycle.mark_completed(
+                document.id, worker_id, extraction.text, extraction.page_count, elapsed
+            )
+        except InvalidTransition as exc:
+            return Outcome(document_id=document.id, action="lease_lost", detail=str(exc))
+        except InvalidInput as exc:  # e.g. text PostgreSQL cannot hold
+            return await self._fail(document, worker_id, exc)
+        await self.cache.cache_document_result(done.id, done)
+        await self.progress.set(done.id, 100, "completed")
+        return Outcome(document_id=done.id, action="completed", document=done)
+
+    async def _fail(self, document: DocumentResponse, worker_id: str, exc: Exception) -> Outcome:
+        message = f"{type(exc).__name__}: {exc}"[:10_000]
+        # Bad input will not get better on a retry; anything else might.
+        retry = not isinstance(exc, InvalidInput)
+        try:
+            failed = await self.lifecycle.mark_failed(document.id, worker_id, message, retry=retry)
+        except InvalidTransition as lost:
+            return Outcome(document_id=document.id, action="lease_lost", detail=str(lost))
+        action: Literal["failed", "retrying"] = (
+            "retrying" if failed.status == "PENDING" else "failed"
+        )
+        await self.progress.set(document.id, 100, action)
+        return Outcome(document_id=document.id, action=action, detail=message, document=failed)
+
+    def _heartbeat(self, document_id: int, worker_id: str) -> AsyncCall[None]:
+        """Extend the lease at most every third of its length (progress reports call this)."""
+        interval = self.lease_seconds / 3
+        last = time.monotonic()
+
+        async def beat() -> None:
+            nonlocal last
+            if time.monotonic() - last >= interval:
+                await self.lifecycle.heartbeat(document_id, worker_id, self.lease_seconds)
+                last = time.monotonic()
+
+        return beat
+
+    async def _ack(self, message: QueueMessage | None) -> None:
+        if message is None:
+            return
+        try:
+            await self.queue.ack(message)
+        except ServiceUnavailable as exc:
+            # Redelivered later, then skipped by the conditional claim.
+            logger.warning("message %s not acked: %s", message.message_id, exc.message)
+
+    async def _enqueue_again(self, document_id: int) -> None:
+        try:
+            await self.queue.enqueue(document_id)
+        except ServiceUnavailable as exc:
+            logger.warning("document %s not re-enqueued: %s", document_id, exc.message)
+
+    # -- recovering ---------------------------------------------------------------------------
+
+    async def requeue_stuck(self, pending_for: float = 300.0, limit: int = 1000) -> StuckReport:
+        """Hand back expired leases and re-enqueue documents PENDING for `pending_for` seconds
+        whose message is lost (a Redis restart, a failed enqueue) or whose worker died.
+
+        Only documents last enqueued before the oldest message still queued count as lost: a
+        backlog is not copied, however old. Each is re-enqueued by one of the callers running
+        side by side, at most once per `pending_for`. Duplicates would be harmless anyway
+        (`claim` is conditional).
+        """
+        pending_for = _pending_for(pending_for)  # before any write: bad input changes nothing
+        expired = await self.lifecycle.requeue_expired(limit)
+        # Messages are deleted once acked: a document enqueued before the oldest one left has
+        # no message. The margin covers the time from writing a row to enqueueing it.
+        oldest = await self.queue.oldest_enqueued_at()
+        queued_before = oldest - timedelta(seconds=ENQUEUE_MARGIN_SECONDS) if oldest else None
+        stale = await self.lifecycle.take_unqueued_pending(pending_for, queued_before, limit)
+        ids = {d.id for d in expired if d.status == "PENDING"} | set(stale)
+        await self.queue.enqueue_many(sorted(ids))
+        return StuckReport(
+            expired_leases=len(expired),
+            requeued=len(ids),
+            failed=sum(1 for d in expired if d.status == "FAILED"),
+        )
+
+
+__all__ = ["AsyncDocumentIntake", "Extractor", "Outcome", "StuckReport"]

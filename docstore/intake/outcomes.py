@@ -1,0 +1,38 @@
+"""What the intake flow returns: plain values shared by the async and the sync side."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from docstore.intake.extractors import Extraction, ProgressCallback
+from docstore.models import DocumentResponse
+
+# An extractor is plain (CPU-bound) code: the async side runs it on a thread.
+Extractor = Callable[[bytes, str, ProgressCallback], Extraction]
+
+
+class Outcome(BaseModel):
+    """What `process_next` did with the document it was handed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    document_id: int
+    action: Literal["completed", "failed", "retrying", "skipped", "lease_lost"]
+    detail: str = ""
+    document: DocumentResponse | None = None
+
+
+class StuckReport(BaseModel):
+    """What `requeue_stuck` found and re-enqueued."""
+
+    model_config = ConfigDict(frozen=True)
+
+    expired_leases: int
+    requeued: int
+    failed: int
+
+
+__all__ = ["Extractor", "Outcome", "StuckReport"]

@@ -1,0 +1,211 @@
+"""`AsyncDocstore`: the pool, the Redis client and everything built on them, in one handle.
+
+One store is shared by all tasks (or threads) of a process. On the asyncio side blob I/O, yoyo
+and extractors run on threads, so no call blocks the event loop.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import IO, Any
+
+import psycopg_pool
+
+from docstore._async_runtime import in_thread
+from docstore.ephemeral.cache_async import AsyncRedisCache
+from docstore.ephemeral.progress_async import AsyncProgressTracker
+from docstore.ephemeral.queue_async import AsyncTaskQueue
+from docstore.ephemeral.rate_limit_async import AsyncRateLimiter
+from docstore.ephemeral.values import FailurePolicy
+from docstore.errors import DocstoreError
+from docstore.health import HealthReport, PoolStats
+from docstore.intake.blobs import BlobStore, blob_store_from_settings
+from docstore.intake.flow_async import AsyncDocumentIntake
+from docstore.intake.outcomes import Extractor, Outcome, StuckReport
+from docstore.models import DocumentResponse, UserResponse
+from docstore.postgres import schema
+from docstore.postgres.executor_async import AsyncDatabase
+from docstore.postgres.pool_async import new_pool, open_pool
+from docstore.redis.client_async import RedisClient
+from docstore.redis.core_async import AsyncRedisCore
+from docstore.repositories.documents_async import AsyncDocumentRepo
+from docstore.repositories.lifecycle_async import AsyncDocumentLifecycle
+from docstore.repositories.users_async import AsyncUserRepo
+from docstore.settings import Settings
+
+
+class AsyncDocstore:
+    """Entry point: `async with await AsyncDocstore.connect(Settings()) as store: ...`.
+
+    A pool or Redis client passed in by the caller is used as is and never opened or closed here.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        pool: psycopg_pool.AsyncConnectionPool | None = None,
+        redis_client: RedisClient | AsyncRedisCore | None = None,
+        blobs: BlobStore | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self._owns_pool = pool is None
+        self._owns_redis = redis_client is None
+        self.pool = pool if pool is not None else new_pool(self.settings)
+        self.redis_core = (
+            AsyncRedisCore.from_settings(self.settings)
+            if redis_client is None
+            else AsyncRedisCore.of(redis_client)
+        )
+        self.redis = self.redis_core.client
+        self.db = AsyncDatabase(
+            self.pool, address=self.settings.database_address, debug_sql=self.settings.debug_sql
+        )
+        # Repositories (PostgreSQL).
+        self.users = AsyncUserRepo(self.db)
+        self.documents = AsyncDocumentRepo(self.db)
+        self.lifecycle = AsyncDocumentLifecycle(self.db)
+        # Redis side, all through one core (each fails open or raises typed errors when Redis
+        # is down).
+        self.cache = AsyncRedisCache(self.redis_core, default_ttl=self.settings.cache_ttl)
+        self.limiter = AsyncRateLimiter(
+            self.redis_core,
+            limit=self.settings.rate_limit,
+            period=self.settings.rate_limit_period,
+            failure_policy=FailurePolicy(self.settings.rate_limit_failure_policy),
+        )
+        self.queue = AsyncTaskQueue(
+            self.redis_core,
+            max_deliveries=self.settings.queue_max_deliveries,
+            reclaim_idle=self.settings.queue_reclaim_idle,
+        )
+        self.progress = AsyncProgressTracker(self.redis_core)
+        # Blobs and the document flow built on all of the above.
+        self._blobs = blobs
+        self._opened = False
+        self._intake = AsyncDocumentIntake(
+            self.documents,
+            self.lifecycle,
+            lambda: self.blobs,
+            self.queue,
+            self.progress,
+            self.cache,
+            max_upload_bytes=self.settings.max_upload_bytes,
+            lease_seconds=self.settings.lease_seconds,
+        )
+
+    @classmethod
+    async def connect(
+        cls,
+        settings: Settings | None = None,
+        *,
+        pool: psycopg_pool.AsyncConnectionPool | None = None,
+        redis_client: RedisClient | AsyncRedisCore | None = None,
+        blobs: BlobStore | None = None,
+    ) -> AsyncDocstore:
+        """Create a store and open its pool; unreachable PostgreSQL raises `ServiceUnavailable`."""
+        store = cls(settings, pool=pool, redis_client=redis_client, blobs=blobs)
+        await store.open()
+        return store
+
+    async def open(self) -> None:
+        """Open the pool we own (once), failing within the connect timeout when PostgreSQL is
+        down. `connect` and entering the store's context call it."""
+        if self._owns_pool and not self._opened:
+            await open_pool(self.pool, self.settings)
+        self._opened = True
+
+    async def close(self) -> None:
+        """Close the pool and Redis client if this store created them."""
+        if self._owns_pool:
+            await self.pool.close()
+        if self._owns_redis:
+            await self.redis.aclose()
+
+    async def __aenter__(self) -> AsyncDocstore:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def blobs(self) -> BlobStore:
+        """The blob store given to the constructor, or one made from the settings on first use."""
+        if self._blobs is None:
+            self._blobs = blob_store_from_settings(self.settings)
+        return self._blobs
+
+    async def submit_document(
+        self, user: UserResponse | int, filename: str, data: bytes | IO[bytes]
+    ) -> DocumentResponse:
+        """Upload the bytes, record a PENDING document and enqueue it (see `DocumentIntake`)."""
+        return await self._intake.submit(user, filename, data)
+
+    async def process_next(
+        self, worker_id: str, extract: Extractor, *, block_ms: int = 1000
+    ) -> Outcome | None:
+        """Process one document with `extract`: queued, or waiting in PostgreSQL without a message;
+        None when there was nothing to do."""
+        return await self._intake.process_next(worker_id, extract, block_ms=block_ms)
+
+    async def requeue_stuck(self, pending_for: float = 300.0) -> StuckReport:
+        """Re-enqueue documents whose worker died or whose queue message was lost."""
+        return await self._intake.requeue_stuck(pending_for)
+
+    async def apply_schema(self) -> list[str]:
+        """Apply pending migrations (idempotent); return the ids applied now."""
+        return await in_thread(schema.apply_schema, self.settings)
+
+    async def rollback_schema(
+        self, count: int | None = 1, *, confirm_destroy: bool = False
+    ) -> list[str]:
+        """Roll back the last `count` migrations (all when None); refused (`RollbackRefused`)
+        while their tables hold rows, unless `confirm_destroy`."""
+        return await in_thread(
+            schema.rollback_schema, self.settings, count=count, confirm_destroy=confirm_destroy
+        )
+
+    async def schema_status(self) -> list[schema.MigrationStatus]:
+        """Every shipped migration and whether it is applied."""
+        return await in_thread(schema.schema_status, self.settings)
+
+    async def health(self) -> HealthReport:
+        """Server versions and pool counters; an unreachable server is reported, not raised."""
+        postgres_version: str | None = None
+        postgres_error: str | None = None
+        try:
+            postgres_version = str(await self.db.value("server_version", {}))
+        except DocstoreError as exc:
+            postgres_error = exc.message
+        redis_version: str | None = None
+        redis_error: str | None = None
+        try:
+            with self.redis_core.errors():
+                info: dict[str, Any] = await self.redis.info("server")
+            redis_version = str(info.get("redis_version"))
+        except DocstoreError as exc:
+            redis_error = exc.message
+        stats = self.pool.get_stats()
+        pool = PoolStats(
+            size=stats.get("pool_size", 0),
+            available=stats.get("pool_available", 0),
+            waiting=stats.get("requests_waiting", 0),
+            min_size=self.pool.min_size,
+            max_size=self.pool.max_size,
+        )
+        return HealthReport(
+            postgres_version=postgres_version,
+            postgres_error=postgres_error,
+            redis_version=redis_version,
+            redis_error=redis_error,
+            pool=pool,
+        )
+
+
+__all__ = ["AsyncDocstore"]
