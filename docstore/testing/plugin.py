@@ -22,7 +22,7 @@ from __future__ import annotations
 import atexit
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -36,6 +36,7 @@ from docstore.intake.blobs import S3BlobStore
 from docstore.postgres.schema import apply_schema
 from docstore.settings import Settings
 from docstore.store import Docstore
+from docstore.store_async import AsyncDocstore
 from docstore.testing.servers import LocalPostgres, LocalRedis, free_port
 
 S3_TEST_ACCESS_KEY = "docstore-test"
@@ -194,6 +195,14 @@ def docstore_settings(docstore_database_url: str, docstore_redis_url: str) -> Se
 def docstore_store(docstore_settings: Settings) -> Iterator[Docstore]:
     """An opened `Docstore` on this test's servers."""
     with Docstore.connect(docstore_settings) as store:
+        yield store
+
+
+@pytest.fixture
+async def docstore_async_store(docstore_settings: Settings) -> AsyncIterator[AsyncDocstore]:
+    """An opened `AsyncDocstore` on this test's servers, for async tests (anyio's pytest plugin
+    on the asyncio backend, or pytest-asyncio in auto mode)."""
+    async with await AsyncDocstore.connect(docstore_settings) as store:
         yield store
 
 
