@@ -1,0 +1,549 @@
+"""A document-processing API on docstore (FastAPI), sync: a frozen copy for benchmarks.
+
+This is examples/fastapi_service.py as committed in 8ea4594, before the example moved to
+`AsyncDocstore`, kept as it was (but for this paragraph and the Run line) so that
+benchmarks/bench_service.py can go on comparing the async example with the sync one. Do not edit
+it to follow the example.
+
+
+Run:  uvicorn service_sync_app:app --app-dir benchmarks --port 8000   (settings from the env)
+
+Every route but POST /users needs an `X-API-Key` header. Three `RateLimiter` policies answer 429
+with `Retry-After`:
+
+- ``api``: per key, RATE_LIMIT per RATE_LIMIT_PERIOD; every answer carries its RateLimit headers.
+- ``ip``: per client address, spent by each request without a valid key (IP_RATE_LIMIT per
+  IP_RATE_LIMIT_PERIOD). Once spent, the address is refused before its keys are looked up.
+- ``signup``: accounts one address may create (SIGNUP_RATE_LIMIT per SIGNUP_RATE_LIMIT_PERIOD).
+
+A request body is refused with 413 as soon as it passes its limit (MAX_UPLOAD_BYTES for
+POST /documents, 16 KiB elsewhere), before the rest is read; a declared Content-Length over the
+limit is refused before the body is read at all. Responses use the service's own models (`...Out`):
+no blob keys, worker ids or legacy task ids, and a 422 names fields without echoing their values.
+
+A real deployment should also:
+
+- Put POST /users behind an admin token or an invitation flow (it is open here so the example
+  can be tried); the signup limit then stays as a second line.
+- Take the client address from trusted proxies only: behind a reverse proxy run uvicorn with
+  ``--proxy-headers --forwarded-allow-ips=<proxy address>``, so X-Forwarded-For is believed from
+  that proxy and nobody else. Without it, every client behind the proxy shares one address.
+- Cap body sizes at the proxy too (nginx ``client_max_body_size``).
+"""
+
+import logging
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, Headers, MutableHeaders, UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from docstore import (
+    Conflict,
+    Docstore,
+    DocumentResponse,
+    DocumentStatus,
+    FailurePolicy,
+    InvalidInput,
+    NotFound,
+    Progress,
+    RateLimiter,
+    RateLimitResult,
+    ServiceUnavailable,
+    Settings,
+    UserCreate,
+    UserResponse,
+)
+
+logger = logging.getLogger("examples.fastapi_service")
+
+SMALL_BODY_LIMIT = 16 * 1024  # every route but the upload takes a little JSON at most
+FRAMING_ALLOWANCE = 16 * 1024  # multipart boundaries and part headers around the file's bytes
+
+
+class ServiceSettings(BaseSettings):
+    """The service's own limits, from the environment (the store's come from `Settings`)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    ip_rate_limit: int = Field(30, ge=1, description="Requests without a valid key per address.")
+    ip_rate_limit_period: float = Field(60.0, gt=0, description="Seconds of IP_RATE_LIMIT.")
+    signup_rate_limit: int = Field(5, ge=1, description="Accounts one address may create.")
+    signup_rate_limit_period: float = Field(3600.0, gt=0, description="Seconds of the above.")
+
+
+# -- what clients see ------------------------------------------------------------------------
+
+_OUT = ConfigDict(from_attributes=True)
+
+
+class UserOut(BaseModel):
+    """A user, as its owner sees it."""
+
+    model_config = _OUT
+
+    id: int
+    email: str
+    created_at: datetime
+
+
+class CreatedUserOut(BaseModel):
+    """The new user and its API key: shown this once, never again."""
+
+    model_config = _OUT
+
+    user: UserOut
+    api_key: str
+
+
+class DocumentSummaryOut(BaseModel):
+    """A document without its text, as listings show it."""
+
+    model_config = _OUT
+
+    id: int
+    filename: str
+    status: DocumentStatus
+    error_message: str | None
+    page_count: int | None
+    extraction_time_seconds: float | None
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+
+
+class DocumentOut(DocumentSummaryOut):
+    """A document and its extracted text."""
+
+    result_text: str | None
+
+
+class DocumentPageOut(BaseModel):
+    """One page of documents, newest first, and the cursor of the next (None on the last)."""
+
+    model_config = _OUT
+
+    items: list[DocumentSummaryOut]
+    next_cursor: str | None
+
+
+class SearchHitOut(DocumentSummaryOut):
+    """A matching document; `snippet` wraps matches in <mark></mark> and is not HTML-escaped."""
+
+    rank: float
+    snippet: str
+
+
+class SearchPageOut(BaseModel):
+    """One page of search hits, best first, and the cursor of the next."""
+
+    model_config = _OUT
+
+    items: list[SearchHitOut]
+    next_cursor: str | None
+
+
+class ProgressOut(BaseModel):
+    """Where a document's processing stands."""
+
+    document_id: int
+    status: DocumentStatus
+    percent: float
+    stage: str
+
+
+class ErrorOut(BaseModel):
+    """Every error but 422: what went wrong, in words."""
+
+    detail: str
+
+
+class FieldErrorOut(BaseModel):
+    """One refused field: where it is and why, never the value sent."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorOut(BaseModel):
+    """422: the refused fields."""
+
+    detail: list[FieldErrorOut]
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorOut, "description": description}
+
+
+Responses = dict[int | str, dict[str, Any]]
+INVALID: Responses = {
+    422: {"model": ValidationErrorOut, "description": "refused fields (names, never values)"}
+}
+LIMITED: Responses = {429: _error("rate limited: try again after `Retry-After` seconds")}
+UNAVAILABLE: Responses = {503: _error("a server the service depends on is unavailable")}
+TOO_LARGE: Responses = {413: _error("the request body is larger than its limit")}
+PROTECTED: Responses = {
+    401: _error("missing or invalid X-API-Key"),
+    **LIMITED,
+    **INVALID,
+    **UNAVAILABLE,
+}
+NOT_FOUND: Responses = {404: _error("no such document among yours")}
+# The upload form is read by hand (after authentication), so its schema is given here.
+UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                    "additionalProperties": False,
+                }
+            }
+        },
+    }
+}
+
+
+# -- request bodies: refused while they stream -----------------------------------------------
+
+
+def too_large(limit: int) -> str:
+    return f"request body is larger than {limit} bytes"
+
+
+class BodySizeLimit:
+    """ASGI middleware: 413 as soon as a request body passes `limit_for(scope)` bytes.
+
+    A declared Content-Length over the limit is answered before the app runs; a body without
+    one is counted as the app reads it. `FRAMING_ALLOWANCE` more bytes are let through for
+    multipart framing, so the limit can be the file's.
+    """
+
+    def __init__(self, app: ASGIApp, limit_for: Callable[[Scope], int]) -> None:
+        self.app = app
+        self.limit_for = limit_for
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope)
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > limit + FRAMING_ALLOWANCE:
+            response = JSONResponse(ErrorOut(detail=too_large(limit)).model_dump(), 413)
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit + FRAMING_ALLOWANCE:
+                raise HTTPException(413, too_large(limit))
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+async def read_upload_form(request: Request) -> FormData:
+    """The form, one file part at most: a second part is refused at its headers, unread."""
+    try:
+        return await request.form(max_files=1, max_fields=0)
+    except StarletteHTTPException as exc:
+        if exc.status_code != 400:  # e.g. the body limit's 413
+            raise
+        msg = f"{exc.detail} Send one part: the file, named 'file'."
+        raise RequestValidationError(
+            [{"loc": ["body"], "msg": msg, "type": "form_invalid"}]
+        ) from exc
+
+
+def only_file_part(form: FormData) -> UploadFile:
+    """The form's `file` part; 422 naming any other part."""
+    errors = [
+        {"loc": ["body", name], "msg": "unexpected form part", "type": "extra_forbidden"}
+        for name in sorted(set(form.keys()) - {"file"})
+    ]
+    upload = form.get("file")
+    if isinstance(upload, UploadFile) and not errors:
+        return upload
+    if not isinstance(upload, UploadFile):
+        errors.append({"loc": ["body", "file"], "msg": "a file is required", "type": "missing"})
+    raise RequestValidationError(errors)
+
+
+# -- rate limits -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Limiters:
+    """The service's rate limits, one `RateLimiter` policy each."""
+
+    api: RateLimiter  # per API key
+    ip: RateLimiter  # per client address, spent by requests without a valid key
+    signup: RateLimiter  # per client address, spent by account creation
+
+    @classmethod
+    def build(cls, store: Docstore, service: ServiceSettings) -> "Limiters":
+        settings = store.settings
+        on_outage = FailurePolicy(settings.rate_limit_failure_policy)
+        return cls(
+            api=RateLimiter(
+                store.redis,
+                limit=settings.rate_limit,
+                period=settings.rate_limit_period,
+                policy="api",
+                failure_policy=on_outage,
+            ),
+            ip=RateLimiter(
+                store.redis,
+                limit=service.ip_rate_limit,
+                period=service.ip_rate_limit_period,
+                policy="ip",
+                failure_policy=on_outage,
+            ),
+            # No burst of new accounts while Redis cannot count them.
+            signup=RateLimiter(
+                store.redis,
+                limit=service.signup_rate_limit,
+                period=service.signup_rate_limit_period,
+                policy="signup",
+                failure_policy=FailurePolicy.DENY,
+            ),
+        )
+
+
+class RateLimitHeaders:
+    """ASGI middleware: every answer, errors too, gets the RateLimit headers of its key.
+
+    `current_user` leaves them in ``request.state.rate_limit_headers``.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})  # shared with every Request made from this scope
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in state.get("rate_limit_headers", {}).items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def client_address(request: Request) -> str:
+    """The TCP peer, or what uvicorn's --proxy-headers took from a trusted proxy."""
+    return request.client.host if request.client else "unknown"
+
+
+def refuse_if_limited(decision: RateLimitResult) -> None:
+    """429 with `Retry-After` and the RateLimit headers when `decision` refuses."""
+    if not decision.allowed:
+        raise HTTPException(429, "rate limit exceeded", headers=decision.headers())
+
+
+# -- the application -------------------------------------------------------------------------
+
+
+def create_app(
+    open_store: Callable[[], Docstore] | None = None, service: ServiceSettings | None = None
+) -> FastAPI:
+    """The application; `open_store` makes the Docstore it serves (default: from Settings)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        store = open_store() if open_store else Docstore.connect(Settings())
+        app.state.store = store
+        app.state.limiters = Limiters.build(store, service or ServiceSettings())
+        try:
+            yield
+        finally:
+            store.close()
+
+    app = FastAPI(title="docstore example service", lifespan=lifespan)
+
+    def get_store(request: Request) -> Docstore:
+        """The store, handed out like the old design's `get_db`."""
+        store: Docstore = request.app.state.store
+        return store
+
+    StoreDep = Annotated[Docstore, Depends(get_store)]
+
+    def current_user(
+        request: Request,
+        store: StoreDep,
+        x_api_key: Annotated[str | None, Header()] = None,
+    ) -> UserResponse:
+        """The user owning `X-API-Key`, after the address and per-key rate limits."""
+        limiters: Limiters = request.app.state.limiters
+        address = client_address(request)
+        # An address that keeps failing is refused before its keys cost a database lookup.
+        refuse_if_limited(limiters.ip.peek(address))
+        user = store.users.authenticate(x_api_key) if x_api_key else None
+        if user is None:
+            refuse_if_limited(limiters.ip.hit(address))
+            raise HTTPException(401, "missing or invalid X-API-Key")
+        decision = limiters.api.hit(f"user-{user.id}")
+        request.state.rate_limit_headers = decision.headers()
+        refuse_if_limited(decision)
+        return user
+
+    UserDep = Annotated[UserResponse, Depends(current_user)]
+
+    app.add_middleware(RateLimitHeaders)
+
+    def body_limit(scope: Scope) -> int:
+        if scope["method"] == "POST" and scope["path"] == "/documents":
+            limit: int = app.state.store.settings.max_upload_bytes
+            return limit
+        return SMALL_BODY_LIMIT
+
+    app.add_middleware(BodySizeLimit, limit_for=body_limit)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_failed(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 naming the fields and why; FastAPI's own answer would echo the values sent."""
+        fields = [
+            FieldErrorOut(loc=list(error["loc"]), msg=error["msg"], type=error["type"])
+            for error in exc.errors()
+        ]
+        return JSONResponse(ValidationErrorOut(detail=fields).model_dump(), status_code=422)
+
+    @app.exception_handler(InvalidInput)
+    async def invalid_input(request: Request, exc: InvalidInput) -> JSONResponse:
+        field = FieldErrorOut(loc=[exc.field] if exc.field else [], msg=exc.message, type="invalid")
+        return JSONResponse(ValidationErrorOut(detail=[field]).model_dump(), status_code=422)
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse(ErrorOut(detail=exc.message).model_dump(), status_code=404)
+
+    @app.exception_handler(ServiceUnavailable)
+    async def unavailable(request: Request, exc: ServiceUnavailable) -> JSONResponse:
+        # The message names the server's address: for the log, not for clients.
+        logger.warning("503: %s", exc.message)
+        detail = "a server the service depends on is unavailable; try again later"
+        return JSONResponse(ErrorOut(detail=detail).model_dump(), status_code=503)
+
+    def owned_document(store: Docstore, user: UserResponse, document_id: int) -> DocumentResponse:
+        document = store.documents.get(document_id)
+        if document.user_id != user.id:  # same answer as a missing one: no probing
+            raise NotFound(f"document {document_id} does not exist")
+        return document
+
+    @app.post(
+        "/users",
+        status_code=201,
+        responses={
+            409: _error("a user with this email exists"),
+            **TOO_LARGE,
+            **LIMITED,
+            **INVALID,
+            **UNAVAILABLE,
+        },
+    )
+    def create_user(body: UserCreate, request: Request, store: StoreDep) -> CreatedUserOut:
+        """Create a user and its API key (open here; see the module docstring for deployments)."""
+        refuse_if_limited(request.app.state.limiters.signup.hit(client_address(request)))
+        try:
+            created = store.users.create(body)
+        except Conflict as exc:
+            raise HTTPException(409, "a user with this email exists") from exc
+        return CreatedUserOut(user=UserOut.model_validate(created.user), api_key=created.api_key)
+
+    def submit(store: Docstore, user: UserResponse, upload: UploadFile) -> DocumentResponse:
+        try:
+            return store.submit_document(user, upload.filename or "upload", upload.file)
+        except InvalidInput as exc:
+            if exc.field == "data":  # the file ran past MAX_UPLOAD_BYTES
+                raise HTTPException(413, exc.message) from exc
+            raise
+
+    @app.post(
+        "/documents",
+        status_code=201,
+        responses={**PROTECTED, **TOO_LARGE},
+        openapi_extra=UPLOAD_BODY,
+    )
+    async def upload_document(request: Request, user: UserDep, store: StoreDep) -> DocumentOut:
+        """Upload one file, the multipart part `file`; a worker processes it later."""
+        # Read here rather than as a File() parameter, which FastAPI would read before
+        # authentication.
+        form = await read_upload_form(request)
+        try:
+            upload = only_file_part(form)
+            limit = store.settings.max_upload_bytes
+            if upload.size is not None and upload.size > limit:
+                raise HTTPException(413, too_large(limit))
+            document = await run_in_threadpool(submit, store, user, upload)
+        finally:
+            await form.close()
+        return DocumentOut.model_validate(document)
+
+    @app.get("/documents", responses=PROTECTED)
+    def list_documents(
+        user: UserDep,
+        store: StoreDep,
+        status: DocumentStatus | None = None,
+        cursor: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> DocumentPageOut:
+        page = store.documents.list_for_user(user.id, status=status, limit=limit, cursor=cursor)
+        return DocumentPageOut.model_validate(page)
+
+    @app.get("/documents/search", responses=PROTECTED)
+    def search_documents(
+        user: UserDep,
+        store: StoreDep,
+        q: Annotated[str, Query(min_length=1, max_length=1000)],
+        cursor: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    ) -> SearchPageOut:
+        hits = store.documents.search(user.id, q, limit=limit, cursor=cursor)
+        return SearchPageOut.model_validate(hits)
+
+    @app.get("/documents/{document_id}", responses={**PROTECTED, **NOT_FOUND})
+    def get_document(document_id: int, user: UserDep, store: StoreDep) -> DocumentOut:
+        cached = store.cache.get_document_result(document_id, DocumentResponse)
+        if cached is not None and cached.user_id == user.id:
+            return DocumentOut.model_validate(cached)
+        return DocumentOut.model_validate(owned_document(store, user, document_id))
+
+    @app.get("/documents/{document_id}/progress", responses={**PROTECTED, **NOT_FOUND})
+    def get_progress(document_id: int, user: UserDep, store: StoreDep) -> ProgressOut:
+        document = owned_document(store, user, document_id)
+        progress: Progress | None = store.progress.get(document_id)
+        done = document.status in ("COMPLETED", "FAILED")
+        return ProgressOut(
+            document_id=document_id,
+            status=document.status,
+            percent=100.0 if done else (progress.percent if progress else 0.0),
+            stage=progress.stage if progress else document.status.lower(),
+        )
+
+    return app
+
+
+app = create_app()
