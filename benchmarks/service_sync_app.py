@@ -5,7 +5,6 @@ This is examples/fastapi_service.py as committed in 8ea4594, before the example 
 benchmarks/bench_service.py can go on comparing the async example with the sync one. Do not edit
 it to follow the example.
 
-
 Run:  uvicorn service_sync_app:app --app-dir benchmarks --port 8000   (settings from the env)
 
 Every route but POST /users needs an `X-API-Key` header. Three `RateLimiter` policies answer 429
