@@ -3,8 +3,11 @@
 Run:  pip install -e ".[examples]"
       uvicorn examples.fastapi_service:app --port 8000      (settings from the environment)
 
-Every route but POST /users needs an `X-API-Key` header. Three `RateLimiter` policies answer 429
-with `Retry-After`:
+The service runs on `AsyncDocstore`: every endpoint is `async def` and awaits the store, which is
+connected when the app starts (its lifespan) and closed when it stops.
+
+Every route but POST /users needs an `X-API-Key` header. Three `AsyncRateLimiter` policies
+answer 429 with `Retry-After`:
 
 - ``api``: per key, RATE_LIMIT per RATE_LIMIT_PERIOD; every answer carries its RateLimit headers.
 - ``ip``: per client address, spent by each request without a valid key (IP_RATE_LIMIT per
@@ -27,7 +30,7 @@ A real deployment should also:
 """
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,21 +41,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, Headers, MutableHeaders, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from docstore import (
+    AsyncDocstore,
+    AsyncRateLimiter,
     Conflict,
-    Docstore,
     DocumentResponse,
     DocumentStatus,
     FailurePolicy,
     InvalidInput,
     NotFound,
     Progress,
-    RateLimiter,
     RateLimitResult,
     ServiceUnavailable,
     Settings,
@@ -287,34 +289,34 @@ def only_file_part(form: FormData) -> UploadFile:
 
 @dataclass(frozen=True)
 class Limiters:
-    """The service's rate limits, one `RateLimiter` policy each."""
+    """The service's rate limits, one `AsyncRateLimiter` policy each, on the store's Redis core."""
 
-    api: RateLimiter  # per API key
-    ip: RateLimiter  # per client address, spent by requests without a valid key
-    signup: RateLimiter  # per client address, spent by account creation
+    api: AsyncRateLimiter  # per API key
+    ip: AsyncRateLimiter  # per client address, spent by requests without a valid key
+    signup: AsyncRateLimiter  # per client address, spent by account creation
 
     @classmethod
-    def build(cls, store: Docstore, service: ServiceSettings) -> "Limiters":
+    def build(cls, store: AsyncDocstore, service: ServiceSettings) -> "Limiters":
         settings = store.settings
         on_outage = FailurePolicy(settings.rate_limit_failure_policy)
         return cls(
-            api=RateLimiter(
-                store.redis,
+            api=AsyncRateLimiter(
+                store.redis_core,
                 limit=settings.rate_limit,
                 period=settings.rate_limit_period,
                 policy="api",
                 failure_policy=on_outage,
             ),
-            ip=RateLimiter(
-                store.redis,
+            ip=AsyncRateLimiter(
+                store.redis_core,
                 limit=service.ip_rate_limit,
                 period=service.ip_rate_limit_period,
                 policy="ip",
                 failure_policy=on_outage,
             ),
             # No burst of new accounts while Redis cannot count them.
-            signup=RateLimiter(
-                store.redis,
+            signup=AsyncRateLimiter(
+                store.redis_core,
                 limit=service.signup_rate_limit,
                 period=service.signup_rate_limit_period,
                 policy="signup",
@@ -363,30 +365,31 @@ def refuse_if_limited(decision: RateLimitResult) -> None:
 
 
 def create_app(
-    open_store: Callable[[], Docstore] | None = None, service: ServiceSettings | None = None
+    open_store: Callable[[], Awaitable[AsyncDocstore]] | None = None,
+    service: ServiceSettings | None = None,
 ) -> FastAPI:
-    """The application; `open_store` makes the Docstore it serves (default: from Settings)."""
+    """The application; `open_store` connects the AsyncDocstore it serves (default: Settings)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
-        store = open_store() if open_store else Docstore.connect(Settings())
+        store = await (open_store() if open_store else AsyncDocstore.connect(Settings()))
         app.state.store = store
         app.state.limiters = Limiters.build(store, service or ServiceSettings())
         try:
             yield
         finally:
-            store.close()
+            await store.close()
 
     app = FastAPI(title="docstore example service", lifespan=lifespan)
 
-    def get_store(request: Request) -> Docstore:
+    def get_store(request: Request) -> AsyncDocstore:
         """The store, handed out like the old design's `get_db`."""
-        store: Docstore = request.app.state.store
+        store: AsyncDocstore = request.app.state.store
         return store
 
-    StoreDep = Annotated[Docstore, Depends(get_store)]
+    StoreDep = Annotated[AsyncDocstore, Depends(get_store)]
 
-    def current_user(
+    async def current_user(
         request: Request,
         store: StoreDep,
         x_api_key: Annotated[str | None, Header()] = None,
@@ -395,12 +398,12 @@ def create_app(
         limiters: Limiters = request.app.state.limiters
         address = client_address(request)
         # An address that keeps failing is refused before its keys cost a database lookup.
-        refuse_if_limited(limiters.ip.peek(address))
-        user = store.users.authenticate(x_api_key) if x_api_key else None
+        refuse_if_limited(await limiters.ip.peek(address))
+        user = await store.users.authenticate(x_api_key) if x_api_key else None
         if user is None:
-            refuse_if_limited(limiters.ip.hit(address))
+            refuse_if_limited(await limiters.ip.hit(address))
             raise HTTPException(401, "missing or invalid X-API-Key")
-        decision = limiters.api.hit(f"user-{user.id}")
+        decision = await limiters.api.hit(f"user-{user.id}")
         request.state.rate_limit_headers = decision.headers()
         refuse_if_limited(decision)
         return user
@@ -442,8 +445,10 @@ def create_app(
         detail = "a server the service depends on is unavailable; try again later"
         return JSONResponse(ErrorOut(detail=detail).model_dump(), status_code=503)
 
-    def owned_document(store: Docstore, user: UserResponse, document_id: int) -> DocumentResponse:
-        document = store.documents.get(document_id)
+    async def owned_document(
+        store: AsyncDocstore, user: UserResponse, document_id: int
+    ) -> DocumentResponse:
+        document = await store.documents.get(document_id)
         if document.user_id != user.id:  # same answer as a missing one: no probing
             raise NotFound(f"document {document_id} does not exist")
         return document
@@ -459,18 +464,22 @@ def create_app(
             **UNAVAILABLE,
         },
     )
-    def create_user(body: UserCreate, request: Request, store: StoreDep) -> CreatedUserOut:
+    async def create_user(body: UserCreate, request: Request, store: StoreDep) -> CreatedUserOut:
         """Create a user and its API key (open here; see the module docstring for deployments)."""
-        refuse_if_limited(request.app.state.limiters.signup.hit(client_address(request)))
+        limiters: Limiters = request.app.state.limiters
+        refuse_if_limited(await limiters.signup.hit(client_address(request)))
         try:
-            created = store.users.create(body)
+            created = await store.users.create(body)
         except Conflict as exc:
             raise HTTPException(409, "a user with this email exists") from exc
         return CreatedUserOut(user=UserOut.model_validate(created.user), api_key=created.api_key)
 
-    def submit(store: Docstore, user: UserResponse, upload: UploadFile) -> DocumentResponse:
+    async def submit(
+        store: AsyncDocstore, user: UserResponse, upload: UploadFile
+    ) -> DocumentResponse:
         try:
-            return store.submit_document(user, upload.filename or "upload", upload.file)
+            # The store reads the spooled file on a thread: the loop is not blocked.
+            return await store.submit_document(user, upload.filename or "upload", upload.file)
         except InvalidInput as exc:
             if exc.field == "data":  # the file ran past MAX_UPLOAD_BYTES
                 raise HTTPException(413, exc.message) from exc
@@ -492,44 +501,46 @@ def create_app(
             limit = store.settings.max_upload_bytes
             if upload.size is not None and upload.size > limit:
                 raise HTTPException(413, too_large(limit))
-            document = await run_in_threadpool(submit, store, user, upload)
+            document = await submit(store, user, upload)
         finally:
             await form.close()
         return DocumentOut.model_validate(document)
 
     @app.get("/documents", responses=PROTECTED)
-    def list_documents(
+    async def list_documents(
         user: UserDep,
         store: StoreDep,
         status: DocumentStatus | None = None,
         cursor: str | None = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
     ) -> DocumentPageOut:
-        page = store.documents.list_for_user(user.id, status=status, limit=limit, cursor=cursor)
+        page = await store.documents.list_for_user(
+            user.id, status=status, limit=limit, cursor=cursor
+        )
         return DocumentPageOut.model_validate(page)
 
     @app.get("/documents/search", responses=PROTECTED)
-    def search_documents(
+    async def search_documents(
         user: UserDep,
         store: StoreDep,
         q: Annotated[str, Query(min_length=1, max_length=1000)],
         cursor: str | None = None,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
     ) -> SearchPageOut:
-        hits = store.documents.search(user.id, q, limit=limit, cursor=cursor)
+        hits = await store.documents.search(user.id, q, limit=limit, cursor=cursor)
         return SearchPageOut.model_validate(hits)
 
     @app.get("/documents/{document_id}", responses={**PROTECTED, **NOT_FOUND})
-    def get_document(document_id: int, user: UserDep, store: StoreDep) -> DocumentOut:
-        cached = store.cache.get_document_result(document_id, DocumentResponse)
+    async def get_document(document_id: int, user: UserDep, store: StoreDep) -> DocumentOut:
+        cached = await store.cache.get_document_result(document_id, DocumentResponse)
         if cached is not None and cached.user_id == user.id:
             return DocumentOut.model_validate(cached)
-        return DocumentOut.model_validate(owned_document(store, user, document_id))
+        return DocumentOut.model_validate(await owned_document(store, user, document_id))
 
     @app.get("/documents/{document_id}/progress", responses={**PROTECTED, **NOT_FOUND})
-    def get_progress(document_id: int, user: UserDep, store: StoreDep) -> ProgressOut:
-        document = owned_document(store, user, document_id)
-        progress: Progress | None = store.progress.get(document_id)
+    async def get_progress(document_id: int, user: UserDep, store: StoreDep) -> ProgressOut:
+        document = await owned_document(store, user, document_id)
+        progress: Progress | None = await store.progress.get(document_id)
         done = document.status in ("COMPLETED", "FAILED")
         return ProgressOut(
             document_id=document_id,

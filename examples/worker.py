@@ -1,80 +1,172 @@
 """A document worker: takes queued documents, extracts their text, records the result.
 
-Run:  python examples/worker.py [--worker-id NAME]     (settings from the environment)
+Run:  python examples/worker.py [--worker-id NAME] [--concurrency N]
+      (settings from the environment, WORKER_CONCURRENCY too)
 
-PDFs are read with pypdf, plain text as is; progress is reported per page. SIGTERM or Ctrl-C
-stops it gracefully: the current document is finished first, then the worker exits. Whenever
-the queue is empty, `process_next` itself claims from PostgreSQL what has no message (lost
-messages, migrated work, expired leases), so work migrated just before the start is taken at
-once. Every `--requeue-every` seconds it also calls `requeue_stuck`, which re-enqueues such
-documents for busy workers too.
+One process works on `--concurrency` documents at once (env WORKER_CONCURRENCY, default 4): that
+many asyncio tasks on one `AsyncDocstore`, task i calling `process_next` as worker ``NAME-i``.
+Extraction runs on threads, so the tasks overlap their S3, PostgreSQL and extraction time. PDFs
+are read with pypdf, plain text as is; progress is reported per page (`--extractor` plugs in
+another extractor, e.g. OCR).
+
+SIGTERM or Ctrl-C stops it gracefully: no new document is taken, the ones in hand are finished,
+then the worker exits 0. Whenever the queue is empty, `process_next` itself claims from PostgreSQL
+what has no message (lost messages, migrated work, expired leases), so work migrated just before
+the start is taken at once. Every `--requeue-every` seconds it also calls `requeue_stuck`, which
+re-enqueues such documents for busy workers too.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import importlib
 import logging
 import os
 import signal
 import socket
-import threading
-import time
-from types import FrameType
 
-from docstore import Docstore, ServiceUnavailable, Settings
-from docstore.intake.extractors import extract_text
+from docstore import AsyncDocstore, Extractor, ServiceUnavailable, Settings
 
 logger = logging.getLogger("worker")
 
+DEFAULT_EXTRACTOR = "docstore.intake.extractors:extract_text"
+RETRY_AFTER_OUTAGE = 1.0
 
-def run_worker(
-    store: Docstore,
+
+async def sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
+    """Wait `seconds`, or less if `stop` is set meanwhile."""
+    with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def process_documents(
+    store: AsyncDocstore,
     worker_id: str,
-    stop: threading.Event,
-    *,
-    requeue_every: float = 30.0,
-    idle_block_ms: int = 1000,
+    extract: Extractor,
+    stop: asyncio.Event,
+    idle_block_ms: int,
 ) -> int:
-    """Process documents until `stop` is set; returns how many were handled."""
+    """One task's loop: a document at a time until `stop` is set; returns how many it handled."""
     handled = 0
-    next_requeue = time.monotonic()
     while not stop.is_set():
         try:
-            if time.monotonic() >= next_requeue:
-                report = store.requeue_stuck()
-                if report.requeued:
-                    logger.info("requeued %d stuck document(s)", report.requeued)
-                next_requeue = time.monotonic() + requeue_every
-            outcome = store.process_next(worker_id, extract_text, block_ms=idle_block_ms)
+            outcome = await store.process_next(worker_id, extract, block_ms=idle_block_ms)
         except ServiceUnavailable as exc:
-            logger.warning("%s; retrying in 1 s", exc.message)
-            stop.wait(1)
+            logger.warning("%s: %s; retrying in %.0f s", worker_id, exc.message, RETRY_AFTER_OUTAGE)
+            await sleep_unless_stopped(stop, RETRY_AFTER_OUTAGE)
             continue
         if outcome is not None:
             handled += 1
-            logger.info("document %s: %s %s", outcome.document_id, outcome.action, outcome.detail)
+            logger.info(
+                "%s: document %s %s %s",
+                worker_id,
+                outcome.document_id,
+                outcome.action,
+                outcome.detail,
+            )
     return handled
 
 
-def main() -> int:
+async def requeue_periodically(store: AsyncDocstore, stop: asyncio.Event, every: float) -> None:
+    """Call `requeue_stuck` now and every `every` seconds until `stop` is set."""
+    while not stop.is_set():
+        try:
+            report = await store.requeue_stuck()
+        except ServiceUnavailable as exc:
+            logger.warning("requeue_stuck: %s", exc.message)
+        else:
+            if report.requeued:
+                logger.info("requeued %d stuck document(s)", report.requeued)
+        await sleep_unless_stopped(stop, every)
+
+
+async def run_worker(
+    store: AsyncDocstore,
+    worker_id: str,
+    stop: asyncio.Event,
+    *,
+    concurrency: int = 4,
+    extract: Extractor | None = None,
+    requeue_every: float = 30.0,
+    idle_block_ms: int = 1000,
+) -> int:
+    """Run `concurrency` document tasks until `stop` is set and each has finished its document;
+    returns how many documents were handled."""
+    if extract is None:
+        extract = load_extractor(DEFAULT_EXTRACTOR)
+    requeuer = asyncio.create_task(requeue_periodically(store, stop, requeue_every))
+    tasks = [
+        asyncio.create_task(
+            process_documents(store, f"{worker_id}-{i}", extract, stop, idle_block_ms)
+        )
+        for i in range(concurrency)
+    ]
+    try:
+        counts = await asyncio.gather(*tasks)
+    finally:
+        # A task that failed stops the others too, each after the document in its hands.
+        stop.set()
+        await asyncio.wait([requeuer, *tasks])
+    return sum(counts)
+
+
+def load_extractor(path: str) -> Extractor:
+    """The extractor named ``module:function``."""
+    module_name, _, function_name = path.partition(":")
+    extractor: Extractor = getattr(importlib.import_module(module_name), function_name)
+    return extractor
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--worker-id", default=f"{socket.gethostname()}-{os.getpid()}")
+    parser.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=os.environ.get("WORKER_CONCURRENCY", "4"),  # a string: parsed like the option
+        help="documents processed at once (env WORKER_CONCURRENCY, default 4)",
+    )
     parser.add_argument("--requeue-every", type=float, default=30.0)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    parser.add_argument("--extractor", default=DEFAULT_EXTRACTOR, help="module:function")
+    return parser.parse_args()
 
-    stop = threading.Event()
 
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        logger.info("signal %s: finishing the current document, then stopping", signum)
+async def serve(args: argparse.Namespace) -> None:
+    stop = asyncio.Event()
+
+    def request_stop(signum: signal.Signals) -> None:
+        logger.info("%s: finishing the documents in hand, then stopping", signum.name)
         stop.set()
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    with Docstore.connect(Settings()) as store:
-        logger.info("worker %s started", args.worker_id)
-        handled = run_worker(store, args.worker_id, stop, requeue_every=args.requeue_every)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, request_stop, signum)
+    async with await AsyncDocstore.connect(Settings()) as store:
+        logger.info("worker %s started, %d at once", args.worker_id, args.concurrency)
+        handled = await run_worker(
+            store,
+            args.worker_id,
+            stop,
+            concurrency=args.concurrency,
+            extract=load_extractor(args.extractor),
+            requeue_every=args.requeue_every,
+        )
     logger.info("worker %s stopped after %d document(s)", args.worker_id, handled)
+
+
+def main() -> int:
+    args = parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(serve(args))
     return 0
 
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from docstore import Docstore, DocumentCreate, Settings
+from docstore import AsyncDocstore, DocumentCreate, Settings
 from docstore.intake.blobs import S3BlobStore
 from docstore.intake.extractors import extract_text
 from docstore.quickstart import make_pdf
@@ -43,7 +43,7 @@ class Service:
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
-        self.store: Docstore = app.state.store
+        self.store: AsyncDocstore = app.state.store
 
     def client(self, address: str = "198.51.100.7") -> httpx.AsyncClient:
         transport = httpx.ASGITransport(app=self.app, client=(address, 40000))
@@ -75,7 +75,7 @@ async def running_service(settings: Settings, blobs: S3BlobStore) -> AsyncIterat
             "debug_sql": True,
         }
     )
-    app = create_app(lambda: Docstore.connect(settings, blobs=blobs))
+    app = create_app(lambda: AsyncDocstore.connect(settings, blobs=blobs))
     async with app.router.lifespan_context(app):
         yield Service(app)
 
@@ -231,7 +231,7 @@ async def test_signups_from_one_address_are_limited(service: Service) -> None:
     assert refused.status_code == 429, refused.text
     assert int(refused.headers["Retry-After"]) >= 1
     assert refused.headers["RateLimit-Policy"] == f'"signup";q={SIGNUP_LIMIT};w=3600'
-    assert service.store.users.get_by_email("one-more@example.com") is None
+    assert await service.store.users.get_by_email("one-more@example.com") is None
     async with service.client("203.0.113.11") as http:
         elsewhere = await http.post("/users", json={"email": "one-more@example.com"})
     assert elsewhere.status_code == 201, elsewhere.text
@@ -294,10 +294,10 @@ async def test_no_response_shows_blob_keys_worker_ids_or_legacy_task_ids(
         )
         assert upload.status_code == 201, upload.text
         document_id = upload.json()["id"]
-        while service.store.process_next("host-7.internal:4242", extract_text, block_ms=0):
+        while await service.store.process_next("host-7.internal:4242", extract_text, block_ms=0):
             pass
-        stored = service.store.documents.get(document_id)
-        migrated = service.store.documents.create(
+        stored = await service.store.documents.get(document_id)
+        migrated = await service.store.documents.create(
             DocumentCreate(
                 user_id=stored.user_id,
                 filename="old.pdf",
@@ -352,12 +352,12 @@ async def test_an_outage_is_503_without_naming_the_server(
 ) -> None:
     store = one_connection_service.store
     address = store.settings.database_address
-    held = store.pool.getconn()  # the pool's only connection: the next request waits in vain
+    held = await store.pool.getconn()  # the pool's only connection: the next request waits in vain
     try:
         async with one_connection_service.client() as http:
             response = await http.post("/users", json={"email": "patient@example.com"})
     finally:
-        store.pool.putconn(held)
+        await store.pool.putconn(held)
     assert response.status_code == 503, response.text
     assert address not in response.text and "PostgreSQL" not in response.text
     assert set(response.json()) == {"detail"}

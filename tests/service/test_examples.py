@@ -1,5 +1,6 @@
 """The example service and worker, driven through HTTP and signals against the real servers."""
 
+import asyncio
 import http.client
 import json
 import os
@@ -10,12 +11,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
 import uvicorn
 
-from docstore import Docstore, Settings, UserCreate
+from docstore import AsyncDocstore, Docstore, Settings, UserCreate
 from docstore.intake.blobs import S3BlobStore
 from docstore.intake.extractors import extract_text
 from docstore.quickstart import make_pdf
@@ -25,9 +27,18 @@ from examples.fastapi_service import create_app
 from examples.worker import run_worker
 
 ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+GATED_EXTRACTOR = "gated_extractor:gated_extract"  # tests/service/gated_extractor.py
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
 
 
 class Api:
+    """A client of the running service, and a store of its own on the same servers."""
+
     def __init__(self, base_url: str, store: Docstore) -> None:
         self.http = httpx.Client(base_url=base_url, timeout=10)
         self.store = store
@@ -48,7 +59,7 @@ def api(docstore_settings: Settings, docstore_blob_store: S3BlobStore) -> Iterat
     settings = docstore_settings.model_copy(
         update={"rate_limit": 30, "rate_limit_period": 60.0, "max_upload_bytes": 100_000}
     )
-    app = create_app(lambda: Docstore.connect(settings, blobs=docstore_blob_store))
+    app = create_app(lambda: AsyncDocstore.connect(settings, blobs=docstore_blob_store))
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
@@ -59,9 +70,10 @@ def api(docstore_settings: Settings, docstore_blob_store: S3BlobStore) -> Iterat
     while not server.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.02)
-    client = Api(f"http://127.0.0.1:{port}", app.state.store)
-    yield client
-    client.http.close()
+    with Docstore.connect(settings, blobs=docstore_blob_store) as store:
+        client = Api(f"http://127.0.0.1:{port}", store)
+        yield client
+        client.http.close()
     server.should_exit = True
     thread.join(10)
 
@@ -165,6 +177,45 @@ def test_rate_limit_answers_429_with_the_limiters_headers(api: Api) -> None:
     assert refused.headers["RateLimit"].startswith('"api";r=0;')
 
 
+def worker_env(
+    settings: Settings, blobs: S3BlobStore, s3_endpoint: str, **extra: str
+) -> dict[str, str]:
+    """The environment a deployed worker would get, pointing at this test's servers."""
+    return {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "BLOB_BACKEND": "s3",
+        "S3_BUCKET": blobs.bucket,
+        "S3_ENDPOINT_URL": s3_endpoint,
+        "S3_REGION": "us-east-1",
+        "S3_ACCESS_KEY": S3_TEST_ACCESS_KEY,
+        "S3_SECRET_KEY": S3_TEST_SECRET_KEY,
+        "POOL_MIN_SIZE": "1",
+        **extra,
+    }
+
+
+def start_worker(env: dict[str, str], *args: str) -> "subprocess.Popen[str]":
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "examples" / "worker.py"), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def read_until(stream: IO[str], text: str) -> str:
+    """The lines `stream` gives until one contains `text` (all of it if the stream ends)."""
+    lines = []
+    for line in stream:
+        lines.append(line)
+        if text in line:
+            break
+    return "".join(lines)
+
+
 def test_worker_process_finishes_and_stops_on_sigterm(
     docstore_settings: Settings, docstore_blob_store: S3BlobStore, docstore_s3_endpoint: str
 ) -> None:
@@ -174,25 +225,8 @@ def test_worker_process_finishes_and_stops_on_sigterm(
             store.submit_document(user, f"page{i}.pdf", make_pdf([f"Document {i}"])).id
             for i in range(3)
         ]
-        env = {
-            **os.environ,
-            "DATABASE_URL": docstore_settings.database_url,
-            "REDIS_URL": docstore_settings.redis_url,
-            "BLOB_BACKEND": "s3",
-            "S3_BUCKET": docstore_blob_store.bucket,
-            "S3_ENDPOINT_URL": docstore_s3_endpoint,
-            "S3_REGION": "us-east-1",
-            "S3_ACCESS_KEY": S3_TEST_ACCESS_KEY,
-            "S3_SECRET_KEY": S3_TEST_SECRET_KEY,
-            "POOL_MIN_SIZE": "1",
-        }
-        worker = subprocess.Popen(
-            [sys.executable, str(ROOT / "examples" / "worker.py"), "--worker-id", "w-sub"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        env = worker_env(docstore_settings, docstore_blob_store, docstore_s3_endpoint)
+        worker = start_worker(env, "--worker-id", "w-sub")
         try:
             deadline = time.monotonic() + 60
             while {store.documents.get(i).status for i in ids} != {"COMPLETED"}:
@@ -209,7 +243,60 @@ def test_worker_process_finishes_and_stops_on_sigterm(
         assert {store.documents.get(i).page_count for i in ids} == {1}
 
 
-def test_run_worker_stops_when_asked(docstore_store: Docstore) -> None:
-    stop = threading.Event()
+def test_a_worker_with_concurrency_3_holds_three_documents_and_finishes_them_on_sigterm(
+    docstore_settings: Settings,
+    docstore_blob_store: S3BlobStore,
+    docstore_s3_endpoint: str,
+    tmp_path: Path,
+) -> None:
+    with Docstore.connect(docstore_settings, blobs=docstore_blob_store) as store:
+        user = store.users.create(UserCreate(email="many@example.com")).user
+        documents = [
+            store.submit_document(user, f"doc{i}.txt", f"words of document {i}".encode())
+            for i in range(7)
+        ]
+        env = worker_env(
+            docstore_settings,
+            docstore_blob_store,
+            docstore_s3_endpoint,
+            GATE_DIR=str(tmp_path),
+            PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+        )
+        worker = start_worker(
+            env, "--worker-id", "w", "--concurrency", "3", "--extractor", GATED_EXTRACTOR
+        )
+        assert worker.stdout is not None
+        try:
+            deadline = time.monotonic() + 60
+            while len(list(tmp_path.glob("started-*"))) < 3:
+                assert worker.poll() is None, worker.stdout.read()
+                assert time.monotonic() < deadline, "the worker did not take three documents"
+                time.sleep(0.05)
+            # Three documents in hand at once, each held by the gate.
+            statuses = [store.documents.get(d.id).status for d in documents]
+            assert statuses.count("PROCESSING") == 3
+            worker.send_signal(signal.SIGTERM)
+            output = read_until(worker.stdout, "finishing the documents in hand")
+            (tmp_path / "open").touch()  # only now may the three finish
+            rest, _ = worker.communicate(timeout=30)
+            output += rest
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+        assert worker.returncode == 0, output
+        final = {d.filename: store.documents.get(d.id).status for d in documents}
+        started = sorted(p.name.removeprefix("started-") for p in tmp_path.glob("started-*"))
+        assert "PROCESSING" not in final.values()
+        assert sorted(name for name, status in final.items() if status == "COMPLETED") == started
+        assert list(final.values()).count("PENDING") == 4  # none taken after the signal
+        assert "stopped after 3 document(s)" in output
+        for task in range(3):  # one document each, by worker ids w-0, w-1, w-2
+            assert output.count(f"w-{task}: document") == 1, output
+
+
+@pytest.mark.anyio
+async def test_run_worker_stops_when_asked(docstore_settings: Settings) -> None:
+    stop = asyncio.Event()
     stop.set()
-    assert run_worker(docstore_store, "idle", stop) == 0
+    async with await AsyncDocstore.connect(docstore_settings) as store:
+        assert await run_worker(store, "idle", stop, concurrency=3) == 0
