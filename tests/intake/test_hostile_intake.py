@@ -32,6 +32,7 @@ from hostile import (
 )
 from hypothesis import example, given
 from hypothesis import strategies as st
+from sides import Side, side_fixture  # noqa: F401 (fixtures)
 
 from docstore import Docstore, Settings
 from docstore.errors import InvalidInput, NotFound
@@ -44,8 +45,8 @@ DOCSTORE_KEY = re.compile(r"uploads/[0-9]+/[0-9]{4}/[0-9]{2}/[0-9a-f]{32}/[A-Za-
 
 
 @pytest.fixture
-def store(docstore_settings: Settings, tmp_path: Path) -> Iterator[Docstore]:
-    with Docstore.connect(docstore_settings, blobs=LocalBlobStore(tmp_path / "blobs")) as store:
+def store(side: Side, docstore_settings: Settings, tmp_path: Path) -> Iterator[Docstore]:
+    with side.connect(docstore_settings, blobs=LocalBlobStore(tmp_path / "blobs")) as store:
         yield store
 
 

@@ -37,6 +37,7 @@ from hostile import (
 )
 from hypothesis import example, given
 from hypothesis import strategies as st
+from sides import side_fixture, side_store_fixture  # noqa: F401 (fixtures)
 
 from docstore import Docstore
 from docstore.errors import Conflict, InvalidInput, InvalidTransition, NotFound
@@ -85,8 +86,8 @@ emails = st.one_of(
 )
 
 
-def test_user_emails_are_stored_exactly_or_refused(docstore_store: Docstore) -> None:
-    store = docstore_store
+def test_user_emails_are_stored_exactly_or_refused(side_store: Docstore) -> None:
+    store = side_store
     seed(store)
     tally: Counter[str] = Counter()
 
@@ -182,8 +183,8 @@ hostile_cursors = st.one_of(
 )
 
 
-def test_keys_cursors_ids_and_limits_never_reach_the_driver_raw(docstore_store: Docstore) -> None:
-    store = docstore_store
+def test_keys_cursors_ids_and_limits_never_reach_the_driver_raw(side_store: Docstore) -> None:
+    store = side_store
     world = seed(store)
     existing_users = {world.owner.id, world.bystander.id}
     existing_documents = set(world.bystander_documents)
@@ -275,8 +276,8 @@ def document_fields(draw: st.DrawFn, user_id: int) -> dict[str, Any]:
     return fields
 
 
-def test_documents_are_stored_exactly_or_refused(docstore_store: Docstore) -> None:
-    store = docstore_store
+def test_documents_are_stored_exactly_or_refused(side_store: Docstore) -> None:
+    store = side_store
     world = seed(store)
     tally: Counter[str] = Counter()
     owner = world.owner.id
@@ -338,8 +339,8 @@ def test_documents_are_stored_exactly_or_refused(docstore_store: Docstore) -> No
     assert tally["stored"] >= 5 and tally["refused"] >= 5, tally
 
 
-def test_create_many_stores_every_item_exactly_or_nothing(docstore_store: Docstore) -> None:
-    store = docstore_store
+def test_create_many_stores_every_item_exactly_or_nothing(side_store: Docstore) -> None:
+    store = side_store
     world = seed(store)
     owner = world.owner.id
     tally: Counter[str] = Counter()
@@ -383,9 +384,9 @@ statuses = st.one_of(
 
 
 def test_listing_and_search_take_hostile_statuses_queries_cursors_and_limits(
-    docstore_store: Docstore,
+    side_store: Docstore,
 ) -> None:
-    store = docstore_store
+    store = side_store
     world = seed(store)
     owner = world.owner.id
     # The owner's own documents, some completed with hostile text worth searching.
@@ -437,8 +438,8 @@ def test_listing_and_search_take_hostile_statuses_queries_cursors_and_limits(
     assert tally["listed"] >= 5 and tally["searched"] >= 5 and tally["hits"] >= 1, tally
 
 
-def test_models_built_without_validation_still_get_a_typed_error(docstore_store: Docstore) -> None:
-    store = docstore_store
+def test_models_built_without_validation_still_get_a_typed_error(side_store: Docstore) -> None:
+    store = side_store
     world = seed(store)
     before = snapshot(store)
     unchecked = DocumentCreate.model_construct(
@@ -463,9 +464,9 @@ optional_numbers = mostly(
 
 
 def test_lifecycle_stores_worker_ids_results_and_errors_exactly_or_refuses(
-    docstore_store: Docstore,
+    side_store: Docstore,
 ) -> None:
-    store = docstore_store
+    store = side_store
     world = seed(store)
     owner = world.owner.id
     tally: Counter[str] = Counter()

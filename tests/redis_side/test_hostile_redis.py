@@ -25,6 +25,7 @@ from hostile import (
 )
 from hypothesis import example, given
 from hypothesis import strategies as st
+from sides import Side, side_fixture, side_store_fixture  # noqa: F401 (fixtures)
 
 from docstore import Docstore
 from docstore.ephemeral.queue import TaskQueue
@@ -42,12 +43,12 @@ def keyspace(store: Docstore) -> dict[bytes, bytes]:
     return {key: client.dump(key) for key in client.scan_iter(count=1000)}  # type: ignore[misc]
 
 
-def seed(store: Docstore) -> None:
+def seed(store: Docstore, side: Side) -> None:
     """Something of every kind that must survive whatever a test sends."""
     store.cache.set("bystander", {"keep": ["me", 1, 2.5, None]}, ttl=3600)
     store.limiter.hit("bystander", cost=3)
     store.progress.set(BYSTANDER_DOCUMENT, 40, "ocr")
-    TaskQueue(store.redis, stream="bystander").enqueue(BYSTANDER_DOCUMENT)
+    side.make(TaskQueue, store.redis, stream="bystander").enqueue(BYSTANDER_DOCUMENT)
 
 
 def same(left: Any, right: Any) -> bool:
@@ -90,9 +91,11 @@ json_values = st.recursive(
 redis_names = st.one_of(hostile_text, st.sampled_from(["}", "{", "}{", "*", "{documents}"]))
 
 
-def test_cache_round_trips_hostile_keys_and_values_or_refuses(docstore_store: Docstore) -> None:
-    store = docstore_store
-    seed(store)
+def test_cache_round_trips_hostile_keys_and_values_or_refuses(
+    side: Side, side_store: Docstore
+) -> None:
+    store = side_store
+    seed(store, side)
     cache = store.cache
     tally: Counter[str] = Counter()
 
@@ -137,10 +140,10 @@ def test_cache_round_trips_hostile_keys_and_values_or_refuses(docstore_store: Do
     assert tally["stored"] >= 5 and tally["refused"] >= 5, tally
 
 
-def test_rate_limiter_takes_hostile_keys_and_costs(docstore_store: Docstore) -> None:
-    store = docstore_store
-    seed(store)
-    limiter = RateLimiter(store.redis, limit=10, period=60, policy="hostile")
+def test_rate_limiter_takes_hostile_keys_and_costs(side: Side, side_store: Docstore) -> None:
+    store = side_store
+    seed(store, side)
+    limiter = side.make(RateLimiter, store.redis, limit=10, period=60, policy="hostile")
     # Its stored GCRA state, not `peek`: the remaining count refills while the test runs (one unit
     # every 0.6 s), so under load it flaked (99 == 97).
     bystander_key = rate_limit_key(store.limiter.policy, "bystander")
@@ -180,12 +183,13 @@ def test_rate_limiter_takes_hostile_keys_and_costs(docstore_store: Docstore) -> 
 
 
 def test_queue_takes_hostile_worker_ids_counts_block_times_and_message_ids(
-    docstore_store: Docstore,
+    side: Side,
+    side_store: Docstore,
 ) -> None:
-    store = docstore_store
-    seed(store)
+    store = side_store
+    seed(store, side)
     queue = store.queue
-    bystander = TaskQueue(store.redis, stream="bystander")
+    bystander = side.make(TaskQueue, store.redis, stream="bystander")
     stats = queue.stats()
     tally: Counter[str] = Counter()
 
@@ -258,9 +262,11 @@ def test_queue_takes_hostile_worker_ids_counts_block_times_and_message_ids(
     assert tally["consumed"] >= 5 and tally["consume refused"] >= 3, tally
 
 
-def test_progress_stores_hostile_stages_exactly_or_refuses(docstore_store: Docstore) -> None:
-    store = docstore_store
-    seed(store)
+def test_progress_stores_hostile_stages_exactly_or_refuses(
+    side: Side, side_store: Docstore
+) -> None:
+    store = side_store
+    seed(store, side)
     progress = store.progress
     tally: Counter[str] = Counter()
 
