@@ -20,6 +20,7 @@ import psycopg
 import pytest
 from psycopg import sql
 from pydantic import ValidationError
+from sides import Side, side_fixture, side_store_fixture  # noqa: F401 (fixtures)
 
 from docstore import Docstore, Settings
 from docstore.errors import DocstoreError, ServiceUnavailable
@@ -120,8 +121,8 @@ def _exercise_keys(store: Docstore) -> tuple[list[str], list[str]]:
     return issued, list(live.values())
 
 
-def test_no_api_key_is_stored_anywhere_only_its_sha256(docstore_store: Docstore) -> None:
-    store = docstore_store
+def test_no_api_key_is_stored_anywhere_only_its_sha256(side_store: Docstore) -> None:
+    store = side_store
     issued, live = _exercise_keys(store)
     database = _database_text(store)
     everywhere = database + _redis_text(store)
@@ -135,9 +136,9 @@ def test_no_api_key_is_stored_anywhere_only_its_sha256(docstore_store: Docstore)
 
 
 @pytest.fixture
-def sql_logging_store(docstore_settings: Settings) -> Iterator[Docstore]:
+def sql_logging_store(side: Side, docstore_settings: Settings) -> Iterator[Docstore]:
     settings = docstore_settings.model_copy(update={"debug_sql": True})
-    with Docstore.connect(settings) as store:
+    with side.connect(settings) as store:
         yield store
 
 
@@ -164,15 +165,15 @@ def test_no_api_key_is_ever_logged(
         assert_no_secret(logged, [key, key[len("dsk_") : len("dsk_") + 40]], "the log")
 
 
-def test_a_key_is_shown_once_and_never_by_repr(docstore_store: Docstore) -> None:
-    created = docstore_store.users.create(UserCreate(email="ann@example.com"))
+def test_a_key_is_shown_once_and_never_by_repr(side_store: Docstore) -> None:
+    created = side_store.users.create(UserCreate(email="ann@example.com"))
     for text in (repr(created), str(created), repr(created.user), f"{created!r}"):
         assert created.api_key not in text
     assert created.model_dump()["api_key"] == created.api_key  # the one deliberate way out
 
 
-def test_keys_of_one_user_never_authenticate_another(docstore_store: Docstore) -> None:
-    users = docstore_store.users
+def test_keys_of_one_user_never_authenticate_another(side_store: Docstore) -> None:
+    users = side_store.users
     created = [users.create(UserCreate(email=f"k{i}@example.com")) for i in range(6)]
     keys = {c.user.id: c.api_key for c in created}
     dead: list[str] = []
@@ -268,12 +269,15 @@ def test_invalid_settings_never_echo_a_password(clean_env: dict[str, str]) -> No
 
 
 def test_connection_errors_never_show_a_password(
-    clean_env: dict[str, str], docstore_postgres_url: str, caplog: pytest.LogCaptureFixture
+    side: Side,
+    clean_env: dict[str, str],
+    docstore_postgres_url: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     # PostgreSQL refuses the connection.
     with pytest.raises(ServiceUnavailable) as refused:
-        Docstore.connect(_unreachable_settings())
+        side.connect(_unreachable_settings())
     assert "127.0.0.1:" in refused.value.message
     assert_no_secret(full_text(refused.value), SECRETS, "a refused connection's error")
     # PostgreSQL answers, but the role does not exist (or the password is wrong).
@@ -283,10 +287,10 @@ def test_connection_errors_never_show_a_password(
         f"{server.get('port', 5432)}/postgres"
     )
     with pytest.raises(DocstoreError) as denied:
-        Docstore.connect(_unreachable_settings(DATABASE_URL=wrong_role))
+        side.connect(_unreachable_settings(DATABASE_URL=wrong_role))
     assert_no_secret(full_text(denied.value), SECRETS, "an authentication error")
     # Redis refuses: the queue raises, the cache fails open (and logs), health reports.
-    store = Docstore(_unreachable_settings(DATABASE_URL=docstore_postgres_url))
+    store = side.make(Docstore, _unreachable_settings(DATABASE_URL=docstore_postgres_url))
     try:
         with pytest.raises(ServiceUnavailable) as redis_down:
             store.queue.enqueue(1)
@@ -371,9 +375,9 @@ def _all_pages(fetch: Callable[[str | None], Any]) -> list[Any]:
 
 
 def test_a_user_sees_only_its_own_documents_through_every_method_taking_a_user_id(
-    docstore_store: Docstore,
+    side: Side, side_store: Docstore
 ) -> None:
-    store = docstore_store
+    store = side_store
     users = [store.users.create(UserCreate(email=f"{n}@example.com")).user for n in ("a", "b")]
     keys = {}
     owned: dict[int, dict[str, set[int]]] = {u.id: {} for u in users}
@@ -470,7 +474,7 @@ def test_a_user_sees_only_its_own_documents_through_every_method_taking_a_user_i
         "delete": check_delete,
     }
     # A new method taking a user_id must be added here to be checked.
-    repositories = (UserRepo, DocumentRepo, DocumentLifecycle)
+    repositories = tuple(side.twin(repo) for repo in (UserRepo, DocumentRepo, DocumentLifecycle))
     assert set().union(*(_user_id_methods(repo) for repo in repositories)) == set(checks)
     a, b = (u.id for u in users)
     for name, check in checks.items():
