@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 import pytest
+from sides import Side, side_fixture  # noqa: F401 (fixtures)
 
 from docstore import Docstore, DocumentCreate, ServiceUnavailable, Settings, UserCreate
 from docstore.errors import PoolExhausted
@@ -120,7 +121,7 @@ def server(local_postgres_factory: Callable[[], LocalPostgres]) -> LocalPostgres
 
 
 @pytest.fixture
-def store(server: LocalPostgres) -> Iterator[Docstore]:
+def store(side: Side, server: LocalPostgres) -> Iterator[Docstore]:
     settings = Settings.model_validate(
         {
             "DATABASE_URL": server.url,
@@ -130,7 +131,7 @@ def store(server: LocalPostgres) -> Iterator[Docstore]:
             "connect_timeout": 1,
         }
     )
-    with Docstore.connect(settings) as opened:
+    with side.connect(settings) as opened:
         yield opened
 
 
@@ -232,7 +233,7 @@ POOL_MAX = 3
 
 
 @pytest.fixture
-def small_pool_store(docstore_database_url: str) -> Iterator[Docstore]:
+def small_pool_store(side: Side, docstore_database_url: str) -> Iterator[Docstore]:
     settings = Settings.model_validate(
         {
             "DATABASE_URL": docstore_database_url,
@@ -241,7 +242,7 @@ def small_pool_store(docstore_database_url: str) -> Iterator[Docstore]:
             "pool_timeout": 3,
         }
     )
-    with Docstore.connect(settings) as opened:
+    with side.connect(settings) as opened:
         yield opened
 
 
