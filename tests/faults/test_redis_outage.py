@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 import redis
+from sides import Side, side_fixture  # noqa: F401 (fixtures)
 
 from docstore import RedisCore, ServiceUnavailable, Settings
 from docstore.ephemeral.cache import RedisCache
@@ -41,25 +42,30 @@ class RedisSide:
 
 
 @pytest.fixture
-def side(local_redis_factory: Callable[[], LocalRedis]) -> Iterator[RedisSide]:
+def redis_side(side: Side, local_redis_factory: Callable[[], LocalRedis]) -> Iterator[RedisSide]:
     server = local_redis_factory()
-    client = new_redis(Settings.model_validate({"REDIS_URL": server.url}))
+    client = side.make(new_redis, Settings.model_validate({"REDIS_URL": server.url}))
     # One core for all five, as the store wires them: one address, scripts registered once.
-    core = RedisCore(client)
+    core = side.make(RedisCore, client)
     yield RedisSide(
         server=server,
         client=client,
-        cache=RedisCache(core),
-        lenient=RateLimiter(core, limit=2, period=3600, policy="lenient"),
-        strict=RateLimiter(
-            core, limit=2, period=3600, policy="strict", failure_policy=FailurePolicy.DENY
+        cache=side.make(RedisCache, core),
+        lenient=side.make(RateLimiter, core, limit=2, period=3600, policy="lenient"),
+        strict=side.make(
+            RateLimiter,
+            core,
+            limit=2,
+            period=3600,
+            policy="strict",
+            failure_policy=FailurePolicy.DENY,
         ),
-        queue=TaskQueue(core),
-        progress=ProgressTracker(core),
+        queue=side.make(TaskQueue, core),
+        progress=side.make(ProgressTracker, core),
     )
     if server.process is not None and server.process.poll() is None:
         os.kill(server.process.pid, signal.SIGCONT)
-    client.close()
+    side.close_redis(client)
 
 
 def warm_up(side: RedisSide) -> None:
@@ -111,28 +117,28 @@ def assert_recovered(side: RedisSide) -> None:
 
 
 def test_stopped_redis_is_survived_and_recovered(
-    side: RedisSide, caplog: pytest.LogCaptureFixture
+    redis_side: RedisSide, caplog: pytest.LogCaptureFixture
 ) -> None:
-    warm_up(side)
+    warm_up(redis_side)
     sha = hashlib.sha1(lua_source("rate_limit").encode()).hexdigest()
-    side.server.stop()
-    assert_calm_outage(side, caplog)
+    redis_side.server.stop()
+    assert_calm_outage(redis_side, caplog)
 
-    side.server.start()  # same port, empty memory, no scripts
-    assert side.client.script_exists(sha) == [False]
-    assert_recovered(side)
-    assert side.client.script_exists(sha) == [True]
-    assert side.lenient.hit("u").decided_by is DecidedBy.REDIS
+    redis_side.server.start()  # same port, empty memory, no scripts
+    assert redis_side.client.script_exists(sha) == [False]
+    assert_recovered(redis_side)
+    assert redis_side.client.script_exists(sha) == [True]
+    assert redis_side.lenient.hit("u").decided_by is DecidedBy.REDIS
 
 
 def test_frozen_redis_is_survived_within_the_socket_timeout(
-    side: RedisSide, caplog: pytest.LogCaptureFixture
+    redis_side: RedisSide, caplog: pytest.LogCaptureFixture
 ) -> None:
-    warm_up(side)
-    assert side.server.process is not None
-    os.kill(side.server.process.pid, signal.SIGSTOP)  # accepts nothing, answers nothing
+    warm_up(redis_side)
+    assert redis_side.server.process is not None
+    os.kill(redis_side.server.process.pid, signal.SIGSTOP)  # accepts nothing, answers nothing
     try:
-        assert_calm_outage(side, caplog)
+        assert_calm_outage(redis_side, caplog)
     finally:
-        os.kill(side.server.process.pid, signal.SIGCONT)
-    assert_recovered(side)
+        os.kill(redis_side.server.process.pid, signal.SIGCONT)
+    assert_recovered(redis_side)
