@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sides import Side, side_fixture  # noqa: F401 (fixtures)
 
 from docstore import Docstore, DocumentCreate, Settings, UserCreate
 from docstore.intake.blobs import S3BlobStore
@@ -24,20 +25,33 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 DOOMED_LEASE_SECONDS = 2
 
-# A worker whose extractor reports progress, then blocks until the process is killed.
-DOOMED_WORKER = """
-import sys, threading
-from docstore import Docstore, Settings
+# A worker whose extractor reports progress, then blocks until the process is killed; it runs
+# the store of the side under test.
+DOOMED_EXTRACTOR = """
+import asyncio, sys, threading
+from docstore import AsyncDocstore, Docstore, Settings
 from docstore.intake.extractors import Extraction
 
 def extract(data, filename, report):
     report(40, "reading")
     threading.Event().wait()
     return Extraction(text="never", page_count=1)
-
+"""
+DOOMED_WORKER = {
+    "sync": DOOMED_EXTRACTOR
+    + """
 with Docstore.connect(Settings()) as store:
     store.process_next(sys.argv[1], extract, block_ms=30_000)
-"""
+""",
+    "async": DOOMED_EXTRACTOR
+    + """
+async def work():
+    async with await AsyncDocstore.connect(Settings()) as store:
+        await store.process_next(sys.argv[1], extract, block_ms=30_000)
+
+asyncio.run(work())
+""",
+}
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -49,15 +63,17 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
 
 
 @pytest.fixture
-def store(docstore_settings: Settings, docstore_blob_store: S3BlobStore) -> Iterator[Docstore]:
+def store(
+    side: Side, docstore_settings: Settings, docstore_blob_store: S3BlobStore
+) -> Iterator[Docstore]:
     # The surviving worker: a message left unacked by a dead worker comes back after 0.5 s.
     settings = docstore_settings.model_copy(update={"queue_reclaim_idle": 0.5})
-    with Docstore.connect(settings, blobs=docstore_blob_store) as opened:
+    with side.connect(settings, blobs=docstore_blob_store) as opened:
         yield opened
 
 
 def start_doomed_worker(
-    store: Docstore, worker_id: str, tmp_path: Path, s3_endpoint: str
+    side: Side, store: Docstore, worker_id: str, tmp_path: Path, s3_endpoint: str
 ) -> subprocess.Popen[bytes]:
     blobs = store.blobs
     assert isinstance(blobs, S3BlobStore)
@@ -76,7 +92,7 @@ def start_doomed_worker(
         "S3_SECRET_KEY": S3_TEST_SECRET_KEY,
     }
     script = tmp_path / "doomed_worker.py"
-    script.write_text(DOOMED_WORKER)
+    script.write_text(DOOMED_WORKER[side.name])
     with (tmp_path / f"{worker_id}.err").open("wb") as stderr:
         return subprocess.Popen(
             [sys.executable, str(script), worker_id],
@@ -89,7 +105,7 @@ def start_doomed_worker(
 
 
 def test_documents_of_a_killed_worker_are_processed_exactly_once_after_its_lease(
-    store: Docstore, docstore_s3_endpoint: str, tmp_path: Path
+    side: Side, store: Docstore, docstore_s3_endpoint: str, tmp_path: Path
 ) -> None:
     user = store.users.create(UserCreate(email="crash@example.com")).user
     retried = store.submit_document(user, "retried.txt", b"text of the retried document")
@@ -101,7 +117,8 @@ def test_documents_of_a_killed_worker_are_processed_exactly_once_after_its_lease
     store.queue.enqueue(last.id)
 
     doomed = [
-        start_doomed_worker(store, f"doomed-{i}", tmp_path, docstore_s3_endpoint) for i in (1, 2)
+        start_doomed_worker(side, store, f"doomed-{i}", tmp_path, docstore_s3_endpoint)
+        for i in (1, 2)
     ]
     try:
 
