@@ -42,6 +42,8 @@ class LoopThread:
     def run(self, awaitable: Awaitable[T]) -> T:
         if threading.current_thread() is self.thread:
             # A sync callback running on the loop cannot wait for the loop: it would hang.
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()
             raise RuntimeError("a blocking call made on the event loop's own thread")
 
         async def awaited() -> T:
@@ -256,4 +258,13 @@ def side_store_fixture(side: Side, docstore_settings: Settings) -> Iterator[Docs
         yield opened
 
 
-__all__ = ["SIDES", "Blocking", "Side", "side_fixture", "side_store_fixture", "twin"]
+__all__ = [
+    "SIDES",
+    "Blocking",
+    "Side",
+    "blocking",
+    "side_fixture",
+    "side_store_fixture",
+    "twin",
+    "unwrapped",
+]
