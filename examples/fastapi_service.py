@@ -37,8 +37,9 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.datastructures import FormData, Headers, MutableHeaders, UploadFile
@@ -428,6 +429,15 @@ def create_app(
             for error in exc.errors()
         ]
         return JSONResponse(ValidationErrorOut(detail=fields).model_dump(), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """FastAPI answers a body it cannot parse at all (JSON that is not UTF-8, say) with 400,
+        a status outside the contract: it is refused input like any other, so 422."""
+        if exc.status_code == 400:
+            field = FieldErrorOut(loc=["body"], msg="unreadable body", type="body_invalid")
+            return JSONResponse(ValidationErrorOut(detail=[field]).model_dump(), status_code=422)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(InvalidInput)
     async def invalid_input(request: Request, exc: InvalidInput) -> JSONResponse:
