@@ -339,19 +339,22 @@ Variants = Callable[[Clients], dict[str, Call]]
 VARIANTS = ["docstore", "raw psycopg", "SQLAlchemy ORM", "asyncpg", "raw, no check"]
 
 
-async def rate(call: Call, tasks: int, calls_per_task: int) -> float:
-    """Calls per second of `tasks` tasks each awaiting `call` `calls_per_task` times in turn."""
+async def rate(call: Call, tasks: int, calls_per_task: int) -> tuple[float, float]:
+    """Calls per second, and this process's CPU microseconds per call, of `tasks` tasks each
+    awaiting `call` `calls_per_task` times in turn."""
 
     async def one_task() -> None:
         for _ in range(calls_per_task):
             await call()
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     if tasks == 1:
         await one_task()
     else:
         await asyncio.gather(*(one_task() for _ in range(tasks)))
-    return tasks * calls_per_task / (time.perf_counter() - start)
+    calls = tasks * calls_per_task
+    cpu_us = (time.process_time() - cpu_start) * 1e6 / calls
+    return calls / (time.perf_counter() - start), cpu_us
 
 
 @dataclass
@@ -367,11 +370,23 @@ class Mode:
         return self.tasks * self.calls_per_task
 
 
+@dataclass
+class Result:
+    """One operation in one mode: each round's best calls/s per variant, and the lowest CPU
+    microseconds per call seen (of this process: the library's own cost, less sensitive than
+    a rate to other processes on the machine)."""
+
+    title: str
+    per_round: list[dict[str, float]]
+    cpu_us: dict[str, float]
+
+
 async def run_rounds(
     url: str, variants: Variants, mode: Mode, ops: int, rounds: int, pool_size: int
-) -> list[dict[str, float]]:
-    """Per round, the best slice of each variant (calls per second)."""
+) -> tuple[list[dict[str, float]], dict[str, float]]:
+    """Per round, the best slice of each variant (calls per second); the lowest CPU per call."""
     per_round: list[dict[str, float]] = []
+    cpu_us: dict[str, float] = {}
     for _ in range(rounds):
         clients = Clients(url, pool_size)
         await clients.open()
@@ -384,12 +399,13 @@ async def run_rounds(
             for turn in range(max(1, ops // mode.slice_calls)):
                 shift = turn % len(names)
                 for name in names[shift:] + names[:shift]:
-                    sample = await rate(calls[name], mode.tasks, mode.calls_per_task)
+                    sample, cpu = await rate(calls[name], mode.tasks, mode.calls_per_task)
                     best[name] = max(best[name], sample)
+                    cpu_us[name] = min(cpu_us.get(name, cpu), cpu)
             per_round.append(best)
         finally:
             await clients.close()
-    return per_round
+    return per_round, cpu_us
 
 
 def spread(per_round: list[dict[str, float]], ratio: Callable[[dict[str, float]], float]) -> str:
@@ -486,7 +502,7 @@ def operations(seeded: Seeded, rng: random.Random) -> list[tuple[str, Variants]]
     ]
 
 
-def print_table(mode: Mode, results: list[tuple[str, list[dict[str, float]]]]) -> None:
+def print_table(mode: Mode, results: list[Result]) -> None:
     print(f"\n{mode.title}: best calls/s (ratio: best of all rounds, then its range over rounds)")
     header = (
         f"{'operation':<20}"
@@ -494,7 +510,8 @@ def print_table(mode: Mode, results: list[tuple[str, list[dict[str, float]]]]) -
         + f"{'raw/docstore':>22}{'docstore/ORM':>22}{'asyncpg/docstore':>18}"
     )
     print(header)
-    for title, per_round in results:
+    for result in results:
+        title, per_round = result.title, result.per_round
         best = {name: max(r[name] for r in per_round) for name in VARIANTS}
         floor = best["raw psycopg"] / best["docstore"]
         orm = best["docstore"] / best["SQLAlchemy ORM"]
@@ -507,13 +524,20 @@ def print_table(mode: Mode, results: list[tuple[str, list[dict[str, float]]]]) -
             + f"{orm:>9.2f}x ({orm_range:>9})"
             + f"{best['asyncpg'] / best['docstore']:>17.2f}x"
         )
+    print(f"{'  CPU µs per call':<20}" + "".join(f"{name:>15}" for name in VARIANTS))
+    for result in results:
+        print(
+            f"{'  ' + result.title:<20}"
+            + "".join(f"{result.cpu_us[name]:>15,.0f}" for name in VARIANTS)
+        )
 
 
-def print_verdicts(tables: dict[str, list[tuple[str, list[dict[str, float]]]]]) -> None:
+def print_verdicts(tables: dict[str, list[Result]]) -> None:
     print("\ntarget: raw/docstore <= 1.2x one task at a time; docstore/ORM >= 3x")
     for mode_title, results in tables.items():
-        for title, per_round in results:
-            best = {name: max(r[name] for r in per_round) for name in VARIANTS}
+        for result in results:
+            title = result.title
+            best = {name: max(r[name] for r in result.per_round) for name in VARIANTS}
             floor = best["raw psycopg"] / best["docstore"]
             orm = best["docstore"] / best["SQLAlchemy ORM"]
             floor_verdict = ("ok" if floor <= 1.2 else "MISSED") if "one" in mode_title else "-"
@@ -528,10 +552,10 @@ async def bench(url: str, seeded: Seeded, args: argparse.Namespace) -> None:
         Mode("one task at a time", 1, 50),
         Mode(f"{args.tasks} tasks at once", args.tasks, 4),
     ]
-    tables: dict[str, list[tuple[str, list[dict[str, float]]]]] = {}
+    tables: dict[str, list[Result]] = {}
     rng = random.Random(7)
     for mode in modes:
-        results = []
+        results: list[Result] = []
         for title, variants in operations(seeded, rng):
             if title == "claim + complete":
                 warm = mode.tasks * 2
@@ -543,7 +567,7 @@ async def bench(url: str, seeded: Seeded, args: argparse.Namespace) -> None:
             per_round_rates = await run_rounds(
                 url, variants, mode, args.ops, args.rounds, args.pool_size
             )
-            results.append((title, per_round_rates))
+            results.append(Result(title, *per_round_rates))
         tables[mode.title] = results
         print_table(mode, results)
     print_verdicts(tables)

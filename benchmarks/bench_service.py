@@ -392,7 +392,7 @@ async def load(
     # One keep-alive connection per task, made before anything is timed (an httpx client costs
     # milliseconds to make: its TLS context).
     async with AsyncExitStack() as stack:
-        sessions = [
+        sessions: list[RawHttp | HttpxHttp] = [
             await stack.enter_async_context(http(app.base_url, headers)) for _ in range(clients)
         ]
         deadline = time.perf_counter() + 0.5  # warm-up: connections, pools, prepared statements
@@ -459,15 +459,17 @@ def print_results(
     print("\ntarget at 64 clients: example >= 1.5x the sync example and >= 3x seed-style req/s,")
     print("with a lower p99 (ratios of medians; range: the same ratio round by round)")
     for scenario in scenarios:
-        runs = {name: results[(scenario.title, max(concurrencies), name)] for name in app_names}
+        at_max = {name: results[(scenario.title, max(concurrencies), name)] for name in app_names}
         verdicts = []
         for other, goal in [("sync example", 1.5), ("seed-style", 3.0)]:
-            ratio = median([r.rate for r in runs["example"]]) / median(
-                [r.rate for r in runs[other]]
+            ratio = median([r.rate for r in at_max["example"]]) / median(
+                [r.rate for r in at_max[other]]
             )
-            by_round = [a.rate / b.rate for a, b in zip(runs["example"], runs[other], strict=True)]
-            lower_p99 = median([r.p99_ms for r in runs["example"]]) < median(
-                [r.p99_ms for r in runs[other]]
+            by_round = [
+                a.rate / b.rate for a, b in zip(at_max["example"], at_max[other], strict=True)
+            ]
+            lower_p99 = median([r.p99_ms for r in at_max["example"]]) < median(
+                [r.p99_ms for r in at_max[other]]
             )
             verdict = "ok" if ratio >= goal and lower_p99 else "MISSED"
             verdicts.append(
