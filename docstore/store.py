@@ -21,6 +21,7 @@ from docstore.ephemeral.rate_limit import RateLimiter
 from docstore.ephemeral.values import FailurePolicy
 from docstore.errors import DocstoreError
 from docstore.health import HealthReport, PoolStats
+from docstore.intake.blob_access import Blobs
 from docstore.intake.blobs import BlobStore, blob_store_from_settings
 from docstore.intake.flow import DocumentIntake
 from docstore.intake.outcomes import Extractor, Outcome, StuckReport
@@ -88,7 +89,7 @@ class Docstore:
         self._intake = DocumentIntake(
             self.documents,
             self.lifecycle,
-            lambda: self.blobs,
+            self._blob_store,
             self.queue,
             self.progress,
             self.cache,
@@ -137,8 +138,12 @@ class Docstore:
         self.close()
 
     @property
-    def blobs(self) -> BlobStore:
-        """The blob store given to the constructor, or one made from the settings on first use."""
+    def blobs(self) -> Blobs:
+        """The blob store given to the constructor, or one made from the settings on first use
+        (`store.blobs.store` is the store itself)."""
+        return Blobs(self._blob_store())
+
+    def _blob_store(self) -> BlobStore:
         if self._blobs is None:
             self._blobs = blob_store_from_settings(self.settings)
         return self._blobs

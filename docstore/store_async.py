@@ -19,6 +19,7 @@ from docstore.ephemeral.rate_limit_async import AsyncRateLimiter
 from docstore.ephemeral.values import FailurePolicy
 from docstore.errors import DocstoreError
 from docstore.health import HealthReport, PoolStats
+from docstore.intake.blob_access_async import AsyncBlobs
 from docstore.intake.blobs import BlobStore, blob_store_from_settings
 from docstore.intake.flow_async import AsyncDocumentIntake
 from docstore.intake.outcomes import Extractor, Outcome, StuckReport
@@ -86,7 +87,7 @@ class AsyncDocstore:
         self._intake = AsyncDocumentIntake(
             self.documents,
             self.lifecycle,
-            lambda: self.blobs,
+            self._blob_store,
             self.queue,
             self.progress,
             self.cache,
@@ -135,8 +136,12 @@ class AsyncDocstore:
         await self.close()
 
     @property
-    def blobs(self) -> BlobStore:
-        """The blob store given to the constructor, or one made from the settings on first use."""
+    def blobs(self) -> AsyncBlobs:
+        """The blob store given to the constructor, or one made from the settings on first use
+        (`store.blobs.store` is the store itself)."""
+        return AsyncBlobs(self._blob_store())
+
+    def _blob_store(self) -> BlobStore:
         if self._blobs is None:
             self._blobs = blob_store_from_settings(self.settings)
         return self._blobs

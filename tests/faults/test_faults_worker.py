@@ -75,7 +75,7 @@ def store(
 def start_doomed_worker(
     side: Side, store: Docstore, worker_id: str, tmp_path: Path, s3_endpoint: str
 ) -> subprocess.Popen[bytes]:
-    blobs = store.blobs
+    blobs = store.blobs.store
     assert isinstance(blobs, S3BlobStore)
     env = {
         **os.environ,

@@ -139,3 +139,20 @@ async def test_the_intake_flow_never_blocks_the_loop(
     assert [o.action for o in outcomes if o] == ["completed"] * 3
     slow = [r.getMessage() for r in caplog.records if "Executing" in r.getMessage()]
     assert slow == []
+
+
+def test_the_blob_store_has_the_same_methods_awaited_on_the_async_side() -> None:
+    from docstore.intake.blob_access import Blobs
+    from docstore.intake.blob_access_async import AsyncBlobs
+
+    sync, async_ = _public(Blobs), _public(AsyncBlobs)
+    assert sorted(sync) == sorted(async_) == ["delete", "get", "open", "presigned_url", "put"]
+    assert all(inspect.iscoroutinefunction(method) for method in async_.values())
+
+
+async def test_blob_calls_are_awaited_and_run_off_the_loop(store: AsyncDocstore) -> None:
+    blob = await store.blobs.put(1, "a.txt", b"bytes kept in S3")
+    assert await store.blobs.get(blob.key) == b"bytes kept in S3"
+    assert (await store.blobs.presigned_url(blob.key)).startswith("http")
+    await store.blobs.delete(blob.key)
+    assert isinstance(store.blobs.store, S3BlobStore)
