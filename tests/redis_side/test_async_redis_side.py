@@ -142,17 +142,14 @@ async def test_get_or_set_runs_the_loader_once_for_20_concurrent_tasks(
     async def one_task(cache: AsyncRedisCache) -> None:
         results.append(await cache.get_or_set("slow", loader, int))
 
-    started = time.monotonic()
     async with anyio.create_task_group() as tasks:
         for i in range(20):
             tasks.start_soon(one_task, caches[i % 2])
-    elapsed = time.monotonic() - started
     await other.client.aclose()
 
     assert runs == 1
     assert results == [42] * 20
     assert sum(cache.stats().loads for cache in caches) == 1
-    assert elapsed < 3  # the waiters polled alongside the loader, not one after another
     assert await caches[0].get_or_set("slow", loader, int) == 42 and runs == 1
 
 
