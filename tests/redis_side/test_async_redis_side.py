@@ -5,7 +5,6 @@ letters, a blocking read that leaves the loop free), progress, and parity with t
 from __future__ import annotations
 
 import inspect
-import time
 from collections.abc import AsyncIterator, Callable
 
 import anyio
@@ -248,13 +247,13 @@ async def test_a_blocking_consume_leaves_the_event_loop_free(core: AsyncRedisCor
     async def wait_for_one() -> None:
         got.extend(m.document_id for m in await queue.consume("worker-b", block_ms=5000))
 
-    started = time.monotonic()
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(wait_for_one)
         await anyio.sleep(0.2)  # runs while the read blocks: the loop is free
         await queue.enqueue(2)
+    # Had the read blocked the loop, the enqueue would have waited for its 5 s to run out and
+    # the read would have returned nothing.
     assert got == [2]
-    assert time.monotonic() - started < 3
 
 
 async def test_queue_raises_service_unavailable_when_redis_is_down(
