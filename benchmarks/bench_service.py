@@ -471,10 +471,10 @@ def print_results(
             lower_p99 = median([r.p99_ms for r in at_max["example"]]) < median(
                 [r.p99_ms for r in at_max[other]]
             )
-            verdict = "ok" if ratio >= goal and lower_p99 else "MISSED"
             verdicts.append(
-                f"vs {other} {ratio:.2f}x ({span(by_round, 2)}), p99 "
-                f"{'lower' if lower_p99 else 'NOT lower'}: {verdict}"
+                f"vs {other} {ratio:.2f}x ({span(by_round, 2)}) "
+                f"{'ok' if ratio >= goal else 'MISSED'}, p99 "
+                f"{'lower' if lower_p99 else 'NOT lower'}"
             )
         print(f"  {scenario.title:<22} " + "; ".join(verdicts))
 
