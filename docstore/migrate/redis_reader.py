@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-import redis
+import redis.exceptions
+from redis.cluster import ClusterNode, RedisCluster
 
 from docstore.migrate.legacy_records import (
     RESULT_PREFIX,
@@ -23,6 +25,7 @@ from docstore.migrate.legacy_records import (
     result_key,
     task_id_of,
 )
+from docstore.redis.client import RedisClient
 
 ORPHAN_RESULT = "result without a task"
 
@@ -47,8 +50,33 @@ class ReadBatch:
     rejects: list[Reject] = field(default_factory=list)
 
 
-def scan_keys(client: redis.Redis, count: int) -> Iterator[list[bytes]]:
-    """Every key of the database, chunk by chunk as SCAN returns them (duplicates possible)."""
+def count_keys(client: RedisClient) -> int:
+    """How many keys the database holds (on a cluster: all its primaries together)."""
+    if isinstance(client, RedisCluster):
+        primaries: list[ClusterNode] = client.get_primaries()  # type: ignore[no-untyped-call]
+        return sum(int(client.dbsize(target_nodes=node)) for node in primaries)
+    return int(client.dbsize())
+
+
+def scan_keys(client: RedisClient, count: int) -> Iterator[list[bytes]]:
+    """Every key of the database, chunk by chunk as SCAN returns them (duplicates possible).
+
+    On a Redis Cluster every primary is scanned in turn, and only the primaries: a replica holds
+    copies of its primary's keys.
+    """
+    if isinstance(client, RedisCluster):
+        primaries: list[ClusterNode] = client.get_primaries()  # type: ignore[no-untyped-call]
+        for node in primaries:
+            cursor = 0
+            while True:
+                # Aimed at one node, SCAN answers ({node name: cursor}, keys).
+                reply: Any = client.scan(cursor=cursor, count=count, target_nodes=node)
+                cursors, keys = reply
+                yield [key for key in keys if isinstance(key, bytes)]
+                cursor = cursors[node.name]
+                if cursor == 0:
+                    break
+        return
     cursor = 0
     while True:
         cursor, keys = client.scan(cursor=cursor, count=count)
@@ -57,7 +85,7 @@ def scan_keys(client: redis.Redis, count: int) -> Iterator[list[bytes]]:
             return
 
 
-def read_task_batch(client: redis.Redis, keys: list[tuple[bytes, str]], batch: ReadBatch) -> None:
+def read_task_batch(client: RedisClient, keys: list[tuple[bytes, str]], batch: ReadBatch) -> None:
     """Read and parse the tasks `keys` (key, task id) into `batch` (documents or rejects)."""
     pipe = client.pipeline(transaction=False)
     for key, task_id in keys:
@@ -93,7 +121,7 @@ def read_task_batch(client: redis.Redis, keys: list[tuple[bytes, str]], batch: R
 
 
 def _read_non_hashes(
-    client: redis.Redis, keys: list[bytes], payloads: dict[bytes, TaskPayload], batch: ReadBatch
+    client: RedisClient, keys: list[bytes], payloads: dict[bytes, TaskPayload], batch: ReadBatch
 ) -> None:
     pipe = client.pipeline(transaction=False)
     for key in keys:
@@ -112,7 +140,7 @@ def _read_non_hashes(
             )
 
 
-def find_orphan_results(client: redis.Redis, keys: list[bytes], prefix: bytes) -> list[Reject]:
+def find_orphan_results(client: RedisClient, keys: list[bytes], prefix: bytes) -> list[Reject]:
     """Rejects for the `result:*` keys among `keys` whose task key does not exist."""
     pipe = client.pipeline(transaction=False)
     for key in keys:
@@ -125,7 +153,7 @@ def find_orphan_results(client: redis.Redis, keys: list[bytes], prefix: bytes) -
     ]
 
 
-def read_batches(client: redis.Redis, prefix: bytes, batch_size: int) -> Iterator[ReadBatch]:
+def read_batches(client: RedisClient, prefix: bytes, batch_size: int) -> Iterator[ReadBatch]:
     """Scan the database once and yield parsed batches of at most `batch_size` tasks."""
     batch = ReadBatch()
     tasks: dict[bytes, str] = {}  # insertion-ordered; drops SCAN's duplicates within a batch
@@ -158,7 +186,7 @@ def read_batches(client: redis.Redis, prefix: bytes, batch_size: int) -> Iterato
 
 
 def _flush(
-    client: redis.Redis,
+    client: RedisClient,
     prefix: bytes,
     batch: ReadBatch,
     tasks: dict[bytes, str],

@@ -9,13 +9,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from typing import TextIO
 
-import redis
-
-from docstore.errors import ConfigurationError, InvalidInput
+from docstore.errors import InvalidInput
 from docstore.migrate.legacy_records import RESULT_PREFIX
 from docstore.migrate.pg_writer import WriteOutcome, check_schema, count_present, write_documents
 from docstore.migrate.read_ahead import ReadAhead
-from docstore.migrate.redis_reader import ReadBatch, read_batches
+from docstore.migrate.redis_reader import ReadBatch, count_keys, read_batches
 from docstore.migrate.summary import MigrationSummary, RejectsWriter
 from docstore.postgres.executor import Database
 from docstore.redis.client import RedisClient
@@ -49,8 +47,6 @@ def scan_batches(
 ) -> Iterator[ReadBatch]:
     """`read_batches` with Redis errors turned into docstore errors."""
     core = RedisCore.of(source)
-    if not isinstance(core.client, redis.Redis):
-        raise ConfigurationError("the legacy data is read from a standalone Redis, not a cluster")
     with core.errors():
         yield from read_batches(core.client, prefix, batch_size)
 
@@ -85,7 +81,7 @@ def migrate(
     started = time.perf_counter()
     core = RedisCore.of(source)
     with core.errors():
-        summary.total_keys = int(core.client.dbsize())
+        summary.total_keys = count_keys(core.client)
     # Redis is read one batch ahead in a thread while the writers wait on PostgreSQL.
     reader = ReadAhead(scan_batches(core, raw_prefix, batch_size), name="migrate-reader")
     in_flight: deque[Future[WriteOutcome]] = deque()

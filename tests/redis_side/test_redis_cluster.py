@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -229,3 +230,29 @@ def test_cache_keys_starting_with_a_brace_keep_value_and_lock_in_one_slot(
         )
     assert [cache.get(name, str) for name in names] == [f"value of {n}" for n in names]
     assert cache.stats().errors == 0  # no CROSSSLOT, nothing failed open
+
+
+def test_the_migration_reads_legacy_data_from_every_primary_of_a_cluster(
+    client: RedisCluster, docstore_store: Any
+) -> None:
+    from docstore.migrate import migrate, verify
+
+    tasks = [f"task:{n}" for n in range(60)]
+    assert len(_nodes_holding(client, tasks)) == 3  # the keys sit on all three primaries
+    for n, key in enumerate(tasks):
+        client.hset(key, mapping={"filename": f"{n}.pdf", "s3_key": f"k/{n}", "status": "done"})
+        client.set(f"result:{n}", f"text of task {n}")
+    client.set("task:json", '{"filename": "j.pdf", "s3_key": "k/j", "status": "queued"}')
+    client.set("result:orphan", "no task")
+    client.set("progress:7", "50")
+
+    summary = migrate(client, docstore_store.db, batch_size=7)
+    assert summary.total_keys == 60 * 2 + 3 == summary.scanned_keys
+    assert (summary.migrated, summary.orphan_results, summary.skipped) == (61, 1, 1)
+    document = docstore_store.documents.get_by_task_id("42")
+    assert document is not None and document.result_text == "text of task 42"
+    assert docstore_store.documents.get_by_task_id("json") is not None
+    report = verify(client, docstore_store.db)
+    assert report.ok and report.matching == 61
+    # Run again: every task is found already there, from every node.
+    assert migrate(client, docstore_store.db, batch_size=7).already_present == 61
