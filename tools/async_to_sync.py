@@ -116,39 +116,33 @@ def convert(source: str) -> str:
     return result
 
 
-def formatted(code: str, path: Path) -> str:
-    """`code` as `ruff format` writes it (run from the repository, so its settings apply)."""
+def _ruff(arguments: list[str], code: str, path: Path) -> str:
+    """What ruff writes for `code` (run from the repository, so its settings apply)."""
     done = subprocess.run(
-        [sys.executable, "-m", "ruff", "format", "--stdin-filename", str(path), "-"],
+        [sys.executable, "-m", "ruff", *arguments, "--stdin-filename", str(path), "-"],
         input=code,
         capture_output=True,
         text=True,
         cwd=ROOT,
-        check=True,
+        check=False,
     )
-    code = done.stdout
+    if done.returncode > 1:  # 2: ruff could not read or parse the code
+        raise RuntimeError(f"ruff {arguments[0]} failed on {path}: {done.stderr.strip()}")
+    # `ruff check --fix-only` prints nothing when it has nothing to fix.
+    return done.stdout or code
+
+
+def formatted(code: str, path: Path) -> str:
+    """`code` formatted by ruff, with imports sorted, unused ones dropped and `with` merged."""
+    fixes = ["check", "--select", "I,F401,RUF022,SIM117", "--fix-only", "--unsafe-fixes", "-q"]
+    code = _ruff(["format"], code, path)
     # Merging `with` blocks (the async source nests a sync one in an async one) can take passes.
     for _ in range(3):
-        fixed = subprocess.run(
-            [sys.executable, "-m", "ruff", "check", "--select", "I,F401,RUF022,SIM117",
-             "--fix-only", "--unsafe-fixes", "--quiet", "--stdin-filename", str(path), "-"],
-            input=code,
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            check=False,
-        )
-        if not fixed.stdout or fixed.stdout == code:
+        fixed = _ruff(fixes, code, path)
+        if fixed == code:
             break
-        code = fixed.stdout
-    return subprocess.run(
-        [sys.executable, "-m", "ruff", "format", "--stdin-filename", str(path), "-"],
-        input=code,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=True,
-    ).stdout
+        code = fixed
+    return _ruff(["format"], code, path)
 
 
 def target_of(source: Path) -> Path:
