@@ -1,6 +1,9 @@
 """Helpers shared by several test files."""
 
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -23,3 +26,24 @@ def migrated_table_contents(url: str) -> tuple[list[tuple[Any, ...]], list[tuple
         ).fetchall()
         users = conn.execute("SELECT email, api_key_hash FROM users ORDER BY email").fetchall()
     return docs, users
+
+
+@contextmanager
+def serving(app: Any, port: int) -> Iterator[str]:
+    """`app` served by uvicorn on 127.0.0.1:`port` in a thread (lifespan on); yields its URL."""
+    import uvicorn  # the examples extra: only the service tests need it
+
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

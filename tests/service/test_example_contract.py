@@ -11,15 +11,13 @@ client's would. Runs are deterministic (derandomized Hypothesis) and bounded.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 import schemathesis
-import uvicorn
+from helpers import serving
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
@@ -108,21 +106,10 @@ def service(
     app = create_app(
         lambda: AsyncDocstore.connect(store_settings, blobs=docstore_blob_store), limits
     )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    running = RunningService(f"http://127.0.0.1:{port}")
-    yield running
-    running.http.close()
-    server.should_exit = True
-    thread.join(10)
+    with serving(app, free_port()) as url:
+        running = RunningService(url)
+        yield running
+        running.http.close()
 
 
 def test_the_fuzzed_operations_are_all_the_documented_ones(service: RunningService) -> None:

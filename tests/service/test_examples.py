@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import IO
 
 import httpx
 import pytest
-import uvicorn
+from helpers import serving
 
 from docstore import AsyncDocstore, Docstore, Settings, UserCreate
 from docstore.intake.blobs import S3BlobStore
@@ -60,22 +59,12 @@ def api(docstore_settings: Settings, docstore_blob_store: S3BlobStore) -> Iterat
         update={"rate_limit": 30, "rate_limit_period": 60.0, "max_upload_bytes": 100_000}
     )
     app = create_app(lambda: AsyncDocstore.connect(settings, blobs=docstore_blob_store))
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    with Docstore.connect(settings, blobs=docstore_blob_store) as store:
-        client = Api(f"http://127.0.0.1:{port}", store)
+    with serving(app, free_port()) as url, Docstore.connect(
+        settings, blobs=docstore_blob_store
+    ) as store:
+        client = Api(url, store)
         yield client
         client.http.close()
-    server.should_exit = True
-    thread.join(10)
 
 
 def test_upload_process_fetch_progress_and_search(api: Api) -> None:
