@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 import pytest
+from helpers import wait_until
 from sides import Side, side_fixture  # noqa: F401 (fixtures)
 
 from docstore import Docstore, DocumentCreate, ServiceUnavailable, Settings, UserCreate
@@ -47,14 +48,6 @@ class Stream:
 
     def of(self, thread: int) -> list[Call]:
         return [c for c in self.calls if c.marker.startswith(f"t{thread}-")]
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting until {what}")
-        time.sleep(0.05)
 
 
 def run_calls(store: Docstore, user_id: int, thread: int, stream: Stream) -> None:

@@ -8,12 +8,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import wait_until
 from sides import Side, side_fixture  # noqa: F401 (fixtures)
 
 from docstore import Docstore, DocumentCreate, Settings, UserCreate
@@ -52,14 +52,6 @@ async def work():
 asyncio.run(work())
 """,
 }
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting until {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
