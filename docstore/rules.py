@@ -66,11 +66,6 @@ def encodable(value: str) -> str:
     return value
 
 
-def length_between(min_length: int, max_length: int) -> Length:
-    """A validator refusing strings (already cleaned) outside the length bounds."""
-    return Length(min_length, max_length)
-
-
 def as_utc(value: datetime) -> datetime:
     """The same instant in UTC (rows follow the session's TimeZone, which may differ)."""
     if value.tzinfo is timezone.utc:
@@ -87,7 +82,9 @@ EMAIL_LENGTH = Length(3, 320)  # users_email_check; RFC 5321 allows 64 + 1 + 255
 FILENAME_LENGTH = Length(1, 255)  # documents.filename VARCHAR(255)
 S3_KEY_LENGTH = Length(1, 512)  # documents.s3_key VARCHAR(512)
 TASK_ID_LENGTH = Length(1, 512)  # documents_legacy_task_id_check
-WORKER_ID_LENGTH = Length(1, 255)  # documents_worker_id_check
+WORKER_ID_LENGTH = Length(1, 255)  # documents.worker_id (the schema has no CHECK for it yet)
+SEARCH_QUERY_LENGTH = Length(1, 1000)  # a web-search query, after cleaning
+ERROR_MESSAGE_LENGTH = Length(1, 100_000)  # documents.error_message
 
 
 def check_email(value: str) -> str:

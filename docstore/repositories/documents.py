@@ -35,12 +35,12 @@ from docstore.repositories.pagination import (
 from docstore.repositories.search_query import collapse_negation_runs
 from docstore.rules import (
     MAX_BIGINT,
+    SEARCH_QUERY_LENGTH,
     Checker,
     RowId,
     TaskId,
     checked_limit,
     clean_text,
-    length_between,
     parse_input,
 )
 
@@ -72,7 +72,7 @@ def _search_query(query: object) -> str:
     if not isinstance(query, str):
         raise InvalidInput("query must be a string", field="query")
     try:
-        checked = length_between(1, 1000)(clean_text(query).strip())
+        checked = SEARCH_QUERY_LENGTH(clean_text(query).strip())
     except ValueError as exc:
         raise InvalidInput(f"query: {exc}", field="query") from None
     return collapse_negation_runs(checked)

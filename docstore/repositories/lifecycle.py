@@ -21,6 +21,7 @@ from docstore.errors import InvalidInput, InvalidTransition, NotFound
 from docstore.models import CompletedResult, DocumentResponse, DocumentSummary
 from docstore.postgres.executor import Connection, Database
 from docstore.rules import (
+    ERROR_MESSAGE_LENGTH,
     Checker,
     LeaseSeconds,
     RowId,
@@ -28,12 +29,10 @@ from docstore.rules import (
     WorkerId,
     checked_limit,
     clean_text,
-    length_between,
     parse_input,
 )
 
 DEFAULT_LEASE_SECONDS = 300.0
-MAX_ERROR_MESSAGE_LENGTH = 100_000
 
 _document_id: Checker[int] = Checker(RowId, "document_id")
 _worker_id: Checker[str] = Checker(WorkerId, "worker_id")
@@ -45,7 +44,7 @@ def _error_message(value: object) -> str:
     if not isinstance(value, str):
         raise InvalidInput("error_message must be a string", field="error_message")
     try:
-        return length_between(1, MAX_ERROR_MESSAGE_LENGTH)(clean_text(value))
+        return ERROR_MESSAGE_LENGTH(clean_text(value))
     except ValueError as exc:
         raise InvalidInput(f"error_message: {exc}", field="error_message") from None
 
