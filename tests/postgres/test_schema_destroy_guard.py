@@ -25,6 +25,7 @@ MIGRATIONS = [
     "0001_users_and_documents",
     "0002_document_lifecycle_and_search",
     "0003_legacy_task_id",
+    "0004_legacy_migration_ledger",
 ]
 
 
@@ -143,9 +144,9 @@ def test_rollback_of_users_only_refuses_at_the_first_migration_that_alters_users
     add_user(url, with_document=False)
     with pytest.raises(RollbackRefused, match=MIGRATIONS[1]) as refused:
         rollback_schema(settings_for(url), count=None)
-    # Dropping the empty documents.legacy_task_id destroyed nothing, so it went ahead.
-    assert refused.value.rolled_back == [MIGRATIONS[2]]
-    assert "rolled back before refusing: 0003_legacy_task_id" in refused.value.message
+    # Dropping the empty documents.legacy_task_id (and later ones) destroyed nothing: went ahead.
+    assert refused.value.rolled_back == MIGRATIONS[:1:-1]
+    assert f"rolled back before refusing: {', '.join(MIGRATIONS[:1:-1])}" in refused.value.message
     assert applied(url) == MIGRATIONS[:2]
     assert stored_rows(url) == (1, 0)
 
@@ -173,11 +174,11 @@ def test_empty_tables_roll_back_without_confirmation(
     docstore_database_url: str, tmp_path: Path
 ) -> None:
     url = docstore_database_url
-    assert rollback_schema(settings_for(url), count=1) == [MIGRATIONS[2]]
+    assert rollback_schema(settings_for(url), count=1) == [MIGRATIONS[-1]]
     result = run_yoyo(url, "reapply", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert applied(url) == MIGRATIONS[:2]  # reapply re-applied what was applied
-    assert rollback_schema(settings_for(url), count=None) == list(reversed(MIGRATIONS[:2]))
+    assert applied(url) == MIGRATIONS[:-1]  # reapply re-applied what was applied
+    assert rollback_schema(settings_for(url), count=None) == list(reversed(MIGRATIONS[:-1]))
     assert applied(url) == []
 
 
