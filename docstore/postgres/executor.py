@@ -20,13 +20,13 @@ from typing import Any, TypeVar, overload
 
 import psycopg
 import psycopg_pool
-from psycopg.rows import BaseRowFactory, class_row, tuple_row
+from psycopg.rows import BaseRowFactory, tuple_row
 from pydantic import BaseModel
 
 from docstore.errors import PoolExhausted, ServiceUnavailable
 from docstore.postgres.errors import wrap_database_errors
 from docstore.postgres.queries import Query, queries
-from docstore.postgres.rows import model_row, trusts_rows
+from docstore.postgres.rows import model_row, trusts_rows, validated_row
 
 Model = TypeVar("Model", bound=BaseModel)
 Params = Mapping[str, Any]
@@ -174,7 +174,7 @@ class Database:
         elif trusts_rows(model):
             factory = model_row(model, name)
         else:
-            factory = class_row(model)
+            factory = validated_row(model, name)
         with (
             self._connection_for_statement(conn) as c,
             c.cursor(row_factory=factory) as cur,

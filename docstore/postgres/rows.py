@@ -6,8 +6,11 @@ already typed by PostgreSQL (bigint → int, text → str, timestamptz → aware
 the executor (`docstore.postgres.executor`) builds flat models directly, the way
 `BaseModel.model_construct` does, several times faster. What they still guarantee:
 
-- the columns are exactly the model's fields (checked on the first run of each query, so SQL
-  and model cannot drift apart silently);
+- the columns are exactly the model's fields: checked in full when a builder is made, and on
+  every later result by comparing its column names with the builder's (a tuple of a few
+  bytes objects, well under a microsecond). So rows of another query (a pooler that crossed
+  two clients' prepared statements, SQL drifting from its model) never become a model: they
+  raise `DatabaseError`;
 - timestamps are in UTC: psycopg returns them in the session's TimeZone, so when that zone is
   not UTC they are converted.
 
@@ -22,8 +25,10 @@ from datetime import timezone
 from functools import cache
 from typing import Any, TypeVar, get_args, get_origin
 
-from psycopg.rows import BaseRowFactory, RowMaker
-from pydantic import BaseModel
+from psycopg.rows import BaseRowFactory, RowMaker, class_row
+from pydantic import BaseModel, ValidationError
+
+from docstore.errors import DatabaseError
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -35,23 +40,33 @@ _UTC_SETTINGS = frozenset(
 )
 
 RowBuilder = Callable[[Sequence[Any]], Any]
-# (model, query name, session in UTC) -> (number of columns, row builder); built on first use.
-_builders: dict[tuple[type[BaseModel], str, bool], tuple[int, RowBuilder]] = {}
+# (model, query name, session in UTC) -> (column names as the server sent them, row builder);
+# built on first use.
+_builders: dict[tuple[type[BaseModel], str, bool], tuple[tuple[bytes, ...], RowBuilder]] = {}
 
 
-def _check_columns(model: type[BaseModel], names: tuple[str, ...]) -> None:
+def _column_names(result: Any) -> tuple[bytes, ...]:
+    if result is None:
+        return ()
+    return tuple(map(result.fname, range(result.nfields)))
+
+
+def _check_columns(model: type[BaseModel], query_name: str, names: tuple[str, ...]) -> None:
     expected = model.model_fields.keys()
     if len(names) != len(expected) or set(names) != expected:
-        raise TypeError(
-            f"columns {sorted(names)} do not match the fields of {model.__name__}: "
-            f"{sorted(expected)}"
+        raise DatabaseError(
+            f"the columns of query {query_name} {sorted(names)} do not match the fields of "
+            f"{model.__name__}: {sorted(expected)}"
         )
 
 
-def _new_builder(model: type[Model], result: Any, session_in_utc: bool) -> tuple[int, RowBuilder]:
-    count = result.nfields if result is not None else 0
-    names = tuple(result.fname(i).decode() for i in range(count))
-    _check_columns(model, names)
+def _new_builder(
+    model: type[Model], query_name: str, result: Any, session_in_utc: bool
+) -> tuple[tuple[bytes, ...], RowBuilder]:
+    raw_names = _column_names(result)
+    count = len(raw_names)
+    names = tuple(name.decode() for name in raw_names)
+    _check_columns(model, query_name, names)
     stamps = (
         ()
         if session_in_utc
@@ -77,7 +92,7 @@ def _new_builder(model: type[Model], result: Any, session_in_utc: bool) -> tuple
         setattr_(instance, "__pydantic_private__", None)
         return instance
 
-    return count, build
+    return raw_names, build
 
 
 def model_row(model: type[Model], query_name: str) -> BaseRowFactory[Model]:
@@ -88,9 +103,34 @@ def model_row(model: type[Model], query_name: str) -> BaseRowFactory[Model]:
         in_utc = cursor.connection.pgconn.parameter_status(b"TimeZone") in _UTC_SETTINGS
         key = (model, query_name, in_utc)
         cached = _builders.get(key)
-        if cached is None or result is None or result.nfields != cached[0]:
-            cached = _builders[key] = _new_builder(model, result, in_utc)
+        if cached is None:
+            cached = _builders[key] = _new_builder(model, query_name, result, in_utc)
+        elif _column_names(result) != cached[0]:
+            # Not the columns this query returned before: check them in full (raises unless
+            # they are the model's fields in another order, which gets its own builder).
+            cached = _builders[key] = _new_builder(model, query_name, result, in_utc)
         return cached[1]
+
+    return for_cursor
+
+
+def validated_row(model: type[Model], query_name: str) -> BaseRowFactory[Model]:
+    """A psycopg row factory validating each row of the named query into `model` (nested JSON);
+    a row that is not one of `model` raises `DatabaseError`, never pydantic's error."""
+
+    def for_cursor(cursor: Any) -> RowMaker[Model]:
+        make = class_row(model)(cursor)
+
+        def build(values: Sequence[Any]) -> Model:
+            try:
+                return make(values)
+            except (TypeError, ValidationError) as exc:
+                raise DatabaseError(
+                    f"a row of query {query_name} is not a {model.__name__}: "
+                    f"{type(exc).__name__}"
+                ) from exc
+
+        return build
 
     return for_cursor
 
@@ -118,4 +158,4 @@ def _is_nested(annotation: Any) -> bool:
     return any(_is_nested(arg) for arg in get_args(annotation))
 
 
-__all__ = ["model_row", "trusts_rows"]
+__all__ = ["model_row", "trusts_rows", "validated_row"]

@@ -12,7 +12,7 @@ import psycopg_pool
 import pytest
 
 from docstore import Docstore, Settings
-from docstore.errors import Conflict, InvalidInput, InvalidTransition, NotFound
+from docstore.errors import Conflict, DatabaseError, InvalidInput, InvalidTransition, NotFound
 from docstore.models import DocumentCreate, DocumentUpdate, UserCreate
 
 SqlLog = Callable[[], list[str]]
@@ -250,7 +250,7 @@ def test_a_twenty_megabyte_result_is_stored_whole(store: Docstore, user_id: int)
 def test_rows_built_without_validation_must_match_the_model(store: Docstore, user_id: int) -> None:
     from docstore.models import DocumentSummary, UserResponse
 
-    with pytest.raises(TypeError, match="do not match the fields of DocumentSummary"):
+    with pytest.raises(DatabaseError, match="do not match the fields of DocumentSummary"):
         store.db.one("get_user", {"user_id": user_id}, DocumentSummary)
     user = store.db.one("get_user", {"user_id": user_id}, UserResponse)
     assert user == store.users.get(user_id)

@@ -9,8 +9,10 @@ import psycopg
 import pytest
 from helpers import SqlLog
 
-from docstore import Docstore, DocumentCreate, UserCreate, UserWithDocuments
-from docstore.errors import InvalidInput
+from docstore import Docstore, DocumentCreate, UserCreate, UserResponse, UserWithDocuments
+from docstore.errors import DatabaseError, InvalidInput
+from docstore.models import DocumentSummary
+from docstore.postgres.rows import model_row
 
 
 def test_every_statement_copy_included_is_logged_by_name(store: Docstore, sql_log: SqlLog) -> None:
@@ -65,3 +67,36 @@ def test_rows_without_a_model_are_tuples(store: Docstore, caplog: pytest.LogCapt
     with caplog.at_level(logging.INFO, logger="docstore.sql"):
         rows = store.db.all("server_version", {})
     assert len(rows) == 1 and isinstance(rows[0], tuple) and str(rows[0][0])[0].isdigit()
+
+
+def _as_many_other_columns(model: type[UserResponse]) -> str:
+    return "SELECT " + ", ".join(f"{n} AS other_{n}" for n in range(len(model.model_fields)))
+
+
+def test_rows_of_another_query_never_become_the_model_the_builder_was_made_for(
+    store: Docstore, docstore_database_url: str
+) -> None:
+    # What a pooler crossing two clients' prepared statements does: the cursor of `get_user`
+    # receives another query's rows, with as many columns as a user has.
+    user = store.users.create(UserCreate(email="r@example.com")).user
+    assert store.db.one("get_user", {"user_id": user.id}, UserResponse) == user  # builder cached
+    factory = model_row(UserResponse, "get_user")
+    with (
+        psycopg.connect(docstore_database_url, options="-c TimeZone=UTC") as conn,
+        conn.cursor(row_factory=factory) as cur,
+    ):
+        with pytest.raises(DatabaseError, match="columns of query get_user"):
+            cur.execute(_as_many_other_columns(UserResponse))
+            cur.fetchone()
+        cur.execute(store.db.queries["get_user"].sql, {"user_id": user.id})
+        assert cur.fetchone() == user  # its own columns again: a user
+
+
+def test_rows_of_another_shape_raise_database_error_for_validated_models_too(
+    store: Docstore,
+) -> None:
+    user = store.users.create(UserCreate(email="v@example.com")).user
+    with pytest.raises(DatabaseError, match="get_user is not a UserWithDocuments"):
+        store.db.one("get_user", {"user_id": user.id}, UserWithDocuments)
+    with pytest.raises(DatabaseError, match="do not match the fields of DocumentSummary"):
+        store.db.one("get_user", {"user_id": user.id}, DocumentSummary)
