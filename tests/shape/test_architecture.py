@@ -22,6 +22,7 @@ LAYERS: list[tuple[int, str]] = [
     (3, r"docstore\.intake(\..*)?"),
     (3, r"docstore\.migrate\.(?!cli$|__main__$).*|docstore\.migrate"),
     (4, r"docstore\.store(_async)?"),
+    (4, r"docstore\.doctor(\..*)?"),
     (5, r"docstore|docstore\.(cli|quickstart|__main__)|docstore\.migrate\.(cli|__main__)"),
     (5, r"docstore\.testing(\..*)?"),
 ]

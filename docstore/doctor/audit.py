@@ -1,0 +1,480 @@
+# Generated from docstore/doctor/audit_async.py by tools/async_to_sync.py:
+# edit that file, then run the script (CI fails when this file is stale).
+"""`Doctor`: audits what must hold between PostgreSQL, Redis and the blob store, and with
+`repair=True` fixes what is safe to fix. Everything is read one page at a time.
+
+The audits, in the order they run (a repair of one is seen by the next):
+
+1. PROCESSING documents past their lease (repair: back to PENDING and re-enqueued, or FAILED
+   after the last attempt, as `requeue_expired` does).
+2. Queue messages for missing or finished documents (repair: acked and deleted). The ids of the
+   documents that do have a message go to a scratch set in Redis, which lives for the run.
+3. Dead letters (repair: dropped when their document is finished or gone; kept otherwise).
+4. PENDING documents with no queue message (repair: re-enqueued).
+5. Blobs without a row (repair: deleted once older than the grace period) and rows without a
+   blob (reported only): both listings in byte order of the key, merged.
+6. Cached results older than their row, or of a missing row (repair: deleted).
+7. Progress keys of finished or missing documents that do not say so or never expire
+   (repair: deleted).
+
+Anything changed within the last `grace` seconds is work in flight and is left out.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any, NamedTuple, Protocol, TypeVar, cast
+
+from pydantic import TypeAdapter, ValidationError
+
+from docstore._sync_runtime import in_thread
+from docstore.doctor.blob_listing import ListedBlob, blobs_in_order, can_list, take
+from docstore.doctor.findings import DoctorReport, Finding, FindingKind, FindingLog
+from docstore.ephemeral.cache import RedisCache
+from docstore.ephemeral.progress import ProgressTracker
+from docstore.ephemeral.queue import TaskQueue
+from docstore.intake.blob_access import Blobs
+from docstore.intake.blobs import BlobStore
+from docstore.postgres.executor import Database
+from docstore.redis.client import as_text
+from docstore.redis.core import RedisCore
+from docstore.redis.keys import cache_key, progress_key, redis_key
+from docstore.repositories.lifecycle import DocumentLifecycle
+from docstore.rules import Checker, Seconds, checked_limit
+
+T = TypeVar("T")
+
+_grace: Checker[float] = Checker(Seconds, "grace")
+_TIME: TypeAdapter[datetime] = TypeAdapter(datetime)
+# Statuses in which a document still waits for, or is with, a worker; any other is finished.
+ACTIVE = frozenset({"PENDING", "PROCESSING"})
+# The scratch set of queued ids outlives a run that died by at most this long.
+SCRATCH_TTL_MS = 3_600_000
+_CACHED_RESULT = re.compile(r"docstore:cache:\{document:([0-9]{1,19}):result\}")
+_PROGRESS = re.compile(r"docstore:progress:\{([0-9]{1,19})\}")
+
+
+class StoreParts(Protocol):
+    """What the doctor uses of a store (`Docstore` has all of it)."""
+
+    db: Database
+    redis_core: RedisCore
+    queue: TaskQueue
+    lifecycle: DocumentLifecycle
+    cache: RedisCache
+    progress: ProgressTracker
+
+    @property
+    def blobs(self) -> Blobs: ...
+
+
+class _State(NamedTuple):
+    status: str
+    updated_at: datetime
+    quiet: bool  # unchanged for the grace period
+
+
+class Doctor:
+    """One audit run over a store; `run` returns the report, `on_finding` sees each finding."""
+
+    def __init__(
+        self,
+        store: StoreParts,
+        *,
+        repair: bool = False,
+        grace: float = 300.0,
+        batch_size: int = 1000,
+        on_finding: Callable[[Finding], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.db = store.db
+        self.core = store.redis_core
+        self.queue = store.queue
+        self.repair = repair
+        self.grace = _grace(grace)
+        self.batch = checked_limit(batch_size, 10_000)
+        self.report = DoctorReport(repair=repair)
+        self.log = FindingLog(self.report, on_finding)
+        self._scratch = redis_key("doctor", secrets.token_hex(8), "queued")
+
+    def run(self) -> DoctorReport:
+        """Every audit in turn; a server that cannot be reached raises `ServiceUnavailable`."""
+        try:
+            self.expired_leases()
+            self.queue_messages()
+            self.dead_letters()
+            self.unqueued_pending()
+            self.blobs()
+            self.cached_results()
+            self.progress_keys()
+        finally:
+            self._drop_scratch()
+        return self.report
+
+    # -- 1. leases ------------------------------------------------------------------------------
+
+    def expired_leases(self) -> None:
+        """PROCESSING past the lease: its worker is gone."""
+        if self.repair:
+            self._requeue_expired()
+            return
+        after = 0
+        while rows := self.db.all(
+            "doctor_expired_leases", {"after_id": after, "limit": self.batch}
+        ):
+            after = rows[-1][0]
+            for document_id, worker_id, lease_expires_at in rows:
+                self._found(
+                    "lease_expired",
+                    document_id,
+                    f"PROCESSING by {worker_id}, lease ran out at {_when(lease_expires_at)}",
+                )
+
+    def _requeue_expired(self) -> None:
+        while documents := self.store.lifecycle.requeue_expired(self.batch):
+            pending = [d.id for d in documents if d.status == "PENDING"]
+            self.queue.enqueue_many(pending)
+            for document in documents:
+                done = (
+                    "back to PENDING, re-enqueued"
+                    if document.status == "PENDING"
+                    else "FAILED (no attempts left)"
+                )
+                self._found("lease_expired", document.id, str(document.error_message), done)
+            if len(documents) < self.batch:
+                return
+
+    # -- 2. queue messages -------------------------------------------------------------------------
+
+    def queue_messages(self) -> None:
+        """Messages whose document is missing or finished; the others are noted as queued."""
+        for page in self._stream(self.queue.key):
+            ids = [document_id for _, document_id, _ in page if document_id is not None]
+            states = self._states(ids)
+            stale: list[tuple[str, int | None, str]] = []
+            live: list[int] = []
+            for message_id, document_id, _ in page:
+                why = _why_not_waiting(document_id, states)
+                if why is None and document_id is not None:
+                    live.append(document_id)
+                elif why:
+                    stale.append((message_id, document_id, why))
+            if live:
+                self._note_queued(live)
+            if stale and self.repair:
+                self.queue.ack(*(message_id for message_id, _, _ in stale))
+            for message_id, document_id, why in stale:
+                done = "acked and deleted" if self.repair else None
+                self._found("stale_message", document_id, f"message {message_id}: {why}", done)
+
+    # -- 3. dead letters ---------------------------------------------------------------------------
+
+    def dead_letters(self) -> None:
+        """Every dead letter; those of finished or missing documents are dropped on repair."""
+        key = self.queue.dead_letter_key
+        for page in self._stream(key):
+            ids = [document_id for _, document_id, _ in page if document_id is not None]
+            states = self._states(ids)
+            drop: list[str] = []
+            findings: list[tuple[int | None, str, str | None]] = []
+            for message_id, document_id, fields in page:
+                why = _why_not_waiting(document_id, states)
+                detail = (
+                    f"dead letter {message_id}: delivered {fields.get('deliveries', '?')} times, "
+                    f"last to {fields.get('last_consumer', '?')}"
+                )
+                if why:
+                    drop.append(message_id)
+                    findings.append((document_id, f"{detail}; {why}", "deleted"))
+                else:
+                    state = states.get(document_id) if document_id is not None else None
+                    status = state.status if state else "in flight"
+                    findings.append((document_id, f"{detail}; document is {status}: kept", None))
+            if drop and self.repair:
+                with self.core.errors():
+                    self.core.client.xdel(key, *drop)
+            for document_id, detail, done in findings:
+                self._found("dead_letter", document_id, detail, done if self.repair else None)
+
+    # -- 4. pending without a message --------------------------------------------------------------
+
+    def unqueued_pending(self) -> None:
+        """PENDING documents no queue message will bring to a worker."""
+        after = 0
+        while rows := self.db.all(
+            "doctor_quiet_pending", {"after_id": after, "grace": self.grace, "limit": self.batch}
+        ):
+            after = rows[-1][0]
+            ids = [row[0] for row in rows]
+            with self.core.errors():
+                queued = self.core.client.smismember(self._scratch, ids)
+            lost = [
+                (row[0], row[1])
+                for row, is_queued in zip(rows, queued, strict=True)
+                if not is_queued
+            ]
+            if lost and self.repair:
+                self.queue.enqueue_many([document_id for document_id, _ in lost])
+            for document_id, updated_at in lost:
+                done = "re-enqueued" if self.repair else None
+                detail = f"PENDING since {_when(updated_at)} with no queue message"
+                self._found("pending_unqueued", document_id, detail, done)
+
+    # -- 5. blobs ----------------------------------------------------------------------------------
+
+    def blobs(self) -> None:
+        """Blobs without a row and rows without a blob: two listings by key, merged."""
+        store = self.store.blobs.store
+        if not can_list(store):
+            self.report.skipped.append(f"blobs: a {type(store).__name__} cannot be listed")
+            return
+        young = datetime.now(timezone.utc) - timedelta(seconds=self.grace)
+        rows = self._row_keys()
+        listed = self._listed_blobs(store)
+        row, blob = _next(rows), _next(listed)
+        while row is not None or blob is not None:
+            if blob is not None and (row is None or blob.key < row[1]):
+                if blob.modified < young:
+                    self._orphan(store, blob)
+                blob = _next(listed)
+            elif row is not None and (blob is None or row[1] < blob.key):
+                document_id, key, status, quiet = row
+                if quiet:
+                    self._found("blob_missing", document_id, f"{status}, no blob at {key}")
+                row = _next(rows)
+            else:  # the same key: every row with it has its blob
+                assert blob is not None
+                key = blob.key
+                while row is not None and row[1] == key:
+                    row = _next(rows)
+                blob = _next(listed)
+
+    def _orphan(self, store: BlobStore, blob: ListedBlob) -> None:
+        if self.repair:
+            in_thread(store.delete, blob.key)
+        detail = f"blob {blob.key} written {_when(blob.modified)} has no document"
+        self._found("blob_orphaned", None, detail, "deleted" if self.repair else None, blob.key)
+
+    def _row_keys(self) -> Iterator[tuple[int, str, str, bool]]:
+        after_key, after_id = "", 0
+        while True:
+            rows = self.db.all(
+                "doctor_blob_keys",
+                {"after_key": after_key, "after_id": after_id, "grace": self.grace,
+                 "limit": self.batch},
+            )  # fmt: skip
+            for document_id, key, status, quiet in rows:  # noqa: RUF100, UP028 - a loop on the async side
+                yield document_id, key, status, quiet
+            if len(rows) < self.batch:
+                return
+            after_id, after_key = rows[-1][0], rows[-1][1]
+
+    def _listed_blobs(self, store: BlobStore) -> Iterator[ListedBlob]:
+        listing = blobs_in_order(store, self.batch)
+        while True:
+            page = in_thread(take, listing, self.batch)
+            for blob in page:  # noqa: RUF100, UP028 - a loop on the async side
+                yield blob
+            if len(page) < self.batch:
+                return
+
+    # -- 6. cached results -------------------------------------------------------------------------
+
+    def cached_results(self) -> None:
+        """Cached document results older than their row, or of a row that is gone."""
+        pattern = cache_key("document:*:result")
+        for keys in self._scan(pattern):
+            ids = [int(m.group(1)) for m in map(_CACHED_RESULT.fullmatch, keys) if m]
+            if not ids:
+                continue
+            with self.core.errors():
+                values = self.core.client.mget([cache_key(RedisCache.document_key(i)) for i in ids])
+            states = self._states(ids)
+            for document_id, raw in zip(ids, values, strict=True):
+                if raw is None:
+                    continue  # expired since the scan
+                why = _stale_cache(_cached_updated_at(raw), states.get(document_id))
+                if why is None:
+                    continue
+                done = None
+                if self.repair:
+                    gone = self.store.cache.invalidate_document(document_id)
+                    done = "deleted" if gone else "not deleted: Redis failed"
+                self._found("cache_stale", document_id, why, done)
+
+    # -- 7. progress keys --------------------------------------------------------------------------
+
+    def progress_keys(self) -> None:
+        """Progress of documents that are gone, or finished while the key says otherwise."""
+        for keys in self._scan(redis_key("progress", "*")):
+            ids = [int(m.group(1)) for m in map(_PROGRESS.fullmatch, keys) if m]
+            if not ids:
+                continue
+            replies = self._progress_and_ttl(ids)
+            states = self._states(ids)
+            for document_id, percent, ttl in zip(ids, replies[::2], replies[1::2], strict=True):
+                why = _stale_progress(percent, int(ttl), states.get(document_id))
+                if why is None:
+                    continue
+                if self.repair:
+                    self.store.progress.clear(document_id)
+                self._found("progress_stale", document_id, why, "deleted" if self.repair else None)
+
+    def _progress_and_ttl(self, ids: list[int]) -> list[Any]:
+        """Percent and milliseconds to live of each document's progress, flat, in one trip."""
+        with self.core.errors():
+            pipe = self.core.client.pipeline(transaction=False)
+            for document_id in ids:
+                pipe.hget(progress_key(document_id), "percent")
+                pipe.pttl(progress_key(document_id))
+            return list(pipe.execute())
+
+    # -- plumbing ----------------------------------------------------------------------------------
+
+    def _found(
+        self,
+        kind: FindingKind,
+        document_id: int | None,
+        detail: str,
+        repair: str | None = None,
+        subject: str | None = None,
+    ) -> None:
+        subject = subject or (f"document {document_id}" if document_id is not None else "-")
+        finding = Finding(
+            kind=kind, subject=subject, document_id=document_id, detail=detail, repair=repair
+        )
+        self.log.add(finding)
+
+    def _states(self, ids: Sequence[int]) -> dict[int, _State]:
+        if not ids:
+            return {}
+        rows = self.db.all("doctor_document_states", {"ids": sorted(set(ids)), "grace": self.grace})
+        return {row[0]: _State(row[1], row[2], row[3]) for row in rows}
+
+    def _stream(self, key: str) -> Iterator[list[tuple[str, int | None, dict[str, str]]]]:
+        """A stream's entries, a page at a time: (entry id, document id or None, fields)."""
+        start = "-"
+        while True:
+            with self.core.errors():
+                entries = self.core.client.xrange(key, min=start, max="+", count=self.batch)
+            if not entries:
+                return
+            page = []
+            for entry_id, raw in cast("list[tuple[bytes, Any]]", entries):
+                fields = _fields(raw)
+                page.append((as_text(entry_id), _document_id(fields), fields))
+            yield page
+            if len(entries) < self.batch:
+                return
+            start = "(" + page[-1][0]
+
+    def _scan(self, pattern: str) -> Iterator[list[str]]:
+        """Keys matching `pattern`, a SCAN page at a time (a key may come twice)."""
+        cursor = 0
+        while True:
+            with self.core.errors():
+                cursor, keys = self.core.client.scan(cursor, match=pattern, count=self.batch)
+            if keys:
+                yield [as_text(key) for key in keys]
+            if int(cursor) == 0:
+                return
+
+    def _note_queued(self, ids: list[int]) -> None:
+        with self.core.errors():
+            pipe = self.core.client.pipeline(transaction=False)
+            pipe.sadd(self._scratch, *ids)
+            pipe.pexpire(self._scratch, SCRATCH_TTL_MS)
+            pipe.execute()
+
+    def _drop_scratch(self) -> None:
+        # When Redis is gone the set expires by itself.
+        self.core.fail_open(lambda: self.core.client.delete(self._scratch), lambda _: 0)
+
+
+def run(
+    store: StoreParts,
+    *,
+    repair: bool = False,
+    grace: float = 300.0,
+    batch_size: int = 1000,
+    on_finding: Callable[[Finding], None] | None = None,
+) -> DoctorReport:
+    """Audit `store` (and with `repair` fix what is safe); `on_finding` sees each finding."""
+    doctor = Doctor(store, repair=repair, grace=grace, batch_size=batch_size, on_finding=on_finding)
+    return doctor.run()
+
+
+def _next(items: Iterator[T]) -> T | None:
+    try:
+        return items.__next__()
+    except StopIteration:
+        return None
+
+
+def _fields(raw: Any) -> dict[str, str]:
+    if isinstance(raw, dict):
+        return {as_text(k): as_text(v) for k, v in raw.items()}
+    flat = [as_text(item) for item in raw]
+    return dict(zip(flat[::2], flat[1::2], strict=False))  # an odd last field is dropped
+
+
+def _document_id(fields: dict[str, str]) -> int | None:
+    value = fields.get("document_id", "")
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else None
+
+
+def _why_not_waiting(document_id: int | None, states: dict[int, _State]) -> str | None:
+    """Why a message cannot lead to work: '' for a document finished within the grace period
+    (its worker is about to ack), None when it is waiting or with a worker."""
+    if document_id is None:
+        return "it names no document"
+    state = states.get(document_id)
+    if state is None:
+        return f"document {document_id} has no row"
+    if state.status in ACTIVE:
+        return None
+    return f"document {document_id} is {state.status}" if state.quiet else ""
+
+
+def _cached_updated_at(raw: bytes | str) -> datetime | None:
+    try:
+        value = json.loads(raw)
+        return _TIME.validate_python(value["updated_at"]) if isinstance(value, dict) else None
+    except (ValueError, KeyError, ValidationError):
+        return None
+
+
+def _stale_cache(cached: datetime | None, state: _State | None) -> str | None:
+    if state is None:
+        return "cached result of a document that has no row"
+    if cached is None:
+        return "cached result that is not a document"
+    if cached < state.updated_at and state.quiet:
+        return f"cached as of {_when(cached)}, row changed {_when(state.updated_at)}"
+    return None
+
+
+def _stale_progress(percent: Any, ttl_ms: int, state: _State | None) -> str | None:
+    if state is None:
+        return "progress of a document that has no row"
+    if state.status in ACTIVE or not state.quiet:
+        return None
+    if percent is None:
+        return f"{state.status}, progress shows nothing"
+    shown = as_text(percent)
+    if float(shown) < 100:
+        return f"{state.status}, progress shows {shown}%"
+    if ttl_ms == -1:
+        return f"{state.status}, progress key never expires"
+    return None
+
+
+def _when(moment: datetime) -> str:
+    return f"{moment.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+
+
+__all__ = ["ACTIVE", "Doctor", "StoreParts", "run"]

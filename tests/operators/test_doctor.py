@@ -1,0 +1,340 @@
+"""`docstore doctor` on real PostgreSQL, Redis and S3: each invariant broken by hand is found,
+nothing changes without `repair`, and `repair` fixes what is safe (on both sides)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import Any, cast
+
+import psycopg
+import pytest
+import redis
+from sides import Side, side_fixture  # noqa: F401
+
+from docstore import Docstore, Settings
+from docstore.doctor import Doctor, DoctorReport, Finding
+from docstore.intake.blobs import BlobStore, LocalBlobStore, S3BlobStore
+from docstore.intake.extractors import extract_text
+from docstore.models import DocumentResponse, UserCreate
+from docstore.redis.keys import cache_key, progress_key
+
+
+@pytest.fixture
+def blob_store(docstore_blob_store: S3BlobStore) -> BlobStore:
+    return docstore_blob_store
+
+
+@pytest.fixture
+def store(side: Side, docstore_settings: Settings, blob_store: BlobStore) -> Iterator[Docstore]:
+    opened = side.connect(docstore_settings, blobs=blob_store)
+    with cast(AbstractContextManager[Docstore], opened) as entered:
+        yield entered
+
+
+@pytest.fixture
+def sql(docstore_settings: Settings) -> Iterator[psycopg.Connection[Any]]:
+    """A plain connection, autocommit, to break rows by hand."""
+    with psycopg.connect(docstore_settings.database_url, autocommit=True) as conn:
+        yield conn
+
+
+def doctor(side: Side, store: Docstore, *, repair: bool = False, grace: float = 0) -> DoctorReport:
+    seen: list[Finding] = []
+    report = side.make(Doctor, store, repair=repair, grace=grace, on_finding=seen.append).run()
+    assert seen == report.sample  # few findings here: the sample holds them all
+    return report
+
+
+def kinds(report: DoctorReport) -> dict[str, int]:
+    return {kind: count for kind, count in report.found.items() if count}
+
+
+def submit(store: Docstore, name: str = "a.txt", text: bytes = b"hello doctor") -> DocumentResponse:
+    user = store.users.get_by_email("doc@example.com") or store.users.create(
+        UserCreate(email="doc@example.com")
+    ).user
+    return store.submit_document(user, name, text)
+
+
+def completed(store: Docstore) -> DocumentResponse:
+    document = submit(store, "done.txt")
+    outcome = store.process_next("worker-1", extract_text, block_ms=0)
+    assert outcome is not None and outcome.action == "completed"
+    return store.documents.get(document.id)
+
+
+def redis_state(client: redis.Redis) -> dict[bytes, Any]:
+    """Every key with its type and content, to prove a run without repair changed nothing."""
+    state: dict[bytes, Any] = {}
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key)
+        if kind == b"stream":
+            state[key] = client.xrange(key)
+        elif kind == b"hash":
+            state[key] = client.hgetall(key)
+        else:
+            state[key] = client.dump(key)
+    return state
+
+
+def rows(sql: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    return sql.execute("SELECT * FROM documents ORDER BY id").fetchall()
+
+
+def test_a_healthy_store_is_clean(side: Side, store: Docstore) -> None:
+    completed(store)
+    submit(store, "waiting.txt")
+    report = doctor(side, store)
+    assert report.clean, report.sample
+    assert report.summary() == "clean: no findings"
+
+
+def test_pending_without_a_queue_message_is_found_then_re_enqueued(
+    side: Side, store: Docstore, client: redis.Redis
+) -> None:
+    lost = submit(store, "lost.txt")
+    kept = submit(store, "kept.txt")
+    # The message of `lost` is gone (a Redis restart without persistence, a failed XADD).
+    (first, _), _ = client.xrange(store.queue.key)
+    client.xdel(store.queue.key, first)
+
+    report = doctor(side, store)
+    assert kinds(report) == {"pending_unqueued": 1}
+    assert report.sample[0].document_id == lost.id and report.sample[0].repair is None
+    assert store.queue.stats().length == 1
+
+    repaired = doctor(side, store, repair=True)
+    assert repaired.repaired == {"pending_unqueued": 1}
+    assert repaired.sample[0].repair == "re-enqueued"
+    queued = sorted(int(f[b"document_id"]) for _, f in client.xrange(store.queue.key))
+    assert queued == sorted([lost.id, kept.id])
+    assert doctor(side, store).clean
+
+
+def test_a_document_changed_within_the_grace_period_is_left_alone(
+    side: Side, store: Docstore, client: redis.Redis
+) -> None:
+    submit(store, "young.txt")
+    client.delete(store.queue.key)
+    assert doctor(side, store, grace=3600).clean
+    assert kinds(doctor(side, store, grace=0)) == {"pending_unqueued": 1}
+
+
+def test_messages_for_missing_or_finished_documents_are_found_then_dropped(
+    side: Side, store: Docstore, client: redis.Redis
+) -> None:
+    done = completed(store)
+    waiting = submit(store, "waiting.txt")
+    client.xadd(store.queue.key, {"document_id": done.id})
+    client.xadd(store.queue.key, {"document_id": 999_999})
+    client.xadd(store.queue.key, {"something": "else"})
+
+    report = doctor(side, store)
+    assert kinds(report) == {"stale_message": 3}
+    details = " | ".join(f.detail for f in report.sample)
+    assert "is COMPLETED" in details and "999999 has no row" in details
+    assert "names no document" in details
+    assert client.xlen(store.queue.key) == 4
+
+    doctor(side, store, repair=True)
+    left = [int(f[b"document_id"]) for _, f in client.xrange(store.queue.key)]
+    assert left == [waiting.id]
+    assert doctor(side, store).clean
+
+
+def test_dead_letters_are_reported_and_only_those_of_finished_documents_dropped(
+    side: Side, store: Docstore, client: redis.Redis
+) -> None:
+    done = completed(store)
+    poison = submit(store, "poison.txt")
+    for document in (done, poison):
+        client.xadd(
+            store.queue.dead_letter_key,
+            {"source_id": "1-0", "document_id": document.id, "deliveries": 5,
+             "last_consumer": "worker-9"},
+        )  # fmt: skip
+    before = client.xrange(store.queue.dead_letter_key)
+
+    report = doctor(side, store)
+    assert kinds(report) == {"dead_letter": 2}
+    assert "worker-9" in report.sample[0].detail
+    assert client.xrange(store.queue.dead_letter_key) == before
+
+    repaired = doctor(side, store, repair=True)
+    assert repaired.repaired == {"dead_letter": 1}
+    (letter,) = client.xrange(store.queue.dead_letter_key)
+    assert int(letter[1][b"document_id"]) == poison.id
+    # The poison document still has its queue message: it is not also "unqueued".
+    assert kinds(doctor(side, store)) == {"dead_letter": 1}
+
+
+def test_processing_past_its_lease_is_found_then_requeued(
+    side: Side, store: Docstore, client: redis.Redis, sql: psycopg.Connection[Any]
+) -> None:
+    document = submit(store, "stuck.txt")
+    client.delete(store.queue.key)
+    store.lifecycle.claim(document.id, "worker-dead", 60)
+    sql.execute(
+        "UPDATE documents SET lease_expires_at = now() - interval '1 minute' WHERE id = %s",
+        [document.id],
+    )
+
+    report = doctor(side, store)
+    assert kinds(report) == {"lease_expired": 1}
+    assert "worker-dead" in report.sample[0].detail
+    assert store.documents.get(document.id).status == "PROCESSING"
+
+    repaired = doctor(side, store, repair=True)
+    assert repaired.repaired == {"lease_expired": 1}
+    assert repaired.sample[0].repair == "back to PENDING, re-enqueued"
+    assert store.documents.get(document.id).status == "PENDING"
+    assert [int(f[b"document_id"]) for _, f in client.xrange(store.queue.key)] == [document.id]
+    assert doctor(side, store).clean
+
+
+def test_blobs_without_a_row_and_rows_without_a_blob(
+    side: Side, store: Docstore, blob_store: BlobStore
+) -> None:
+    kept = submit(store, "kept.txt")
+    lost = submit(store, "lost.txt")
+    blob_store.delete(lost.s3_key)
+    orphan = blob_store.put(1, "orphan.txt", b"nobody's")
+
+    assert kinds(doctor(side, store, grace=3600)) == {}  # all of it is young
+    report = doctor(side, store)
+    assert kinds(report) == {"blob_orphaned": 1, "blob_missing": 1}
+    by_kind = {f.kind: f for f in report.sample}
+    assert orphan.key in by_kind["blob_orphaned"].detail
+    assert by_kind["blob_missing"].document_id == lost.id
+    assert blob_store.get(orphan.key) == b"nobody's"
+
+    repaired = doctor(side, store, repair=True)
+    assert repaired.repaired == {"blob_orphaned": 1}  # a missing blob cannot be made up
+    with pytest.raises(Exception, match="not found"):
+        blob_store.get(orphan.key)
+    assert blob_store.get(kept.s3_key) == b"hello doctor"
+    assert kinds(doctor(side, store)) == {"blob_missing": 1}
+
+
+def test_blob_listing_of_the_local_store_follows_byte_order(
+    side: Side, docstore_settings: Settings, tmp_path: Any, sql: psycopg.Connection[Any]
+) -> None:
+    local = LocalBlobStore(tmp_path)
+    opened = side.connect(docstore_settings, blobs=local)
+    with cast(AbstractContextManager[Docstore], opened) as store:
+        user = store.users.create(UserCreate(email="local@example.com")).user
+        # "a.txt" sorts before "a/b" in bytes ('.' < '/'), but after the folder name "a".
+        for key in ("a.txt", "a/b", "a-c", "a/b.txt"):
+            path = tmp_path.joinpath(*key.split("/"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"x")
+            sql.execute(
+                "INSERT INTO documents (user_id, filename, s3_key) VALUES (%s, 'x', %s)",
+                [user.id, key],
+            )
+        sql.execute("UPDATE documents SET status = 'COMPLETED'")
+        assert kinds(doctor(side, store)) == {}
+        (tmp_path / "a" / "b").unlink()
+        (tmp_path / "zz").write_bytes(b"orphan")
+        report = doctor(side, store)
+        assert kinds(report) == {"blob_missing": 1, "blob_orphaned": 1}
+
+
+def test_cached_results_older_than_their_row_are_found_then_deleted(
+    side: Side, store: Docstore, client: redis.Redis, sql: psycopg.Connection[Any]
+) -> None:
+    fresh = completed(store)
+    changed = completed(store)
+    sql.execute("UPDATE documents SET updated_at = now() WHERE id = %s", [changed.id])
+    client.set(cache_key("document:424242:result"), b'{"id": 424242}')
+    client.set(cache_key("document:unrelated:result"), b"{}")  # not a document key: ignored
+
+    report = doctor(side, store)
+    assert kinds(report) == {"cache_stale": 2}
+    assert {f.document_id for f in report.sample} == {changed.id, 424242}
+    assert client.exists(cache_key(f"document:{changed.id}:result"))
+
+    doctor(side, store, repair=True)
+    assert not client.exists(cache_key(f"document:{changed.id}:result"))
+    assert not client.exists(cache_key("document:424242:result"))
+    assert client.exists(cache_key(f"document:{fresh.id}:result"))
+    assert doctor(side, store).clean
+
+
+def test_progress_keys_of_finished_or_missing_documents_are_found_then_deleted(
+    side: Side, store: Docstore, client: redis.Redis
+) -> None:
+    done = completed(store)  # progress: 100%, expiring: fine
+    stale = completed(store)
+    forever = completed(store)
+    waiting = submit(store, "waiting.txt")
+    client.hset(progress_key(stale.id), "percent", "40.0")
+    client.persist(progress_key(forever.id))
+    client.hset(progress_key(777_777), mapping={"percent": "10", "stage": "x"})
+    client.hset(progress_key(waiting.id), mapping={"percent": "10", "stage": "x"})
+
+    report = doctor(side, store)
+    assert kinds(report) == {"progress_stale": 3}
+    assert {f.document_id for f in report.sample} == {stale.id, forever.id, 777_777}
+    assert any("never expires" in f.detail for f in report.sample)
+
+    doctor(side, store, repair=True)
+    remaining = {progress_key(i) for i in (done.id, stale.id, forever.id, 777_777, waiting.id)}
+    assert {k for k in remaining if client.exists(k)} == {
+        progress_key(done.id),
+        progress_key(waiting.id),
+    }
+    assert doctor(side, store).clean
+
+
+def test_without_repair_nothing_changes_anywhere(
+    side: Side,
+    store: Docstore,
+    client: redis.Redis,
+    sql: psycopg.Connection[Any],
+    blob_store: S3BlobStore,
+) -> None:
+    done = completed(store)
+    submit(store, "lost.txt")
+    client.delete(store.queue.key)
+    client.xadd(store.queue.key, {"document_id": done.id})
+    client.xadd(store.queue.dead_letter_key, {"source_id": "1-0", "document_id": done.id})
+    client.hset(progress_key(done.id), "percent", "5")
+    sql.execute("UPDATE documents SET updated_at = now() WHERE id = %s", [done.id])
+    blob_store.put(1, "orphan.txt", b"x")
+    blob_store.delete(done.s3_key)
+    before = (redis_state(client), rows(sql), sorted(b.key for b in _listing(blob_store)))
+
+    report = doctor(side, store)
+
+    assert set(kinds(report)) == {
+        "stale_message",
+        "dead_letter",
+        "pending_unqueued",
+        "blob_orphaned",
+        "blob_missing",
+        "cache_stale",
+        "progress_stale",
+    }
+    assert report.repaired == {}
+    after = (redis_state(client), rows(sql), sorted(b.key for b in _listing(blob_store)))
+    assert after == before  # the scratch set of queued ids is gone too
+
+
+def test_findings_beyond_the_sample_are_counted_and_streamed(
+    side: Side, store: Docstore, client: redis.Redis
+) -> None:
+    for i in range(130):
+        client.xadd(store.queue.key, {"document_id": 500_000 + i})
+    seen: list[Finding] = []
+    report = side.make(Doctor, store, grace=0, batch_size=50, on_finding=seen.append).run()
+    assert report.found == {"stale_message": 130}
+    assert len(seen) == 130 and len(report.sample) == 100
+    assert len({f.detail for f in seen}) == 130  # pages did not overlap
+
+
+def _listing(blob_store: S3BlobStore) -> list[Any]:
+    from docstore.doctor.blob_listing import blobs_in_order
+
+    return list(blobs_in_order(blob_store, 2))
