@@ -1,14 +1,16 @@
-"""Command line: `docstore schema apply|rollback|status` and `docstore migrate ...`
-(also as `python -m docstore ...`)."""
+"""Command line: `docstore schema apply|rollback|status`, `docstore migrate ...` and
+`docstore doctor` (also as `python -m docstore ...`)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
 from pydantic import ValidationError
 
+from docstore.doctor.findings import Finding
 from docstore.errors import DocstoreError, RollbackRefused
 from docstore.postgres import schema
 from docstore.settings import Settings
@@ -31,6 +33,25 @@ def _parser() -> argparse.ArgumentParser:
         help="confirm dropping tables and columns that hold rows (refused without it)",
     )
     actions.add_parser("status", help="list migrations and whether they are applied")
+    doctor = commands.add_parser(
+        "doctor",
+        help="audit PostgreSQL, Redis and the blob store against each other "
+        "(exit 0 clean, 1 findings, 2 could not run)",
+    )
+    doctor.add_argument("--json", action="store_true", help="one JSON object per line")
+    doctor.add_argument(
+        "--repair", action="store_true", help="fix what is safe to fix (without it nothing changes)"
+    )
+    doctor.add_argument(
+        "--grace",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="leave alone what changed this recently: work in flight (default 300)",
+    )
+    doctor.add_argument(
+        "--batch-size", type=int, default=1000, help="rows, keys or blobs read at a time"
+    )
     commands.add_parser(
         "migrate",
         help="move the legacy Redis tasks into PostgreSQL (options of python -m docstore.migrate)",
@@ -69,8 +90,36 @@ def _run_migrate(options: list[str], database_url: str | None) -> int:
     return migrate_main(options)
 
 
+def run_doctor(
+    settings: Settings, *, repair: bool, grace: float, batch_size: int, as_json: bool
+) -> int:
+    """Audit the store of `settings`, printing each finding as it comes, then a summary;
+    returns 0 when clean, 1 when anything was found (repaired or not)."""
+    from docstore.doctor import run
+    from docstore.store import Docstore
+
+    def show(finding: Finding) -> None:
+        if as_json:
+            print(finding.model_dump_json(), flush=True)
+        else:
+            done = f"  [{finding.repair}]" if finding.repair else ""
+            print(f"{finding.kind:<17} {finding.subject}: {finding.detail}{done}", flush=True)
+
+    with Docstore.connect(settings) as store:
+        report = run(store, repair=repair, grace=grace, batch_size=batch_size, on_finding=show)
+    if as_json:
+        summary = report.model_dump(exclude={"sample"})
+        print(json.dumps({"summary": {**summary, "clean": report.clean}}))
+    else:
+        for skipped in report.skipped:
+            print(f"skipped: {skipped}")
+        print(report.summary())
+    return 0 if report.clean else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit code (0 ok, 2 usage or connection error)."""
+    """Run the command line; return the exit code (0 ok, 2 usage or connection error;
+    `doctor`: 1 when it found something)."""
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
     if args.command == "migrate":
@@ -79,6 +128,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         settings = _settings(args.database_url)
+        if args.command == "doctor":
+            return run_doctor(
+                settings,
+                repair=args.repair,
+                grace=args.grace,
+                batch_size=args.batch_size,
+                as_json=args.json,
+            )
         count = None if getattr(args, "all", False) else getattr(args, "count", 1)
         confirm = getattr(args, "yes_destroy_data", False)
         run_schema(args.action, settings, count=count, confirm_destroy=confirm)

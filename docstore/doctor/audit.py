@@ -59,15 +59,20 @@ _PROGRESS = re.compile(r"docstore:progress:\{([0-9]{1,19})\}")
 
 
 class StoreParts(Protocol):
-    """What the doctor uses of a store (`Docstore` has all of it)."""
+    """What the doctor uses of a store (`Docstore` has all of it), read only."""
 
-    db: Database
-    redis_core: RedisCore
-    queue: TaskQueue
-    lifecycle: DocumentLifecycle
-    cache: RedisCache
-    progress: ProgressTracker
-
+    @property
+    def db(self) -> Database: ...
+    @property
+    def redis_core(self) -> RedisCore: ...
+    @property
+    def queue(self) -> TaskQueue: ...
+    @property
+    def lifecycle(self) -> DocumentLifecycle: ...
+    @property
+    def cache(self) -> RedisCache: ...
+    @property
+    def progress(self) -> ProgressTracker: ...
     @property
     def blobs(self) -> Blobs: ...
 

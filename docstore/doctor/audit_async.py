@@ -57,15 +57,20 @@ _PROGRESS = re.compile(r"docstore:progress:\{([0-9]{1,19})\}")
 
 
 class AsyncStoreParts(Protocol):
-    """What the doctor uses of a store (`AsyncDocstore` has all of it)."""
+    """What the doctor uses of a store (`AsyncDocstore` has all of it), read only."""
 
-    db: AsyncDatabase
-    redis_core: AsyncRedisCore
-    queue: AsyncTaskQueue
-    lifecycle: AsyncDocumentLifecycle
-    cache: AsyncRedisCache
-    progress: AsyncProgressTracker
-
+    @property
+    def db(self) -> AsyncDatabase: ...
+    @property
+    def redis_core(self) -> AsyncRedisCore: ...
+    @property
+    def queue(self) -> AsyncTaskQueue: ...
+    @property
+    def lifecycle(self) -> AsyncDocumentLifecycle: ...
+    @property
+    def cache(self) -> AsyncRedisCache: ...
+    @property
+    def progress(self) -> AsyncProgressTracker: ...
     @property
     def blobs(self) -> AsyncBlobs: ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -52,3 +53,54 @@ def test_unknown_options_of_schema_are_usage_errors(capsys: pytest.CaptureFixtur
         main(["schema", "status", "--bogus"])
     assert exited.value.code == 2
     assert "--bogus" in capsys.readouterr().err
+
+
+@pytest.fixture
+def doctor_env(
+    docstore_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Settings:
+    """The environment `docstore doctor` reads: this test's servers, a local blob folder."""
+    monkeypatch.setenv("DATABASE_URL", docstore_settings.database_url)
+    monkeypatch.setenv("REDIS_URL", docstore_settings.redis_url)
+    monkeypatch.setenv("BLOB_BACKEND", "local")
+    monkeypatch.setenv("BLOB_DIR", str(tmp_path / "blobs"))
+    return Settings()
+
+
+def test_docstore_doctor_exits_0_when_clean_and_1_with_findings_in_text_and_json(
+    doctor_env: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["doctor", "--grace", "0"]) == 0
+    assert capsys.readouterr().out.strip().endswith("clean: no findings")
+
+    with Docstore.connect(doctor_env) as store:
+        store.redis.xadd(store.queue.key, {"document_id": 4242})
+    assert main(["doctor", "--grace", "0"]) == 1
+    out = capsys.readouterr().out
+    assert "stale_message" in out and "4242 has no row" in out
+    assert "nothing changed" in out
+
+    assert main(["doctor", "--json", "--grace", "0"]) == 1
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[0]["kind"] == "stale_message" and lines[0]["document_id"] == 4242
+    assert lines[-1]["summary"]["found"] == {"stale_message": 1}
+    assert lines[-1]["summary"]["clean"] is False
+
+    assert main(["doctor", "--repair", "--grace", "0"]) == 1
+    assert "[acked and deleted]" in capsys.readouterr().out
+    assert main(["doctor", "--grace", "0"]) == 0
+
+
+def test_docstore_doctor_exits_2_when_it_cannot_run(
+    doctor_env: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # nothing listens there
+    assert main(["doctor"]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Redis" in err
+    with pytest.raises(SystemExit) as exited:
+        main(["doctor", "--grace", "soon"])
+    assert exited.value.code == 2
+    monkeypatch.setenv("REDIS_URL", doctor_env.redis_url)
+    assert main(["doctor", "--grace", "-1"]) == 2
+    assert "grace" in capsys.readouterr().err
