@@ -30,6 +30,14 @@ def url_address(url: str, default_port: int) -> str:
     return f"{host}:{port}"
 
 
+def _libpq_url(url: str) -> str:
+    """`url` with the scheme libpq understands (``postgresql://``)."""
+    for prefix in ("postgresql+psycopg://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql://" + url[len(prefix) :]
+    return url
+
+
 class Settings(BaseSettings):
     """Everything docstore needs to reach its servers.
 
@@ -57,6 +65,25 @@ class Settings(BaseSettings):
     )
     redis_url_secret: SecretStr = Field(
         SecretStr("redis://127.0.0.1:6379/0"), validation_alias="REDIS_URL"
+    )
+    database_pooler: Literal["none", "transaction"] = Field(
+        "none",
+        description="'transaction' behind PgBouncer / RDS Proxy in transaction mode: no startup "
+        "options, no server-side prepared statements, no session state.",
+    )
+    database_replica_url_secret: SecretStr | None = Field(
+        None,
+        validation_alias="DATABASE_REPLICA_URL",
+        description="A streaming replica: lag-tolerant reads (listings, search, counts) go there.",
+    )
+    replica_max_lag: float = Field(
+        5.0, gt=0, description="Seconds of replay lag past which replica reads go to the primary."
+    )
+    replica_check_interval: float = Field(
+        1.0, gt=0, description="Seconds between checks of the replica's lag (retries when down)."
+    )
+    replica_timeout: float = Field(
+        1.0, gt=0, description="Seconds to wait for a replica connection before using the primary."
     )
 
     debug_sql: bool = False
@@ -96,6 +123,10 @@ class Settings(BaseSettings):
             scheme = urlsplit(self.database_url_override.get_secret_value()).scheme
             if scheme not in {"postgresql", "postgres", "postgresql+psycopg"}:
                 raise ValueError("DATABASE_URL must start with postgresql://")
+        if self.database_replica_url_secret is not None:
+            scheme = urlsplit(self.database_replica_url_secret.get_secret_value()).scheme
+            if scheme not in {"postgresql", "postgres", "postgresql+psycopg"}:
+                raise ValueError("DATABASE_REPLICA_URL must start with postgresql://")
         if urlsplit(self.redis_url).scheme not in {"redis", "rediss", "unix"}:
             raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
         return self
@@ -104,17 +135,26 @@ class Settings(BaseSettings):
     def database_url(self) -> str:
         """The libpq URL (``postgresql://...``), password included: never log it."""
         if self.database_url_override is not None:
-            url = self.database_url_override.get_secret_value()
-            for prefix in ("postgresql+psycopg://", "postgres://"):
-                if url.startswith(prefix):
-                    url = "postgresql://" + url[len(prefix) :]
-            return url
+            return _libpq_url(self.database_url_override.get_secret_value())
         password = quote(self.postgres_password.get_secret_value(), safe="")
         user = quote(self.postgres_user, safe="")
         return (
             f"postgresql://{user}:{password}@{self.postgres_host}:{self.postgres_port}"
             f"/{quote(self.postgres_db, safe='')}"
         )
+
+    @property
+    def database_replica_url(self) -> str | None:
+        """The libpq URL of the replica, password included (never log it), or None."""
+        if self.database_replica_url_secret is None:
+            return None
+        return _libpq_url(self.database_replica_url_secret.get_secret_value())
+
+    @property
+    def database_replica_address(self) -> str | None:
+        """``host:port`` of the replica, safe to print, or None."""
+        url = self.database_replica_url
+        return None if url is None else url_address(url, 5432)
 
     @property
     def yoyo_url(self) -> str:

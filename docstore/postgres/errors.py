@@ -9,6 +9,7 @@ import psycopg
 import psycopg_pool
 
 from docstore.errors import (
+    ConfigurationError,
     Conflict,
     DatabaseError,
     DocstoreError,
@@ -21,6 +22,11 @@ _INPUT_CLASSES = ("22", "23")
 # 08 connection exception, 53 insufficient resources, 57 operator intervention (shutdown,
 # statement timeout), 58 system error.
 _UNAVAILABLE_CLASSES = ("08", "53", "57", "58")
+# PgBouncer's answer to a startup packet with `options` (or another parameter it does not track).
+_STARTUP_REFUSED = "unsupported startup parameter"
+# 26000 invalid_sql_statement_name, 42P05 duplicate_prepared_statement: what prepared
+# statements do when a pooler hands one client's server connection to another.
+_PREPARED_STATEMENT_STATES = ("26000", "42P05")
 
 
 def database_error(exc: psycopg.Error, address: str) -> DocstoreError:
@@ -29,6 +35,17 @@ def database_error(exc: psycopg.Error, address: str) -> DocstoreError:
     diag = exc.diag
     text = str(exc).strip()
     detail = diag.message_primary or (text.splitlines()[0] if text else type(exc).__name__)
+    if _STARTUP_REFUSED in text:
+        refused = text[text.index(_STARTUP_REFUSED) :].splitlines()[0]
+        return ConfigurationError(
+            f"the server at {address} refused a startup parameter ({refused}): behind PgBouncer "
+            "or another pooler in transaction mode, set DATABASE_POOLER=transaction"
+        )
+    if sqlstate in _PREPARED_STATEMENT_STATES:
+        return DatabaseError(
+            f"PostgreSQL error {sqlstate}: {detail} (a server-side prepared statement went "
+            "missing: behind a pooler in transaction mode, set DATABASE_POOLER=transaction)"
+        )
     if isinstance(exc, psycopg.errors.UniqueViolation | psycopg.errors.ExclusionViolation):
         constraint = diag.constraint_name
         return Conflict(

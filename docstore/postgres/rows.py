@@ -126,8 +126,7 @@ def validated_row(model: type[Model], query_name: str) -> BaseRowFactory[Model]:
                 return make(values)
             except (TypeError, ValidationError) as exc:
                 raise DatabaseError(
-                    f"a row of query {query_name} is not a {model.__name__}: "
-                    f"{type(exc).__name__}"
+                    f"a row of query {query_name} is not a {model.__name__}: {type(exc).__name__}"
                 ) from exc
 
         return build

@@ -31,12 +31,14 @@ import psycopg
 import pytest
 import redis
 from psycopg import sql
+from pydantic import SecretStr
 
 from docstore.intake.blobs import S3BlobStore
 from docstore.postgres.schema import apply_schema
 from docstore.settings import Settings
 from docstore.store import Docstore
 from docstore.store_async import AsyncDocstore
+from docstore.testing.pgbouncer import LocalPgBouncer
 from docstore.testing.servers import LocalPostgres, LocalRedis, free_port
 
 S3_TEST_ACCESS_KEY = "docstore-test"
@@ -204,6 +206,29 @@ async def docstore_async_store(docstore_settings: Settings) -> AsyncIterator[Asy
     on the asyncio backend, or pytest-asyncio in auto mode)."""
     async with await AsyncDocstore.connect(docstore_settings) as store:
         yield store
+
+
+@pytest.fixture(scope="session")
+def docstore_pgbouncer(docstore_postgres_url: str) -> Iterator[LocalPgBouncer]:
+    """PgBouncer in transaction mode in front of the tests' PostgreSQL server (Debian's
+    `pgbouncer` package must be installed)."""
+    bouncer = LocalPgBouncer(docstore_postgres_url)
+    atexit.register(bouncer.close)
+    bouncer.start()
+    yield bouncer
+    bouncer.close()
+
+
+@pytest.fixture
+def docstore_pgbouncer_settings(
+    docstore_settings: Settings, docstore_pgbouncer: LocalPgBouncer
+) -> Settings:
+    """`docstore_settings` reaching this test's database through PgBouncer in transaction mode
+    (`DATABASE_POOLER=transaction`)."""
+    url = docstore_pgbouncer.through(docstore_settings.database_url)
+    return docstore_settings.model_copy(
+        update={"database_url_override": SecretStr(url), "database_pooler": "transaction"}
+    )
 
 
 def _start_s3(stack: ExitStack) -> str:

@@ -42,6 +42,17 @@ def _process_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
+def _service_user() -> Any:
+    """The unprivileged user servers that refuse root run as (created on first use)."""
+    import pwd
+
+    try:
+        return pwd.getpwnam(_SERVICE_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--no-create-home", _SERVICE_USER], check=True)  # noqa: S603, S607
+        return pwd.getpwnam(_SERVICE_USER)
+
+
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -93,13 +104,7 @@ class LocalPostgres:
         # reach the binaries and own the data directory.
         if os.geteuid() != 0:
             return
-        import pwd
-
-        try:
-            entry = pwd.getpwnam(_SERVICE_USER)
-        except KeyError:
-            subprocess.run(["useradd", "--no-create-home", _SERVICE_USER], check=True)  # noqa: S603, S607
-            entry = pwd.getpwnam(_SERVICE_USER)
+        entry = _service_user()
         install_dir = self.bin_dir.parent
         for folder in [*self.base_dir.parents, *install_dir.parents]:
             folder.chmod(folder.stat().st_mode | 0o055)

@@ -20,6 +20,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: pytest.TempPathFactory
         "POSTGRES_PASSWORD",
         "DEBUG_SQL",
         "POOL_MIN_SIZE",
+        "DATABASE_POOLER",
+        "DATABASE_REPLICA_URL",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # no stray .env
@@ -81,3 +83,24 @@ def test_invalid_url_scheme_is_refused_without_echoing_it(monkeypatch: pytest.Mo
 def test_redact_url_hides_only_the_password() -> None:
     assert redact_url("postgresql://u:secret@h:5/d") == "postgresql://u:***@h:5/d"
     assert redact_url("redis://h:6379/0") == "redis://h:6379/0"
+
+
+def test_pooler_and_replica_settings_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().database_pooler == "none" and Settings().database_replica_url is None
+    monkeypatch.setenv("DATABASE_POOLER", "transaction")
+    monkeypatch.setenv("DATABASE_REPLICA_URL", f"postgres://u:{PASSWORD.replace('/', '%2F')}@r:6/d")
+    settings = Settings()
+    assert settings.database_pooler == "transaction"
+    assert settings.database_replica_url is not None
+    assert settings.database_replica_url.startswith("postgresql://u:")
+    assert settings.database_replica_address == "r:6"
+    assert "pa55" not in repr(settings)
+    monkeypatch.setenv("DATABASE_POOLER", "session")
+    with pytest.raises(ValidationError):
+        Settings()
+    monkeypatch.setenv("DATABASE_POOLER", "transaction")
+    monkeypatch.setenv("DATABASE_REPLICA_URL", "mysql://r/d")
+    with pytest.raises(ValidationError, match="DATABASE_REPLICA_URL"):
+        Settings()
