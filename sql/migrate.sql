@@ -1,9 +1,75 @@
 -- Moving the legacy Redis tasks into PostgreSQL (docstore.migrate).
--- One batch = one transaction: create the staging table, COPY into it, create the missing users,
--- insert the documents that are not there yet. A re-run skips what a previous run committed.
+-- One batch = one transaction: plan (which tasks are new, changed in Redis since the migration
+-- wrote them, or unchanged), create the missing users, COPY the new documents, update the
+-- changed ones that still hold what the migration wrote, and record in legacy_migrations what
+-- was written. Unchanged tasks cost no write; a re-run converges to the result of one run.
+
+-- name: migrate_plan
+-- The tasks of a batch that need more than a look, and why: new; migrated before the ledger
+-- existed (unrecorded); changed in Redis since the migration wrote them, with whether their
+-- document still holds what it wrote (changed) or not (touched, deleted). Tasks unchanged since
+-- the run that wrote them are not returned.
+WITH stale AS (
+    SELECT
+        b.legacy_task_id,
+        l.written_md5,
+        l.legacy_task_id IS NOT NULL AS recorded
+    FROM unnest(%(task_ids)s::text[], %(source_md5s)s::bytea[]) AS b (legacy_task_id, source_md5)
+    LEFT JOIN legacy_migrations AS l ON l.legacy_task_id = b.legacy_task_id
+    WHERE l.source_md5 IS DISTINCT FROM b.source_md5
+)
+SELECT
+    s.legacy_task_id,
+    CASE
+        WHEN NOT s.recorded AND d.id IS NULL THEN 'new'
+        WHEN NOT s.recorded THEN 'unrecorded'
+        WHEN d.id IS NULL THEN 'deleted'
+        WHEN legacy_document_fingerprint(d) <> s.written_md5 THEN 'touched'
+        ELSE 'changed'
+    END AS state
+FROM stale AS s
+LEFT JOIN documents AS d ON d.legacy_task_id = s.legacy_task_id;
+
+-- name: migrate_insert_users
+-- Create the owners of a batch that do not exist yet (emails match case-insensitively).
+-- Sorted, so that writers running side by side wait for each other but never deadlock.
+INSERT INTO users (email)
+SELECT DISTINCT e.email
+FROM unnest(%(emails)s::text[]) AS e (email)
+ORDER BY e.email
+ON CONFLICT ((lower(email))) DO NOTHING;
+
+-- name: migrate_user_ids
+-- The ids of a batch's owners, by lower-case email.
+SELECT lower(email) AS email, id
+FROM users
+WHERE lower(email) = ANY(%(emails)s::text[]);
+
+-- name: migrate_copy_documents
+-- COPY target for the new documents of a batch (sorted by legacy task id: writers side by side
+-- wait on a duplicate in one order, never deadlock). A task the legacy service had in flight is
+-- one attempt whose lease has already run out, so requeue_stuck hands it to a new worker.
+COPY documents (
+    user_id, filename, s3_key, status, result_text, error_message, page_count,
+    extraction_time_seconds, created_at, started_at, completed_at, legacy_task_id,
+    worker_id, lease_expires_at, attempts
+) FROM STDIN;
+
+-- name: migrate_record_written
+-- Record what the migration wrote for these tasks: the digest of each task as read and the
+-- fingerprint of its document as it now stands (new rows and adopted pre-ledger rows).
+INSERT INTO legacy_migrations (legacy_task_id, source_md5, written_md5)
+SELECT b.legacy_task_id, b.source_md5, legacy_document_fingerprint(d)
+FROM unnest(%(task_ids)s::text[], %(source_md5s)s::bytea[]) AS b (legacy_task_id, source_md5)
+JOIN documents AS d ON d.legacy_task_id = b.legacy_task_id
+ORDER BY b.legacy_task_id
+ON CONFLICT (legacy_task_id) DO UPDATE
+SET source_md5 = excluded.source_md5,
+    written_md5 = excluded.written_md5,
+    migrated_at = excluded.migrated_at;
 
 -- name: migrate_create_staging
--- A temporary table for one batch of legacy tasks, dropped when the transaction ends.
+-- A temporary table for the changed tasks of one batch, dropped when the transaction ends.
 CREATE TEMPORARY TABLE migrate_staging (
     legacy_task_id TEXT NOT NULL,
     user_email TEXT NOT NULL,
@@ -16,58 +82,74 @@ CREATE TEMPORARY TABLE migrate_staging (
     extraction_time_seconds DOUBLE PRECISION,
     created_at TIMESTAMPTZ,
     started_at TIMESTAMPTZ,
-    completed_at TIMESTAMPTZ
+    completed_at TIMESTAMPTZ,
+    source_md5 BYTEA NOT NULL
 ) ON COMMIT DROP;
 
 -- name: migrate_copy_staging
--- COPY target for a batch of legacy tasks (columns in the order the writer sends them).
+-- COPY target for the changed tasks of a batch (columns in the order the writer sends them).
 COPY migrate_staging (
     legacy_task_id, user_email, filename, s3_key, status, result_text, error_message,
-    page_count, extraction_time_seconds, created_at, started_at, completed_at
+    page_count, extraction_time_seconds, created_at, started_at, completed_at, source_md5
 ) FROM STDIN;
 
--- name: migrate_insert_users
--- Create the owners of the staged tasks that do not exist yet (emails match case-insensitively).
--- Sorted, so that writers running side by side wait for each other but never deadlock.
-INSERT INTO users (email)
-SELECT DISTINCT ON (lower(s.user_email)) s.user_email
-FROM migrate_staging AS s
-ORDER BY lower(s.user_email), s.user_email
-ON CONFLICT ((lower(email))) DO NOTHING;
+-- name: migrate_lock_changed
+-- Lock the documents of the changed tasks, in one order, before checking and updating them:
+-- docstore cannot change one between the check and the update.
+SELECT d.legacy_task_id
+FROM documents AS d
+JOIN migrate_staging AS s ON s.legacy_task_id = d.legacy_task_id
+ORDER BY d.legacy_task_id
+FOR UPDATE OF d;
 
--- name: migrate_insert_documents
--- Insert the staged tasks as documents, skipping task ids that are already migrated.
-INSERT INTO documents (
-    user_id, filename, s3_key, status, result_text, error_message, page_count,
-    extraction_time_seconds, created_at, started_at, completed_at, legacy_task_id,
-    worker_id, lease_expires_at, attempts
+-- name: migrate_update_documents
+-- Bring the documents of changed tasks up to date, as the first run would have written them,
+-- but only those that still hold what the migration wrote; record the new versions. Returns
+-- the task ids updated (the others changed in docstore: conflicts).
+WITH updated AS (
+    UPDATE documents AS d
+    SET user_id = u.id,
+        filename = s.filename,
+        s3_key = s.s3_key,
+        status = s.status,
+        result_text = s.result_text,
+        error_message = s.error_message,
+        page_count = s.page_count,
+        extraction_time_seconds = s.extraction_time_seconds,
+        -- Without a legacy created_at the first run used its own clock: kept.
+        created_at = coalesce(s.created_at, d.created_at),
+        started_at = s.started_at,
+        completed_at = s.completed_at,
+        worker_id = CASE WHEN s.status = 'PROCESSING' THEN 'legacy-service' END,
+        lease_expires_at = CASE
+            WHEN s.status = 'PROCESSING' THEN coalesce(s.started_at, s.created_at, d.created_at)
+        END,
+        attempts = CASE WHEN s.status = 'PROCESSING' THEN 1 ELSE 0 END,
+        updated_at = now()
+    FROM migrate_staging AS s
+    JOIN users AS u ON lower(u.email) = lower(s.user_email)
+    JOIN legacy_migrations AS l ON l.legacy_task_id = s.legacy_task_id
+    WHERE d.legacy_task_id = s.legacy_task_id
+        AND legacy_document_fingerprint(d) = l.written_md5
+    RETURNING d.legacy_task_id, legacy_document_fingerprint(d) AS written_md5, s.source_md5
 )
-SELECT
-    u.id, s.filename, s.s3_key, s.status, s.result_text, s.error_message, s.page_count,
-    s.extraction_time_seconds, coalesce(s.created_at, now()), s.started_at, s.completed_at,
-    s.legacy_task_id,
-    -- A task the legacy service had in flight counts as one attempt whose lease has already
-    -- run out (derived from the task, so a re-run writes the same row): requeue_stuck hands
-    -- it to a new worker instead of leaving it PROCESSING forever.
-    CASE WHEN s.status = 'PROCESSING' THEN 'legacy-service' END,
-    CASE WHEN s.status = 'PROCESSING' THEN coalesce(s.started_at, s.created_at, now()) END,
-    CASE WHEN s.status = 'PROCESSING' THEN 1 ELSE 0 END
-FROM migrate_staging AS s
-JOIN users AS u ON lower(u.email) = lower(s.user_email)
--- Writers running side by side take row locks in one order: no deadlock.
-ORDER BY s.legacy_task_id
-ON CONFLICT (legacy_task_id) DO NOTHING;
-
--- name: migrate_count_present
--- How many of these legacy task ids are already migrated (dry runs).
-SELECT count(*)
-FROM documents
-WHERE legacy_task_id = ANY(%(task_ids)s::text[]);
+UPDATE legacy_migrations AS l
+SET source_md5 = u.source_md5,
+    written_md5 = u.written_md5,
+    migrated_at = now()
+FROM updated AS u
+WHERE l.legacy_task_id = u.legacy_task_id
+RETURNING l.legacy_task_id;
 
 -- name: migrate_fetch_migrated
--- The migrated documents of these legacy task ids, with a digest of the text (verify).
+-- The documents (and ledger rows) of these legacy task ids, with a digest of the text, whether
+-- the migration recorded what it wrote, and whether docstore changed the document since.
 SELECT
-    d.legacy_task_id,
+    b.legacy_task_id,
+    d.id IS NOT NULL AS present,
+    l.legacy_task_id IS NOT NULL AS recorded,
+    l.legacy_task_id IS NOT NULL
+        AND legacy_document_fingerprint(d) IS DISTINCT FROM l.written_md5 AS changed_in_docstore,
     lower(u.email) AS user_email,
     d.filename,
     d.s3_key,
@@ -79,9 +161,43 @@ SELECT
     d.created_at,
     d.started_at,
     d.completed_at
+FROM unnest(%(task_ids)s::text[]) AS b (legacy_task_id)
+LEFT JOIN documents AS d ON d.legacy_task_id = b.legacy_task_id
+LEFT JOIN users AS u ON u.id = d.user_id
+LEFT JOIN legacy_migrations AS l ON l.legacy_task_id = b.legacy_task_id
+WHERE d.id IS NOT NULL OR l.legacy_task_id IS NOT NULL;
+
+-- name: migrate_fetch_conflicting
+-- The docstore version of documents in conflict, for the listing (the text cut short).
+SELECT
+    d.legacy_task_id,
+    u.email AS user_email,
+    d.filename,
+    d.s3_key,
+    d.status,
+    left(d.result_text, %(excerpt)s) AS result_text,
+    char_length(d.result_text) AS result_length,
+    md5(d.result_text) AS result_md5,
+    d.error_message,
+    d.page_count,
+    d.extraction_time_seconds,
+    d.created_at,
+    d.started_at,
+    d.completed_at,
+    d.updated_at,
+    d.worker_id,
+    d.attempts
 FROM documents AS d
 JOIN users AS u ON u.id = d.user_id
 WHERE d.legacy_task_id = ANY(%(task_ids)s::text[]);
+
+-- name: migrate_page_migrated_ids
+-- The next page of migrated task ids, in order (verify: which are gone from Redis).
+SELECT legacy_task_id
+FROM documents
+WHERE legacy_task_id > %(after)s::text
+ORDER BY legacy_task_id
+LIMIT %(limit)s;
 
 -- name: migrate_missing_schema
 -- The tables (or, where the table exists, the columns) the migration needs that are missing.
@@ -90,8 +206,12 @@ SELECT
         WHEN to_regclass(needed.table_name) IS NULL THEN needed.table_name
         ELSE needed.table_name || '.' || needed.column_name
     END AS missing
-FROM (VALUES (1, 'users', 'email'), (2, 'documents', 'legacy_task_id'))
-    AS needed (position, table_name, column_name)
+FROM (
+    VALUES
+        (1, 'users', 'email'),
+        (2, 'documents', 'legacy_task_id'),
+        (3, 'legacy_migrations', 'written_md5')
+) AS needed (position, table_name, column_name)
 WHERE NOT EXISTS (
     SELECT 1
     FROM pg_attribute AS a

@@ -1,7 +1,7 @@
 """Command line of `python -m docstore.migrate`: options, clients, progress, exit codes.
 
-Exit codes: 0 everything migrated (or verified), 1 finished with rejects (or verify found
-problems), 2 usage or connection error, 130 interrupted.
+Exit codes: 0 everything migrated (or verified), 1 finished with rejects or conflicts (or
+verify found problems), 2 usage or connection error, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -36,9 +36,17 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m docstore.migrate",
         description="Move the legacy Redis tasks (task:*, result:*) into PostgreSQL. "
-        "Safe to run again: migrated tasks are skipped. Never writes to Redis.",
+        "Safe to run again: unchanged tasks are skipped, tasks changed in Redis since are "
+        "updated unless docstore changed their document too (a conflict: left alone, listed). "
+        "Never writes to Redis.",
     )
     parser.add_argument("--dry-run", action="store_true", help="read and validate, write nothing")
+    parser.add_argument(
+        "--no-update",
+        dest="update",
+        action="store_false",
+        help="only insert new tasks: leave migrated documents as they are, even if stale",
+    )
     parser.add_argument(
         "--verify", action="store_true", help="compare Redis with PostgreSQL instead of migrating"
     )
@@ -46,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
         "--rejects",
         type=Path,
         default=Path(DEFAULT_REJECTS),
-        help=f"JSON lines of rejected and sanitized records (default: {DEFAULT_REJECTS})",
+        help="JSON lines of rejected, sanitized and conflicting records "
+        f"(default: {DEFAULT_REJECTS})",
     )
     parser.add_argument("--report", type=Path, help="write the final summary as JSON here")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="keys a batch")
@@ -94,15 +103,16 @@ def _run_migrate(args: argparse.Namespace, store: Docstore, source: RedisCore) -
             batch_size=args.batch_size,
             writers=args.writers,
             dry_run=args.dry_run,
+            update=args.update,
             rejects=rejects,
             progress=progress,
         )
     print(("dry run: nothing written\n" if args.dry_run else "") + summary.text())
-    if summary.rejected or summary.sanitized:
-        print(f"rejected and sanitized records are listed in {args.rejects}")
+    if summary.rejected or summary.sanitized or summary.conflicts:
+        print(f"rejected, sanitized and conflicting records are listed in {args.rejects}")
     if args.report:
         write_report(summary, args.report)
-    return 1 if summary.rejected else 0
+    return 1 if summary.rejected or summary.conflicts else 0
 
 
 def _run_verify(args: argparse.Namespace, store: Docstore, source: RedisCore) -> int:
@@ -112,11 +122,7 @@ def _run_verify(args: argparse.Namespace, store: Docstore, source: RedisCore) ->
     report = verify(
         source, store.db, prefix=args.prefix, batch_size=args.batch_size, on_problem=show
     )
-    print(
-        f"checked {report.checked}: {report.matching} match, {report.missing} missing, "
-        f"{report.differing} differ ({report.unmigratable} rejected: invalid in Redis, "
-        "as a migration run lists them)"
-    )
+    print(report.text())
     if args.report:
         text = json.dumps(asdict(report), indent=2) + "\n"
         args.report.write_text(text, encoding="utf-8")

@@ -1,91 +1,262 @@
-"""Write batches of legacy documents to PostgreSQL: COPY into staging, then insert-on-conflict.
+"""Write batches of legacy documents to PostgreSQL: plan, COPY the new, update the changed.
 
-Each batch commits atomically, and both inserts skip rows that exist (users by lower(email),
-documents by legacy_task_id), so a run killed at any moment and started again converges to the
-result of one clean run.
+Each batch is one transaction. The plan (`migrate_plan`) compares the digest of every task with
+what `legacy_migrations` recorded: unchanged tasks cost no write; new ones are COPied; changed
+ones are updated only while their document still holds what the migration wrote, else they are
+conflicts, left alone. A run killed at any moment and started again converges to the result of
+one clean run: a batch commits whole, and the plan of the next run sees exactly what it did.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from docstore.errors import ConfigurationError, Conflict, InvalidInput
+from docstore.migrate.compare import (
+    CHANGED_IN_DOCSTORE,
+    DELETED_IN_DOCSTORE,
+    UNRECORDED,
+    DocstoreVersion,
+    MigratedDocument,
+    MigrationConflict,
+    differing_fields,
+)
+from docstore.migrate.fingerprint import EXCERPT_LENGTH, legacy_version, source_fingerprint
 from docstore.migrate.legacy_records import LegacyDocument, Reject
 from docstore.postgres.executor import Connection, Database
 
 SCHEMA_COMMAND = "python -m docstore schema apply"
+LEGACY_WORKER = "legacy-service"
 
 
 @dataclass(slots=True)
 class WriteOutcome:
-    """What writing one batch did."""
+    """What writing one batch did (or, in a dry run, would do)."""
 
     inserted: int = 0
-    already_present: int = 0
+    updated: int = 0
+    unchanged: int = 0
     users_created: int = 0
     rejects: list[Reject] = field(default_factory=list)
+    conflicts: list[MigrationConflict] = field(default_factory=list)
+
+    def add(self, other: WriteOutcome) -> None:
+        """Add the counts and listings of `other` to these."""
+        self.inserted += other.inserted
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        self.users_created += other.users_created
+        self.rejects.extend(other.rejects)
+        self.conflicts.extend(other.conflicts)
 
 
-def _row(doc: LegacyDocument) -> tuple[Any, ...]:
+@dataclass(slots=True)
+class _Plan:
+    new: list[LegacyDocument] = field(default_factory=list)
+    changed: list[LegacyDocument] = field(default_factory=list)
+    unrecorded: list[LegacyDocument] = field(default_factory=list)
+    conflicts: dict[str, str] = field(default_factory=dict)  # task id -> reason
+
+
+def _copy_row(doc: LegacyDocument, user_id: int, now: datetime) -> tuple[Any, ...]:
+    in_flight = doc.status == "PROCESSING"
+    created_at = doc.created_at or now
     return (
-        doc.task_id,
-        doc.user_email,
-        doc.filename,
-        doc.s3_key,
-        doc.status,
-        doc.result_text,
-        doc.error_message,
-        doc.page_count,
-        doc.extraction_time_seconds,
-        doc.created_at,
-        doc.started_at,
-        doc.completed_at,
-    )
+        user_id, doc.filename, doc.s3_key, doc.status, doc.result_text, doc.error_message,
+        doc.page_count, doc.extraction_time_seconds, created_at, doc.started_at,
+        doc.completed_at, doc.task_id,
+        # A task in flight in the legacy service: one attempt whose lease has run out.
+        LEGACY_WORKER if in_flight else None,
+        (doc.started_at or created_at) if in_flight else None,
+        1 if in_flight else 0,
+    )  # fmt: skip
+
+
+def _staging_row(doc: LegacyDocument, digest: bytes) -> tuple[Any, ...]:
+    return (
+        doc.task_id, doc.user_email, doc.filename, doc.s3_key, doc.status, doc.result_text,
+        doc.error_message, doc.page_count, doc.extraction_time_seconds, doc.created_at,
+        doc.started_at, doc.completed_at, digest,
+    )  # fmt: skip
+
+
+def _plan(
+    db: Database, docs: Sequence[LegacyDocument], digests: dict[str, bytes], conn: Connection
+) -> tuple[_Plan, int]:
+    """Sort the batch by what it needs; also return how many tasks are unchanged."""
+    params = {"task_ids": list(digests), "source_md5s": list(digests.values())}
+    states = dict(db.all("migrate_plan", params, None, conn))
+    plan = _Plan()
+    for doc in docs:
+        state = states.get(doc.task_id)
+        if state == "new":
+            plan.new.append(doc)
+        elif state == "changed":
+            plan.changed.append(doc)
+        elif state == "unrecorded":
+            plan.unrecorded.append(doc)
+        elif state == "touched":
+            plan.conflicts[doc.task_id] = CHANGED_IN_DOCSTORE
+        elif state == "deleted":
+            plan.conflicts[doc.task_id] = DELETED_IN_DOCSTORE
+    return plan, len(docs) - len(states)
+
+
+def _insert_new(
+    db: Database,
+    docs: list[LegacyDocument],
+    emails: list[str],
+    digests: dict[str, bytes],
+    conn: Connection,
+) -> int:
+    """Create the missing users, COPY the new documents, record them; the users created."""
+    users = db.execute("migrate_insert_users", {"emails": emails}, conn)
+    if docs:
+        owners = sorted({doc.user_email for doc in docs})
+        ids = dict(db.all("migrate_user_ids", {"emails": owners}, None, conn))
+        now = datetime.now(timezone.utc)
+        db.copy(
+            "migrate_copy_documents", (_copy_row(d, ids[d.user_email], now) for d in docs), conn
+        )
+        _record(db, docs, digests, conn)
+    return users
+
+
+def _record(
+    db: Database, docs: list[LegacyDocument], digests: dict[str, bytes], conn: Connection
+) -> None:
+    task_ids = [doc.task_id for doc in docs]
+    params = {"task_ids": task_ids, "source_md5s": [digests[t] for t in task_ids]}
+    db.execute("migrate_record_written", params, conn)
+
+
+def _update_changed(
+    db: Database, docs: list[LegacyDocument], digests: dict[str, bytes], conn: Connection
+) -> set[str]:
+    """Update the changed tasks whose documents still hold what was written; their ids."""
+    db.execute("migrate_create_staging", {}, conn)
+    db.copy("migrate_copy_staging", (_staging_row(d, digests[d.task_id]) for d in docs), conn)
+    db.all("migrate_lock_changed", {}, None, conn)
+    return {row[0] for row in db.all("migrate_update_documents", {}, None, conn)}
+
+
+def _adopt_unrecorded(
+    db: Database, plan: _Plan, digests: dict[str, bytes], conn: Connection, *, dry_run: bool
+) -> int:
+    """Pre-ledger documents: record those equal to their task, conflict the others."""
+    params = {"task_ids": [doc.task_id for doc in plan.unrecorded]}
+    rows = {
+        r.legacy_task_id: r
+        for r in db.all("migrate_fetch_migrated", params, MigratedDocument, conn)
+    }
+    equal: list[LegacyDocument] = []
+    for doc in plan.unrecorded:
+        fields = differing_fields(doc, rows[doc.task_id])
+        if fields:
+            plan.conflicts[doc.task_id] = f"{UNRECORDED}: {', '.join(fields)}"
+        else:
+            equal.append(doc)
+    if equal and not dry_run:
+        _record(db, equal, digests, conn)
+    return len(equal)
+
+
+def _listed_conflicts(
+    db: Database, docs: Sequence[LegacyDocument], reasons: dict[str, str], conn: Connection
+) -> list[MigrationConflict]:
+    """Both versions of every task in conflict, in batch order."""
+    if not reasons:
+        return []
+    params = {"task_ids": list(reasons), "excerpt": EXCERPT_LENGTH}
+    rows = db.all("migrate_fetch_conflicting", params, DocstoreVersion, conn)
+    current = {row.legacy_task_id: row.listing() for row in rows}
+    return [
+        MigrationConflict(
+            doc.key,
+            doc.task_id,
+            reasons[doc.task_id],
+            legacy_version(doc),
+            current.get(doc.task_id),
+        )
+        for doc in docs
+        if doc.task_id in reasons
+    ]
 
 
 def _write(
-    db: Database, docs: Sequence[LegacyDocument], conn: Connection
+    db: Database,
+    docs: Sequence[LegacyDocument],
+    conn: Connection,
+    *,
+    update: bool,
+    dry_run: bool,
 ) -> WriteOutcome:
-    db.execute("migrate_create_staging", {}, conn)
-    db.copy("migrate_copy_staging", (_row(doc) for doc in docs), conn)
-    users = db.execute("migrate_insert_users", {}, conn)
-    inserted = db.execute("migrate_insert_documents", {}, conn)
-    return WriteOutcome(
-        inserted=inserted, already_present=len(docs) - inserted, users_created=users
-    )
+    # One order for every lock the batch takes: writers side by side never deadlock.
+    docs = sorted(docs, key=lambda doc: doc.task_id)
+    digests = {doc.task_id: source_fingerprint(doc) for doc in docs}
+    plan, unchanged = _plan(db, docs, digests, conn)
+    if not update:  # insert-only: whatever exists is left as it is
+        return _write_new_only(db, plan, digests, conn, unchanged, dry_run=dry_run)
+    outcome = WriteOutcome(unchanged=unchanged, inserted=len(plan.new))
+    if plan.unrecorded:
+        outcome.unchanged += _adopt_unrecorded(db, plan, digests, conn, dry_run=dry_run)
+    if dry_run:
+        outcome.updated = len(plan.changed)
+    else:
+        emails = sorted({doc.user_email for doc in [*plan.new, *plan.changed]})
+        if emails:
+            outcome.users_created = _insert_new(db, plan.new, emails, digests, conn)
+        if plan.changed:
+            updated = _update_changed(db, plan.changed, digests, conn)
+            outcome.updated = len(updated)
+            for doc in plan.changed:  # changed by docstore between the plan and the lock
+                if doc.task_id not in updated:
+                    plan.conflicts[doc.task_id] = CHANGED_IN_DOCSTORE
+    outcome.conflicts = _listed_conflicts(db, docs, plan.conflicts, conn)
+    return outcome
 
 
-def write_documents(db: Database, docs: Sequence[LegacyDocument]) -> WriteOutcome:
+def _write_new_only(
+    db: Database,
+    plan: _Plan,
+    digests: dict[str, bytes],
+    conn: Connection,
+    unchanged: int,
+    *,
+    dry_run: bool,
+) -> WriteOutcome:
+    existing = len(plan.changed) + len(plan.unrecorded) + len(plan.conflicts)
+    outcome = WriteOutcome(inserted=len(plan.new), unchanged=unchanged + existing)
+    if plan.new and not dry_run:
+        emails = sorted({doc.user_email for doc in plan.new})
+        outcome.users_created = _insert_new(db, plan.new, emails, digests, conn)
+    return outcome
+
+
+def write_documents(
+    db: Database, docs: Sequence[LegacyDocument], *, update: bool = True, dry_run: bool = False
+) -> WriteOutcome:
     """Write one batch in one transaction; rows the database refuses become rejects.
 
-    A refused row (a check or unique rule the parser does not know about) fails the whole
-    batch; the batch is then written row by row so that only the offending rows are rejected.
+    `update=False` only inserts new tasks. A `dry_run` plans and writes nothing. A refused row
+    (a check or unique rule the parser does not know about) fails the whole batch; the batch is
+    then written row by row so that only the offending rows are rejected.
     """
     if not docs:
         return WriteOutcome()
     try:
         with db.transaction() as conn:
-            return _write(db, docs, conn)
+            return _write(db, docs, conn, update=update, dry_run=dry_run)
     except (InvalidInput, Conflict) as exc:
         if len(docs) == 1:
             return WriteOutcome(rejects=[Reject(docs[0].key, f"refused: {exc.message}")])
     outcome = WriteOutcome()
     for doc in docs:
-        single = write_documents(db, [doc])
-        outcome.inserted += single.inserted
-        outcome.already_present += single.already_present
-        outcome.users_created += single.users_created
-        outcome.rejects.extend(single.rejects)
+        outcome.add(write_documents(db, [doc], update=update, dry_run=dry_run))
     return outcome
-
-
-def count_present(db: Database, task_ids: Sequence[str]) -> int:
-    """How many of `task_ids` are already migrated (for dry runs)."""
-    if not task_ids:
-        return 0
-    return int(db.value("migrate_count_present", {"task_ids": list(task_ids)}))
 
 
 def check_schema(db: Database) -> None:

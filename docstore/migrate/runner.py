@@ -11,7 +11,7 @@ from typing import TextIO
 
 from docstore.errors import InvalidInput
 from docstore.migrate.legacy_records import RESULT_PREFIX
-from docstore.migrate.pg_writer import WriteOutcome, check_schema, count_present, write_documents
+from docstore.migrate.pg_writer import WriteOutcome, check_schema, write_documents
 from docstore.migrate.read_ahead import ReadAhead
 from docstore.migrate.redis_reader import ReadBatch, count_keys, read_batches
 from docstore.migrate.summary import MigrationSummary, RejectsWriter
@@ -59,14 +59,18 @@ def migrate(
     batch_size: int = DEFAULT_BATCH_SIZE,
     writers: int = DEFAULT_WRITERS,
     dry_run: bool = False,
+    update: bool = True,
     rejects: TextIO | None = None,
     progress: ProgressCallback | None = None,
 ) -> MigrationSummary:
-    """Copy every `{prefix}{id}` task (and its `result:{id}`) into `documents`.
+    """Copy every `{prefix}{id}` task (and its `result:{id}`) into `documents`, or catch up.
 
-    Safe to run again at any time, also after a crash: tasks already migrated are counted as
-    `already_present` and left alone. Redis is only read. `rejects` receives one JSON line per
-    rejected or sanitized record as the run goes; `progress` is called after every batch.
+    Safe to run again at any time, also after a crash. A task unchanged since the run that wrote
+    it is counted as `already_present` and costs no write; one changed in Redis since is
+    `updated` when its document still holds what the migration wrote, else it is a conflict:
+    left alone, counted, listed with both versions. `update=False` only inserts new tasks.
+    Redis is only read. `rejects` receives one JSON line per rejected, sanitized or conflicting
+    record as the run goes; `progress` is called after every batch.
     `writers` batches are written at once, each on its own connection (at most the pool's size).
     A `dry_run` reads and validates everything and writes nothing. Without the schema in
     `target`, raises `ConfigurationError` naming the command that applies it.
@@ -88,12 +92,12 @@ def migrate(
     with closing(reader), ThreadPoolExecutor(writers, "migrate-writer") as pool:
         for batch in reader:
             _count_read(summary, listing, batch)
-            if dry_run:
-                present = count_present(target, [doc.task_id for doc in batch.documents])
-                summary.migrated += len(batch.documents) - present
-                summary.already_present += present
-            elif batch.documents:
-                in_flight.append(pool.submit(write_documents, target, batch.documents))
+            if batch.documents:
+                in_flight.append(
+                    pool.submit(
+                        write_documents, target, batch.documents, update=update, dry_run=dry_run
+                    )
+                )
                 while len(in_flight) >= writers:
                     _count_written(summary, listing, in_flight.popleft().result())
             _report(summary, listing, started, progress)
@@ -123,10 +127,13 @@ def _count_written(
     summary: MigrationSummary, listing: RejectsWriter, outcome: WriteOutcome
 ) -> None:
     summary.migrated += outcome.inserted
-    summary.already_present += outcome.already_present
+    summary.updated += outcome.updated
+    summary.already_present += outcome.unchanged
     summary.users_created += outcome.users_created
     for reject in outcome.rejects:
         listing.reject(reject)
+    for conflict in outcome.conflicts:
+        listing.conflict(conflict)
 
 
 def _report(

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from docstore.migrate.compare import MigrationConflict
 from docstore.migrate.legacy_records import LegacyDocument, Reject
 
 _Row = tuple[int, str, int | str, str]  # depth, label, value, note: one line of the text
@@ -17,11 +18,13 @@ _VALUE_WIDTH = 8
 
 @dataclass(slots=True)
 class MigrationSummary:
-    """What a run saw and did; `dry_run` runs count `migrated` as "would migrate".
+    """What a run saw and did; `dry_run` runs count `migrated` as "would migrate" (and so on).
 
     The counts add up: scanned = task + result + skipped + repeated keys; task keys = migrated +
-    already present + tasks rejected + vanished; result keys = with their task + orphans;
-    rejected = tasks rejected + orphan results.
+    updated + already present + conflicts + tasks rejected + vanished; result keys = with their
+    task + orphans; rejected = tasks rejected + orphan results. `already_present` tasks are
+    unchanged since the run that wrote them (no write); `updated` ones changed in Redis since
+    and were brought up to date; `conflicts` changed in Redis and in docstore: left alone.
     """
 
     dry_run: bool = False
@@ -31,6 +34,8 @@ class MigrationSummary:
     result_keys: int = 0
     migrated: int = 0
     already_present: int = 0
+    updated: int = 0
+    conflicts: int = 0
     skipped: int = 0
     repeated_keys: int = 0  # returned again by SCAN within a batch
     vanished: int = 0
@@ -43,8 +48,13 @@ class MigrationSummary:
 
     @property
     def processed(self) -> int:
-        """Tasks written or found already written."""
-        return self.migrated + self.already_present
+        """Tasks written, found up to date, or found in conflict."""
+        return self.migrated + self.updated + self.already_present + self.conflicts
+
+    @property
+    def wrote_nothing(self) -> bool:
+        """No document or user was written (or, in a dry run, would be)."""
+        return self.migrated == self.updated == self.users_created == 0
 
     @property
     def tasks_rejected(self) -> int:
@@ -79,7 +89,14 @@ class MigrationSummary:
             (0, "scanned keys", self.scanned_keys, ""),
             (1, "task keys", self.task_keys, ""),
             (2, verb, self.migrated, ""),
-            (2, "already present", self.already_present, ""),
+            (
+                2,
+                "would update" if self.dry_run else "updated",
+                self.updated,
+                "changed in Redis since the run that wrote them",
+            ),
+            (2, "already present", self.already_present, "unchanged: not written"),
+            (2, "conflicts", self.conflicts, "changed in docstore too: left alone, listed"),
             (2, "rejected", self.tasks_rejected, ""),
             (2, "vanished", self.vanished, "deleted while the migration ran"),
             (1, "result keys", self.result_keys, ""),
@@ -97,7 +114,10 @@ class MigrationSummary:
             (0, "duration", format_duration(self.duration_seconds), self._rate()),
         ]
         width = min(max(2 * depth + len(label) for depth, label, _, _ in rows), _MAX_LABEL_WIDTH)
-        return "\n".join(_line(row, width) for row in rows)
+        lines = [_line(row, width) for row in rows]
+        if self.wrote_nothing and self.task_keys and not self.dry_run:
+            lines.append("nothing written: PostgreSQL already holds every task as Redis has it")
+        return "\n".join(lines)
 
     def _rate(self) -> str:
         if self.processed == 0 or self.duration_seconds <= 0:
@@ -131,7 +151,7 @@ def format_duration(seconds: float) -> str:
 _LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
-def json_line(value: dict[str, str]) -> str:
+def json_line(value: dict[str, Any]) -> str:
     """One JSON line, readable text kept, but no character that any reader takes as a line end."""
     text = json.dumps(value, ensure_ascii=False).translate(_LINE_BREAKS)
     # A lone surrogate would make the file's UTF-8 encoder raise: written as its escape.
@@ -156,12 +176,25 @@ class RejectsWriter:
         self.summary.reject_reasons[reason_class(reject.reason)] += 1
         self._write({"key": reject.key, "reason": reject.reason, "outcome": "rejected"})
 
+    def conflict(self, conflict: MigrationConflict) -> None:
+        """Count and list a task left alone: changed in Redis and in docstore since migrated."""
+        self.summary.conflicts += 1
+        self._write(
+            {
+                "key": conflict.key,
+                "reason": conflict.reason,
+                "outcome": "conflict",
+                "legacy": conflict.legacy,
+                "docstore": conflict.docstore,
+            }
+        )
+
     def sanitized(self, doc: LegacyDocument) -> None:
         """Count and list a record migrated with NULs stripped or invalid UTF-8 replaced."""
         self.summary.sanitized += 1
         self._write({"key": doc.key, "reason": "; ".join(doc.notes), "outcome": "sanitized"})
 
-    def _write(self, line: dict[str, str]) -> None:
+    def _write(self, line: dict[str, Any]) -> None:
         if self.stream is not None:
             self.stream.write(json_line(line))
 

@@ -1,14 +1,17 @@
-"""`verify()`: compare the legacy tasks still in Redis with their documents in PostgreSQL."""
+"""`verify()`: the gate of a cutover. Every legacy task in Redis against its document, then every
+migrated document against Redis; it passes only when all of them agree."""
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 
-from pydantic import BaseModel
-
+from docstore.migrate.compare import (
+    CHANGED_IN_DOCSTORE,
+    DELETED_IN_DOCSTORE,
+    MigratedDocument,
+    differing_fields,
+)
 from docstore.migrate.legacy_records import LegacyDocument
 from docstore.migrate.pg_writer import check_schema
 from docstore.migrate.runner import DEFAULT_BATCH_SIZE, DEFAULT_PREFIX, check_options, scan_batches
@@ -16,84 +19,138 @@ from docstore.postgres.executor import Database
 from docstore.redis.client import RedisClient
 from docstore.redis.core import RedisCore
 
-
-class MigratedDocument(BaseModel):
-    """The columns of a migrated document that verify compares."""
-
-    legacy_task_id: str
-    user_email: str
-    filename: str
-    s3_key: str
-    status: str
-    result_md5: str | None
-    error_message: str | None
-    page_count: int | None
-    extraction_time_seconds: float | None
-    created_at: datetime
-    started_at: datetime | None
-    completed_at: datetime | None
+NOT_IN_REDIS = "not in Redis"
 
 
 @dataclass(frozen=True, slots=True)
 class VerifyProblem:
-    """A task that is missing from PostgreSQL, or whose document differs (`fields`)."""
+    """A task and its document that do not agree.
+
+    `problem`: "missing" (no document), "differs" (`fields` differ; a catch-up run updates it),
+    "conflict" (docstore changed or deleted the document since the migration wrote it; `fields`
+    that differ) or "not in Redis" (a migrated document whose legacy task is gone).
+    """
 
     key: str
     task_id: str
-    problem: str  # "missing" or "differs"
+    problem: str
     fields: tuple[str, ...] = ()
+    reason: str = ""
 
     def text(self) -> str:
         """One line for people."""
         if self.problem == "missing":
             return f"missing  {self.key}"
-        return f"differs  {self.key}: {', '.join(self.fields)}"
+        if self.problem == NOT_IN_REDIS:
+            return f"not in Redis  {self.key} (a migrated document whose legacy task is gone)"
+        fields = ", ".join(self.fields)
+        if self.problem == "conflict":
+            return f"conflict  {self.key}: {self.reason}" + (f" ({fields})" if fields else "")
+        return f"differs  {self.key}: {fields} (a catch-up run updates it)"
 
 
 @dataclass(slots=True)
 class VerifyReport:
-    """Counters of a verify run; `ok` when every valid task has an identical document."""
+    """Counters of a verify run; `ok` only when every task and its document agree."""
 
     checked: int = 0
     matching: int = 0
     missing: int = 0
     differing: int = 0
+    conflicts: int = 0
+    # Migrated documents looked up in Redis, and those whose legacy task is gone.
+    documents_checked: int = 0
+    not_in_redis: int = 0
     # What a migration run rejects while reading: invalid tasks and results without a task.
     unmigratable: int = 0
 
     @property
     def ok(self) -> bool:
-        """No task missing or differing."""
-        return self.missing == 0 and self.differing == 0
+        """Nothing missing, differing, in conflict or gone from Redis."""
+        return self.missing == self.differing == self.conflicts == self.not_in_redis == 0
+
+    def text(self) -> str:
+        """The verdict for people, one line."""
+        return (
+            f"checked {self.checked}: {self.matching} match, {self.missing} missing, "
+            f"{self.differing} differ, {self.conflicts} in conflict ({self.unmigratable} "
+            f"rejected: invalid in Redis, as a migration run lists them); "
+            f"{self.documents_checked} migrated documents: {self.not_in_redis} not in Redis"
+        )
 
 
-def _md5(text: str | None) -> str | None:
-    if text is None:
+def _problem(doc: LegacyDocument, row: MigratedDocument | None) -> VerifyProblem | None:
+    if row is None:
+        return VerifyProblem(doc.key, doc.task_id, "missing")
+    if not row.present:
+        return VerifyProblem(doc.key, doc.task_id, "conflict", reason=DELETED_IN_DOCSTORE)
+    fields = differing_fields(doc, row)
+    if not fields:
         return None
-    return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
+    if row.changed_in_docstore:
+        return VerifyProblem(doc.key, doc.task_id, "conflict", fields, CHANGED_IN_DOCSTORE)
+    return VerifyProblem(doc.key, doc.task_id, "differs", fields)
 
 
-def differing_fields(doc: LegacyDocument, row: MigratedDocument) -> tuple[str, ...]:
-    """Names of the columns where `row` does not hold what `doc` says."""
-    expected = {
-        "user_email": doc.user_email.lower(),
-        "filename": doc.filename,
-        "s3_key": doc.s3_key,
-        "status": doc.status,
-        "result_text": _md5(doc.result_text),
-        "error_message": doc.error_message,
-        "page_count": doc.page_count,
-        "extraction_time_seconds": doc.extraction_time_seconds,
-        "started_at": doc.started_at,
-        "completed_at": doc.completed_at,
-    }
-    actual = row.model_dump()
-    actual["result_text"] = row.result_md5
-    names = [name for name, value in expected.items() if actual[name] != value]
-    # Without a legacy created_at the migration used its own clock: nothing to compare.
-    if doc.created_at is not None and row.created_at != doc.created_at:
-        names.append("created_at")
-    return tuple(names)
+def _check_tasks(
+    source: RedisCore,
+    target: Database,
+    raw_prefix: bytes,
+    batch_size: int,
+    report: VerifyReport,
+) -> Iterator[VerifyProblem]:
+    for batch in scan_batches(source, raw_prefix, batch_size):
+        report.unmigratable += len(batch.rejects)
+        if not batch.documents:
+            continue
+        params = {"task_ids": [doc.task_id for doc in batch.documents]}
+        rows = target.all("migrate_fetch_migrated", params, MigratedDocument)
+        by_id = {row.legacy_task_id: row for row in rows}
+        for doc in batch.documents:
+            report.checked += 1
+            problem = _problem(doc, by_id.get(doc.task_id))
+            if problem is None:
+                report.matching += 1
+                continue
+            if problem.problem == "missing":
+                report.missing += 1
+            elif problem.problem == "conflict":
+                report.conflicts += 1
+            else:
+                report.differing += 1
+            yield problem
+
+
+def _check_documents(
+    source: RedisCore,
+    target: Database,
+    raw_prefix: bytes,
+    batch_size: int,
+    report: VerifyReport,
+) -> Iterator[VerifyProblem]:
+    """Page through the migrated documents; look up each page's task keys in one pipeline."""
+    after = ""
+    while True:
+        page = [
+            str(row[0])
+            for row in target.all(
+                "migrate_page_migrated_ids", {"after": after, "limit": batch_size}
+            )
+        ]
+        if not page:
+            return
+        with source.errors():
+            pipe = source.client.pipeline(transaction=False)
+            for task_id in page:
+                pipe.exists(raw_prefix + task_id.encode("utf-8"))
+            found = pipe.execute()
+        report.documents_checked += len(page)
+        for task_id, exists in zip(page, found, strict=True):
+            if not exists:
+                report.not_in_redis += 1
+                key = (raw_prefix + task_id.encode("utf-8")).decode("utf-8", "backslashreplace")
+                yield VerifyProblem(key, task_id, NOT_IN_REDIS)
+        after = page[-1]
 
 
 def verify(
@@ -104,39 +161,18 @@ def verify(
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_problem: Callable[[VerifyProblem], None] | None = None,
 ) -> VerifyReport:
-    """Check every valid task in Redis against PostgreSQL; report each problem as found.
+    """Check every valid task in Redis against PostgreSQL, then every migrated document against
+    Redis; report each problem as found. Streams both ways in batches (flat memory).
 
     Reads only. Records the migration rejects are counted as `unmigratable`, not as missing.
     Without the schema in `target`, raises `ConfigurationError` naming the command to apply it.
     """
     raw_prefix = check_options(prefix, batch_size)
     check_schema(target)
+    core = RedisCore.of(source)
     report = VerifyReport()
-    for batch in scan_batches(source, raw_prefix, batch_size):
-        report.unmigratable += len(batch.rejects)
-        if not batch.documents:
-            continue
-        rows = target.all(
-            "migrate_fetch_migrated",
-            {"task_ids": [doc.task_id for doc in batch.documents]},
-            MigratedDocument,
-        )
-        by_id = {row.legacy_task_id: row for row in rows}
-        for doc in batch.documents:
-            report.checked += 1
-            row = by_id.get(doc.task_id)
-            if row is None:
-                problem = VerifyProblem(doc.key, doc.task_id, "missing")
-            else:
-                fields = differing_fields(doc, row)
-                if not fields:
-                    report.matching += 1
-                    continue
-                problem = VerifyProblem(doc.key, doc.task_id, "differs", fields)
-            if problem.problem == "missing":
-                report.missing += 1
-            else:
-                report.differing += 1
+    for check in (_check_tasks, _check_documents):
+        for problem in check(core, target, raw_prefix, batch_size, report):
             if on_problem is not None:
                 on_problem(problem)
     return report

@@ -296,7 +296,7 @@ def test_a_dry_run_writes_nothing_and_says_what_would_happen(docstore_store: Doc
     assert sorted(docstore_store.redis.keys("*")) == keys_before  # Redis untouched
 
 
-def test_verify_lists_a_deleted_row_and_a_changed_row(docstore_store: Docstore) -> None:
+def test_verify_tells_missing_stale_and_changed_in_docstore_apart(docstore_store: Docstore) -> None:
     seed_contract_variants(docstore_store.redis)
     run(docstore_store)
     assert verify(docstore_store.redis, docstore_store.db).ok
@@ -306,13 +306,21 @@ def test_verify_lists_a_deleted_row_and_a_changed_row(docstore_store: Docstore) 
             "UPDATE documents SET result_text = 'x', status = 'FAILED' "
             "WHERE legacy_task_id = 'h-full'"
         )
+        # Gone from the ledger and from documents: as if never migrated.
+        conn.execute("DELETE FROM documents WHERE legacy_task_id = 'j-queued'")
+        conn.execute("DELETE FROM legacy_migrations WHERE legacy_task_id = 'j-queued'")
+    docstore_store.redis.hset("task:alias-done", "filename", "renamed.pdf")  # stale document
     problems: list[Any] = []
     report = verify(docstore_store.redis, docstore_store.db, on_problem=problems.append)
     assert not report.ok
-    assert (report.checked, report.missing, report.differing, report.matching) == (10, 1, 1, 8)
+    assert (report.checked, report.matching) == (10, 6)
+    assert (report.missing, report.differing, report.conflicts) == (1, 1, 2)
     assert sorted(p.text() for p in problems) == [
-        "differs  task:h-full: status, result_text",
-        "missing  task:h-epoch",
+        "conflict  task:h-epoch: deleted in docstore since the migration wrote it",
+        "conflict  task:h-full: changed in docstore since the migration wrote it "
+        "(status, result_text)",
+        "differs  task:alias-done: filename (a catch-up run updates it)",
+        "missing  task:j-queued",
     ]
 
 

@@ -91,7 +91,9 @@ def test_the_summary_counts_add_up_to_the_keys_scanned_on_a_mixed_keyspace(
     # A dry run writes nothing, so the row PostgreSQL refuses counts as one it would migrate.
     assert tasks == {
         verb: 5 if dry_run else 4,
+        "would update" if dry_run else "updated": 0,
         "already present": 1,
+        "conflicts": 0,
         "rejected": 4 if dry_run else 5,
         "vanished": 0,
     }
@@ -104,8 +106,8 @@ def test_the_summary_counts_add_up_to_the_keys_scanned_on_a_mixed_keyspace(
         report["task_keys"] + report["result_keys"] + report["skipped"] + report["repeated_keys"]
     )
     assert report["task_keys"] == (
-        report["migrated"] + report["already_present"] + report["tasks_rejected"]
-        + report["vanished"]
+        report["migrated"] + report["updated"] + report["already_present"]
+        + report["conflicts"] + report["tasks_rejected"] + report["vanished"]
     )  # fmt: skip
     assert report["result_keys"] == report["results_with_task"] + report["orphan_results"]
     assert report["rejected"] == report["tasks_rejected"] + report["orphan_results"]

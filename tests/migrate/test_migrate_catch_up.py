@@ -1,0 +1,256 @@
+"""Catch-up re-runs: tasks changed in Redis since the run that wrote them are brought up to date,
+unless docstore changed their document too (a conflict: left alone, counted, listed)."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from helpers import migrated_table_contents
+
+from docstore import Docstore, Settings
+from docstore.migrate import migrate, verify
+from docstore.migrate.cli import main
+from docstore.migrate.summary import MigrationSummary
+from docstore.testing.plugin import create_database, drop_database, with_database
+
+T = 1_709_294_400  # 2024-03-01 12:00 UTC
+
+
+def pending(i: int) -> dict[str, str]:
+    return {
+        "filename": f"scan-{i}.pdf",
+        "s3_key": f"uploads/{i}.pdf",
+        "status": "queued",
+        "created_at": str(T + i),
+        "user_email": f"owner{i % 3}@example.com",
+    }
+
+
+def running(i: int) -> dict[str, str]:
+    return {**pending(i), "status": "running", "started_at": str(T + i + 1)}
+
+
+def completed(i: int) -> dict[str, str]:
+    return {
+        **running(i),
+        "status": "done",
+        "completed_at": str(T + i + 9),
+        "page_count": "4",
+        "extraction_time": "2.5",
+    }
+
+
+def seed(r: redis.Redis, count: int) -> None:
+    for i in range(count):
+        r.hset(f"task:t{i}", mapping=pending(i) if i % 2 else running(i))
+
+
+def finish_in_legacy(r: redis.Redis, i: int) -> None:
+    """What the legacy service does when it completes task i during the cutover window."""
+    r.hset(f"task:t{i}", mapping=completed(i))
+    r.set(f"result:t{i}", json.dumps({"text": f"the text of task {i}", "page_count": 4}))
+
+
+def run(store: Docstore, **options: Any) -> tuple[MigrationSummary, list[dict[str, Any]]]:
+    stream = io.StringIO()
+    summary = migrate(store.redis, store.db, rejects=stream, batch_size=4, **options)
+    return summary, [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def row_versions(store: Docstore) -> list[tuple[Any, ...]]:
+    """Every row's physical version (ctid, xmin) in the tables a migration writes."""
+    with store.db.connection() as conn:
+        return [
+            tuple(row)
+            for table in ("users", "documents", "legacy_migrations")
+            for row in conn.execute(f"SELECT '{table}', ctid::text, xmin::text FROM {table}")
+        ]
+
+
+def document_id(store: Docstore, task_id: str) -> int:
+    doc = store.documents.get_by_task_id(task_id)
+    assert doc is not None
+    return doc.id
+
+
+@pytest.fixture
+def second_database(docstore_postgres_url: str, docstore_template_database: str) -> Iterator[str]:
+    name = create_database(docstore_postgres_url, docstore_template_database)
+    yield with_database(docstore_postgres_url, name)
+    drop_database(docstore_postgres_url, name)
+
+
+def test_a_rerun_of_an_unchanged_keyspace_writes_nothing_and_says_so(
+    docstore_store: Docstore,
+) -> None:
+    seed(docstore_store.redis, 10)
+    first, _ = run(docstore_store)
+    assert (first.migrated, first.updated, first.conflicts) == (10, 0, 0)
+    before = row_versions(docstore_store)
+    again, lines = run(docstore_store)
+    assert (again.migrated, again.updated, again.already_present, again.conflicts) == (0, 0, 10, 0)
+    assert again.users_created == 0 and lines == []
+    assert row_versions(docstore_store) == before  # not one row rewritten, nor added
+    assert "nothing written: PostgreSQL already holds every task as Redis has it" in again.text()
+    assert "nothing written" not in first.text()
+
+
+def test_tasks_the_legacy_service_finished_since_are_brought_up_to_date_as_a_first_run_would(
+    docstore_store: Docstore, docstore_redis_url: str, second_database: str
+) -> None:
+    r = docstore_store.redis
+    seed(r, 10)
+    run(docstore_store)
+    for i in (0, 3, 4):  # running, queued, running
+        finish_in_legacy(r, i)
+    r.hset("task:t5", mapping={**pending(5), "status": "failed", "error": "bad scan"})
+    r.hset("task:t10", mapping=pending(10))  # new since
+    summary, lines = run(docstore_store)
+    assert (summary.migrated, summary.updated, summary.already_present) == (1, 4, 6)
+    assert summary.conflicts == 0 and lines == []
+    done = docstore_store.documents.get_by_task_id("t0")
+    assert done is not None and done.status == "COMPLETED"
+    assert (done.result_text, done.page_count, done.extraction_time_seconds) == (
+        "the text of task 0",
+        4,
+        2.5,
+    )
+    assert verify(r, docstore_store.db).ok
+    # One first run of the final keyspace on an empty database writes the same rows.
+    settings = Settings.model_validate({"DATABASE_URL": second_database})
+    with Docstore.connect(settings, redis_client=r) as fresh:
+        migrate(r, fresh.db)
+    assert migrated_table_contents(docstore_store.settings.database_url) == (
+        migrated_table_contents(second_database)
+    )
+
+
+def test_a_document_docstore_changed_is_a_conflict_left_alone_and_listed_with_both_versions(
+    docstore_store: Docstore,
+) -> None:
+    r = docstore_store.redis
+    seed(r, 4)
+    run(docstore_store)
+    # docstore's worker claims t1 (PENDING) and completes it; the legacy service fails it.
+    claimed = docstore_store.lifecycle.claim(document_id(docstore_store, "t1"), "worker-7")
+    docstore_store.lifecycle.mark_completed(claimed.id, "worker-7", "docstore's text")
+    r.hset("task:t1", mapping={**pending(1), "status": "failed", "error": "legacy gave up"})
+    finish_in_legacy(r, 2)  # untouched in docstore: updated
+    before = docstore_store.documents.get_by_task_id("t1")
+    summary, lines = run(docstore_store)
+    assert (summary.updated, summary.conflicts, summary.already_present) == (1, 1, 2)
+    assert docstore_store.documents.get_by_task_id("t1") == before  # left as it is
+    [line] = lines
+    assert (line["key"], line["outcome"]) == ("task:t1", "conflict")
+    assert line["reason"] == "changed in docstore since the migration wrote it"
+    assert (line["legacy"]["status"], line["legacy"]["error_message"]) == (
+        "FAILED",
+        "legacy gave up",
+    )
+    assert line["docstore"]["status"] == "COMPLETED"
+    assert line["docstore"]["result_text"] == "docstore's text"
+    assert line["docstore"]["worker_id"] == "worker-7"
+    # Still a conflict on the next run (nothing resolved it), and for verify.
+    assert run(docstore_store)[0].conflicts == 1
+    report = verify(r, docstore_store.db)
+    assert (report.conflicts, report.ok) == (1, False)
+
+
+def test_a_document_docstore_deleted_is_never_brought_back(docstore_store: Docstore) -> None:
+    r = docstore_store.redis
+    seed(r, 3)
+    run(docstore_store)
+    docstore_store.documents.delete(document_id(docstore_store, "t0"))
+    docstore_store.documents.delete(document_id(docstore_store, "t1"))
+    finish_in_legacy(r, 1)  # changed in Redis as well: a conflict
+    summary, lines = run(docstore_store)
+    assert (summary.migrated, summary.updated, summary.conflicts) == (0, 0, 1)
+    assert summary.already_present == 2  # t0: deleted, unchanged in Redis; t2: unchanged
+    assert docstore_store.documents.get_by_task_id("t0") is None
+    assert docstore_store.documents.get_by_task_id("t1") is None
+    assert [(line["key"], line["reason"], line["docstore"]) for line in lines] == [
+        ("task:t1", "deleted in docstore since the migration wrote it", None)
+    ]
+    assert lines[0]["legacy"]["status"] == "COMPLETED"
+
+
+def test_no_update_keeps_insert_only_and_a_dry_run_says_what_a_run_would_do(
+    docstore_store: Docstore,
+) -> None:
+    r = docstore_store.redis
+    seed(r, 4)
+    run(docstore_store)
+    finish_in_legacy(r, 0)
+    docstore_store.documents.delete(document_id(docstore_store, "t1"))
+    finish_in_legacy(r, 1)
+    r.hset("task:t4", mapping=pending(4))
+    before = row_versions(docstore_store)
+    dry, dry_lines = run(docstore_store, dry_run=True)
+    assert (dry.migrated, dry.updated, dry.conflicts, dry.already_present) == (1, 1, 1, 2)
+    assert [line["key"] for line in dry_lines] == ["task:t1"]
+    assert row_versions(docstore_store) == before
+    insert_only, lines = run(docstore_store, update=False)
+    assert (insert_only.migrated, insert_only.updated, insert_only.conflicts) == (1, 0, 0)
+    assert insert_only.already_present == 4 and lines == []  # t1 deleted: not brought back
+    stale = docstore_store.documents.get_by_task_id("t0")
+    assert stale is not None and stale.status == "PROCESSING"
+    caught_up, _ = run(docstore_store)
+    assert (caught_up.updated, caught_up.conflicts, caught_up.already_present) == (1, 1, 3)
+
+
+def test_documents_migrated_before_the_ledger_are_adopted_when_equal_else_conflicts(
+    docstore_store: Docstore,
+) -> None:
+    r = docstore_store.redis
+    seed(r, 3)
+    run(docstore_store)
+    with docstore_store.db.connection() as conn:
+        conn.execute("DELETE FROM legacy_migrations")  # as an older docstore left them
+    finish_in_legacy(r, 2)  # no record of what was written: not safe to overwrite
+    summary, lines = run(docstore_store)
+    assert (summary.updated, summary.conflicts, summary.already_present) == (0, 1, 2)
+    assert [(line["key"], line["reason"]) for line in lines] == [
+        (
+            "task:t2",
+            "migrated before the migration ledger existed (0004) and differs from Redis: "
+            "status, result_text, page_count, extraction_time_seconds, completed_at",
+        )
+    ]
+    with docstore_store.db.connection() as conn:
+        recorded = conn.execute("SELECT legacy_task_id FROM legacy_migrations ORDER BY 1")
+        assert [row[0] for row in recorded] == ["t0", "t1"]  # adopted: they agree with Redis
+    assert run(docstore_store)[0].already_present == 2
+
+
+def test_cli_reports_updated_and_conflicts_and_exits_1_on_conflicts(
+    docstore_store: Docstore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    r = docstore_store.redis
+    seed(r, 3)
+    args = [
+        "--database-url", docstore_store.settings.database_url,
+        "--redis-url", docstore_store.settings.redis_url,
+        "--rejects", str(tmp_path / "rejects.jsonl"), "--report", str(tmp_path / "report.json"),
+    ]  # fmt: skip
+    assert main(args) == 0
+    finish_in_legacy(r, 0)
+    assert main(args) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert (report["updated"], report["conflicts"], report["already_present"]) == (1, 0, 2)
+    docstore_store.documents.delete(document_id(docstore_store, "t1"))
+    finish_in_legacy(r, 1)
+    capsys.readouterr()
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "conflicts" in out and "listed in" in out
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert (report["updated"], report["conflicts"]) == (0, 1)
+    [line] = map(json.loads, (tmp_path / "rejects.jsonl").read_text().splitlines())
+    assert (line["key"], line["outcome"]) == ("task:t1", "conflict")
+    assert main([*args, "--verify"]) == 1
