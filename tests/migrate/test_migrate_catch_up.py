@@ -254,3 +254,24 @@ def test_cli_reports_updated_and_conflicts_and_exits_1_on_conflicts(
     [line] = map(json.loads, (tmp_path / "rejects.jsonl").read_text().splitlines())
     assert (line["key"], line["outcome"]) == ("task:t1", "conflict")
     assert main([*args, "--verify"]) == 1
+
+
+def test_verify_lists_documents_whose_legacy_task_is_gone_and_passes_only_when_all_agree(
+    docstore_store: Docstore,
+) -> None:
+    r = docstore_store.redis
+    seed(r, 9)
+    run(docstore_store)
+    assert verify(r, docstore_store.db, batch_size=2).ok
+    r.delete("task:t3", "task:t7")  # the legacy service dropped them after the run
+    problems: list[Any] = []
+    report = verify(r, docstore_store.db, batch_size=2, on_problem=problems.append)
+    assert (report.checked, report.matching, report.documents_checked) == (7, 7, 9)
+    assert (report.not_in_redis, report.ok) == (2, False)
+    assert [p.text() for p in problems] == [
+        "not in Redis  task:t3 (a migrated document whose legacy task is gone)",
+        "not in Redis  task:t7 (a migrated document whose legacy task is gone)",
+    ]
+    for i in (3, 7):
+        r.hset(f"task:t{i}", mapping=pending(i) if i % 2 else running(i))
+    assert verify(r, docstore_store.db, batch_size=2).ok
