@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,31 +177,25 @@ def databases(docstore_postgres_url: str, docstore_template_database: str) -> It
         drop_database(docstore_postgres_url, name)
 
 
-def kill_after_batches(
-    url: str, redis_url: str, batches: list[PlannedBatch], k: int, tmp_path: Path
-) -> set[str]:
-    """Start the CLI, let it commit batches 0..k-1, SIGKILL it while both of its writers wait
-    inside their transactions; return the task ids it committed."""
+def kill_while_held(
+    url: str,
+    redis_url: str,
+    tmp_path: Path,
+    hold: Callable[[psycopg.Connection[Any]], int],
+    committed: tuple[str, dict[str, Any]],
+) -> None:
+    """Start the CLI while `hold` keeps rows locked in an open transaction of the test (it
+    returns how many of the run's sessions will wait on them); once the `committed` query
+    holds and that many sessions wait, SIGKILL the run."""
     args = [
         sys.executable, "-m", "docstore.migrate",
         "--database-url", url, "--redis-url", redis_url, "--batch-size", str(BATCH),
         "--rejects", str(tmp_path / "killed-rejects.jsonl"),
     ]  # fmt: skip
-    held = [batch.task_ids[0] for batch in batches[k : k + 2]]  # both writers stop on these
-    committed = [task_id for batch in batches[:k] for task_id in batch.task_ids]
     dbname = url.rsplit("/", 1)[1]
     with psycopg.connect(url, autocommit=True) as admin:
         with psycopg.connect(url) as blocker:
-            user_id = blocker.execute(
-                "INSERT INTO users (email) VALUES (%s) RETURNING id", [BLOCKER]
-            ).fetchone()
-            assert user_id is not None
-            for task_id in held:
-                blocker.execute(
-                    "INSERT INTO documents (user_id, filename, s3_key, legacy_task_id)"
-                    " VALUES (%s, 'held.pdf', 'held', %s)",
-                    [user_id[0], task_id],
-                )  # not committed
+            sessions = hold(blocker)  # not committed
             proc = subprocess.Popen(
                 args,
                 cwd=tmp_path,  # away from any .env of the checkout
@@ -212,11 +206,11 @@ def kill_after_batches(
             try:
                 # Nothing else can commit while the test holds batches k and k+1: the run
                 # starts batch k+2 only once batch k is done.
-                wait_for(admin, COMMITTED_EXACTLY, {"task_ids": committed}, 60)
+                wait_for(admin, committed[0], committed[1], 60)
                 wait_for(
                     admin,
                     BLOCKED_SESSIONS,
-                    {"blocker": blocker.info.backend_pid, "sessions": len(held)},
+                    {"blocker": blocker.info.backend_pid, "sessions": sessions},
                     60,
                 )
                 proc.send_signal(signal.SIGKILL)
@@ -229,7 +223,32 @@ def kill_after_batches(
             blocker.rollback()
         # The killed run's sessions end once they find their client gone.
         wait_for(admin, NO_OTHER_SESSIONS, {"dbname": dbname}, timeout=30)
-        rows = admin.execute("SELECT legacy_task_id FROM documents").fetchall()
+
+
+def kill_after_batches(
+    url: str, redis_url: str, batches: list[PlannedBatch], k: int, tmp_path: Path
+) -> set[str]:
+    """Start the CLI, let it commit batches 0..k-1, SIGKILL it while both of its writers wait
+    inside their transactions; return the task ids it committed."""
+    held = [batch.task_ids[0] for batch in batches[k : k + 2]]  # both writers stop on these
+    committed = [task_id for batch in batches[:k] for task_id in batch.task_ids]
+
+    def hold(blocker: psycopg.Connection[Any]) -> int:
+        user_id = blocker.execute(
+            "INSERT INTO users (email) VALUES (%s) RETURNING id", [BLOCKER]
+        ).fetchone()
+        assert user_id is not None
+        for task_id in held:
+            blocker.execute(
+                "INSERT INTO documents (user_id, filename, s3_key, legacy_task_id)"
+                " VALUES (%s, 'held.pdf', 'held', %s)",
+                [user_id[0], task_id],
+            )
+        return len(held)
+
+    kill_while_held(url, redis_url, tmp_path, hold, (COMMITTED_EXACTLY, {"task_ids": committed}))
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT legacy_task_id FROM documents").fetchall()
     return {row[0] for row in rows}
 
 
@@ -268,3 +287,103 @@ def test_killed_at_five_points_then_rerun_equals_one_clean_run(
         rerun = json.loads(report.read_text())
         assert (rerun["already_present"], rerun["migrated"]) == (committed, TASKS - committed)
         assert migrated_table_contents(url) == expected, f"kill point {k}"
+
+
+# Exactly these task ids hold the text the catch-up brings.
+CAUGHT_UP_EXACTLY = """
+SELECT count(*) = cardinality(%(task_ids)s::text[])
+    AND count(*) FILTER (WHERE legacy_task_id = ANY(%(task_ids)s::text[])) = count(*)
+FROM documents
+WHERE result_text LIKE 'caught up %%'
+"""
+NEW_TASKS = 30
+
+
+def work_of_the_cutover_window(r: redis.Redis) -> tuple[set[str], set[str]]:
+    """What the legacy service does after the first run: a third of the tasks finish (their
+    result text starts with 'caught up'), new ones arrive (done already); (changed, new) ids."""
+    changed: set[str] = set()
+    pipe = r.pipeline(transaction=False)
+    for i in range(0, TASKS, 3):
+        if i % 7 == 3:
+            continue  # stored as JSON strings: left as they are
+        pipe.hset(f"task:t{i}", mapping={"status": "done", "completed_at": "2024-02-01T00:00:00Z"})
+        pipe.set(f"result:t{i}", f"caught up {i}")
+        changed.add(f"t{i}")
+    for i in range(TASKS, TASKS + NEW_TASKS):
+        task = {
+            "filename": f"new {i}.pdf",
+            "s3_key": f"uploads/{i}.pdf",
+            "status": "done",
+            "created_at": str(1_700_000_000 + i * 60),
+            "user_email": f"user{i % 6}@example.com",  # no user to create: no wait between batches
+        }
+        pipe.hset(f"task:t{i}", mapping=task)
+        pipe.set(f"result:t{i}", f"caught up {i}")
+    pipe.execute()
+    return changed, {f"t{i}" for i in range(TASKS, TASKS + NEW_TASKS)}
+
+
+def ledger_state(url: str) -> tuple[list[tuple[Any, ...]], int]:
+    """The recorded digest of every task, and how many records do not match their document."""
+    with psycopg.connect(url) as conn:
+        digests = conn.execute(
+            "SELECT legacy_task_id, source_md5 FROM legacy_migrations ORDER BY 1"
+        ).fetchall()
+        stale = conn.execute(
+            "SELECT count(*) FROM legacy_migrations AS l"
+            " LEFT JOIN documents AS d ON d.legacy_task_id = l.legacy_task_id"
+            " WHERE legacy_document_fingerprint(d) IS DISTINCT FROM l.written_md5"
+        ).fetchone()
+    assert stale is not None
+    return digests, int(stale[0])
+
+
+def test_a_catch_up_run_killed_at_three_points_then_rerun_equals_one_clean_catch_up(
+    docstore_redis_url: str, databases: list[str], tmp_path: Path
+) -> None:
+    r = redis.Redis.from_url(docstore_redis_url)
+    seed(r)
+    urls = databases[:4]
+    for url in urls:  # the early run, on every database
+        with Docstore.connect(Settings.model_validate({"DATABASE_URL": url})) as store:
+            assert migrate(r, store.db, batch_size=BATCH).migrated == TASKS
+    changed, new = work_of_the_cutover_window(r)
+    batches = stable_batches(r)
+    clean_url, *killed_urls = urls
+    with Docstore.connect(Settings.model_validate({"DATABASE_URL": clean_url})) as clean:
+        summary = migrate(r, clean.db, batch_size=BATCH)
+    assert (summary.migrated, summary.updated, summary.conflicts) == (NEW_TASKS, len(changed), 0)
+    expected, expected_ledger = migrated_table_contents(clean_url), ledger_state(clean_url)
+    assert expected_ledger[1] == 0
+
+    n = len(batches)
+    for k, url in zip((0, n // 2, n - 2), killed_urls, strict=True):
+        assert planned_batches(r) == batches
+        # Both writers stop on the document of the first changed task of batches k and k+1.
+        held = [next(t for t in batch.task_ids if t in changed) for batch in batches[k : k + 2]]
+        done = [t for batch in batches[:k] for t in batch.task_ids if t in changed | new]
+
+        def hold(blocker: psycopg.Connection[Any], held: list[str] = held) -> int:
+            blocker.execute(
+                "SELECT 1 FROM documents WHERE legacy_task_id = ANY(%s) FOR UPDATE", [held]
+            )
+            return len(held)
+
+        kill_while_held(
+            url, docstore_redis_url, tmp_path, hold, (CAUGHT_UP_EXACTLY, {"task_ids": done})
+        )
+        report = tmp_path / f"catch-up-{k}.json"
+        code = main(
+            [
+                "--database-url", url, "--redis-url", docstore_redis_url,
+                "--batch-size", str(BATCH), "--rejects", str(tmp_path / f"rejects-{k}.jsonl"),
+                "--report", str(report),
+            ]
+        )  # fmt: skip
+        assert code == 1  # the three rejects
+        rerun = json.loads(report.read_text())
+        assert rerun["updated"] + rerun["migrated"] == len(changed) + NEW_TASKS - len(done)
+        assert rerun["conflicts"] == 0, f"kill point {k}"
+        assert migrated_table_contents(url) == expected, f"kill point {k}"
+        assert ledger_state(url) == expected_ledger, f"kill point {k}"
