@@ -17,15 +17,20 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pydantic import ValidationError
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
-from docstore.errors import DocstoreError
+from docstore.errors import ConfigurationError, DocstoreError, RedisCommandError
 from docstore.migrate.progress import BarProgress, LogProgress
 from docstore.migrate.runner import DEFAULT_BATCH_SIZE, DEFAULT_PREFIX, DEFAULT_WRITERS, migrate
 from docstore.migrate.summary import write_report
 from docstore.migrate.verify import VerifyProblem, verify
+from docstore.redis.client import RedisClient
 from docstore.redis.core import RedisCore
 from docstore.settings import Settings
 from docstore.store import Docstore
+
+logger = logging.getLogger("docstore.migrate")
 
 DEFAULT_REJECTS = "migrate-rejects.jsonl"
 # Reads of large results and writes of large batches take longer than a cache call.
@@ -64,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="task key prefix (task:)")
     parser.add_argument("--redis-url", help="legacy Redis (default: REDIS_URL from Settings)")
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="the legacy Redis is a Redis Cluster and --redis-url one of its nodes (detected "
+        "without this flag too: a cluster node is always read as its whole cluster)",
+    )
     parser.add_argument("--database-url", help="PostgreSQL (default: from Settings)")
     return parser
 
@@ -89,6 +100,41 @@ def _redis(settings: Settings) -> RedisCore:
         socket_timeout=max(settings.redis_socket_timeout, REDIS_SOCKET_TIMEOUT),
         connect_timeout=max(settings.redis_connect_timeout, 2.0),
     )
+
+
+def _cluster(settings: Settings) -> RedisCluster:
+    try:
+        return RedisCluster.from_url(
+            settings.redis_url,
+            socket_timeout=max(settings.redis_socket_timeout, REDIS_SOCKET_TIMEOUT),
+            socket_connect_timeout=max(settings.redis_connect_timeout, 2.0),
+        )
+    except RedisClusterException as exc:  # not a cluster node, or no node answers
+        raise ConfigurationError(
+            f"Redis at {settings.redis_address} is not a reachable Redis Cluster: {exc}"
+        ) from exc
+
+
+def _legacy_redis(settings: Settings, cluster: bool) -> RedisClient:
+    """The legacy Redis: a cluster client when asked, or when the server is a cluster node
+    (reading one node of a cluster would silently miss the keys of the others)."""
+    if cluster:
+        return _cluster(settings)
+    core = _redis(settings)
+    try:
+        with core.errors():
+            enabled = core.client.info("cluster").get("cluster_enabled")
+    except RedisCommandError:  # INFO refused (an ACL): take the server as it is
+        logger.warning("INFO refused by Redis: pass --redis-cluster if it is a Redis Cluster")
+        return core.client
+    except BaseException:
+        core.client.close()
+        raise
+    if not enabled:
+        return core.client
+    core.client.close()
+    logger.info("Redis at %s is a cluster node: reading every primary", settings.redis_address)
+    return _cluster(settings)
 
 
 def _run_migrate(args: argparse.Namespace, store: Docstore, source: RedisCore) -> int:
@@ -137,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = _settings(args)
         with (
-            closing(_redis(settings).client) as client,
+            closing(_legacy_redis(settings, args.redis_cluster)) as client,
             Docstore.connect(settings, redis_client=client) as store,
         ):
             if args.verify:
