@@ -29,6 +29,7 @@ from docstore.models import DocumentResponse, UserResponse
 from docstore.postgres import schema
 from docstore.postgres.executor import Database
 from docstore.postgres.pool import new_pool, open_pool
+from docstore.postgres.replica import Replica
 from docstore.redis.client import RedisClient
 from docstore.redis.core import RedisCore
 from docstore.repositories.documents import DocumentRepo
@@ -62,7 +63,10 @@ class Docstore:
         )
         self.redis = self.redis_core.client
         self.db = Database(
-            self.pool, address=self.settings.database_address, debug_sql=self.settings.debug_sql
+            self.pool,
+            address=self.settings.database_address,
+            debug_sql=self.settings.debug_sql,
+            replica=Replica.from_settings(self.settings),
         )
         # Repositories (PostgreSQL).
         self.users = UserRepo(self.db)
@@ -120,6 +124,7 @@ class Docstore:
 
     def close(self) -> None:
         """Close the pool and Redis client if this store created them."""
+        self.db.close()  # the replica's pool (DATABASE_REPLICA_URL), always ours
         if self._owns_pool:
             self.pool.close()
         if self._owns_redis:

@@ -27,6 +27,7 @@ from docstore.models import DocumentResponse, UserResponse
 from docstore.postgres import schema
 from docstore.postgres.executor_async import AsyncDatabase
 from docstore.postgres.pool_async import new_pool, open_pool
+from docstore.postgres.replica_async import AsyncReplica
 from docstore.redis.client_async import RedisClient
 from docstore.redis.core_async import AsyncRedisCore
 from docstore.repositories.documents_async import AsyncDocumentRepo
@@ -60,7 +61,10 @@ class AsyncDocstore:
         )
         self.redis = self.redis_core.client
         self.db = AsyncDatabase(
-            self.pool, address=self.settings.database_address, debug_sql=self.settings.debug_sql
+            self.pool,
+            address=self.settings.database_address,
+            debug_sql=self.settings.debug_sql,
+            replica=AsyncReplica.from_settings(self.settings),
         )
         # Repositories (PostgreSQL).
         self.users = AsyncUserRepo(self.db)
@@ -118,6 +122,7 @@ class AsyncDocstore:
 
     async def close(self) -> None:
         """Close the pool and Redis client if this store created them."""
+        await self.db.close()  # the replica's pool (DATABASE_REPLICA_URL), always ours
         if self._owns_pool:
             await self.pool.close()
         if self._owns_redis:

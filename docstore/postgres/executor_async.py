@@ -2,9 +2,11 @@
 
 One rule for every verb: without `conn`, a single statement runs on a pooled connection in
 autocommit (a statement is atomic by itself, and BEGIN plus COMMIT would double its round trips);
-with `conn`, it runs in the caller's transaction as is. Rows become the given model through the
-trusted row builder (`docstore.postgres.rows`) for flat models, through full pydantic validation
-for models with nested JSON; without a model they are tuples.
+with `conn`, it runs in the caller's transaction as is. With a replica, the lag-tolerant queries
+(`docstore.postgres.routing`) run without `conn` on the replica while it keeps up, else here.
+Rows become the given model through the trusted row builder (`docstore.postgres.rows`) for flat
+models, through full pydantic validation for models with nested JSON; without a model they are
+tuples.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any, TypeVar, overload
 
 import psycopg
@@ -24,6 +26,8 @@ from pydantic import BaseModel
 from docstore.errors import PoolExhausted, ServiceUnavailable
 from docstore.postgres.errors import wrap_database_errors
 from docstore.postgres.queries import Query, queries
+from docstore.postgres.replica_async import AsyncReplica
+from docstore.postgres.routing import Consistency, consistency, may_read_from_replica
 from docstore.postgres.rows import model_row, trusts_rows, validated_row
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -37,11 +41,18 @@ class AsyncDatabase:
     """The pool and the named queries, shared by the repositories and the migration."""
 
     def __init__(
-        self, pool: psycopg_pool.AsyncConnectionPool, *, address: str, debug_sql: bool = False
+        self,
+        pool: psycopg_pool.AsyncConnectionPool,
+        *,
+        address: str,
+        debug_sql: bool = False,
+        replica: AsyncReplica | None = None,
     ) -> None:
+        """`replica` (`AsyncReplica.from_settings`) is closed by `close`; `pool` is the caller's."""
         self.pool = pool
         self.address = address
         self.debug_sql = debug_sql
+        self.replica = replica
         self.queries = queries()
         # Connections this object has checked out: tells a busy pool from an unreachable server.
         self._in_use = 0
@@ -118,6 +129,19 @@ class AsyncDatabase:
                 sql_logger.info("%s %.2f ms rows=%s", query.name, elapsed_ms, count)
         return count
 
+    # -- where reads go ---------------------------------------------------------------------------
+
+    @staticmethod
+    def consistency(level: Consistency) -> AbstractContextManager[None]:
+        """`with db.consistency("primary"):` every read of the block goes to the primary (see
+        `docstore.postgres.routing`); a plain context manager on both sides."""
+        return consistency(level)
+
+    async def close(self) -> None:
+        """Close the replica's pool, if any (the primary's pool belongs to whoever made it)."""
+        if self.replica is not None:
+            await self.replica.close()
+
     # -- units of work ----------------------------------------------------------------------------
 
     @asynccontextmanager
@@ -176,6 +200,11 @@ class AsyncDatabase:
             factory = model_row(model, name)
         else:
             factory = validated_row(model, name)
+        if conn is None and self.replica is not None and may_read_from_replica(name):
+            async with self.replica.cursor(query, params, factory, self._execute) as cur:
+                if cur is not None:
+                    yield cur
+                    return
         async with (
             self._connection_for_statement(conn) as c,
             c.cursor(row_factory=factory) as cur,
