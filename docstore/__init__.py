@@ -43,7 +43,7 @@ from docstore.errors import (
 from docstore.health import HealthReport, PoolStats
 from docstore.intake.blobs import BlobStore, LocalBlobStore, S3BlobStore, StoredBlob
 from docstore.intake.extractors import Extraction, ProgressCallback, extract_text
-from docstore.intake.outcomes import Extractor, Outcome, StuckReport
+from docstore.intake.outcomes import BlobPurgeReport, Extractor, Outcome, StuckReport
 from docstore.models import (
     DocumentCreate,
     DocumentListResponse,
@@ -66,6 +66,8 @@ from docstore.postgres.executor_async import AsyncDatabase
 from docstore.postgres.schema import MigrationStatus
 from docstore.redis.core import RedisCore
 from docstore.redis.core_async import AsyncRedisCore
+from docstore.repositories.changes import ChangeListener, DocumentChanges
+from docstore.repositories.changes_async import AsyncChangeListener, AsyncDocumentChanges
 from docstore.repositories.documents import DocumentRepo
 from docstore.repositories.documents_async import AsyncDocumentRepo
 from docstore.repositories.lifecycle import DocumentLifecycle
@@ -79,8 +81,10 @@ from docstore.store_async import AsyncDocstore
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncChangeListener",
     "AsyncDatabase",
     "AsyncDocstore",
+    "AsyncDocumentChanges",
     "AsyncDocumentLifecycle",
     "AsyncDocumentRepo",
     "AsyncProgressTracker",
@@ -89,9 +93,11 @@ __all__ = [
     "AsyncRedisCore",
     "AsyncTaskQueue",
     "AsyncUserRepo",
+    "BlobPurgeReport",
     "BlobStore",
     "BlobStoreError",
     "CacheStats",
+    "ChangeListener",
     "ConfigurationError",
     "Conflict",
     "Database",
@@ -100,6 +106,7 @@ __all__ = [
     "DecidedBy",
     "Docstore",
     "DocstoreError",
+    "DocumentChanges",
     "DocumentCreate",
     "DocumentLifecycle",
     "DocumentListResponse",

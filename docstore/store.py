@@ -8,6 +8,8 @@ and extractors run on threads, so no call blocks the event loop.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import IO, Any
 
@@ -24,14 +26,15 @@ from docstore.health import HealthReport, PoolStats
 from docstore.intake.blob_access import Blobs
 from docstore.intake.blobs import BlobStore, blob_store_from_settings
 from docstore.intake.flow import DocumentIntake
-from docstore.intake.outcomes import Extractor, Outcome, StuckReport
+from docstore.intake.outcomes import BlobPurgeReport, Extractor, Outcome, StuckReport
 from docstore.models import DocumentResponse, UserResponse
 from docstore.postgres import schema
-from docstore.postgres.executor import Database
+from docstore.postgres.executor import Connection, Database
 from docstore.postgres.pool import new_pool, open_pool
 from docstore.postgres.replica import Replica
 from docstore.redis.client import RedisClient
 from docstore.redis.core import RedisCore
+from docstore.repositories.changes import DocumentChanges, tracked_database
 from docstore.repositories.documents import DocumentRepo
 from docstore.repositories.lifecycle import DocumentLifecycle
 from docstore.repositories.users import UserRepo
@@ -62,16 +65,21 @@ class Docstore:
             else RedisCore.of(redis_client)
         )
         self.redis = self.redis_core.client
-        self.db = Database(
-            self.pool,
-            address=self.settings.database_address,
-            debug_sql=self.settings.debug_sql,
-            replica=Replica.from_settings(self.settings),
+        # Every committed change to a document drops its cached copy (see `changes`).
+        self.changes = DocumentChanges()
+        self.db = tracked_database(
+            Database(
+                self.pool,
+                address=self.settings.database_address,
+                debug_sql=self.settings.debug_sql,
+                replica=Replica.from_settings(self.settings),
+            ),
+            self.changes,
         )
         # Repositories (PostgreSQL).
-        self.users = UserRepo(self.db)
-        self.documents = DocumentRepo(self.db)
-        self.lifecycle = DocumentLifecycle(self.db)
+        self.users = UserRepo(self.db, self.changes)
+        self.documents = DocumentRepo(self.db, self.changes)
+        self.lifecycle = DocumentLifecycle(self.db, self.changes)
         # Redis side, all through one core (each fails open or raises typed errors when Redis
         # is down).
         self.cache = RedisCache(self.redis_core, default_ttl=self.settings.cache_ttl)
@@ -87,12 +95,14 @@ class Docstore:
             reclaim_idle=self.settings.queue_reclaim_idle,
         )
         self.progress = ProgressTracker(self.redis_core)
+        self.changes.listen(self._invalidate_cached)
         # Blobs and the document flow built on all of the above.
         self._blobs = blobs
         self._opened = False
         self._intake = DocumentIntake(
             self.documents,
             self.lifecycle,
+            self.users,
             self._blob_store,
             self.queue,
             self.progress,
@@ -152,6 +162,43 @@ class Docstore:
         if self._blobs is None:
             self._blobs = blob_store_from_settings(self.settings)
         return self._blobs
+
+    def _invalidate_cached(self, document_ids: list[int]) -> None:
+        self.cache.invalidate_documents(document_ids)
+
+    @contextmanager
+    def transaction(self, conn: Connection | None = None) -> Iterator[Connection]:
+        """A connection in a transaction for `conn=` calls (the same as `store.db.transaction`):
+        cached copies of the documents it changes are dropped once it commits, not before, and
+        not at all when it rolls back."""
+        with self.db.transaction(conn) as c:
+            yield c
+
+    def get_document(self, document_id: int) -> DocumentResponse:
+        """The document, cache first (`NotFound` otherwise): one reader loads it from PostgreSQL
+        however many miss at once, and a copy older than a committed change is never served."""
+        key = self.cache.document_key(document_id)
+
+        def load() -> DocumentResponse:
+            return self.documents.get(document_id)
+
+        return self.cache.get_or_set(key, load, DocumentResponse)
+
+    def delete_document(self, document_id: int) -> None:
+        """Delete the document, its blob, its cached result and its progress (`NotFound` if
+        absent); a queued message for it becomes a no-op. A blob delete that fails is retried by
+        `purge_deleted_blobs` (which `requeue_stuck` runs)."""
+        self._intake.delete_document(document_id)
+
+    def delete_user(self, user_id: int) -> list[int]:
+        """Delete the user and everything of its documents, as `delete_document` does; returns
+        the ids of the deleted documents (`NotFound` if the user is absent)."""
+        return self._intake.delete_user(user_id)
+
+    def purge_deleted_blobs(self, limit: int = 100) -> BlobPurgeReport:
+        """Delete up to `limit` blobs of deleted documents still waiting (their earlier delete
+        failed, or was left for later)."""
+        return self._intake.purge_deleted_blobs(limit)
 
     def submit_document(
         self, user: UserResponse | int, filename: str, data: bytes | IO[bytes]

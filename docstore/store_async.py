@@ -6,6 +6,8 @@ and extractors run on threads, so no call blocks the event loop.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import IO, Any
 
@@ -22,14 +24,15 @@ from docstore.health import HealthReport, PoolStats
 from docstore.intake.blob_access_async import AsyncBlobs
 from docstore.intake.blobs import BlobStore, blob_store_from_settings
 from docstore.intake.flow_async import AsyncDocumentIntake
-from docstore.intake.outcomes import Extractor, Outcome, StuckReport
+from docstore.intake.outcomes import BlobPurgeReport, Extractor, Outcome, StuckReport
 from docstore.models import DocumentResponse, UserResponse
 from docstore.postgres import schema
-from docstore.postgres.executor_async import AsyncDatabase
+from docstore.postgres.executor_async import AsyncDatabase, Connection
 from docstore.postgres.pool_async import new_pool, open_pool
 from docstore.postgres.replica_async import AsyncReplica
 from docstore.redis.client_async import RedisClient
 from docstore.redis.core_async import AsyncRedisCore
+from docstore.repositories.changes_async import AsyncDocumentChanges, tracked_database
 from docstore.repositories.documents_async import AsyncDocumentRepo
 from docstore.repositories.lifecycle_async import AsyncDocumentLifecycle
 from docstore.repositories.users_async import AsyncUserRepo
@@ -60,16 +63,21 @@ class AsyncDocstore:
             else AsyncRedisCore.of(redis_client)
         )
         self.redis = self.redis_core.client
-        self.db = AsyncDatabase(
-            self.pool,
-            address=self.settings.database_address,
-            debug_sql=self.settings.debug_sql,
-            replica=AsyncReplica.from_settings(self.settings),
+        # Every committed change to a document drops its cached copy (see `changes_async`).
+        self.changes = AsyncDocumentChanges()
+        self.db = tracked_database(
+            AsyncDatabase(
+                self.pool,
+                address=self.settings.database_address,
+                debug_sql=self.settings.debug_sql,
+                replica=AsyncReplica.from_settings(self.settings),
+            ),
+            self.changes,
         )
         # Repositories (PostgreSQL).
-        self.users = AsyncUserRepo(self.db)
-        self.documents = AsyncDocumentRepo(self.db)
-        self.lifecycle = AsyncDocumentLifecycle(self.db)
+        self.users = AsyncUserRepo(self.db, self.changes)
+        self.documents = AsyncDocumentRepo(self.db, self.changes)
+        self.lifecycle = AsyncDocumentLifecycle(self.db, self.changes)
         # Redis side, all through one core (each fails open or raises typed errors when Redis
         # is down).
         self.cache = AsyncRedisCache(self.redis_core, default_ttl=self.settings.cache_ttl)
@@ -85,12 +93,14 @@ class AsyncDocstore:
             reclaim_idle=self.settings.queue_reclaim_idle,
         )
         self.progress = AsyncProgressTracker(self.redis_core)
+        self.changes.listen(self._invalidate_cached)
         # Blobs and the document flow built on all of the above.
         self._blobs = blobs
         self._opened = False
         self._intake = AsyncDocumentIntake(
             self.documents,
             self.lifecycle,
+            self.users,
             self._blob_store,
             self.queue,
             self.progress,
@@ -150,6 +160,43 @@ class AsyncDocstore:
         if self._blobs is None:
             self._blobs = blob_store_from_settings(self.settings)
         return self._blobs
+
+    async def _invalidate_cached(self, document_ids: list[int]) -> None:
+        await self.cache.invalidate_documents(document_ids)
+
+    @asynccontextmanager
+    async def transaction(self, conn: Connection | None = None) -> AsyncIterator[Connection]:
+        """A connection in a transaction for `conn=` calls (the same as `store.db.transaction`):
+        cached copies of the documents it changes are dropped once it commits, not before, and
+        not at all when it rolls back."""
+        async with self.db.transaction(conn) as c:
+            yield c
+
+    async def get_document(self, document_id: int) -> DocumentResponse:
+        """The document, cache first (`NotFound` otherwise): one reader loads it from PostgreSQL
+        however many miss at once, and a copy older than a committed change is never served."""
+        key = self.cache.document_key(document_id)
+
+        async def load() -> DocumentResponse:
+            return await self.documents.get(document_id)
+
+        return await self.cache.get_or_set(key, load, DocumentResponse)
+
+    async def delete_document(self, document_id: int) -> None:
+        """Delete the document, its blob, its cached result and its progress (`NotFound` if
+        absent); a queued message for it becomes a no-op. A blob delete that fails is retried by
+        `purge_deleted_blobs` (which `requeue_stuck` runs)."""
+        await self._intake.delete_document(document_id)
+
+    async def delete_user(self, user_id: int) -> list[int]:
+        """Delete the user and everything of its documents, as `delete_document` does; returns
+        the ids of the deleted documents (`NotFound` if the user is absent)."""
+        return await self._intake.delete_user(user_id)
+
+    async def purge_deleted_blobs(self, limit: int = 100) -> BlobPurgeReport:
+        """Delete up to `limit` blobs of deleted documents still waiting (their earlier delete
+        failed, or was left for later)."""
+        return await self._intake.purge_deleted_blobs(limit)
 
     async def submit_document(
         self, user: UserResponse | int, filename: str, data: bytes | IO[bytes]

@@ -126,6 +126,13 @@ class DocumentOut(DocumentSummaryOut):
     result_text: str | None
 
 
+class DeletedOut(BaseModel):
+    """A deleted document: nothing of it is kept (row, bytes, cached copy, progress)."""
+
+    id: int
+    deleted: bool = True
+
+
 class DocumentPageOut(BaseModel):
     """One page of documents, newest first, and the cursor of the next (None on the last)."""
 
@@ -542,10 +549,18 @@ def create_app(
 
     @app.get("/documents/{document_id}", responses={**PROTECTED, **NOT_FOUND})
     async def get_document(document_id: int, user: UserDep, store: StoreDep) -> DocumentOut:
-        cached = await store.cache.get_document_result(document_id, DocumentResponse)
-        if cached is not None and cached.user_id == user.id:
-            return DocumentOut.model_validate(cached)
-        return DocumentOut.model_validate(await owned_document(store, user, document_id))
+        # Cache first; the store drops a cached copy once any change to it is committed.
+        document = await store.get_document(document_id)
+        if document.user_id != user.id:  # same answer as a missing one: no probing
+            raise NotFound(f"document {document_id} does not exist")
+        return DocumentOut.model_validate(document)
+
+    @app.delete("/documents/{document_id}", responses={**PROTECTED, **NOT_FOUND})
+    async def delete_document(document_id: int, user: UserDep, store: StoreDep) -> DeletedOut:
+        """Delete the document: its row, bytes, cached copy and progress."""
+        await owned_document(store, user, document_id)
+        await store.delete_document(document_id)
+        return DeletedOut(id=document_id)
 
     @app.get("/documents/{document_id}/progress", responses={**PROTECTED, **NOT_FOUND})
     async def get_progress(document_id: int, user: UserDep, store: StoreDep) -> ProgressOut:

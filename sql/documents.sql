@@ -84,9 +84,86 @@ RETURNING
     started_at, completed_at, result_text;
 
 -- name: delete_document
--- Delete one document.
-DELETE FROM documents
-WHERE id = %(document_id)s::bigint;
+-- Delete one document and put its blob on the list of blobs to delete, in one statement (the
+-- blob is deleted after the row is gone, never before). Returns the id when it existed.
+WITH gone AS (
+    DELETE FROM documents
+    WHERE id = %(document_id)s::bigint
+    RETURNING id, s3_key
+),
+listed AS (
+    INSERT INTO blob_deletions (s3_key)
+    SELECT s3_key FROM gone
+    ON CONFLICT (s3_key) DO UPDATE SET next_attempt_at = now()
+)
+SELECT id FROM gone;
+
+-- name: delete_user_documents
+-- Delete a batch of a user's documents and list their blobs for deletion; returns their ids.
+WITH batch AS (
+    SELECT id
+    FROM documents
+    WHERE user_id = %(user_id)s::bigint
+    ORDER BY id
+    LIMIT %(limit)s::integer
+    FOR UPDATE
+),
+gone AS (
+    DELETE FROM documents AS d
+    USING batch
+    WHERE d.id = batch.id
+    RETURNING d.id, d.s3_key
+),
+listed AS (
+    INSERT INTO blob_deletions (s3_key)
+    SELECT DISTINCT s3_key FROM gone
+    ON CONFLICT (s3_key) DO UPDATE SET next_attempt_at = now()
+)
+SELECT id FROM gone;
+
+-- name: take_due_blob_deletions
+-- Up to `limit` blobs due for deletion, pushed back by `retry_in` seconds so that callers side
+-- by side never take the same ones (SKIP LOCKED) and a caller that dies leaves them for later.
+-- A blob another document still names is dropped from the list, not deleted.
+WITH still_named AS (
+    DELETE FROM blob_deletions AS b
+    WHERE b.next_attempt_at <= now()
+        AND EXISTS (SELECT FROM documents AS d WHERE d.s3_key = b.s3_key)
+),
+due AS (
+    SELECT s3_key
+    FROM blob_deletions AS b
+    WHERE b.next_attempt_at <= now()
+        AND NOT EXISTS (SELECT FROM documents AS d WHERE d.s3_key = b.s3_key)
+    ORDER BY b.next_attempt_at
+    LIMIT %(limit)s::integer
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE blob_deletions AS b
+SET
+    attempts = b.attempts + 1,
+    next_attempt_at = now() + make_interval(
+        secs => least(3600, %(retry_in)s::double precision * power(2, least(b.attempts, 12)))
+    )
+FROM due
+WHERE b.s3_key = due.s3_key
+RETURNING b.s3_key;
+
+-- name: finish_blob_deletion
+-- The blob is gone from the blob store: drop it from the list.
+DELETE FROM blob_deletions
+WHERE s3_key = %(s3_key)s::text;
+
+-- name: note_blob_deletion_error
+-- Why deleting the blob failed this time (it is retried at next_attempt_at).
+UPDATE blob_deletions
+SET last_error = %(error)s::text
+WHERE s3_key = %(s3_key)s::text;
+
+-- name: count_blob_deletions
+-- Blobs waiting to be deleted, and how many of them failed at least once.
+SELECT count(*)::integer AS waiting, count(*) FILTER (WHERE last_error IS NOT NULL)::integer AS failing
+FROM blob_deletions;
 
 -- name: list_user_documents
 -- One page of a user's documents, newest first, strictly before a (created_at, id) position.

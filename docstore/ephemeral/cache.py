@@ -15,7 +15,7 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from functools import lru_cache
 from typing import Any, TypeVar, cast, final
 
@@ -41,6 +41,8 @@ R = TypeVar("R")
 _ANY: TypeAdapter[Any] = TypeAdapter(Any, config=ConfigDict(ser_json_inf_nan="constants"))
 # Longest accepted TTL, in seconds (Redis refuses expiry times that overflow its clock).
 _ttl: Checker[float] = Checker(PositiveSeconds, "ttl")
+# Documents invalidated per pipelined round trip.
+_INVALIDATE_BATCH = 500
 
 
 @lru_cache(maxsize=256)
@@ -89,6 +91,8 @@ class RedisCache:
         self._unlock = self.core.script("cache_unlock")
         self._counts = {"hits": 0, "misses": 0, "errors": 0, "loads": 0}
         self._counts_lock = threading.Lock()
+        # Documents whose invalidation failed (Redis unreachable): retried by the next call.
+        self._stale_documents: set[int] = set()
 
     # -- counters -----------------------------------------------------------------------------
 
@@ -119,6 +123,7 @@ class RedisCache:
     def get(self, key: str, type_: type[T]) -> T | None:
         """The cached value read as `type_`, or None on a miss (or when Redis is unreachable)."""
         redis_key = cache_key(check_name(key))
+        self._retry_stale()
         raw = self._fail_open("read", key, lambda: self.core.client.get(redis_key))
         if isinstance(raw, _FailedOpen):
             return None
@@ -156,6 +161,7 @@ class RedisCache:
         """
         name = check_name(key)
         ttl_ms = self._ttl_ms(ttl)
+        self._retry_stale()
         # Hits are the common case: a plain GET, as cheap as `get`.
         raw = self._fail_open("read", key, lambda: self.core.client.get(cache_key(name)))
         if isinstance(raw, _FailedOpen):
@@ -236,8 +242,44 @@ class RedisCache:
         return self.get(self.document_key(document_id), type_)
 
     def invalidate_document(self, document_id: int) -> bool:
-        """Forget a document's cached result (call on every change to the document)."""
-        return self.delete(self.document_key(document_id))
+        """Forget a document's cached result (the store calls it on every committed change)."""
+        return self.invalidate_documents([document_id])
+
+    def invalidate_documents(self, document_ids: Iterable[int]) -> bool:
+        """Forget the cached results of these documents, and their single-flight locks, so that
+        a load in flight cannot write an older version back; a few hundred keys per round trip.
+
+        False when Redis was unreachable: the ids are kept and retried by the next invalidation
+        or `get_or_set` of this cache (a value that outlived its document's change is never
+        served by this process after Redis answers again).
+        """
+        with self._counts_lock:
+            wanted = {check_document_id(i) for i in document_ids} | self._stale_documents
+            self._stale_documents = set()
+        ordered = sorted(wanted)
+        for start in range(0, len(ordered), _INVALIDATE_BATCH):
+            batch = ordered[start : start + _INVALIDATE_BATCH]
+            done = self._fail_open("delete", f"{len(batch)} documents", self._dropper(batch))
+            if isinstance(done, _FailedOpen):
+                with self._counts_lock:
+                    self._stale_documents.update(ordered[start:])
+                return False
+        return True
+
+    def _dropper(self, document_ids: list[int]) -> Call[list[Any]]:
+        def drop() -> list[Any]:
+            # One DEL per document: its value and lock share a slot, documents do not.
+            pipe = self.core.client.pipeline(transaction=False)
+            for document_id in document_ids:
+                name = self.document_key(document_id)
+                pipe.delete(cache_key(name), cache_lock_key(name))
+            return list(pipe.execute())
+
+        return drop
+
+    def _retry_stale(self) -> None:
+        if self._stale_documents:
+            self.invalidate_documents([])
 
     # -- encoding -----------------------------------------------------------------------------
 

@@ -7,6 +7,9 @@
 - A worker that dies leaves a lease that runs out; `requeue_stuck` hands the document back.
 - A worker with no message (an empty queue, or Redis down) takes back expired leases and claims
   straight from PostgreSQL (`claim_next`): lost messages and migrated work never wait.
+- A deleted document loses its row first (its blob listed for deletion in the same statement),
+  then its cached result, progress and blob: a row never points at a missing blob, and a blob
+  whose delete fails is retried by `purge_deleted_blobs` (which `requeue_stuck` runs).
 """
 
 from __future__ import annotations
@@ -23,12 +26,19 @@ from docstore.ephemeral.cache_async import AsyncRedisCache
 from docstore.ephemeral.progress_async import AsyncProgressTracker
 from docstore.ephemeral.queue_async import AsyncTaskQueue
 from docstore.ephemeral.values import QueueMessage
-from docstore.errors import InvalidInput, InvalidTransition, NotFound, ServiceUnavailable
+from docstore.errors import (
+    DocstoreError,
+    InvalidInput,
+    InvalidTransition,
+    NotFound,
+    ServiceUnavailable,
+)
 from docstore.intake.blobs import BlobStore
-from docstore.intake.outcomes import Extractor, Outcome, StuckReport
+from docstore.intake.outcomes import BlobPurgeReport, Extractor, Outcome, StuckReport
 from docstore.models import DocumentCreate, DocumentResponse, UserResponse
 from docstore.repositories.documents_async import AsyncDocumentRepo
 from docstore.repositories.lifecycle_async import AsyncDocumentLifecycle
+from docstore.repositories.users_async import AsyncUserRepo
 from docstore.rules import PROGRESS_STAGE_LENGTH, Checker, Seconds, WorkerId, parse_input
 
 logger = logging.getLogger("docstore.intake")
@@ -40,6 +50,12 @@ _pending_for: Checker[float] = Checker(Seconds, "pending_for")
 ENQUEUE_MARGIN_SECONDS = 5.0
 # Expired leases an idle worker takes back per empty poll (the rest on the next polls).
 EXPIRED_PER_POLL = 100
+# Blobs of deleted documents deleted per batch; a failed delete is tried again after this many
+# seconds, doubled at each failure (an hour at most).
+BLOB_PURGE_BATCH = 100
+BLOB_RETRY_SECONDS = 30.0
+# Batches of blobs a delete call removes itself before leaving the rest to purge_deleted_blobs.
+INLINE_PURGE_BATCHES = 10
 
 
 class _SizeLimitedReader(io.RawIOBase):
@@ -86,6 +102,7 @@ class AsyncDocumentIntake:
         self,
         documents: AsyncDocumentRepo,
         lifecycle: AsyncDocumentLifecycle,
+        users: AsyncUserRepo,
         blobs: Callable[[], BlobStore],
         queue: AsyncTaskQueue,
         progress: AsyncProgressTracker,
@@ -96,6 +113,7 @@ class AsyncDocumentIntake:
     ) -> None:
         self.documents = documents
         self.lifecycle = lifecycle
+        self.users = users
         self._blobs = blobs
         self.queue = queue
         self.progress = progress
@@ -212,6 +230,8 @@ class AsyncDocumentIntake:
             extraction = await in_thread(extract, data, document.filename, report)
         except InvalidTransition:
             return Outcome(document_id=document.id, action="lease_lost")
+        except NotFound as exc:  # deleted while we worked on it: nothing left to record
+            return Outcome(document_id=document.id, action="skipped", detail=str(exc))
         except Exception as exc:  # noqa: BLE001 - any failure of the extractor fails the document
             return await self._fail(document, worker_id, exc)
         elapsed = time.perf_counter() - started
@@ -221,9 +241,12 @@ class AsyncDocumentIntake:
             )
         except InvalidTransition as exc:
             return Outcome(document_id=document.id, action="lease_lost", detail=str(exc))
+        except NotFound as exc:
+            return Outcome(document_id=document.id, action="skipped", detail=str(exc))
         except InvalidInput as exc:  # e.g. text PostgreSQL cannot hold
             return await self._fail(document, worker_id, exc)
-        await self.cache.cache_document_result(done.id, done)
+        # No cache write here: a result cached now could outlive a change (a delete) committed
+        # meanwhile; readers fill the cache through single flight (`store.get_document`).
         await self.progress.set(done.id, 100, "completed")
         return Outcome(document_id=done.id, action="completed", document=done)
 
@@ -235,6 +258,8 @@ class AsyncDocumentIntake:
             failed = await self.lifecycle.mark_failed(document.id, worker_id, message, retry=retry)
         except InvalidTransition as lost:
             return Outcome(document_id=document.id, action="lease_lost", detail=str(lost))
+        except NotFound as gone:
+            return Outcome(document_id=document.id, action="skipped", detail=str(gone))
         action: Literal["failed", "retrying"] = (
             "retrying" if failed.status == "PENDING" else "failed"
         )
@@ -269,6 +294,53 @@ class AsyncDocumentIntake:
         except ServiceUnavailable as exc:
             logger.warning("document %s not re-enqueued: %s", document_id, exc.message)
 
+    # -- deleting -----------------------------------------------------------------------------
+
+    async def delete_document(self, document_id: int) -> None:
+        """Delete the row (its blob listed in the same statement), then the cached result (the
+        repository's change notice), the progress and the blob (`NotFound` if absent)."""
+        await self.documents.delete(document_id)
+        await self._forget([document_id])
+
+    async def delete_user(self, user_id: int) -> list[int]:
+        """Delete the user, its documents and all they left in Redis and the blob store;
+        returns the ids of the deleted documents."""
+        removed = await self.users.delete(user_id)
+        await self._forget(removed)
+        return removed
+
+    async def _forget(self, document_ids: list[int]) -> None:
+        try:
+            await self.progress.clear_many(document_ids)
+        except ServiceUnavailable as exc:  # expires by itself within the progress TTL
+            logger.warning(
+                "progress of %d deleted documents not cleared: %s", len(document_ids), exc.message
+            )
+        # The blobs go now, a few batches inline; whatever is left (or failed) goes with the next
+        # `purge_deleted_blobs` (the worker's `requeue_stuck` runs it).
+        for _ in range(min(INLINE_PURGE_BATCHES, -(-len(document_ids) // BLOB_PURGE_BATCH))):
+            report = await self.purge_deleted_blobs()
+            if report.deleted + report.failed < BLOB_PURGE_BATCH:
+                break
+
+    async def purge_deleted_blobs(self, limit: int = BLOB_PURGE_BATCH) -> BlobPurgeReport:
+        """Delete up to `limit` blobs of deleted documents that are due; one that fails is
+        tried again later, with a growing delay. Callers side by side never take the same."""
+        keys = await self.documents.take_due_blob_deletions(limit, BLOB_RETRY_SECONDS)
+        blobs = self._blobs()
+        deleted = failed = 0
+        for key in keys:
+            try:
+                await in_thread(blobs.delete, key)
+            except DocstoreError as exc:
+                failed += 1
+                logger.warning("blob %s not deleted, will retry: %s", key, exc.message)
+                await self.documents.note_blob_deletion_error(key, exc.message)
+                continue
+            await self.documents.finish_blob_deletion(key)
+            deleted += 1
+        return BlobPurgeReport(deleted=deleted, failed=failed)
+
     # -- recovering ---------------------------------------------------------------------------
 
     async def requeue_stuck(self, pending_for: float = 300.0, limit: int = 1000) -> StuckReport:
@@ -289,11 +361,13 @@ class AsyncDocumentIntake:
         stale = await self.lifecycle.take_unqueued_pending(pending_for, queued_before, limit)
         ids = {d.id for d in expired if d.status == "PENDING"} | set(stale)
         await self.queue.enqueue_many(sorted(ids))
+        purged = await self.purge_deleted_blobs()
         return StuckReport(
             expired_leases=len(expired),
             requeued=len(ids),
             failed=sum(1 for d in expired if d.status == "FAILED"),
+            blobs_deleted=purged.deleted,
         )
 
 
-__all__ = ["AsyncDocumentIntake", "Extractor", "Outcome", "StuckReport"]
+__all__ = ["AsyncDocumentIntake", "BlobPurgeReport", "Extractor", "Outcome", "StuckReport"]

@@ -33,6 +33,16 @@ class StuckReport(BaseModel):
     expired_leases: int
     requeued: int
     failed: int
+    blobs_deleted: int = 0
 
 
-__all__ = ["Extractor", "Outcome", "StuckReport"]
+class BlobPurgeReport(BaseModel):
+    """What `purge_deleted_blobs` did with the blobs of deleted documents."""
+
+    model_config = ConfigDict(frozen=True)
+
+    deleted: int
+    failed: int
+
+
+__all__ = ["BlobPurgeReport", "Extractor", "Outcome", "StuckReport"]

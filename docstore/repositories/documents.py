@@ -26,6 +26,7 @@ from docstore.models import (
     SearchResponse,
 )
 from docstore.postgres.executor import Connection, Database
+from docstore.repositories.changes import DocumentChanges
 from docstore.repositories.pagination import (
     DocumentPageCursor,
     SearchPageCursor,
@@ -99,11 +100,13 @@ def _statuses(status: object) -> list[str]:
 class DocumentRepo:
     """Create, read, change, list and search documents.
 
-    Every method takes an optional `conn` to run inside the caller's transaction.
+    Every method takes an optional `conn` to run inside the caller's transaction. Changes are
+    told to `changes` (the store's cache invalidation) once they are committed.
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, changes: DocumentChanges | None = None) -> None:
         self.db = db
+        self.changes = changes or DocumentChanges()
 
     def create(self, data: DocumentCreate, conn: Connection | None = None) -> DocumentResponse:
         """Create one PENDING document (`InvalidInput` when the user does not exist)."""
@@ -177,14 +180,45 @@ class DocumentRepo:
         document = self.db.one("update_document", params, DocumentResponse, conn)
         if document is None:
             raise NotFound(f"document {document_id} does not exist")
+        self.changes.changed([document.id], conn)
         return document
 
     def delete(self, document_id: int, conn: Connection | None = None) -> None:
-        """Delete the document (`NotFound` if absent)."""
+        """Delete the document (`NotFound` if absent); its blob goes on the list of blobs to
+        delete (`store.purge_deleted_blobs`), in the same statement."""
         params = {"document_id": _document_id(document_id)}
-        deleted = self.db.execute("delete_document", params, conn)
-        if not deleted:
+        deleted = self.db.one("delete_document", params, conn=conn)
+        if deleted is None:
             raise NotFound(f"document {document_id} does not exist")
+        self.changes.changed([document_id], conn)
+
+    # -- blobs of deleted documents ---------------------------------------------------------
+
+    def take_due_blob_deletions(
+        self, limit: int, retry_in: float, conn: Connection | None = None
+    ) -> list[str]:
+        """Keys of up to `limit` blobs of deleted documents due for deletion, each pushed back
+        by `retry_in` seconds (doubled per earlier failure) in case this attempt fails too."""
+        params = {"limit": checked_limit(limit, 10_000), "retry_in": float(retry_in)}
+        rows = self.db.all("take_due_blob_deletions", params, conn=conn)
+        return [row[0] for row in rows]
+
+    def finish_blob_deletion(self, s3_key: str, conn: Connection | None = None) -> None:
+        """The blob is gone: drop it from the list."""
+        self.db.execute("finish_blob_deletion", {"s3_key": s3_key}, conn)
+
+    def note_blob_deletion_error(
+        self, s3_key: str, error: str, conn: Connection | None = None
+    ) -> None:
+        """Keep why the blob's deletion failed (it is retried)."""
+        params = {"s3_key": s3_key, "error": clean_text(error)[:10_000]}
+        self.db.execute("note_blob_deletion_error", params, conn)
+
+    def count_blob_deletions(self, conn: Connection | None = None) -> tuple[int, int]:
+        """(waiting, failing at least once) blobs of deleted documents not yet deleted."""
+        row = self.db.one("count_blob_deletions", {}, conn=conn)
+        assert row is not None  # an aggregate always returns its row
+        return int(row[0]), int(row[1])
 
     def list_for_user(
         self,

@@ -24,6 +24,7 @@ from docstore.models import (
     SearchResponse,
 )
 from docstore.postgres.executor_async import AsyncDatabase, Connection
+from docstore.repositories.changes_async import AsyncDocumentChanges
 from docstore.repositories.pagination import (
     DocumentPageCursor,
     SearchPageCursor,
@@ -97,11 +98,13 @@ def _statuses(status: object) -> list[str]:
 class AsyncDocumentRepo:
     """Create, read, change, list and search documents.
 
-    Every method takes an optional `conn` to run inside the caller's transaction.
+    Every method takes an optional `conn` to run inside the caller's transaction. Changes are
+    told to `changes` (the store's cache invalidation) once they are committed.
     """
 
-    def __init__(self, db: AsyncDatabase) -> None:
+    def __init__(self, db: AsyncDatabase, changes: AsyncDocumentChanges | None = None) -> None:
         self.db = db
+        self.changes = changes or AsyncDocumentChanges()
 
     async def create(
         self, data: DocumentCreate, conn: Connection | None = None
@@ -180,14 +183,45 @@ class AsyncDocumentRepo:
         document = await self.db.one("update_document", params, DocumentResponse, conn)
         if document is None:
             raise NotFound(f"document {document_id} does not exist")
+        await self.changes.changed([document.id], conn)
         return document
 
     async def delete(self, document_id: int, conn: Connection | None = None) -> None:
-        """Delete the document (`NotFound` if absent)."""
+        """Delete the document (`NotFound` if absent); its blob goes on the list of blobs to
+        delete (`store.purge_deleted_blobs`), in the same statement."""
         params = {"document_id": _document_id(document_id)}
-        deleted = await self.db.execute("delete_document", params, conn)
-        if not deleted:
+        deleted = await self.db.one("delete_document", params, conn=conn)
+        if deleted is None:
             raise NotFound(f"document {document_id} does not exist")
+        await self.changes.changed([document_id], conn)
+
+    # -- blobs of deleted documents ---------------------------------------------------------
+
+    async def take_due_blob_deletions(
+        self, limit: int, retry_in: float, conn: Connection | None = None
+    ) -> list[str]:
+        """Keys of up to `limit` blobs of deleted documents due for deletion, each pushed back
+        by `retry_in` seconds (doubled per earlier failure) in case this attempt fails too."""
+        params = {"limit": checked_limit(limit, 10_000), "retry_in": float(retry_in)}
+        rows = await self.db.all("take_due_blob_deletions", params, conn=conn)
+        return [row[0] for row in rows]
+
+    async def finish_blob_deletion(self, s3_key: str, conn: Connection | None = None) -> None:
+        """The blob is gone: drop it from the list."""
+        await self.db.execute("finish_blob_deletion", {"s3_key": s3_key}, conn)
+
+    async def note_blob_deletion_error(
+        self, s3_key: str, error: str, conn: Connection | None = None
+    ) -> None:
+        """Keep why the blob's deletion failed (it is retried)."""
+        params = {"s3_key": s3_key, "error": clean_text(error)[:10_000]}
+        await self.db.execute("note_blob_deletion_error", params, conn)
+
+    async def count_blob_deletions(self, conn: Connection | None = None) -> tuple[int, int]:
+        """(waiting, failing at least once) blobs of deleted documents not yet deleted."""
+        row = await self.db.one("count_blob_deletions", {}, conn=conn)
+        assert row is not None  # an aggregate always returns its row
+        return int(row[0]), int(row[1])
 
     async def list_for_user(
         self,

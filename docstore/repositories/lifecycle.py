@@ -20,6 +20,7 @@ from datetime import datetime
 from docstore.errors import InvalidInput, InvalidTransition, NotFound
 from docstore.models import CompletedResult, DocumentResponse, DocumentSummary
 from docstore.postgres.executor import Connection, Database
+from docstore.repositories.changes import DocumentChanges
 from docstore.rules import (
     ERROR_MESSAGE_LENGTH,
     Checker,
@@ -61,11 +62,20 @@ def _lease_params(document_id: int, worker_id: str, lease_seconds: float) -> dic
 class DocumentLifecycle:
     """Claim, heartbeat, complete, fail and requeue documents (`store.lifecycle`).
 
-    Every method takes an optional `conn` to run inside the caller's transaction.
+    Every method takes an optional `conn` to run inside the caller's transaction. Every change
+    is told to `changes` (the store's cache invalidation) once it is committed.
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, changes: DocumentChanges | None = None) -> None:
         self.db = db
+        self.changes = changes or DocumentChanges()
+
+    def _changed(
+        self, document: DocumentResponse | None, conn: Connection | None
+    ) -> DocumentResponse | None:
+        if document is not None:
+            self.changes.changed([document.id], conn)
+        return document
 
     def claim_next(
         self,
@@ -81,7 +91,8 @@ class DocumentLifecycle:
             "worker_id": _worker_id(worker_id),
             "lease_seconds": _lease_seconds(lease_seconds),
         }
-        return self.db.one("claim_next_document", params, DocumentResponse, conn)
+        claimed = self.db.one("claim_next_document", params, DocumentResponse, conn)
+        return self._changed(claimed, conn)
 
     def claim(
         self,
@@ -94,7 +105,7 @@ class DocumentLifecycle:
         for consumers of a queue that may deliver a document twice."""
         params = _lease_params(document_id, worker_id, lease_seconds)
         document = self.db.one("claim_document", params, DocumentResponse, conn)
-        return document or self._refused(document_id, "claim", worker_id, conn)
+        return self._changed(document, conn) or self._refused(document_id, "claim", worker_id, conn)
 
     def heartbeat(
         self,
@@ -109,7 +120,9 @@ class DocumentLifecycle:
         """
         params = _lease_params(document_id, worker_id, lease_seconds)
         document = self.db.one("extend_document_lease", params, DocumentResponse, conn)
-        return document or self._refused(document_id, "heartbeat", worker_id, conn)
+        return self._changed(document, conn) or self._refused(
+            document_id, "heartbeat", worker_id, conn
+        )
 
     def mark_completed(
         self,
@@ -142,6 +155,7 @@ class DocumentLifecycle:
         summary = self.db.one("complete_document", params, DocumentSummary, conn)
         if summary is None:
             return self._refused(document_id, "complete", worker_id, conn)
+        self.changes.changed([summary.id], conn)
         return DocumentResponse.model_validate(
             {**summary.__dict__, "result_text": result.result_text}
         )
@@ -166,7 +180,7 @@ class DocumentLifecycle:
             "retry": bool(retry),
         }
         document = self.db.one("fail_document", params, DocumentResponse, conn)
-        return document or self._refused(document_id, "fail", worker_id, conn)
+        return self._changed(document, conn) or self._refused(document_id, "fail", worker_id, conn)
 
     def requeue_expired(
         self, limit: int = 1000, conn: Connection | None = None
@@ -174,7 +188,9 @@ class DocumentLifecycle:
         """Take back up to `limit` documents whose lease ran out (their worker died): PENDING
         while attempts remain, FAILED after the last. Returns them, e.g. to re-enqueue."""
         params = {"limit": checked_limit(limit, 10_000)}
-        return self.db.all("requeue_expired_documents", params, DocumentResponse, conn)
+        taken = self.db.all("requeue_expired_documents", params, DocumentResponse, conn)
+        self.changes.changed([document.id for document in taken], conn)
+        return taken
 
     def take_unqueued_pending(
         self,
@@ -191,7 +207,9 @@ class DocumentLifecycle:
             "queued_before": queued_before,
             "limit": checked_limit(limit, 10_000),
         }
-        return [row[0] for row in self.db.all("touch_stale_pending_documents", params, conn=conn)]
+        ids = [row[0] for row in self.db.all("touch_stale_pending_documents", params, conn=conn)]
+        self.changes.changed(ids, conn)  # their updated_at moved
+        return ids
 
     def _refused(
         self, document_id: int, action: str, worker_id: str, conn: Connection | None

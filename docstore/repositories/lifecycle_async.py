@@ -18,6 +18,7 @@ from datetime import datetime
 from docstore.errors import InvalidInput, InvalidTransition, NotFound
 from docstore.models import CompletedResult, DocumentResponse, DocumentSummary
 from docstore.postgres.executor_async import AsyncDatabase, Connection
+from docstore.repositories.changes_async import AsyncDocumentChanges
 from docstore.rules import (
     ERROR_MESSAGE_LENGTH,
     Checker,
@@ -59,11 +60,20 @@ def _lease_params(document_id: int, worker_id: str, lease_seconds: float) -> dic
 class AsyncDocumentLifecycle:
     """Claim, heartbeat, complete, fail and requeue documents (`store.lifecycle`).
 
-    Every method takes an optional `conn` to run inside the caller's transaction.
+    Every method takes an optional `conn` to run inside the caller's transaction. Every change
+    is told to `changes` (the store's cache invalidation) once it is committed.
     """
 
-    def __init__(self, db: AsyncDatabase) -> None:
+    def __init__(self, db: AsyncDatabase, changes: AsyncDocumentChanges | None = None) -> None:
         self.db = db
+        self.changes = changes or AsyncDocumentChanges()
+
+    async def _changed(
+        self, document: DocumentResponse | None, conn: Connection | None
+    ) -> DocumentResponse | None:
+        if document is not None:
+            await self.changes.changed([document.id], conn)
+        return document
 
     async def claim_next(
         self,
@@ -79,7 +89,8 @@ class AsyncDocumentLifecycle:
             "worker_id": _worker_id(worker_id),
             "lease_seconds": _lease_seconds(lease_seconds),
         }
-        return await self.db.one("claim_next_document", params, DocumentResponse, conn)
+        claimed = await self.db.one("claim_next_document", params, DocumentResponse, conn)
+        return await self._changed(claimed, conn)
 
     async def claim(
         self,
@@ -92,7 +103,9 @@ class AsyncDocumentLifecycle:
         for consumers of a queue that may deliver a document twice."""
         params = _lease_params(document_id, worker_id, lease_seconds)
         document = await self.db.one("claim_document", params, DocumentResponse, conn)
-        return document or await self._refused(document_id, "claim", worker_id, conn)
+        return await self._changed(document, conn) or await self._refused(
+            document_id, "claim", worker_id, conn
+        )
 
     async def heartbeat(
         self,
@@ -107,7 +120,9 @@ class AsyncDocumentLifecycle:
         """
         params = _lease_params(document_id, worker_id, lease_seconds)
         document = await self.db.one("extend_document_lease", params, DocumentResponse, conn)
-        return document or await self._refused(document_id, "heartbeat", worker_id, conn)
+        return await self._changed(document, conn) or await self._refused(
+            document_id, "heartbeat", worker_id, conn
+        )
 
     async def mark_completed(
         self,
@@ -140,6 +155,7 @@ class AsyncDocumentLifecycle:
         summary = await self.db.one("complete_document", params, DocumentSummary, conn)
         if summary is None:
             return await self._refused(document_id, "complete", worker_id, conn)
+        await self.changes.changed([summary.id], conn)
         return DocumentResponse.model_validate(
             {**summary.__dict__, "result_text": result.result_text}
         )
@@ -164,7 +180,9 @@ class AsyncDocumentLifecycle:
             "retry": bool(retry),
         }
         document = await self.db.one("fail_document", params, DocumentResponse, conn)
-        return document or await self._refused(document_id, "fail", worker_id, conn)
+        return await self._changed(document, conn) or await self._refused(
+            document_id, "fail", worker_id, conn
+        )
 
     async def requeue_expired(
         self, limit: int = 1000, conn: Connection | None = None
@@ -172,7 +190,9 @@ class AsyncDocumentLifecycle:
         """Take back up to `limit` documents whose lease ran out (their worker died): PENDING
         while attempts remain, FAILED after the last. Returns them, e.g. to re-enqueue."""
         params = {"limit": checked_limit(limit, 10_000)}
-        return await self.db.all("requeue_expired_documents", params, DocumentResponse, conn)
+        taken = await self.db.all("requeue_expired_documents", params, DocumentResponse, conn)
+        await self.changes.changed([document.id for document in taken], conn)
+        return taken
 
     async def take_unqueued_pending(
         self,
@@ -189,9 +209,11 @@ class AsyncDocumentLifecycle:
             "queued_before": queued_before,
             "limit": checked_limit(limit, 10_000),
         }
-        return [
+        ids = [
             row[0] for row in await self.db.all("touch_stale_pending_documents", params, conn=conn)
         ]
+        await self.changes.changed(ids, conn)  # their updated_at moved
+        return ids
 
     async def _refused(
         self, document_id: int, action: str, worker_id: str, conn: Connection | None

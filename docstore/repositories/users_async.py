@@ -13,12 +13,15 @@ from docstore.models import (
 )
 from docstore.postgres.executor_async import AsyncDatabase, Connection
 from docstore.repositories.api_keys import api_key_digest, is_well_formed, new_api_key
+from docstore.repositories.changes_async import AsyncDocumentChanges
 from docstore.repositories.pagination import UserPageCursor, decode_cursor, keyset_page
 from docstore.rules import Checker, Email, RowId, checked_limit, parse_input
 
 _user_id: Checker[int] = Checker(RowId, "user_id")
 _email: Checker[str] = Checker(Email, "email")
 MAX_PAGE_SIZE = 500
+# Documents deleted per statement when a user is deleted (all in one transaction).
+DELETE_BATCH_SIZE = 1000
 
 
 class AsyncUserRepo:
@@ -27,8 +30,9 @@ class AsyncUserRepo:
     Every method takes an optional `conn` to run inside the caller's transaction.
     """
 
-    def __init__(self, db: AsyncDatabase) -> None:
+    def __init__(self, db: AsyncDatabase, changes: AsyncDocumentChanges | None = None) -> None:
         self.db = db
+        self.changes = changes or AsyncDocumentChanges()
 
     async def create(self, data: UserCreate, conn: Connection | None = None) -> UserWithApiKey:
         """Create a user and its first API key, returned this once (`Conflict` on a taken email)."""
@@ -99,12 +103,25 @@ class AsyncUserRepo:
             raise NotFound(f"user {user_id} does not exist")
         return user
 
-    async def delete(self, user_id: int, conn: Connection | None = None) -> None:
-        """Delete the user and, by cascade, all its documents (`NotFound` if absent)."""
+    async def delete(self, user_id: int, conn: Connection | None = None) -> list[int]:
+        """Delete the user and all its documents, in one transaction (`NotFound` if absent).
+
+        The documents' blobs go on the list of blobs to delete (`store.purge_deleted_blobs`);
+        returns the ids of the deleted documents.
+        """
         params = {"user_id": _user_id(user_id)}
-        deleted = await self.db.execute("delete_user", params, conn)
-        if not deleted:
-            raise NotFound(f"user {user_id} does not exist")
+        removed: list[int] = []
+        async with self.db.transaction(conn) as c:
+            while True:
+                batch = {**params, "limit": DELETE_BATCH_SIZE}
+                rows = await self.db.all("delete_user_documents", batch, conn=c)
+                removed.extend(row[0] for row in rows)
+                if len(rows) < DELETE_BATCH_SIZE:
+                    break
+            if not await self.db.execute("delete_user", params, c):
+                raise NotFound(f"user {user_id} does not exist")
+            await self.changes.changed(removed, c)
+        return removed
 
     async def get_with_documents(
         self, user_id: int, documents_limit: int = 100, conn: Connection | None = None

@@ -77,6 +77,10 @@ def test_submit_then_process_completes_with_text_progress_and_cache(
     assert done.extraction_time_seconds is not None and done.extraction_time_seconds >= 0
     progress = store.progress.get(document.id)
     assert progress is not None and progress.percent == 100 and progress.stage == "completed"
+    # Readers fill the cache (single flight), never the worker: a copy it wrote could outlive
+    # a change committed meanwhile.
+    assert store.cache.get_document_result(document.id, type(done)) is None
+    assert store.get_document(document.id) == done
     cached = store.cache.get_document_result(document.id, type(done))
     assert cached is not None and cached.result_text == done.result_text
     assert store.queue.stats().pending == 0

@@ -26,6 +26,7 @@ MIGRATIONS = [
     "0002_document_lifecycle_and_search",
     "0003_legacy_task_id",
     "0004_legacy_migration_ledger",
+    "0005_shared_service",
 ]
 
 

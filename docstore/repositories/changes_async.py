@@ -1,0 +1,136 @@
+"""Which documents changed, told to listeners (the cache) once the change is committed.
+
+psycopg has no after-commit hook, so the store keeps a post-commit list itself: a write that runs
+alone (autocommit) is told at once; a write that joins a transaction opened by
+`store.transaction()` (the same as `store.db.transaction()`) is kept on that transaction's list
+and told after its COMMIT, or forgotten when it rolls back (a savepoint that rolls back forgets
+its own writes only). A write joining a transaction the store did not open (a connection the
+caller took from the pool itself) cannot be seen committing: it is told at once, and logged once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Protocol
+
+from psycopg import pq
+
+from docstore.postgres.executor_async import AsyncDatabase, Connection
+
+logger = logging.getLogger("docstore.changes")
+
+
+class AsyncChangeListener(Protocol):
+    """Told the ids of documents whose change was committed."""
+
+    async def __call__(self, document_ids: list[int]) -> None: ...
+
+
+class AsyncDocumentChanges:
+    """The post-commit lists of changed document ids, one per open transaction."""
+
+    def __init__(self) -> None:
+        self._listeners: list[AsyncChangeListener] = []
+        # id(connection) -> one list of changed ids per transaction level (savepoints nest).
+        self._open: dict[int, list[list[int]]] = {}
+        self._warned = False
+
+    def listen(self, listener: AsyncChangeListener) -> None:
+        """Call `await listener(ids)` with the ids of documents whose change was committed."""
+        self._listeners.append(listener)
+
+    async def changed(self, ids: Iterable[int], conn: Connection | None) -> None:
+        """Documents `ids` were written on `conn` (None: in a statement of their own)."""
+        changed = list(ids)
+        if not changed:
+            return
+        levels = self._open.get(id(conn)) if conn is not None else None
+        if levels:
+            levels[-1].extend(changed)
+            return
+        if self._listeners and conn is not None and _in_transaction(conn) and not self._warned:
+            self._warned = True
+            logger.warning(
+                "documents changed in a transaction docstore did not open: their cached copies "
+                "are dropped before that transaction commits; use store.transaction()"
+            )
+        await self.notify(changed)
+
+    async def notify(self, ids: list[int]) -> None:
+        """Tell every listener now."""
+        for listener in self._listeners:
+            await listener(ids)
+
+    def tracks(self, conn: Connection) -> bool:
+        """Whether a transaction of the store is open on `conn`."""
+        return bool(self._open.get(id(conn)))
+
+    def begin(self, conn: Connection) -> None:
+        self._open.setdefault(id(conn), []).append([])
+
+    def rollback(self, conn: Connection) -> None:
+        levels = self._open[id(conn)]
+        levels.pop()
+        if not levels:
+            del self._open[id(conn)]
+
+    def release(self, conn: Connection) -> list[int]:
+        """End a level without error: the ids to tell once the outermost level committed
+        (empty for an inner level, whose ids now belong to the level around it)."""
+        levels = self._open[id(conn)]
+        mine = levels.pop()
+        if levels:
+            levels[-1].extend(mine)
+            return []
+        del self._open[id(conn)]
+        return sorted(set(mine))
+
+
+def _in_transaction(conn: Connection) -> bool:
+    return conn.info.transaction_status != pq.TransactionStatus.IDLE
+
+
+class AsyncTrackedDatabase(AsyncDatabase):
+    """The executor (`store.db`) whose transactions tell the cache what they committed."""
+
+    changes: AsyncDocumentChanges
+
+    @asynccontextmanager
+    async def transaction(self, conn: Connection | None = None) -> AsyncIterator[Connection]:
+        """A connection inside a transaction (a savepoint when `conn` is already in one); the
+        documents changed in it are told to the listeners once it committed."""
+        # A savepoint inside a transaction someone else opened: its COMMIT is out of sight.
+        tracked = conn is None or self.changes.tracks(conn) or not _in_transaction(conn)
+        committed: list[int] = []
+        async with super().transaction(conn) as c:
+            if not tracked:
+                yield c
+                return
+            self.changes.begin(c)
+            try:
+                yield c
+            except BaseException:
+                self.changes.rollback(c)
+                raise
+            committed = self.changes.release(c)
+        # Past `super().transaction`: the outermost level has committed.
+        if committed:
+            await self.changes.notify(committed)
+
+
+def tracked_database(db: AsyncDatabase, changes: AsyncDocumentChanges) -> AsyncTrackedDatabase:
+    """`db` as an `AsyncTrackedDatabase` telling `changes` (same pool, queries and counters)."""
+    tracked = AsyncTrackedDatabase.__new__(AsyncTrackedDatabase)
+    tracked.__dict__.update(db.__dict__)
+    tracked.changes = changes
+    return tracked
+
+
+__all__ = [
+    "AsyncChangeListener",
+    "AsyncDocumentChanges",
+    "AsyncTrackedDatabase",
+    "tracked_database",
+]

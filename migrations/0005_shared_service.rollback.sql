@@ -1,0 +1,21 @@
+-- Refuses while documents or pending blob deletions hold rows, unless the session confirmed it
+-- (see the README, Schema): the dropped table is the list of blobs still to delete.
+-- One statement, so that a tool skipping failed statements (yoyo --force) cannot drop without
+-- the check; the lock comes first so that no row is committed between the check and the drop.
+DO $$
+BEGIN
+    LOCK TABLE documents, blob_deletions IN ACCESS EXCLUSIVE MODE;
+    IF current_setting('docstore.confirm_destroy', true) IS DISTINCT FROM 'yes'
+        AND (EXISTS (SELECT FROM documents) OR EXISTS (SELECT FROM blob_deletions))
+    THEN
+        RAISE EXCEPTION USING
+            ERRCODE = '55R01',
+            MESSAGE = 'rolling back 0005_shared_service would drop the blob deletions still to '
+                'do and columns of documents, which hold rows',
+            HINT = 'to confirm, set docstore.confirm_destroy to ''yes'' for the session, '
+                'e.g. PGOPTIONS=''-c docstore.confirm_destroy=yes''';
+    END IF;
+    DROP INDEX documents_s3_key_idx;
+    DROP TABLE blob_deletions;
+END
+$$;

@@ -1,0 +1,18 @@
+-- A shared service: blob deletions that are retried until done.
+-- depends: 0003_legacy_task_id
+
+-- Blobs of deleted documents, deleted from the blob store after the rows are gone (never before:
+-- no row may point at nothing). A delete that fails stays here and is retried with a backoff.
+CREATE TABLE blob_deletions (
+    s3_key VARCHAR(512) PRIMARY KEY
+        CONSTRAINT blob_deletions_s3_key_check CHECK (s3_key <> ''),
+    requested_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    attempts INTEGER NOT NULL DEFAULT 0
+        CONSTRAINT blob_deletions_attempts_check CHECK (attempts >= 0),
+    next_attempt_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    last_error TEXT
+);
+
+CREATE INDEX blob_deletions_next_attempt_at_idx ON blob_deletions (next_attempt_at);
+-- A blob still named by another document (a migrated key, a copied row) is never deleted.
+CREATE INDEX documents_s3_key_idx ON documents (s3_key);

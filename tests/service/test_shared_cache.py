@@ -1,0 +1,135 @@
+"""A cache that is never stale: every committed change drops the cached copy, after the commit.
+
+Each test runs on both sides (`side`): the sync `Docstore` and `AsyncDocstore`.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Iterator
+from typing import cast
+
+import pytest
+from sides import Side, side_fixture  # noqa: F401
+
+from docstore import Docstore, DocumentCreate, DocumentUpdate, Settings
+from docstore.models import DocumentResponse, UserCreate
+
+
+@pytest.fixture
+def store(side: Side, docstore_settings: Settings) -> Iterator[Docstore]:
+    with cast(Docstore, side.connect(docstore_settings)) as opened:
+        yield opened
+
+
+def new_document(store: Docstore, email: str = "cache@example.com") -> DocumentResponse:
+    user = store.users.create(UserCreate(email=email)).user
+    return store.documents.create(
+        DocumentCreate(user_id=user.id, filename="v0", s3_key="uploads/v0")
+    )
+
+
+def cached(store: Docstore, document_id: int) -> DocumentResponse | None:
+    return store.cache.get_document_result(document_id, DocumentResponse)
+
+
+def test_every_lifecycle_change_drops_the_cached_copy(store: Docstore) -> None:
+    document = new_document(store)
+
+    def seen() -> DocumentResponse:
+        read = store.get_document(document.id)
+        assert cached(store, document.id) == read
+        return read
+
+    assert seen().status == "PENDING"
+    claimed = store.lifecycle.claim_next("w1")
+    assert claimed is not None and cached(store, document.id) is None
+    assert seen().status == "PROCESSING"
+    store.lifecycle.heartbeat(document.id, "w1", 600)
+    assert cached(store, document.id) is None
+    assert seen().lease_expires_at == store.documents.get(document.id).lease_expires_at
+    store.lifecycle.mark_completed(document.id, "w1", "done", 1, 0.1)
+    assert cached(store, document.id) is None
+    assert seen().result_text == "done"
+    store.documents.update(document.id, DocumentUpdate(filename="renamed"))
+    assert cached(store, document.id) is None
+    assert seen().filename == "renamed"
+
+
+def test_a_change_in_a_transaction_drops_the_copy_after_commit_not_before(
+    store: Docstore,
+) -> None:
+    document = new_document(store)
+    store.get_document(document.id)
+    with store.transaction() as conn:
+        store.documents.update(document.id, DocumentUpdate(filename="v1"), conn=conn)
+        # Not committed: readers still see v0, and the cached v0 is still right.
+        assert store.get_document(document.id).filename == "v0"
+        assert cached(store, document.id) is not None
+    assert cached(store, document.id) is None
+    assert store.get_document(document.id).filename == "v1"
+
+    # store.db.transaction() is the same transaction, savepoints included.
+    with store.db.transaction() as conn:
+        with store.db.transaction(conn) as inner:
+            store.documents.update(document.id, DocumentUpdate(filename="v2"), conn=inner)
+        assert cached(store, document.id) is not None
+    assert store.get_document(document.id).filename == "v2"
+
+
+def test_a_rolled_back_change_leaves_the_cached_copy(store: Docstore) -> None:
+    document = new_document(store)
+    store.get_document(document.id)
+    with pytest.raises(RuntimeError), store.transaction() as conn:
+        store.documents.update(document.id, DocumentUpdate(filename="never"), conn=conn)
+        raise RuntimeError("changed my mind")
+    assert cached(store, document.id) is not None
+    assert store.get_document(document.id).filename == "v0"
+
+
+def test_interleaved_readers_never_see_a_version_older_than_the_last_committed_one(
+    store: Docstore,
+) -> None:
+    """Writers rename documents v1, v2, ... (some in transactions held open a moment, while
+    readers fill the cache with the version before); a read that starts after a rename returned
+    must see it or a later one."""
+    documents = [new_document(store, f"w{i}@example.com") for i in range(3)]
+    acknowledged = {d.id: 0 for d in documents}
+    versions = 25
+    errors: list[str] = []
+    done = threading.Event()
+
+    def write(document_id: int) -> None:
+        for version in range(1, versions + 1):
+            change = DocumentUpdate(filename=f"v{version}")
+            if version % 2:
+                store.documents.update(document_id, change)
+            else:
+                with store.transaction() as conn:
+                    store.documents.update(document_id, change, conn=conn)
+                    time.sleep(0.01)  # readers reload v-1 now: it must not outlive the commit
+            acknowledged[document_id] = version
+
+    def read(seed: int) -> None:
+        rng = random.Random(seed)
+        while not done.is_set():
+            document_id = rng.choice(list(acknowledged))
+            floor = acknowledged[document_id]
+            seen = int(store.get_document(document_id).filename[1:])
+            if seen < floor:
+                errors.append(f"document {document_id}: read v{seen} after v{floor} committed")
+
+    readers = [threading.Thread(target=read, args=(i,)) for i in range(4)]
+    writers = [threading.Thread(target=write, args=(d.id,)) for d in documents]
+    for thread in readers + writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    done.set()
+    for thread in readers:
+        thread.join()
+    assert errors == []
+    for document in documents:
+        assert store.get_document(document.id).filename == f"v{versions}"
