@@ -9,13 +9,22 @@ from typing import TextIO
 from tqdm import tqdm
 from typing_extensions import Never
 
-from docstore.migrate.summary import MigrationSummary
+from docstore.migrate.summary import MigrationSummary, format_duration
 
 logger = logging.getLogger("docstore.migrate")
 
 
+def _eta(summary: MigrationSummary) -> str:
+    """ ", ETA ..." from the keys scanned so far and the total, or nothing."""
+    total, scanned = summary.total_keys, summary.scanned_keys
+    if not total or not scanned or summary.duration_seconds <= 0 or scanned >= total:
+        return ""
+    remaining = (total - scanned) * summary.duration_seconds / scanned
+    return f", ETA {format_duration(remaining)}"
+
+
 class BarProgress:
-    """A progress bar over the keys scanned (DBSIZE at the start is the total)."""
+    """A progress bar over the keys scanned (DBSIZE at the start is the total): rate, ETA."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
@@ -30,7 +39,9 @@ class BarProgress:
         bar.update(summary.scanned_keys - bar.n)
         bar.set_postfix(
             migrated=summary.migrated,
+            updated=summary.updated,
             present=summary.already_present,
+            conflicts=summary.conflicts,
             rejected=summary.rejected,
             refresh=False,
         )
@@ -55,14 +66,18 @@ class LogProgress:
         self._last = now
         total = f"/{summary.total_keys}" if summary.total_keys else ""
         logger.info(
-            "scanned %d%s keys: %s %d, already present %d, rejected %d (%.0f rows/s)",
+            "scanned %d%s keys: %s %d, already present %d, rejected %d, updated %d, "
+            "conflicts %d (%.0f rows/s%s)",
             summary.scanned_keys,
             total,
             "would migrate" if summary.dry_run else "migrated",
             summary.migrated,
             summary.already_present,
             summary.rejected,
+            summary.updated,
+            summary.conflicts,
             summary.rows_per_second,
+            _eta(summary),
         )
 
     def close(self) -> None:
