@@ -448,9 +448,11 @@ def _why_not_waiting(document_id: int | None, states: dict[int, _State]) -> str 
 def _cached_updated_at(raw: bytes | str) -> datetime | None:
     try:
         value = json.loads(raw)
-        return _TIME.validate_python(value["updated_at"]) if isinstance(value, dict) else None
+        moment = _TIME.validate_python(value["updated_at"]) if isinstance(value, dict) else None
     except (ValueError, KeyError, ValidationError):
         return None
+    # A time without an offset (not written by docstore) is read as UTC.
+    return moment.replace(tzinfo=timezone.utc) if moment and moment.tzinfo is None else moment
 
 
 def _stale_cache(cached: datetime | None, state: _State | None) -> str | None:

@@ -51,9 +51,10 @@ def kinds(report: DoctorReport) -> dict[str, int]:
 
 
 def submit(store: Docstore, name: str = "a.txt", text: bytes = b"hello doctor") -> DocumentResponse:
-    user = store.users.get_by_email("doc@example.com") or store.users.create(
-        UserCreate(email="doc@example.com")
-    ).user
+    user = (
+        store.users.get_by_email("doc@example.com")
+        or store.users.create(UserCreate(email="doc@example.com")).user
+    )
     return store.submit_document(user, name, text)
 
 
@@ -246,13 +247,18 @@ def test_cached_results_older_than_their_row_are_found_then_deleted(
 ) -> None:
     fresh = completed(store)
     changed = completed(store)
+    naive = completed(store)
+    for document in (fresh, changed):  # as a reader fills the cache
+        store.cache.cache_document_result(document.id, store.documents.get(document.id))
     sql.execute("UPDATE documents SET updated_at = now() WHERE id = %s", [changed.id])
     client.set(cache_key("document:424242:result"), b'{"id": 424242}')
+    # A time without an offset is read as UTC (it raised TypeError).
+    client.set(cache_key(f"document:{naive.id}:result"), b'{"updated_at": "2000-01-01T00:00"}')
     client.set(cache_key("document:unrelated:result"), b"{}")  # not a document key: ignored
 
     report = doctor(side, store)
-    assert kinds(report) == {"cache_stale": 2}
-    assert {f.document_id for f in report.sample} == {changed.id, 424242}
+    assert kinds(report) == {"cache_stale": 3}
+    assert {f.document_id for f in report.sample} == {changed.id, naive.id, 424242}
     assert client.exists(cache_key(f"document:{changed.id}:result"))
 
     doctor(side, store, repair=True)
@@ -296,6 +302,7 @@ def test_without_repair_nothing_changes_anywhere(
     blob_store: S3BlobStore,
 ) -> None:
     done = completed(store)
+    store.cache.cache_document_result(done.id, done)
     submit(store, "lost.txt")
     client.delete(store.queue.key)
     client.xadd(store.queue.key, {"document_id": done.id})
