@@ -26,6 +26,7 @@ from docstore.ephemeral.values import (
 )
 from docstore.errors import (
     BlobStoreError,
+    Cancelled,
     ConfigurationError,
     Conflict,
     DatabaseError,
@@ -97,6 +98,7 @@ __all__ = [
     "BlobStore",
     "BlobStoreError",
     "CacheStats",
+    "Cancelled",
     "ChangeListener",
     "ConfigurationError",
     "Conflict",

@@ -59,6 +59,10 @@ class InvalidTransition(DocstoreError):
     """The document is not in a state that allows this change (or another worker holds it)."""
 
 
+class Cancelled(InvalidTransition):
+    """The document was cancelled: its worker must stop, and its result is refused."""
+
+
 class ServiceUnavailable(DocstoreError):
     """A server docstore depends on could not be reached in time."""
 
@@ -102,6 +106,7 @@ class RollbackRefused(SchemaError):
 
 __all__ = [
     "BlobStoreError",
+    "Cancelled",
     "ConfigurationError",
     "Conflict",
     "DatabaseError",

@@ -23,8 +23,16 @@ from docstore.rules import (
     UtcDatetime,
 )
 
-DocumentStatus = Literal["PENDING", "PROCESSING", "COMPLETED", "FAILED"]
-DOCUMENT_STATUSES: tuple[DocumentStatus, ...] = ("PENDING", "PROCESSING", "COMPLETED", "FAILED")
+DocumentStatus = Literal["PENDING", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]
+DOCUMENT_STATUSES: tuple[DocumentStatus, ...] = (
+    "PENDING",
+    "PROCESSING",
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+)
+# Statuses a document never leaves.
+FINISHED_STATUSES: tuple[DocumentStatus, ...] = ("COMPLETED", "FAILED", "CANCELLED")
 
 # Instances are trusted as built (assignments are validated too); `model_construct` opts out.
 _INPUT = ConfigDict(extra="forbid", from_attributes=True, validate_assignment=True)
@@ -180,6 +188,7 @@ class CompletedResult(BaseModel):
 
 __all__ = [
     "DOCUMENT_STATUSES",
+    "FINISHED_STATUSES",
     "CompletedResult",
     "DocumentCreate",
     "DocumentListResponse",

@@ -184,6 +184,12 @@ class Docstore:
 
         return self.cache.get_or_set(key, load, DocumentResponse)
 
+    def cancel_document(self, document_id: int) -> DocumentResponse:
+        """Cancel a PENDING or PROCESSING document: it is never processed, a worker on it stops
+        at its next progress report or heartbeat, and its late result is refused
+        (`InvalidTransition` once COMPLETED or FAILED; a cancelled one is returned as is)."""
+        return self._intake.cancel_document(document_id)
+
     def delete_document(self, document_id: int) -> None:
         """Delete the document, its blob, its cached result and its progress (`NotFound` if
         absent); a queued message for it becomes a no-op. A blob delete that fails is retried by

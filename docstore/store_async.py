@@ -182,6 +182,12 @@ class AsyncDocstore:
 
         return await self.cache.get_or_set(key, load, DocumentResponse)
 
+    async def cancel_document(self, document_id: int) -> DocumentResponse:
+        """Cancel a PENDING or PROCESSING document: it is never processed, a worker on it stops
+        at its next progress report or heartbeat, and its late result is refused
+        (`InvalidTransition` once COMPLETED or FAILED; a cancelled one is returned as is)."""
+        return await self._intake.cancel_document(document_id)
+
     async def delete_document(self, document_id: int) -> None:
         """Delete the document, its blob, its cached result and its progress (`NotFound` if
         absent); a queued message for it becomes a no-op. A blob delete that fails is retried by

@@ -54,6 +54,7 @@ from docstore import (
     DocumentStatus,
     FailurePolicy,
     InvalidInput,
+    InvalidTransition,
     NotFound,
     Progress,
     RateLimitResult,
@@ -62,6 +63,7 @@ from docstore import (
     UserCreate,
     UserResponse,
 )
+from docstore.models import FINISHED_STATUSES
 
 logger = logging.getLogger("examples.fastapi_service")
 
@@ -555,6 +557,18 @@ def create_app(
             raise NotFound(f"document {document_id} does not exist")
         return DocumentOut.model_validate(document)
 
+    @app.post(
+        "/documents/{document_id}/cancel",
+        responses={**PROTECTED, **NOT_FOUND, 409: _error("the document is already finished")},
+    )
+    async def cancel_document(document_id: int, user: UserDep, store: StoreDep) -> DocumentOut:
+        """Cancel the document: never processed, or stopped at its worker's next report."""
+        await owned_document(store, user, document_id)
+        try:
+            return DocumentOut.model_validate(await store.cancel_document(document_id))
+        except InvalidTransition as exc:
+            raise HTTPException(409, "the document is already finished") from exc
+
     @app.delete("/documents/{document_id}", responses={**PROTECTED, **NOT_FOUND})
     async def delete_document(document_id: int, user: UserDep, store: StoreDep) -> DeletedOut:
         """Delete the document: its row, bytes, cached copy and progress."""
@@ -566,7 +580,7 @@ def create_app(
     async def get_progress(document_id: int, user: UserDep, store: StoreDep) -> ProgressOut:
         document = await owned_document(store, user, document_id)
         progress: Progress | None = await store.progress.get(document_id)
-        done = document.status in ("COMPLETED", "FAILED")
+        done = document.status in FINISHED_STATUSES
         return ProgressOut(
             document_id=document_id,
             status=document.status,

@@ -15,6 +15,14 @@ BEGIN
             HINT = 'to confirm, set docstore.confirm_destroy to ''yes'' for the session, '
                 'e.g. PGOPTIONS=''-c docstore.confirm_destroy=yes''';
     END IF;
+    -- Confirmed: cancelled documents become failed ones (the older schema has no CANCELLED).
+    UPDATE documents
+    SET status = 'FAILED', error_message = coalesce(error_message, 'cancelled')
+    WHERE status = 'CANCELLED';
+    ALTER TABLE documents
+        DROP CONSTRAINT documents_status_check,
+        ADD CONSTRAINT documents_status_check
+            CHECK (status IN ('PENDING', 'PROCESSING', 'COMPLETED', 'FAILED'));
     DROP INDEX documents_s3_key_idx;
     DROP TABLE blob_deletions;
 END

@@ -1,4 +1,4 @@
--- A shared service: blob deletions that are retried until done.
+-- A shared service: cancelled documents and blob deletions that are retried until done.
 -- depends: 0003_legacy_task_id
 
 -- Blobs of deleted documents, deleted from the blob store after the rows are gone (never before:
@@ -16,3 +16,10 @@ CREATE TABLE blob_deletions (
 CREATE INDEX blob_deletions_next_attempt_at_idx ON blob_deletions (next_attempt_at);
 -- A blob still named by another document (a migrated key, a copied row) is never deleted.
 CREATE INDEX documents_s3_key_idx ON documents (s3_key);
+
+-- Cancelled: a PENDING document is never processed, a PROCESSING one stops at its worker's next
+-- progress report or heartbeat, and a late result is refused (its UPDATE wants PROCESSING).
+ALTER TABLE documents
+    DROP CONSTRAINT documents_status_check,
+    ADD CONSTRAINT documents_status_check
+        CHECK (status IN ('PENDING', 'PROCESSING', 'COMPLETED', 'FAILED', 'CANCELLED'));

@@ -293,6 +293,21 @@ RETURNING
     attempts, max_attempts, worker_id, lease_expires_at, legacy_task_id, created_at, updated_at,
     started_at, completed_at, result_text;
 
+-- name: cancel_document
+-- Cancel a document not yet finished: CANCELLED (its worker, if any, loses the lease).
+UPDATE documents
+SET
+    status = 'CANCELLED',
+    lease_expires_at = NULL,
+    completed_at = now(),
+    updated_at = now()
+WHERE id = %(document_id)s::bigint
+    AND status IN ('PENDING', 'PROCESSING')
+RETURNING
+    id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
+    attempts, max_attempts, worker_id, lease_expires_at, legacy_task_id, created_at, updated_at,
+    started_at, completed_at, result_text;
+
 -- name: requeue_expired_documents
 -- Take back documents whose lease ran out: PENDING while attempts remain, otherwise FAILED.
 WITH expired AS (

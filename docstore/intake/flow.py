@@ -23,12 +23,13 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import IO, Any, Literal, cast
 
-from docstore._sync_runtime import Call, blocking_caller, in_thread
+from docstore._sync_runtime import blocking_caller, in_thread
 from docstore.ephemeral.cache import RedisCache
 from docstore.ephemeral.progress import ProgressTracker
 from docstore.ephemeral.queue import TaskQueue
 from docstore.ephemeral.values import QueueMessage
 from docstore.errors import (
+    Cancelled,
     DocstoreError,
     InvalidInput,
     InvalidTransition,
@@ -50,6 +51,8 @@ _pending_for: Checker[float] = Checker(Seconds, "pending_for")
 # Seconds between writing a document row and enqueueing it, clocks of PostgreSQL and Redis
 # a little apart included.
 ENQUEUE_MARGIN_SECONDS = 5.0
+# The progress stage of a cancelled document: a worker reporting progress sees it and stops.
+CANCELLED_STAGE = "cancelled"
 # Expired leases an idle worker takes back per empty poll (the rest on the next polls).
 EXPIRED_PER_POLL = 100
 # Blobs of deleted documents deleted per batch; a failed delete is tried again after this many
@@ -204,7 +207,16 @@ class DocumentIntake:
 
     def _run(self, document: DocumentResponse, worker_id: str, extract: Extractor) -> Outcome:
         started = time.perf_counter()
-        heartbeat = self._heartbeat(document.id, worker_id)
+        # The lease is extended at most every third of its length (progress reports do it).
+        interval = self.lease_seconds / 3
+        last_beat = time.monotonic()
+
+        def heartbeat(now: bool) -> None:
+            nonlocal last_beat
+            if now or time.monotonic() - last_beat >= interval:
+                self.lifecycle.heartbeat(document.id, worker_id, self.lease_seconds)
+                last_beat = time.monotonic()
+
         try:
             # A retry starts again from 0: progress never goes backwards otherwise.
             self.progress.clear(document.id)
@@ -215,11 +227,14 @@ class DocumentIntake:
 
         def record(percent: float, stage: str) -> None:
             label = stage[:PROGRESS_STAGE_LENGTH] or "working"
+            stored = None
             try:
-                self.progress.set(document.id, max(0.0, min(100.0, percent)), label)
+                stored = self.progress.set(document.id, max(0.0, min(100.0, percent)), label)
             except InvalidInput as exc:  # a label Redis cannot take must not fail the document
                 logger.warning("progress of document %s not recorded: %s", document.id, exc)
-            heartbeat()
+            # A cancel marks the progress as cancelled: PostgreSQL (the truth) confirms it at once
+            # (`Cancelled`); without Redis the next regular heartbeat finds it.
+            heartbeat(stored is not None and stored.stage == CANCELLED_STAGE)
 
         def report(percent: float, stage: str) -> None:
             # On the asyncio side the extractor runs on a thread: its reports go to the loop.
@@ -228,6 +243,8 @@ class DocumentIntake:
         try:
             data = in_thread(self._blobs().get, document.s3_key)
             extraction = in_thread(extract, data, document.filename, report)
+        except Cancelled as exc:
+            return Outcome(document_id=document.id, action="cancelled", detail=str(exc))
         except InvalidTransition:
             return Outcome(document_id=document.id, action="lease_lost")
         except NotFound as exc:  # deleted while we worked on it: nothing left to record
@@ -239,6 +256,8 @@ class DocumentIntake:
             done = self.lifecycle.mark_completed(
                 document.id, worker_id, extraction.text, extraction.page_count, elapsed
             )
+        except Cancelled as exc:  # the late result is refused
+            return Outcome(document_id=document.id, action="cancelled", detail=str(exc))
         except InvalidTransition as exc:
             return Outcome(document_id=document.id, action="lease_lost", detail=str(exc))
         except NotFound as exc:
@@ -256,6 +275,8 @@ class DocumentIntake:
         retry = not isinstance(exc, InvalidInput)
         try:
             failed = self.lifecycle.mark_failed(document.id, worker_id, message, retry=retry)
+        except Cancelled as cancelled:
+            return Outcome(document_id=document.id, action="cancelled", detail=str(cancelled))
         except InvalidTransition as lost:
             return Outcome(document_id=document.id, action="lease_lost", detail=str(lost))
         except NotFound as gone:
@@ -266,18 +287,14 @@ class DocumentIntake:
         self.progress.set(document.id, 100, action)
         return Outcome(document_id=document.id, action=action, detail=message, document=failed)
 
-    def _heartbeat(self, document_id: int, worker_id: str) -> Call[None]:
-        """Extend the lease at most every third of its length (progress reports call this)."""
-        interval = self.lease_seconds / 3
-        last = time.monotonic()
+    # -- cancelling ---------------------------------------------------------------------------
 
-        def beat() -> None:
-            nonlocal last
-            if time.monotonic() - last >= interval:
-                self.lifecycle.heartbeat(document_id, worker_id, self.lease_seconds)
-                last = time.monotonic()
-
-        return beat
+    def cancel_document(self, document_id: int) -> DocumentResponse:
+        """Cancel in PostgreSQL (the truth), then mark the progress so that a worker on it stops
+        at its next progress report."""
+        cancelled = self.lifecycle.cancel(document_id)
+        self.progress.set(document_id, 100, CANCELLED_STAGE)
+        return cancelled
 
     def _ack(self, message: QueueMessage | None) -> None:
         if message is None:

@@ -20,7 +20,7 @@ class Outcome(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     document_id: int
-    action: Literal["completed", "failed", "retrying", "skipped", "lease_lost"]
+    action: Literal["completed", "failed", "retrying", "skipped", "lease_lost", "cancelled"]
     detail: str = ""
     document: DocumentResponse | None = None
 

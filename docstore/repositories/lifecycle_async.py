@@ -5,6 +5,7 @@
        │                 │  │ └─heartbeat (same worker, lease running)
        └─mark_failed(retry, attempts left) / requeue_expired (lease ran out, attempts left)
                          └──mark_failed / requeue_expired (no attempts left)──▶ FAILED
+    PENDING or PROCESSING ──cancel──▶ CANCELLED (the worker's next call raises `Cancelled`)
 
 Each change is one conditional UPDATE whose WHERE clause is the rule (status, worker, running
 lease), never a read followed by a write. When it touches no row, a cheap read says why:
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from docstore.errors import InvalidInput, InvalidTransition, NotFound
+from docstore.errors import Cancelled, InvalidInput, InvalidTransition, NotFound
 from docstore.models import CompletedResult, DocumentResponse, DocumentSummary
 from docstore.postgres.executor_async import AsyncDatabase, Connection
 from docstore.repositories.changes_async import AsyncDocumentChanges
@@ -184,6 +185,22 @@ class AsyncDocumentLifecycle:
             document_id, "fail", worker_id, conn
         )
 
+    async def cancel(self, document_id: int, conn: Connection | None = None) -> DocumentResponse:
+        """Cancel a PENDING or PROCESSING document: CANCELLED, never processed, and its worker's
+        next heartbeat, completion or failure is refused (`Cancelled`). Cancelling a cancelled
+        document returns it unchanged; a COMPLETED or FAILED one raises `InvalidTransition`."""
+        params = {"document_id": _document_id(document_id)}
+        document = await self.db.one("cancel_document", params, DocumentResponse, conn)
+        if document is not None:
+            await self.changes.changed([document.id], conn)
+            return document
+        current = await self.db.one("get_document", params, DocumentResponse, conn)
+        if current is None:
+            raise NotFound(f"document {document_id} does not exist")
+        if current.status == "CANCELLED":
+            return current
+        raise InvalidTransition(f"cannot cancel document {document_id}: it is {current.status}")
+
     async def requeue_expired(
         self, limit: int = 1000, conn: Connection | None = None
     ) -> list[DocumentResponse]:
@@ -223,6 +240,8 @@ class AsyncDocumentLifecycle:
         if not rows:
             raise NotFound(f"document {document_id} does not exist")
         status, holder, lease_running = rows[0]
+        if status == "CANCELLED":
+            raise Cancelled(f"cannot {action} document {document_id}: it was cancelled")
         if action == "claim":
             reason = f"it is {status}, not PENDING"
         elif status != "PROCESSING":

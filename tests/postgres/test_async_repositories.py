@@ -286,7 +286,7 @@ async def test_list_for_user_pages_newest_first_with_a_status_filter(side: Side)
     processing = await side.documents.list_for_user(user_id, status="PROCESSING")
     assert [doc.id for doc in processing.items] == [ids[0]]
     counts = await side.documents.count_by_status(user_id)
-    assert counts == {"PENDING": 4, "PROCESSING": 1, "COMPLETED": 0, "FAILED": 0}
+    assert counts == {"PENDING": 4, "PROCESSING": 1, "COMPLETED": 0, "FAILED": 0, "CANCELLED": 0}
 
 
 async def test_create_many_keeps_input_order_and_a_bad_batch_writes_nothing(side: Side) -> None:

@@ -194,6 +194,7 @@ def test_list_for_user_pages_newest_first_with_a_status_filter(
         "PROCESSING": 1,
         "COMPLETED": 0,
         "FAILED": 0,
+        "CANCELLED": 0,
     }
 
     for bad in ({"status": "DONE"}, {"limit": 0}, {"limit": 501}, {"cursor": "%%%"}):
