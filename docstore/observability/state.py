@@ -1,0 +1,116 @@
+"""Whether docstore reports to OpenTelemetry, decided on first use (never at `import docstore`).
+
+Telemetry is on when `opentelemetry-api` can be imported, unless `OTEL_SDK_DISABLED=true` or
+`DOCSTORE_TELEMETRY=off`; then no hook imports or calls OpenTelemetry. With the API alone (no
+SDK), spans are not even started: docstore asks at most once a second whether the application
+has set a tracer provider, and only then starts spans (a provider can be set once per process).
+Metrics go through the API's instruments, which cost a fraction of a microsecond until an SDK
+meter provider is set.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+SCOPE = "docstore"
+# How often, at most, docstore looks for a tracer provider while none is set.
+PROVIDER_CHECK_SECONDS = 1.0
+
+
+def _docstore_version() -> str:
+    try:
+        return version("docstore")
+    except PackageNotFoundError:  # a source tree that is not installed
+        return "0"
+
+
+class Telemetry:
+    """The OpenTelemetry API modules, docstore's tracer (once a provider is set) and meter."""
+
+    def __init__(self) -> None:
+        from opentelemetry import metrics, propagate, trace
+
+        self.trace = trace
+        self.propagate = propagate
+        self.version = _docstore_version()
+        self.meter = metrics.get_meter(SCOPE, self.version)
+        self._tracer: Any = None
+        self._next_check = 0.0
+        self._instruments: dict[str, Any] = {}
+
+    def tracer(self) -> Any:
+        """docstore's tracer, or None while the application has set no tracer provider."""
+        if self._tracer is not None:
+            return self._tracer
+        now = time.monotonic()
+        if now < self._next_check:
+            return None
+        self._next_check = now + PROVIDER_CHECK_SECONDS
+        provider = self.trace.get_tracer_provider()
+        if isinstance(provider, self.trace.ProxyTracerProvider):
+            return None
+        self._tracer = provider.get_tracer(SCOPE, self.version)
+        return self._tracer
+
+    def look_again(self) -> None:
+        """Look for a tracer provider on the next call (after setting one, e.g. in tests)."""
+        self._next_check = 0.0
+
+    def has(self, name: str) -> bool:
+        """True once the instrument `name` exists."""
+        return name in self._instruments
+
+    def instrument(self, name: str, make: str, **options: Any) -> Any:
+        """The instrument `name`, created once with `meter.<make>(name, **options)`."""
+        found = self._instruments.get(name)
+        if found is None:
+            found = self._instruments[name] = getattr(self.meter, make)(name, **options)
+        return found
+
+
+_UNSET: Any = object()
+_state: Telemetry | None = _UNSET
+_enabled = True
+
+
+def _wanted() -> bool:
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    return os.environ.get("DOCSTORE_TELEMETRY", "").strip().lower() not in {"off", "0", "false"}
+
+
+def telemetry() -> Telemetry | None:
+    """The telemetry in force, or None when OpenTelemetry is absent or turned off."""
+    global _state, _enabled
+    if _state is _UNSET:
+        _state = None
+        _enabled = _wanted()
+        if _enabled:
+            try:
+                _state = Telemetry()
+            except ImportError:
+                _state = None
+    return _state if _enabled else None
+
+
+def disable() -> None:
+    """Stop reporting from here on (hooks already installed become no-ops)."""
+    global _enabled
+    _enabled = False
+
+
+def refresh() -> None:
+    """Decide again from the environment, and look for a tracer provider on the next call
+    (after the application set one, or in tests)."""
+    global _state, _enabled
+    if _state is None or _state is _UNSET:
+        _state = _UNSET  # not loaded (or the API was missing): try again on next use
+        return
+    _enabled = _wanted()
+    _state.look_again()
+
+
+__all__ = ["PROVIDER_CHECK_SECONDS", "SCOPE", "Telemetry", "disable", "refresh", "telemetry"]
