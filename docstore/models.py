@@ -14,10 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from docstore.rules import (
     Email,
     Filename,
+    IdempotencyKey,
     NonNegativeFloat,
     NonNegativeInt,
     RowId,
     S3Key,
+    Sha256Hex,
     TaskId,
     Text,
     UtcDatetime,
@@ -96,6 +98,9 @@ class DocumentCreate(BaseModel):
     s3_key: S3Key
     max_attempts: Annotated[int, Field(strict=True, ge=1, le=100)] = 3
     legacy_task_id: TaskId | None = None
+    # The same key from the same user is the same document (`Conflict` from `create`).
+    idempotency_key: IdempotencyKey | None = None
+    content_sha256: Sha256Hex | None = None
 
 
 class DocumentUpdate(BaseModel):
@@ -134,6 +139,12 @@ class DocumentResponse(DocumentSummary):
     """A document with its extracted text (NUL bytes removed)."""
 
     result_text: str | None
+
+
+class SubmittedDocument(DocumentResponse):
+    """A document found under an idempotency key, with the digest of its bytes."""
+
+    content_sha256: str | None
 
 
 class DocumentWithUser(DocumentResponse):
@@ -199,6 +210,7 @@ __all__ = [
     "DocumentWithUser",
     "SearchHit",
     "SearchResponse",
+    "SubmittedDocument",
     "UserCreate",
     "UserListResponse",
     "UserResponse",

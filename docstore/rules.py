@@ -85,6 +85,7 @@ TASK_ID_LENGTH = Length(1, 512)  # documents_legacy_task_id_check
 WORKER_ID_LENGTH = Length(1, 255)  # documents.worker_id (the schema has no CHECK for it yet)
 SEARCH_QUERY_LENGTH = Length(1, 1000)  # a web-search query, after cleaning
 ERROR_MESSAGE_LENGTH = Length(1, 100_000)  # documents.error_message
+IDEMPOTENCY_KEY_LENGTH = Length(1, 255)  # documents_idempotency_key_check
 
 
 def check_email(value: str) -> str:
@@ -108,6 +109,10 @@ Email = Annotated[str, AfterValidator(clean_text), AfterValidator(check_email)]
 Filename = Annotated[str, AfterValidator(clean_text), AfterValidator(FILENAME_LENGTH)]
 S3Key = Annotated[str, AfterValidator(clean_text), AfterValidator(S3_KEY_LENGTH)]
 TaskId = Annotated[str, AfterValidator(clean_text), AfterValidator(TASK_ID_LENGTH)]
+# A client's key for one submission (the same key from the same user is the same document).
+IdempotencyKey = Annotated[str, AfterValidator(clean_text), AfterValidator(IDEMPOTENCY_KEY_LENGTH)]
+# A SHA-256 digest as 64 lowercase hex digits (documents.content_sha256 holds its 32 bytes).
+Sha256Hex = Annotated[str, Field(strict=True, pattern=r"^[0-9a-f]{64}$")]
 # The same cleaned id is the queue's consumer name and documents.worker_id.
 WorkerId = Annotated[str, AfterValidator(clean_text), AfterValidator(WORKER_ID_LENGTH)]
 # Strict: an int or a float, never a bool or a numeric string coerced behind the caller's back.

@@ -205,10 +205,17 @@ class AsyncDocstore:
         return await self._intake.purge_deleted_blobs(limit)
 
     async def submit_document(
-        self, user: UserResponse | int, filename: str, data: bytes | IO[bytes]
+        self,
+        user: UserResponse | int,
+        filename: str,
+        data: bytes | IO[bytes],
+        idempotency_key: str | None = None,
     ) -> DocumentResponse:
-        """Upload the bytes, record a PENDING document and enqueue it (see `DocumentIntake`)."""
-        return await self._intake.submit(user, filename, data)
+        """Upload the bytes, record a PENDING document and enqueue it (see `DocumentIntake`).
+
+        With `idempotency_key`, the same key and content from the same user returns the first
+        document and stores nothing again (races included); other content raises `Conflict`."""
+        return await self._intake.submit(user, filename, data, idempotency_key)
 
     async def process_next(
         self, worker_id: str, extract: Extractor, *, block_ms: int = 1000

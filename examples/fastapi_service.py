@@ -207,6 +207,8 @@ PROTECTED: Responses = {
     **UNAVAILABLE,
 }
 NOT_FOUND: Responses = {404: _error("no such document among yours")}
+IDEMPOTENCY_CONFLICT = "this Idempotency-Key was used for another file"
+
 # The upload form is read by hand (after authentication), so its schema is given here.
 UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
@@ -494,24 +496,38 @@ def create_app(
         return CreatedUserOut(user=UserOut.model_validate(created.user), api_key=created.api_key)
 
     async def submit(
-        store: AsyncDocstore, user: UserResponse, upload: UploadFile
+        store: AsyncDocstore, user: UserResponse, upload: UploadFile, idempotency_key: str | None
     ) -> DocumentResponse:
         try:
             # The store reads the spooled file on a thread: the loop is not blocked.
-            return await store.submit_document(user, upload.filename or "upload", upload.file)
+            return await store.submit_document(
+                user, upload.filename or "upload", upload.file, idempotency_key=idempotency_key
+            )
         except InvalidInput as exc:
             if exc.field == "data":  # the file ran past MAX_UPLOAD_BYTES
                 raise HTTPException(413, exc.message) from exc
             raise
+        except Conflict as exc:
+            raise HTTPException(409, IDEMPOTENCY_CONFLICT) from exc
 
     @app.post(
         "/documents",
         status_code=201,
-        responses={**PROTECTED, **TOO_LARGE},
+        responses={**PROTECTED, **TOO_LARGE, 409: _error(IDEMPOTENCY_CONFLICT)},
         openapi_extra=UPLOAD_BODY,
     )
-    async def upload_document(request: Request, user: UserDep, store: StoreDep) -> DocumentOut:
-        """Upload one file, the multipart part `file`; a worker processes it later."""
+    async def upload_document(
+        request: Request,
+        user: UserDep,
+        store: StoreDep,
+        idempotency_key: Annotated[
+            str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
+        ] = None,
+    ) -> DocumentOut:
+        """Upload one file, the multipart part `file`; a worker processes it later.
+
+        A retry with the same `Idempotency-Key` and the same file returns the first document.
+        """
         # Read here rather than as a File() parameter, which FastAPI would read before
         # authentication.
         form = await read_upload_form(request)
@@ -520,7 +536,7 @@ def create_app(
             limit = store.settings.max_upload_bytes
             if upload.size is not None and upload.size > limit:
                 raise HTTPException(413, too_large(limit))
-            document = await submit(store, user, upload)
+            document = await submit(store, user, upload, idempotency_key)
         finally:
             await form.close()
         return DocumentOut.model_validate(document)

@@ -23,6 +23,10 @@ BEGIN
         DROP CONSTRAINT documents_status_check,
         ADD CONSTRAINT documents_status_check
             CHECK (status IN ('PENDING', 'PROCESSING', 'COMPLETED', 'FAILED'));
+    ALTER TABLE documents
+        DROP CONSTRAINT documents_idempotency_key_key,
+        DROP COLUMN content_sha256,
+        DROP COLUMN idempotency_key;
     DROP INDEX documents_s3_key_idx;
     DROP TABLE blob_deletions;
 END

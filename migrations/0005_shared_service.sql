@@ -1,4 +1,5 @@
--- A shared service: cancelled documents and blob deletions that are retried until done.
+-- A shared service: idempotent submissions, cancelled documents, and blob deletions that are
+-- retried until done.
 -- depends: 0003_legacy_task_id
 
 -- Blobs of deleted documents, deleted from the blob store after the rows are gone (never before:
@@ -23,3 +24,13 @@ ALTER TABLE documents
     DROP CONSTRAINT documents_status_check,
     ADD CONSTRAINT documents_status_check
         CHECK (status IN ('PENDING', 'PROCESSING', 'COMPLETED', 'FAILED', 'CANCELLED'));
+
+-- Idempotent submissions: the same key from the same user is the same document; the digest of
+-- the bytes tells a retry (same content) from a reuse of the key for other content.
+ALTER TABLE documents
+    ADD COLUMN idempotency_key TEXT
+        CONSTRAINT documents_idempotency_key_check
+        CHECK (char_length(idempotency_key) BETWEEN 1 AND 255),
+    ADD COLUMN content_sha256 BYTEA
+        CONSTRAINT documents_content_sha256_check CHECK (octet_length(content_sha256) = 32),
+    ADD CONSTRAINT documents_idempotency_key_key UNIQUE (user_id, idempotency_key);

@@ -5,13 +5,17 @@
 
 -- name: insert_document
 -- Create one PENDING document.
-INSERT INTO documents (user_id, filename, s3_key, max_attempts, legacy_task_id)
+INSERT INTO documents (
+    user_id, filename, s3_key, max_attempts, legacy_task_id, idempotency_key, content_sha256
+)
 VALUES (
     %(user_id)s::bigint,
     %(filename)s::text,
     %(s3_key)s::text,
     %(max_attempts)s::integer,
-    %(legacy_task_id)s::text
+    %(legacy_task_id)s::text,
+    %(idempotency_key)s::text,
+    decode(%(content_sha256)s::text, 'hex')
 )
 RETURNING
     id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
@@ -20,15 +24,24 @@ RETURNING
 
 -- name: insert_documents
 -- Create a batch of PENDING documents from parallel arrays, in array order, in one statement.
-INSERT INTO documents (user_id, filename, s3_key, max_attempts, legacy_task_id)
-SELECT batch.user_id, batch.filename, batch.s3_key, batch.max_attempts, batch.legacy_task_id
+INSERT INTO documents (
+    user_id, filename, s3_key, max_attempts, legacy_task_id, idempotency_key, content_sha256
+)
+SELECT
+    batch.user_id, batch.filename, batch.s3_key, batch.max_attempts, batch.legacy_task_id,
+    batch.idempotency_key, decode(batch.content_sha256, 'hex')
 FROM unnest(
     %(user_ids)s::bigint[],
     %(filenames)s::text[],
     %(s3_keys)s::text[],
     %(max_attempts)s::integer[],
-    %(legacy_task_ids)s::text[]
-) WITH ORDINALITY AS batch (user_id, filename, s3_key, max_attempts, legacy_task_id, position)
+    %(legacy_task_ids)s::text[],
+    %(idempotency_keys)s::text[],
+    %(content_sha256s)s::text[]
+) WITH ORDINALITY AS batch (
+    user_id, filename, s3_key, max_attempts, legacy_task_id, idempotency_key, content_sha256,
+    position
+)
 ORDER BY batch.position
 RETURNING
     id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
@@ -43,6 +56,37 @@ SELECT
     started_at, completed_at, result_text
 FROM documents
 WHERE id = %(document_id)s::bigint;
+
+-- name: insert_document_once
+-- Create one PENDING document unless the user already has one under this idempotency key
+-- (then nothing is written and no row returned; a racing insert is waited for).
+INSERT INTO documents (
+    user_id, filename, s3_key, max_attempts, legacy_task_id, idempotency_key, content_sha256
+)
+VALUES (
+    %(user_id)s::bigint,
+    %(filename)s::text,
+    %(s3_key)s::text,
+    %(max_attempts)s::integer,
+    %(legacy_task_id)s::text,
+    %(idempotency_key)s::text,
+    decode(%(content_sha256)s::text, 'hex')
+)
+ON CONFLICT (user_id, idempotency_key) DO NOTHING
+RETURNING
+    id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
+    attempts, max_attempts, worker_id, lease_expires_at, legacy_task_id, created_at, updated_at,
+    started_at, completed_at, result_text;
+
+-- name: get_document_by_idempotency_key
+-- The user's document submitted under this idempotency key, and the hex digest of its bytes.
+SELECT
+    id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
+    attempts, max_attempts, worker_id, lease_expires_at, legacy_task_id, created_at, updated_at,
+    started_at, completed_at, result_text, encode(content_sha256, 'hex') AS content_sha256
+FROM documents
+WHERE user_id = %(user_id)s::bigint
+    AND idempotency_key = %(idempotency_key)s::text;
 
 -- name: get_document_by_task_id
 -- One document by the task id it had in the legacy Redis store.

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import time
@@ -28,6 +29,7 @@ from docstore.ephemeral.queue_async import AsyncTaskQueue
 from docstore.ephemeral.values import QueueMessage
 from docstore.errors import (
     Cancelled,
+    Conflict,
     DocstoreError,
     InvalidInput,
     InvalidTransition,
@@ -36,7 +38,7 @@ from docstore.errors import (
 )
 from docstore.intake.blobs import BlobStore
 from docstore.intake.outcomes import BlobPurgeReport, Extractor, Outcome, StuckReport
-from docstore.models import DocumentCreate, DocumentResponse, UserResponse
+from docstore.models import DocumentCreate, DocumentResponse, SubmittedDocument, UserResponse
 from docstore.repositories.documents_async import AsyncDocumentRepo
 from docstore.repositories.lifecycle_async import AsyncDocumentLifecycle
 from docstore.repositories.users_async import AsyncUserRepo
@@ -91,6 +93,30 @@ class _SizeLimitedReader(io.RawIOBase):
         return len(chunk)
 
 
+def _sha256_of(data: bytes | IO[bytes]) -> str:
+    """Hex SHA-256 of bytes or of a stream read to its end in chunks (never whole)."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        return hashlib.sha256(data).hexdigest()
+    if not hasattr(data, "read"):
+        raise InvalidInput("data must be bytes or a binary file object", field="data")
+    digest = hashlib.sha256()
+    while chunk := data.read(1024 * 1024):
+        if not isinstance(chunk, bytes):
+            raise InvalidInput("data must be bytes or a binary file object", field="data")
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _same_submission(earlier: SubmittedDocument, filename: str, digest: str) -> DocumentResponse:
+    """The earlier document when it was submitted with the same content, else `Conflict`."""
+    if earlier.filename != filename or earlier.content_sha256 != digest:
+        raise Conflict(
+            "this idempotency key was used for another submission (other filename or bytes)",
+            constraint_name="documents_idempotency_key_key",
+        )
+    return DocumentResponse.model_validate(earlier.model_dump(exclude={"content_sha256"}))
+
+
 def _size_limited(data: bytes | IO[bytes], limit: int) -> bytes | IO[bytes]:
     """A file object that the blob store's upload refuses once past `limit` (nothing kept)."""
     if isinstance(data, bytes | bytearray | memoryview) or not hasattr(data, "read"):
@@ -127,27 +153,56 @@ class AsyncDocumentIntake:
     # -- submitting ---------------------------------------------------------------------------
 
     async def submit(
-        self, user: UserResponse | int, filename: str, data: bytes | IO[bytes]
+        self,
+        user: UserResponse | int,
+        filename: str,
+        data: bytes | IO[bytes],
+        idempotency_key: str | None = None,
     ) -> DocumentResponse:
-        """Store the bytes, record a PENDING document and enqueue it; returns the document."""
+        """Store the bytes, record a PENDING document and enqueue it; returns the document.
+
+        With `idempotency_key`, a second call from the same user with the same key and content
+        (filename and bytes) returns the first document and stores nothing (no blob, row or
+        message), also when the calls race; other content under the key raises `Conflict`.
+        """
         user_id = user.id if isinstance(user, UserResponse) else user
         if isinstance(data, bytes | bytearray) and len(data) > self.max_upload_bytes:
             raise InvalidInput(f"upload is larger than {self.max_upload_bytes} bytes", field="data")
         # Validate the row before any upload, so bad input leaves no blob behind.
-        parse_input(
-            DocumentCreate, {"user_id": user_id, "filename": filename, "s3_key": "uploads/new"}
+        checked = parse_input(
+            DocumentCreate,
+            {
+                "user_id": user_id,
+                "filename": filename,
+                "s3_key": "uploads/new",
+                "idempotency_key": idempotency_key,
+            },
         )
+        limited = _size_limited(data, self.max_upload_bytes)
+        if checked.idempotency_key is not None:
+            earlier = await self.documents.get_by_idempotency_key(user_id, checked.idempotency_key)
+            if earlier is not None:  # a retry: compare, store nothing
+                digest = await in_thread(_sha256_of, limited)
+                return _same_submission(earlier, checked.filename, digest)
         blobs = self._blobs()
         # Blob I/O (boto3) runs on a thread: it never blocks the event loop.
-        limited = _size_limited(data, self.max_upload_bytes)
         blob = await in_thread(blobs.put, user_id, filename, limited)
+        row = checked.model_copy(update={"s3_key": blob.key, "content_sha256": blob.sha256})
         try:
-            document = await self.documents.create(
-                DocumentCreate(user_id=user_id, filename=filename, s3_key=blob.key)
-            )
+            if row.idempotency_key is None:
+                document: DocumentResponse | None = await self.documents.create(row)
+            else:
+                document = await self.documents.create_once(row)
         except BaseException:
             await in_thread(blobs.delete, blob.key)
             raise
+        if document is None:  # a racing call with the same key won: ours goes
+            await in_thread(blobs.delete, blob.key)
+            assert row.idempotency_key is not None  # create_once is only called with a key
+            winner = await self.documents.get_by_idempotency_key(user_id, row.idempotency_key)
+            if winner is None:  # pragma: no cover - deleted between the two statements
+                raise NotFound(f"the document submitted under {row.idempotency_key!r} is gone")
+            return _same_submission(winner, row.filename, blob.sha256)
         try:
             await self.queue.enqueue(document.id)
         except ServiceUnavailable as exc:

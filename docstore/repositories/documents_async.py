@@ -22,6 +22,7 @@ from docstore.models import (
     DocumentWithUser,
     SearchHit,
     SearchResponse,
+    SubmittedDocument,
 )
 from docstore.postgres.executor_async import AsyncDatabase, Connection
 from docstore.repositories.changes_async import AsyncDocumentChanges
@@ -36,6 +37,7 @@ from docstore.rules import (
     MAX_BIGINT,
     SEARCH_QUERY_LENGTH,
     Checker,
+    IdempotencyKey,
     RowId,
     TaskId,
     checked_limit,
@@ -51,6 +53,7 @@ INSERT_BATCH_SIZE = 1000
 _user_id: Checker[int] = Checker(RowId, "user_id")
 _document_id: Checker[int] = Checker(RowId, "document_id")
 _task_id: Checker[str] = Checker(TaskId, "task_id")
+_idempotency_key: Checker[str] = Checker(IdempotencyKey, "idempotency_key")
 _FIRST_PAGE = (datetime.max.replace(tzinfo=timezone.utc), MAX_BIGINT)
 
 
@@ -143,11 +146,36 @@ class AsyncDocumentRepo:
                         "s3_keys": [d.s3_key for d in batch],
                         "max_attempts": [d.max_attempts for d in batch],
                         "legacy_task_ids": [d.legacy_task_id for d in batch],
+                        "idempotency_keys": [d.idempotency_key for d in batch],
+                        "content_sha256s": [d.content_sha256 for d in batch],
                     }
                     rows = await self.db.all("insert_documents", params, DocumentResponse, c)
                     # Identity values follow the insert's ORDER BY: sorting by id is input order.
                     created.extend(sorted(rows, key=lambda row: row.id))
         return created
+
+    async def create_once(
+        self, data: DocumentCreate, conn: Connection | None = None
+    ) -> DocumentResponse | None:
+        """Create one PENDING document unless the user has one under `data.idempotency_key`
+        already: then nothing is written and None returned (also when another call races)."""
+        document = parse_input(DocumentCreate, data)
+        if document.idempotency_key is None:
+            raise InvalidInput("idempotency_key is required", field="idempotency_key")
+        with _unknown_user_check():
+            return await self.db.one(
+                "insert_document_once", document.model_dump(), DocumentResponse, conn
+            )
+
+    async def get_by_idempotency_key(
+        self, user_id: int, idempotency_key: str, conn: Connection | None = None
+    ) -> SubmittedDocument | None:
+        """The user's document submitted under this key (with its bytes' digest), or None."""
+        params = {
+            "user_id": _user_id(user_id),
+            "idempotency_key": _idempotency_key(idempotency_key),
+        }
+        return await self.db.one("get_document_by_idempotency_key", params, SubmittedDocument, conn)
 
     async def get(self, document_id: int, conn: Connection | None = None) -> DocumentResponse:
         """The document with this id, text included (`NotFound` otherwise)."""
