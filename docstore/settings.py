@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     redis_url_secret: SecretStr = Field(
         SecretStr("redis://127.0.0.1:6379/0"), validation_alias="REDIS_URL"
     )
+    redis_cluster: bool = Field(
+        False, description="REDIS_URL names one node of a Redis Cluster (redis-py's RedisCluster)."
+    )
     database_pooler: Literal["none", "transaction"] = Field(
         "none",
         description="'transaction' behind PgBouncer / RDS Proxy in transaction mode: no startup "

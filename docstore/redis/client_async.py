@@ -10,6 +10,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from docstore.redis.errors import redis_errors
 from docstore.settings import Settings
 
 RedisClient: TypeAlias = Union[redis.asyncio.Redis, RedisCluster]  # noqa: UP007 (evaluated at run time)
@@ -20,23 +21,36 @@ def new_redis(
     *,
     socket_timeout: float | None = None,
     connect_timeout: float | None = None,
-) -> redis.asyncio.Redis:
-    """A client (no connection opened yet) with the configured timeouts and no retries.
+) -> RedisClient:
+    """A client (no connection opened yet) with the configured timeouts and no retries: a
+    `RedisCluster` when `REDIS_CLUSTER` is set (it finds the other nodes from the one in
+    `REDIS_URL`; a call failing on a node re-reads the layout and is tried once more, which
+    follows a failover; the sync client asks that node for the layout at once:
+    `ServiceUnavailable` when it is down).
 
     `socket_timeout` / `connect_timeout` override the settings (the migration reads big
     pipelines and waits longer per round trip).
     """
-    return redis.asyncio.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_socket_timeout if socket_timeout is None else socket_timeout,
-        socket_connect_timeout=(
+    options: dict[str, Any] = {
+        "socket_timeout": (
+            settings.redis_socket_timeout if socket_timeout is None else socket_timeout
+        ),
+        "socket_connect_timeout": (
             settings.redis_connect_timeout if connect_timeout is None else connect_timeout
         ),
-        health_check_interval=30,
         # Fail fast: one attempt per call (redis-py retries 3 times by default); callers
         # choose their own policy on failure.
-        retry=Retry(NoBackoff(), 0),
-    )
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if settings.redis_cluster:
+        # One retry, after the client re-reads the cluster's layout: a call after a failover
+        # then reaches the promoted replica instead of failing once on the dead primary.
+        options["retry"] = Retry(NoBackoff(), 1)
+        # The sync client asks the node for the layout right here (the async one on its first
+        # command): that node being down is an outage like any other.
+        with redis_errors(settings.redis_address):
+            return RedisCluster.from_url(settings.redis_url, **options)
+    return redis.asyncio.Redis.from_url(settings.redis_url, health_check_interval=30, **options)
 
 
 def client_address(client: RedisClient) -> str:

@@ -63,8 +63,11 @@ class RedisCore:
     @property
     def socket_timeout(self) -> float | None:
         """The client's socket timeout in seconds (None: it waits forever)."""
-        pool = getattr(self.client, "connection_pool", None)
-        kwargs: dict[str, Any] = pool.connection_kwargs if pool is not None else {}
+        # A cluster client keeps its nodes' options in its nodes manager.
+        holder = getattr(self.client, "connection_pool", None) or getattr(
+            self.client, "nodes_manager", None
+        )
+        kwargs: dict[str, Any] = holder.connection_kwargs if holder is not None else {}
         timeout = kwargs.get("socket_timeout")
         return float(timeout) if timeout else None
 

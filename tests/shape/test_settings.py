@@ -22,6 +22,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: pytest.TempPathFactory
         "POOL_MIN_SIZE",
         "DATABASE_POOLER",
         "DATABASE_REPLICA_URL",
+        "REDIS_CLUSTER",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # no stray .env
@@ -89,6 +90,9 @@ def test_pooler_and_replica_settings_come_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert Settings().database_pooler == "none" and Settings().database_replica_url is None
+    assert Settings().redis_cluster is False
+    monkeypatch.setenv("REDIS_CLUSTER", "true")
+    assert Settings().redis_cluster is True
     monkeypatch.setenv("DATABASE_POOLER", "transaction")
     monkeypatch.setenv("DATABASE_REPLICA_URL", f"postgres://u:{PASSWORD.replace('/', '%2F')}@r:6/d")
     settings = Settings()
