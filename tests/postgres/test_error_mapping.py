@@ -78,3 +78,10 @@ def test_redis_command_error_is_typed(docstore_redis_url: str) -> None:
     with pytest.raises(RedisCommandError, match="WRONGTYPE"), redis_errors("cache:6379"):
         client.lpush("k", "x")
     client.close()
+
+
+
+def test_a_missing_prepared_statement_names_the_pooler_setting(conn: psycopg.Connection) -> None:
+    # What a transaction pooler does to psycopg's prepared statements (SQLSTATE 26000).
+    with pytest.raises(DatabaseError, match="DATABASE_POOLER=transaction"):
+        run(conn, "DEALLOCATE docstore_never_prepared")
