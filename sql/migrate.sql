@@ -8,14 +8,20 @@
 -- The tasks of a batch that need more than a look, and why: new; migrated before the ledger
 -- existed (unrecorded); changed in Redis since the migration wrote them, with whether their
 -- document still holds what it wrote (changed) or not (touched, deleted). Tasks unchanged since
--- the run that wrote them are not returned.
+-- the run that wrote them are not returned. Each LATERAL ... LIMIT 1 is one index probe per task:
+-- as a plain join the planner may scan the whole ledger per batch, quadratic over a run.
 WITH stale AS (
     SELECT
         b.legacy_task_id,
         l.written_md5,
         l.legacy_task_id IS NOT NULL AS recorded
     FROM unnest(%(task_ids)s::text[], %(source_md5s)s::bytea[]) AS b (legacy_task_id, source_md5)
-    LEFT JOIN legacy_migrations AS l ON l.legacy_task_id = b.legacy_task_id
+    LEFT JOIN LATERAL (
+        SELECT l.legacy_task_id, l.source_md5, l.written_md5
+        FROM legacy_migrations AS l
+        WHERE l.legacy_task_id = b.legacy_task_id
+        LIMIT 1
+    ) AS l ON true
     WHERE l.source_md5 IS DISTINCT FROM b.source_md5
 )
 SELECT
@@ -24,11 +30,16 @@ SELECT
         WHEN NOT s.recorded AND d.id IS NULL THEN 'new'
         WHEN NOT s.recorded THEN 'unrecorded'
         WHEN d.id IS NULL THEN 'deleted'
-        WHEN legacy_document_fingerprint(d) <> s.written_md5 THEN 'touched'
+        WHEN d.fingerprint <> s.written_md5 THEN 'touched'
         ELSE 'changed'
     END AS state
 FROM stale AS s
-LEFT JOIN documents AS d ON d.legacy_task_id = s.legacy_task_id;
+LEFT JOIN LATERAL (
+    SELECT d.id, legacy_document_fingerprint(d) AS fingerprint
+    FROM documents AS d
+    WHERE d.legacy_task_id = s.legacy_task_id
+    LIMIT 1
+) AS d ON true;
 
 -- name: migrate_insert_users
 -- Create the owners of a batch that do not exist yet (emails match case-insensitively).
@@ -149,12 +160,12 @@ SELECT
     d.id IS NOT NULL AS present,
     l.legacy_task_id IS NOT NULL AS recorded,
     l.legacy_task_id IS NOT NULL
-        AND legacy_document_fingerprint(d) IS DISTINCT FROM l.written_md5 AS changed_in_docstore,
+        AND d.fingerprint IS DISTINCT FROM l.written_md5 AS changed_in_docstore,
     lower(u.email) AS user_email,
     d.filename,
     d.s3_key,
     d.status,
-    md5(d.result_text) AS result_md5,
+    d.result_md5,
     d.error_message,
     d.page_count,
     d.extraction_time_seconds,
@@ -162,9 +173,23 @@ SELECT
     d.started_at,
     d.completed_at
 FROM unnest(%(task_ids)s::text[]) AS b (legacy_task_id)
-LEFT JOIN documents AS d ON d.legacy_task_id = b.legacy_task_id
+-- One index probe per task, whatever the planner thinks of the table sizes (see migrate_plan).
+LEFT JOIN LATERAL (
+    SELECT
+        d.id, d.user_id, d.filename, d.s3_key, d.status, md5(d.result_text) AS result_md5,
+        d.error_message, d.page_count, d.extraction_time_seconds, d.created_at, d.started_at,
+        d.completed_at, legacy_document_fingerprint(d) AS fingerprint
+    FROM documents AS d
+    WHERE d.legacy_task_id = b.legacy_task_id
+    LIMIT 1
+) AS d ON true
 LEFT JOIN users AS u ON u.id = d.user_id
-LEFT JOIN legacy_migrations AS l ON l.legacy_task_id = b.legacy_task_id
+LEFT JOIN LATERAL (
+    SELECT l.legacy_task_id, l.written_md5
+    FROM legacy_migrations AS l
+    WHERE l.legacy_task_id = b.legacy_task_id
+    LIMIT 1
+) AS l ON true
 WHERE d.id IS NOT NULL OR l.legacy_task_id IS NOT NULL;
 
 -- name: migrate_fetch_conflicting

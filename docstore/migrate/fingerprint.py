@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import datetime
 from typing import Any
 
@@ -13,7 +12,8 @@ from docstore.migrate.legacy_records import LegacyDocument
 EXCERPT_LENGTH = 200
 # Part of every digest: a change to what is digested makes every task "changed" once, not
 # "unchanged" by accident.
-_DIGEST_VERSION = "1"
+_DIGEST_VERSION = b"docstore.migrate source digest 1"
+_NONE = (-1).to_bytes(8, "little", signed=True)
 
 
 def _time(value: datetime | None) -> str | None:
@@ -21,23 +21,32 @@ def _time(value: datetime | None) -> str | None:
 
 
 def source_fingerprint(doc: LegacyDocument) -> bytes:
-    """MD5 of everything the migration writes from `doc` (16 bytes); same task, same digest."""
-    values = [
-        _DIGEST_VERSION,
+    """MD5 of everything the migration writes from `doc` (16 bytes); same task, same digest.
+
+    Each value is hashed with its length (None as a length of -1), so no two different tasks
+    give the same byte stream; floats as repr (exact), times as ISO-8601 with their offset.
+    """
+    digest = hashlib.md5(_DIGEST_VERSION, usedforsecurity=False)
+    for value in (
         doc.user_email,
         doc.filename,
         doc.s3_key,
         doc.status,
         doc.result_text,
         doc.error_message,
-        doc.page_count,
-        doc.extraction_time_seconds,
+        None if doc.page_count is None else str(doc.page_count),
+        None if doc.extraction_time_seconds is None else repr(doc.extraction_time_seconds),
         _time(doc.created_at),
         _time(doc.started_at),
         _time(doc.completed_at),
-    ]
-    text = json.dumps(values, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).digest()
+    ):
+        if value is None:
+            digest.update(_NONE)
+        else:
+            raw = value.encode("utf-8")
+            digest.update(len(raw).to_bytes(8, "little", signed=True))
+            digest.update(raw)
+    return digest.digest()
 
 
 def text_md5(text: str | None) -> str | None:
