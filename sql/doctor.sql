@@ -46,3 +46,9 @@ FROM documents
 WHERE (s3_key COLLATE "C", id) > (%(after_key)s::text COLLATE "C", %(after_id)s::bigint)
 ORDER BY s3_key COLLATE "C", id
 LIMIT %(limit)s::integer;
+
+-- name: doctor_listed_for_deletion
+-- Which of these blob keys wait on the list of blobs to delete (their rows are gone already).
+SELECT s3_key
+FROM blob_deletions
+WHERE s3_key = ANY(%(keys)s::text[]);

@@ -241,10 +241,14 @@ class Doctor:
         rows = self._row_keys()
         listed = self._listed_blobs(store)
         row, blob = _next(rows), _next(listed)
+        orphans: list[ListedBlob] = []
         while row is not None or blob is not None:
             if blob is not None and (row is None or blob.key < row[1]):
                 if blob.modified < young:
-                    self._orphan(store, blob)
+                    orphans.append(blob)
+                    if len(orphans) >= self.batch:
+                        self._orphans(store, orphans)
+                        orphans = []
                 blob = _next(listed)
             elif row is not None and (blob is None or row[1] < blob.key):
                 document_id, key, status, quiet = row
@@ -257,12 +261,23 @@ class Doctor:
                 while row is not None and row[1] == key:
                     row = _next(rows)
                 blob = _next(listed)
+        self._orphans(store, orphans)
 
-    def _orphan(self, store: BlobStore, blob: ListedBlob) -> None:
-        if self.repair:
-            in_thread(store.delete, blob.key)
-        detail = f"blob {blob.key} written {_when(blob.modified)} has no document"
-        self._found("blob_orphaned", None, detail, "deleted" if self.repair else None, blob.key)
+    def _orphans(self, store: BlobStore, blobs: list[ListedBlob]) -> None:
+        """Blobs no row names, less those already listed for deletion (their rows were
+        deleted: `purge_deleted_blobs` removes them)."""
+        if not blobs:
+            return
+        listed = self.db.all("doctor_listed_for_deletion", {"keys": [b.key for b in blobs]})
+        waiting = {row[0] for row in listed}
+        for blob in blobs:
+            if blob.key in waiting:
+                continue
+            if self.repair:
+                in_thread(store.delete, blob.key)
+            detail = f"blob {blob.key} written {_when(blob.modified)} has no document"
+            done = "deleted" if self.repair else None
+            self._found("blob_orphaned", None, detail, done, blob.key)
 
     def _row_keys(self) -> Iterator[tuple[int, str, str, bool]]:
         after_key, after_id = "", 0
@@ -321,8 +336,10 @@ class Doctor:
                 continue
             replies = self._progress_and_ttl(ids)
             states = self._states(ids)
-            for document_id, percent, ttl in zip(ids, replies[::2], replies[1::2], strict=True):
-                why = _stale_progress(percent, int(ttl), states.get(document_id))
+            for document_id, (percent, stage), ttl in zip(
+                ids, replies[::2], replies[1::2], strict=True
+            ):
+                why = _stale_progress(percent, stage, int(ttl), states.get(document_id))
                 if why is None:
                     continue
                 if self.repair:
@@ -330,11 +347,12 @@ class Doctor:
                 self._found("progress_stale", document_id, why, "deleted" if self.repair else None)
 
     def _progress_and_ttl(self, ids: list[int]) -> list[Any]:
-        """Percent and milliseconds to live of each document's progress, flat, in one trip."""
+        """[percent, stage] and milliseconds to live of each document's progress, flat, in one
+        round trip."""
         with self.core.errors():
             pipe = self.core.client.pipeline(transaction=False)
             for document_id in ids:
-                pipe.hget(progress_key(document_id), "percent")
+                pipe.hmget(progress_key(document_id), ["percent", "stage"])
                 pipe.pttl(progress_key(document_id))
             return list(pipe.execute())
 
@@ -465,7 +483,7 @@ def _stale_cache(cached: datetime | None, state: _State | None) -> str | None:
     return None
 
 
-def _stale_progress(percent: Any, ttl_ms: int, state: _State | None) -> str | None:
+def _stale_progress(percent: Any, stage: Any, ttl_ms: int, state: _State | None) -> str | None:
     if state is None:
         return "progress of a document that has no row"
     if state.status in ACTIVE or not state.quiet:
@@ -473,7 +491,9 @@ def _stale_progress(percent: Any, ttl_ms: int, state: _State | None) -> str | No
     if percent is None:
         return f"{state.status}, progress shows nothing"
     shown = as_text(percent)
-    if float(shown) < 100:
+    # A final stage naming the status (completed, failed, cancelled) says it at any percent.
+    says_so = stage is not None and as_text(stage) == state.status.lower()
+    if float(shown) < 100 and not says_so:
         return f"{state.status}, progress shows {shown}%"
     if ttl_ms == -1:
         return f"{state.status}, progress key never expires"

@@ -195,23 +195,29 @@ def test_processing_past_its_lease_is_found_then_requeued(
 
 
 def test_blobs_without_a_row_and_rows_without_a_blob(
-    side: Side, store: Docstore, blob_store: BlobStore
+    side: Side, store: Docstore, blob_store: BlobStore, sql: psycopg.Connection[Any]
 ) -> None:
     kept = submit(store, "kept.txt")
     lost = submit(store, "lost.txt")
     blob_store.delete(lost.s3_key)
     orphan = blob_store.put(1, "orphan.txt", b"nobody's")
+    deleted = submit(store, "deleted.txt")
+    store.delete_document(deleted.id)  # its blob may wait on the deletion list: not an orphan
+    listed = blob_store.put(1, "listed.txt", b"row deleted")
+    sql.execute("INSERT INTO blob_deletions (s3_key) VALUES (%s)", [listed.key])
 
-    assert kinds(doctor(side, store, grace=3600)) == {}  # all of it is young
+    # All of it is young but the message of the deleted document (a worker would skip it).
+    assert kinds(doctor(side, store, grace=3600)) == {"stale_message": 1}
     report = doctor(side, store)
-    assert kinds(report) == {"blob_orphaned": 1, "blob_missing": 1}
+    assert kinds(report) == {"blob_orphaned": 1, "blob_missing": 1, "stale_message": 1}
     by_kind = {f.kind: f for f in report.sample}
     assert orphan.key in by_kind["blob_orphaned"].detail
     assert by_kind["blob_missing"].document_id == lost.id
     assert blob_store.get(orphan.key) == b"nobody's"
 
     repaired = doctor(side, store, repair=True)
-    assert repaired.repaired == {"blob_orphaned": 1}  # a missing blob cannot be made up
+    # A missing blob cannot be made up.
+    assert repaired.repaired == {"blob_orphaned": 1, "stale_message": 1}
     with pytest.raises(Exception, match="not found"):
         blob_store.get(orphan.key)
     assert blob_store.get(kept.s3_key) == b"hello doctor"
@@ -275,21 +281,27 @@ def test_progress_keys_of_finished_or_missing_documents_are_found_then_deleted(
     stale = completed(store)
     forever = completed(store)
     waiting = submit(store, "waiting.txt")
-    client.hset(progress_key(stale.id), "percent", "40.0")
+    client.hset(progress_key(stale.id), mapping={"percent": "40.0", "stage": "page 4"})
+    cancelled = submit(store, "cancelled.txt")
+    store.cancel_document(cancelled.id)  # its progress may say "cancelled" at any percent
+    client.hset(progress_key(cancelled.id), mapping={"percent": "30", "stage": "cancelled"})
     client.persist(progress_key(forever.id))
     client.hset(progress_key(777_777), mapping={"percent": "10", "stage": "x"})
     client.hset(progress_key(waiting.id), mapping={"percent": "10", "stage": "x"})
 
     report = doctor(side, store)
-    assert kinds(report) == {"progress_stale": 3}
-    assert {f.document_id for f in report.sample} == {stale.id, forever.id, 777_777}
+    # The cancelled document's message is left for a worker to skip: stale too.
+    assert kinds(report) == {"progress_stale": 3, "stale_message": 1}
+    progress = {f.document_id for f in report.sample if f.kind == "progress_stale"}
+    assert progress == {stale.id, forever.id, 777_777}
     assert any("never expires" in f.detail for f in report.sample)
 
     doctor(side, store, repair=True)
-    remaining = {progress_key(i) for i in (done.id, stale.id, forever.id, 777_777, waiting.id)}
-    assert {k for k in remaining if client.exists(k)} == {
+    ids = (done.id, stale.id, forever.id, 777_777, waiting.id, cancelled.id)
+    assert {k for k in map(progress_key, ids) if client.exists(k)} == {
         progress_key(done.id),
         progress_key(waiting.id),
+        progress_key(cancelled.id),
     }
     assert doctor(side, store).clean
 
@@ -307,7 +319,7 @@ def test_without_repair_nothing_changes_anywhere(
     client.delete(store.queue.key)
     client.xadd(store.queue.key, {"document_id": done.id})
     client.xadd(store.queue.dead_letter_key, {"source_id": "1-0", "document_id": done.id})
-    client.hset(progress_key(done.id), "percent", "5")
+    client.hset(progress_key(done.id), mapping={"percent": "5", "stage": "page 1"})
     sql.execute("UPDATE documents SET updated_at = now() WHERE id = %s", [done.id])
     blob_store.put(1, "orphan.txt", b"x")
     blob_store.delete(done.s3_key)
