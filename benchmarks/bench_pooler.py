@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +28,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from docstore import Docstore, DocumentCreate, Settings, UserCreate
+from docstore.intake.extractors import extract_text
 from docstore.postgres.schema import apply_schema
 from docstore.testing.pgbouncer import LocalPgBouncer
 from docstore.testing.plugin import create_database, with_database
@@ -164,11 +167,53 @@ def bench_replica(primary_url: str, replica_url: str, args: argparse.Namespace) 
             print(f"{label:<22}{listings:>12.0f}{writes:>10.0f}{on_replica:>12}{on_primary:>12}")
 
 
+def bench_capacity(url: str, blob_dir: str, args: argparse.Namespace) -> None:
+    """What one process carries on one PostgreSQL and one Redis: submits (8 threads), documents
+    processed (4 workers, small text documents) and reads (8 threads)."""
+    extra = {"BLOB_BACKEND": "local", "BLOB_DIR": blob_dir, "rate_limit": 10**9}
+    seconds = args.seconds * args.rounds
+    with Docstore.connect(settings(url, **extra)) as store:
+        user = store.users.create(UserCreate(email=f"cap-{random.random()}@example.com")).user
+        submitted = rate(
+            store,
+            lambda s, rng: s.submit_document(user, "a.txt", f"invoice {rng.random()}".encode()),
+            8,
+            seconds,
+        )
+
+        done = [0]
+
+        def process(s: Docstore, rng: random.Random) -> object:
+            worker = f"cap-{threading.get_ident() % 10_000}"
+            outcome = s.process_next(worker, extract_text, block_ms=0)
+            if outcome is not None and outcome.action == "completed":
+                done[0] += 1
+            return outcome
+
+        started = time.perf_counter()
+        rate(store, process, 4, seconds)
+        processed = done[0] / (time.perf_counter() - started)
+        reads = {
+            "get": rate(store, lambda s, rng: s.documents.get(rng.randint(1, 100)), 8, seconds),
+            "list 50": rate(store, lambda s, _: s.documents.list_for_user(user.id), 8, seconds),
+            "search": rate(store, lambda s, _: s.documents.search(user.id, "invoice"), 8, seconds),
+            "authenticate+limit": rate(
+                store, lambda s, _: s.limiter.hit(f"user-{user.id}"), 8, seconds
+            ),
+        }
+    print(f"\none process, one PostgreSQL, one Redis ({seconds:g}s each)")
+    print(f"  submits/s (8 threads, small text, local blobs)  {submitted:8.0f}")
+    print(f"  documents processed/s (4 workers)               {processed:8.0f}")
+    for name, value in reads.items():
+        print(f"  {name + '/s (8 threads)':<48}{value:8.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=1.0, help="length of one slice")
     parser.add_argument("--rounds", type=int, default=3, help="slices per variant")
     parser.add_argument("--no-replica", action="store_true", help="skip the replica part")
+    parser.add_argument("--capacity", action="store_true", help="also one process's capacity")
     args = parser.parse_args()
     with ExitStack() as stack:
         server = LocalPostgres()
@@ -193,6 +238,10 @@ def main() -> None:
             f"{args.rounds} slices of {args.seconds:g}s; one store per variant, pool 8-12\n"
         )
         bench_pooler(direct, bounced, args)
+        if args.capacity:
+            blob_dir = tempfile.mkdtemp(prefix="bench-blobs-")
+            stack.callback(shutil.rmtree, blob_dir, True)
+            bench_capacity(url, blob_dir, args)
         if not args.no_replica:
             standby = LocalStandby(server)
             stack.callback(standby.close)
