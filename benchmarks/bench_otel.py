@@ -1,0 +1,174 @@
+"""What OpenTelemetry costs docstore's hot paths: without it, with the API alone, with the SDK.
+
+    pip install -e ".[bench]"
+    python benchmarks/bench_otel.py                   # throwaway PostgreSQL and Redis
+    python benchmarks/bench_otel.py --ops 2000 --rounds 7
+
+Each mode runs in its own process on the same servers and data (a tracer provider can be set
+once per process):
+
+- absent: `opentelemetry` cannot be imported (an import of it fails), so docstore's hooks are
+  the no-op path, as on a machine without the package;
+- api: opentelemetry-api installed, no SDK: what every user of the `otel` extra pays until the
+  application sets a provider (goal: at most 3 % over absent);
+- sdk: the SDK's TracerProvider with a batch processor and an exporter that drops spans, and a
+  MeterProvider whose reader is never collected: the cost of recording everything.
+
+Hot paths, on the sync `Docstore` (the async side runs the same hooks): a document by id, a
+page of 50 documents, a cache hit, a rate-limiter hit. The modes take turns (rotating order)
+for `--rounds` rounds; the best round of each is kept, like `timeit`. Printed per operation:
+microseconds per call (wall) and this process's CPU microseconds per call (steadier on a
+shared machine), and each mode's difference to `absent`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+MODES = ["absent", "api", "sdk"]
+OPERATIONS = ["get document", "list 50", "cache hit", "limiter hit"]
+
+
+def _setup_mode(mode: str) -> None:
+    if mode == "absent":
+        sys.modules["opentelemetry"] = None  # type: ignore[assignment]
+        return
+    if mode == "sdk":
+        from opentelemetry import metrics, trace
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            SpanExporter,
+            SpanExportResult,
+        )
+
+        class DroppingExporter(SpanExporter):
+            def export(self, spans: Any) -> SpanExportResult:
+                return SpanExportResult.SUCCESS
+
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(DroppingExporter()))
+        trace.set_tracer_provider(provider)
+        metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+
+
+def child(mode: str, database_url: str, redis_url: str, ops: int) -> None:
+    """Run every operation `ops` times in this process; print µs per call (wall, CPU)."""
+    _setup_mode(mode)
+    from docstore import Docstore, Settings, observability
+    from docstore.models import DocumentResponse
+
+    observability.refresh()
+    state = observability.telemetry()
+    expected = {"absent": False, "api": True, "sdk": True}[mode]
+    assert (state is not None) == expected, (mode, state)
+    assert mode != "sdk" or state is None or state.tracer() is not None
+    settings = Settings.model_validate(
+        {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "pool_min_size": 1,
+         "rate_limit": 10**9}
+    )  # fmt: skip
+    with Docstore.connect(settings) as store:
+        user = store.users.get_by_email("bench@example.com")
+        assert user is not None
+        page = store.documents.list_for_user(user.id, limit=1)
+        document = store.documents.get(page.items[0].id)
+        store.cache.set("bench-document", document, ttl=3600)
+        calls: dict[str, Callable[[], object]] = {
+            "get document": lambda: store.documents.get(document.id),
+            "list 50": lambda: store.documents.list_for_user(user.id, limit=50),
+            "cache hit": lambda: store.cache.get("bench-document", DocumentResponse),
+            "limiter hit": lambda: store.limiter.hit("bench-client"),
+        }
+        results = {}
+        for name, call in calls.items():
+            for _ in range(ops // 10):  # warm up
+                call()
+            wall, cpu = time.perf_counter(), time.process_time()
+            for _ in range(ops):
+                call()
+            results[name] = (
+                (time.perf_counter() - wall) / ops * 1e6,
+                (time.process_time() - cpu) / ops * 1e6,
+            )
+    print(json.dumps(results))
+
+
+def seed(database_url: str) -> None:
+    from docstore import Docstore, DocumentCreate, Settings, UserCreate
+
+    with Docstore.connect(Settings.model_validate({"DATABASE_URL": database_url})) as store:
+        user = store.users.create(UserCreate(email="bench@example.com")).user
+        store.documents.create_many(
+            [
+                DocumentCreate(user_id=user.id, filename=f"{i}.pdf", s3_key=f"k/{i}")
+                for i in range(200)
+            ]
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", help="an existing server (a database is made on it)")
+    parser.add_argument("--redis-url", help="an existing Redis (its database is flushed)")
+    parser.add_argument("--ops", type=int, default=1000, help="calls per operation per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.database_url, args.redis_url, args.ops)
+        return
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_repositories import bench_database
+
+    from docstore.testing.servers import LocalRedis
+
+    with ExitStack() as stack:
+        database_url = stack.enter_context(bench_database(args.database_url))
+        redis_url = args.redis_url
+        if redis_url is None:
+            server = LocalRedis()
+            server.start()
+            stack.callback(server.close)
+            redis_url = server.url
+        seed(database_url)
+        best: dict[str, dict[str, tuple[float, float]]] = {m: {} for m in MODES}
+        for round_number in range(args.rounds):
+            shift = round_number % len(MODES)
+            for mode in MODES[shift:] + MODES[:shift]:
+                command = [sys.executable, __file__, "--child", mode, "--ops", str(args.ops),
+                           "--database-url", database_url, "--redis-url", redis_url]  # fmt: skip
+                output = subprocess.run(
+                    command, capture_output=True, text=True, check=True, env=dict(os.environ)
+                ).stdout
+                for name, (wall, cpu) in json.loads(output.splitlines()[-1]).items():
+                    old = best[mode].get(name)
+                    best[mode][name] = (min(old[0], wall), min(old[1], cpu)) if old else (wall, cpu)
+        print(f"{args.ops} calls x {args.rounds} rounds per mode; best round; µs per call")
+        print(f"{'operation':<14}" + "".join(f"{m + ' wall/cpu':>22}" for m in MODES)
+              + f"{'api vs absent':>22}{'sdk vs absent':>22}")  # fmt: skip
+        for name in OPERATIONS:
+            base_wall, base_cpu = best["absent"][name]
+            cells = "".join(f"{w:>11.1f} /{c:>8.1f}" for w, c in (best[m][name] for m in MODES))
+            diffs = ""
+            for mode in ("api", "sdk"):
+                wall, cpu = best[mode][name]
+                diffs += (
+                    f"{(wall / base_wall - 1) * 100:>+10.1f}% /{(cpu / base_cpu - 1) * 100:>+7.1f}%"
+                )
+            print(f"{name:<14}{cells}{diffs}")
+
+
+if __name__ == "__main__":
+    main()
