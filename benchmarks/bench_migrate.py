@@ -1,27 +1,31 @@
-"""Benchmark `docstore.migrate` against a naive per-key script and the floors of the same run.
+"""Benchmark `docstore.migrate` through a cutover against the floors measured in the same run.
 
-    python benchmarks/bench_migrate.py                 # 100,000 tasks, then 300,000 for memory
-    python benchmarks/bench_migrate.py --tasks 20000 --large 0 --naive 2000   # quick look
+    python benchmarks/bench_migrate.py                          # 100,000 tasks
+    python benchmarks/bench_migrate.py --tasks 100000 1000000   # the issue's two sizes (heavy)
+    python benchmarks/bench_migrate.py --tasks 20000 --extras   # quick look, plus the variants
 
-Seeds legacy tasks (hashes, ~2 KB JSON results) into a throwaway Redis and measures, each on a
-fresh database of a throwaway PostgreSQL (fsync off, like the tests):
+For each size: seeds legacy tasks (hashes, ~2 KB JSON results, a progress key each) into a
+throwaway Redis, then measures on a throwaway PostgreSQL (fsync on unless --no-fsync):
 
-- floor "read": pipelined HGETALL of every task key alone (batches of 1,000), and the same with
-  the GET of each result, which the migration also needs;
-- floor "write": COPY of the same rows straight into `documents` alone (1,000 rows a commit);
-- docstore's migration (`migrate()`, in a child process for its own peak RSS, VmHWM),
-  with the hiredis reply parser when installed and with redis-py's pure-Python parser;
-- the naive script (HGETALL and GET per key, SELECT for a duplicate, one INSERT and commit per
-  row) on a subset (`--naive`), its rate extrapolated to the whole run.
+- floor "read": pipelined HGETALL + GET result of every task key (batches of 1,000);
+- floor "write": COPY of the same rows straight into `documents` (1,000 rows a commit) on as
+  many connections as the migration has writers, on a fresh database;
+- the cutover, each run in a child process (its own peak RSS, VmHWM) with a progress bar (rate,
+  ETA) on stderr: the first run on a fresh database, an unchanged re-run, then a catch-up re-run
+  after 1 % of the tasks changed in Redis (finished by the legacy service: status, times, text).
 
-Then the migration again on `--large` tasks: its peak RSS must stay the same. Set
-BENCH_DATABASE_URL (admin URL, may create databases) and BENCH_REDIS_URL to use running servers
-(the Redis database is flushed).
+It prints rows/s, wall time and peak RSS of each run, the first run against the COPY floor
+(goal >= 0.8), the unchanged re-run's speed-up over the first run (goal >= 5x) and, with several
+sizes, the peak RSS of the largest against the smallest (goal: within 10 %). --extras adds the
+reader alone, the pure-Python reply parser, one writer and a naive per-key script (`--naive`).
+Set BENCH_DATABASE_URL (admin URL, may create databases) and BENCH_REDIS_URL to use running
+servers (the Redis database is flushed).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -59,12 +63,17 @@ WORDS = ["".join(random.Random(n).choices(_LETTERS, k=2 + n % 9)) for n in range
 WEIGHTS = [1 / (rank + 1) for rank in range(len(WORDS))]
 
 
-def result_text(i: int) -> str:
-    rng = random.Random(i % 2000)
-    text = f"task {i}"
+@functools.cache
+def _body(n: int) -> str:
+    rng = random.Random(n)
+    text = ""
     while len(text) < 2000:
         text += " " + " ".join(rng.choices(WORDS, WEIGHTS, k=50))
-    return text[:2000]
+    return text
+
+
+def result_text(i: int) -> str:
+    return f"task {i}{_body(i % 2000)}"[:2000]
 
 
 def task_fields(i: int) -> dict[str, Any]:
@@ -92,6 +101,23 @@ def seed(r: redis.Redis, count: int) -> None:
         if i % BATCH == BATCH - 1:
             pipe.execute()
     pipe.execute()
+
+
+def change_one_percent(r: redis.Redis, count: int) -> int:
+    """What the legacy service does in the cutover window: every 100th task finishes anew."""
+    pipe = r.pipeline(transaction=False)
+    changed = 0
+    for i in range(0, count, 100):
+        done = T0 + timedelta(seconds=i, hours=1)
+        pipe.hset(f"task:{i}", mapping={"status": "completed", "completed_at": done.isoformat()})
+        pipe.set(
+            f"result:{i}", json.dumps({"text": "caught up " + result_text(i), "page_count": 2})
+        )
+        changed += 1
+        if changed % BATCH == 0:
+            pipe.execute()
+    pipe.execute()
+    return changed
 
 
 def fresh_database(admin_url: str) -> str:
@@ -125,7 +151,8 @@ def floor_read(r: redis.Redis, with_results: bool) -> float:
 
 
 def floor_copy(url: str, count: int, connections: int = 1) -> float:
-    """COPY the rows straight into `documents`, 1,000 a commit, on `connections` connections."""
+    """COPY the rows straight into `documents`, 1,000 a commit, on `connections` connections
+    (rows built as they are sent: memory stays flat at any count)."""
     with psycopg.connect(url) as conn:
         ids = {}
         for n in range(USERS):
@@ -133,14 +160,14 @@ def floor_copy(url: str, count: int, connections: int = 1) -> float:
             ids[email] = conn.execute(
                 "INSERT INTO users (email) VALUES (%s) RETURNING id", [email]
             ).fetchone()[0]  # type: ignore[index]
-    rows = []
-    for i in range(count):
+
+    def row(i: int) -> tuple[Any, ...]:
         f = task_fields(i)
         created = T0 + timedelta(seconds=i)
-        rows.append((ids[f["user_email"]], f["filename"], f["s3_key"], "COMPLETED",
-                     result_text(i), None, int(f["page_count"]), float(f["extraction_time"]),
-                     created, created + timedelta(seconds=1), created + timedelta(seconds=3),
-                     str(i)))  # fmt: skip
+        return (ids[f["user_email"]], f["filename"], f["s3_key"], "COMPLETED", result_text(i),
+                None, int(f["page_count"]), float(f["extraction_time"]), created,
+                created + timedelta(seconds=1), created + timedelta(seconds=3), str(i))  # fmt: skip
+
     starts = list(range(0, count, BATCH))
 
     def copy_batches(mine: list[int]) -> None:
@@ -150,8 +177,8 @@ def floor_copy(url: str, count: int, connections: int = 1) -> float:
                     conn.cursor() as cur,
                     cur.copy(COPY_DOCUMENTS) as copy,
                 ):
-                    for row in rows[start : start + BATCH]:
-                        copy.write_row(row)
+                    for i in range(start, min(start + BATCH, count)):
+                        copy.write_row(row(i))
                 conn.commit()
 
     started = time.perf_counter()
@@ -214,8 +241,9 @@ def peak_rss_kb() -> int:
 
 
 def child(args: argparse.Namespace) -> None:
-    """Run the migration in this process and print its rate and this process's peak RSS."""
+    """Run the migration in this process; print its figures and this process's peak RSS."""
     from docstore.migrate import migrate
+    from docstore.migrate.progress import BarProgress, LogProgress
 
     options: dict[str, Any] = {"socket_timeout": 60}
     if args.pure_python_parser:
@@ -229,27 +257,91 @@ def child(args: argparse.Namespace) -> None:
             "statement_timeout_ms": 0,
         }
     )
+    progress = BarProgress(sys.stderr) if sys.stderr.isatty() else LogProgress(interval=10)
     with Docstore.connect(settings, redis_client=source) as store:
-        summary = migrate(source, store.db, batch_size=args.batch_size, writers=args.writers)
-    peak_kb = peak_rss_kb()
+        try:
+            summary = migrate(
+                source, store.db, batch_size=args.batch_size, writers=args.writers,
+                progress=progress,
+            )  # fmt: skip
+        finally:
+            progress.close()
     print(json.dumps({"rows_per_s": summary.rows_per_second, "migrated": summary.migrated,
-                      "peak_rss_mb": peak_kb / 1024}))  # fmt: skip
+                      "updated": summary.updated, "present": summary.already_present,
+                      "conflicts": summary.conflicts, "seconds": summary.duration_seconds,
+                      "peak_rss_mb": peak_rss_kb() / 1024}))  # fmt: skip
 
 
 def run_child(redis_url: str, url: str, *extra: str) -> dict[str, Any]:
+    # stderr is the terminal's: the progress bar shows while the run goes.
     out = subprocess.run(
         [sys.executable, __file__, "child", "--redis-url", redis_url, "--database-url", url,
          *extra],
-        check=True, capture_output=True, text=True,
+        check=True, stdout=subprocess.PIPE, text=True,
     ).stdout  # fmt: skip
     return dict(json.loads(out.splitlines()[-1]))
+
+
+def cutover(
+    args: argparse.Namespace, r: redis.Redis, redis_url: str, admin: str, n: int
+) -> dict[str, Any]:
+    """Seed n tasks, measure the floors and the three runs; print and return the figures."""
+    writers = str(args.writers)
+    print(f"seeding {n:,} tasks (~2 KB results) ...", flush=True)
+    started = time.perf_counter()
+    seed(r, n)
+    print(f"  seeded in {time.perf_counter() - started:.0f} s", flush=True)
+    floors = {
+        "read: pipelined HGETALL + GET result": floor_read(r, with_results=True),
+        f"write: COPY into documents, {writers} connections": floor_copy(
+            fresh_database(admin), n, connections=args.writers
+        ),
+    }
+    if args.extras:
+        floors["read: pipelined HGETALL (pure-Python parser)"] = floor_read(
+            redis.Redis.from_url(redis_url, socket_timeout=60, parser_class=_RESP2Parser), False
+        )
+        floors["docstore reader alone, no writes (hiredis)"] = reader_alone(redis_url, False)
+        floors["docstore reader alone (pure-Python parser)"] = reader_alone(redis_url, True)
+    url = fresh_database(admin)
+    runs = {"first run": run_child(redis_url, url, "--writers", writers)}
+    runs["unchanged re-run"] = run_child(redis_url, url, "--writers", writers)
+    changed = change_one_percent(r, n)
+    runs[f"catch-up re-run ({changed:,} changed)"] = run_child(redis_url, url, "--writers", writers)
+    if args.extras:
+        runs["first run, pure-Python parser"] = run_child(
+            redis_url, fresh_database(admin), "--writers", writers, "--pure-python-parser"
+        )
+        runs["first run, 1 writer"] = run_child(redis_url, fresh_database(admin), "--writers", "1")
+    durability = "fsync off" if args.no_fsync else "fsync on"
+    print(f"\n{n:,} tasks, batch {args.batch_size}, {writers} writers, PostgreSQL {durability}")
+    for name, rate in floors.items():
+        print(f"  floor  {name:<48} {rate:>10,.0f} rows/s")
+    for name, run in runs.items():
+        print(f"  run    {name:<48} {run['rows_per_s']:>10,.0f} rows/s  {run['seconds']:>7.1f} s"
+              f"  {run['peak_rss_mb']:>5.0f} MB peak RSS  (migrated {run['migrated']:,},"
+              f" updated {run['updated']:,}, unchanged {run['present']:,},"
+              f" conflicts {run['conflicts']})")  # fmt: skip
+    if args.extras and args.naive:
+        rate = naive(r, fresh_database(admin), args.naive)
+        print(f"  naive per-key script ({args.naive:,} tasks): {rate:,.0f} rows/s")
+    first = runs["first run"]
+    copy_floor = floors[f"write: COPY into documents, {writers} connections"]
+    print(f"  first run / COPY floor on {writers} connections: "
+          f"{first['rows_per_s'] / copy_floor:.2f} (goal >= 0.8)")  # fmt: skip
+    read_floor = floors["read: pipelined HGETALL + GET result"]
+    print(f"  first run / read floor: {first['rows_per_s'] / read_floor:.2f}")
+    unchanged = runs["unchanged re-run"]
+    print(f"  unchanged re-run speed-up over the first run: "
+          f"{first['seconds'] / unchanged['seconds']:.1f}x (goal >= 5x)")  # fmt: skip
+    return {"n": n, "peak_rss_mb": max(run["peak_rss_mb"] for run in runs.values())}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", nargs="?", default="bench", choices=["bench", "child"])
-    parser.add_argument("--tasks", type=int, default=100_000)
-    parser.add_argument("--large", type=int, default=300_000, help="0 skips the memory run")
+    parser.add_argument("--tasks", type=int, nargs="+", default=[100_000])
+    parser.add_argument("--extras", action="store_true", help="the variants and the naive script")
     parser.add_argument("--naive", type=int, default=10_000, help="tasks the naive script runs")
     parser.add_argument("--batch-size", type=int, default=BATCH)
     parser.add_argument("--redis-url")
@@ -265,8 +357,8 @@ def main() -> None:
         admin = os.environ.get("BENCH_DATABASE_URL")
         redis_url = os.environ.get("BENCH_REDIS_URL")
         if not admin:
-            # Durable by default (fsync and synchronous commit on, like production): a commit
-            # per row costs what it costs there. --no-fsync matches the test servers.
+            # Durable by default (fsync and synchronous commit on, like production).
+            # --no-fsync matches the test servers.
             base = None if args.no_fsync else stack.enter_context(tempfile.TemporaryDirectory())
             pg = LocalPostgres(base_dir=base)
             stack.callback(pg.close)
@@ -278,47 +370,11 @@ def main() -> None:
             rs.start()
             redis_url = rs.url
         r = redis.Redis.from_url(redis_url, socket_timeout=60)
-        n = args.tasks
-        print(f"seeding {n} tasks (~2 KB results) ...", flush=True)
-        seed(r, n)
-        results: dict[str, float] = {}
-        results["floor: pipelined HGETALL"] = floor_read(r, with_results=False)
-        results["floor: pipelined HGETALL + GET result"] = floor_read(r, with_results=True)
-        pure_r = redis.Redis.from_url(redis_url, socket_timeout=60, parser_class=_RESP2Parser)
-        results["floor: pipelined HGETALL (pure-Python parser)"] = floor_read(pure_r, False)
-        results["docstore reader alone, no writes (hiredis)"] = reader_alone(redis_url, False)
-        results["docstore reader alone (pure-Python parser)"] = reader_alone(redis_url, True)
-        results["floor: COPY into documents"] = floor_copy(fresh_database(admin), n)
-        results["floor: COPY into documents, 2 connections"] = floor_copy(
-            fresh_database(admin), n, connections=2
-        )
-        migration = run_child(redis_url, fresh_database(admin))
-        results["docstore migrate (hiredis)"] = migration["rows_per_s"]
-        pure = run_child(redis_url, fresh_database(admin), "--pure-python-parser")
-        results["docstore migrate (pure-Python parser)"] = pure["rows_per_s"]
-        one = run_child(redis_url, fresh_database(admin), "--writers", "1")
-        results["docstore migrate (hiredis, 1 writer)"] = one["rows_per_s"]
-        results[f"naive per-key ({args.naive} tasks)"] = naive(r, fresh_database(admin), args.naive)
-        durability = "fsync off" if args.no_fsync else "fsync on"
-        print(f"\n{n} tasks, batch {args.batch_size}, PostgreSQL {durability}")
-        for name, rate in results.items():
-            print(f"  {name:<48} {rate:>10,.0f} rows/s")
-        slower_floor = min(results["floor: pipelined HGETALL"],
-                           results["floor: COPY into documents"])  # fmt: skip
-        rate = migration["rows_per_s"]
-        print(f"  migrate / slower floor: {rate / slower_floor:.2f} (target >= 0.5)")
-        both = results["floor: COPY into documents, 2 connections"]
-        print(f"  migrate / COPY floor on 2 connections: {rate / both:.2f}")
-        naive_rate = results[f"naive per-key ({args.naive} tasks)"]
-        print(f"  migrate / naive:        {rate / naive_rate:.1f}x (target >= 20x)")
-        print(f"  peak RSS at {n}: {migration['peak_rss_mb']:.0f} MB (pure parser "
-              f"{pure['peak_rss_mb']:.0f} MB)")  # fmt: skip
-        if args.large:
-            print(f"seeding {args.large} tasks ...", flush=True)
-            seed(r, args.large)
-            large = run_child(redis_url, fresh_database(admin))
-            print(f"  peak RSS at {args.large}: {large['peak_rss_mb']:.0f} MB "
-                  f"({large['rows_per_s']:,.0f} rows/s)")  # fmt: skip
+        sizes = [cutover(args, r, redis_url, admin, n) for n in args.tasks]
+        if len(sizes) > 1:
+            small, large = sizes[0], sizes[-1]
+            ratio = large["peak_rss_mb"] / small["peak_rss_mb"]
+            print(f"\npeak RSS at {large['n']:,} / at {small['n']:,}: {ratio:.2f} (goal <= 1.10)")
 
 
 if __name__ == "__main__":
