@@ -46,6 +46,7 @@ from docstore.intake.blobs import BlobStore, LocalBlobStore, S3BlobStore, Stored
 from docstore.intake.extractors import Extraction, ProgressCallback, extract_text
 from docstore.intake.outcomes import BlobPurgeReport, Extractor, Outcome, StuckReport
 from docstore.models import (
+    DocumentAttempt,
     DocumentCreate,
     DocumentListResponse,
     DocumentResponse,
@@ -109,6 +110,7 @@ __all__ = [
     "DecidedBy",
     "Docstore",
     "DocstoreError",
+    "DocumentAttempt",
     "DocumentChanges",
     "DocumentCreate",
     "DocumentLifecycle",

@@ -128,6 +128,8 @@ class DocumentSummary(BaseModel):
     max_attempts: int
     worker_id: str | None
     lease_expires_at: UtcDatetime | None
+    # PENDING after a failed attempt: not handed out before this time (None: due now).
+    next_attempt_at: UtcDatetime | None
     legacy_task_id: str | None
     created_at: UtcDatetime
     updated_at: UtcDatetime
@@ -187,6 +189,22 @@ class SearchResponse(BaseModel):
     next_cursor: str | None
 
 
+AttemptOutcome = Literal["completed", "retrying", "failed", "expired", "cancelled"]
+
+
+class DocumentAttempt(BaseModel):
+    """One finished attempt at a document: who, from when to when, how it ended and why."""
+
+    model_config = _OUTPUT
+
+    attempt: int
+    worker_id: str
+    started_at: UtcDatetime
+    ended_at: UtcDatetime
+    outcome: AttemptOutcome
+    error_message: str | None
+
+
 class CompletedResult(BaseModel):
     """What a worker reports when a document is done (validated before the UPDATE)."""
 
@@ -200,7 +218,9 @@ class CompletedResult(BaseModel):
 __all__ = [
     "DOCUMENT_STATUSES",
     "FINISHED_STATUSES",
+    "AttemptOutcome",
     "CompletedResult",
+    "DocumentAttempt",
     "DocumentCreate",
     "DocumentListResponse",
     "DocumentResponse",

@@ -119,6 +119,12 @@ class Settings(BaseSettings):
     s3_secret_key: SecretStr | None = None
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1, description="Largest accepted upload.")
     lease_seconds: float = Field(300.0, gt=0, description="How long a worker holds a document.")
+    retry_backoff_base: float = Field(
+        10.0, ge=0, description="Seconds before a failed document's first retry (then doubled)."
+    )
+    retry_backoff_cap: float = Field(
+        3600.0, gt=0, description="Longest wait before a retry, in seconds (jitter: 50-100%)."
+    )
 
     @model_validator(mode="after")
     def _check_urls(self) -> Settings:

@@ -79,7 +79,12 @@ class Docstore:
         # Repositories (PostgreSQL).
         self.users = UserRepo(self.db, self.changes)
         self.documents = DocumentRepo(self.db, self.changes)
-        self.lifecycle = DocumentLifecycle(self.db, self.changes)
+        self.lifecycle = DocumentLifecycle(
+            self.db,
+            self.changes,
+            backoff_base=self.settings.retry_backoff_base,
+            backoff_cap=self.settings.retry_backoff_cap,
+        )
         # Redis side, all through one core (each fails open or raises typed errors when Redis
         # is down).
         self.cache = RedisCache(self.redis_core, default_ttl=self.settings.cache_ttl)

@@ -77,7 +77,12 @@ class AsyncDocstore:
         # Repositories (PostgreSQL).
         self.users = AsyncUserRepo(self.db, self.changes)
         self.documents = AsyncDocumentRepo(self.db, self.changes)
-        self.lifecycle = AsyncDocumentLifecycle(self.db, self.changes)
+        self.lifecycle = AsyncDocumentLifecycle(
+            self.db,
+            self.changes,
+            backoff_base=self.settings.retry_backoff_base,
+            backoff_cap=self.settings.retry_backoff_cap,
+        )
         # Redis side, all through one core (each fails open or raises typed errors when Redis
         # is down).
         self.cache = AsyncRedisCache(self.redis_core, default_ttl=self.settings.cache_ttl)

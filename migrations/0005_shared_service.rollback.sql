@@ -1,5 +1,6 @@
 -- Refuses while documents or pending blob deletions hold rows, unless the session confirmed it
--- (see the README, Schema): the dropped table is the list of blobs still to delete.
+-- (see the README, Schema): the dropped tables are the list of blobs still to delete and the
+-- history of attempts.
 -- One statement, so that a tool skipping failed statements (yoyo --force) cannot drop without
 -- the check; the lock comes first so that no row is committed between the check and the drop.
 DO $$
@@ -23,7 +24,10 @@ BEGIN
         DROP CONSTRAINT documents_status_check,
         ADD CONSTRAINT documents_status_check
             CHECK (status IN ('PENDING', 'PROCESSING', 'COMPLETED', 'FAILED'));
+    DROP TABLE document_attempts;
+    DROP INDEX documents_retry_due_idx;
     ALTER TABLE documents
+        DROP COLUMN next_attempt_at,
         DROP CONSTRAINT documents_idempotency_key_key,
         DROP COLUMN content_sha256,
         DROP COLUMN idempotency_key;

@@ -1,5 +1,5 @@
--- A shared service: idempotent submissions, cancelled documents, and blob deletions that are
--- retried until done.
+-- A shared service: retries after a backoff with a readable history of attempts, idempotent
+-- submissions, cancelled documents, and blob deletions that are retried until done.
 -- depends: 0003_legacy_task_id
 
 -- Blobs of deleted documents, deleted from the blob store after the rows are gone (never before:
@@ -34,3 +34,28 @@ ALTER TABLE documents
     ADD COLUMN content_sha256 BYTEA
         CONSTRAINT documents_content_sha256_check CHECK (octet_length(content_sha256) = 32),
     ADD CONSTRAINT documents_idempotency_key_key UNIQUE (user_id, idempotency_key);
+
+-- Retry backoff: a failed attempt (or a lease that ran out) leaves the document PENDING with the
+-- time its next attempt is due; it is not handed out before.
+ALTER TABLE documents
+    ADD COLUMN next_attempt_at TIMESTAMPTZ;
+
+-- Documents waiting for their next attempt, by due time (due ones are handed out).
+CREATE INDEX documents_retry_due_idx ON documents (next_attempt_at)
+    WHERE status = 'PENDING' AND next_attempt_at IS NOT NULL;
+
+-- Every finished attempt: who worked on it, from when to when, how it ended and why.
+CREATE TABLE document_attempts (
+    document_id BIGINT NOT NULL
+        CONSTRAINT document_attempts_document_id_fkey REFERENCES documents (id) ON DELETE CASCADE,
+    attempt INTEGER NOT NULL
+        CONSTRAINT document_attempts_attempt_check CHECK (attempt >= 1),
+    worker_id TEXT NOT NULL,
+    started_at TIMESTAMPTZ NOT NULL,
+    ended_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    outcome TEXT NOT NULL
+        CONSTRAINT document_attempts_outcome_check
+        CHECK (outcome IN ('completed', 'retrying', 'failed', 'expired', 'cancelled')),
+    error_message TEXT,
+    CONSTRAINT document_attempts_pkey PRIMARY KEY (document_id, attempt)
+);

@@ -19,7 +19,7 @@ VALUES (
 )
 RETURNING
     id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
-    attempts, max_attempts, worker_id, lease_expires_at, legacy_task_id, created_at, updated_at,
+    attempts, max_attempts, worker_id, lease_expires_at, next_attempt_at, legacy_task_id, created_at, updated_at,
     started_at, completed_at, result_text;
 
 -- name: insert_documents
@@ -45,14 +45,14 @@ FROM unnest(
 ORDER BY batch.position
 RETURNING
     id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
-    attempts, max_attempts, worker_id, lease_expires_at, legacy_task_id, created_at, updated_at,
+    attempts, max_attempts, worker_id, lease_expires_at, next_attempt_at, legacy_task_id, created_at, updated_at,
     started_at, completed_at, result_text;
 
 -- name: get_document
 -- One document by id, with its text.
 SELECT
     id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
-    attempts, max_attempts, worker_id, lease_expires_at, legacy_task_id, created_at, updated_at,
+    attempts, max_attempts, worker_id, lease_expires_at, next_attempt_at, legacy_task_id, created_at, updated_at,
     started_at, completed_at, result_text
 FROM documents
 WHERE id = %(document_id)s::bigint;
@@ -75,14 +75,14 @@ VALUES (
 ON CONFLICT (user_id, idempotency_key) DO NOTHING
 RETURNING
     id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
-    attempts, max_attempts, worker_id, lease_expires_at, legacy_task_id, created_at, updated_at,
+    attempts, max_attempts, worker_id, lease_expires_at, next_attempt_at, legacy_task_id, created_at, updated_at,
     started_at, completed_at, result_text;
 
 -- name: get_document_by_idempotency_key
 -- The user's document submitted under this idempotency key, and the hex digest of its bytes.
 SELECT
     id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
-    attempts, max_attempts, worker_id, lease_expires_at, legacy_task_id, created_at, updated_at,
+    attempts, max_attempts, worker_id, lease_expires_at, next_attempt_at, legacy_task_id, created_at, updated_at,
     started_at, completed_at, result_text, encode(content_sha256, 'hex') AS content_sha256
 FROM documents
 WHERE user_id = %(user_id)s::bigint
@@ -92,7 +92,7 @@ WHERE user_id = %(user_id)s::bigint
 -- One document by the task id it had in the legacy Redis store.
 SELECT
     id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
-    attempts, max_attempts, worker_id, lease_expires_at, legacy_task_id, created_at, updated_at,
+    attempts, max_attempts, worker_id, lease_expires_at, next_attempt_at, legacy_task_id, created_at, updated_at,
     started_at, completed_at, result_text
 FROM documents
 WHERE legacy_task_id = %(legacy_task_id)s::text;
@@ -101,7 +101,7 @@ WHERE legacy_task_id = %(legacy_task_id)s::text;
 -- One document and its owner (as a JSON object) in one query.
 SELECT
     d.id, d.user_id, d.filename, d.s3_key, d.status, d.error_message, d.page_count,
-    d.extraction_time_seconds, d.attempts, d.max_attempts, d.worker_id, d.lease_expires_at,
+    d.extraction_time_seconds, d.attempts, d.max_attempts, d.worker_id, d.lease_expires_at, d.next_attempt_at,
     d.legacy_task_id, d.created_at, d.updated_at, d.started_at, d.completed_at, d.result_text,
     json_build_object(
         'id', u.id,
@@ -124,7 +124,7 @@ SET
 WHERE id = %(document_id)s::bigint
 RETURNING
     id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
-    attempts, max_attempts, worker_id, lease_expires_at, legacy_task_id, created_at, updated_at,
+    attempts, max_attempts, worker_id, lease_expires_at, next_attempt_at, legacy_task_id, created_at, updated_at,
     started_at, completed_at, result_text;
 
 -- name: delete_document
@@ -213,7 +213,7 @@ FROM blob_deletions;
 -- One page of a user's documents, newest first, strictly before a (created_at, id) position.
 SELECT
     id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
-    attempts, max_attempts, worker_id, lease_expires_at, legacy_task_id, created_at, updated_at,
+    attempts, max_attempts, worker_id, lease_expires_at, next_attempt_at, legacy_task_id, created_at, updated_at,
     started_at, completed_at
 FROM documents
 WHERE user_id = %(user_id)s::bigint
@@ -230,11 +230,13 @@ WHERE user_id = %(user_id)s::bigint
 GROUP BY status;
 
 -- name: claim_next_document
--- Hand the oldest PENDING document to a worker: PROCESSING, a lease, one more attempt.
+-- Hand the oldest PENDING document that is due to a worker: PROCESSING, a lease, one more
+-- attempt.
 WITH next AS (
     SELECT id
     FROM documents
     WHERE status = 'PENDING'
+        AND (next_attempt_at IS NULL OR next_attempt_at <= now())
     ORDER BY created_at, id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
@@ -245,6 +247,7 @@ SET
     worker_id = %(worker_id)s::text,
     started_at = now(),
     lease_expires_at = now() + make_interval(secs => %(lease_seconds)s::double precision),
+    next_attempt_at = NULL,
     attempts = d.attempts + 1,
     updated_at = now()
 FROM next
@@ -252,24 +255,27 @@ WHERE d.id = next.id
 RETURNING
     d.id, d.user_id, d.filename, d.s3_key, d.status, d.error_message, d.page_count,
     d.extraction_time_seconds, d.attempts, d.max_attempts, d.worker_id, d.lease_expires_at,
-    d.legacy_task_id, d.created_at, d.updated_at, d.started_at, d.completed_at, d.result_text;
+    d.next_attempt_at, d.legacy_task_id, d.created_at, d.updated_at, d.started_at,
+    d.completed_at, d.result_text;
 
 -- name: claim_document
--- Hand one known document to a worker, only if it is PENDING.
+-- Hand one known document to a worker, only if it is PENDING and due.
 UPDATE documents
 SET
     status = 'PROCESSING',
     worker_id = %(worker_id)s::text,
     started_at = now(),
     lease_expires_at = now() + make_interval(secs => %(lease_seconds)s::double precision),
+    next_attempt_at = NULL,
     attempts = attempts + 1,
     updated_at = now()
 WHERE id = %(document_id)s::bigint
     AND status = 'PENDING'
+    AND (next_attempt_at IS NULL OR next_attempt_at <= now())
 RETURNING
     id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
-    attempts, max_attempts, worker_id, lease_expires_at, legacy_task_id, created_at, updated_at,
-    started_at, completed_at, result_text;
+    attempts, max_attempts, worker_id, lease_expires_at, next_attempt_at, legacy_task_id,
+    created_at, updated_at, started_at, completed_at, result_text;
 
 -- name: extend_document_lease
 -- Extend the lease of the worker that holds a document, only while its lease runs.
@@ -283,104 +289,190 @@ WHERE id = %(document_id)s::bigint
     AND lease_expires_at > now()
 RETURNING
     id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
-    attempts, max_attempts, worker_id, lease_expires_at, legacy_task_id, created_at, updated_at,
+    attempts, max_attempts, worker_id, lease_expires_at, next_attempt_at, legacy_task_id, created_at, updated_at,
     started_at, completed_at, result_text;
 
 -- name: complete_document
--- Store the result of the worker that holds a document (lease still running): COMPLETED.
--- The text is not returned: the caller has it.
-UPDATE documents
-SET
-    status = 'COMPLETED',
-    result_text = %(result_text)s::text,
-    page_count = %(page_count)s::integer,
-    extraction_time_seconds = %(extraction_time_seconds)s::double precision,
-    error_message = NULL,
-    lease_expires_at = NULL,
-    completed_at = now(),
-    updated_at = now()
-WHERE id = %(document_id)s::bigint
-    AND status = 'PROCESSING'
-    AND worker_id = %(worker_id)s::text
-    AND lease_expires_at > now()
-RETURNING
+-- Store the result of the worker that holds a document (lease still running): COMPLETED, and
+-- the attempt in the history. The text is not returned: the caller has it.
+WITH done AS (
+    UPDATE documents
+    SET
+        status = 'COMPLETED',
+        result_text = %(result_text)s::text,
+        page_count = %(page_count)s::integer,
+        extraction_time_seconds = %(extraction_time_seconds)s::double precision,
+        error_message = NULL,
+        lease_expires_at = NULL,
+        completed_at = now(),
+        updated_at = now()
+    WHERE id = %(document_id)s::bigint
+        AND status = 'PROCESSING'
+        AND worker_id = %(worker_id)s::text
+        AND lease_expires_at > now()
+    RETURNING
+        id, user_id, filename, s3_key, status, error_message, page_count,
+        extraction_time_seconds, attempts, max_attempts, worker_id, lease_expires_at,
+        next_attempt_at, legacy_task_id, created_at, updated_at, started_at, completed_at
+),
+history AS (
+    INSERT INTO document_attempts (document_id, attempt, worker_id, started_at, outcome)
+    SELECT id, attempts, worker_id, started_at, 'completed'
+    FROM done
+    ON CONFLICT (document_id, attempt) DO NOTHING
+)
+SELECT
     id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
-    attempts, max_attempts, worker_id, lease_expires_at, legacy_task_id, created_at, updated_at,
-    started_at, completed_at;
+    attempts, max_attempts, worker_id, lease_expires_at, next_attempt_at, legacy_task_id,
+    created_at, updated_at, started_at, completed_at
+FROM done;
 
 -- name: fail_document
 -- Record the failure of the worker that holds a document (lease still running): back to
--- PENDING when retry is asked and attempts remain, otherwise FAILED.
-UPDATE documents
-SET
-    status = CASE
-        WHEN %(retry)s::boolean AND attempts < max_attempts THEN 'PENDING'
-        ELSE 'FAILED'
-    END,
-    worker_id = CASE
-        WHEN %(retry)s::boolean AND attempts < max_attempts THEN NULL
-        ELSE worker_id
-    END,
-    completed_at = CASE
-        WHEN %(retry)s::boolean AND attempts < max_attempts THEN NULL
-        ELSE now()
-    END,
-    error_message = %(error_message)s::text,
-    lease_expires_at = NULL,
-    updated_at = now()
-WHERE id = %(document_id)s::bigint
-    AND status = 'PROCESSING'
-    AND worker_id = %(worker_id)s::text
-    AND lease_expires_at > now()
-RETURNING
+-- PENDING, due after an exponential backoff with jitter, when retry is asked and attempts
+-- remain, otherwise FAILED; the attempt goes in the history.
+WITH held AS (
+    SELECT id, %(retry)s::boolean AND attempts < max_attempts AS retrying
+    FROM documents
+    WHERE id = %(document_id)s::bigint
+        AND status = 'PROCESSING'
+        AND worker_id = %(worker_id)s::text
+        AND lease_expires_at > now()
+    FOR UPDATE
+),
+failed AS (
+    UPDATE documents AS d
+    SET
+        status = CASE WHEN held.retrying THEN 'PENDING' ELSE 'FAILED' END,
+        worker_id = CASE WHEN held.retrying THEN NULL ELSE d.worker_id END,
+        completed_at = CASE WHEN held.retrying THEN NULL ELSE now() END,
+        -- Equal jitter: half the delay is fixed, half random, so that documents failed together
+        -- (an outage) come back spread out; the delay doubles per attempt, up to the cap.
+        next_attempt_at = CASE WHEN held.retrying THEN now() + make_interval(secs => least(
+                %(backoff_cap)s::double precision,
+                %(backoff_base)s::double precision * power(2, least(d.attempts - 1, 30))
+            ) * (0.5 + random() / 2)) END,
+        error_message = %(error_message)s::text,
+        lease_expires_at = NULL,
+        updated_at = now()
+    FROM held
+    WHERE d.id = held.id
+    RETURNING
+        d.id, d.user_id, d.filename, d.s3_key, d.status, d.error_message, d.page_count,
+        d.extraction_time_seconds, d.attempts, d.max_attempts, d.worker_id, d.lease_expires_at,
+        d.next_attempt_at, d.legacy_task_id, d.created_at, d.updated_at, d.started_at,
+        d.completed_at, d.result_text
+),
+history AS (
+    INSERT INTO document_attempts (
+        document_id, attempt, worker_id, started_at, outcome, error_message
+    )
+    SELECT
+        id, attempts, %(worker_id)s::text, started_at,
+        CASE WHEN status = 'PENDING' THEN 'retrying' ELSE 'failed' END, error_message
+    FROM failed
+    ON CONFLICT (document_id, attempt) DO NOTHING
+)
+SELECT
     id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
-    attempts, max_attempts, worker_id, lease_expires_at, legacy_task_id, created_at, updated_at,
-    started_at, completed_at, result_text;
+    attempts, max_attempts, worker_id, lease_expires_at, next_attempt_at, legacy_task_id,
+    created_at, updated_at, started_at, completed_at, result_text
+FROM failed;
 
 -- name: cancel_document
--- Cancel a document not yet finished: CANCELLED (its worker, if any, loses the lease).
-UPDATE documents
-SET
-    status = 'CANCELLED',
-    lease_expires_at = NULL,
-    completed_at = now(),
-    updated_at = now()
-WHERE id = %(document_id)s::bigint
-    AND status IN ('PENDING', 'PROCESSING')
-RETURNING
+-- Cancel a document not yet finished: CANCELLED (its worker, if any, loses the lease, and its
+-- attempt goes in the history as cancelled).
+WITH unfinished AS (
+    SELECT id, status AS was, worker_id AS held_by
+    FROM documents
+    WHERE id = %(document_id)s::bigint
+        AND status IN ('PENDING', 'PROCESSING')
+    FOR UPDATE
+),
+cancelled AS (
+    UPDATE documents AS d
+    SET
+        status = 'CANCELLED',
+        lease_expires_at = NULL,
+        next_attempt_at = NULL,
+        completed_at = now(),
+        updated_at = now()
+    FROM unfinished
+    WHERE d.id = unfinished.id
+    RETURNING
+        d.id, d.user_id, d.filename, d.s3_key, d.status, d.error_message, d.page_count,
+        d.extraction_time_seconds, d.attempts, d.max_attempts, d.worker_id, d.lease_expires_at,
+        d.next_attempt_at, d.legacy_task_id, d.created_at, d.updated_at, d.started_at,
+        d.completed_at, d.result_text,
+        unfinished.was, unfinished.held_by
+),
+history AS (
+    INSERT INTO document_attempts (document_id, attempt, worker_id, started_at, outcome)
+    SELECT id, attempts, held_by, coalesce(started_at, now()), 'cancelled'
+    FROM cancelled
+    WHERE was = 'PROCESSING' AND held_by IS NOT NULL
+    ON CONFLICT (document_id, attempt) DO NOTHING
+)
+SELECT
     id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
-    attempts, max_attempts, worker_id, lease_expires_at, legacy_task_id, created_at, updated_at,
-    started_at, completed_at, result_text;
+    attempts, max_attempts, worker_id, lease_expires_at, next_attempt_at, legacy_task_id,
+    created_at, updated_at, started_at, completed_at, result_text
+FROM cancelled;
 
 -- name: requeue_expired_documents
--- Take back documents whose lease ran out: PENDING while attempts remain, otherwise FAILED.
+-- Take back documents whose lease ran out: PENDING, due after the same backoff as a failure,
+-- while attempts remain, otherwise FAILED; the attempt goes in the history as expired.
 WITH expired AS (
-    SELECT id
+    SELECT id, worker_id AS held_by, attempts < max_attempts AS retrying
     FROM documents
     WHERE status = 'PROCESSING'
         AND lease_expires_at <= now()
     ORDER BY lease_expires_at
     LIMIT %(limit)s::integer
     FOR UPDATE SKIP LOCKED
+),
+taken AS (
+    UPDATE documents AS d
+    SET
+        status = CASE WHEN expired.retrying THEN 'PENDING' ELSE 'FAILED' END,
+        worker_id = CASE WHEN expired.retrying THEN NULL ELSE d.worker_id END,
+        completed_at = CASE WHEN expired.retrying THEN NULL ELSE now() END,
+        next_attempt_at = CASE WHEN expired.retrying THEN now() + make_interval(secs => least(
+                %(backoff_cap)s::double precision,
+                %(backoff_base)s::double precision * power(2, least(d.attempts - 1, 30))
+            ) * (0.5 + random() / 2)) END,
+        error_message = 'lease of worker ' || d.worker_id || ' expired',
+        lease_expires_at = NULL,
+        updated_at = now()
+    FROM expired
+    WHERE d.id = expired.id
+    RETURNING
+        d.id, d.user_id, d.filename, d.s3_key, d.status, d.error_message, d.page_count,
+        d.extraction_time_seconds, d.attempts, d.max_attempts, d.worker_id, d.lease_expires_at,
+        d.next_attempt_at, d.legacy_task_id, d.created_at, d.updated_at, d.started_at,
+        d.completed_at, d.result_text,
+        expired.held_by
+),
+history AS (
+    INSERT INTO document_attempts (
+        document_id, attempt, worker_id, started_at, outcome, error_message
+    )
+    SELECT id, attempts, held_by, coalesce(started_at, now()), 'expired', error_message
+    FROM taken
+    WHERE held_by IS NOT NULL AND attempts >= 1
+    ON CONFLICT (document_id, attempt) DO NOTHING
 )
-UPDATE documents AS d
-SET
-    status = CASE WHEN d.attempts < d.max_attempts THEN 'PENDING' ELSE 'FAILED' END,
-    worker_id = CASE WHEN d.attempts < d.max_attempts THEN NULL ELSE d.worker_id END,
-    completed_at = CASE WHEN d.attempts < d.max_attempts THEN NULL ELSE now() END,
-    error_message = 'lease of worker ' || d.worker_id || ' expired',
-    lease_expires_at = NULL,
-    updated_at = now()
-FROM expired
-WHERE d.id = expired.id
-RETURNING
-    d.id, d.user_id, d.filename, d.s3_key, d.status, d.error_message, d.page_count,
-    d.extraction_time_seconds, d.attempts, d.max_attempts, d.worker_id, d.lease_expires_at,
-    d.legacy_task_id, d.created_at, d.updated_at, d.started_at, d.completed_at, d.result_text;
+SELECT
+    id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
+    attempts, max_attempts, worker_id, lease_expires_at, next_attempt_at, legacy_task_id,
+    created_at, updated_at, started_at, completed_at, result_text
+FROM taken;
 
 -- name: get_document_state
 -- Why a lifecycle UPDATE touched no row: the document's status, holder and lease.
-SELECT status, worker_id, lease_expires_at > now() AS lease_running
+SELECT
+    status, worker_id, lease_expires_at > now() AS lease_running,
+    CASE WHEN next_attempt_at > now() THEN next_attempt_at END AS not_before
 FROM documents
 WHERE id = %(document_id)s::bigint;
 
@@ -406,7 +498,7 @@ page AS (
 )
 SELECT
     d.id, d.user_id, d.filename, d.s3_key, d.status, d.error_message, d.page_count,
-    d.extraction_time_seconds, d.attempts, d.max_attempts, d.worker_id, d.lease_expires_at,
+    d.extraction_time_seconds, d.attempts, d.max_attempts, d.worker_id, d.lease_expires_at, d.next_attempt_at,
     d.legacy_task_id, d.created_at, d.updated_at, d.started_at, d.completed_at,
     page.rank,
     -- Only the indexed prefix can hold the matches (see search_vector in migration 0002).
@@ -429,6 +521,7 @@ WITH stale AS (
     SELECT id
     FROM documents
     WHERE status = 'PENDING'
+        AND (next_attempt_at IS NULL OR next_attempt_at <= now())
         AND updated_at < now() - make_interval(secs => %(pending_for)s::double precision)
         -- Enqueued since the oldest message still queued: its message may be waiting there.
         AND (
@@ -444,3 +537,28 @@ SET updated_at = now()
 FROM stale
 WHERE d.id = stale.id
 RETURNING d.id;
+
+-- name: promote_due_retries
+-- Documents whose retry is due, made plain PENDING (no longer waiting) so that they can be
+-- enqueued; SKIP LOCKED keeps callers side by side from taking the same ones.
+WITH due AS (
+    SELECT id
+    FROM documents
+    WHERE status = 'PENDING'
+        AND next_attempt_at <= now()
+    ORDER BY next_attempt_at
+    LIMIT %(limit)s::integer
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE documents AS d
+SET next_attempt_at = NULL, updated_at = now()
+FROM due
+WHERE d.id = due.id
+RETURNING d.id;
+
+-- name: list_document_attempts
+-- A document's finished attempts, first first.
+SELECT attempt, worker_id, started_at, ended_at, outcome, error_message
+FROM document_attempts
+WHERE document_id = %(document_id)s::bigint
+ORDER BY attempt;

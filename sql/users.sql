@@ -101,7 +101,7 @@ SELECT
             FROM (
                 SELECT
                     id, user_id, filename, s3_key, status, error_message, page_count,
-                    extraction_time_seconds, attempts, max_attempts, worker_id, lease_expires_at,
+                    extraction_time_seconds, attempts, max_attempts, worker_id, lease_expires_at, next_attempt_at,
                     legacy_task_id, created_at, updated_at, started_at, completed_at
                 FROM documents
                 WHERE user_id = u.id

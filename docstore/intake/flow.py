@@ -245,8 +245,8 @@ class DocumentIntake:
                 self._ack(message)
                 return Outcome(document_id=message.document_id, action="skipped", detail=str(exc))
         outcome = self._run(document, worker_id, extract)
-        if outcome.action == "retrying":
-            self._enqueue_again(document.id)
+        # A retry waits for its backoff in PostgreSQL (`next_attempt_at`): it is claimed from
+        # there once due (by an idle worker's `claim_next`, or enqueued by `requeue_stuck`).
         self._ack(message)
         return outcome
 
@@ -360,12 +360,6 @@ class DocumentIntake:
             # Redelivered later, then skipped by the conditional claim.
             logger.warning("message %s not acked: %s", message.message_id, exc.message)
 
-    def _enqueue_again(self, document_id: int) -> None:
-        try:
-            self.queue.enqueue(document_id)
-        except ServiceUnavailable as exc:
-            logger.warning("document %s not re-enqueued: %s", document_id, exc.message)
-
     # -- deleting -----------------------------------------------------------------------------
 
     def delete_document(self, document_id: int) -> None:
@@ -416,8 +410,9 @@ class DocumentIntake:
     # -- recovering ---------------------------------------------------------------------------
 
     def requeue_stuck(self, pending_for: float = 300.0, limit: int = 1000) -> StuckReport:
-        """Hand back expired leases and re-enqueue documents PENDING for `pending_for` seconds
-        whose message is lost (a Redis restart, a failed enqueue) or whose worker died.
+        """Hand back expired leases (due again after a backoff), enqueue retries now due, and
+        re-enqueue documents PENDING for `pending_for` seconds whose message is lost (a Redis
+        restart, a failed enqueue); deletes the blobs of deleted documents still waiting.
 
         Only documents last enqueued before the oldest message still queued count as lost: a
         backlog is not copied, however old. Each is re-enqueued by one of the callers running
@@ -431,12 +426,15 @@ class DocumentIntake:
         oldest = self.queue.oldest_enqueued_at()
         queued_before = oldest - timedelta(seconds=ENQUEUE_MARGIN_SECONDS) if oldest else None
         stale = self.lifecycle.take_unqueued_pending(pending_for, queued_before, limit)
-        ids = {d.id for d in expired if d.status == "PENDING"} | set(stale)
+        # Retries whose backoff is over (expired leases wait for theirs too).
+        due = self.lifecycle.promote_due_retries(limit)
+        ids = set(due) | set(stale)
         self.queue.enqueue_many(sorted(ids))
         purged = self.purge_deleted_blobs()
+        handed_back = {d.id for d in expired if d.status == "PENDING"}
         return StuckReport(
             expired_leases=len(expired),
-            requeued=len(ids),
+            requeued=len(ids | handed_back),
             failed=sum(1 for d in expired if d.status == "FAILED"),
             blobs_deleted=purged.deleted,
         )

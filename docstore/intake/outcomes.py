@@ -31,7 +31,7 @@ class StuckReport(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     expired_leases: int
-    requeued: int
+    requeued: int  # handed back or enqueued again (a retry waits for its backoff first)
     failed: int
     blobs_deleted: int = 0
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from docstore.errors import Cancelled, InvalidInput, InvalidTransition, NotFound
-from docstore.models import CompletedResult, DocumentResponse, DocumentSummary
+from docstore.models import CompletedResult, DocumentAttempt, DocumentResponse, DocumentSummary
 from docstore.postgres.executor_async import AsyncDatabase, Connection
 from docstore.repositories.changes_async import AsyncDocumentChanges
 from docstore.rules import (
@@ -33,11 +33,15 @@ from docstore.rules import (
 )
 
 DEFAULT_LEASE_SECONDS = 300.0
+# A failed attempt's retry waits base * 2^(attempt - 1) seconds, at most the cap, 50-100% of it.
+DEFAULT_BACKOFF_BASE = 10.0
+DEFAULT_BACKOFF_CAP = 3600.0
 
 _document_id: Checker[int] = Checker(RowId, "document_id")
 _worker_id: Checker[str] = Checker(WorkerId, "worker_id")
 _lease_seconds: Checker[float] = Checker(LeaseSeconds, "lease_seconds")
 _pending_for: Checker[float] = Checker(Seconds, "pending_for")
+_backoff: Checker[float] = Checker(Seconds, "backoff")
 
 
 def _error_message(value: object) -> str:
@@ -65,9 +69,18 @@ class AsyncDocumentLifecycle:
     is told to `changes` (the store's cache invalidation) once it is committed.
     """
 
-    def __init__(self, db: AsyncDatabase, changes: AsyncDocumentChanges | None = None) -> None:
+    def __init__(
+        self,
+        db: AsyncDatabase,
+        changes: AsyncDocumentChanges | None = None,
+        *,
+        backoff_base: float = DEFAULT_BACKOFF_BASE,
+        backoff_cap: float = DEFAULT_BACKOFF_CAP,
+    ) -> None:
         self.db = db
         self.changes = changes or AsyncDocumentChanges()
+        self.backoff_base = float(_backoff(backoff_base))
+        self.backoff_cap = float(_backoff(backoff_cap))
 
     async def _changed(
         self, document: DocumentResponse | None, conn: Connection | None
@@ -171,14 +184,17 @@ class AsyncDocumentLifecycle:
     ) -> DocumentResponse:
         """Record the failure of the worker holding the document.
 
-        With `retry` and attempts left it goes back to PENDING, otherwise to FAILED (with
-        `completed_at`). `InvalidTransition` when the worker's lease is gone.
+        With `retry` and attempts left it goes back to PENDING, due again after an exponential
+        backoff with jitter (`next_attempt_at`), otherwise to FAILED (with `completed_at`); the
+        attempt is kept in its history (`attempts`). `InvalidTransition` when the worker's
+        lease is gone.
         """
         params = {
             "document_id": _document_id(document_id),
             "worker_id": _worker_id(worker_id),
             "error_message": _error_message(error_message),
             "retry": bool(retry),
+            **self._backoff_params(),
         }
         document = await self.db.one("fail_document", params, DocumentResponse, conn)
         return await self._changed(document, conn) or await self._refused(
@@ -205,11 +221,32 @@ class AsyncDocumentLifecycle:
         self, limit: int = 1000, conn: Connection | None = None
     ) -> list[DocumentResponse]:
         """Take back up to `limit` documents whose lease ran out (their worker died): PENDING
-        while attempts remain, FAILED after the last. Returns them, e.g. to re-enqueue."""
-        params = {"limit": checked_limit(limit, 10_000)}
+        (due after the same backoff as a failure) while attempts remain, FAILED after the last.
+        Returns them."""
+        params = {"limit": checked_limit(limit, 10_000), **self._backoff_params()}
         taken = await self.db.all("requeue_expired_documents", params, DocumentResponse, conn)
         await self.changes.changed([document.id for document in taken], conn)
         return taken
+
+    async def promote_due_retries(
+        self, limit: int = 1000, conn: Connection | None = None
+    ) -> list[int]:
+        """Ids of up to `limit` documents whose retry is due, now plain PENDING (no longer
+        waiting): the caller enqueues them; concurrent callers never take the same ones."""
+        params = {"limit": checked_limit(limit, 10_000)}
+        ids = [row[0] for row in await self.db.all("promote_due_retries", params, conn=conn)]
+        await self.changes.changed(ids, conn)
+        return ids
+
+    async def attempts(
+        self, document_id: int, conn: Connection | None = None
+    ) -> list[DocumentAttempt]:
+        """The document's finished attempts, first first: worker, start, end, outcome, error."""
+        params = {"document_id": _document_id(document_id)}
+        return await self.db.all("list_document_attempts", params, DocumentAttempt, conn)
+
+    def _backoff_params(self) -> dict[str, float]:
+        return {"backoff_base": self.backoff_base, "backoff_cap": self.backoff_cap}
 
     async def take_unqueued_pending(
         self,
@@ -239,10 +276,12 @@ class AsyncDocumentLifecycle:
         rows = await self.db.all("get_document_state", {"document_id": document_id}, conn=conn)
         if not rows:
             raise NotFound(f"document {document_id} does not exist")
-        status, holder, lease_running = rows[0]
+        status, holder, lease_running, not_before = rows[0]
         if status == "CANCELLED":
             raise Cancelled(f"cannot {action} document {document_id}: it was cancelled")
-        if action == "claim":
+        if action == "claim" and status == "PENDING" and not_before is not None:
+            reason = f"its next attempt is due at {not_before.isoformat()}"
+        elif action == "claim":
             reason = f"it is {status}, not PENDING"
         elif status != "PROCESSING":
             reason = f"it is {status}, not PROCESSING"
@@ -257,4 +296,9 @@ class AsyncDocumentLifecycle:
         )
 
 
-__all__ = ["DEFAULT_LEASE_SECONDS", "AsyncDocumentLifecycle"]
+__all__ = [
+    "DEFAULT_BACKOFF_BASE",
+    "DEFAULT_BACKOFF_CAP",
+    "DEFAULT_LEASE_SECONDS",
+    "AsyncDocumentLifecycle",
+]

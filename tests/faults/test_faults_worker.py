@@ -59,7 +59,10 @@ def store(
     side: Side, docstore_settings: Settings, docstore_blob_store: S3BlobStore
 ) -> Iterator[Docstore]:
     # The surviving worker: a message left unacked by a dead worker comes back after 0.5 s.
-    settings = docstore_settings.model_copy(update={"queue_reclaim_idle": 0.5})
+    # Retries at once (RETRY_BACKOFF_BASE=0): the backoff has its own tests.
+    settings = docstore_settings.model_copy(
+        update={"queue_reclaim_idle": 0.5, "retry_backoff_base": 0.0}
+    )
     with side.connect(settings, blobs=docstore_blob_store) as opened:
         yield opened
 

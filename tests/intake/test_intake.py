@@ -22,7 +22,10 @@ def bucket_keys(blobs: S3BlobStore) -> list[str]:
 
 @pytest.fixture
 def store(docstore_settings: Settings, docstore_blob_store: S3BlobStore) -> Iterator[Docstore]:
-    settings = docstore_settings.model_copy(update={"lease_seconds": 30.0})
+    # Retries at once (no backoff): the backoff has its own tests (test_shared_retries.py).
+    settings = docstore_settings.model_copy(
+        update={"lease_seconds": 30.0, "retry_backoff_base": 0.0}
+    )
     with Docstore.connect(settings, blobs=docstore_blob_store) as opened:
         yield opened
 
@@ -266,7 +269,10 @@ def outage_store(
 ) -> Iterator[tuple[Docstore, LocalRedis]]:
     server = local_redis_factory()
     settings = docstore_settings.model_copy(
-        update={"redis_url_secret": docstore_settings.redis_url_secret.__class__(server.url)}
+        update={
+            "redis_url_secret": docstore_settings.redis_url_secret.__class__(server.url),
+            "retry_backoff_base": 0.0,  # retries at once: see test_shared_retries.py
+        }
     )
     with Docstore.connect(settings, blobs=docstore_blob_store) as opened:
         yield opened, server

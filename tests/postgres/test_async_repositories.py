@@ -86,7 +86,8 @@ def _async_side(db: AsyncDatabase) -> Side:
         documents_module=docstore.repositories.documents_async,
         users=AsyncUserRepo(db),
         documents=AsyncDocumentRepo(db),
-        lifecycle=AsyncDocumentLifecycle(db),
+        # Retries at once (no backoff): the backoff has its own tests (test_shared_retries.py).
+        lifecycle=AsyncDocumentLifecycle(db, backoff_base=0),
         transaction=db.transaction,
         sql=sql,
     )
@@ -107,7 +108,7 @@ def _sync_side(db: Database) -> Side:
         documents_module=docstore.repositories.documents,
         users=_Awaited(UserRepo(db)),
         documents=_Awaited(DocumentRepo(db)),
-        lifecycle=_Awaited(DocumentLifecycle(db)),
+        lifecycle=_Awaited(DocumentLifecycle(db, backoff_base=0)),
         transaction=transaction,
         sql=sql,
     )

@@ -19,8 +19,11 @@ Action = Callable[[Docstore, int], object]
 
 @pytest.fixture
 def store(docstore_settings: Settings) -> Iterator[Docstore]:
-    """A store whose pool lets eight threads hold a connection at once."""
-    settings = docstore_settings.model_copy(update={"pool_max_overflow": 8})
+    """A store whose pool lets eight threads hold a connection at once, retrying at once (the
+    backoff has its own tests: tests/service/test_shared_retries.py)."""
+    settings = docstore_settings.model_copy(
+        update={"pool_max_overflow": 8, "retry_backoff_base": 0.0}
+    )
     with Docstore.connect(settings) as store:
         yield store
 

@@ -112,7 +112,9 @@ def test_finished_documents_cannot_be_cancelled(store: Docstore, user: UserRespo
 
 def test_the_database_refuses_an_unknown_status(docstore_database_url: str) -> None:
     with psycopg.connect(docstore_database_url) as conn:
-        user_id = conn.execute("INSERT INTO users (email) VALUES ('s@x.io') RETURNING id").fetchone()
+        user_id = conn.execute(
+            "INSERT INTO users (email) VALUES ('s@x.io') RETURNING id"
+        ).fetchone()
         assert user_id is not None
         conn.execute(
             "INSERT INTO documents (user_id, filename, s3_key, status)"

@@ -100,7 +100,7 @@ def test_racing_submits_with_one_key_make_one_document_blob_and_message(
             results.append(
                 store.submit_document(user, "race.txt", b"one body", idempotency_key="race")
             )
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=submit) for _ in range(8)]
