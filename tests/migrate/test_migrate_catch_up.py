@@ -275,3 +275,29 @@ def test_verify_lists_documents_whose_legacy_task_is_gone_and_passes_only_when_a
     for i in (3, 7):
         r.hset(f"task:t{i}", mapping=pending(i) if i % 2 else running(i))
     assert verify(r, docstore_store.db, batch_size=2).ok
+
+
+@pytest.mark.parametrize("name", ["migrate_plan", "migrate_fetch_migrated"])
+def test_a_batch_looks_up_its_tasks_by_index_however_large_the_ledger(
+    docstore_store: Docstore, name: str
+) -> None:
+    """A scan of the ledger or of documents per batch would make a run quadratic. As plain
+    joins the planner chose a seq scan of legacy_migrations at 40,000 recorded tasks."""
+    with docstore_store.db.connection() as conn:
+        conn.execute("INSERT INTO users (email) VALUES ('owner@example.com')")
+        conn.execute(
+            "INSERT INTO documents (user_id, filename, s3_key, legacy_task_id)"
+            " SELECT u.id, 'f.pdf', 'k', g::text FROM users AS u, generate_series(1, 40000) AS g"
+        )
+        conn.execute(
+            "INSERT INTO legacy_migrations (legacy_task_id, source_md5, written_md5)"
+            " SELECT legacy_task_id, decode(md5(legacy_task_id), 'hex'),"
+            " legacy_document_fingerprint(d) FROM documents AS d"
+        )
+        conn.execute("ANALYZE documents, legacy_migrations")
+        params: dict[str, Any] = {"task_ids": [str(i) for i in range(39_500, 40_500)]}
+        if name == "migrate_plan":
+            params["source_md5s"] = [b"x" * 16] * 1000
+        query = docstore_store.db.query(name, params)
+        plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + query.sql, params))
+    assert "Seq Scan" not in plan, plan
