@@ -116,7 +116,8 @@ class MigrationSummary:
         width = min(max(2 * depth + len(label) for depth, label, _, _ in rows), _MAX_LABEL_WIDTH)
         lines = [_line(row, width) for row in rows]
         if self.wrote_nothing and self.task_keys and not self.dry_run:
-            lines.append("nothing written: PostgreSQL already holds every task as Redis has it")
+            others = f" but the {self.conflicts} conflicts (listed)" if self.conflicts else ""
+            lines.append(f"nothing written: every task is up to date{others}")
         return "\n".join(lines)
 
     def _rate(self) -> str:

@@ -97,7 +97,7 @@ def test_a_rerun_of_an_unchanged_keyspace_writes_nothing_and_says_so(
     assert (again.migrated, again.updated, again.already_present, again.conflicts) == (0, 0, 10, 0)
     assert again.users_created == 0 and lines == []
     assert row_versions(docstore_store) == before  # not one row rewritten, nor added
-    assert "nothing written: PostgreSQL already holds every task as Redis has it" in again.text()
+    assert "nothing written: every task is up to date\n" in again.text() + "\n"
     assert "nothing written" not in first.text()
 
 
@@ -157,7 +157,9 @@ def test_a_document_docstore_changed_is_a_conflict_left_alone_and_listed_with_bo
     assert line["docstore"]["result_text"] == "docstore's text"
     assert line["docstore"]["worker_id"] == "worker-7"
     # Still a conflict on the next run (nothing resolved it), and for verify.
-    assert run(docstore_store)[0].conflicts == 1
+    again = run(docstore_store)[0]
+    assert again.conflicts == 1
+    assert "nothing written: every task is up to date but the 1 conflicts (listed)" in again.text()
     report = verify(r, docstore_store.db)
     assert (report.conflicts, report.ok) == (1, False)
 
