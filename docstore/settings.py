@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     retry_backoff_cap: float = Field(
         3600.0, gt=0, description="Longest wait before a retry, in seconds (jitter: 50-100%)."
     )
+    max_processing_per_user: int | None = Field(
+        None, ge=1, description="Documents of one user PROCESSING at once (None: no cap)."
+    )
 
     @model_validator(mode="after")
     def _check_urls(self) -> Settings:

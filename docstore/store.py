@@ -84,6 +84,7 @@ class Docstore:
             self.changes,
             backoff_base=self.settings.retry_backoff_base,
             backoff_cap=self.settings.retry_backoff_cap,
+            max_processing_per_user=self.settings.max_processing_per_user,
         )
         # Redis side, all through one core (each fails open or raises typed errors when Redis
         # is down).

@@ -25,8 +25,10 @@ BEGIN
         ADD CONSTRAINT documents_status_check
             CHECK (status IN ('PENDING', 'PROCESSING', 'COMPLETED', 'FAILED'));
     DROP TABLE document_attempts;
+    DROP INDEX documents_ready_turn_idx;
     DROP INDEX documents_retry_due_idx;
     ALTER TABLE documents
+        DROP COLUMN turn,
         DROP COLUMN next_attempt_at,
         DROP CONSTRAINT documents_idempotency_key_key,
         DROP COLUMN content_sha256,

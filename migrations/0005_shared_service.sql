@@ -1,5 +1,5 @@
--- A shared service: retries after a backoff with a readable history of attempts, idempotent
--- submissions, cancelled documents, and blob deletions that are retried until done.
+-- A shared service: fair turns across users, retries after a backoff with a readable history of
+-- attempts, idempotent submissions, cancelled documents, and blob deletions retried until done.
 -- depends: 0003_legacy_task_id
 
 -- Blobs of deleted documents, deleted from the blob store after the rows are gone (never before:
@@ -59,3 +59,24 @@ CREATE TABLE document_attempts (
     error_message TEXT,
     CONSTRAINT document_attempts_pkey PRIMARY KEY (document_id, attempt)
 );
+
+-- Fair turns: a document's turn is the round in which its user is served. A user's documents
+-- take consecutive turns from the current round (the lowest turn waiting) or from just after the
+-- user's previous one, whichever is later, so that each round serves every waiting user once,
+-- each user's own documents oldest first. Documents waiting now get their turns per user.
+ALTER TABLE documents
+    ADD COLUMN turn BIGINT NOT NULL DEFAULT 0;
+
+UPDATE documents AS d
+SET turn = numbered.turn
+FROM (
+    SELECT id, row_number() OVER (PARTITION BY user_id ORDER BY created_at, id) - 1 AS turn
+    FROM documents
+    WHERE status = 'PENDING'
+) AS numbered
+WHERE d.id = numbered.id;
+
+-- claim_next takes the lowest turn among documents ready now (one index probe however long the
+-- backlog: documents waiting for a retry are in documents_retry_due_idx instead).
+CREATE INDEX documents_ready_turn_idx ON documents (turn, id)
+    WHERE status = 'PENDING' AND next_attempt_at IS NULL;

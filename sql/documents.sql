@@ -6,7 +6,8 @@
 -- name: insert_document
 -- Create one PENDING document.
 INSERT INTO documents (
-    user_id, filename, s3_key, max_attempts, legacy_task_id, idempotency_key, content_sha256
+    user_id, filename, s3_key, max_attempts, legacy_task_id, idempotency_key, content_sha256,
+    turn
 )
 VALUES (
     %(user_id)s::bigint,
@@ -15,7 +16,33 @@ VALUES (
     %(max_attempts)s::integer,
     %(legacy_task_id)s::text,
     %(idempotency_key)s::text,
-    decode(%(content_sha256)s::text, 'hex')
+    decode(%(content_sha256)s::text, 'hex'),
+    -- The later of the current round and just after the user's previous document.
+    (
+        SELECT greatest(
+            coalesce(
+                (
+                    SELECT turn
+                    FROM documents
+                    WHERE status = 'PENDING' AND next_attempt_at IS NULL
+                    ORDER BY turn
+                    LIMIT 1
+                ),
+                (SELECT turn FROM documents ORDER BY id DESC LIMIT 1),
+                0
+            ),
+            coalesce(
+                (
+                    SELECT turn + 1
+                    FROM documents
+                    WHERE user_id = %(user_id)s::bigint
+                    ORDER BY created_at DESC, id DESC
+                    LIMIT 1
+                ),
+                0
+            )
+        )
+    )
 )
 RETURNING
     id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
@@ -23,25 +50,65 @@ RETURNING
     started_at, completed_at, result_text;
 
 -- name: insert_documents
--- Create a batch of PENDING documents from parallel arrays, in array order, in one statement.
+-- Create a batch of PENDING documents from parallel arrays, in array order, in one statement;
+-- each user's documents take consecutive turns (see insert_document).
+WITH batch AS (
+    SELECT *
+    FROM unnest(
+        %(user_ids)s::bigint[],
+        %(filenames)s::text[],
+        %(s3_keys)s::text[],
+        %(max_attempts)s::integer[],
+        %(legacy_task_ids)s::text[],
+        %(idempotency_keys)s::text[],
+        %(content_sha256s)s::text[]
+    ) WITH ORDINALITY AS batch (
+        user_id, filename, s3_key, max_attempts, legacy_task_id, idempotency_key,
+        content_sha256, position
+    )
+),
+current_round AS (
+    SELECT coalesce(
+        (
+            SELECT turn
+            FROM documents
+            WHERE status = 'PENDING' AND next_attempt_at IS NULL
+            ORDER BY turn
+            LIMIT 1
+        ),
+        (SELECT turn FROM documents ORDER BY id DESC LIMIT 1),
+        0
+    ) AS turn
+),
+first_turns AS (
+    SELECT
+        users.user_id,
+        greatest(
+            current_round.turn,
+            coalesce(
+                (
+                    SELECT d.turn + 1
+                    FROM documents AS d
+                    WHERE d.user_id = users.user_id
+                    ORDER BY d.created_at DESC, d.id DESC
+                    LIMIT 1
+                ),
+                0
+            )
+        ) AS turn
+    FROM (SELECT DISTINCT user_id FROM batch) AS users
+    CROSS JOIN current_round
+)
 INSERT INTO documents (
-    user_id, filename, s3_key, max_attempts, legacy_task_id, idempotency_key, content_sha256
+    user_id, filename, s3_key, max_attempts, legacy_task_id, idempotency_key, content_sha256,
+    turn
 )
 SELECT
     batch.user_id, batch.filename, batch.s3_key, batch.max_attempts, batch.legacy_task_id,
-    batch.idempotency_key, decode(batch.content_sha256, 'hex')
-FROM unnest(
-    %(user_ids)s::bigint[],
-    %(filenames)s::text[],
-    %(s3_keys)s::text[],
-    %(max_attempts)s::integer[],
-    %(legacy_task_ids)s::text[],
-    %(idempotency_keys)s::text[],
-    %(content_sha256s)s::text[]
-) WITH ORDINALITY AS batch (
-    user_id, filename, s3_key, max_attempts, legacy_task_id, idempotency_key, content_sha256,
-    position
-)
+    batch.idempotency_key, decode(batch.content_sha256, 'hex'),
+    first_turns.turn + row_number() OVER (PARTITION BY batch.user_id ORDER BY batch.position) - 1
+FROM batch
+JOIN first_turns ON first_turns.user_id = batch.user_id
 ORDER BY batch.position
 RETURNING
     id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
@@ -61,7 +128,8 @@ WHERE id = %(document_id)s::bigint;
 -- Create one PENDING document unless the user already has one under this idempotency key
 -- (then nothing is written and no row returned; a racing insert is waited for).
 INSERT INTO documents (
-    user_id, filename, s3_key, max_attempts, legacy_task_id, idempotency_key, content_sha256
+    user_id, filename, s3_key, max_attempts, legacy_task_id, idempotency_key, content_sha256,
+    turn
 )
 VALUES (
     %(user_id)s::bigint,
@@ -70,7 +138,33 @@ VALUES (
     %(max_attempts)s::integer,
     %(legacy_task_id)s::text,
     %(idempotency_key)s::text,
-    decode(%(content_sha256)s::text, 'hex')
+    decode(%(content_sha256)s::text, 'hex'),
+    -- The later of the current round and just after the user's previous document.
+    (
+        SELECT greatest(
+            coalesce(
+                (
+                    SELECT turn
+                    FROM documents
+                    WHERE status = 'PENDING' AND next_attempt_at IS NULL
+                    ORDER BY turn
+                    LIMIT 1
+                ),
+                (SELECT turn FROM documents ORDER BY id DESC LIMIT 1),
+                0
+            ),
+            coalesce(
+                (
+                    SELECT turn + 1
+                    FROM documents
+                    WHERE user_id = %(user_id)s::bigint
+                    ORDER BY created_at DESC, id DESC
+                    LIMIT 1
+                ),
+                0
+            )
+        )
+    )
 )
 ON CONFLICT (user_id, idempotency_key) DO NOTHING
 RETURNING
@@ -230,16 +324,49 @@ WHERE user_id = %(user_id)s::bigint
 GROUP BY status;
 
 -- name: claim_next_document
--- Hand the oldest PENDING document that is due to a worker: PROCESSING, a lease, one more
--- attempt.
-WITH next AS (
-    SELECT id
+-- Hand the next document to a worker, in fair turns across users (the lowest turn first, each
+-- user's own oldest first): PROCESSING, a lease, one more attempt. Candidates are the head of
+-- the documents ready now and the earliest retry that is due: two index probes, whatever the
+-- backlog. With max_processing, a user already holding that many PROCESSING is skipped.
+WITH ready AS (
+    SELECT id, turn
     FROM documents
     WHERE status = 'PENDING'
-        AND (next_attempt_at IS NULL OR next_attempt_at <= now())
-    ORDER BY created_at, id
+        AND next_attempt_at IS NULL
+        AND (
+            %(max_processing)s::integer IS NULL
+            OR (
+                SELECT count(*)
+                FROM documents AS busy
+                WHERE busy.user_id = documents.user_id AND busy.status = 'PROCESSING'
+            ) < %(max_processing)s::integer
+        )
+    ORDER BY turn, id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
+),
+due AS (
+    SELECT id, turn
+    FROM documents
+    WHERE status = 'PENDING'
+        AND next_attempt_at <= now()
+        AND (
+            %(max_processing)s::integer IS NULL
+            OR (
+                SELECT count(*)
+                FROM documents AS busy
+                WHERE busy.user_id = documents.user_id AND busy.status = 'PROCESSING'
+            ) < %(max_processing)s::integer
+        )
+    ORDER BY next_attempt_at
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+),
+next AS (
+    SELECT id
+    FROM (SELECT id, turn FROM ready UNION ALL SELECT id, turn FROM due) AS candidates
+    ORDER BY turn, id
+    LIMIT 1
 )
 UPDATE documents AS d
 SET

@@ -3,7 +3,9 @@
 
 - A blob whose row could not be written is deleted again.
 - A row whose queue message could not be written stays PENDING; `requeue_stuck` re-enqueues it.
-- A message delivered twice meets the conditional `claim`, which only one worker wins.
+- A message only says that there is work: the worker takes the next document in fair turns
+  across users (`claim_next`), so a message delivered twice, or for a document done, cancelled,
+  deleted or not yet due, claims nothing more than there is.
 - A worker that dies leaves a lease that runs out; `requeue_stuck` hands the document back.
 - A worker with no message (an empty queue, or Redis down) takes back expired leases and claims
   straight from PostgreSQL (`claim_next`): lost messages and migrated work never wait.
@@ -235,15 +237,19 @@ class AsyncDocumentIntake:
             if document is None:
                 return None
         else:
+            # A message says there is work; PostgreSQL says which, in fair turns across users
+            # (the queue's own order is global, first come first served).
             message = messages[0]
-            try:
-                document = await self.lifecycle.claim(
-                    message.document_id, worker_id, self.lease_seconds
-                )
-            except (InvalidTransition, NotFound) as exc:
-                # Delivered twice, already done, or deleted: someone else owns the outcome.
+            claimed = await self.lifecycle.claim_next(worker_id, self.lease_seconds)
+            if claimed is None:
+                # Delivered twice, done, cancelled, deleted or not yet due: nothing to do now.
                 await self._ack(message)
-                return Outcome(document_id=message.document_id, action="skipped", detail=str(exc))
+                return Outcome(
+                    document_id=message.document_id,
+                    action="skipped",
+                    detail="no document is due for this message",
+                )
+            document = claimed
         outcome = await self._run(document, worker_id, extract)
         # A retry waits for its backoff in PostgreSQL (`next_attempt_at`): it is claimed from
         # there once due (by an idle worker's `claim_next`, or enqueued by `requeue_stuck`).
@@ -297,12 +303,15 @@ class AsyncDocumentIntake:
 
         try:
             data = await in_thread(self._blobs().get, document.s3_key)
+        except Exception as exc:  # noqa: BLE001 - an unreadable blob fails the attempt
+            return await self._fail(document, worker_id, exc)
+        try:
             extraction = await in_thread(extract, data, document.filename, report)
         except Cancelled as exc:
             return Outcome(document_id=document.id, action="cancelled", detail=str(exc))
         except InvalidTransition:
             return Outcome(document_id=document.id, action="lease_lost")
-        except NotFound as exc:  # deleted while we worked on it: nothing left to record
+        except NotFound as exc:  # a heartbeat found it deleted: nothing left to record
             return Outcome(document_id=document.id, action="skipped", detail=str(exc))
         except Exception as exc:  # noqa: BLE001 - any failure of the extractor fails the document
             return await self._fail(document, worker_id, exc)

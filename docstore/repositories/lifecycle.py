@@ -26,6 +26,7 @@ from docstore.rules import (
     ERROR_MESSAGE_LENGTH,
     Checker,
     LeaseSeconds,
+    PositiveInt,
     RowId,
     Seconds,
     WorkerId,
@@ -44,6 +45,7 @@ _worker_id: Checker[str] = Checker(WorkerId, "worker_id")
 _lease_seconds: Checker[float] = Checker(LeaseSeconds, "lease_seconds")
 _pending_for: Checker[float] = Checker(Seconds, "pending_for")
 _backoff: Checker[float] = Checker(Seconds, "backoff")
+_cap: Checker[int] = Checker(PositiveInt, "max_processing_per_user")
 
 
 def _error_message(value: object) -> str:
@@ -78,11 +80,15 @@ class DocumentLifecycle:
         *,
         backoff_base: float = DEFAULT_BACKOFF_BASE,
         backoff_cap: float = DEFAULT_BACKOFF_CAP,
+        max_processing_per_user: int | None = None,
     ) -> None:
         self.db = db
         self.changes = changes or DocumentChanges()
         self.backoff_base = float(_backoff(backoff_base))
         self.backoff_cap = float(_backoff(backoff_cap))
+        self.max_processing_per_user = (
+            None if max_processing_per_user is None else _cap(max_processing_per_user)
+        )
 
     def _changed(
         self, document: DocumentResponse | None, conn: Connection | None
@@ -97,13 +103,18 @@ class DocumentLifecycle:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         conn: Connection | None = None,
     ) -> DocumentResponse | None:
-        """Take the oldest PENDING document for `worker_id`, or None when there is none.
+        """Take the next PENDING document that is due for `worker_id`, or None when there is
+        none: in fair turns across users (a user who submits 10,000 documents does not make the
+        others wait behind them), each user's own documents oldest first; with
+        `max_processing_per_user`, users holding that many PROCESSING documents are skipped.
 
-        Concurrent workers never get the same document (FOR UPDATE SKIP LOCKED).
+        Concurrent workers never get the same document (FOR UPDATE SKIP LOCKED); the cost is
+        two index probes, whatever the backlog.
         """
         params = {
             "worker_id": _worker_id(worker_id),
             "lease_seconds": _lease_seconds(lease_seconds),
+            "max_processing": self.max_processing_per_user,
         }
         claimed = self.db.one("claim_next_document", params, DocumentResponse, conn)
         return self._changed(claimed, conn)
