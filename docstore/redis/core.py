@@ -13,7 +13,14 @@ from typing import Any, TypeVar
 from docstore._sync_runtime import Call
 from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
 from docstore.redis.client import RedisClient, client_address, new_redis
-from docstore.redis.errors import REDIS_FAILURES, redis_errors, typed_error
+from docstore.redis.errors import (
+    DRIVER_BREAKAGE,
+    REDIS_FAILURES,
+    driver_breakage,
+    redis_errors,
+    redis_unavailable,
+    typed_error,
+)
 from docstore.redis.scripts import LuaScript
 from docstore.settings import Settings
 
@@ -111,6 +118,12 @@ class RedisCore:
                 raise error from exc
             error.__cause__ = exc  # as if raised from it, for whoever logs the error
             return fallback(error)
+        except DRIVER_BREAKAGE as exc:
+            if not driver_breakage(exc):
+                raise
+            outage = redis_unavailable(exc, self.address)
+            outage.__cause__ = exc
+            return fallback(outage)
 
     def __repr__(self) -> str:
         return f"RedisCore({self.address})"

@@ -11,7 +11,14 @@ from typing import Any, TypeVar
 from docstore._async_runtime import AsyncCall
 from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
 from docstore.redis.client_async import RedisClient, client_address, new_redis
-from docstore.redis.errors import REDIS_FAILURES, redis_errors, typed_error
+from docstore.redis.errors import (
+    DRIVER_BREAKAGE,
+    REDIS_FAILURES,
+    driver_breakage,
+    redis_errors,
+    redis_unavailable,
+    typed_error,
+)
 from docstore.redis.scripts_async import AsyncLuaScript
 from docstore.settings import Settings
 
@@ -111,6 +118,12 @@ class AsyncRedisCore:
                 raise error from exc
             error.__cause__ = exc  # as if raised from it, for whoever logs the error
             return fallback(error)
+        except DRIVER_BREAKAGE as exc:
+            if not driver_breakage(exc):
+                raise
+            outage = redis_unavailable(exc, self.address)
+            outage.__cause__ = exc
+            return fallback(outage)
 
     def __repr__(self) -> str:
         return f"AsyncRedisCore({self.address})"

@@ -6,9 +6,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import redis
 import redis.exceptions
 
 from docstore.errors import RedisCommandError, ServiceUnavailable
@@ -28,6 +31,32 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
 # Everything a Redis call can raise that a fail-open caller swallows: an outage, or a command
 # Redis refused (e.g. out of memory).
 REDIS_FAILURES: tuple[type[Exception], ...] = (*UNAVAILABLE_ERRORS, redis.exceptions.RedisError)
+# What `driver_breakage` may turn into an outage.
+DRIVER_BREAKAGE: tuple[type[Exception], ...] = (AttributeError, TypeError)
+_REDIS_DIR = os.path.dirname(os.path.abspath(redis.__file__)) + os.sep
+_ASYNCIO_DIR = os.path.dirname(os.path.abspath(asyncio.__file__)) + os.sep
+
+
+def driver_breakage(exc: BaseException) -> bool:
+    """True for an `AttributeError` / `TypeError` raised inside redis-py (or the asyncio
+    transport under it) on a connection torn down meanwhile: an outage that escaped redis-py's
+    own error types (seen on the async cluster client during a failover: `'NoneType' object has
+    no attribute 'writelines'`; redis-py issue #4287). Errors of any other code stay as they are.
+    """
+    if not isinstance(exc, AttributeError | TypeError):
+        return False
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code.co_filename)
+        tb = tb.tb_next
+    if not frames or not any(_in_package(name, _REDIS_DIR) for name in frames):
+        return False
+    return _in_package(frames[-1], _REDIS_DIR) or _in_package(frames[-1], _ASYNCIO_DIR)
+
+
+def _in_package(filename: str, folder: str) -> bool:
+    return os.path.abspath(filename).startswith(folder)
 
 
 def redis_unavailable(exc: Exception, address: str) -> ServiceUnavailable:
@@ -58,12 +87,18 @@ def redis_errors(address: str) -> Iterator[None]:
         yield
     except REDIS_FAILURES as exc:
         raise typed_error(exc, address) from exc
+    except DRIVER_BREAKAGE as exc:
+        if not driver_breakage(exc):
+            raise
+        raise redis_unavailable(exc, address) from exc
 
 
 __all__ = [
+    "DRIVER_BREAKAGE",
     "REDIS_FAILURES",
     "UNAVAILABLE_ERRORS",
     "command_error",
+    "driver_breakage",
     "redis_errors",
     "redis_unavailable",
     "typed_error",

@@ -8,12 +8,14 @@ The classes built on the core keep their own semantics, checked here for the ref
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable, Iterator
 
 import pytest
 import redis
+import redis.asyncio
 
 from docstore import (
     ConfigurationError,
@@ -162,6 +164,37 @@ def test_fail_open_never_hides_an_error_that_is_not_redis(core: RedisCore) -> No
     with pytest.raises(ZeroDivisionError):
         core.fail_open(broken, fallback, also_refused=True)
     assert fallback.errors == []
+
+
+def _write_on_a_torn_down_connection() -> None:
+    """What redis-py's asyncio client does when another task disconnected the connection it
+    writes on (seen on the async cluster client during a failover): a raw AttributeError from
+    inside redis-py, not one of its error types."""
+    connection = redis.asyncio.connection.Connection(host="127.0.0.1", port=1)
+    asyncio.run(connection._send_packed_command([b"PING"]))
+
+
+def test_an_error_of_redis_pys_own_code_on_a_torn_down_connection_is_an_outage(
+    core: RedisCore,
+) -> None:
+    with pytest.raises(AttributeError):  # what redis-py raises there
+        _write_on_a_torn_down_connection()
+    with pytest.raises(ServiceUnavailable) as raised, core.errors():
+        _write_on_a_torn_down_connection()
+    assert isinstance(raised.value.__cause__, AttributeError)
+    fallback = Fallback()
+    assert core.fail_open(_write_on_a_torn_down_connection, fallback) == "fell back"
+    assert isinstance(fallback.errors[0], ServiceUnavailable)
+
+
+def test_attribute_and_type_errors_of_other_code_are_not_outages(core: RedisCore) -> None:
+    def broken() -> None:
+        None.writelines([])  # type: ignore[attr-defined]  # an AttributeError of our own
+
+    with pytest.raises(AttributeError), core.errors():
+        broken()
+    with pytest.raises(AttributeError):
+        core.fail_open(broken, Fallback(), also_refused=True)
 
 
 # -- scripts --------------------------------------------------------------------------------
