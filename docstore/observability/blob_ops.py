@@ -7,12 +7,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 import docstore.observability.instruments as instruments
 from docstore.observability.state import telemetry
 
+T = TypeVar("T")
 _MARK = "_docstore_telemetry"
 # Set while a blob operation is traced: a store's get that calls its own open is one operation.
 _inside: ContextVar[bool] = ContextVar("docstore_blob_operation", default=False)
@@ -39,7 +41,7 @@ def _backend_attributes(store: Any) -> dict[str, Any]:
     return found
 
 
-def instrument_blob_store(store: Any) -> Any:
+def instrument_blob_store(store: T) -> T:
     """Trace and time `store`'s put/get/open/delete/presigned_url (once per store; nothing when
     telemetry is off); returns `store`."""
     if telemetry() is None or getattr(store, _MARK, False):
@@ -95,4 +97,13 @@ def _traced(method: Any, name: str, attributes: dict[str, Any]) -> Any:
     return call
 
 
-__all__ = ["OPERATIONS", "instrument_blob_store"]
+def instrumented(blobs: Callable[[], T]) -> Callable[[], T]:
+    """`blobs` (a function giving the blob store, made on first use), whose store is traced."""
+
+    def traced_store() -> T:
+        return instrument_blob_store(blobs())
+
+    return traced_store
+
+
+__all__ = ["OPERATIONS", "instrument_blob_store", "instrumented"]

@@ -32,13 +32,14 @@ _OUTCOME_COUNTERS = {
 }
 
 
-def trace_fields() -> dict[str, str]:
+def trace_fields() -> dict[Any, Any]:
     """The current trace context as queue message fields ({} when nothing is traced)."""
     state = telemetry()
     if state is None or state.tracer() is None:
         return {}
     carrier: dict[str, str] = {}
     state.propagate.inject(carrier)
+    # str to str; typed loosely so that it unpacks into any field mapping (XADD takes bytes too)
     return {k: v for k, v in carrier.items() if k in TRACE_FIELDS}
 
 
@@ -177,10 +178,15 @@ def observe_processing(document_id: int, message: Any = None) -> Processing:
     return Processing(document_id, message)
 
 
+_CACHE_RESULTS = {"hits": "hit", "misses": "miss", "errors": "error"}
+
+
 def count_cache(result: str) -> None:
-    """Count one cache request by its result: hit, miss or error (a fail-open)."""
+    """Count one cache request by its result: hit, miss or error (a fail-open); the cache's
+    own counter names (hits, misses, errors) are taken too, others (loads) ignored."""
+    result = _CACHE_RESULTS.get(result, result)
     state = telemetry()
-    if state is not None:
+    if state is not None and result in _CACHE_RESULTS.values():
         instruments.counter(
             state, "docstore.cache.requests", "{request}", "Cache requests by result."
         ).add(1, {"docstore.cache.result": result})

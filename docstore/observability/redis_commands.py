@@ -9,6 +9,7 @@ telemetry is off.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
 from functools import lru_cache
@@ -90,11 +91,13 @@ def _start(address: str, db: int, args: tuple[Any, ...]) -> _Call | None:
     return _Call(state, name, _attributes(operation, script, address, db))
 
 
-def _start_pipeline(address: str, db: int, size: int) -> _Call | None:
+def _start_pipeline(address: str, db: int, pipe: Any) -> _Call | None:
     state = telemetry()
     if state is None:
         return None
-    attributes = {**_attributes("PIPELINE", None, address, db), "db.operation.batch.size": size}
+    attributes = {**_attributes("PIPELINE", None, address, db)}
+    with contextlib.suppress(TypeError):  # redis-py's pipelines, cluster ones too, have a len
+        attributes["db.operation.batch.size"] = len(pipe)
     return _Call(state, "PIPELINE", attributes)
 
 
@@ -151,7 +154,7 @@ def _instrument_pipeline(pipe: Any, address: str, db: int) -> None:
     if inspect.iscoroutinefunction(run):
 
         async def execute_async(*args: Any, **kwargs: Any) -> Any:
-            call = _start_pipeline(address, db, len(pipe.command_stack))
+            call = _start_pipeline(address, db, pipe)
             if call is None:
                 return await run(*args, **kwargs)
             try:
@@ -166,7 +169,7 @@ def _instrument_pipeline(pipe: Any, address: str, db: int) -> None:
     else:
 
         def execute_sync(*args: Any, **kwargs: Any) -> Any:
-            call = _start_pipeline(address, db, len(pipe.command_stack))
+            call = _start_pipeline(address, db, pipe)
             if call is None:
                 return run(*args, **kwargs)
             try:

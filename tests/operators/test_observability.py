@@ -7,6 +7,7 @@ import ast
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -269,3 +270,44 @@ def test_disable_turns_installed_hooks_into_pass_throughs(
         pass
     assert otel.finished() == []
     client.close()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[str]:
+    from docstore.testing.redis_cluster import LocalRedisCluster
+
+    cluster = LocalRedisCluster(primaries=3, replicas=0)
+    try:
+        cluster.start()
+        yield cluster.url
+    finally:
+        cluster.close()
+
+
+@pytest.mark.anyio
+async def test_cluster_clients_and_their_pipelines_are_traced(
+    otel: Otel, redis_cluster: str
+) -> None:
+    import redis.asyncio.cluster
+
+    # Cluster pipelines keep their commands elsewhere than plain ones (it raised AttributeError:
+    # 'ClusterPipeline' object has no attribute 'command_stack', failing every pipeline).
+    sync_client = redis.RedisCluster.from_url(redis_cluster)
+    async_client = redis.asyncio.cluster.RedisCluster.from_url(redis_cluster)
+    try:
+        for client in (sync_client, async_client):
+            observability.instrument_redis(client, "127.0.0.1:7000")
+        sync_client.set("a", "1")
+        pipe = sync_client.pipeline()
+        pipe.get("a").get("a")
+        assert pipe.execute() == [b"1", b"1"]
+        assert await async_client.get("a") == b"1"
+        apipe = async_client.pipeline()
+        apipe.get("a").get("a").get("a")
+        assert await apipe.execute() == [b"1", b"1", b"1"]
+    finally:
+        sync_client.close()
+        await async_client.aclose()
+    pipelines = [s for s in otel.finished() if s.name == "PIPELINE"]
+    assert [s.attributes["db.operation.batch.size"] for s in pipelines] == [2, 3]
+    assert {"SET", "GET"} <= {s.name for s in otel.finished()}
