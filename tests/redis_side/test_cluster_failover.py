@@ -68,6 +68,7 @@ def settings(cluster: LocalRedisCluster, docstore_settings: Settings) -> Setting
             "redis_cluster": True,
             "lease_seconds": 3.0,
             "rate_limit": 10_000,
+            "retry_backoff_base": 0.1,  # failing documents retry at once, not after 10 s
         }
     )
 
