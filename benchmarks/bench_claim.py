@@ -39,6 +39,7 @@ from docstore.errors import ServiceUnavailable
 from docstore.intake.blobs import LocalBlobStore
 from docstore.intake.extractors import extract_text
 from docstore.models import DocumentCreate, UserCreate
+from docstore.postgres.queries import queries
 from docstore.postgres.schema import apply_schema
 from docstore.testing.servers import LocalPostgres, LocalRedis
 
@@ -104,14 +105,36 @@ def claim_cost(store: Docstore, pairs: int, slice_size: int) -> float:
     return best
 
 
+def claim_plan(url: str) -> tuple[int, float]:
+    """(shared buffers touched, server ms) of one claim_next statement, rolled back: the work
+    PostgreSQL does for a claim, which other load on the machine does not change."""
+    query = queries()["claim_next_document"]
+    params = {"worker_id": WORKER, "lease_seconds": 300.0, "max_processing": None}
+    params = {name: value for name, value in params.items() if name in query.params}
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            sql.SQL("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ") + sql.SQL(query.sql), params
+        ).fetchone()
+        conn.rollback()
+    assert rows is not None
+    plan = rows[0][0]
+    buffers = plan["Plan"].get("Shared Hit Blocks", 0) + plan["Plan"].get("Shared Read Blocks", 0)
+    return int(buffers), float(plan["Execution Time"])
+
+
 def bench_claims(admin_url: str, redis_url: str, args: argparse.Namespace) -> None:
-    print("\n1. claim_next + mark_completed, one worker (best slice, µs per pair)")
+    print("\n1. claim_next + mark_completed, one worker (best slice, µs per pair);")
+    print("   one claim statement: shared buffers touched and server time (EXPLAIN ANALYZE)")
     results = {}
     for pending, users in ((SMALL_BACKLOG, 50), (args.pending, args.users)):
         with fresh_database(admin_url) as url, Docstore.connect(settings_for(url, redis_url)) as s:
             seed(s, pending, users)
+            buffers, server_ms = claim_plan(url)
             results[pending] = claim_cost(s, args.pairs, args.slice)
-        print(f"   {pending:>7} pending over {users:>4} users: {results[pending]:8.0f} µs")
+        print(
+            f"   {pending:>7} pending over {users:>4} users: {results[pending]:8.0f} µs;"
+            f" claim: {buffers} buffers, {server_ms:.2f} ms in PostgreSQL"
+        )
     ratio = results[args.pending] / results[SMALL_BACKLOG]
     print(f"   ratio {args.pending} / {SMALL_BACKLOG} pending: {ratio:.2f}")
 

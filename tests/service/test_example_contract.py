@@ -53,6 +53,8 @@ OPERATIONS = [
     ("GET", "/documents/search"),
     ("GET", "/documents/{document_id}"),
     ("GET", "/documents/{document_id}/progress"),
+    ("POST", "/documents/{document_id}/cancel"),
+    ("DELETE", "/documents/{document_id}"),
 ]
 # Which key a request carries: mostly the valid one, so requests get past authentication.
 CREDENTIALS = st.sampled_from(["valid", "valid", "valid", "none", "unknown"])
