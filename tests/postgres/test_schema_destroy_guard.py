@@ -201,3 +201,21 @@ def test_store_rollback_refuses_then_confirm_destroy_drops(docstore_database_url
         assert stored_rows(docstore_database_url) == (1, 1)
         assert store.rollback_schema(count=None, confirm_destroy=True) == MIGRATIONS[::-1]
     assert applied(docstore_database_url) == []
+
+
+def test_a_confirmed_rollback_of_0005_keeps_cancelled_documents_as_failed_ones(
+    docstore_database_url: str,
+) -> None:
+    url = docstore_database_url
+    add_user(url, with_document=True)
+    with psycopg.connect(url) as conn:
+        conn.execute("UPDATE documents SET status = 'CANCELLED'")
+    settings = settings_for(url)
+    with pytest.raises(RollbackRefused, match="0005_shared_service"):
+        rollback_schema(settings, count=1)
+    assert rollback_schema(settings, count=1, confirm_destroy=True) == ["0005_shared_service"]
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT status, error_message, result_text FROM documents").fetchone()
+    assert row == ("FAILED", "cancelled", "the only copy")
+    assert apply_schema(settings) == ["0005_shared_service"]
+    assert stored_rows(url) == (1, 1)
