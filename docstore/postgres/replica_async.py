@@ -133,8 +133,10 @@ class AsyncReplica:
 
     async def _connection(self) -> psycopg.AsyncConnection[Any] | None:
         if not self._opened:
+            # Safe to call side by side (each waits until the pool is open); a replica down at
+            # start-up is no error: the pool keeps trying in the background.
+            await self.pool.open(wait=False)
             self._opened = True
-            await self.pool.open(wait=False)  # a replica down at start-up is no error
         try:
             return await self.pool.getconn(timeout=self.timeout)
         except (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as exc:
@@ -192,11 +194,11 @@ class AsyncReplica:
         )
 
     def _count(self, *, on_replica: bool) -> None:
-        # Approximate under threads (no lock on the hot path); a gauge, not an account.
-        if on_replica:
-            self.reads += 1
-        else:
-            self.reads_on_primary += 1
+        with self._lock:  # exact under threads; uncontended it costs well under a microsecond
+            if on_replica:
+                self.reads += 1
+            else:
+                self.reads_on_primary += 1
 
     def __repr__(self) -> str:
         return f"AsyncReplica({self.address}, {self.state})"

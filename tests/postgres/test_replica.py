@@ -8,6 +8,7 @@ made by pausing its replay (`pg_wal_replay_pause()`).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any, cast
@@ -209,3 +210,30 @@ def test_reads_inside_a_transaction_stay_on_its_connection(
             store.documents.create(DocumentCreate(user_id=user.id, filename="a", s3_key="k"), conn)
             assert len(store.documents.list_for_user(user.id, conn=conn).items) == 1
         assert store.documents.list_for_user(user.id).items == []  # the paused replica
+
+
+def test_first_reads_from_many_threads_at_once_all_use_the_replica_quietly(
+    side: Side,
+    primary: LocalPostgres,
+    standby: LocalStandby,
+    database: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="docstore.replica")
+    settings = settings_for(primary, standby, database, replica_max_lag=3600)
+    with cast(Any, side.connect(settings)) as store:
+        user = store.users.create(UserCreate(email="m@example.com")).user
+        standby.wait_for_replay()
+        start = threading.Barrier(8)
+
+        def first_read() -> None:
+            start.wait()
+            assert store.documents.list_for_user(user.id).items == []
+
+        threads = [threading.Thread(target=first_read) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert store.db.replica.reads + store.db.replica.reads_on_primary == 8
+        assert replica_warnings(caplog) == []  # the pool opened once, nobody saw it closed
