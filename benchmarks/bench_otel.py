@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 MODES = ["absent", "api", "sdk"]
+SLICES = 10
 OPERATIONS = ["get document", "list 50", "cache hit", "limiter hit"]
 
 
@@ -90,17 +91,33 @@ def child(mode: str, database_url: str, redis_url: str, ops: int) -> None:
             "cache hit": lambda: store.cache.get("bench-document", DocumentResponse),
             "limiter hit": lambda: store.limiter.hit("bench-client"),
         }
-        results = {}
+        results: dict[str, dict[str, tuple[float, float]]] = {}
         for name, call in calls.items():
             for _ in range(ops // 10):  # warm up
                 call()
-            wall, cpu = time.perf_counter(), time.process_time()
-            for _ in range(ops):
-                call()
-            results[name] = (
-                (time.perf_counter() - wall) / ops * 1e6,
-                (time.process_time() - cpu) / ops * 1e6,
-            )
+            # Slices of `ops // SLICES` calls, telemetry off and on in turn in this process
+            # (same connections, same moment): the best slice of each.
+            best: dict[str, tuple[float, float]] = {}
+            for slice_number in range(2 * SLICES):
+                variant = "on" if slice_number % 2 else "off"
+                if mode == "absent":
+                    variant = "off"
+                elif variant == "on":
+                    observability.refresh()
+                else:
+                    observability.disable()
+                count = max(1, ops // SLICES)
+                wall, cpu = time.perf_counter(), time.process_time()
+                for _ in range(count):
+                    call()
+                sample = (
+                    (time.perf_counter() - wall) / count * 1e6,
+                    (time.process_time() - cpu) / count * 1e6,
+                )
+                old = best.get(variant)
+                best[variant] = (min(old[0], sample[0]), min(old[1], sample[1])) if old else sample
+            observability.refresh()
+            results[name] = best
     print(json.dumps(results))
 
 
@@ -143,7 +160,8 @@ def main() -> None:
             stack.callback(server.close)
             redis_url = server.url
         seed(database_url)
-        best: dict[str, dict[str, tuple[float, float]]] = {m: {} for m in MODES}
+        # best[mode][operation][variant] = (wall, cpu) µs per call, the best over rounds.
+        best: dict[str, dict[str, dict[str, tuple[float, float]]]] = {m: {} for m in MODES}
         for round_number in range(args.rounds):
             shift = round_number % len(MODES)
             for mode in MODES[shift:] + MODES[:shift]:
@@ -152,22 +170,34 @@ def main() -> None:
                 output = subprocess.run(
                     command, capture_output=True, text=True, check=True, env=dict(os.environ)
                 ).stdout
-                for name, (wall, cpu) in json.loads(output.splitlines()[-1]).items():
-                    old = best[mode].get(name)
-                    best[mode][name] = (min(old[0], wall), min(old[1], cpu)) if old else (wall, cpu)
-        print(f"{args.ops} calls x {args.rounds} rounds per mode; best round; µs per call")
-        print(f"{'operation':<14}" + "".join(f"{m + ' wall/cpu':>22}" for m in MODES)
-              + f"{'api vs absent':>22}{'sdk vs absent':>22}")  # fmt: skip
+                for name, variants in json.loads(output.splitlines()[-1]).items():
+                    for variant, (wall, cpu) in variants.items():
+                        old = best[mode].setdefault(name, {}).get(variant)
+                        best[mode][name][variant] = (
+                            (min(old[0], wall), min(old[1], cpu)) if old else (wall, cpu)
+                        )
+        print(f"{args.ops} calls per operation per round, {args.rounds} rounds, best slice;")
+        print("µs per call, wall / CPU of this process. 'off' is the same process with")
+        print("docstore.observability.disable(): the pairs are measured side by side.")
+        header = ["absent", "api off", "api on", "sdk off", "sdk on"]
+        print(f"{'operation':<14}" + "".join(f"{h:>18}" for h in header)
+              + f"{'api on/off':>18}{'sdk on/off':>18}{'api on/absent':>18}")  # fmt: skip
         for name in OPERATIONS:
-            base_wall, base_cpu = best["absent"][name]
-            cells = "".join(f"{w:>11.1f} /{c:>8.1f}" for w, c in (best[m][name] for m in MODES))
-            diffs = ""
-            for mode in ("api", "sdk"):
-                wall, cpu = best[mode][name]
-                diffs += (
-                    f"{(wall / base_wall - 1) * 100:>+10.1f}% /{(cpu / base_cpu - 1) * 100:>+7.1f}%"
-                )
-            print(f"{name:<14}{cells}{diffs}")
+            cells = [
+                best["absent"][name]["off"],
+                best["api"][name]["off"],
+                best["api"][name]["on"],
+                best["sdk"][name]["off"],
+                best["sdk"][name]["on"],
+            ]
+            text = "".join(f"{w:>9.1f} /{c:>7.1f}" for w, c in cells)
+
+            def ratio(on: tuple[float, float], off: tuple[float, float]) -> str:
+                return f"{(on[0] / off[0] - 1) * 100:>+8.1f}% /{(on[1] / off[1] - 1) * 100:>+6.1f}%"
+
+            text += ratio(cells[2], cells[1]) + ratio(cells[4], cells[3])
+            text += ratio(cells[2], cells[0])
+            print(f"{name:<14}{text}")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,8 @@ def seconds_histogram(state: Telemetry, name: str, description: str) -> Any:
 def watch_pool(state: Telemetry, pool: Callable[[], Any], attributes: dict[str, Any]) -> None:
     """Have the connection gauges read `pool()` (a weak reference) at each collection."""
     with _lock:
+        # Pools closed and dropped are forgotten here too (nothing may ever collect metrics).
+        _pools[:] = [entry for entry in _pools if entry[0]() is not None]
         _pools.append((pool, attributes))
         if state.has("db.client.connection.count"):
             return
