@@ -416,7 +416,21 @@ def test_a_user_sees_only_its_own_documents_through_every_method_taking_a_user_i
 
     def check_count_by_status(me: int, other: int) -> None:
         counts = store.documents.count_by_status(me)
-        assert counts == {status: len(ids) for status, ids in owned[me].items()}
+        expected = {status: len(ids) for status, ids in owned[me].items()}
+        assert counts == {**expected, "CANCELLED": 0}
+
+    def check_get_by_idempotency_key(me: int, other: int) -> None:
+        for user_id in (me, other):
+            store.documents.create(
+                DocumentCreate(user_id=user_id, filename="k.pdf", s3_key="k", idempotency_key="k1")
+            )
+        found = store.documents.get_by_idempotency_key(me, "k1")
+        assert found is not None and found.user_id == me
+        store.documents.delete(found.id)
+        assert store.documents.get_by_idempotency_key(me, "k1") is None
+        theirs = store.documents.get_by_idempotency_key(other, "k1")
+        assert theirs is not None and theirs.user_id == other
+        store.documents.delete(theirs.id)
 
     def check_search(me: int, other: int) -> None:
         for query in ("quarterly invoice", "shared", "same", '"quarterly invoice" -nothing'):
@@ -459,12 +473,13 @@ def test_a_user_sees_only_its_own_documents_through_every_method_taking_a_user_i
         store.users.delete(me)
         for document_id in all_ids(other):
             assert store.documents.get(document_id).user_id == other
-        assert store.documents.count_by_status(me) == dict.fromkeys(owned[other], 0)
+        assert store.documents.count_by_status(me) == dict.fromkeys([*owned[other], "CANCELLED"], 0)
         assert store.documents.list_for_user(me).items == []
 
     checks: dict[str, Callable[[int, int], None]] = {
         "list_for_user": check_list_for_user,
         "count_by_status": check_count_by_status,
+        "get_by_idempotency_key": check_get_by_idempotency_key,
         "search": check_search,
         "get_with_documents": check_get_with_documents,
         "get": check_get,
