@@ -9,7 +9,8 @@ throwaway Redis, then measures on a throwaway PostgreSQL (fsync on unless --no-f
 
 - floor "read": pipelined HGETALL + GET result of every task key (batches of 1,000);
 - floor "write": COPY of the same rows straight into `documents` (1,000 rows a commit) on as
-  many connections as the migration has writers, on a fresh database;
+  many connections as the migration has writers, on a fresh database (`--floor-tasks` measures
+  it on fewer rows: its rate hardly depends on the count);
 - the cutover, each run in a child process (its own peak RSS, VmHWM) with a progress bar (rate,
   ETA) on stderr: the first run on a fresh database, an unchanged re-run, then a catch-up re-run
   after 1 % of the tasks changed in Redis (finished by the legacy service: status, times, text).
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import logging
 import os
 import random
 import resource
@@ -257,7 +259,11 @@ def child(args: argparse.Namespace) -> None:
             "statement_timeout_ms": 0,
         }
     )
-    progress = BarProgress(sys.stderr) if sys.stderr.isatty() else LogProgress(interval=10)
+    if sys.stderr.isatty():
+        progress: BarProgress | LogProgress = BarProgress(sys.stderr)
+    else:  # a log line every 10 s, as the CLI writes them
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+        progress = LogProgress(interval=10)
     with Docstore.connect(settings, redis_client=source) as store:
         try:
             summary = migrate(
@@ -282,58 +288,73 @@ def run_child(redis_url: str, url: str, *extra: str) -> dict[str, Any]:
     return dict(json.loads(out.splitlines()[-1]))
 
 
+def _show_run(name: str, run: dict[str, Any]) -> None:
+    print(f"  run    {name:<48} {run['rows_per_s']:>10,.0f} rows/s  {run['seconds']:>7.1f} s"
+          f"  {run['peak_rss_mb']:>5.0f} MB peak RSS  (migrated {run['migrated']:,},"
+          f" updated {run['updated']:,}, unchanged {run['present']:,},"
+          f" conflicts {run['conflicts']})", flush=True)  # fmt: skip
+
+
+def _show_floor(name: str, rate: float) -> None:
+    print(f"  floor  {name:<48} {rate:>10,.0f} rows/s", flush=True)
+
+
 def cutover(
     args: argparse.Namespace, r: redis.Redis, redis_url: str, admin: str, n: int
 ) -> dict[str, Any]:
-    """Seed n tasks, measure the floors and the three runs; print and return the figures."""
+    """Seed n tasks, measure the floors and the three runs; print each figure as it comes (a
+    long run on a busy machine shows what it has), then the ratios; return the peak RSS."""
     writers = str(args.writers)
+    durability = "fsync off" if args.no_fsync else "fsync on"
     print(f"seeding {n:,} tasks (~2 KB results) ...", flush=True)
     started = time.perf_counter()
     seed(r, n)
     print(f"  seeded in {time.perf_counter() - started:.0f} s", flush=True)
-    floors = {
-        "read: pipelined HGETALL + GET result": floor_read(r, with_results=True),
-        f"write: COPY into documents, {writers} connections": floor_copy(
-            fresh_database(admin), n, connections=args.writers
-        ),
-    }
-    if args.extras:
-        floors["read: pipelined HGETALL (pure-Python parser)"] = floor_read(
-            redis.Redis.from_url(redis_url, socket_timeout=60, parser_class=_RESP2Parser), False
-        )
-        floors["docstore reader alone, no writes (hiredis)"] = reader_alone(redis_url, False)
-        floors["docstore reader alone (pure-Python parser)"] = reader_alone(redis_url, True)
+    print(f"{n:,} tasks, batch {args.batch_size}, {writers} writers, PostgreSQL {durability}")
+    # The COPY floor's rate hardly depends on the size: --floor-tasks measures it on fewer rows.
+    sample = min(n, args.floor_tasks or n)
+    copy_name = f"write: COPY into documents, {writers} connections ({sample:,} rows)"
+    copy_floor = floor_copy(fresh_database(admin), sample, connections=args.writers)
+    _show_floor(copy_name, copy_floor)
     url = fresh_database(admin)
-    runs = {"first run": run_child(redis_url, url, "--writers", writers)}
-    runs["unchanged re-run"] = run_child(redis_url, url, "--writers", writers)
-    changed = change_one_percent(r, n)
-    runs[f"catch-up re-run ({changed:,} changed)"] = run_child(redis_url, url, "--writers", writers)
-    if args.extras:
-        runs["first run, pure-Python parser"] = run_child(
-            redis_url, fresh_database(admin), "--writers", writers, "--pure-python-parser"
-        )
-        runs["first run, 1 writer"] = run_child(redis_url, fresh_database(admin), "--writers", "1")
-    durability = "fsync off" if args.no_fsync else "fsync on"
-    print(f"\n{n:,} tasks, batch {args.batch_size}, {writers} writers, PostgreSQL {durability}")
-    for name, rate in floors.items():
-        print(f"  floor  {name:<48} {rate:>10,.0f} rows/s")
-    for name, run in runs.items():
-        print(f"  run    {name:<48} {run['rows_per_s']:>10,.0f} rows/s  {run['seconds']:>7.1f} s"
-              f"  {run['peak_rss_mb']:>5.0f} MB peak RSS  (migrated {run['migrated']:,},"
-              f" updated {run['updated']:,}, unchanged {run['present']:,},"
-              f" conflicts {run['conflicts']})")  # fmt: skip
-    if args.extras and args.naive:
-        rate = naive(r, fresh_database(admin), args.naive)
-        print(f"  naive per-key script ({args.naive:,} tasks): {rate:,.0f} rows/s")
-    first = runs["first run"]
-    copy_floor = floors[f"write: COPY into documents, {writers} connections"]
+    runs: dict[str, dict[str, Any]] = {}
+    for name in ("first run", "unchanged re-run"):
+        runs[name] = run_child(redis_url, url, "--writers", writers)
+        _show_run(name, runs[name])
+    first, unchanged = runs["first run"], runs["unchanged re-run"]
     print(f"  first run / COPY floor on {writers} connections: "
           f"{first['rows_per_s'] / copy_floor:.2f} (goal >= 0.8)")  # fmt: skip
-    read_floor = floors["read: pipelined HGETALL + GET result"]
-    print(f"  first run / read floor: {first['rows_per_s'] / read_floor:.2f}")
-    unchanged = runs["unchanged re-run"]
     print(f"  unchanged re-run speed-up over the first run: "
-          f"{first['seconds'] / unchanged['seconds']:.1f}x (goal >= 5x)")  # fmt: skip
+          f"{first['seconds'] / unchanged['seconds']:.1f}x (goal >= 5x)", flush=True)  # fmt: skip
+    changed = change_one_percent(r, n)
+    name = f"catch-up re-run ({changed:,} changed)"
+    runs[name] = run_child(redis_url, url, "--writers", writers)
+    _show_run(name, runs[name])
+    read_floor = floor_read(r, with_results=True)
+    _show_floor("read: pipelined HGETALL + GET result", read_floor)
+    print(f"  first run / read floor: {first['rows_per_s'] / read_floor:.2f}", flush=True)
+    if args.extras:
+        _show_floor(
+            "read: pipelined HGETALL (pure-Python parser)",
+            floor_read(
+                redis.Redis.from_url(redis_url, socket_timeout=60, parser_class=_RESP2Parser),
+                False,
+            ),
+        )
+        _show_floor("docstore reader alone, no writes (hiredis)", reader_alone(redis_url, False))
+        _show_floor("docstore reader alone (pure-Python parser)", reader_alone(redis_url, True))
+        for name, extra in (
+            ("first run, pure-Python parser", ["--pure-python-parser"]),
+            ("first run, 1 writer", []),
+        ):
+            writer_count = "1" if name.endswith("1 writer") else writers
+            runs[name] = run_child(
+                redis_url, fresh_database(admin), "--writers", writer_count, *extra
+            )
+            _show_run(name, runs[name])
+        if args.naive:
+            rate = naive(r, fresh_database(admin), args.naive)
+            print(f"  naive per-key script ({args.naive:,} tasks): {rate:,.0f} rows/s")
     return {"n": n, "peak_rss_mb": max(run["peak_rss_mb"] for run in runs.values())}
 
 
@@ -343,6 +364,9 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, nargs="+", default=[100_000])
     parser.add_argument("--extras", action="store_true", help="the variants and the naive script")
     parser.add_argument("--naive", type=int, default=10_000, help="tasks the naive script runs")
+    parser.add_argument(
+        "--floor-tasks", type=int, help="rows of the COPY floor (default: as many as tasks)"
+    )
     parser.add_argument("--batch-size", type=int, default=BATCH)
     parser.add_argument("--redis-url")
     parser.add_argument("--database-url")
