@@ -11,6 +11,7 @@ _COMMENT = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
 _STRING = re.compile(r"'(?:[^']|'')*'")
 _TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*|\(|\)")
 _VERBS = ("SELECT", "INSERT", "UPDATE", "DELETE", "COPY", "MERGE")
+_WRITES = ("INSERT", "UPDATE", "DELETE", "MERGE")
 # Words after which a statement names a table.
 _MARKERS = {"FROM", "INTO", "UPDATE", "JOIN", "COPY"}
 _NOT_TABLES = {"SELECT", "LATERAL", "ONLY", "VALUES", "STDIN", "STDOUT"}
@@ -31,7 +32,7 @@ class SqlSummary:
 def summarize(sql: str) -> SqlSummary:
     """The main statement's verb (the first at the top level: CTE bodies and subqueries are in
     parentheses) and the first table it names, else the first table named anywhere (a SELECT
-    from CTEs names the table the CTEs read)."""
+    from CTEs names the table the CTEs read); a SELECT over a CTE that writes is that write."""
     tokens = _TOKEN.findall(_STRING.sub("''", _COMMENT.sub(" ", sql)))
     top: list[str] = []
     depth = 0
@@ -52,6 +53,11 @@ def summarize(sql: str) -> SqlSummary:
     verb_at = next((i for i, w in enumerate(words) if w in _VERBS), None)
     if verb_at is None:
         return SqlSummary(words[0] if words else "SQL", None)
+    if words[verb_at] == "SELECT" and ctes:
+        # WITH x AS (UPDATE ...) SELECT ... FROM x: the statement is the write its CTE does.
+        for i in range(1, len(tokens)):
+            if tokens[i - 1] == "(" and tokens[i].upper() in _WRITES:
+                return SqlSummary(tokens[i].upper(), _first_table(tokens[i:], ctes))
     table = _first_table(top[verb_at:], ctes) or _first_table(tokens, ctes)
     return SqlSummary(words[verb_at], table)
 
