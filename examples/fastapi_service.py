@@ -29,6 +29,7 @@ A real deployment should also:
 - Cap body sizes at the proxy too (nginx ``client_max_body_size``).
 """
 
+import importlib.util
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -64,6 +65,8 @@ from docstore import (
     UserResponse,
 )
 from docstore.models import FINISHED_STATUSES
+from docstore.observability import record_queue_state
+from docstore.observability import setup as telemetry
 
 logger = logging.getLogger("examples.fastapi_service")
 
@@ -80,6 +83,9 @@ class ServiceSettings(BaseSettings):
     ip_rate_limit_period: float = Field(60.0, gt=0, description="Seconds of IP_RATE_LIMIT.")
     signup_rate_limit: int = Field(5, ge=1, description="Accounts one address may create.")
     signup_rate_limit_period: float = Field(3600.0, gt=0, description="Seconds of the above.")
+    telemetry: bool = Field(
+        False, description="OpenTelemetry SDK and /metrics (Prometheus); needs docstore[otel-sdk]."
+    )
 
 
 # -- what clients see ------------------------------------------------------------------------
@@ -387,6 +393,8 @@ def create_app(
         store = await (open_store() if open_store else AsyncDocstore.connect(Settings()))
         app.state.store = store
         app.state.limiters = Limiters.build(store, service or ServiceSettings())
+        if (service or ServiceSettings()).telemetry:
+            telemetry.configure("docstore-example")  # traces, and metrics at /metrics
         try:
             yield
         finally:
@@ -431,6 +439,10 @@ def create_app(
         return SMALL_BODY_LIMIT
 
     app.add_middleware(BodySizeLimit, limit_for=body_limit)
+    if importlib.util.find_spec("fastapi.telemetry") is None:
+        # FastAPI from 0.165 makes each request a SERVER span itself; older ones get ours
+        # (outermost; a pass-through while nothing is traced).
+        app.add_middleware(telemetry.TracingMiddleware)
 
     @app.exception_handler(RequestValidationError)
     async def validation_failed(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -603,6 +615,16 @@ def create_app(
             percent=100.0 if done else (progress.percent if progress else 0.0),
             stage=progress.stage if progress else document.status.lower(),
         )
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(store: StoreDep) -> Response:
+        """Every metric in the Prometheus text format (with TELEMETRY=true), queue gauges fresh."""
+        stats = await store.queue.stats()
+        oldest = await store.queue.oldest_enqueued_at()
+        record_queue_state(
+            store.queue.stream, stats.length, stats.pending, stats.dead_letters, oldest
+        )
+        return Response(telemetry.prometheus_text(), media_type=telemetry.PROMETHEUS_CONTENT_TYPE)
 
     return app
 

@@ -26,6 +26,7 @@ from pydantic_core import PydanticSerializationError
 from docstore._sync_runtime import Call, sleep
 from docstore.ephemeral.values import CacheStats
 from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
+from docstore.observability.messaging import count_cache
 from docstore.redis.client import RedisClient
 from docstore.redis.core import RedisCore
 from docstore.redis.keys import cache_key, cache_lock_key, check_document_id, check_name
@@ -104,6 +105,7 @@ class RedisCache:
     def _count(self, name: str) -> None:
         with self._counts_lock:
             self._counts[name] += 1
+        count_cache(name)  # docstore.cache.requests, when OpenTelemetry is on
 
     def _failed(self, action: str, key: str, reason: str) -> _FailedOpen:
         self._count("errors")

@@ -24,6 +24,7 @@ import redis.exceptions
 from docstore._sync_runtime import Call
 from docstore.ephemeral.values import DeadLetter, QueueMessage, QueueStats
 from docstore.errors import InvalidInput
+from docstore.observability.messaging import TRACE_FIELDS, trace_fields
 from docstore.redis.client import RedisClient, as_text
 from docstore.redis.core import RedisCore
 from docstore.redis.keys import check_document_id, check_name, dead_letter_key, queue_key
@@ -105,7 +106,8 @@ class TaskQueue:
         """Add a document id to the queue; returns the message id."""
         document_id = check_document_id(document_id)
         message_id = self._run(
-            lambda: self.core.client.xadd(self.key, {"document_id": document_id})
+            # The submitting span's trace context rides along, when OpenTelemetry traces.
+            lambda: self.core.client.xadd(self.key, {"document_id": document_id, **trace_fields()})
         )
         return as_text(message_id)
 
@@ -117,8 +119,9 @@ class TaskQueue:
 
         def add_all() -> list[Any]:
             pipe = self.core.client.pipeline(transaction=False)
+            context = trace_fields()
             for document_id in ids:
-                pipe.xadd(self.key, {"document_id": document_id})
+                pipe.xadd(self.key, {"document_id": document_id, **context})
             return list(pipe.execute())
 
         return [as_text(message_id) for message_id in self._run(add_all)]
@@ -248,11 +251,13 @@ class TaskQueue:
 
     def _message(self, entry_id: bytes | str, raw: Any, deliveries: int) -> QueueMessage:
         message_id = as_text(entry_id)
+        fields = _fields(raw)
         return QueueMessage(
             message_id=message_id,
-            document_id=int(_fields(raw)["document_id"]),
+            document_id=int(fields["document_id"]),
             deliveries=deliveries,
             enqueued_at=_id_time(message_id),
+            trace_context={k: fields[k] for k in TRACE_FIELDS if k in fields},
         )
 
     def _run(self, call: Call[R]) -> R:

@@ -22,6 +22,7 @@ import redis.exceptions
 from docstore._async_runtime import AsyncCall
 from docstore.ephemeral.values import DeadLetter, QueueMessage, QueueStats
 from docstore.errors import InvalidInput
+from docstore.observability.messaging import TRACE_FIELDS, trace_fields
 from docstore.redis.client_async import RedisClient, as_text
 from docstore.redis.core_async import AsyncRedisCore
 from docstore.redis.keys import check_document_id, check_name, dead_letter_key, queue_key
@@ -103,7 +104,8 @@ class AsyncTaskQueue:
         """Add a document id to the queue; returns the message id."""
         document_id = check_document_id(document_id)
         message_id = await self._run(
-            lambda: self.core.client.xadd(self.key, {"document_id": document_id})
+            # The submitting span's trace context rides along, when OpenTelemetry traces.
+            lambda: self.core.client.xadd(self.key, {"document_id": document_id, **trace_fields()})
         )
         return as_text(message_id)
 
@@ -115,8 +117,9 @@ class AsyncTaskQueue:
 
         async def add_all() -> list[Any]:
             pipe = self.core.client.pipeline(transaction=False)
+            context = trace_fields()
             for document_id in ids:
-                pipe.xadd(self.key, {"document_id": document_id})
+                pipe.xadd(self.key, {"document_id": document_id, **context})
             return list(await pipe.execute())
 
         return [as_text(message_id) for message_id in await self._run(add_all)]
@@ -248,11 +251,13 @@ class AsyncTaskQueue:
 
     def _message(self, entry_id: bytes | str, raw: Any, deliveries: int) -> QueueMessage:
         message_id = as_text(entry_id)
+        fields = _fields(raw)
         return QueueMessage(
             message_id=message_id,
-            document_id=int(_fields(raw)["document_id"]),
+            document_id=int(fields["document_id"]),
             deliveries=deliveries,
             enqueued_at=_id_time(message_id),
+            trace_context={k: fields[k] for k in TRACE_FIELDS if k in fields},
         )
 
     async def _run(self, call: AsyncCall[R]) -> R:

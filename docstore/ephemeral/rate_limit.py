@@ -14,6 +14,7 @@ import threading
 
 from docstore.ephemeral.values import DecidedBy, FailurePolicy, RateLimitResult
 from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
+from docstore.observability.messaging import count_rate_limit
 from docstore.redis.client import RedisClient
 from docstore.redis.core import RedisCore
 from docstore.redis.keys import check_name, rate_limit_key
@@ -91,6 +92,7 @@ class RateLimiter:
         if self._in_outage:
             self._end_outage()
         allowed = reply >= 0
+        count_rate_limit(self.policy, allowed, "redis")
         reset_after_us = reply if allowed else -reply - 1
         return RateLimitResult(
             allowed=allowed,
@@ -110,6 +112,7 @@ class RateLimiter:
         self, key: str, exc: ServiceUnavailable | RedisCommandError
     ) -> RateLimitResult:
         allow = self.failure_policy is FailurePolicy.ALLOW
+        count_rate_limit(self.policy, allow, "failure_policy")
         with self._outage_lock:
             first = not self._in_outage
             self._in_outage = True

@@ -12,6 +12,7 @@ import threading
 
 from docstore.ephemeral.values import DecidedBy, FailurePolicy, RateLimitResult
 from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
+from docstore.observability.messaging import count_rate_limit
 from docstore.redis.client_async import RedisClient
 from docstore.redis.core_async import AsyncRedisCore
 from docstore.redis.keys import check_name, rate_limit_key
@@ -89,6 +90,7 @@ class AsyncRateLimiter:
         if self._in_outage:
             self._end_outage()
         allowed = reply >= 0
+        count_rate_limit(self.policy, allowed, "redis")
         reset_after_us = reply if allowed else -reply - 1
         return RateLimitResult(
             allowed=allowed,
@@ -108,6 +110,7 @@ class AsyncRateLimiter:
         self, key: str, exc: ServiceUnavailable | RedisCommandError
     ) -> RateLimitResult:
         allow = self.failure_policy is FailurePolicy.ALLOW
+        count_rate_limit(self.policy, allow, "failure_policy")
         with self._outage_lock:
             first = not self._in_outage
             self._in_outage = True

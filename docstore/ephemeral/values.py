@@ -82,6 +82,8 @@ class QueueMessage(BaseModel):
     document_id: int
     deliveries: int
     enqueued_at: datetime
+    # W3C trace context of the span that enqueued it (`traceparent`, `tracestate`), if traced.
+    trace_context: dict[str, str] = Field(default_factory=dict)
 
 
 class DeadLetter(BaseModel):

@@ -11,13 +11,14 @@ from typing import IO, Any
 
 from docstore._async_runtime import in_thread
 from docstore.intake.blobs import BlobStore, StoredBlob
+from docstore.observability.blob_ops import instrument_blob_store
 
 
 class AsyncBlobs:
     """The store's blob store (`store.blobs`); on the asyncio side its calls run on threads."""
 
     def __init__(self, store: BlobStore) -> None:
-        self.store = store
+        self.store = instrument_blob_store(store)  # spans, when OpenTelemetry is on
 
     async def put(self, user_id: int, filename: str, data: bytes | IO[bytes]) -> StoredBlob:
         """Store the bytes under a new key; large files are streamed, never read whole."""

@@ -43,6 +43,8 @@ from docstore.errors import (
 from docstore.intake.blobs import BlobStore
 from docstore.intake.outcomes import BlobPurgeReport, Extractor, Outcome, StuckReport
 from docstore.models import DocumentCreate, DocumentResponse, SubmittedDocument, UserResponse
+from docstore.observability.blob_ops import instrumented
+from docstore.observability.messaging import observe_processing, observe_submit
 from docstore.repositories.documents import DocumentRepo
 from docstore.repositories.lifecycle import DocumentLifecycle
 from docstore.repositories.users import UserRepo
@@ -147,7 +149,7 @@ class DocumentIntake:
         self.documents = documents
         self.lifecycle = lifecycle
         self.users = users
-        self._blobs = blobs
+        self._blobs = instrumented(blobs)  # blob spans, when OpenTelemetry is on
         self.queue = queue
         self.progress = progress
         self.cache = cache
@@ -156,6 +158,7 @@ class DocumentIntake:
 
     # -- submitting ---------------------------------------------------------------------------
 
+    @observe_submit
     def submit(
         self,
         user: UserResponse | int,
@@ -252,7 +255,8 @@ class DocumentIntake:
                     detail="no document is due for this message",
                 )
             document = claimed
-        outcome = self._run(document, worker_id, extract)
+        with observe_processing(document.id, message) as observed:
+            outcome = observed(self._run(document, worker_id, extract))
         # A retry waits for its backoff in PostgreSQL (`next_attempt_at`): it is claimed from
         # there once due (by an idle worker's `claim_next`, or enqueued by `requeue_stuck`).
         self._ack(message)

@@ -41,6 +41,8 @@ from docstore.errors import (
 from docstore.intake.blobs import BlobStore
 from docstore.intake.outcomes import BlobPurgeReport, Extractor, Outcome, StuckReport
 from docstore.models import DocumentCreate, DocumentResponse, SubmittedDocument, UserResponse
+from docstore.observability.blob_ops import instrumented
+from docstore.observability.messaging import observe_processing, observe_submit
 from docstore.repositories.documents_async import AsyncDocumentRepo
 from docstore.repositories.lifecycle_async import AsyncDocumentLifecycle
 from docstore.repositories.users_async import AsyncUserRepo
@@ -145,7 +147,7 @@ class AsyncDocumentIntake:
         self.documents = documents
         self.lifecycle = lifecycle
         self.users = users
-        self._blobs = blobs
+        self._blobs = instrumented(blobs)  # blob spans, when OpenTelemetry is on
         self.queue = queue
         self.progress = progress
         self.cache = cache
@@ -154,6 +156,7 @@ class AsyncDocumentIntake:
 
     # -- submitting ---------------------------------------------------------------------------
 
+    @observe_submit
     async def submit(
         self,
         user: UserResponse | int,
@@ -250,7 +253,8 @@ class AsyncDocumentIntake:
                     detail="no document is due for this message",
                 )
             document = claimed
-        outcome = await self._run(document, worker_id, extract)
+        with observe_processing(document.id, message) as observed:
+            outcome = observed(await self._run(document, worker_id, extract))
         # A retry waits for its backoff in PostgreSQL (`next_attempt_at`): it is claimed from
         # there once due (by an idle worker's `claim_next`, or enqueued by `requeue_stuck`).
         await self._ack(message)

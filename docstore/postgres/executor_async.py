@@ -24,6 +24,7 @@ from psycopg.rows import BaseRowFactory, tuple_row
 from pydantic import BaseModel
 
 from docstore.errors import PoolExhausted, ServiceUnavailable
+from docstore.observability.database import observe_pool, observe_query
 from docstore.postgres.errors import wrap_database_errors
 from docstore.postgres.queries import Query, queries
 from docstore.postgres.replica_async import AsyncReplica
@@ -54,6 +55,7 @@ class AsyncDatabase:
         self.debug_sql = debug_sql
         self.replica = replica
         self.queries = queries()
+        observe_pool(pool, address)  # connection gauges, when OpenTelemetry is on
         # Connections this object has checked out: tells a busy pool from an unreachable server.
         self._in_use = 0
         self._in_use_lock = threading.Lock()
@@ -120,10 +122,11 @@ class AsyncDatabase:
         count = 0
         started = time.perf_counter()
         async with self._connection_for_statement(conn) as c, c.cursor() as cur:
-            async with cur.copy(query.sql) as copy:
-                for row in rows:
-                    await copy.write_row(row)
-                    count += 1
+            with observe_query(query.name, query.sql, self.address):  # noqa: RUF100, SIM117
+                async with cur.copy(query.sql) as copy:
+                    for row in rows:
+                        await copy.write_row(row)
+                        count += 1
             if self.debug_sql:
                 elapsed_ms = (time.perf_counter() - started) * 1000
                 sql_logger.info("%s %.2f ms rows=%s", query.name, elapsed_ms, count)
@@ -213,15 +216,17 @@ class AsyncDatabase:
             yield cur
 
     async def _execute(self, cur: psycopg.AsyncCursor[Any], query: Query, params: Params) -> None:
-        if not self.debug_sql:
-            await cur.execute(query.sql, params)
-            return
-        started = time.perf_counter()
-        try:
-            await cur.execute(query.sql, params)
-        finally:
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            sql_logger.info("%s %.2f ms rows=%s", query.name, elapsed_ms, cur.rowcount)
+        # A span and a duration per statement when OpenTelemetry is on (a no-op otherwise).
+        with observe_query(query.name, query.sql, self.address):
+            if not self.debug_sql:
+                await cur.execute(query.sql, params)
+                return
+            started = time.perf_counter()
+            try:
+                await cur.execute(query.sql, params)
+            finally:
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                sql_logger.info("%s %.2f ms rows=%s", query.name, elapsed_ms, cur.rowcount)
 
     @asynccontextmanager
     async def _connection_for_statement(self, conn: Connection | None) -> AsyncIterator[Connection]:

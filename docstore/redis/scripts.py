@@ -15,6 +15,7 @@ from redis.commands.core import Script
 from redis.typing import EncodableT
 
 from docstore.errors import ConfigurationError
+from docstore.observability.redis_commands import name_script
 from docstore.redis.client import RedisClient
 
 
@@ -40,6 +41,7 @@ class LuaScript:
     def __init__(self, client: RedisClient, name: str) -> None:
         self.client = client
         self.script: Script = client.register_script(lua_source(name))
+        name_script(self.script.sha, name)  # its spans say which script ran
 
     def __call__(self, keys: Sequence[str], *args: EncodableT) -> Any:
         """Run the script with `keys` (one cluster slot) and `args`; the raw reply."""

@@ -13,6 +13,7 @@ from redis.commands.core import AsyncScript
 from redis.typing import EncodableT
 
 from docstore.errors import ConfigurationError
+from docstore.observability.redis_commands import name_script
 from docstore.redis.client_async import RedisClient
 
 
@@ -38,6 +39,7 @@ class AsyncLuaScript:
     def __init__(self, client: RedisClient, name: str) -> None:
         self.client = client
         self.script: AsyncScript = client.register_script(lua_source(name))
+        name_script(self.script.sha, name)  # its spans say which script ran
 
     async def __call__(self, keys: Sequence[str], *args: EncodableT) -> Any:
         """Run the script with `keys` (one cluster slot) and `args`; the raw reply."""
