@@ -339,6 +339,8 @@ def ledger_state(url: str) -> tuple[list[tuple[Any, ...]], int]:
     return digests, int(stale[0])
 
 
+# Four early runs, one clean catch-up and three killed ones: more than the file's default.
+@pytest.mark.timeout(240)
 def test_a_catch_up_run_killed_at_three_points_then_rerun_equals_one_clean_catch_up(
     docstore_redis_url: str, databases: list[str], tmp_path: Path
 ) -> None:
