@@ -13,11 +13,13 @@ ORDER BY id
 LIMIT %(limit)s::integer;
 
 -- name: doctor_quiet_pending
--- One page of PENDING documents unchanged for `grace` seconds, by id, after a given id.
+-- One page of PENDING documents unchanged for `grace` seconds and not waiting for a scheduled
+-- retry (that schedule reaches a worker by itself), by id, after a given id.
 SELECT id, updated_at
 FROM documents
 WHERE status = 'PENDING'
     AND updated_at < now() - make_interval(secs => %(grace)s::double precision)
+    AND (next_attempt_at IS NULL OR next_attempt_at <= now())
     AND id > %(after_id)s::bigint
 ORDER BY id
 LIMIT %(limit)s::integer;

@@ -10,7 +10,7 @@ The audits, in the order they run (a repair of one is seen by the next):
 2. Queue messages for missing or finished documents (repair: acked and deleted). The ids of the
    documents that do have a message go to a scratch set in Redis, which lives for the run.
 3. Dead letters (repair: dropped when their document is finished or gone; kept otherwise).
-4. PENDING documents with no queue message (repair: re-enqueued).
+4. PENDING documents with no queue message and no retry scheduled (repair: re-enqueued).
 5. Blobs without a row (repair: deleted once older than the grace period) and rows without a
    blob (reported only): both listings in byte order of the key, merged.
 6. Cached results older than their row, or of a missing row (repair: deleted).
@@ -141,14 +141,19 @@ class Doctor:
 
     def _requeue_expired(self) -> None:
         while documents := self.store.lifecycle.requeue_expired(self.batch):
-            pending = [d.id for d in documents if d.status == "PENDING"]
-            self.queue.enqueue_many(pending)
+            now = datetime.now(timezone.utc)
+            due = [
+                d.id for d in documents if d.status == "PENDING" and _due(d.next_attempt_at, now)
+            ]
+            self.queue.enqueue_many(due)
             for document in documents:
-                done = (
-                    "back to PENDING, re-enqueued"
-                    if document.status == "PENDING"
-                    else "FAILED (no attempts left)"
-                )
+                retry_at = document.next_attempt_at
+                if document.status != "PENDING":
+                    done = "FAILED (no attempts left)"
+                elif retry_at is None or document.id in due:
+                    done = "back to PENDING, re-enqueued"
+                else:  # a backoff first: the retry schedule brings it back
+                    done = f"back to PENDING, retry due {_when(retry_at)}"
                 self._found("lease_expired", document.id, str(document.error_message), done)
             if len(documents) < self.batch:
                 return
@@ -436,6 +441,11 @@ def _next(items: Iterator[T]) -> T | None:
         return items.__next__()
     except StopIteration:
         return None
+
+
+def _due(retry_at: datetime | None, now: datetime) -> bool:
+    """True when a PENDING document waits for no scheduled retry (or its time has come)."""
+    return retry_at is None or retry_at <= now
 
 
 def _fields(raw: Any) -> dict[str, str]:

@@ -188,10 +188,31 @@ def test_processing_past_its_lease_is_found_then_requeued(
 
     repaired = doctor(side, store, repair=True)
     assert repaired.repaired == {"lease_expired": 1}
-    assert repaired.sample[0].repair == "back to PENDING, re-enqueued"
-    assert store.documents.get(document.id).status == "PENDING"
-    assert [int(f[b"document_id"]) for _, f in client.xrange(store.queue.key)] == [document.id]
+    # As requeue_expired does: PENDING again after a backoff, which brings it back by itself.
+    assert (repaired.sample[0].repair or "").startswith("back to PENDING, retry due ")
+    back = store.documents.get(document.id)
+    assert back.status == "PENDING" and back.next_attempt_at is not None
+    assert client.xlen(store.queue.key) == 0
     assert doctor(side, store).clean
+
+
+def test_a_scheduled_retry_is_a_way_to_reach_a_worker_until_it_is_due(
+    side: Side, store: Docstore, client: redis.Redis, sql: psycopg.Connection[Any]
+) -> None:
+    document = submit(store, "retry.txt")
+    client.delete(store.queue.key)
+    sql.execute(
+        "UPDATE documents SET next_attempt_at = now() + interval '1 hour' WHERE id = %s",
+        [document.id],
+    )
+    assert doctor(side, store).clean
+    sql.execute(
+        "UPDATE documents SET next_attempt_at = now() - interval '1 minute' WHERE id = %s",
+        [document.id],
+    )
+    assert kinds(doctor(side, store)) == {"pending_unqueued": 1}
+    assert doctor(side, store, repair=True).repaired == {"pending_unqueued": 1}
+    assert [int(f[b"document_id"]) for _, f in client.xrange(store.queue.key)] == [document.id]
 
 
 def test_blobs_without_a_row_and_rows_without_a_blob(
