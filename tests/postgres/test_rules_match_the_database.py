@@ -17,11 +17,13 @@ from docstore import Docstore, DocumentCreate, DocumentResponse, InvalidInput, U
 from docstore.rules import (
     EMAIL_LENGTH,
     FILENAME_LENGTH,
+    IDEMPOTENCY_KEY_LENGTH,
     INT4_MAX,
     S3_KEY_LENGTH,
     TASK_ID_LENGTH,
     Email,
     Filename,
+    IdempotencyKey,
     NonNegativeFloat,
     NonNegativeInt,
     S3Key,
@@ -43,6 +45,12 @@ PROBES: list[tuple[str, str, Any, list[Any]]] = [
     ("documents", "filename", Filename, ["x" * n for n in around(FILENAME_LENGTH.maximum)]),
     ("documents", "s3_key", S3Key, ["k" * n for n in around(S3_KEY_LENGTH.maximum)]),
     ("documents", "legacy_task_id", TaskId, ["t" * n for n in around(TASK_ID_LENGTH.maximum)]),
+    (
+        "documents",
+        "idempotency_key",
+        IdempotencyKey,
+        ["i" * n for n in around(IDEMPOTENCY_KEY_LENGTH.maximum)],
+    ),
     ("documents", "page_count", NonNegativeInt, [-1, 0, INT4_MAX]),
     ("documents", "extraction_time_seconds", NonNegativeFloat, [-0.001, 0.0, 1e300]),
 ]
