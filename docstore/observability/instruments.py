@@ -23,6 +23,9 @@ _queues: dict[str, dict[str, float]] = {}
 
 def operation_duration(state: Telemetry) -> Any:
     """`db.client.operation.duration`, shared by PostgreSQL and Redis."""
+    found = state.instruments.get("db.client.operation.duration")
+    if found is not None:  # the hot path: a dict lookup
+        return found
     return state.instrument(
         "db.client.operation.duration",
         "create_histogram",
@@ -34,11 +37,17 @@ def operation_duration(state: Telemetry) -> Any:
 
 def counter(state: Telemetry, name: str, unit: str, description: str) -> Any:
     """A counter of docstore's (documents, cache requests, rate-limit decisions)."""
+    found = state.instruments.get(name)
+    if found is not None:
+        return found
     return state.instrument(name, "create_counter", unit=unit, description=description)
 
 
 def seconds_histogram(state: Telemetry, name: str, description: str) -> Any:
     """A duration histogram in seconds."""
+    found = state.instruments.get(name)
+    if found is not None:
+        return found
     return state.instrument(
         name,
         "create_histogram",

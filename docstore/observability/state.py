@@ -39,7 +39,8 @@ class Telemetry:
         self.meter = metrics.get_meter(SCOPE, self.version)
         self._tracer: Any = None
         self._next_check = 0.0
-        self._instruments: dict[str, Any] = {}
+        # Instruments by name: the hot paths look them up here first (no keyword arguments).
+        self.instruments: dict[str, Any] = {}
 
     def tracer(self) -> Any:
         """docstore's tracer, or None while the application has set no tracer provider."""
@@ -61,13 +62,13 @@ class Telemetry:
 
     def has(self, name: str) -> bool:
         """True once the instrument `name` exists."""
-        return name in self._instruments
+        return name in self.instruments
 
     def instrument(self, name: str, make: str, **options: Any) -> Any:
         """The instrument `name`, created once with `meter.<make>(name, **options)`."""
-        found = self._instruments.get(name)
+        found = self.instruments.get(name)
         if found is None:
-            found = self._instruments[name] = getattr(self.meter, make)(name, **options)
+            found = self.instruments[name] = getattr(self.meter, make)(name, **options)
         return found
 
 
