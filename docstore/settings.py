@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     pool_min_size: int = Field(10, ge=0, description="Connections kept open.")
     pool_max_overflow: int = Field(20, ge=0, description="Extra connections opened under load.")
     pool_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a free connection.")
+    pool_check_idle_after: float = Field(
+        2.0,
+        ge=0,
+        description="Seconds in the pool after which a connection is checked by a round trip "
+        "before use (0: every checkout).",
+    )
     connect_timeout: float = Field(5.0, gt=0, description="Seconds to wait for a new connection.")
     statement_timeout_ms: int = Field(30_000, ge=0, description="0 disables the server limit.")
     redis_socket_timeout: float = Field(0.5, gt=0, description="Seconds per Redis call.")

@@ -4,10 +4,14 @@
 
 from __future__ import annotations
 
+import select
+import time
+import weakref
 from typing import Any
 
 import psycopg
 import psycopg_pool
+from psycopg import pq
 
 from docstore.errors import ServiceUnavailable
 from docstore.postgres.errors import database_error
@@ -39,6 +43,61 @@ def connection_options(settings: Settings, *, name: str = "docstore") -> dict[st
     return options
 
 
+Connection = psycopg.Connection[Any]
+
+
+class CheckedPool(psycopg_pool.ConnectionPool[Connection]):
+    """A pool that checks a connection before handing it out, by a round trip only when needed.
+
+    Like the old design's pre-ping, a connection is checked on checkout, but the empty round
+    trip (`check_connection`) is made only for a connection that sat in the pool for
+    `check_idle_after` seconds or more, was never handed out, or whose socket has something
+    to read. A connection the server closed (restart, `pg_terminate_backend`, an idle timeout,
+    a pooler letting go) has: its end of file or the server's last message is waiting there,
+    so it is found without a round trip; one lost silently (a network path gone, no FIN) is
+    found by the round trip once idle long enough, and before that fails its statement with
+    the typed error of an outage. `check_idle_after=0` checks every checkout, as before.
+    """
+
+    def __init__(self, *args: Any, check_idle_after: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(*args, check=self._check_before_use, **kwargs)
+        self.check_idle_after = check_idle_after
+        # When each connection last came back (weak: a connection the pool drops is forgotten).
+        self._returned_at: weakref.WeakKeyDictionary[Connection, float] = (
+            weakref.WeakKeyDictionary()
+        )
+        self.round_trip_checks = 0  # checks that needed the round trip (for tests and stats)
+
+    def putconn(self, conn: Connection) -> None:
+        """Return `conn` to the pool, noting when."""
+        self._returned_at[conn] = time.monotonic()
+        super().putconn(conn)
+
+    def _check_before_use(self, conn: Connection) -> None:
+        returned_at = self._returned_at.get(conn)
+        if (
+            returned_at is not None
+            and time.monotonic() - returned_at < self.check_idle_after
+            and conn.pgconn.status == pq.ConnStatus.OK
+            and not _has_input(conn.pgconn.socket)
+        ):
+            return
+        self.round_trip_checks += 1
+        psycopg_pool.ConnectionPool.check_connection(conn)
+
+
+def _has_input(fd: int) -> bool:
+    """Whether an idle connection's socket is readable (data, end of file or an error): an idle
+    connection is sent nothing unless the server is closing it (or a LISTEN's notification,
+    which the round trip then reads)."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([fd], [], [], 0)  # Windows: no poll
+    return bool(readable)
+
+
 def new_pool(
     settings: Settings,
     *,
@@ -50,14 +109,13 @@ def new_pool(
 
     `url` (default: the primary's) and `min_size` serve the replica's pool.
     """
-    return psycopg_pool.ConnectionPool(
+    return CheckedPool(
         url or settings.database_url,
         min_size=settings.pool_min_size if min_size is None else min_size,
         max_size=settings.pool_max_size,
         timeout=settings.pool_timeout,
         kwargs=connection_options(settings, name=name),
-        # Like the old design's pre-ping: a connection is checked before it is handed out.
-        check=psycopg_pool.ConnectionPool.check_connection,
+        check_idle_after=settings.pool_check_idle_after,
         # After an outage, retry a lost connection at least this often: psycopg_pool's backoff
         # otherwise doubles up to minutes, and callers time out long after PostgreSQL is back.
         reconnect_timeout=settings.pool_timeout,
@@ -91,4 +149,4 @@ def open_pool(pool: psycopg_pool.ConnectionPool, settings: Settings) -> None:
         ) from exc
 
 
-__all__ = ["connection_options", "new_pool", "open_pool"]
+__all__ = ["CheckedPool", "connection_options", "new_pool", "open_pool"]

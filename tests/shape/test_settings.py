@@ -20,6 +20,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: pytest.TempPathFactory
         "POSTGRES_PASSWORD",
         "DEBUG_SQL",
         "POOL_MIN_SIZE",
+        "POOL_CHECK_IDLE_AFTER",
         "DATABASE_POOLER",
         "DATABASE_REPLICA_URL",
         "REDIS_CLUSTER",
@@ -108,3 +109,9 @@ def test_pooler_and_replica_settings_come_from_the_environment(
     monkeypatch.setenv("DATABASE_REPLICA_URL", "mysql://r/d")
     with pytest.raises(ValidationError, match="DATABASE_REPLICA_URL"):
         Settings()
+
+
+def test_pool_check_idle_after_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().pool_check_idle_after == 2.0
+    monkeypatch.setenv("POOL_CHECK_IDLE_AFTER", "0")
+    assert Settings().pool_check_idle_after == 0.0
