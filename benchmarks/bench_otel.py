@@ -118,7 +118,61 @@ def child(mode: str, database_url: str, redis_url: str, ops: int) -> None:
                 best[variant] = (min(old[0], sample[0]), min(old[1], sample[1])) if old else sample
             observability.refresh()
             results[name] = best
+        if mode != "absent":
+            results["hooks"] = hook_costs(store)
     print(json.dumps(results))
+
+
+def hook_costs(store: Any) -> dict[str, tuple[float, float]]:
+    """CPU µs of the hooks each operation passes through, telemetry on and off, timed alone
+    (no I/O, so steady even on a loaded machine): (on, off) per operation."""
+    from docstore import observability
+    from docstore.observability.database import observe_query
+    from docstore.observability.messaging import count_cache, count_rate_limit
+    from docstore.postgres.queries import queries
+
+    address = store.db.address
+    get_sql, list_sql = queries()["get_document"].sql, queries()["list_user_documents"].sql
+
+    def statement(name: str, sql: str) -> Callable[[], None]:
+        def run() -> None:
+            with observe_query(name, sql, address):
+                pass
+
+        return run
+
+    # What the instrumented client's wrapper does around a command (the command left out).
+    def redis_command(*extra: Callable[[], None]) -> Callable[[], None]:
+        from docstore.observability.redis_commands import _start
+
+        def run() -> None:
+            call = _start(store.redis_core.address, 0, ("GET", "k"))
+            if call is not None:
+                call.end(None)
+            for hook in extra:
+                hook()
+
+        return run
+
+    hooks = {
+        "get document": statement("get_document", get_sql),
+        "list 50": statement("list_user_documents", list_sql),
+        "cache hit": redis_command(lambda: count_cache("hits")),
+        "limiter hit": redis_command(lambda: count_rate_limit("default", True, "redis")),
+    }
+    found = {}
+    for name, hook in hooks.items():
+        timings = {}
+        for variant in ("on", "off", "on", "off"):
+            (observability.refresh if variant == "on" else observability.disable)()
+            started = time.process_time()
+            for _ in range(20_000):
+                hook()
+            cost = (time.process_time() - started) / 20_000 * 1e6
+            timings[variant] = min(timings.get(variant, cost), cost)
+        found[name] = (timings["on"], timings["off"])
+    observability.refresh()
+    return found
 
 
 def seed(database_url: str) -> None:
@@ -171,6 +225,13 @@ def main() -> None:
                     command, capture_output=True, text=True, check=True, env=dict(os.environ)
                 ).stdout
                 for name, variants in json.loads(output.splitlines()[-1]).items():
+                    if name == "hooks":
+                        for operation, (on, off) in variants.items():
+                            old = best[mode].setdefault("hooks", {}).get(operation)
+                            best[mode]["hooks"][operation] = (
+                                (min(old[0], on), min(old[1], off)) if old else (on, off)
+                            )
+                        continue
                     for variant, (wall, cpu) in variants.items():
                         old = best[mode].setdefault(name, {}).get(variant)
                         best[mode][name][variant] = (
@@ -198,6 +259,18 @@ def main() -> None:
             text += ratio(cells[2], cells[1]) + ratio(cells[4], cells[3])
             text += ratio(cells[2], cells[0])
             print(f"{name:<14}{text}")
+        print()
+        print("The hooks alone (no I/O: steady on a loaded machine), CPU µs per call, and what")
+        print("they add to the operation's CPU with telemetry off (the same process):")
+        columns = ("api hooks on/off", "share", "sdk hooks on/off", "share")
+        print(f"{'operation':<14}" + "".join(f"{c:>{20 if 'hooks' in c else 9}}" for c in columns))
+        for name in OPERATIONS:
+            line = f"{name:<14}"
+            for mode in ("api", "sdk"):
+                on, off = best[mode]["hooks"][name]
+                operation_cpu = best[mode][name]["off"][1]
+                line += f"{on:>11.2f} /{off:>6.2f}{(on - off) / operation_cpu * 100:>+8.1f}%"
+            print(line)
 
 
 if __name__ == "__main__":
