@@ -549,8 +549,12 @@ FROM cancelled;
 -- name: requeue_expired_documents
 -- Take back documents whose lease ran out: PENDING, due after the same backoff as a failure,
 -- while attempts remain, otherwise FAILED; the attempt goes in the history as expired.
+-- A lease that ended where it started was never held by a docstore worker: the legacy migration
+-- writes the legacy service's in-flight tasks that way, and they are due at once.
 WITH expired AS (
-    SELECT id, worker_id AS held_by, attempts < max_attempts AS retrying
+    SELECT
+        id, worker_id AS held_by, attempts < max_attempts AS retrying,
+        lease_expires_at > started_at AS was_held
     FROM documents
     WHERE status = 'PROCESSING'
         AND lease_expires_at <= now()
@@ -564,7 +568,8 @@ taken AS (
         status = CASE WHEN expired.retrying THEN 'PENDING' ELSE 'FAILED' END,
         worker_id = CASE WHEN expired.retrying THEN NULL ELSE d.worker_id END,
         completed_at = CASE WHEN expired.retrying THEN NULL ELSE now() END,
-        next_attempt_at = CASE WHEN expired.retrying THEN now() + make_interval(secs => least(
+        next_attempt_at = CASE WHEN expired.retrying AND expired.was_held IS NOT FALSE
+            THEN now() + make_interval(secs => least(
                 %(backoff_cap)s::double precision,
                 %(backoff_base)s::double precision * power(2, least(d.attempts - 1, 30))
             ) * (0.5 + random() / 2)) END,
