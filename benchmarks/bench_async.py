@@ -18,9 +18,12 @@ alike; the best slice of each is printed, like `timeit`, and beside each ratio t
 ratio over the rounds (every round opens new pools), so the spread is in plain view.
 
 - docstore: `AsyncDocstore`'s `users` / `documents` / `lifecycle`, returning pydantic models;
+  on a Redis of its own (`--redis-url`, default: a throwaway one), since a committed change to a
+  document also drops its cached copy there (one DEL after the commit: work the others skip);
 - raw psycopg: the same named SQL from `sql/` on a `psycopg_pool.AsyncConnectionPool` checked on
-  checkout like docstore's, in autocommit, rows as tuples; "no check" is the same without the
-  check;
+  checkout like docstore's (docstore's `AsyncCheckedPool`: a round trip only for a connection
+  idle for POOL_CHECK_IDLE_AFTER, default 2 s, or whose socket is readable), in autocommit,
+  rows as tuples; "no check" is the same without any check;
 - SQLAlchemy asyncio ORM: the mapped classes of bench_repositories.py on `create_async_engine`
   (psycopg, pre-ping), an `AsyncSession` per call, converted to the same pydantic models;
 - asyncpg: the same SQL with `$n` placeholders on an `asyncpg` pool, rows as Records — a
@@ -35,10 +38,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import os
 import random
 import re
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -66,8 +71,10 @@ from docstore.models import (
     UserCreate,
     UserResponse,
 )
+from docstore.postgres.pool_async import AsyncCheckedPool
 from docstore.postgres.queries import queries
 from docstore.repositories.api_keys import api_key_digest, is_well_formed
+from docstore.testing.servers import LocalRedis
 
 STATUSES = ["PENDING", "PROCESSING", "COMPLETED", "FAILED"]
 Call = Callable[[], Awaitable[object]]
@@ -113,7 +120,9 @@ class AsyncOrmRepos:
 
     async def create(self, item: DocumentCreate) -> DocumentResponse:
         async with self.sessions() as session:
-            document = Document(**item.model_dump())
+            # The ORM model maps no idempotency or content hash columns (None here anyway).
+            fields = item.model_dump(exclude={"idempotency_key", "content_sha256"})
+            document = Document(**fields)
             session.add(document)
             await session.commit()
             await session.refresh(document)
@@ -199,14 +208,20 @@ async def _autocommit(conn: psycopg.AsyncConnection[Any]) -> None:
 class RawAsyncRepos:
     """The five operations as bare async psycopg calls on docstore's own SQL; rows stay tuples."""
 
-    def __init__(self, url: str, pool_size: int, check: bool) -> None:
-        self.pool = psycopg_pool.AsyncConnectionPool(
-            url,
-            min_size=pool_size,
-            max_size=pool_size,
-            check=psycopg_pool.AsyncConnectionPool.check_connection if check else None,
-            configure=_autocommit,  # one statement needs no BEGIN/COMMIT round trips
-            open=False,
+    def __init__(self, url: str, pool_size: int, check_idle_after: float | None) -> None:
+        """`check_idle_after`: docstore's check (see `AsyncCheckedPool`); None: no check."""
+        options: dict[str, Any] = {
+            "min_size": pool_size,
+            "max_size": pool_size,
+            "configure": _autocommit,  # one statement needs no BEGIN/COMMIT round trips
+            "open": False,
+        }
+        self.pool: psycopg_pool.AsyncConnectionPool = (
+            # The check docstore's pools make (POOL_CHECK_IDLE_AFTER, its default): part of the
+            # pool's configuration, not of the library's code, so the floor makes it too.
+            AsyncCheckedPool(url, check_idle_after=check_idle_after, **options)
+            if check_idle_after is not None
+            else psycopg_pool.AsyncConnectionPool(url, **options)
         )
         self.sql = {name: query.sql for name, query in queries().items()}
 
@@ -235,7 +250,8 @@ class RawAsyncRepos:
 
     async def claim_and_complete(self) -> Any:
         claimed = await self._one(
-            "claim_next_document", {"worker_id": WORKER, "lease_seconds": 300.0}
+            "claim_next_document",
+            {"worker_id": WORKER, "lease_seconds": 300.0, "max_processing": None},
         )
         assert claimed is not None, "no PENDING document left to claim"
         return await self._one("complete_document", complete_params(claimed[0]))
@@ -295,7 +311,8 @@ class AsyncpgRepos:
 
     async def claim_and_complete(self) -> Any:
         claimed = await self._one(
-            "claim_next_document", {"worker_id": WORKER, "lease_seconds": 300.0}
+            "claim_next_document",
+            {"worker_id": WORKER, "lease_seconds": 300.0, "max_processing": None},
         )
         assert claimed is not None, "no PENDING document left to claim"
         return await self._one("complete_document", complete_params(claimed[0]))
@@ -311,13 +328,19 @@ class AsyncpgRepos:
 class Clients:
     """One pool per variant, on new server connections, all of `pool_size` connections."""
 
-    def __init__(self, url: str, pool_size: int) -> None:
+    def __init__(self, url: str, pool_size: int, check_idle_after: float, redis_url: str) -> None:
         settings = Settings.model_validate(
-            {"DATABASE_URL": url, "pool_min_size": pool_size, "pool_max_overflow": 0}
+            {
+                "DATABASE_URL": url,
+                "REDIS_URL": redis_url,
+                "pool_min_size": pool_size,
+                "pool_max_overflow": 0,
+                "pool_check_idle_after": check_idle_after,
+            }
         )
         self.store = AsyncDocstore(settings)
-        self.raw = RawAsyncRepos(url, pool_size, check=True)
-        self.unchecked = RawAsyncRepos(url, pool_size, check=False)
+        self.raw = RawAsyncRepos(url, pool_size, check_idle_after)
+        self.unchecked = RawAsyncRepos(url, pool_size, None)
         self.orm = AsyncOrmRepos(url, pool_size)
         self.asyncpg = AsyncpgRepos(url, pool_size)
 
@@ -382,13 +405,14 @@ class Result:
 
 
 async def run_rounds(
-    url: str, variants: Variants, mode: Mode, ops: int, rounds: int, pool_size: int
+    url: str, variants: Variants, mode: Mode, args: argparse.Namespace
 ) -> tuple[list[dict[str, float]], dict[str, float]]:
     """Per round, the best slice of each variant (calls per second); the lowest CPU per call."""
     per_round: list[dict[str, float]] = []
     cpu_us: dict[str, float] = {}
+    ops, rounds = args.ops, args.rounds
     for _ in range(rounds):
-        clients = Clients(url, pool_size)
+        clients = Clients(url, args.pool_size, args.check_idle_after, args.redis_url)
         await clients.open()
         try:
             calls = variants(clients)
@@ -564,9 +588,7 @@ async def bench(url: str, seeded: Seeded, args: argparse.Namespace) -> None:
                 add_pending(url, seeded.user_id, args.rounds * per_round + mode.slice_calls)
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute("ANALYZE documents")  # the table grows with every create
-            per_round_rates = await run_rounds(
-                url, variants, mode, args.ops, args.rounds, args.pool_size
-            )
+            per_round_rates = await run_rounds(url, variants, mode, args)
             results.append(Result(title, *per_round_rates))
         tables[mode.title] = results
         print_table(mode, results)
@@ -581,15 +603,30 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=64, help="tasks of the concurrent mode")
     parser.add_argument("--pool-size", type=int, default=10, help="connections of every pool")
     parser.add_argument("--seed-documents", type=int, default=10_000)
+    parser.add_argument("--redis-url", help="the store's Redis (default: start one)")
+    parser.add_argument(
+        "--check-idle-after",
+        type=float,
+        default=Settings.model_validate({}).pool_check_idle_after,
+        help="POOL_CHECK_IDLE_AFTER of docstore's pool and the floor's (0: check every checkout)",
+    )
     args = parser.parse_args()
 
-    with bench_database(args.database_url) as url:
+    with bench_database(args.database_url) as url, ExitStack() as stack:
+        if args.redis_url is None:
+            local_redis = LocalRedis()
+            stack.callback(local_redis.close)
+            local_redis.start()
+            args.redis_url = local_redis.url
         seeded = seed(url, args.seed_documents)
         print(
             f"PostgreSQL {seeded.version}, asyncio default loop, pools of {args.pool_size}, "
-            f"{args.rounds} rounds of {args.ops} calls per variant"
+            f"{args.rounds} rounds of {args.ops} calls per variant, connections checked by a "
+            f"round trip after {args.check_idle_after:g} s idle; load average "
+            + " ".join(f"{v:.2f}" for v in os.getloadavg())
         )
         asyncio.run(bench(url, seeded, args))
+        print("load average at the end: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
 
 
 if __name__ == "__main__":

@@ -5,9 +5,10 @@
     python benchmarks/bench_service.py --seconds 3 --rounds 5 --pin
     python benchmarks/bench_service.py --database-url postgresql://... --redis-url redis://...
 
-Three apps, each in its own uvicorn process (one worker, h11 and the asyncio loop unless
-uvicorn[standard] is installed, no access log), on the same PostgreSQL and Redis, with the same
-settings (pool of 10 + 20 connections):
+Three apps, each in its own uvicorn process (one worker, no access log, the same `--loop` and
+`--http` for all: uvloop and httptools when installed, `pip install "uvicorn[standard]"`, else
+asyncio and h11), on the same PostgreSQL and Redis, with the same settings (pool of 10 + 20
+connections):
 
 - example: examples/fastapi_service.py as it is in the working tree (async once it runs on
   `AsyncDocstore`; the header line says which it found);
@@ -28,15 +29,18 @@ app's, which on two cores would measure the generator (`--client httpx` runs it 
 The load generator shares the two cores with the app, PostgreSQL and Redis. To keep it fair:
 every app faces the same generator, whose CPU per request is printed beside the app's and the
 servers' (so what bounds a rate is in view); apps take turns in short runs in rotating order,
-`--rounds` times, and the median and range over rounds are printed; `--pin` puts the app on CPU 0
-and the generator on CPU 1 (PostgreSQL and Redis float), so the generator cannot take the app's
-core.
+`--rounds` times, and the median and range over rounds are printed; `--pin` puts each app on
+CPU 0 (set before its exec, so every thread it starts stays there: the sync apps' threadpool and
+pool threads too) and the generator on CPU 1 (PostgreSQL and Redis float), so the generator
+cannot take an app's core and no app gets more than one. The header line says the load average
+when the run began: other processes on the machine are load none of this controls.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import random
 import statistics
@@ -70,6 +74,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 RATE_LIMIT = 10**7
 RATE_LIMIT_PERIOD = 300_000_000
 SEED_LIMIT_KEY = "seed-ratelimit:{user_id}"
+APP_CPU, GENERATOR_CPU = 0, 1  # --pin: each app on one, the load generator on the other
 
 
 # --- The seed-style app -----------------------------------------------------------------------
@@ -181,14 +186,29 @@ def apps() -> list[App]:
     ]
 
 
-def start_app(app: App, env: dict[str, str], pin: bool) -> None:
+def serving(args: argparse.Namespace) -> tuple[str, str]:
+    """uvicorn's event loop and HTTP parser for every app: uvloop and httptools when installed
+    (`uvicorn[standard]`), else asyncio and h11, unless given."""
+    loop = args.loop or ("uvloop" if importlib.util.find_spec("uvloop") else "asyncio")
+    http = args.http or ("httptools" if importlib.util.find_spec("httptools") else "h11")
+    return loop, http
+
+
+def start_app(app: App, env: dict[str, str], args: argparse.Namespace) -> None:
     app.port = free_port()
+    loop, http = serving(args)
     command = [sys.executable, "-m", "uvicorn", *app.target, "--host", "127.0.0.1"]
     command += ["--port", str(app.port), "--no-access-log", "--log-level", "warning"]
-    app.process = subprocess.Popen(command, cwd=ROOT, env=env)
+    command += ["--loop", loop, "--http", http]
+
+    def pin_to_app_core() -> None:
+        # Before exec: every thread the app starts (its pool's, the threadpool's) inherits it.
+        os.sched_setaffinity(0, {APP_CPU})
+
+    app.process = subprocess.Popen(
+        command, cwd=ROOT, env=env, preexec_fn=pin_to_app_core if args.pin else None
+    )
     _wait_for_port(app.port, 60)
-    if pin:
-        os.sched_setaffinity(app.process.pid, {0})
 
 
 def stop_app(app: App) -> None:
@@ -528,6 +548,8 @@ def main() -> None:
         help="load generator's HTTP client: asyncio streams (default) or httpx",
     )
     parser.add_argument("--pin", action="store_true", help="app on CPU 0, load generator on CPU 1")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], help="uvicorn's loop, every app")
+    parser.add_argument("--http", choices=["h11", "httptools"], help="uvicorn's HTTP, every app")
     args = parser.parse_args()
 
     with backends(args) as servers, ExitStack() as stack:
@@ -547,15 +569,23 @@ def main() -> None:
         services = apps()
         for app in services:
             stack.callback(stop_app, app)
-            start_app(app, env, args.pin)
+            start_app(app, env, args)
         if args.pin:
-            os.sched_setaffinity(0, {1})
+            os.sched_setaffinity(0, {GENERATOR_CPU})
+        loop, http = serving(args)
         print(
             f"example: {example_kind()}; {args.rounds} rounds of {args.seconds:g} s per app, "
-            f"scenario and concurrency; {os.cpu_count()} CPUs; {args.client} client"
-            + (", app on CPU 0, load generator on CPU 1" if args.pin else ", nothing pinned")
+            f"scenario and concurrency; {os.cpu_count()} CPUs; {args.client} client; "
+            f"uvicorn --loop {loop} --http {http} for every app; load average "
+            + " ".join(f"{v:.2f}" for v in os.getloadavg())
+            + (
+                f"; apps on CPU {APP_CPU}, load generator on CPU {GENERATOR_CPU}"
+                if args.pin
+                else "; nothing pinned"
+            )
         )
         asyncio.run(bench(services, seeded, args, servers.pids, limits))
+        print("load average at the end: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
 
 
 if __name__ == "__main__":
