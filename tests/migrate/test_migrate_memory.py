@@ -39,11 +39,11 @@ def peak_bytes(store: Docstore, prefix: str, count: int) -> int:
     return peak
 
 
-def test_peak_memory_is_flat_from_2k_to_8k_keys(docstore_store: Docstore) -> None:
+def test_peak_memory_is_flat_from_1k_to_8k_keys(docstore_store: Docstore) -> None:
     peak_bytes(docstore_store, "warm", 50)  # first-use caches (queries, adapters) out of the way
-    small = peak_bytes(docstore_store, "s", 2_000)
+    small = peak_bytes(docstore_store, "s", 1_000)
     large = peak_bytes(docstore_store, "l", 8_000)
-    # Four times the keys: measured 1.03-1.10 here. Results are kept short so that how many
-    # batches are in flight at the peak (it varies) stays small next to the baseline: with 1.2 KB
-    # results one CI run measured 1.35. Keeping just the task ids of every batch measured 2.2.
-    assert large < small * 1.3, (small, large)
+    # Eight times the keys. The batches in flight at the peak add a bounded amount that varies
+    # (at 4x: 1.03-1.13 on a quiet machine, up to 1.57 under a load of 7); keeping just the task
+    # ids of every batch grows with the keys (2.8 here, 2.2 at 4x).
+    assert large < small * 2, (small, large)
