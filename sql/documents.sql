@@ -549,12 +549,13 @@ FROM cancelled;
 -- name: requeue_expired_documents
 -- Take back documents whose lease ran out: PENDING, due after the same backoff as a failure,
 -- while attempts remain, otherwise FAILED; the attempt goes in the history as expired.
--- A lease that ended where it started was never held by a docstore worker: the legacy migration
--- writes the legacy service's in-flight tasks that way, and they are due at once.
+-- A lease that ends exactly when it started was never held by a docstore worker (a claim always
+-- gives a lease of more than 0 s): the legacy migration writes the legacy service's in-flight
+-- tasks that way, and they are due at once.
 WITH expired AS (
     SELECT
         id, worker_id AS held_by, attempts < max_attempts AS retrying,
-        lease_expires_at > started_at AS was_held
+        lease_expires_at IS DISTINCT FROM started_at AS was_held
     FROM documents
     WHERE status = 'PROCESSING'
         AND lease_expires_at <= now()
@@ -568,7 +569,7 @@ taken AS (
         status = CASE WHEN expired.retrying THEN 'PENDING' ELSE 'FAILED' END,
         worker_id = CASE WHEN expired.retrying THEN NULL ELSE d.worker_id END,
         completed_at = CASE WHEN expired.retrying THEN NULL ELSE now() END,
-        next_attempt_at = CASE WHEN expired.retrying AND expired.was_held IS NOT FALSE
+        next_attempt_at = CASE WHEN expired.retrying AND expired.was_held
             THEN now() + make_interval(secs => least(
                 %(backoff_cap)s::double precision,
                 %(backoff_base)s::double precision * power(2, least(d.attempts - 1, 30))
