@@ -24,6 +24,7 @@ BEGIN
         DROP CONSTRAINT documents_status_check,
         ADD CONSTRAINT documents_status_check
             CHECK (status IN ('PENDING', 'PROCESSING', 'COMPLETED', 'FAILED'));
+    DROP FUNCTION document_next_turn(BIGINT);
     DROP TABLE document_attempts;
     DROP INDEX documents_ready_turn_idx;
     DROP INDEX documents_retry_due_idx;

@@ -80,3 +80,33 @@ WHERE d.id = numbered.id;
 -- backlog: documents waiting for a retry are in documents_retry_due_idx instead).
 CREATE INDEX documents_ready_turn_idx ON documents (turn, id)
     WHERE status = 'PENDING' AND next_attempt_at IS NULL;
+
+-- The turn of a user's next document: the later of the current round (the lowest turn ready, or
+-- the newest document's when none is) and just after the user's previous document. One
+-- definition for every insert (single, idempotent, batched).
+CREATE FUNCTION document_next_turn(owner BIGINT) RETURNS BIGINT
+LANGUAGE sql STABLE AS $$
+    SELECT greatest(
+        coalesce(
+            (
+                SELECT turn
+                FROM documents
+                WHERE status = 'PENDING' AND next_attempt_at IS NULL
+                ORDER BY turn
+                LIMIT 1
+            ),
+            (SELECT turn FROM documents ORDER BY id DESC LIMIT 1),
+            0
+        ),
+        coalesce(
+            (
+                SELECT turn + 1
+                FROM documents
+                WHERE user_id = owner
+                ORDER BY created_at DESC, id DESC
+                LIMIT 1
+            ),
+            0
+        )
+    )
+$$;

@@ -18,31 +18,7 @@ VALUES (
     %(idempotency_key)s::text,
     decode(%(content_sha256)s::text, 'hex'),
     -- The later of the current round and just after the user's previous document.
-    (
-        SELECT greatest(
-            coalesce(
-                (
-                    SELECT turn
-                    FROM documents
-                    WHERE status = 'PENDING' AND next_attempt_at IS NULL
-                    ORDER BY turn
-                    LIMIT 1
-                ),
-                (SELECT turn FROM documents ORDER BY id DESC LIMIT 1),
-                0
-            ),
-            coalesce(
-                (
-                    SELECT turn + 1
-                    FROM documents
-                    WHERE user_id = %(user_id)s::bigint
-                    ORDER BY created_at DESC, id DESC
-                    LIMIT 1
-                ),
-                0
-            )
-        )
-    )
+    document_next_turn(%(user_id)s::bigint)
 )
 RETURNING
     id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
@@ -67,37 +43,9 @@ WITH batch AS (
         content_sha256, position
     )
 ),
-current_round AS (
-    SELECT coalesce(
-        (
-            SELECT turn
-            FROM documents
-            WHERE status = 'PENDING' AND next_attempt_at IS NULL
-            ORDER BY turn
-            LIMIT 1
-        ),
-        (SELECT turn FROM documents ORDER BY id DESC LIMIT 1),
-        0
-    ) AS turn
-),
 first_turns AS (
-    SELECT
-        users.user_id,
-        greatest(
-            current_round.turn,
-            coalesce(
-                (
-                    SELECT d.turn + 1
-                    FROM documents AS d
-                    WHERE d.user_id = users.user_id
-                    ORDER BY d.created_at DESC, d.id DESC
-                    LIMIT 1
-                ),
-                0
-            )
-        ) AS turn
+    SELECT users.user_id, document_next_turn(users.user_id) AS turn
     FROM (SELECT DISTINCT user_id FROM batch) AS users
-    CROSS JOIN current_round
 )
 INSERT INTO documents (
     user_id, filename, s3_key, max_attempts, legacy_task_id, idempotency_key, content_sha256,
@@ -140,31 +88,7 @@ VALUES (
     %(idempotency_key)s::text,
     decode(%(content_sha256)s::text, 'hex'),
     -- The later of the current round and just after the user's previous document.
-    (
-        SELECT greatest(
-            coalesce(
-                (
-                    SELECT turn
-                    FROM documents
-                    WHERE status = 'PENDING' AND next_attempt_at IS NULL
-                    ORDER BY turn
-                    LIMIT 1
-                ),
-                (SELECT turn FROM documents ORDER BY id DESC LIMIT 1),
-                0
-            ),
-            coalesce(
-                (
-                    SELECT turn + 1
-                    FROM documents
-                    WHERE user_id = %(user_id)s::bigint
-                    ORDER BY created_at DESC, id DESC
-                    LIMIT 1
-                ),
-                0
-            )
-        )
-    )
+    document_next_turn(%(user_id)s::bigint)
 )
 ON CONFLICT (user_id, idempotency_key) DO NOTHING
 RETURNING
