@@ -51,8 +51,9 @@ ORDER BY e.email
 ON CONFLICT ((lower(email))) DO NOTHING;
 
 -- name: migrate_user_ids
--- The ids of a batch's owners, by lower-case email.
-SELECT lower(email) AS email, id
+-- The ids of a batch's owners, by lower-case email, with the turn their next document takes
+-- (fair turns: see document_next_turn in migration 0005).
+SELECT lower(email) AS email, id, document_next_turn(id) AS next_turn
 FROM users
 WHERE lower(email) = ANY(%(emails)s::text[]);
 
@@ -60,10 +61,12 @@ WHERE lower(email) = ANY(%(emails)s::text[]);
 -- COPY target for the new documents of a batch (sorted by legacy task id: writers side by side
 -- wait on a duplicate in one order, never deadlock). A task the legacy service had in flight is
 -- one attempt whose lease has already run out, so requeue_stuck hands it to a new worker.
+-- Waiting and in-flight documents take their owner's next turns, oldest first, as submitted
+-- ones do: a migrated backlog is handed out in fair turns, not all in turn 0.
 COPY documents (
     user_id, filename, s3_key, status, result_text, error_message, page_count,
     extraction_time_seconds, created_at, started_at, completed_at, legacy_task_id,
-    worker_id, lease_expires_at, attempts
+    worker_id, lease_expires_at, attempts, turn
 ) FROM STDIN;
 
 -- name: migrate_record_written

@@ -30,6 +30,7 @@ from docstore.postgres.executor import Connection, Database
 
 SCHEMA_COMMAND = "python -m docstore schema apply"
 LEGACY_WORKER = "legacy-service"
+WORK_TO_DO = frozenset({"PENDING", "PROCESSING"})  # statuses a worker still takes
 
 
 @dataclass(slots=True)
@@ -61,7 +62,9 @@ class _Plan:
     conflicts: dict[str, str] = field(default_factory=dict)  # task id -> reason
 
 
-def _copy_row(doc: LegacyDocument, user_id: int, now: datetime) -> tuple[Any, ...]:
+def _copy_row(
+    doc: LegacyDocument, user_id: int, turn: int, now: datetime
+) -> tuple[Any, ...]:
     in_flight = doc.status == "PROCESSING"
     created_at = doc.created_at or now
     return (
@@ -72,7 +75,22 @@ def _copy_row(doc: LegacyDocument, user_id: int, now: datetime) -> tuple[Any, ..
         LEGACY_WORKER if in_flight else None,
         (doc.started_at or created_at) if in_flight else None,
         1 if in_flight else 0,
+        turn,
     )  # fmt: skip
+
+
+def _turns(
+    docs: list[LegacyDocument], next_turns: dict[str, int], now: datetime
+) -> dict[str, int]:
+    """The turn of each new document: its owner's next turns, oldest first, one per document
+    still to be worked on; a finished one shares the turn of the next (it is never claimed)."""
+    turns: dict[str, int] = {}
+    ordered = sorted(docs, key=lambda d: (d.user_email, d.created_at or now, d.task_id))
+    for doc in ordered:
+        turns[doc.task_id] = next_turns[doc.user_email]
+        if doc.status in WORK_TO_DO:
+            next_turns[doc.user_email] += 1
+    return turns
 
 
 def _staging_row(doc: LegacyDocument, digest: bytes) -> tuple[Any, ...]:
@@ -116,11 +134,12 @@ def _insert_new(
     users = db.execute("migrate_insert_users", {"emails": emails}, conn)
     if docs:
         owners = sorted({doc.user_email for doc in docs})
-        ids = dict(db.all("migrate_user_ids", {"emails": owners}, None, conn))
+        owned = db.all("migrate_user_ids", {"emails": owners}, None, conn)
+        ids = {email: user_id for email, user_id, _ in owned}
         now = datetime.now(timezone.utc)
-        db.copy(
-            "migrate_copy_documents", (_copy_row(d, ids[d.user_email], now) for d in docs), conn
-        )
+        turns = _turns(docs, {email: turn for email, _, turn in owned}, now)
+        rows = (_copy_row(d, ids[d.user_email], turns[d.task_id], now) for d in docs)
+        db.copy("migrate_copy_documents", rows, conn)
         _record(db, docs, digests, conn)
     return users
 

@@ -14,6 +14,7 @@ import redis
 from docstore import Docstore, Settings
 from docstore.intake.blobs import S3BlobStore
 from docstore.intake.extractors import extract_text
+from docstore.migrate import migrate
 from docstore.migrate.cli import main as migrate_main
 from docstore.quickstart import make_pdf
 
@@ -116,3 +117,31 @@ def test_migrated_queued_and_running_tasks_under_legacy_keys_are_all_completed(
         assert text in (done.result_text or ""), (task_id, done.result_text)
         # The in-flight task had its one legacy attempt; the worker's was the second.
         assert done.attempts == (2 if status in {"running", "processing"} else 1)
+
+
+def queued(name: str, created_at: str, email: str) -> dict[str, str]:
+    """A legacy task still waiting in the old service."""
+    return {"filename": f"{name}.txt", "s3_key": f"legacy/{name}.txt", "status": "queued",
+            "created_at": created_at, "user_email": email}  # fmt: skip
+
+
+def test_a_migrated_backlog_is_handed_out_in_fair_turns(store: Docstore) -> None:
+    """One legacy user's 300 queued tasks do not starve another's 10 queued after them: the
+    migration gives waiting documents their owners' turns, as a submit does (before: all turn 0,
+    handed out in the order the run wrote them)."""
+    legacy = store.redis
+    for i in range(300):
+        created = f"2024-03-01T12:{i // 60:02d}:{i % 60:02d}Z"
+        legacy.set(f"task:a-{i:04d}", json.dumps(queued(f"a{i}", created, "bulk@example.com")))
+    for i in range(10):
+        created = f"2024-03-02T12:00:{i:02d}Z"
+        legacy.set(f"task:b-{i:02d}", json.dumps(queued(f"b{i}", created, "small@example.com")))
+    assert migrate(legacy, store.db, batch_size=50).migrated == 310
+
+    claimed = []
+    for _ in range(40):
+        document = store.lifecycle.claim_next("w1")
+        assert document is not None
+        claimed.append(document.legacy_task_id or "")
+        store.lifecycle.mark_completed(document.id, "w1", "text", 1, 0.1)
+    assert sorted(t for t in claimed if t.startswith("b-")) == [f"b-{i:02d}" for i in range(10)]
