@@ -62,9 +62,7 @@ class _Plan:
     conflicts: dict[str, str] = field(default_factory=dict)  # task id -> reason
 
 
-def _copy_row(
-    doc: LegacyDocument, user_id: int, turn: int, now: datetime
-) -> tuple[Any, ...]:
+def _copy_row(doc: LegacyDocument, user_id: int, turn: int, now: datetime) -> tuple[Any, ...]:
     in_flight = doc.status == "PROCESSING"
     created_at = doc.created_at or now
     return (
@@ -79,9 +77,7 @@ def _copy_row(
     )  # fmt: skip
 
 
-def _turns(
-    docs: list[LegacyDocument], next_turns: dict[str, int], now: datetime
-) -> dict[str, int]:
+def _turns(docs: list[LegacyDocument], next_turns: dict[str, int], now: datetime) -> dict[str, int]:
     """The turn of each new document: its owner's next turns, oldest first, one per document
     still to be worked on; a finished one shares the turn of the next (it is never claimed)."""
     turns: dict[str, int] = {}
