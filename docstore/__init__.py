@@ -41,7 +41,7 @@ from docstore.errors import (
     ServiceUnavailable,
     UnsupportedDocument,
 )
-from docstore.health import HealthReport, PoolStats
+from docstore.health import HealthReport, PoolStats, ReplicaHealth
 from docstore.intake.blobs import BlobStore, LocalBlobStore, S3BlobStore, StoredBlob
 from docstore.intake.extractors import Extraction, ProgressCallback, extract_text
 from docstore.intake.outcomes import BlobPurgeReport, Extractor, Outcome, StuckReport
@@ -143,6 +143,7 @@ __all__ = [
     "RedisCache",
     "RedisCommandError",
     "RedisCore",
+    "ReplicaHealth",
     "RollbackRefused",
     "S3BlobStore",
     "SchemaError",

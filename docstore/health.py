@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict
 
 
@@ -17,6 +19,20 @@ class PoolStats(BaseModel):
     max_size: int
 
 
+class ReplicaHealth(BaseModel):
+    """The read replica (`DATABASE_REPLICA_URL`): its state when the report was made, and the
+    lag-tolerant reads it answered and those sent to the primary instead."""
+
+    model_config = ConfigDict(frozen=True)
+
+    address: str
+    state: Literal["unknown", "ok", "lagging", "down"]
+    lag_seconds: float | None
+    max_lag_seconds: float
+    reads: int
+    reads_on_primary: int
+
+
 class HealthReport(BaseModel):
     """Versions of the servers, or why one could not be reached."""
 
@@ -27,8 +43,10 @@ class HealthReport(BaseModel):
     redis_version: str | None
     redis_error: str | None = None
     pool: PoolStats
+    replica: ReplicaHealth | None = None  # None without DATABASE_REPLICA_URL
 
     @property
     def ok(self) -> bool:
-        """True when both servers answered."""
+        """True when both servers answered (a replica down or lagging is not an outage: the
+        primary answers its reads; see `replica`)."""
         return self.postgres_error is None and self.redis_error is None

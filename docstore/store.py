@@ -22,7 +22,7 @@ from docstore.ephemeral.queue import TaskQueue
 from docstore.ephemeral.rate_limit import RateLimiter
 from docstore.ephemeral.values import FailurePolicy
 from docstore.errors import DocstoreError
-from docstore.health import HealthReport, PoolStats
+from docstore.health import HealthReport, PoolStats, ReplicaHealth
 from docstore.intake.blob_access import Blobs
 from docstore.intake.blobs import BlobStore, blob_store_from_settings
 from docstore.intake.flow import DocumentIntake
@@ -281,6 +281,21 @@ class Docstore:
             redis_version=redis_version,
             redis_error=redis_error,
             pool=pool,
+            replica=self._replica_health(),
+        )
+
+    def _replica_health(self) -> ReplicaHealth | None:
+        replica = self.db.replica
+        if replica is None:
+            return None
+        replica.check()  # the state as it is now, not as the last read found it
+        return ReplicaHealth(
+            address=replica.address,
+            state=replica.state,
+            lag_seconds=replica.lag if replica.state in ("ok", "lagging") else None,
+            max_lag_seconds=replica.max_lag,
+            reads=replica.reads,
+            reads_on_primary=replica.reads_on_primary,
         )
 
 

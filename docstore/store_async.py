@@ -20,7 +20,7 @@ from docstore.ephemeral.queue_async import AsyncTaskQueue
 from docstore.ephemeral.rate_limit_async import AsyncRateLimiter
 from docstore.ephemeral.values import FailurePolicy
 from docstore.errors import DocstoreError
-from docstore.health import HealthReport, PoolStats
+from docstore.health import HealthReport, PoolStats, ReplicaHealth
 from docstore.intake.blob_access_async import AsyncBlobs
 from docstore.intake.blobs import BlobStore, blob_store_from_settings
 from docstore.intake.flow_async import AsyncDocumentIntake
@@ -281,6 +281,21 @@ class AsyncDocstore:
             redis_version=redis_version,
             redis_error=redis_error,
             pool=pool,
+            replica=await self._replica_health(),
+        )
+
+    async def _replica_health(self) -> ReplicaHealth | None:
+        replica = self.db.replica
+        if replica is None:
+            return None
+        await replica.check()  # the state as it is now, not as the last read found it
+        return ReplicaHealth(
+            address=replica.address,
+            state=replica.state,
+            lag_seconds=replica.lag if replica.state in ("ok", "lagging") else None,
+            max_lag_seconds=replica.max_lag,
+            reads=replica.reads,
+            reads_on_primary=replica.reads_on_primary,
         )
 
 

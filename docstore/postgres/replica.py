@@ -153,6 +153,13 @@ class Replica:
                 return self.state == "ok"
             # This caller measures; the others meanwhile go by the last state.
             self._next_check = now + self.check_interval
+        return self.check()
+
+    def check(self) -> bool:
+        """Measure the lag now and set the state by it (also for a health report); True when
+        lag-tolerant reads may go to the replica."""
+        with self._lock:
+            self._next_check = max(self._next_check, time.monotonic() + self.check_interval)
         lag = self._measure_lag()
         if lag is None:
             return False

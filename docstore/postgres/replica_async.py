@@ -151,6 +151,13 @@ class AsyncReplica:
                 return self.state == "ok"
             # This caller measures; the others meanwhile go by the last state.
             self._next_check = now + self.check_interval
+        return await self.check()
+
+    async def check(self) -> bool:
+        """Measure the lag now and set the state by it (also for a health report); True when
+        lag-tolerant reads may go to the replica."""
+        with self._lock:
+            self._next_check = max(self._next_check, time.monotonic() + self.check_interval)
         lag = await self._measure_lag()
         if lag is None:
             return False

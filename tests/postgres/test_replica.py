@@ -155,12 +155,17 @@ def test_a_replica_lagging_past_the_bound_is_skipped_logged_once_then_used_again
         assert store.db.replica.reads_on_primary >= on_primary + 20
         lagging = [m for m in replica_warnings(caplog) if "lagging" in m]
         assert len(lagging) == 1 and "go to the primary" in lagging[0]
+        report = store.health().replica  # the health report says so too, with the lag
+        assert report.state == "lagging" and report.lag_seconds > 0.3, report
+        assert report.reads_on_primary >= on_primary + 20 and report.max_lag_seconds == 0.3
         resume_replay(standby)
         standby.wait_for_replay()
         time.sleep(CHECK_INTERVAL * 2)
         reads = store.db.replica.reads
         wait_until(lambda: listed() and store.db.replica.reads > reads, 10, "replica reads")
         assert any("is back" in m for m in replica_warnings(caplog))
+        report = store.health().replica
+        assert report.state == "ok" and report.lag_seconds < 0.3, report
 
 
 def test_a_stopped_replica_sends_reads_to_the_primary_without_errors_until_it_is_back(
@@ -185,6 +190,9 @@ def test_a_stopped_replica_sends_reads_to_the_primary_without_errors_until_it_is
                 assert store.documents.search(user.id, "anything").items == []
             down = [m for m in replica_warnings(caplog) if " is down " in m]
             assert len(down) == 1, replica_warnings(caplog)
+            report = store.health()
+            assert report.postgres_error is None  # the primary answers: no outage
+            assert report.replica.state == "down" and report.replica.lag_seconds is None
         finally:
             standby.start()
         reads = store.db.replica.reads

@@ -22,6 +22,7 @@ def test_health_reports_versions_and_pool(docstore_store: Docstore) -> None:
     assert report.redis_version and report.redis_version[0].isdigit()
     assert report.pool.max_size == 5
     assert report.pool.size >= 1
+    assert report.replica is None  # no DATABASE_REPLICA_URL
 
 
 def test_connect_owns_and_closes_its_pool(docstore_settings: Settings) -> None:
