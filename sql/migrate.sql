@@ -41,6 +41,28 @@ LEFT JOIN LATERAL (
     LIMIT 1
 ) AS d ON true;
 
+-- name: migrate_unchanged_raw
+-- The tasks of a batch whose bytes in Redis are those the run that wrote them read (equal raw
+-- digests): unchanged, so the reader does not even parse them. One index probe per task.
+SELECT b.legacy_task_id
+FROM unnest(%(task_ids)s::text[], %(raw_md5s)s::bytea[]) AS b (legacy_task_id, raw_md5)
+JOIN LATERAL (
+    SELECT l.source_raw_md5
+    FROM legacy_migrations AS l
+    WHERE l.legacy_task_id = b.legacy_task_id
+    LIMIT 1
+) AS l ON l.source_raw_md5 = b.raw_md5;
+
+-- name: migrate_record_raw
+-- The raw digests of tasks whose meaning is unchanged but whose bytes are not those recorded
+-- (a JSON task re-serialized, a ledger row from before migration 0006); equal rows are not
+-- written.
+UPDATE legacy_migrations AS l
+SET source_raw_md5 = b.raw_md5
+FROM unnest(%(task_ids)s::text[], %(raw_md5s)s::bytea[]) AS b (legacy_task_id, raw_md5)
+WHERE l.legacy_task_id = b.legacy_task_id
+    AND l.source_raw_md5 IS DISTINCT FROM b.raw_md5;
+
 -- name: migrate_insert_users
 -- Create the owners of a batch that do not exist yet (emails match case-insensitively).
 -- Sorted, so that writers running side by side wait for each other but never deadlock.
@@ -70,15 +92,19 @@ COPY documents (
 ) FROM STDIN;
 
 -- name: migrate_record_written
--- Record what the migration wrote for these tasks: the digest of each task as read and the
--- fingerprint of its document as it now stands (new rows and adopted pre-ledger rows).
-INSERT INTO legacy_migrations (legacy_task_id, source_md5, written_md5)
-SELECT b.legacy_task_id, b.source_md5, legacy_document_fingerprint(d)
-FROM unnest(%(task_ids)s::text[], %(source_md5s)s::bytea[]) AS b (legacy_task_id, source_md5)
+-- Record what the migration wrote for these tasks: the digests of each task as read (parsed and
+-- raw) and the fingerprint of its document as it now stands (new rows and adopted pre-ledger
+-- rows).
+INSERT INTO legacy_migrations (legacy_task_id, source_md5, source_raw_md5, written_md5)
+SELECT b.legacy_task_id, b.source_md5, b.source_raw_md5, legacy_document_fingerprint(d)
+FROM unnest(
+    %(task_ids)s::text[], %(source_md5s)s::bytea[], %(raw_md5s)s::bytea[]
+) AS b (legacy_task_id, source_md5, source_raw_md5)
 JOIN documents AS d ON d.legacy_task_id = b.legacy_task_id
 ORDER BY b.legacy_task_id
 ON CONFLICT (legacy_task_id) DO UPDATE
 SET source_md5 = excluded.source_md5,
+    source_raw_md5 = excluded.source_raw_md5,
     written_md5 = excluded.written_md5,
     migrated_at = excluded.migrated_at;
 
@@ -97,14 +123,16 @@ CREATE TEMPORARY TABLE migrate_staging (
     created_at TIMESTAMPTZ,
     started_at TIMESTAMPTZ,
     completed_at TIMESTAMPTZ,
-    source_md5 BYTEA NOT NULL
+    source_md5 BYTEA NOT NULL,
+    source_raw_md5 BYTEA
 ) ON COMMIT DROP;
 
 -- name: migrate_copy_staging
 -- COPY target for the changed tasks of a batch (columns in the order the writer sends them).
 COPY migrate_staging (
     legacy_task_id, user_email, filename, s3_key, status, result_text, error_message,
-    page_count, extraction_time_seconds, created_at, started_at, completed_at, source_md5
+    page_count, extraction_time_seconds, created_at, started_at, completed_at, source_md5,
+    source_raw_md5
 ) FROM STDIN;
 
 -- name: migrate_lock_changed
@@ -145,10 +173,13 @@ WITH updated AS (
     JOIN legacy_migrations AS l ON l.legacy_task_id = s.legacy_task_id
     WHERE d.legacy_task_id = s.legacy_task_id
         AND legacy_document_fingerprint(d) = l.written_md5
-    RETURNING d.legacy_task_id, legacy_document_fingerprint(d) AS written_md5, s.source_md5
+    RETURNING
+        d.legacy_task_id, legacy_document_fingerprint(d) AS written_md5, s.source_md5,
+        s.source_raw_md5
 )
 UPDATE legacy_migrations AS l
 SET source_md5 = u.source_md5,
+    source_raw_md5 = u.source_raw_md5,
     written_md5 = u.written_md5,
     migrated_at = now()
 FROM updated AS u

@@ -6,7 +6,7 @@ import hashlib
 from datetime import datetime
 from typing import Any
 
-from docstore.migrate.legacy_records import LegacyDocument
+from docstore.migrate.legacy_records import LegacyDocument, TaskPayload
 
 # Characters of a result text shown in a conflict listing (with its length and digest).
 EXCERPT_LENGTH = 200
@@ -14,6 +14,9 @@ EXCERPT_LENGTH = 200
 # "unchanged" by accident.
 _DIGEST_VERSION = b"docstore.migrate source digest 1"
 _NONE = (-1).to_bytes(8, "little", signed=True)
+# Part of every raw digest: bump it when the parser changes what it makes of the same bytes, so
+# that a re-run parses every task again instead of skipping one whose meaning changed.
+_RAW_DIGEST_VERSION = b"docstore.migrate raw digest 1"
 
 
 def _time(value: datetime | None) -> str | None:
@@ -46,6 +49,25 @@ def source_fingerprint(doc: LegacyDocument) -> bytes:
             raw = value.encode("utf-8")
             digest.update(len(raw).to_bytes(8, "little", signed=True))
             digest.update(raw)
+    return digest.digest()
+
+
+def raw_fingerprint(payload: TaskPayload, result: bytes | None) -> bytes:
+    """MD5 of a task's bytes as Redis gave them (16 bytes): its hash fields in sorted order (or
+    its JSON string) and its result. Equal bytes parse to the same document, so a task whose raw
+    digest is the one recorded is unchanged without being parsed."""
+    digest = hashlib.md5(_RAW_DIGEST_VERSION, usedforsecurity=False)
+    parts: list[bytes | None]
+    if isinstance(payload, bytes):
+        parts = [b"s", payload, result]
+    else:
+        parts = [b"h", *(part for item in sorted(payload.items()) for part in item), result]
+    for part in parts:
+        if part is None:
+            digest.update(_NONE)
+        else:
+            digest.update(len(part).to_bytes(8, "little", signed=True))
+            digest.update(part)
     return digest.digest()
 
 

@@ -62,6 +62,8 @@ class LegacyDocument:
     started_at: datetime | None
     completed_at: datetime | None
     notes: list[str] = field(default_factory=list)
+    # MD5 of the task's bytes as read (docstore.migrate.fingerprint.raw_fingerprint).
+    raw_md5: bytes | None = None
 
 
 def display_key(key: bytes) -> str:

@@ -59,6 +59,7 @@ class _Plan:
     new: list[LegacyDocument] = field(default_factory=list)
     changed: list[LegacyDocument] = field(default_factory=list)
     unrecorded: list[LegacyDocument] = field(default_factory=list)
+    unchanged: list[LegacyDocument] = field(default_factory=list)  # since the run that wrote it
     conflicts: dict[str, str] = field(default_factory=dict)  # task id -> reason
 
 
@@ -93,7 +94,7 @@ def _staging_row(doc: LegacyDocument, digest: bytes) -> tuple[Any, ...]:
     return (
         doc.task_id, doc.user_email, doc.filename, doc.s3_key, doc.status, doc.result_text,
         doc.error_message, doc.page_count, doc.extraction_time_seconds, doc.created_at,
-        doc.started_at, doc.completed_at, digest,
+        doc.started_at, doc.completed_at, digest, doc.raw_md5,
     )  # fmt: skip
 
 
@@ -116,7 +117,9 @@ def _plan(
             plan.conflicts[doc.task_id] = CHANGED_IN_DOCSTORE
         elif state == "deleted":
             plan.conflicts[doc.task_id] = DELETED_IN_DOCSTORE
-    return plan, len(docs) - len(states)
+        elif state is None:
+            plan.unchanged.append(doc)
+    return plan, len(plan.unchanged)
 
 
 def _insert_new(
@@ -143,9 +146,27 @@ def _insert_new(
 def _record(
     db: Database, docs: list[LegacyDocument], digests: dict[str, bytes], conn: Connection
 ) -> None:
-    task_ids = [doc.task_id for doc in docs]
-    params = {"task_ids": task_ids, "source_md5s": [digests[t] for t in task_ids]}
+    params = {
+        "task_ids": [doc.task_id for doc in docs],
+        "source_md5s": [digests[doc.task_id] for doc in docs],
+        "raw_md5s": [doc.raw_md5 for doc in docs],
+    }
     db.execute("migrate_record_written", params, conn)
+
+
+def _record_raw(db: Database, plan: _Plan, conn: Connection) -> None:
+    """Unchanged tasks whose bytes differ from those recorded (or none are, for rows from before
+    migration 0006): record their raw digest, so that the next run skips them unparsed."""
+    same = [d for d in plan.unchanged if d.raw_md5 is not None]
+    if same:
+        params = {"task_ids": [d.task_id for d in same], "raw_md5s": [d.raw_md5 for d in same]}
+        db.execute("migrate_record_raw", params, conn)
+
+
+def unchanged_tasks(db: Database, task_ids: list[str], raw_md5s: list[bytes]) -> set[str]:
+    """Those of `task_ids` whose raw digest is the one recorded by the run that wrote them."""
+    params = {"task_ids": task_ids, "raw_md5s": raw_md5s}
+    return {row[0] for row in db.all("migrate_unchanged_raw", params)}
 
 
 def _update_changed(
@@ -213,6 +234,8 @@ def _write(
     docs = sorted(docs, key=lambda doc: doc.task_id)
     digests = {doc.task_id: source_fingerprint(doc) for doc in docs}
     plan, unchanged = _plan(db, docs, digests, conn)
+    if unchanged and not dry_run:
+        _record_raw(db, plan, conn)
     if not update:  # insert-only: whatever exists is left as it is
         return _write_new_only(db, plan, digests, conn, unchanged, dry_run=dry_run)
     outcome = WriteOutcome(unchanged=unchanged, inserted=len(plan.new))

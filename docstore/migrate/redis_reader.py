@@ -8,13 +8,14 @@ Only the current batch is held in memory.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis.exceptions
 from redis.cluster import ClusterNode, RedisCluster
 
+from docstore.migrate.fingerprint import raw_fingerprint
 from docstore.migrate.legacy_records import (
     RESULT_PREFIX,
     LegacyDocument,
@@ -28,6 +29,9 @@ from docstore.migrate.legacy_records import (
 from docstore.redis.client import RedisClient
 
 ORPHAN_RESULT = "result without a task"
+# Given task ids and the raw digests of their bytes as just read, the ids whose digest is the
+# one recorded by the run that wrote them (`pg_writer.unchanged_tasks`): they need no parsing.
+UnchangedCheck = Callable[[list[str], list[bytes]], set[str]]
 
 
 @dataclass(slots=True)
@@ -46,6 +50,7 @@ class ReadBatch:
     task_keys: int = 0
     result_keys: int = 0
     orphan_results: int = 0
+    unchanged: int = 0  # tasks whose bytes are those the run that wrote them read: not parsed
     documents: list[LegacyDocument] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
 
@@ -85,8 +90,14 @@ def scan_keys(client: RedisClient, count: int) -> Iterator[list[bytes]]:
             return
 
 
-def read_task_batch(client: RedisClient, keys: list[tuple[bytes, str]], batch: ReadBatch) -> None:
-    """Read and parse the tasks `keys` (key, task id) into `batch` (documents or rejects)."""
+def read_task_batch(
+    client: RedisClient,
+    keys: list[tuple[bytes, str]],
+    batch: ReadBatch,
+    unchanged: UnchangedCheck | None = None,
+) -> None:
+    """Read and parse the tasks `keys` (key, task id) into `batch` (documents or rejects); with
+    `unchanged`, the tasks it names are only counted (`batch.unchanged`), not parsed."""
     pipe = client.pipeline(transaction=False)
     for key, task_id in keys:
         pipe.hgetall(key)
@@ -104,6 +115,7 @@ def read_task_batch(client: RedisClient, keys: list[tuple[bytes, str]], batch: R
             batch.vanished += 1
     if not_hashes:
         _read_non_hashes(client, not_hashes, payloads, batch)
+    read: list[tuple[bytes, str, TaskPayload, bytes | None, bytes]] = []
     for (key, task_id), result in zip(keys, replies[1::2], strict=True):
         payload = payloads.get(key)
         if payload is None:
@@ -113,10 +125,19 @@ def read_task_batch(client: RedisClient, keys: list[tuple[bytes, str]], batch: R
                 Reject(display_key(result_key(task_id)), f"result key is not a string: {result}")
             )
             continue
+        read.append((key, task_id, payload, result, raw_fingerprint(payload, result)))
+    skip: set[str] = set()
+    if unchanged is not None and read:
+        skip = unchanged([entry[1] for entry in read], [entry[4] for entry in read])
+        batch.unchanged += len(skip)
+    for key, task_id, payload, result, raw_md5 in read:
+        if task_id in skip:
+            continue
         parsed = parse_record(key, task_id, payload, result)
         if isinstance(parsed, Reject):
             batch.rejects.append(parsed)
         else:
+            parsed.raw_md5 = raw_md5
             batch.documents.append(parsed)
 
 
@@ -153,8 +174,14 @@ def find_orphan_results(client: RedisClient, keys: list[bytes], prefix: bytes) -
     ]
 
 
-def read_batches(client: RedisClient, prefix: bytes, batch_size: int) -> Iterator[ReadBatch]:
-    """Scan the database once and yield parsed batches of at most `batch_size` tasks."""
+def read_batches(
+    client: RedisClient,
+    prefix: bytes,
+    batch_size: int,
+    unchanged: UnchangedCheck | None = None,
+) -> Iterator[ReadBatch]:
+    """Scan the database once and yield parsed batches of at most `batch_size` tasks (those
+    `unchanged` names only counted: see `read_task_batch`)."""
     batch = ReadBatch()
     tasks: dict[bytes, str] = {}  # insertion-ordered; drops SCAN's duplicates within a batch
     results: set[bytes] = set()
@@ -178,10 +205,10 @@ def read_batches(client: RedisClient, prefix: bytes, batch_size: int) -> Iterato
                 batch.skipped += 1
                 continue
             if len(tasks) >= batch_size or len(results) >= batch_size:
-                _flush(client, prefix, batch, tasks, results)
+                _flush(client, prefix, batch, tasks, results, unchanged)
                 yield batch
                 batch = ReadBatch()
-    _flush(client, prefix, batch, tasks, results)
+    _flush(client, prefix, batch, tasks, results, unchanged)
     yield batch
 
 
@@ -191,9 +218,10 @@ def _flush(
     batch: ReadBatch,
     tasks: dict[bytes, str],
     results: set[bytes],
+    unchanged: UnchangedCheck | None,
 ) -> None:
     if tasks:
-        read_task_batch(client, list(tasks.items()), batch)
+        read_task_batch(client, list(tasks.items()), batch, unchanged)
         tasks.clear()
     if results:
         orphans = find_orphan_results(client, sorted(results), prefix)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -11,9 +12,14 @@ from typing import TextIO
 
 from docstore.errors import InvalidInput
 from docstore.migrate.legacy_records import RESULT_PREFIX
-from docstore.migrate.pg_writer import WriteOutcome, check_schema, write_documents
+from docstore.migrate.pg_writer import (
+    WriteOutcome,
+    check_schema,
+    unchanged_tasks,
+    write_documents,
+)
 from docstore.migrate.read_ahead import ReadAhead
-from docstore.migrate.redis_reader import ReadBatch, count_keys, read_batches
+from docstore.migrate.redis_reader import ReadBatch, UnchangedCheck, count_keys, read_batches
 from docstore.migrate.summary import MigrationSummary, RejectsWriter
 from docstore.postgres.executor import Database
 from docstore.redis.client import RedisClient
@@ -43,12 +49,15 @@ def check_options(prefix: str, batch_size: int) -> bytes:
 
 
 def scan_batches(
-    source: RedisClient | RedisCore, prefix: bytes, batch_size: int
+    source: RedisClient | RedisCore,
+    prefix: bytes,
+    batch_size: int,
+    unchanged: UnchangedCheck | None = None,
 ) -> Iterator[ReadBatch]:
     """`read_batches` with Redis errors turned into docstore errors."""
     core = RedisCore.of(source)
     with core.errors():
-        yield from read_batches(core.client, prefix, batch_size)
+        yield from read_batches(core.client, prefix, batch_size, unchanged)
 
 
 def migrate(
@@ -86,8 +95,10 @@ def migrate(
     core = RedisCore.of(source)
     with core.errors():
         summary.total_keys = count_keys(core.client)
-    # Redis is read one batch ahead in a thread while the writers wait on PostgreSQL.
-    reader = ReadAhead(scan_batches(core, raw_prefix, batch_size), name="migrate-reader")
+    # Redis is read one batch ahead in a thread while the writers wait on PostgreSQL; the
+    # reader skips parsing the tasks whose bytes are those the run that wrote them read.
+    batches = scan_batches(core, raw_prefix, batch_size, functools.partial(unchanged_tasks, target))
+    reader = ReadAhead(batches, name="migrate-reader")
     in_flight: deque[Future[WriteOutcome]] = deque()
     with closing(reader), ThreadPoolExecutor(writers, "migrate-writer") as pool:
         for batch in reader:
@@ -116,6 +127,7 @@ def _count_read(summary: MigrationSummary, listing: RejectsWriter, batch: ReadBa
     summary.repeated_keys += batch.repeated
     summary.vanished += batch.vanished
     summary.orphan_results += batch.orphan_results
+    summary.already_present += batch.unchanged
     for reject in batch.rejects:
         listing.reject(reject)
     for doc in batch.documents:

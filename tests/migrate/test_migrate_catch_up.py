@@ -14,7 +14,7 @@ import redis
 from helpers import migrated_table_contents
 
 from docstore import Docstore, Settings
-from docstore.migrate import migrate, verify
+from docstore.migrate import migrate, redis_reader, verify
 from docstore.migrate.cli import main
 from docstore.migrate.summary import MigrationSummary
 from docstore.testing.plugin import create_database, drop_database, with_database
@@ -99,6 +99,65 @@ def test_a_rerun_of_an_unchanged_keyspace_writes_nothing_and_says_so(
     assert row_versions(docstore_store) == before  # not one row rewritten, nor added
     assert "nothing written: every task is up to date\n" in again.text() + "\n"
     assert "nothing written" not in first.text()
+
+
+def parse_counter(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The task ids the reader parses from now on (the real parser still does the work)."""
+    parsed: list[str] = []
+    real = redis_reader.parse_record
+
+    def counting(key: bytes, task_id: str, payload: Any, result: bytes | None) -> Any:
+        parsed.append(task_id)
+        return real(key, task_id, payload, result)
+
+    monkeypatch.setattr(redis_reader, "parse_record", counting)
+    return parsed
+
+
+def test_a_rerun_skips_tasks_whose_bytes_are_unchanged_without_parsing_them(
+    docstore_store: Docstore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r = docstore_store.redis
+    seed(r, 9)
+    r.set("task:json", json.dumps(pending(9)))  # a task stored as a JSON string
+    finish_in_legacy(r, 2)  # and one with a result
+    run(docstore_store)
+    with docstore_store.db.connection() as conn:
+        missing = conn.execute(
+            "SELECT count(*) FROM legacy_migrations WHERE source_raw_md5 IS NULL"
+        ).fetchone()
+    assert missing == (0,)
+    parsed = parse_counter(monkeypatch)
+    again, _ = run(docstore_store)
+    assert (again.already_present, again.updated, parsed) == (10, 0, [])
+    r.hset("task:t2", "filename", "renamed.pdf")  # changed bytes: parsed and caught up
+    r.set("task:json", json.dumps(pending(9), indent=1))  # other bytes, the same task
+    caught_up, _ = run(docstore_store)
+    assert sorted(parsed) == ["json", "t2"]
+    assert (caught_up.updated, caught_up.already_present) == (1, 9)
+    assert docstore_store.documents.get_by_task_id("t2").filename == "renamed.pdf"
+    before = row_versions(docstore_store)
+    parsed.clear()
+    last, _ = run(docstore_store)  # the re-serialized JSON task's new bytes were recorded
+    assert (parsed, last.already_present, last.updated) == ([], 10, 0)
+    assert row_versions(docstore_store) == before
+
+
+def test_a_ledger_from_before_raw_digests_is_parsed_once_then_skipped(
+    docstore_store: Docstore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(docstore_store.redis, 6)
+    run(docstore_store)
+    with docstore_store.db.connection() as conn:  # as migration 0006 leaves older rows
+        conn.execute("UPDATE legacy_migrations SET source_raw_md5 = NULL")
+    documents_before = [v for v in row_versions(docstore_store) if v[0] != "legacy_migrations"]
+    parsed = parse_counter(monkeypatch)
+    upgraded, _ = run(docstore_store)
+    assert (len(parsed), upgraded.already_present, upgraded.updated) == (6, 6, 0)
+    after = [v for v in row_versions(docstore_store) if v[0] != "legacy_migrations"]
+    assert after == documents_before  # only the ledger's raw digests were written
+    parsed.clear()
+    assert run(docstore_store)[0].already_present == 6 and parsed == []
 
 
 def test_tasks_the_legacy_service_finished_since_are_brought_up_to_date_as_a_first_run_would(

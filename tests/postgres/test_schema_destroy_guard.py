@@ -27,6 +27,7 @@ MIGRATIONS = [
     "0003_legacy_task_id",
     "0004_legacy_migration_ledger",
     "0005_shared_service",
+    "0006_legacy_raw_digest",
 ]
 
 
@@ -211,11 +212,12 @@ def test_a_confirmed_rollback_of_0005_keeps_cancelled_documents_as_failed_ones(
     with psycopg.connect(url) as conn:
         conn.execute("UPDATE documents SET status = 'CANCELLED'")
     settings = settings_for(url)
+    assert rollback_schema(settings, count=1, confirm_destroy=True) == ["0006_legacy_raw_digest"]
     with pytest.raises(RollbackRefused, match="0005_shared_service"):
         rollback_schema(settings, count=1)
     assert rollback_schema(settings, count=1, confirm_destroy=True) == ["0005_shared_service"]
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT status, error_message, result_text FROM documents").fetchone()
     assert row == ("FAILED", "cancelled", "the only copy")
-    assert apply_schema(settings) == ["0005_shared_service"]
+    assert apply_schema(settings) == ["0005_shared_service", "0006_legacy_raw_digest"]
     assert stored_rows(url) == (1, 1)
