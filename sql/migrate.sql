@@ -60,7 +60,9 @@ JOIN LATERAL (
 UPDATE legacy_migrations AS l
 SET source_raw_md5 = b.raw_md5
 FROM unnest(%(task_ids)s::text[], %(raw_md5s)s::bytea[]) AS b (legacy_task_id, raw_md5)
-WHERE l.legacy_task_id = b.legacy_task_id
+-- ANY: the ledger rows by index (joined only to b, the planner hashes the whole ledger).
+WHERE l.legacy_task_id = ANY(%(task_ids)s::text[])
+    AND l.legacy_task_id = b.legacy_task_id
     AND l.source_raw_md5 IS DISTINCT FROM b.raw_md5;
 
 -- name: migrate_insert_users
@@ -94,13 +96,19 @@ COPY documents (
 -- name: migrate_record_written
 -- Record what the migration wrote for these tasks: the digests of each task as read (parsed and
 -- raw) and the fingerprint of its document as it now stands (new rows and adopted pre-ledger
--- rows).
+-- rows). One index probe per task (see migrate_plan): as a plain join, the planner, misled by
+-- the statistics of a table loading fast, hashed all of documents for every batch.
 INSERT INTO legacy_migrations (legacy_task_id, source_md5, source_raw_md5, written_md5)
-SELECT b.legacy_task_id, b.source_md5, b.source_raw_md5, legacy_document_fingerprint(d)
+SELECT b.legacy_task_id, b.source_md5, b.source_raw_md5, d.fingerprint
 FROM unnest(
     %(task_ids)s::text[], %(source_md5s)s::bytea[], %(raw_md5s)s::bytea[]
 ) AS b (legacy_task_id, source_md5, source_raw_md5)
-JOIN documents AS d ON d.legacy_task_id = b.legacy_task_id
+JOIN LATERAL (
+    SELECT legacy_document_fingerprint(d) AS fingerprint
+    FROM documents AS d
+    WHERE d.legacy_task_id = b.legacy_task_id
+    LIMIT 1
+) AS d ON true
 ORDER BY b.legacy_task_id
 ON CONFLICT (legacy_task_id) DO UPDATE
 SET source_md5 = excluded.source_md5,
@@ -134,6 +142,12 @@ COPY migrate_staging (
     page_count, extraction_time_seconds, created_at, started_at, completed_at, source_md5,
     source_raw_md5
 ) FROM STDIN;
+
+-- name: migrate_analyze_staging
+-- Row counts for the planner: without them it takes the staging table for a few hundred rows
+-- and, misled too by the statistics of a table loading fast, hashes all of documents and of
+-- legacy_migrations for every batch instead of probing their indexes for the few changed tasks.
+ANALYZE migrate_staging;
 
 -- name: migrate_lock_changed
 -- Lock the documents of the changed tasks, in one order, before checking and updating them:

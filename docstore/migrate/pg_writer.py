@@ -175,6 +175,7 @@ def _update_changed(
     """Update the changed tasks whose documents still hold what was written; their ids."""
     db.execute("migrate_create_staging", {}, conn)
     db.copy("migrate_copy_staging", (_staging_row(d, digests[d.task_id]) for d in docs), conn)
+    db.execute("migrate_analyze_staging", {}, conn)
     db.all("migrate_lock_changed", {}, None, conn)
     return {row[0] for row in db.all("migrate_update_documents", {}, None, conn)}
 
