@@ -17,7 +17,7 @@ from docstore.postgres.rows import model_row
 
 def test_every_statement_copy_included_is_logged_by_name(store: Docstore, sql_log: SqlLog) -> None:
     md5 = bytes(16)
-    rows = [(task, "a@example.com", "a.pdf", "k", "PENDING", *[None] * 7, md5) for task in "12"]
+    rows = [(t, "a@example.com", "a.pdf", "k", "PENDING", *[None] * 7, md5, md5) for t in "12"]
     with store.db.transaction() as conn:
         store.db.execute("migrate_create_staging", {}, conn)
         assert store.db.copy("migrate_copy_staging", rows, conn) == 2
@@ -26,7 +26,7 @@ def test_every_statement_copy_included_is_logged_by_name(store: Docstore, sql_lo
 
 def test_copy_errors_are_typed_and_write_nothing(store: Docstore) -> None:
     bad = ("t-1", "a@example.com", "a.pdf", "k", "PENDING", None, None, "not a number")
-    bad += (None, None, None, None, bytes(16))
+    bad += (None, None, None, None, bytes(16), bytes(16))
     with pytest.raises(InvalidInput), store.db.transaction() as conn:
         store.db.execute("migrate_create_staging", {}, conn)
         store.db.copy("migrate_copy_staging", [bad], conn)
