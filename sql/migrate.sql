@@ -161,7 +161,7 @@ FOR UPDATE OF d;
 -- name: migrate_update_documents
 -- Bring the documents of changed tasks up to date, as the first run would have written them,
 -- but only those that still hold what the migration wrote; record the new versions. Returns
--- the task ids updated (the others changed in docstore: conflicts).
+-- the task ids updated and their document ids (the others changed in docstore: conflicts).
 WITH updated AS (
     UPDATE documents AS d
     SET user_id = u.id,
@@ -188,7 +188,7 @@ WITH updated AS (
     WHERE d.legacy_task_id = s.legacy_task_id
         AND legacy_document_fingerprint(d) = l.written_md5
     RETURNING
-        d.legacy_task_id, legacy_document_fingerprint(d) AS written_md5, s.source_md5,
+        d.id, d.legacy_task_id, legacy_document_fingerprint(d) AS written_md5, s.source_md5,
         s.source_raw_md5
 )
 UPDATE legacy_migrations AS l
@@ -198,7 +198,7 @@ SET source_md5 = u.source_md5,
     migrated_at = now()
 FROM updated AS u
 WHERE l.legacy_task_id = u.legacy_task_id
-RETURNING l.legacy_task_id;
+RETURNING l.legacy_task_id, u.id AS document_id;
 
 -- name: migrate_fetch_migrated
 -- The documents (and ledger rows) of these legacy task ids, with a digest of the text, whether

@@ -243,6 +243,12 @@ class RedisCache:
         """A cached document result, or None."""
         return self.get(self.document_key(document_id), type_)
 
+    @property
+    def pending_invalidations(self) -> int:
+        """Documents whose invalidation failed (Redis unreachable), retried by the next call."""
+        with self._counts_lock:
+            return len(self._stale_documents)
+
     def invalidate_document(self, document_id: int) -> bool:
         """Forget a document's cached result (the store calls it on every committed change)."""
         return self.invalidate_documents([document_id])

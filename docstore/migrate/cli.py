@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
+from docstore.ephemeral.cache import RedisCache
 from docstore.errors import ConfigurationError, DocstoreError, RedisCommandError
 from docstore.migrate.progress import BarProgress, LogProgress
 from docstore.migrate.runner import DEFAULT_BATCH_SIZE, DEFAULT_PREFIX, DEFAULT_WRITERS, migrate
@@ -74,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the legacy Redis is a Redis Cluster and --redis-url one of its nodes (detected "
         "without this flag too: a cluster node is always read as its whole cluster)",
+    )
+    parser.add_argument(
+        "--cache-redis-url",
+        help="docstore's Redis (its REDIS_URL), where the cached results of documents a "
+        "catch-up run updates are dropped (without it they expire after CACHE_TTL)",
     )
     parser.add_argument("--database-url", help="PostgreSQL (default: from Settings)")
     return parser
@@ -137,11 +143,25 @@ def _legacy_redis(settings: Settings, cluster: bool) -> RedisClient:
     return _cluster(settings)
 
 
+def _docstore_cache(settings: Settings, url: str | None) -> RedisCache | None:
+    """docstore's cache on `url` (its own Redis, not the legacy one), or None."""
+    if url is None:
+        return None
+    checked = Settings.model_validate({"DATABASE_URL": settings.database_url, "REDIS_URL": url})
+    own = settings.model_copy(
+        update={"redis_url_secret": checked.redis_url_secret, "redis_cluster": False}
+    )
+    return RedisCache(RedisCore.from_settings(own), default_ttl=own.cache_ttl)
+
+
 def _run_migrate(args: argparse.Namespace, store: Docstore, source: RedisCore) -> int:
     progress = BarProgress(sys.stderr) if sys.stderr.isatty() else LogProgress()
     with ExitStack() as stack:
         rejects: TextIO = stack.enter_context(args.rejects.open("w", encoding="utf-8"))
         stack.callback(progress.close)
+        cache = _docstore_cache(store.settings, args.cache_redis_url)
+        if cache is not None:
+            stack.callback(cache.core.client.close)
         summary = migrate(
             source,
             store.db,
@@ -152,6 +172,7 @@ def _run_migrate(args: argparse.Namespace, store: Docstore, source: RedisCore) -
             update=args.update,
             rejects=rejects,
             progress=progress,
+            cache=cache,
         )
     print(("dry run: nothing written\n" if args.dry_run else "") + summary.text())
     if summary.rejected or summary.sanitized or summary.conflicts:

@@ -41,6 +41,7 @@ class WriteOutcome:
     updated: int = 0
     unchanged: int = 0
     users_created: int = 0
+    updated_ids: list[int] = field(default_factory=list)  # documents updated (their cache)
     rejects: list[Reject] = field(default_factory=list)
     conflicts: list[MigrationConflict] = field(default_factory=list)
 
@@ -50,6 +51,7 @@ class WriteOutcome:
         self.updated += other.updated
         self.unchanged += other.unchanged
         self.users_created += other.users_created
+        self.updated_ids.extend(other.updated_ids)
         self.rejects.extend(other.rejects)
         self.conflicts.extend(other.conflicts)
 
@@ -171,13 +173,14 @@ def unchanged_tasks(db: Database, task_ids: list[str], raw_md5s: list[bytes]) ->
 
 def _update_changed(
     db: Database, docs: list[LegacyDocument], digests: dict[str, bytes], conn: Connection
-) -> set[str]:
-    """Update the changed tasks whose documents still hold what was written; their ids."""
+) -> dict[str, int]:
+    """Update the changed tasks whose documents still hold what was written; task id ->
+    document id of those updated."""
     db.execute("migrate_create_staging", {}, conn)
     db.copy("migrate_copy_staging", (_staging_row(d, digests[d.task_id]) for d in docs), conn)
     db.execute("migrate_analyze_staging", {}, conn)
     db.all("migrate_lock_changed", {}, None, conn)
-    return {row[0] for row in db.all("migrate_update_documents", {}, None, conn)}
+    return dict(db.all("migrate_update_documents", {}, None, conn))
 
 
 def _adopt_unrecorded(
@@ -251,6 +254,7 @@ def _write(
         if plan.changed:
             updated = _update_changed(db, plan.changed, digests, conn)
             outcome.updated = len(updated)
+            outcome.updated_ids = sorted(updated.values())
             for doc in plan.changed:  # changed by docstore between the plan and the lock
                 if doc.task_id not in updated:
                     plan.conflicts[doc.task_id] = CHANGED_IN_DOCSTORE

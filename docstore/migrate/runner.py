@@ -10,6 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from typing import TextIO
 
+from docstore.ephemeral.cache import RedisCache
 from docstore.errors import InvalidInput
 from docstore.migrate.legacy_records import RESULT_PREFIX
 from docstore.migrate.pg_writer import (
@@ -71,6 +72,7 @@ def migrate(
     update: bool = True,
     rejects: TextIO | None = None,
     progress: ProgressCallback | None = None,
+    cache: RedisCache | None = None,
 ) -> MigrationSummary:
     """Copy every `{prefix}{id}` task (and its `result:{id}`) into `documents`, or catch up.
 
@@ -79,7 +81,8 @@ def migrate(
     `updated` when its document still holds what the migration wrote, else it is a conflict:
     left alone, counted, listed with both versions. `update=False` only inserts new tasks.
     Redis is only read. `rejects` receives one JSON line per rejected, sanitized or conflicting
-    record as the run goes; `progress` is called after every batch.
+    record as the run goes; `progress` is called after every batch. With `cache` (docstore's
+    `RedisCache`), the cached results of updated documents are dropped once their batch commits.
     `writers` batches are written at once, each on its own connection (at most the pool's size).
     A `dry_run` reads and validates everything and writes nothing. Without the schema in
     `target`, raises `ConfigurationError` naming the command that applies it.
@@ -89,7 +92,7 @@ def migrate(
         raise InvalidInput("writers must be at least 1", field="writers")
     writers = min(writers, target.pool.max_size)
     check_schema(target)
-    summary = MigrationSummary(dry_run=dry_run)
+    summary = MigrationSummary(dry_run=dry_run, cache_dropped=None if cache is None else 0)
     listing = RejectsWriter(summary, rejects)
     started = time.perf_counter()
     core = RedisCore.of(source)
@@ -110,11 +113,13 @@ def migrate(
                     )
                 )
                 while len(in_flight) >= writers:
-                    _count_written(summary, listing, in_flight.popleft().result())
+                    _count_written(summary, listing, in_flight.popleft().result(), cache)
             _report(summary, listing, started, progress)
         while in_flight:
-            _count_written(summary, listing, in_flight.popleft().result())
+            _count_written(summary, listing, in_flight.popleft().result(), cache)
             _report(summary, listing, started, progress)
+    if cache is not None:
+        _finish_invalidations(summary, cache)
     summary.duration_seconds = time.perf_counter() - started
     return summary
 
@@ -136,8 +141,15 @@ def _count_read(summary: MigrationSummary, listing: RejectsWriter, batch: ReadBa
 
 
 def _count_written(
-    summary: MigrationSummary, listing: RejectsWriter, outcome: WriteOutcome
+    summary: MigrationSummary,
+    listing: RejectsWriter,
+    outcome: WriteOutcome,
+    cache: RedisCache | None,
 ) -> None:
+    if cache is not None and outcome.updated_ids:
+        # Committed: no reader can load the old version again. Fails open (retried below).
+        cache.invalidate_documents(outcome.updated_ids)
+        summary.cache_dropped = (summary.cache_dropped or 0) + len(outcome.updated_ids)
     summary.migrated += outcome.inserted
     summary.updated += outcome.updated
     summary.already_present += outcome.unchanged
@@ -146,6 +158,14 @@ def _count_written(
         listing.reject(reject)
     for conflict in outcome.conflicts:
         listing.conflict(conflict)
+
+
+def _finish_invalidations(summary: MigrationSummary, cache: RedisCache) -> None:
+    """Retry the invalidations that failed; count what stays undone."""
+    if cache.pending_invalidations:
+        cache.invalidate_documents([])
+    summary.cache_not_dropped = cache.pending_invalidations
+    summary.cache_dropped = max((summary.cache_dropped or 0) - summary.cache_not_dropped, 0)
 
 
 def _report(

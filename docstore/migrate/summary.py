@@ -43,6 +43,10 @@ class MigrationSummary:
     orphan_results: int = 0  # result:* without its task (counted in `rejected` too)
     sanitized: int = 0
     users_created: int = 0
+    # Updated documents whose cached result was dropped from docstore's cache (None: the run
+    # had no cache), and those it could not drop (docstore's Redis did not answer).
+    cache_dropped: int | None = None
+    cache_not_dropped: int = 0
     duration_seconds: float = 0.0
     reject_reasons: Counter[str] = field(default_factory=Counter)
 
@@ -115,10 +119,25 @@ class MigrationSummary:
         ]
         width = min(max(2 * depth + len(label) for depth, label, _, _ in rows), _MAX_LABEL_WIDTH)
         lines = [_line(row, width) for row in rows]
+        if self.updated and not self.dry_run:
+            lines.extend(self._cache_lines())
         if self.wrote_nothing and self.task_keys and not self.dry_run:
             others = f" but the {self.conflicts} conflicts (listed)" if self.conflicts else ""
             lines.append(f"nothing written: every task is up to date{others}")
         return "\n".join(lines)
+
+    def _cache_lines(self) -> list[str]:
+        if self.cache_dropped is None:
+            return [
+                "updated documents keep any copy in docstore's cache until it expires "
+                "(CACHE_TTL): pass --cache-redis-url to drop them"
+            ]
+        if self.cache_not_dropped:
+            return [
+                f"{self.cache_not_dropped} updated documents may still be cached: docstore's "
+                "Redis did not answer; their copies expire after CACHE_TTL"
+            ]
+        return []
 
     def _rate(self) -> str:
         if self.processed == 0 or self.duration_seconds <= 0:

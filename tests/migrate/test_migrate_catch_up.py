@@ -13,10 +13,11 @@ import pytest
 import redis
 from helpers import migrated_table_contents
 
-from docstore import Docstore, Settings
+from docstore import Docstore, RedisCache, Settings
 from docstore.migrate import migrate, redis_reader, verify
 from docstore.migrate.cli import main
 from docstore.migrate.summary import MigrationSummary
+from docstore.testing import free_port
 from docstore.testing.plugin import create_database, drop_database, with_database
 
 T = 1_709_294_400  # 2024-03-01 12:00 UTC
@@ -374,3 +375,49 @@ def test_a_batch_looks_up_its_tasks_by_index_however_large_the_ledger(
         query = docstore_store.db.query(name, params)
         plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + query.sql, params))
     assert "Seq Scan" not in plan, plan
+
+
+def test_a_catch_up_drops_the_cached_results_of_the_documents_it_updates(
+    docstore_store: Docstore, tmp_path: Path
+) -> None:
+    r = docstore_store.redis
+    seed(r, 4)
+    run(docstore_store)
+    cache = docstore_store.cache
+    updated, kept = document_id(docstore_store, "t0"), document_id(docstore_store, "t1")
+    for doc_id in (updated, kept):
+        assert cache.cache_document_result(doc_id, {"status": "PROCESSING"})
+    finish_in_legacy(r, 0)
+    summary, _ = run(docstore_store, cache=cache)
+    assert (summary.updated, summary.cache_dropped, summary.cache_not_dropped) == (1, 1, 0)
+    assert cache.get_document_result(updated, dict) is None  # a read now loads the new version
+    assert cache.get_document_result(kept, dict) == {"status": "PROCESSING"}
+
+    # Through the command line, on docstore's Redis named by --cache-redis-url.
+    assert cache.cache_document_result(kept, {"status": "PROCESSING"})
+    finish_in_legacy(r, 1)
+    args = [
+        "--database-url", docstore_store.settings.database_url,
+        "--redis-url", docstore_store.settings.redis_url,
+        "--cache-redis-url", docstore_store.settings.redis_url,
+        "--rejects", str(tmp_path / "rejects.jsonl"), "--report", str(tmp_path / "report.json"),
+    ]  # fmt: skip
+    assert main(args) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert (report["updated"], report["cache_dropped"], report["cache_not_dropped"]) == (1, 1, 0)
+    assert cache.get_document_result(kept, dict) is None
+
+
+def test_a_catch_up_says_what_it_could_not_drop_from_the_cache(docstore_store: Docstore) -> None:
+    r = docstore_store.redis
+    seed(r, 2)
+    run(docstore_store)
+    finish_in_legacy(r, 0)
+    without, _ = run(docstore_store)  # no cache: the summary says how to drop them
+    assert without.updated == 1 and without.cache_dropped is None
+    assert "pass --cache-redis-url" in without.text()
+    finish_in_legacy(r, 1)
+    down = RedisCache(redis.Redis(port=free_port(), socket_connect_timeout=0.2))
+    summary, _ = run(docstore_store, cache=down)  # docstore's Redis is down: the run goes on
+    assert (summary.updated, summary.cache_dropped, summary.cache_not_dropped) == (1, 0, 1)
+    assert "1 updated documents may still be cached" in summary.text()
