@@ -307,6 +307,7 @@ NOT_IO = {
     "RedisCore.socket_timeout",
     "RedisCache.stats",
     "RedisCache.document_key",
+    "RedisCache.pending_invalidations",
 }
 PAIRS = [
     (RedisCore, AsyncRedisCore),
