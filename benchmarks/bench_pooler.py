@@ -103,21 +103,29 @@ def rate(store: Docstore, op: Operation, threads: int, seconds: float) -> float:
     return sum(counts) / (time.perf_counter() - started)
 
 
-def bench_pooler(direct: Docstore, bounced: Docstore, args: argparse.Namespace) -> None:
+def bench_pooler(
+    direct: Docstore, unprepared: Docstore, bounced: Docstore, args: argparse.Namespace
+) -> None:
+    """Direct, direct without prepared statements (what the pooler setting costs without the
+    extra hop) and through PgBouncer, slices interleaved; the ratio is PgBouncer / direct."""
     user_id, ids = seed(direct)
     ops = operations(user_id, ids)
-    print(f"{'operation':<16}{'threads':>8}{'direct/s':>12}{'pgbouncer/s':>13}{'ratio':>8}")
+    variants = (("direct", direct), ("unprepared", unprepared), ("pgbouncer", bounced))
+    print(
+        f"{'operation':<16}{'threads':>8}{'direct/s':>12}{'unprepared/s':>14}{'pgbouncer/s':>13}"
+        f"{'ratio':>8}"
+    )
     for name, op in ops.items():
         for threads in (1, 8):
-            best = {"direct": 0.0, "pgbouncer": 0.0}
+            best = {label: 0.0 for label, _ in variants}
             for _ in range(args.rounds):
-                for label, store in (("direct", direct), ("pgbouncer", bounced)):
+                for label, store in variants:
                     best[label] = max(best[label], rate(store, op, threads, args.seconds))
             ratio = best["pgbouncer"] / best["direct"]
             verdict = "ok" if ratio >= 0.8 else "BELOW 0.8"
             print(
-                f"{name:<16}{threads:>8}{best['direct']:>12.0f}{best['pgbouncer']:>13.0f}"
-                f"{ratio:>7.2f}x {verdict}"
+                f"{name:<16}{threads:>8}{best['direct']:>12.0f}{best['unprepared']:>14.0f}"
+                f"{best['pgbouncer']:>13.0f}{ratio:>7.2f}x {verdict}"
             )
 
 
@@ -230,6 +238,10 @@ def main() -> None:
         url = with_database(server.url, name)
         apply_schema(Settings.model_validate({"DATABASE_URL": url}))
         direct = stack.enter_context(Docstore.connect(settings(url)))
+        # The pooler setting on a direct connection: no prepared statements, no extra hop.
+        unprepared = stack.enter_context(
+            Docstore.connect(settings(url, DATABASE_POOLER="transaction"))
+        )
         bounced = stack.enter_context(
             Docstore.connect(settings(bouncer.url(name), DATABASE_POOLER="transaction"))
         )
@@ -237,7 +249,7 @@ def main() -> None:
             f"PgBouncer {bouncer.port} (transaction mode, pool 20) vs direct; best of "
             f"{args.rounds} slices of {args.seconds:g}s; one store per variant, pool 8-12\n"
         )
-        bench_pooler(direct, bounced, args)
+        bench_pooler(direct, unprepared, bounced, args)
         if args.capacity:
             blob_dir = tempfile.mkdtemp(prefix="bench-blobs-")
             stack.callback(shutil.rmtree, blob_dir, True)
