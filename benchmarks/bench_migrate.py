@@ -281,7 +281,8 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps({"rows_per_s": summary.rows_per_second, "migrated": summary.migrated,
                       "updated": summary.updated, "present": summary.already_present,
                       "conflicts": summary.conflicts, "seconds": summary.duration_seconds,
-                      "peak_rss_mb": peak_rss_kb() / 1024, "cpu_s": client_cpu_seconds()}))  # fmt: skip
+                      "peak_rss_mb": peak_rss_kb() / 1024,
+                      "cpu_s": client_cpu_seconds()}))  # fmt: skip
 
 
 def run_child(redis_url: str, url: str, *extra: str) -> dict[str, Any]:
@@ -296,7 +297,8 @@ def run_child(redis_url: str, url: str, *extra: str) -> dict[str, Any]:
 
 def _show_run(name: str, run: dict[str, Any]) -> None:
     print(f"  run    {name:<48} {run['rows_per_s']:>10,.0f} rows/s  {run['seconds']:>7.1f} s"
-          f"  {run['peak_rss_mb']:>5.0f} MB peak RSS  {run['cpu_s']:>6.1f} s client CPU  (migrated {run['migrated']:,},"
+          f"  {run['peak_rss_mb']:>5.0f} MB peak RSS  {run['cpu_s']:>6.1f} s client CPU"
+          f"  (migrated {run['migrated']:,},"
           f" updated {run['updated']:,}, unchanged {run['present']:,},"
           f" conflicts {run['conflicts']})", flush=True)  # fmt: skip
 
