@@ -250,7 +250,7 @@ def client_cpu_seconds() -> float:
 
 def child(args: argparse.Namespace) -> None:
     """Run the migration in this process; print its figures and this process's peak RSS."""
-    from docstore.migrate import migrate
+    from docstore.migrate import migrate, verify
     from docstore.migrate.progress import BarProgress, LogProgress
 
     options: dict[str, Any] = {"socket_timeout": 60}
@@ -270,6 +270,16 @@ def child(args: argparse.Namespace) -> None:
     else:  # a log line every 10 s, as the CLI writes them
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         progress = LogProgress(interval=10)
+    if args.verify:
+        with Docstore.connect(settings, redis_client=source) as store:
+            started = time.perf_counter()
+            report = verify(source, store.db, batch_size=args.batch_size)
+            seconds = time.perf_counter() - started
+        print(json.dumps({"seconds": seconds, "checked": report.checked, "ok": report.ok,
+                          "documents_checked": report.documents_checked,
+                          "peak_rss_mb": peak_rss_kb() / 1024,
+                          "cpu_s": client_cpu_seconds()}))  # fmt: skip
+        return
     with Docstore.connect(settings, redis_client=source) as store:
         try:
             summary = migrate(
@@ -338,6 +348,12 @@ def cutover(
     name = f"catch-up re-run ({changed:,} changed)"
     runs[name] = run_child(redis_url, url, "--writers", writers)
     _show_run(name, runs[name])
+    gate = run_child(redis_url, url, "--verify")
+    rate = gate["checked"] / gate["seconds"]
+    print(f"  run    {'--verify (the gate)':<48} {rate:>10,.0f} tasks/s"
+          f"  {gate['seconds']:>7.1f} s  {gate['peak_rss_mb']:>5.0f} MB peak RSS"
+          f"  {gate['cpu_s']:>6.1f} s client CPU  (ok: {gate['ok']}, tasks {gate['checked']:,},"
+          f" documents {gate['documents_checked']:,})", flush=True)  # fmt: skip
     read_floor = floor_read(r, with_results=True)
     _show_floor("read: pipelined HGETALL + GET result", read_floor)
     print(f"  first run / read floor: {first['rows_per_s'] / read_floor:.2f}", flush=True)
@@ -380,6 +396,7 @@ def main() -> None:
     parser.add_argument("--database-url")
     parser.add_argument("--writers", type=int, default=2)
     parser.add_argument("--pure-python-parser", action="store_true")
+    parser.add_argument("--verify", action="store_true", help="child: time --verify instead")
     parser.add_argument("--no-fsync", action="store_true", help="PostgreSQL as in the tests")
     args = parser.parse_args()
     if args.mode == "child":
