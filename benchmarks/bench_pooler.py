@@ -30,7 +30,7 @@ from typing import Any
 from docstore import Docstore, DocumentCreate, Settings, UserCreate
 from docstore.intake.extractors import extract_text
 from docstore.postgres.schema import apply_schema
-from docstore.testing.pgbouncer import LocalPgBouncer
+from docstore.testing.pgbouncer import PREPARED_STATEMENTS_SINCE, LocalPgBouncer, pgbouncer_binary
 from docstore.testing.plugin import create_database, with_database
 from docstore.testing.replica import LocalStandby
 from docstore.testing.servers import LocalPostgres, LocalRedis
@@ -104,28 +104,39 @@ def rate(store: Docstore, op: Operation, threads: int, seconds: float) -> float:
 
 
 def bench_pooler(
-    direct: Docstore, unprepared: Docstore, bounced: Docstore, args: argparse.Namespace
+    direct: Docstore,
+    unprepared: Docstore,
+    bounced: Docstore,
+    prepared: Docstore | None,
+    args: argparse.Namespace,
 ) -> None:
     """Direct, direct without prepared statements (what the pooler setting costs without the
-    extra hop) and through PgBouncer, slices interleaved; the ratio is PgBouncer / direct."""
+    extra hop), through PgBouncer without them and, with a PgBouncer 1.21+, through one that
+    keeps them (DATABASE_POOLER_PREPARED); slices interleaved; ratios to direct."""
     user_id, ids = seed(direct)
     ops = operations(user_id, ids)
-    variants = (("direct", direct), ("unprepared", unprepared), ("pgbouncer", bounced))
+    variants = [("direct", direct), ("unprepared", unprepared), ("pgbouncer", bounced)]
+    if prepared is not None:
+        variants.append(("pgb prepared", prepared))
+    names = [label for label, _ in variants]
     print(
-        f"{'operation':<16}{'threads':>8}{'direct/s':>12}{'unprepared/s':>14}{'pgbouncer/s':>13}"
-        f"{'ratio':>8}"
+        f"{'operation':<16}{'threads':>8}"
+        + "".join(f"{label + '/s':>15}" for label in names)
+        + "".join(f"{label + ' ratio':>20}" for label in names[2:])
     )
     for name, op in ops.items():
         for threads in (1, 8):
-            best = {label: 0.0 for label, _ in variants}
+            best = dict.fromkeys(names, 0.0)
             for _ in range(args.rounds):
                 for label, store in variants:
                     best[label] = max(best[label], rate(store, op, threads, args.seconds))
-            ratio = best["pgbouncer"] / best["direct"]
-            verdict = "ok" if ratio >= 0.8 else "BELOW 0.8"
+            ratios = [best[label] / best["direct"] for label in names[2:]]
             print(
-                f"{name:<16}{threads:>8}{best['direct']:>12.0f}{best['unprepared']:>14.0f}"
-                f"{best['pgbouncer']:>13.0f}{ratio:>7.2f}x {verdict}"
+                f"{name:<16}{threads:>8}"
+                + "".join(f"{best[label]:>15.0f}" for label in names)
+                + "".join(
+                    f"{ratio:>12.2f}x {'ok' if ratio >= 0.8 else 'BELOW':<6}" for ratio in ratios
+                )
             )
 
 
@@ -249,7 +260,23 @@ def main() -> None:
             f"PgBouncer {bouncer.port} (transaction mode, pool 20) vs direct; best of "
             f"{args.rounds} slices of {args.seconds:g}s; one store per variant, pool 8-12\n"
         )
-        bench_pooler(direct, unprepared, bounced, args)
+        prepared = None
+        if pgbouncer_binary(PREPARED_STATEMENTS_SINCE) is not None:
+            keeping = LocalPgBouncer(server.url, pool_size=20, prepared_statements=200)
+            stack.callback(keeping.close)
+            keeping.start()
+            prepared = stack.enter_context(
+                Docstore.connect(
+                    settings(
+                        keeping.url(name),
+                        DATABASE_POOLER="transaction",
+                        DATABASE_POOLER_PREPARED=True,
+                    )
+                )
+            )
+        else:
+            print("(no PgBouncer 1.21+: set DOCSTORE_PGBOUNCER for the prepared variant)\n")
+        bench_pooler(direct, unprepared, bounced, prepared, args)
         if args.capacity:
             blob_dir = tempfile.mkdtemp(prefix="bench-blobs-")
             stack.callback(shutil.rmtree, blob_dir, True)

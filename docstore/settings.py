@@ -74,6 +74,12 @@ class Settings(BaseSettings):
         description="'transaction' behind PgBouncer / RDS Proxy in transaction mode: no startup "
         "options, no server-side prepared statements, no session state.",
     )
+    database_pooler_prepared: bool = Field(
+        False,
+        description="With DATABASE_POOLER=transaction: the pooler keeps protocol-level prepared "
+        "statements (PgBouncer >= 1.21 with max_prepared_statements > 0), so psycopg prepares "
+        "them as on a direct connection.",
+    )
     database_replica_url_secret: SecretStr | None = Field(
         None,
         validation_alias="DATABASE_REPLICA_URL",

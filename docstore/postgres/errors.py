@@ -44,7 +44,9 @@ def database_error(exc: psycopg.Error, address: str) -> DocstoreError:
     if sqlstate in _PREPARED_STATEMENT_STATES:
         return DatabaseError(
             f"PostgreSQL error {sqlstate}: {detail} (a server-side prepared statement went "
-            "missing: behind a pooler in transaction mode, set DATABASE_POOLER=transaction)"
+            "missing: behind a pooler in transaction mode, set DATABASE_POOLER=transaction, "
+            "and DATABASE_POOLER_PREPARED only for one that keeps them, PgBouncer 1.21+ with "
+            "max_prepared_statements)"
         )
     if isinstance(exc, psycopg.errors.UniqueViolation | psycopg.errors.ExclusionViolation):
         constraint = diag.constraint_name

@@ -24,16 +24,19 @@ def connection_options(settings: Settings, *, name: str = "docstore") -> dict[st
     Behind a transaction pooler (`DATABASE_POOLER=transaction`) a server connection serves
     another client at the next transaction, so nothing may live in the session: no startup
     options (PgBouncer refuses them), and no server-side prepared statements
-    (`prepare_threshold=None`: psycopg then never prepares). TimeZone and statement_timeout are
-    then the role's (`ALTER ROLE ... SET`, see docs/scaling.md); timestamps come back in UTC
-    either way, since the models convert them.
+    (`prepare_threshold=None`: psycopg then never prepares) unless the pooler keeps them itself
+    (`DATABASE_POOLER_PREPARED`: PgBouncer 1.21 and later with `max_prepared_statements`, which
+    re-prepares psycopg's protocol-level statements on whichever server connection it uses).
+    TimeZone and statement_timeout are then the role's (`ALTER ROLE ... SET`, see
+    docs/scaling.md); timestamps come back in UTC either way, since the models convert them.
     """
     options: dict[str, Any] = {
         "connect_timeout": max(2, round(settings.connect_timeout)),
         "application_name": name,
     }
     if settings.database_pooler == "transaction":
-        options["prepare_threshold"] = None
+        if not settings.database_pooler_prepared:
+            options["prepare_threshold"] = None
         return options
     # Sessions in UTC: timestamps come back timezone-aware in UTC with no conversion.
     server_options = "-c TimeZone=UTC"

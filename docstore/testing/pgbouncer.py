@@ -1,5 +1,6 @@
 """A throwaway PgBouncer in transaction mode in front of a PostgreSQL server (Debian's
-`pgbouncer` package: ``apt-get install -y pgbouncer``).
+`pgbouncer` package: ``apt-get install -y pgbouncer``, or the binary that `DOCSTORE_PGBOUNCER`
+names, e.g. a PgBouncer 1.21+ built from source for prepared statements).
 
 Clients log in with a user and password from its auth_file; every database of the server is
 reachable under its own name (``* =``), and PgBouncer logs in to PostgreSQL as that user.
@@ -8,6 +9,7 @@ reachable under its own name (``* =``), and PgBouncer logs in to PostgreSQL as t
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -20,11 +22,31 @@ from docstore.testing.servers import _service_user, _wait_for_port, free_port
 PGBOUNCER_PASSWORD = "pgbouncer-test"  # noqa: S105 - a throwaway test server's password
 
 
-def pgbouncer_binary() -> str | None:
-    """Path of the `pgbouncer` executable, or None when it is not installed."""
-    return shutil.which("pgbouncer") or (
+# The first release that keeps protocol-level prepared statements in transaction mode.
+PREPARED_STATEMENTS_SINCE = (1, 21)
+
+
+def pgbouncer_version(binary: str) -> tuple[int, int]:
+    """(major, minor) of the PgBouncer `binary` (its `--version`)."""
+    out = subprocess.run(  # noqa: S603 - a pgbouncer binary found below
+        [binary, "--version"], capture_output=True, text=True, check=True, timeout=10
+    ).stdout
+    found = re.search(r"PgBouncer (\d+)\.(\d+)", out)
+    if found is None:
+        raise RuntimeError(f"{binary} --version printed no PgBouncer version: {out!r}")
+    return int(found.group(1)), int(found.group(2))
+
+
+def pgbouncer_binary(min_version: tuple[int, int] = (1, 0)) -> str | None:
+    """Path of a `pgbouncer` executable at least `min_version`, or None: the system's
+    (`pgbouncer` on PATH, /usr/sbin/pgbouncer) first, then the one `DOCSTORE_PGBOUNCER` names."""
+    system = shutil.which("pgbouncer") or (
         "/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").exists() else None
     )
+    for candidate in (system, os.environ.get("DOCSTORE_PGBOUNCER")):
+        if candidate and Path(candidate).exists() and pgbouncer_version(candidate) >= min_version:
+            return candidate
+    return None
 
 
 class LocalPgBouncer:
@@ -34,11 +56,24 @@ class LocalPgBouncer:
     with `PGBOUNCER_PASSWORD`; PgBouncer reaches PostgreSQL with the URL's own credentials).
     """
 
-    def __init__(self, server_url: str, *, pool_size: int = 20, port: int | None = None) -> None:
-        binary = pgbouncer_binary()
+    def __init__(
+        self,
+        server_url: str,
+        *,
+        pool_size: int = 20,
+        port: int | None = None,
+        prepared_statements: int = 0,
+    ) -> None:
+        """`prepared_statements` > 0: `max_prepared_statements` (needs PgBouncer 1.21+)."""
+        needed = PREPARED_STATEMENTS_SINCE if prepared_statements else (1, 0)
+        binary = pgbouncer_binary(needed)
         if binary is None:
-            raise RuntimeError("pgbouncer is not installed: apt-get install -y pgbouncer")
+            raise RuntimeError(
+                f"no pgbouncer {'.'.join(map(str, needed))}+ found: apt-get install -y pgbouncer"
+                + (", or set DOCSTORE_PGBOUNCER to a newer build" if prepared_statements else "")
+            )
         self.binary = binary
+        self.prepared_statements = prepared_statements
         self.server = urlsplit(server_url)
         self.user = self.server.username or "postgres"
         self.port = port or free_port()
@@ -80,6 +115,12 @@ class LocalPgBouncer:
                     # What the test databases come and go with: closing idle server connections
                     # soon lets DROP DATABASE go through.
                     "server_idle_timeout = 5",
+                    # 0 (the default before 1.21, and here unless asked): no prepared statements.
+                    *(
+                        [f"max_prepared_statements = {self.prepared_statements}"]
+                        if self.prepared_statements
+                        else []
+                    ),
                     f"logfile = {self.base_dir / 'pgbouncer.log'}",
                     f"pidfile = {self.base_dir / 'pgbouncer.pid'}",
                     f"admin_users = {self.user}",
@@ -129,4 +170,10 @@ class LocalPgBouncer:
         shutil.rmtree(self.base_dir, ignore_errors=True)
 
 
-__all__ = ["PGBOUNCER_PASSWORD", "LocalPgBouncer", "pgbouncer_binary"]
+__all__ = [
+    "PGBOUNCER_PASSWORD",
+    "PREPARED_STATEMENTS_SINCE",
+    "LocalPgBouncer",
+    "pgbouncer_binary",
+    "pgbouncer_version",
+]

@@ -38,7 +38,7 @@ from docstore.postgres.schema import apply_schema
 from docstore.settings import Settings
 from docstore.store import Docstore
 from docstore.store_async import AsyncDocstore
-from docstore.testing.pgbouncer import LocalPgBouncer
+from docstore.testing.pgbouncer import PREPARED_STATEMENTS_SINCE, LocalPgBouncer, pgbouncer_binary
 from docstore.testing.servers import LocalPostgres, LocalRedis, free_port
 
 S3_TEST_ACCESS_KEY = "docstore-test"
@@ -228,6 +228,38 @@ def docstore_pgbouncer_settings(
     url = docstore_pgbouncer.through(docstore_settings.database_url)
     return docstore_settings.model_copy(
         update={"database_url_override": SecretStr(url), "database_pooler": "transaction"}
+    )
+
+
+@pytest.fixture(scope="session")
+def docstore_pgbouncer_prepared(docstore_postgres_url: str) -> Iterator[LocalPgBouncer]:
+    """PgBouncer 1.21+ in transaction mode that keeps prepared statements
+    (`max_prepared_statements = 200`): the system's, or the build `DOCSTORE_PGBOUNCER` names.
+    Skipped without one, unless `DOCSTORE_PGBOUNCER` is set (then its absence fails)."""
+    if pgbouncer_binary(PREPARED_STATEMENTS_SINCE) is None and not os.environ.get(
+        "DOCSTORE_PGBOUNCER"
+    ):
+        pytest.skip("no PgBouncer 1.21+ (set DOCSTORE_PGBOUNCER to one)")
+    bouncer = LocalPgBouncer(docstore_postgres_url, prepared_statements=200)
+    atexit.register(bouncer.close)
+    bouncer.start()
+    yield bouncer
+    bouncer.close()
+
+
+@pytest.fixture
+def docstore_pgbouncer_prepared_settings(
+    docstore_settings: Settings, docstore_pgbouncer_prepared: LocalPgBouncer
+) -> Settings:
+    """`docstore_settings` through a PgBouncer that keeps prepared statements
+    (`DATABASE_POOLER=transaction`, `DATABASE_POOLER_PREPARED=true`)."""
+    url = docstore_pgbouncer_prepared.through(docstore_settings.database_url)
+    return docstore_settings.model_copy(
+        update={
+            "database_url_override": SecretStr(url),
+            "database_pooler": "transaction",
+            "database_pooler_prepared": True,
+        }
     )
 
 

@@ -69,11 +69,47 @@ def assert_utc(*stamps: Any) -> None:
             assert stamp.utcoffset() == timedelta(0), stamp
 
 
-@pytest.fixture
-def bouncer_settings(docstore_pgbouncer_settings: Settings, docstore_database_url: str) -> Settings:
+@pytest.fixture(params=["unprepared", "prepared"])
+def bouncer_settings(request: pytest.FixtureRequest, docstore_database_url: str) -> Settings:
+    """Through Debian's PgBouncer with no prepared statements, and through a PgBouncer 1.21+
+    that keeps them (DATABASE_POOLER_PREPARED): every test below runs on both."""
+    fixture = {
+        "unprepared": "docstore_pgbouncer_settings",
+        "prepared": "docstore_pgbouncer_prepared_settings",
+    }[request.param]
+    settings = cast(Settings, request.getfixturevalue(fixture))
     # Sessions not in UTC: docstore must still hand back UTC timestamps.
     set_database_timezone(docstore_database_url, "Asia/Tokyo")
-    return docstore_pgbouncer_settings.model_copy(update={"pool_max_overflow": THREADS})
+    return settings.model_copy(update={"pool_max_overflow": THREADS})
+
+
+def server_prepared_statements(bouncer: LocalPgBouncer) -> int:
+    """Prepared statements PgBouncer holds on its server connections (admin console, which
+    speaks only the simple query protocol)."""
+    with psycopg.connect(bouncer.url("pgbouncer"), autocommit=True) as admin:
+        result = admin.pgconn.exec_(b"SHOW SERVERS")
+        names = [result.fname(i) for i in range(result.nfields)]
+        column = names.index(b"prepared_statements")
+        return sum(int(result.get_value(row, column) or 0) for row in range(result.ntuples))
+
+
+def test_behind_a_pooler_that_keeps_them_statements_are_prepared_only_with_the_setting(
+    side: Side,
+    docstore_pgbouncer_prepared_settings: Settings,
+    docstore_pgbouncer_prepared: LocalPgBouncer,
+) -> None:
+    without = docstore_pgbouncer_prepared_settings.model_copy(
+        update={"database_pooler_prepared": False}
+    )
+    with_setting = docstore_pgbouncer_prepared_settings
+    for settings, expect_prepared in ((without, False), (with_setting, True)):
+        before = server_prepared_statements(docstore_pgbouncer_prepared)
+        with cast(Any, side.connect(settings)) as store:
+            user = store.users.create(UserCreate(email=f"p{expect_prepared}@example.com")).user
+            for _ in range(10):  # psycopg prepares from the sixth run of a statement
+                assert store.users.get(user.id).id == user.id
+        after = server_prepared_statements(docstore_pgbouncer_prepared)
+        assert (after > before) is expect_prepared, (before, after)
 
 
 def test_without_the_setting_connect_names_database_pooler(
