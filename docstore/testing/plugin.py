@@ -208,15 +208,31 @@ async def docstore_async_store(docstore_settings: Settings) -> AsyncIterator[Asy
         yield store
 
 
-@pytest.fixture(scope="session")
-def docstore_pgbouncer(docstore_postgres_url: str) -> Iterator[LocalPgBouncer]:
-    """PgBouncer in transaction mode in front of the tests' PostgreSQL server (Debian's
-    `pgbouncer` package must be installed)."""
-    bouncer = LocalPgBouncer(docstore_postgres_url)
+def _running(bouncer: LocalPgBouncer) -> Iterator[LocalPgBouncer]:
+    """Start `bouncer`, yield it, stop it (also at exit, should the session be cut short)."""
     atexit.register(bouncer.close)
     bouncer.start()
     yield bouncer
     bouncer.close()
+
+
+def _through(settings: Settings, bouncer: LocalPgBouncer, *, prepared: bool) -> Settings:
+    """`settings` reaching the same database through `bouncer` in transaction mode."""
+    url = bouncer.through(settings.database_url)
+    return settings.model_copy(
+        update={
+            "database_url_override": SecretStr(url),
+            "database_pooler": "transaction",
+            "database_pooler_prepared": prepared,
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def docstore_pgbouncer(docstore_postgres_url: str) -> Iterator[LocalPgBouncer]:
+    """PgBouncer in transaction mode in front of the tests' PostgreSQL server (Debian's
+    `pgbouncer` package must be installed)."""
+    yield from _running(LocalPgBouncer(docstore_postgres_url))
 
 
 @pytest.fixture
@@ -225,10 +241,7 @@ def docstore_pgbouncer_settings(
 ) -> Settings:
     """`docstore_settings` reaching this test's database through PgBouncer in transaction mode
     (`DATABASE_POOLER=transaction`)."""
-    url = docstore_pgbouncer.through(docstore_settings.database_url)
-    return docstore_settings.model_copy(
-        update={"database_url_override": SecretStr(url), "database_pooler": "transaction"}
-    )
+    return _through(docstore_settings, docstore_pgbouncer, prepared=False)
 
 
 @pytest.fixture(scope="session")
@@ -240,11 +253,7 @@ def docstore_pgbouncer_prepared(docstore_postgres_url: str) -> Iterator[LocalPgB
         "DOCSTORE_PGBOUNCER"
     ):
         pytest.skip("no PgBouncer 1.21+ (set DOCSTORE_PGBOUNCER to one)")
-    bouncer = LocalPgBouncer(docstore_postgres_url, prepared_statements=200)
-    atexit.register(bouncer.close)
-    bouncer.start()
-    yield bouncer
-    bouncer.close()
+    yield from _running(LocalPgBouncer(docstore_postgres_url, prepared_statements=200))
 
 
 @pytest.fixture
@@ -253,14 +262,7 @@ def docstore_pgbouncer_prepared_settings(
 ) -> Settings:
     """`docstore_settings` through a PgBouncer that keeps prepared statements
     (`DATABASE_POOLER=transaction`, `DATABASE_POOLER_PREPARED=true`)."""
-    url = docstore_pgbouncer_prepared.through(docstore_settings.database_url)
-    return docstore_settings.model_copy(
-        update={
-            "database_url_override": SecretStr(url),
-            "database_pooler": "transaction",
-            "database_pooler_prepared": True,
-        }
-    )
+    return _through(docstore_settings, docstore_pgbouncer_prepared, prepared=True)
 
 
 def _start_s3(stack: ExitStack) -> str:
