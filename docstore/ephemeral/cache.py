@@ -44,6 +44,9 @@ _ANY: TypeAdapter[Any] = TypeAdapter(Any, config=ConfigDict(ser_json_inf_nan="co
 _ttl: Checker[float] = Checker(PositiveSeconds, "ttl")
 # Documents invalidated per pipelined round trip.
 _INVALIDATE_BATCH = 500
+# Failed invalidations kept for retry, at most: past that, the next contact drops every cached
+# document result instead (memory stays bounded, and still no stale copy survives).
+MAX_PENDING_INVALIDATIONS = 100_000
 
 
 @lru_cache(maxsize=256)
@@ -76,11 +79,17 @@ class RedisCache:
         jitter: float = 0.1,
         lock_timeout: float = 10.0,
         wait_timeout: float | None = None,
+        max_pending_invalidations: int = MAX_PENDING_INVALIDATIONS,
     ) -> None:
         default_ttl = check(PositiveSeconds, default_ttl, "default_ttl")
         lock_timeout = check(PositiveSeconds, lock_timeout, "lock_timeout")
         if not 0 <= jitter < 1:
             raise InvalidInput("jitter must be in [0, 1)", field="jitter")
+        if max_pending_invalidations < 1:
+            raise InvalidInput(
+                "max_pending_invalidations must be at least 1", field="max_pending_invalidations"
+            )
+        self.max_pending_invalidations = max_pending_invalidations
         self.core = RedisCore.of(client)
         self.default_ttl = default_ttl
         self.jitter = jitter
@@ -94,6 +103,8 @@ class RedisCache:
         self._counts_lock = threading.Lock()
         # Documents whose invalidation failed (Redis unreachable): retried by the next call.
         self._stale_documents: set[int] = set()
+        # More failed than that bound: how many; the next contact drops every document result.
+        self._overflowed = 0
 
     # -- counters -----------------------------------------------------------------------------
 
@@ -247,7 +258,7 @@ class RedisCache:
     def pending_invalidations(self) -> int:
         """Documents whose invalidation failed (Redis unreachable), retried by the next call."""
         with self._counts_lock:
-            return len(self._stale_documents)
+            return len(self._stale_documents) + self._overflowed
 
     def invalidate_document(self, document_id: int) -> bool:
         """Forget a document's cached result (the store calls it on every committed change)."""
@@ -259,19 +270,67 @@ class RedisCache:
 
         False when Redis was unreachable: the ids are kept and retried by the next invalidation
         or `get_or_set` of this cache (a value that outlived its document's change is never
-        served by this process after Redis answers again).
+        served by this process after Redis answers again). Past `max_pending_invalidations`
+        kept ids, the retry drops every cached document result instead (logged).
         """
         with self._counts_lock:
             wanted = {check_document_id(i) for i in document_ids} | self._stale_documents
             self._stale_documents = set()
+            overflowed = self._overflowed
+        if overflowed:
+            return self._drop_every_document(len(wanted))
         ordered = sorted(wanted)
         for start in range(0, len(ordered), _INVALIDATE_BATCH):
             batch = ordered[start : start + _INVALIDATE_BATCH]
             done = self._fail_open("delete", f"{len(batch)} documents", self._dropper(batch))
             if isinstance(done, _FailedOpen):
-                with self._counts_lock:
-                    self._stale_documents.update(ordered[start:])
+                self._keep_for_retry(ordered[start:])
                 return False
+        return True
+
+    def _keep_for_retry(self, document_ids: list[int]) -> None:
+        with self._counts_lock:
+            self._stale_documents.update(document_ids)
+            if self._overflowed or len(self._stale_documents) > self.max_pending_invalidations:
+                if not self._overflowed:
+                    logger.warning(
+                        "more than %d cache invalidations wait for Redis: every cached "
+                        "document result will be dropped when it answers",
+                        self.max_pending_invalidations,
+                    )
+                self._overflowed += len(self._stale_documents)
+                self._stale_documents = set()
+
+    def _drop_every_document(self, more: int) -> bool:
+        """Delete every cached document result and lock (after an overflow); False when Redis
+        did not answer (still pending, `more` ids counted with the rest)."""
+        pattern = cache_key(self.document_key(1)).replace(":1:", ":*:") + "*"
+
+        def drop(keys: list[Any]) -> None:
+            pipe = self.core.client.pipeline(transaction=False)
+            for key in keys:  # one DEL per key: a cluster pipeline sends each to its node
+                pipe.delete(key)
+            pipe.execute()
+
+        def drop_all() -> int:
+            keys: list[Any] = []
+            dropped = 0
+            for key in self.core.client.scan_iter(match=pattern, count=_INVALIDATE_BATCH):
+                keys.append(key)
+                if len(keys) == _INVALIDATE_BATCH:
+                    drop(keys)
+                    dropped, keys = dropped + len(keys), []
+            if keys:
+                drop(keys)
+            return dropped + len(keys)
+
+        done = self._fail_open("delete", "every document result", drop_all)
+        with self._counts_lock:
+            if isinstance(done, _FailedOpen):
+                self._overflowed += more
+                return False
+            self._overflowed = 0
+        logger.info("dropped %d cached document keys after an overflow of invalidations", done)
         return True
 
     def _dropper(self, document_ids: list[int]) -> Call[list[Any]]:
@@ -286,7 +345,7 @@ class RedisCache:
         return drop
 
     def _retry_stale(self) -> None:
-        if self._stale_documents:
+        if self._stale_documents or self._overflowed:
             self.invalidate_documents([])
 
     # -- encoding -----------------------------------------------------------------------------

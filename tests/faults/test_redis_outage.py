@@ -142,3 +142,28 @@ def test_frozen_redis_is_survived_within_the_socket_timeout(
     finally:
         os.kill(redis_side.server.process.pid, signal.SIGCONT)
     assert_recovered(redis_side)
+
+
+def test_invalidations_past_their_bound_drop_every_cached_document_when_redis_answers(
+    side: Side, local_redis_factory: Callable[[], LocalRedis]
+) -> None:
+    server = local_redis_factory()
+    client = side.make(new_redis, Settings.model_validate({"REDIS_URL": server.url}))
+    cache = side.make(RedisCache, side.make(RedisCore, client), max_pending_invalidations=2)
+    for document_id in (1, 2, 3, 4):
+        assert cache.cache_document_result(document_id, {"v": document_id})
+    assert cache.set("other", 1)
+    assert server.process is not None
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        assert cache.invalidate_documents([1]) is False
+        assert cache.invalidate_documents([2, 3]) is False  # 3 waiting: past the bound of 2
+        assert cache.pending_invalidations == 3
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+    # The next call drops every document result: also 4, whose id the overflow forgot.
+    assert cache.get_document_result(4, dict) is None
+    assert cache.pending_invalidations == 0
+    assert [cache.get_document_result(i, dict) for i in (1, 2, 3)] == [None, None, None]
+    assert cache.get("other", int) == 1  # not a document result: kept
+    side.close_redis(client)
