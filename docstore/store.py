@@ -76,6 +76,7 @@ class Docstore:
             ),
             self.changes,
         )
+        self.changes.attach(self.db)
         # Repositories (PostgreSQL).
         self.users = UserRepo(self.db, self.changes)
         self.documents = DocumentRepo(self.db, self.changes)
@@ -184,6 +185,8 @@ class Docstore:
         """The document, cache first (`NotFound` otherwise): one reader loads it from PostgreSQL
         however many miss at once, and a copy older than a committed change is never served."""
         key = self.cache.document_key(document_id)
+        # Writes in transactions docstore did not open that have committed since: dropped now.
+        self.changes.settle()
 
         def load() -> DocumentResponse:
             return self.documents.get(document_id)

@@ -74,6 +74,7 @@ class AsyncDocstore:
             ),
             self.changes,
         )
+        self.changes.attach(self.db)
         # Repositories (PostgreSQL).
         self.users = AsyncUserRepo(self.db, self.changes)
         self.documents = AsyncDocumentRepo(self.db, self.changes)
@@ -182,6 +183,8 @@ class AsyncDocstore:
         """The document, cache first (`NotFound` otherwise): one reader loads it from PostgreSQL
         however many miss at once, and a copy older than a committed change is never served."""
         key = self.cache.document_key(document_id)
+        # Writes in transactions docstore did not open that have committed since: dropped now.
+        await self.changes.settle()
 
         async def load() -> DocumentResponse:
             return await self.documents.get(document_id)

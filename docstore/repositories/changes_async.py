@@ -5,12 +5,15 @@ alone (autocommit) is told at once; a write that joins a transaction opened by
 `store.transaction()` (the same as `store.db.transaction()`) is kept on that transaction's list
 and told after its COMMIT, or forgotten when it rolls back (a savepoint that rolls back forgets
 its own writes only). A write joining a transaction the store did not open (a connection the
-caller took from the pool itself) cannot be seen committing: it is told at once, and logged once.
+caller took from the pool itself) cannot be seen committing: it is told at once (logged once),
+and its transaction's id is noted; `settle()` (which `store.get_document` runs before it reads
+the cache) asks PostgreSQL which noted transactions committed and tells their writes again.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Protocol
@@ -36,6 +39,14 @@ class AsyncDocumentChanges:
         # id(connection) -> one list of changed ids per transaction level (savepoints nest).
         self._open: dict[int, list[list[int]]] = {}
         self._warned = False
+        # Writes in transactions docstore did not open: transaction id -> changed ids.
+        self._db: AsyncDatabase | None = None
+        self._foreign: dict[str, list[int]] = {}
+        self._foreign_lock = threading.Lock()
+
+    def attach(self, db: AsyncDatabase) -> None:
+        """The executor that notes and later checks transactions docstore did not open."""
+        self._db = db
 
     def listen(self, listener: AsyncChangeListener) -> None:
         """Call `await listener(ids)` with the ids of documents whose change was committed."""
@@ -50,13 +61,40 @@ class AsyncDocumentChanges:
         if levels:
             levels[-1].extend(changed)
             return
-        if self._listeners and conn is not None and _in_transaction(conn) and not self._warned:
+        if self._listeners and conn is not None and _in_transaction(conn):
+            await self._note_foreign(changed, conn)
+        await self.notify(changed)
+
+    async def _note_foreign(self, ids: list[int], conn: Connection) -> None:
+        if not self._warned:
             self._warned = True
             logger.warning(
                 "documents changed in a transaction docstore did not open: their cached copies "
-                "are dropped before that transaction commits; use store.transaction()"
+                "are dropped now and again once it committed (store.get_document checks); "
+                "use store.transaction()"
             )
-        await self.notify(changed)
+        if self._db is not None:
+            xid = str(await self._db.value("current_transaction_id", {}, conn))
+            with self._foreign_lock:
+                self._foreign.setdefault(xid, []).extend(ids)
+
+    async def settle(self) -> None:
+        """Tell again the writes of noted transactions that have committed since (one query,
+        only while some are noted); forget those that rolled back."""
+        with self._foreign_lock:
+            xids = list(self._foreign)
+        if not xids or self._db is None:
+            return
+        committed: list[int] = []
+        for xid, status in await self._db.all("transaction_outcomes", {"xids": xids}):
+            if status == "in progress":
+                continue
+            with self._foreign_lock:
+                ids = self._foreign.pop(xid, [])
+            if status != "aborted":  # committed, or too old to tell: drop to be sure
+                committed.extend(ids)
+        if committed:
+            await self.notify(sorted(set(committed)))
 
     async def notify(self, ids: list[int]) -> None:
         """Tell every listener now."""

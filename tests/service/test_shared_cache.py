@@ -133,3 +133,23 @@ def test_interleaved_readers_never_see_a_version_older_than_the_last_committed_o
     assert errors == []
     for document in documents:
         assert store.get_document(document.id).filename == f"v{versions}"
+
+
+def test_a_change_in_a_transaction_docstore_did_not_open_is_dropped_once_it_committed(
+    store: Docstore,
+) -> None:
+    document = new_document(store)
+    with store.db.connection() as conn:  # a transaction of the caller's, not store.transaction()
+        store.documents.update(document.id, DocumentUpdate(filename="v1"), conn=conn)
+        # Not committed: a reader refills the cache with v0 after the early drop.
+        assert store.get_document(document.id).filename == "v0"
+        assert cached(store, document.id) is not None
+    # Committed on leaving the block: the copy of v0 is dropped at the next read, never served.
+    assert store.get_document(document.id).filename == "v1"
+
+    with pytest.raises(RuntimeError), store.db.connection() as conn:
+        store.documents.update(document.id, DocumentUpdate(filename="never"), conn=conn)
+        assert store.get_document(document.id).filename == "v1"
+        raise RuntimeError("roll it back")
+    assert store.get_document(document.id).filename == "v1"
+    assert cached(store, document.id) is not None  # rolled back: nothing more to drop
