@@ -5,12 +5,16 @@ at a time as the app asks for it: so a test can see how much of a body the servi
 choose the client address the service sees.
 """
 
+import asyncio
+import inspect
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 
 from docstore import AsyncDocstore, DocumentCreate, Settings
 from docstore.intake.blobs import S3BlobStore
@@ -386,3 +390,52 @@ async def test_the_openapi_document_gives_every_status_with_the_services_own_mod
     assert "413" in spec["paths"]["/documents"]["post"]["responses"]
     assert "404" in spec["paths"]["/documents/{document_id}"]["get"]["responses"]
     assert "409" in spec["paths"]["/users"]["post"]["responses"]
+
+
+# -- 8. the loop does the work: no thread hops, a bounded number of requests at once ----------
+
+
+def dependencies(dependant: Dependant) -> Iterator[Dependant]:
+    for sub in dependant.dependencies:
+        yield sub
+        yield from dependencies(sub)
+
+
+def test_every_dependency_runs_on_the_loop(service_env: None) -> None:
+    """FastAPI runs a plain `def` dependency on its threadpool: a thread hop per request."""
+    app = create_app()
+    on_threads = {
+        f"{route.path}: {sub.call.__name__}"
+        for route in app.routes
+        if isinstance(route, APIRoute)
+        for sub in dependencies(route.dependant)
+        if sub.call is not None and not inspect.iscoroutinefunction(sub.call)
+    }
+    assert on_threads == set()
+
+
+async def test_requests_past_max_in_flight_wait_their_turn(
+    service_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    docstore_settings: Settings,
+    docstore_blob_store: S3BlobStore,
+) -> None:
+    monkeypatch.setenv("MAX_IN_FLIGHT", "2")
+    async with running_service(docstore_settings, docstore_blob_store) as service:
+        headers = await service.new_key("crowd@example.com")
+        gate = service.app.state.request_gate
+        gate.most = 0
+        async with service.client() as http:
+            answers = await asyncio.gather(
+                *(http.get("/documents", headers=headers) for _ in range(12))
+            )
+    assert [answer.status_code for answer in answers] == [200] * 12
+    assert (gate.limit, gate.most, gate.now) == (2, 2, 0)
+
+
+async def test_the_default_bound_is_the_pools_size(service: Service) -> None:
+    gate = service.app.state.request_gate
+    assert gate.limit == service.store.settings.pool_max_size
+    async with service.client() as http:
+        assert (await http.get("/documents")).status_code == 401
+    assert gate.most == 1
