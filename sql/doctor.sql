@@ -33,7 +33,7 @@ SELECT
     updated_at,
     updated_at < now() - make_interval(secs => %(grace)s::double precision) AS quiet
 FROM documents
-WHERE id = ANY(%(ids)s::bigint[]);
+WHERE id = ANY(%(ids)b::bigint[]);
 
 -- name: doctor_blob_keys
 -- One page of the documents' blob keys in byte order (S3 lists keys in that order), after a
@@ -53,4 +53,4 @@ LIMIT %(limit)s::integer;
 -- Which of these blob keys wait on the list of blobs to delete (their rows are gone already).
 SELECT s3_key
 FROM blob_deletions
-WHERE s3_key = ANY(%(keys)s::text[]);
+WHERE s3_key = ANY(%(keys)b::text[]);

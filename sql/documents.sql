@@ -31,13 +31,13 @@ RETURNING
 WITH batch AS (
     SELECT *
     FROM unnest(
-        %(user_ids)s::bigint[],
-        %(filenames)s::text[],
-        %(s3_keys)s::text[],
-        %(max_attempts)s::integer[],
-        %(legacy_task_ids)s::text[],
-        %(idempotency_keys)s::text[],
-        %(content_sha256s)s::text[]
+        %(user_ids)b::bigint[],
+        %(filenames)b::text[],
+        %(s3_keys)b::text[],
+        %(max_attempts)b::integer[],
+        %(legacy_task_ids)b::text[],
+        %(idempotency_keys)b::text[],
+        %(content_sha256s)b::text[]
     ) WITH ORDINALITY AS batch (
         user_id, filename, s3_key, max_attempts, legacy_task_id, idempotency_key,
         content_sha256, position
@@ -235,7 +235,7 @@ SELECT
     started_at, completed_at
 FROM documents
 WHERE user_id = %(user_id)s::bigint
-    AND status = ANY(%(statuses)s::text[])
+    AND status = ANY(%(statuses)b::text[])
     AND (created_at, id) < (%(before_created_at)s::timestamptz, %(before_id)s::bigint)
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s::integer;

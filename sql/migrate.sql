@@ -15,7 +15,7 @@ WITH stale AS (
         b.legacy_task_id,
         l.written_md5,
         l.legacy_task_id IS NOT NULL AS recorded
-    FROM unnest(%(task_ids)s::text[], %(source_md5s)s::bytea[]) AS b (legacy_task_id, source_md5)
+    FROM unnest(%(task_ids)b::text[], %(source_md5s)b::bytea[]) AS b (legacy_task_id, source_md5)
     LEFT JOIN LATERAL (
         SELECT l.legacy_task_id, l.source_md5, l.written_md5
         FROM legacy_migrations AS l
@@ -45,7 +45,7 @@ LEFT JOIN LATERAL (
 -- The tasks of a batch whose bytes in Redis are those the run that wrote them read (equal raw
 -- digests): unchanged, so the reader does not even parse them. One index probe per task.
 SELECT b.legacy_task_id
-FROM unnest(%(task_ids)s::text[], %(raw_md5s)s::bytea[]) AS b (legacy_task_id, raw_md5)
+FROM unnest(%(task_ids)b::text[], %(raw_md5s)b::bytea[]) AS b (legacy_task_id, raw_md5)
 JOIN LATERAL (
     SELECT l.source_raw_md5
     FROM legacy_migrations AS l
@@ -59,9 +59,9 @@ JOIN LATERAL (
 -- written.
 UPDATE legacy_migrations AS l
 SET source_raw_md5 = b.raw_md5
-FROM unnest(%(task_ids)s::text[], %(raw_md5s)s::bytea[]) AS b (legacy_task_id, raw_md5)
+FROM unnest(%(task_ids)b::text[], %(raw_md5s)b::bytea[]) AS b (legacy_task_id, raw_md5)
 -- ANY: the ledger rows by index (joined only to b, the planner hashes the whole ledger).
-WHERE l.legacy_task_id = ANY(%(task_ids)s::text[])
+WHERE l.legacy_task_id = ANY(%(task_ids)b::text[])
     AND l.legacy_task_id = b.legacy_task_id
     AND l.source_raw_md5 IS DISTINCT FROM b.raw_md5;
 
@@ -70,7 +70,7 @@ WHERE l.legacy_task_id = ANY(%(task_ids)s::text[])
 -- Sorted, so that writers running side by side wait for each other but never deadlock.
 INSERT INTO users (email)
 SELECT DISTINCT e.email
-FROM unnest(%(emails)s::text[]) AS e (email)
+FROM unnest(%(emails)b::text[]) AS e (email)
 ORDER BY e.email
 ON CONFLICT ((lower(email))) DO NOTHING;
 
@@ -79,7 +79,7 @@ ON CONFLICT ((lower(email))) DO NOTHING;
 -- (fair turns: see document_next_turn in migration 0005).
 SELECT lower(email) AS email, id, document_next_turn(id) AS next_turn
 FROM users
-WHERE lower(email) = ANY(%(emails)s::text[]);
+WHERE lower(email) = ANY(%(emails)b::text[]);
 
 -- name: migrate_copy_documents
 -- COPY target for the new documents of a batch (sorted by legacy task id: writers side by side
@@ -101,7 +101,7 @@ COPY documents (
 INSERT INTO legacy_migrations (legacy_task_id, source_md5, source_raw_md5, written_md5)
 SELECT b.legacy_task_id, b.source_md5, b.source_raw_md5, d.fingerprint
 FROM unnest(
-    %(task_ids)s::text[], %(source_md5s)s::bytea[], %(raw_md5s)s::bytea[]
+    %(task_ids)b::text[], %(source_md5s)b::bytea[], %(raw_md5s)b::bytea[]
 ) AS b (legacy_task_id, source_md5, source_raw_md5)
 JOIN LATERAL (
     SELECT legacy_document_fingerprint(d) AS fingerprint
@@ -220,7 +220,7 @@ SELECT
     d.created_at,
     d.started_at,
     d.completed_at
-FROM unnest(%(task_ids)s::text[]) AS b (legacy_task_id)
+FROM unnest(%(task_ids)b::text[]) AS b (legacy_task_id)
 -- One index probe per task, whatever the planner thinks of the table sizes (see migrate_plan).
 LEFT JOIN LATERAL (
     SELECT
@@ -262,7 +262,7 @@ SELECT
     d.attempts
 FROM documents AS d
 JOIN users AS u ON u.id = d.user_id
-WHERE d.legacy_task_id = ANY(%(task_ids)s::text[]);
+WHERE d.legacy_task_id = ANY(%(task_ids)b::text[]);
 
 -- name: migrate_page_migrated_ids
 -- The next page of migrated task ids, in order (verify: which are gone from Redis).

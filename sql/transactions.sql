@@ -10,4 +10,4 @@ SELECT pg_current_xact_id()::text AS xid;
 SELECT
     x.xid,
     pg_xact_status(x.xid::xid8) AS status
-FROM unnest(%(xids)s::text[]) AS x (xid);
+FROM unnest(%(xids)b::text[]) AS x (xid);

@@ -6,8 +6,9 @@ A file holds any number of queries, each introduced by a header and a one-line d
     -- Fetch one user by id.
     SELECT ... WHERE id = %(id)s;
 
-Parameters are psycopg's `%(name)s` placeholders; a query's declared parameters are read from
-its text so that a call with missing or extra parameters fails at once.
+Parameters are psycopg's `%(name)s` placeholders, or `%(name)b` for a value sent in binary (the
+arrays: in text format psycopg escapes each element, 11 µs a bytea); a query's declared
+parameters are read from its text so that a call with missing or extra parameters fails at once.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from docstore.resources import sql_dir
 
 _HEADER = re.compile(r"^--\s*name:\s*(?P<name>\S*)\s*$")
 _VALID_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
-_PARAM = re.compile(r"(?<!%)%\((?P<name>[A-Za-z_][A-Za-z0-9_]*)\)s")
+# `%(name)s`, or `%(name)b` for a value sent in binary (arrays: no per-element text escaping).
+_PARAM = re.compile(r"(?<!%)%\((?P<name>[A-Za-z_][A-Za-z0-9_]*)\)[sb]")
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,6 +68,11 @@ def test_call_with_missing_or_extra_parameters_fails_before_the_database() -> No
         query.check_params({"a": 1, "c": 3})
 
 
+def test_binary_placeholders_are_parameters_too() -> None:
+    (query,) = parse_sql("-- name: q\n-- Q.\nSELECT %(ids)b::bigint[], %(a)s, 100%%;\n", "q.sql")
+    assert query.params == frozenset({"ids", "a"})
+
+
 def test_shipped_queries_load_and_are_parsed_once() -> None:
     shipped = queries()
     assert "server_version" in shipped
