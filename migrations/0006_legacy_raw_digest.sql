@@ -2,7 +2,7 @@
 -- bytes in Redis are what the run that wrote it read, without parsing it (parsing, not reading,
 -- bounds a re-run). Rows written before this migration have none: such a task is parsed and
 -- compared by source_md5 once, as before, and gets its raw digest when next written.
--- depends: 0005_shared_service
+-- depends: 0004_legacy_migration_ledger 0005_shared_service
 
 ALTER TABLE legacy_migrations
     ADD COLUMN source_raw_md5 BYTEA
