@@ -114,7 +114,8 @@ ON CONFLICT (legacy_task_id) DO UPDATE
 SET source_md5 = excluded.source_md5,
     source_raw_md5 = excluded.source_raw_md5,
     written_md5 = excluded.written_md5,
-    migrated_at = excluded.migrated_at;
+    migrated_at = excluded.migrated_at,
+    kept_docstore_at = NULL;
 
 -- name: migrate_create_staging
 -- A temporary table for the changed tasks of one batch, dropped when the transaction ends.
@@ -195,7 +196,8 @@ UPDATE legacy_migrations AS l
 SET source_md5 = u.source_md5,
     source_raw_md5 = u.source_raw_md5,
     written_md5 = u.written_md5,
-    migrated_at = now()
+    migrated_at = now(),
+    kept_docstore_at = NULL
 FROM updated AS u
 WHERE l.legacy_task_id = u.legacy_task_id
 RETURNING l.legacy_task_id, u.id AS document_id;
@@ -209,6 +211,8 @@ SELECT
     l.legacy_task_id IS NOT NULL AS recorded,
     l.legacy_task_id IS NOT NULL
         AND d.fingerprint IS DISTINCT FROM l.written_md5 AS changed_in_docstore,
+    l.source_md5 AS ledger_source_md5,
+    l.kept_docstore_at,
     lower(u.email) AS user_email,
     d.filename,
     d.s3_key,
@@ -233,12 +237,30 @@ LEFT JOIN LATERAL (
 ) AS d ON true
 LEFT JOIN users AS u ON u.id = d.user_id
 LEFT JOIN LATERAL (
-    SELECT l.legacy_task_id, l.written_md5
+    SELECT l.legacy_task_id, l.written_md5, l.source_md5, l.kept_docstore_at
     FROM legacy_migrations AS l
     WHERE l.legacy_task_id = b.legacy_task_id
     LIMIT 1
 ) AS l ON true
 WHERE d.id IS NOT NULL OR l.legacy_task_id IS NOT NULL;
+
+-- name: migrate_keep_docstore
+-- The operator keeps docstore's version of a task in conflict: the ledger takes the digests of
+-- the legacy task as it now stands, so runs skip it and --verify counts it as kept until it
+-- changes in Redis again. Only while docstore's document (or its absence) still differs from
+-- what the migration wrote: a task that is no conflict is not touched.
+UPDATE legacy_migrations AS l
+SET source_md5 = %(source_md5)s,
+    source_raw_md5 = %(raw_md5)s,
+    kept_docstore_at = now()
+WHERE l.legacy_task_id = %(task_id)s
+    AND NOT EXISTS (
+        SELECT
+        FROM documents AS d
+        WHERE d.legacy_task_id = l.legacy_task_id
+            AND legacy_document_fingerprint(d) = l.written_md5
+    )
+RETURNING l.legacy_task_id;
 
 -- name: migrate_fetch_conflicting
 -- The docstore version of documents in conflict, for the listing (the text cut short).
@@ -273,7 +295,8 @@ ORDER BY legacy_task_id
 LIMIT %(limit)s;
 
 -- name: migrate_missing_schema
--- The tables (or, where the table exists, the columns) the migration needs that are missing.
+-- The tables (or, where the table exists, the columns) the migration needs that are missing;
+-- a missing table once, however many of its columns are needed.
 SELECT
     CASE
         WHEN to_regclass(needed.table_name) IS NULL THEN needed.table_name
@@ -283,7 +306,8 @@ FROM (
     VALUES
         (1, 'users', 'email'),
         (2, 'documents', 'legacy_task_id'),
-        (3, 'legacy_migrations', 'written_md5')
+        (3, 'legacy_migrations', 'written_md5'),
+        (4, 'legacy_migrations', 'kept_docstore_at')
 ) AS needed (position, table_name, column_name)
 WHERE NOT EXISTS (
     SELECT 1
@@ -292,4 +316,5 @@ WHERE NOT EXISTS (
         AND a.attname = needed.column_name
         AND NOT a.attisdropped
 )
-ORDER BY needed.position;
+GROUP BY 1
+ORDER BY min(needed.position);

@@ -1,7 +1,8 @@
 """Command line of `python -m docstore.migrate`: options, clients, progress, exit codes.
 
-Exit codes: 0 everything migrated (or verified), 1 finished with rejects or conflicts (or
-verify found problems), 2 usage or connection error, 130 interrupted.
+Exit codes: 0 everything migrated (or verified, or kept), 1 finished with rejects or conflicts
+(or verify found problems, or a task given to --keep-docstore was not kept), 2 usage or
+connection error, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from redis.exceptions import RedisClusterException
 from docstore.ephemeral.cache import RedisCache
 from docstore.errors import ConfigurationError, DocstoreError, RedisCommandError
 from docstore.migrate.progress import BarProgress, LogProgress
+from docstore.migrate.resolve import keep_docstore
 from docstore.migrate.runner import DEFAULT_BATCH_SIZE, DEFAULT_PREFIX, DEFAULT_WRITERS, migrate
 from docstore.migrate.summary import write_report
 from docstore.migrate.verify import VerifyProblem, verify
@@ -55,6 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--verify", action="store_true", help="compare Redis with PostgreSQL instead of migrating"
+    )
+    parser.add_argument(
+        "--keep-docstore",
+        nargs="+",
+        metavar="TASK_ID",
+        help="instead of migrating: keep docstore's version of these tasks in conflict; runs and "
+        "--verify then accept it until the task changes in Redis again",
     )
     parser.add_argument(
         "--rejects",
@@ -196,9 +205,21 @@ def _run_verify(args: argparse.Namespace, store: Docstore, source: RedisCore) ->
     return 0 if report.ok else 1
 
 
+def _run_keep(args: argparse.Namespace, store: Docstore, source: RedisCore) -> int:
+    outcomes = keep_docstore(source, store.db, args.keep_docstore, prefix=args.prefix)
+    for outcome in outcomes:
+        print(outcome.text())
+    kept = sum(outcome.kept for outcome in outcomes)
+    print(f"kept docstore's version of {kept} of {len(outcomes)} tasks")
+    return 0 if kept == len(outcomes) else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.keep_docstore and (args.verify or args.dry_run):
+        parser.error("--keep-docstore does not go with --verify or --dry-run")
     if not sys.stderr.isatty():
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
@@ -209,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ):
             if args.verify:
                 return _run_verify(args, store, store.redis_core)
+            if args.keep_docstore:
+                return _run_keep(args, store, store.redis_core)
             return _run_migrate(args, store, store.redis_core)
     except ValidationError as exc:
         problems = exc.errors(include_url=False, include_input=False)

@@ -23,6 +23,8 @@ class MigratedDocument(BaseModel):
     present: bool
     recorded: bool  # the ledger holds what the migration wrote
     changed_in_docstore: bool  # recorded, and the document (if any) no longer holds it
+    ledger_source_md5: bytes | None  # digest of the legacy task the ledger last took
+    kept_docstore_at: datetime | None  # when the operator kept docstore's version (a conflict)
     user_email: str | None
     filename: str | None
     s3_key: str | None

@@ -12,6 +12,7 @@ from docstore.migrate.compare import (
     MigratedDocument,
     differing_fields,
 )
+from docstore.migrate.fingerprint import source_fingerprint
 from docstore.migrate.legacy_records import LegacyDocument
 from docstore.migrate.pg_writer import check_schema
 from docstore.migrate.runner import DEFAULT_BATCH_SIZE, DEFAULT_PREFIX, check_options, scan_batches
@@ -58,6 +59,8 @@ class VerifyReport:
     missing: int = 0
     differing: int = 0
     conflicts: int = 0
+    # Conflicts whose legacy task is the one the operator decided against (--keep-docstore).
+    kept: int = 0
     # Migrated documents looked up in Redis, and those whose legacy task is gone.
     documents_checked: int = 0
     not_in_redis: int = 0
@@ -73,7 +76,8 @@ class VerifyReport:
         """The verdict for people, one line."""
         return (
             f"checked {self.checked}: {self.matching} match, {self.missing} missing, "
-            f"{self.differing} differ, {self.conflicts} in conflict ({self.unmigratable} "
+            f"{self.differing} differ, {self.conflicts} in conflict, {self.kept} kept as "
+            f"docstore has them ({self.unmigratable} "
             f"rejected: invalid in Redis, as a migration run lists them); "
             f"{self.documents_checked} migrated documents: {self.not_in_redis} not in Redis"
         )
@@ -92,6 +96,11 @@ def _problem(doc: LegacyDocument, row: MigratedDocument | None) -> VerifyProblem
     return VerifyProblem(doc.key, doc.task_id, "differs", fields)
 
 
+def _kept(doc: LegacyDocument, row: MigratedDocument) -> bool:
+    """The operator kept docstore's version against this very legacy task."""
+    return row.kept_docstore_at is not None and row.ledger_source_md5 == source_fingerprint(doc)
+
+
 def _check_tasks(
     source: RedisCore,
     target: Database,
@@ -108,9 +117,13 @@ def _check_tasks(
         by_id = {row.legacy_task_id: row for row in rows}
         for doc in batch.documents:
             report.checked += 1
-            problem = _problem(doc, by_id.get(doc.task_id))
+            row = by_id.get(doc.task_id)
+            problem = _problem(doc, row)
             if problem is None:
                 report.matching += 1
+                continue
+            if problem.problem == "conflict" and row is not None and _kept(doc, row):
+                report.kept += 1
                 continue
             if problem.problem == "missing":
                 report.missing += 1

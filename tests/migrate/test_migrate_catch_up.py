@@ -14,7 +14,8 @@ import redis
 from helpers import migrated_table_contents
 
 from docstore import Docstore, RedisCache, Settings
-from docstore.migrate import migrate, redis_reader, verify
+from docstore.errors import InvalidInput
+from docstore.migrate import keep_docstore, migrate, redis_reader, verify
 from docstore.migrate.cli import main
 from docstore.migrate.summary import MigrationSummary
 from docstore.testing import free_port
@@ -421,3 +422,88 @@ def test_a_catch_up_says_what_it_could_not_drop_from_the_cache(docstore_store: D
     summary, _ = run(docstore_store, cache=down)  # docstore's Redis is down: the run goes on
     assert (summary.updated, summary.cache_dropped, summary.cache_not_dropped) == (1, 0, 1)
     assert "1 updated documents may still be cached" in summary.text()
+
+
+def test_a_conflict_the_operator_kept_passes_the_gate_until_the_task_changes_again(
+    docstore_store: Docstore,
+) -> None:
+    r, db = docstore_store.redis, docstore_store.db
+    seed(r, 4)
+    run(docstore_store)
+    claimed = docstore_store.lifecycle.claim(document_id(docstore_store, "t1"), "worker-7")
+    docstore_store.lifecycle.mark_completed(claimed.id, "worker-7", "docstore's text")
+    r.hset("task:t1", mapping={**pending(1), "status": "failed", "error": "legacy gave up"})
+    docstore_store.documents.delete(document_id(docstore_store, "t3"))
+    finish_in_legacy(r, 3)
+    assert run(docstore_store)[0].conflicts == 2
+    assert (verify(r, db).conflicts, verify(r, db).ok) == (2, False)
+    before = docstore_store.documents.get_by_task_id("t1")
+
+    outcomes = keep_docstore(r, db, ["t1", "t3", "t0", "t9", "t1"])
+    assert [(o.key, o.kept, o.reason) for o in outcomes] == [
+        ("task:t1", True, ""),
+        ("task:t3", True, ""),
+        ("task:t0", False, "no conflict: the document agrees with the task"),
+        ("task:t9", False, "no such task in Redis"),
+    ]
+    assert docstore_store.documents.get_by_task_id("t1") == before  # only the ledger changed
+    assert docstore_store.documents.get_by_task_id("t3") is None
+    summary = run(docstore_store)[0]
+    assert (summary.conflicts, summary.updated, summary.migrated) == (0, 0, 0)
+    report = verify(r, db)
+    assert (report.conflicts, report.kept, report.matching, report.ok) == (0, 2, 2, True)
+    assert "2 kept as docstore has them" in report.text()
+
+    finish_in_legacy(r, 1)  # the legacy service changes t1 again: a conflict again
+    summary, lines = run(docstore_store)
+    assert summary.conflicts == 1
+    assert [line["key"] for line in lines] == ["task:t1"]
+    report = verify(r, db)
+    assert (report.conflicts, report.kept, report.ok) == (1, 1, False)
+    assert docstore_store.documents.get_by_task_id("t1") == before
+
+
+def test_keep_docstore_refuses_a_task_a_catch_up_run_would_update(
+    docstore_store: Docstore,
+) -> None:
+    r = docstore_store.redis
+    seed(r, 2)
+    run(docstore_store)
+    finish_in_legacy(r, 0)  # changed in Redis only: no conflict, the next run updates it
+    [outcome] = keep_docstore(r, docstore_store.db, ["t0"])
+    assert (outcome.kept, outcome.reason) == (
+        False,
+        "no conflict: docstore has not changed the document since the migration wrote it "
+        "(a catch-up run updates it)",
+    )
+    assert run(docstore_store)[0].updated == 1
+    with pytest.raises(InvalidInput):
+        keep_docstore(r, docstore_store.db, [])
+
+
+def test_cli_keep_docstore_exits_0_when_every_task_is_kept(
+    docstore_store: Docstore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    r = docstore_store.redis
+    seed(r, 2)
+    args = [
+        "--database-url", docstore_store.settings.database_url,
+        "--redis-url", docstore_store.settings.redis_url,
+        "--rejects", str(tmp_path / "rejects.jsonl"),
+    ]  # fmt: skip
+    assert main(args) == 0
+    docstore_store.documents.delete(document_id(docstore_store, "t1"))
+    finish_in_legacy(r, 1)
+    assert main([*args, "--verify"]) == 1
+    capsys.readouterr()
+    assert main([*args, "--keep-docstore", "t0", "t1"]) == 1  # t0 is no conflict
+    out = capsys.readouterr().out
+    assert "kept  task:t1: docstore's version stays" in out
+    assert "not kept  task:t0: no conflict" in out
+    assert "kept docstore's version of 1 of 2 tasks" in out
+    assert main([*args, "--keep-docstore", "t1"]) == 0
+    assert main([*args, "--verify"]) == 0
+    assert main(args) == 0
+    with pytest.raises(SystemExit) as refused:
+        main([*args, "--verify", "--keep-docstore", "t1"])
+    assert refused.value.code == 2

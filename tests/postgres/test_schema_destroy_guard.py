@@ -28,6 +28,7 @@ MIGRATIONS = [
     "0004_legacy_migration_ledger",
     "0005_shared_service",
     "0006_legacy_raw_digest",
+    "0007_legacy_kept_docstore",
 ]
 
 
@@ -212,12 +213,15 @@ def test_a_confirmed_rollback_of_0005_keeps_cancelled_documents_as_failed_ones(
     with psycopg.connect(url) as conn:
         conn.execute("UPDATE documents SET status = 'CANCELLED'")
     settings = settings_for(url)
-    assert rollback_schema(settings, count=1, confirm_destroy=True) == ["0006_legacy_raw_digest"]
+    assert rollback_schema(settings, count=2, confirm_destroy=True) == [
+        "0007_legacy_kept_docstore",
+        "0006_legacy_raw_digest",
+    ]
     with pytest.raises(RollbackRefused, match="0005_shared_service"):
         rollback_schema(settings, count=1)
     assert rollback_schema(settings, count=1, confirm_destroy=True) == ["0005_shared_service"]
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT status, error_message, result_text FROM documents").fetchone()
     assert row == ("FAILED", "cancelled", "the only copy")
-    assert apply_schema(settings) == ["0005_shared_service", "0006_legacy_raw_digest"]
+    assert apply_schema(settings) == MIGRATIONS[4:]
     assert stored_rows(url) == (1, 1)
