@@ -80,7 +80,6 @@ def test_redis_command_error_is_typed(docstore_redis_url: str) -> None:
     client.close()
 
 
-
 def test_a_missing_prepared_statement_names_the_pooler_setting(conn: psycopg.Connection) -> None:
     # What a transaction pooler does to psycopg's prepared statements (SQLSTATE 26000).
     with pytest.raises(DatabaseError, match="DATABASE_POOLER=transaction"):
