@@ -294,6 +294,48 @@ WHERE legacy_task_id > %(after)s::text
 ORDER BY legacy_task_id
 LIMIT %(limit)s;
 
+-- name: migrate_take_legacy
+-- The operator takes the legacy version of a task in conflict, for the next run to write. The
+-- ledger adopts the document as it now stands as what the migration wrote and forgets the
+-- task's digests (sixteen zero bytes: no task's MD5), so the next run finds it changed in Redis
+-- and rewrites it as a catch-up run would. A document docstore deleted loses its ledger row
+-- instead: the next run migrates the task afresh. Only while docstore's document (or its
+-- absence) differs from what the migration wrote.
+WITH conflict AS (
+    SELECT l.legacy_task_id, d.fingerprint
+    FROM legacy_migrations AS l
+    LEFT JOIN LATERAL (
+        SELECT legacy_document_fingerprint(d) AS fingerprint
+        FROM documents AS d
+        WHERE d.legacy_task_id = l.legacy_task_id
+        LIMIT 1
+    ) AS d ON true
+    WHERE l.legacy_task_id = %(task_id)s
+        AND d.fingerprint IS DISTINCT FROM l.written_md5
+    FOR UPDATE OF l
+),
+forgotten AS (
+    DELETE FROM legacy_migrations AS l
+    USING conflict AS c
+    WHERE l.legacy_task_id = c.legacy_task_id
+        AND c.fingerprint IS NULL
+    RETURNING l.legacy_task_id
+),
+adopted AS (
+    UPDATE legacy_migrations AS l
+    SET written_md5 = c.fingerprint,
+        source_md5 = decode(repeat('00', 16), 'hex'),
+        source_raw_md5 = NULL,
+        kept_docstore_at = NULL
+    FROM conflict AS c
+    WHERE l.legacy_task_id = c.legacy_task_id
+        AND c.fingerprint IS NOT NULL
+    RETURNING l.legacy_task_id
+)
+SELECT legacy_task_id FROM forgotten
+UNION ALL
+SELECT legacy_task_id FROM adopted;
+
 -- name: migrate_missing_schema
 -- The tables (or, where the table exists, the columns) the migration needs that are missing;
 -- a missing table once, however many of its columns are needed.

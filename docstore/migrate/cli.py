@@ -1,7 +1,8 @@
 """Command line of `python -m docstore.migrate`: options, clients, progress, exit codes.
 
 Exit codes: 0 everything migrated (or verified, or kept), 1 finished with rejects or conflicts
-(or verify found problems, or a task given to --keep-docstore was not kept), 2 usage or
+(or verify found problems, or a task given to --keep-docstore / --take-legacy was refused), 2
+usage or
 connection error, 130 interrupted.
 """
 
@@ -24,7 +25,7 @@ from redis.exceptions import RedisClusterException
 from docstore.ephemeral.cache import RedisCache
 from docstore.errors import ConfigurationError, DocstoreError, RedisCommandError
 from docstore.migrate.progress import BarProgress, LogProgress
-from docstore.migrate.resolve import keep_docstore
+from docstore.migrate.resolve import keep_docstore, take_legacy
 from docstore.migrate.runner import DEFAULT_BATCH_SIZE, DEFAULT_PREFIX, DEFAULT_WRITERS, migrate
 from docstore.migrate.summary import write_report
 from docstore.migrate.verify import VerifyProblem, verify
@@ -64,6 +65,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar="TASK_ID",
         help="instead of migrating: keep docstore's version of these tasks in conflict; runs and "
         "--verify then accept it until the task changes in Redis again",
+    )
+    parser.add_argument(
+        "--take-legacy",
+        nargs="+",
+        metavar="TASK_ID",
+        help="instead of migrating: the next run writes the legacy version of these tasks in "
+        "conflict, overwriting docstore's (needs --yes-destroy-data)",
+    )
+    parser.add_argument(
+        "--yes-destroy-data",
+        action="store_true",
+        help="confirm --take-legacy: docstore's versions of those documents are lost",
     )
     parser.add_argument(
         "--rejects",
@@ -205,21 +218,29 @@ def _run_verify(args: argparse.Namespace, store: Docstore, source: RedisCore) ->
     return 0 if report.ok else 1
 
 
-def _run_keep(args: argparse.Namespace, store: Docstore, source: RedisCore) -> int:
-    outcomes = keep_docstore(source, store.db, args.keep_docstore, prefix=args.prefix)
-    for outcome in outcomes:
-        print(outcome.text())
-    kept = sum(outcome.kept for outcome in outcomes)
-    print(f"kept docstore's version of {kept} of {len(outcomes)} tasks")
-    return 0 if kept == len(outcomes) else 1
+def _run_decision(args: argparse.Namespace, store: Docstore, source: RedisCore) -> int:
+    if args.keep_docstore:
+        decisions = keep_docstore(source, store.db, args.keep_docstore, prefix=args.prefix)
+        what = "kept docstore's version of"
+    else:
+        decisions = take_legacy(source, store.db, args.take_legacy, prefix=args.prefix)
+        what = "the next run writes the legacy version of"
+    for decision in decisions:
+        print(decision.text())
+    done = sum(decision.done for decision in decisions)
+    print(f"{what} {done} of {len(decisions)} tasks")
+    return 0 if done == len(decisions) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.keep_docstore and (args.verify or args.dry_run):
-        parser.error("--keep-docstore does not go with --verify or --dry-run")
+    deciding = bool(args.keep_docstore or args.take_legacy)
+    if deciding and (args.verify or args.dry_run or (args.keep_docstore and args.take_legacy)):
+        parser.error("--keep-docstore, --take-legacy and --verify or --dry-run go alone")
+    if args.take_legacy and not args.yes_destroy_data:
+        parser.error("--take-legacy overwrites docstore's documents: add --yes-destroy-data")
     if not sys.stderr.isatty():
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
@@ -230,8 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ):
             if args.verify:
                 return _run_verify(args, store, store.redis_core)
-            if args.keep_docstore:
-                return _run_keep(args, store, store.redis_core)
+            if deciding:
+                return _run_decision(args, store, store.redis_core)
             return _run_migrate(args, store, store.redis_core)
     except ValidationError as exc:
         problems = exc.errors(include_url=False, include_input=False)

@@ -1,10 +1,12 @@
-"""`keep_docstore()`: the operator keeps docstore's version of tasks in conflict, and the ledger
-remembers it, so that runs and `--verify` accept it until the task changes in Redis again."""
+"""The operator's decisions on tasks in conflict, written to the ledger: `keep_docstore()` (runs
+and `--verify` accept docstore's version until the task changes in Redis again) and
+`take_legacy()` (the next run rewrites the document from Redis)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from docstore.errors import InvalidInput
 from docstore.migrate.compare import MigratedDocument, differing_fields
@@ -29,20 +31,22 @@ NOT_CHANGED = (
 _CHUNK = 1000
 
 
+KEPT = "docstore's version stays (until the task changes in Redis)"
+TAKEN = "the next run rewrites the document from Redis (brings it back if docstore deleted it)"
+
+
 @dataclass(frozen=True, slots=True)
-class KeepOutcome:
-    """One task given to `keep_docstore`: kept, or why not."""
+class Decision:
+    """One task given to `keep_docstore` or `take_legacy`: `done`, or why not (`reason`)."""
 
     key: str
     task_id: str
-    kept: bool
-    reason: str = ""
+    done: bool
+    reason: str
 
     def text(self) -> str:
         """One line for people."""
-        if self.kept:
-            return f"kept  {self.key}: docstore's version stays (until the task changes in Redis)"
-        return f"not kept  {self.key}: {self.reason}"
+        return f"{'done' if self.done else 'refused'}  {self.key}: {self.reason}"
 
 
 def keep_docstore(
@@ -51,24 +55,52 @@ def keep_docstore(
     task_ids: Iterable[str],
     *,
     prefix: str = DEFAULT_PREFIX,
-) -> list[KeepOutcome]:
+) -> list[Decision]:
     """For each task in conflict among `task_ids`, keep docstore's version of its document (or
     its deletion) against the legacy task as it now stands; any other task is left alone, with
     the reason. Writes only the ledger; a task that changes in Redis afterwards is a conflict
     again. Never writes to Redis."""
+    return _decide(source, target, task_ids, prefix, "migrate_keep_docstore", KEPT)
+
+
+def take_legacy(
+    source: RedisClient | RedisCore,
+    target: Database,
+    task_ids: Iterable[str],
+    *,
+    prefix: str = DEFAULT_PREFIX,
+) -> list[Decision]:
+    """For each task in conflict among `task_ids`, let the next run write the legacy version:
+    it overwrites docstore's document (or brings back one docstore deleted), so a caller asks
+    for confirmation first. Writes only the ledger now; any other task is left alone, with the
+    reason. Never writes to Redis."""
+    return _decide(source, target, task_ids, prefix, "migrate_take_legacy", TAKEN)
+
+
+def _decide(
+    source: RedisClient | RedisCore,
+    target: Database,
+    task_ids: Iterable[str],
+    prefix: str,
+    statement: str,
+    done: str,
+) -> list[Decision]:
     raw_prefix = check_options(prefix, 1)
     ids = list(dict.fromkeys(task_ids))
     if not ids:
-        raise InvalidInput("give the task ids to keep", field="task_ids")
+        raise InvalidInput("give the ids of the tasks in conflict", field="task_ids")
     check_schema(target)
     core = RedisCore.of(source)
-    outcomes: list[KeepOutcome] = []
+    decisions: list[Decision] = []
     for start in range(0, len(ids), _CHUNK):
-        outcomes += _keep(core, target, raw_prefix, ids[start : start + _CHUNK])
-    return outcomes
+        chunk = ids[start : start + _CHUNK]
+        decisions += _decide_chunk(core, target, raw_prefix, chunk, statement, done)
+    return decisions
 
 
-def _keep(core: RedisCore, target: Database, prefix: bytes, ids: list[str]) -> list[KeepOutcome]:
+def _decide_chunk(
+    core: RedisCore, target: Database, prefix: bytes, ids: list[str], statement: str, done: str
+) -> list[Decision]:
     keys = {task_id: prefix + task_id.encode("utf-8") for task_id in ids}
     refused: dict[str, str] = {}
     readable: list[tuple[bytes, str]] = []
@@ -89,27 +121,27 @@ def _keep(core: RedisCore, target: Database, prefix: bytes, ids: list[str]) -> l
         row.legacy_task_id: row
         for row in target.all("migrate_fetch_migrated", found, MigratedDocument)
     }
-    outcomes = []
+    decisions = []
     for task_id in ids:
         key = display_key(keys[task_id])
         doc = docs.get(task_id)
         if doc is None:
             reason = refused.get(task_id) or invalid.get(key) or NOT_IN_REDIS
-            outcomes.append(KeepOutcome(key, task_id, False, reason))
+            decisions.append(Decision(key, task_id, False, reason))
             continue
         row = rows.get(task_id)
         reason = _why_not(row, doc) if row is not None else NOT_MIGRATED
-        if not reason:
-            decision = {
-                "task_id": task_id,
-                "source_md5": source_fingerprint(doc),
-                "raw_md5": doc.raw_md5,
-            }
-            # Guarded in SQL too: a document a catch-up run updated meanwhile is no conflict.
-            if not target.all("migrate_keep_docstore", decision):
-                reason = NOT_CHANGED
-        outcomes.append(KeepOutcome(key, task_id, not reason, reason))
-    return outcomes
+        # Guarded in SQL too: a document a catch-up run updated meanwhile is no conflict.
+        if not reason and not target.all(statement, _params(statement, doc)):
+            reason = NOT_CHANGED
+        decisions.append(Decision(key, task_id, not reason, reason or done))
+    return decisions
+
+
+def _params(statement: str, doc: LegacyDocument) -> dict[str, Any]:
+    if statement == "migrate_take_legacy":
+        return {"task_id": doc.task_id}
+    return {"task_id": doc.task_id, "source_md5": source_fingerprint(doc), "raw_md5": doc.raw_md5}
 
 
 def _why_not(row: MigratedDocument, doc: LegacyDocument) -> str:
@@ -123,4 +155,4 @@ def _why_not(row: MigratedDocument, doc: LegacyDocument) -> str:
     return ""
 
 
-__all__ = ["KeepOutcome", "keep_docstore"]
+__all__ = ["Decision", "keep_docstore", "take_legacy"]

@@ -15,8 +15,9 @@ from helpers import migrated_table_contents
 
 from docstore import Docstore, RedisCache, Settings
 from docstore.errors import InvalidInput
-from docstore.migrate import keep_docstore, migrate, redis_reader, verify
+from docstore.migrate import keep_docstore, migrate, redis_reader, take_legacy, verify
 from docstore.migrate.cli import main
+from docstore.migrate.resolve import KEPT, TAKEN
 from docstore.migrate.summary import MigrationSummary
 from docstore.testing import free_port
 from docstore.testing.plugin import create_database, drop_database, with_database
@@ -440,9 +441,9 @@ def test_a_conflict_the_operator_kept_passes_the_gate_until_the_task_changes_aga
     before = docstore_store.documents.get_by_task_id("t1")
 
     outcomes = keep_docstore(r, db, ["t1", "t3", "t0", "t9", "t1"])
-    assert [(o.key, o.kept, o.reason) for o in outcomes] == [
-        ("task:t1", True, ""),
-        ("task:t3", True, ""),
+    assert [(o.key, o.done, o.reason) for o in outcomes] == [
+        ("task:t1", True, KEPT),
+        ("task:t3", True, KEPT),
         ("task:t0", False, "no conflict: the document agrees with the task"),
         ("task:t9", False, "no such task in Redis"),
     ]
@@ -471,7 +472,7 @@ def test_keep_docstore_refuses_a_task_a_catch_up_run_would_update(
     run(docstore_store)
     finish_in_legacy(r, 0)  # changed in Redis only: no conflict, the next run updates it
     [outcome] = keep_docstore(r, docstore_store.db, ["t0"])
-    assert (outcome.kept, outcome.reason) == (
+    assert (outcome.done, outcome.reason) == (
         False,
         "no conflict: docstore has not changed the document since the migration wrote it "
         "(a catch-up run updates it)",
@@ -498,8 +499,8 @@ def test_cli_keep_docstore_exits_0_when_every_task_is_kept(
     capsys.readouterr()
     assert main([*args, "--keep-docstore", "t0", "t1"]) == 1  # t0 is no conflict
     out = capsys.readouterr().out
-    assert "kept  task:t1: docstore's version stays" in out
-    assert "not kept  task:t0: no conflict" in out
+    assert "done  task:t1: docstore's version stays" in out
+    assert "refused  task:t0: no conflict" in out
     assert "kept docstore's version of 1 of 2 tasks" in out
     assert main([*args, "--keep-docstore", "t1"]) == 0
     assert main([*args, "--verify"]) == 0
@@ -507,3 +508,59 @@ def test_cli_keep_docstore_exits_0_when_every_task_is_kept(
     with pytest.raises(SystemExit) as refused:
         main([*args, "--verify", "--keep-docstore", "t1"])
     assert refused.value.code == 2
+
+
+def test_cli_take_legacy_needs_the_confirmation(
+    docstore_store: Docstore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    r = docstore_store.redis
+    seed(r, 2)
+    args = [
+        "--database-url", docstore_store.settings.database_url,
+        "--redis-url", docstore_store.settings.redis_url,
+        "--rejects", str(tmp_path / "rejects.jsonl"),
+    ]  # fmt: skip
+    assert main(args) == 0
+    docstore_store.documents.delete(document_id(docstore_store, "t1"))
+    finish_in_legacy(r, 1)
+    with pytest.raises(SystemExit) as refused:
+        main([*args, "--take-legacy", "t1"])
+    assert refused.value.code == 2
+    assert "add --yes-destroy-data" in capsys.readouterr().err
+    assert docstore_store.documents.get_by_task_id("t1") is None
+    assert main(args) == 1  # still a conflict: nothing was decided
+    assert main([*args, "--take-legacy", "t1", "--yes-destroy-data"]) == 0
+    assert "the next run writes the legacy version of 1 of 1 tasks" in capsys.readouterr().out
+    assert main(args) == 0
+    assert main([*args, "--verify"]) == 0
+    assert docstore_store.documents.get_by_task_id("t1") is not None
+
+
+def test_taking_the_legacy_version_lets_the_next_run_rewrite_or_bring_back_the_document(
+    docstore_store: Docstore,
+) -> None:
+    r, db = docstore_store.redis, docstore_store.db
+    seed(r, 4)
+    run(docstore_store)
+    claimed = docstore_store.lifecycle.claim(document_id(docstore_store, "t1"), "worker-7")
+    docstore_store.lifecycle.mark_completed(claimed.id, "worker-7", "docstore's text")
+    finish_in_legacy(r, 1)
+    docstore_store.documents.delete(document_id(docstore_store, "t3"))
+    finish_in_legacy(r, 3)
+    assert run(docstore_store)[0].conflicts == 2
+    decisions = take_legacy(r, db, ["t1", "t3", "t0"])
+    assert [(d.key, d.done, d.reason) for d in decisions] == [
+        ("task:t1", True, TAKEN),
+        ("task:t3", True, TAKEN),
+        ("task:t0", False, "no conflict: the document agrees with the task"),
+    ]
+    before = docstore_store.documents.get_by_task_id("t1")
+    assert before is not None and before.result_text == "docstore's text"
+    summary = run(docstore_store)[0]
+    assert (summary.conflicts, summary.updated, summary.migrated) == (0, 1, 1)
+    for i in (1, 3):
+        doc = docstore_store.documents.get_by_task_id(f"t{i}")
+        assert doc is not None
+        assert (doc.status, doc.result_text) == ("COMPLETED", f"the text of task {i}")
+    assert verify(r, db).ok
+    assert run(docstore_store)[0].updated == 0  # settled: the run after writes nothing
