@@ -5,7 +5,8 @@
     python benchmarks/bench_migrate.py --tasks 20000 --extras   # quick look, plus the variants
 
 For each size: seeds legacy tasks (hashes, ~2 KB JSON results, a progress key each) into a
-throwaway Redis, then measures on a throwaway PostgreSQL (fsync on unless --no-fsync):
+throwaway Redis, then measures on a throwaway PostgreSQL (fsync on unless --no-fsync; its
+settings with --pg-setting, e.g. shared_buffers=4GB: see docs/cutover.md):
 
 - floor "read": pipelined HGETALL + GET result of every task key (batches of 1,000);
 - floor "write": COPY of the same rows straight into `documents` (1,000 rows a commit) on as
@@ -328,7 +329,12 @@ def cutover(
     started = time.perf_counter()
     seed(r, n)
     print(f"  seeded in {time.perf_counter() - started:.0f} s", flush=True)
-    print(f"{n:,} tasks, batch {args.batch_size}, {writers} writers, PostgreSQL {durability}")
+    with psycopg.connect(admin) as conn:  # the server's own word, also for BENCH_DATABASE_URL
+        buffers = conn.execute("SHOW shared_buffers").fetchone()[0]  # type: ignore[index]
+    print(
+        f"{n:,} tasks, batch {args.batch_size}, {writers} writers, PostgreSQL {durability}, "
+        f"shared_buffers {buffers}"
+    )
     # The COPY floor's rate hardly depends on the size: --floor-tasks measures it on fewer rows.
     sample = min(n, args.floor_tasks or n)
     copy_name = f"write: COPY into documents, {writers} connections ({sample:,} rows)"
@@ -398,6 +404,13 @@ def main() -> None:
     parser.add_argument("--pure-python-parser", action="store_true")
     parser.add_argument("--verify", action="store_true", help="child: time --verify instead")
     parser.add_argument("--no-fsync", action="store_true", help="PostgreSQL as in the tests")
+    parser.add_argument(
+        "--pg-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of the PostgreSQL this starts, e.g. shared_buffers=4GB (repeatable)",
+    )
     args = parser.parse_args()
     if args.mode == "child":
         child(args)
@@ -409,7 +422,8 @@ def main() -> None:
             # Durable by default (fsync and synchronous commit on, like production).
             # --no-fsync matches the test servers.
             base = None if args.no_fsync else stack.enter_context(tempfile.TemporaryDirectory())
-            pg = LocalPostgres(base_dir=base)
+            settings = dict(setting.split("=", 1) for setting in args.pg_setting)
+            pg = LocalPostgres(base_dir=base, server_settings=settings)
             stack.callback(pg.close)
             pg.start()
             admin = pg.url

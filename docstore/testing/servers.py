@@ -12,16 +12,21 @@ import contextlib
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 _SERVICE_USER = "embedded_postgres"
+# What `LocalPostgres(server_settings=...)` passes to `postgres -c`: no spaces or quotes.
+_SETTING_NAME = re.compile(r"[a-z_][a-z0-9_.]*")
+_SETTING_VALUE = re.compile(r"[A-Za-z0-9_.:/+-]+")
 logger = logging.getLogger(__name__)
 
 
@@ -75,13 +80,22 @@ class LocalPostgres:
     """A PostgreSQL server in a temporary directory, tuned for tests (no fsync)."""
 
     def __init__(
-        self, port: int | None = None, base_dir: str | os.PathLike[str] | None = None
+        self,
+        port: int | None = None,
+        base_dir: str | os.PathLike[str] | None = None,
+        *,
+        server_settings: Mapping[str, str] | None = None,
     ) -> None:
         """A server on `port` (a free one by default) keeping its files in `base_dir`.
 
         Without `base_dir` the files go to a new temporary directory and `fsync` is off (tests);
         with it, an existing cluster there is reused and kept durable (the quickstart).
+        `server_settings` are given to the server at start (``{"shared_buffers": "1GB"}``).
         """
+        for name, value in (server_settings or {}).items():
+            if not _SETTING_NAME.fullmatch(name) or not _SETTING_VALUE.fullmatch(value):
+                raise ValueError(f"not a PostgreSQL setting: {name}={value}")
+        self.server_settings = dict(server_settings or {})
         self.bin_dir = _package_dir("embedded_postgres") / "pginstall" / "bin"
         self.port = port or free_port()
         self.durable = base_dir is not None
@@ -151,6 +165,8 @@ class LocalPostgres:
         options = f'-h 127.0.0.1 -p {self.port} -k "" -c max_connections=300'
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        for name, value in self.server_settings.items():
+            options += f" -c {name}={value}"
         self._run(
             "pg_ctl",
             "-D",

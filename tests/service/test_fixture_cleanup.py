@@ -7,6 +7,11 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import psycopg
+import pytest
+
+from docstore.testing import LocalPostgres
+
 FAILING_TESTS = """
 pytest_plugins = ["docstore.testing.plugin"]
 
@@ -83,3 +88,17 @@ def test_a_server_left_by_a_killed_owner_is_replaced_on_the_next_start(tmp_path:
         server.close()
     assert not listening(f"127.0.0.1:{server.port}")
     assert (data / "data" / "PG_VERSION").exists()  # a durable folder is kept
+
+
+def test_a_local_server_takes_server_settings() -> None:
+    server = LocalPostgres(server_settings={"shared_buffers": "48MB", "work_mem": "5MB"})
+    server.start()
+    try:
+        with psycopg.connect(server.url) as conn:
+            names = ("shared_buffers", "work_mem")
+            shown = [conn.execute(f"SHOW {name}").fetchone() for name in names]
+        assert shown == [("48MB",), ("5MB",)]
+    finally:
+        server.close()
+    with pytest.raises(ValueError, match="not a PostgreSQL setting"):
+        LocalPostgres(server_settings={"work_mem": "1MB -c fsync=on"})
