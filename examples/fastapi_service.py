@@ -202,6 +202,15 @@ class ValidationErrorOut(BaseModel):
     detail: list[FieldErrorOut]
 
 
+def page_json(page: BaseModel, item: type[BaseModel]) -> Response:
+    """A page of the store's models as its `...PageOut` shows it: each item with `item`'s fields
+    only (no blob keys, worker ids...), serialized by pydantic in one pass. Building the 50
+    `...Out` objects first took a tenth of a listing's CPU; the route's `response_model` still
+    documents the page."""
+    fields = {"items": {"__all__": set(item.model_fields)}, "next_cursor": True}
+    return Response(page.model_dump_json(include=fields), media_type="application/json")
+
+
 def _error(description: str) -> dict[str, Any]:
     return {"model": ErrorOut, "description": description}
 
@@ -622,29 +631,29 @@ def create_app(
             await form.close()
         return DocumentOut.model_validate(document)
 
-    @app.get("/documents", responses=PROTECTED)
+    @app.get("/documents", responses=PROTECTED, response_model=DocumentPageOut)
     async def list_documents(
         user: UserDep,
         store: StoreDep,
         status: DocumentStatus | None = None,
         cursor: str | None = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    ) -> DocumentPageOut:
+    ) -> Response:
         page = await store.documents.list_for_user(
             user.id, status=status, limit=limit, cursor=cursor
         )
-        return DocumentPageOut.model_validate(page)
+        return page_json(page, DocumentSummaryOut)
 
-    @app.get("/documents/search", responses=PROTECTED)
+    @app.get("/documents/search", responses=PROTECTED, response_model=SearchPageOut)
     async def search_documents(
         user: UserDep,
         store: StoreDep,
         q: Annotated[str, Query(min_length=1, max_length=1000)],
         cursor: str | None = None,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    ) -> SearchPageOut:
+    ) -> Response:
         hits = await store.documents.search(user.id, q, limit=limit, cursor=cursor)
-        return SearchPageOut.model_validate(hits)
+        return page_json(hits, SearchHitOut)
 
     @app.get("/documents/{document_id}", responses={**PROTECTED, **NOT_FOUND})
     async def get_document(document_id: int, user: UserDep, store: StoreDep) -> DocumentOut:

@@ -21,7 +21,7 @@ from docstore.intake.blobs import S3BlobStore
 from docstore.intake.extractors import extract_text
 from docstore.quickstart import make_pdf
 from docstore.repositories.api_keys import new_api_key
-from examples.fastapi_service import create_app
+from examples.fastapi_service import DocumentPageOut, SearchPageOut, create_app
 
 pytestmark = pytest.mark.anyio
 
@@ -324,6 +324,12 @@ async def test_no_response_shows_blob_keys_worker_ids_or_legacy_task_ids(
     for response in responses:
         for secret in secrets:
             assert secret not in response.text, (response.url, secret)
+    # The pages, serialized in one pass, say what the service's own models would.
+    page = await service.store.documents.list_for_user(stored.user_id)
+    assert responses[5].json() == DocumentPageOut.model_validate(page).model_dump(mode="json")
+    hits = await service.store.documents.search(stored.user_id, "boiler")
+    assert responses[6].json() == SearchPageOut.model_validate(hits).model_dump(mode="json")
+    assert responses[6].json()["items"][0]["snippet"]
 
 
 async def test_validation_errors_name_the_field_but_never_echo_the_value(
