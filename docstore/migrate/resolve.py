@@ -89,6 +89,8 @@ def _decide(
     ids = list(dict.fromkeys(task_ids))
     if not ids:
         raise InvalidInput("give the ids of the tasks in conflict", field="task_ids")
+    if not all(isinstance(task_id, str) for task_id in ids):
+        raise InvalidInput("task ids must be text (without the key prefix)", field="task_ids")
     check_schema(target)
     core = RedisCore.of(source)
     decisions: list[Decision] = []

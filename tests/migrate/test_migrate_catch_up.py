@@ -480,6 +480,8 @@ def test_keep_docstore_refuses_a_task_a_catch_up_run_would_update(
     assert run(docstore_store)[0].updated == 1
     with pytest.raises(InvalidInput):
         keep_docstore(r, docstore_store.db, [])
+    with pytest.raises(InvalidInput, match="must be text"):
+        take_legacy(r, docstore_store.db, [42])  # type: ignore[list-item]
 
 
 def test_cli_keep_docstore_exits_0_when_every_task_is_kept(
