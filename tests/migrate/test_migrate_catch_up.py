@@ -425,18 +425,25 @@ def test_a_catch_up_says_what_it_could_not_drop_from_the_cache(docstore_store: D
     assert "1 updated documents may still be cached" in summary.text()
 
 
+def two_conflicts(store: Docstore) -> None:
+    """Four tasks migrated; then t1 completed by docstore's worker and failed by the legacy
+    service, t3 deleted in docstore and finished in Redis: two conflicts."""
+    r = store.redis
+    seed(r, 4)
+    run(store)
+    claimed = store.lifecycle.claim(document_id(store, "t1"), "worker-7")
+    store.lifecycle.mark_completed(claimed.id, "worker-7", "docstore's text")
+    r.hset("task:t1", mapping={**pending(1), "status": "failed", "error": "legacy gave up"})
+    store.documents.delete(document_id(store, "t3"))
+    finish_in_legacy(r, 3)
+    assert run(store)[0].conflicts == 2
+
+
 def test_a_conflict_the_operator_kept_passes_the_gate_until_the_task_changes_again(
     docstore_store: Docstore,
 ) -> None:
     r, db = docstore_store.redis, docstore_store.db
-    seed(r, 4)
-    run(docstore_store)
-    claimed = docstore_store.lifecycle.claim(document_id(docstore_store, "t1"), "worker-7")
-    docstore_store.lifecycle.mark_completed(claimed.id, "worker-7", "docstore's text")
-    r.hset("task:t1", mapping={**pending(1), "status": "failed", "error": "legacy gave up"})
-    docstore_store.documents.delete(document_id(docstore_store, "t3"))
-    finish_in_legacy(r, 3)
-    assert run(docstore_store)[0].conflicts == 2
+    two_conflicts(docstore_store)
     assert (verify(r, db).conflicts, verify(r, db).ok) == (2, False)
     before = docstore_store.documents.get_by_task_id("t1")
 
@@ -484,19 +491,25 @@ def test_keep_docstore_refuses_a_task_a_catch_up_run_would_update(
         take_legacy(r, docstore_store.db, [42])  # type: ignore[list-item]
 
 
-def test_cli_keep_docstore_exits_0_when_every_task_is_kept(
-    docstore_store: Docstore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    r = docstore_store.redis
-    seed(r, 2)
+def cli_with_a_deleted_conflict(store: Docstore, tmp_path: Path) -> list[str]:
+    """Two tasks migrated by the CLI, then t1 deleted in docstore and finished in Redis; the
+    CLI's arguments."""
+    seed(store.redis, 2)
     args = [
-        "--database-url", docstore_store.settings.database_url,
-        "--redis-url", docstore_store.settings.redis_url,
+        "--database-url", store.settings.database_url,
+        "--redis-url", store.settings.redis_url,
         "--rejects", str(tmp_path / "rejects.jsonl"),
     ]  # fmt: skip
     assert main(args) == 0
-    docstore_store.documents.delete(document_id(docstore_store, "t1"))
-    finish_in_legacy(r, 1)
+    store.documents.delete(document_id(store, "t1"))
+    finish_in_legacy(store.redis, 1)
+    return args
+
+
+def test_cli_keep_docstore_exits_0_when_every_task_is_kept(
+    docstore_store: Docstore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = cli_with_a_deleted_conflict(docstore_store, tmp_path)
     assert main([*args, "--verify"]) == 1
     capsys.readouterr()
     assert main([*args, "--keep-docstore", "t0", "t1"]) == 1  # t0 is no conflict
@@ -515,16 +528,7 @@ def test_cli_keep_docstore_exits_0_when_every_task_is_kept(
 def test_cli_take_legacy_needs_the_confirmation(
     docstore_store: Docstore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    r = docstore_store.redis
-    seed(r, 2)
-    args = [
-        "--database-url", docstore_store.settings.database_url,
-        "--redis-url", docstore_store.settings.redis_url,
-        "--rejects", str(tmp_path / "rejects.jsonl"),
-    ]  # fmt: skip
-    assert main(args) == 0
-    docstore_store.documents.delete(document_id(docstore_store, "t1"))
-    finish_in_legacy(r, 1)
+    args = cli_with_a_deleted_conflict(docstore_store, tmp_path)
     with pytest.raises(SystemExit) as refused:
         main([*args, "--take-legacy", "t1"])
     assert refused.value.code == 2
@@ -542,14 +546,7 @@ def test_taking_the_legacy_version_lets_the_next_run_rewrite_or_bring_back_the_d
     docstore_store: Docstore,
 ) -> None:
     r, db = docstore_store.redis, docstore_store.db
-    seed(r, 4)
-    run(docstore_store)
-    claimed = docstore_store.lifecycle.claim(document_id(docstore_store, "t1"), "worker-7")
-    docstore_store.lifecycle.mark_completed(claimed.id, "worker-7", "docstore's text")
-    finish_in_legacy(r, 1)
-    docstore_store.documents.delete(document_id(docstore_store, "t3"))
-    finish_in_legacy(r, 3)
-    assert run(docstore_store)[0].conflicts == 2
+    two_conflicts(docstore_store)
     decisions = take_legacy(r, db, ["t1", "t3", "t0"])
     assert [(d.key, d.done, d.reason) for d in decisions] == [
         ("task:t1", True, TAKEN),
@@ -560,9 +557,15 @@ def test_taking_the_legacy_version_lets_the_next_run_rewrite_or_bring_back_the_d
     assert before is not None and before.result_text == "docstore's text"
     summary = run(docstore_store)[0]
     assert (summary.conflicts, summary.updated, summary.migrated) == (0, 1, 1)
-    for i in (1, 3):
-        doc = docstore_store.documents.get_by_task_id(f"t{i}")
-        assert doc is not None
-        assert (doc.status, doc.result_text) == ("COMPLETED", f"the text of task {i}")
+    rewritten = docstore_store.documents.get_by_task_id("t1")
+    assert rewritten is not None
+    assert (rewritten.status, rewritten.error_message, rewritten.result_text) == (
+        "FAILED",
+        "legacy gave up",
+        None,
+    )
+    back = docstore_store.documents.get_by_task_id("t3")
+    assert back is not None
+    assert (back.status, back.result_text) == ("COMPLETED", "the text of task 3")
     assert verify(r, db).ok
     assert run(docstore_store)[0].updated == 0  # settled: the run after writes nothing
