@@ -1,9 +1,8 @@
 """Command line of `python -m docstore.migrate`: options, clients, progress, exit codes.
 
-Exit codes: 0 everything migrated (or verified, or kept), 1 finished with rejects or conflicts
-(or verify found problems, or a task given to --keep-docstore / --take-legacy was refused), 2
-usage or
-connection error, 130 interrupted.
+Exit codes: 0 everything migrated (or verified, or decided), 1 finished with rejects or
+conflicts (or verify found problems, or a task given to --keep-docstore / --take-legacy was
+refused), 2 usage or connection error, 130 interrupted.
 """
 
 from __future__ import annotations

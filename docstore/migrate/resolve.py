@@ -4,7 +4,7 @@ and `--verify` accept docstore's version until the task changes in Redis again) 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,8 @@ NOT_CHANGED = (
     "no conflict: docstore has not changed the document since the migration wrote it "
     "(a catch-up run updates it)"
 )
+# A decision's statement parameters, from the task as read.
+Params = Callable[[LegacyDocument], dict[str, Any]]
 # Task ids one call reads from Redis in one pipeline.
 _CHUNK = 1000
 
@@ -60,7 +62,7 @@ def keep_docstore(
     its deletion) against the legacy task as it now stands; any other task is left alone, with
     the reason. Writes only the ledger; a task that changes in Redis afterwards is a conflict
     again. Never writes to Redis."""
-    return _decide(source, target, task_ids, prefix, "migrate_keep_docstore", KEPT)
+    return _decide(source, target, task_ids, prefix, "migrate_keep_docstore", _digests, KEPT)
 
 
 def take_legacy(
@@ -74,7 +76,7 @@ def take_legacy(
     it overwrites docstore's document (or brings back one docstore deleted), so a caller asks
     for confirmation first. Writes only the ledger now; any other task is left alone, with the
     reason. Never writes to Redis."""
-    return _decide(source, target, task_ids, prefix, "migrate_take_legacy", TAKEN)
+    return _decide(source, target, task_ids, prefix, "migrate_take_legacy", _task_id, TAKEN)
 
 
 def _decide(
@@ -83,6 +85,7 @@ def _decide(
     task_ids: Iterable[str],
     prefix: str,
     statement: str,
+    params: Params,
     done: str,
 ) -> list[Decision]:
     raw_prefix = check_options(prefix, 1)
@@ -96,12 +99,18 @@ def _decide(
     decisions: list[Decision] = []
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
-        decisions += _decide_chunk(core, target, raw_prefix, chunk, statement, done)
+        decisions += _decide_chunk(core, target, raw_prefix, chunk, statement, params, done)
     return decisions
 
 
 def _decide_chunk(
-    core: RedisCore, target: Database, prefix: bytes, ids: list[str], statement: str, done: str
+    core: RedisCore,
+    target: Database,
+    prefix: bytes,
+    ids: list[str],
+    statement: str,
+    params: Params,
+    done: str,
 ) -> list[Decision]:
     keys = {task_id: prefix + task_id.encode("utf-8") for task_id in ids}
     refused: dict[str, str] = {}
@@ -134,16 +143,20 @@ def _decide_chunk(
         row = rows.get(task_id)
         reason = _why_not(row, doc) if row is not None else NOT_MIGRATED
         # Guarded in SQL too: a document a catch-up run updated meanwhile is no conflict.
-        if not reason and not target.all(statement, _params(statement, doc)):
+        if not reason and not target.all(statement, params(doc)):
             reason = NOT_CHANGED
         decisions.append(Decision(key, task_id, not reason, reason or done))
     return decisions
 
 
-def _params(statement: str, doc: LegacyDocument) -> dict[str, Any]:
-    if statement == "migrate_take_legacy":
-        return {"task_id": doc.task_id}
+def _digests(doc: LegacyDocument) -> dict[str, Any]:
+    """migrate_keep_docstore's parameters: the task as it now stands."""
     return {"task_id": doc.task_id, "source_md5": source_fingerprint(doc), "raw_md5": doc.raw_md5}
+
+
+def _task_id(doc: LegacyDocument) -> dict[str, Any]:
+    """migrate_take_legacy's parameters."""
+    return {"task_id": doc.task_id}
 
 
 def _why_not(row: MigratedDocument, doc: LegacyDocument) -> str:
