@@ -311,7 +311,7 @@ class Doctor:
 
     def cached_results(self) -> None:
         """Cached document results older than their row, or of a row that is gone."""
-        pattern = cache_key("document:*:result")
+        pattern = cache_key(RedisCache.DOCUMENT_KEYS)
         for keys in self._scan(pattern):
             ids = [int(m.group(1)) for m in map(_CACHED_RESULT.fullmatch, keys) if m]
             if not ids:

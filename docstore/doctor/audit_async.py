@@ -309,7 +309,7 @@ class AsyncDoctor:
 
     async def cached_results(self) -> None:
         """Cached document results older than their row, or of a row that is gone."""
-        pattern = cache_key("document:*:result")
+        pattern = cache_key(AsyncRedisCache.DOCUMENT_KEYS)
         async for keys in self._scan(pattern):
             ids = [int(m.group(1)) for m in map(_CACHED_RESULT.fullmatch, keys) if m]
             if not ids:

@@ -239,9 +239,12 @@ class RedisCache:
 
     # -- documents ----------------------------------------------------------------------------
 
+    # Every `document_key`, as a SCAN glob (after `cache_key`).
+    DOCUMENT_KEYS = "document:*:result"
+
     @staticmethod
     def document_key(document_id: int) -> str:
-        """Cache key of a document's result."""
+        """Cache key of a document's result (one of `DOCUMENT_KEYS`)."""
         return f"document:{check_document_id(document_id)}:result"
 
     def cache_document_result(
@@ -304,7 +307,7 @@ class RedisCache:
     def _drop_every_document(self, more: int) -> bool:
         """Delete every cached document result and lock (after an overflow); False when Redis
         did not answer (still pending, `more` ids counted with the rest)."""
-        pattern = cache_key(self.document_key(1)).replace(":1:", ":*:") + "*"
+        pattern = cache_key(self.DOCUMENT_KEYS) + "*"  # each value and its lock
 
         def drop(keys: list[Any]) -> None:
             pipe = self.core.client.pipeline(transaction=False)
