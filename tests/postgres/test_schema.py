@@ -26,6 +26,11 @@ UNION ALL
 SELECT 'index', indexdef
 FROM pg_indexes
 WHERE schemaname = 'public' AND tablename NOT LIKE '%%yoyo%%'
+UNION ALL
+SELECT 'function', oid::regprocedure::text || ' strict=' || proisstrict || ' '
+       || provolatile::text || ' ' || md5(prosrc)
+FROM pg_proc
+WHERE pronamespace = 'public'::regnamespace
 ORDER BY 1, 2
 """
 
@@ -80,6 +85,33 @@ def test_each_rollback_undoes_exactly_its_migration(docstore_empty_database_url:
         assert after != before, f"rolling back {migration} changed nothing"
         snapshots.append(after)
     assert snapshots[-1] == snapshots[0] == []
+
+
+def test_the_document_fingerprint_is_inlined_with_the_digests_of_0004(
+    docstore_database_url: str,
+) -> None:
+    """Migration 0008: PostgreSQL inlines legacy_document_fingerprint into the calling query
+    (a STRICT one is called row by row), and the digests stay those of 0004."""
+    explain = "EXPLAIN (VERBOSE) SELECT legacy_document_fingerprint(d) FROM documents AS d"
+    digest = "SELECT legacy_document_fingerprint(d) FROM documents AS d"
+    with psycopg.connect(docstore_database_url, autocommit=True) as conn:
+        user_id = conn.execute(
+            "INSERT INTO users (email) VALUES ('ann@example.com') RETURNING id"
+        ).fetchone()[0]
+        conn.execute(
+            "INSERT INTO documents (user_id, filename, s3_key, status, result_text, page_count,"
+            " extraction_time_seconds, completed_at) VALUES (%s, 'a.pdf', 'k', 'COMPLETED',"
+            " 'text', 3, 0.1, now())",
+            (user_id,),
+        )
+        plan = "\n".join(row[0] for row in conn.execute(explain))
+        assert "legacy_document_fingerprint" not in plan, plan
+        assert "md5(" in plan, plan
+        inlined = conn.execute(digest).fetchone()
+    assert rollback_schema(settings_for(docstore_database_url), count=1) == [migration_ids()[-1]]
+    with psycopg.connect(docstore_database_url) as conn:
+        assert "legacy_document_fingerprint" in "\n".join(row[0] for row in conn.execute(explain))
+        assert conn.execute(digest).fetchone() == inlined
 
 
 def test_schema_has_the_old_design_tables_with_database_enforced_rules(

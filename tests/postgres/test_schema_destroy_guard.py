@@ -29,7 +29,10 @@ MIGRATIONS = [
     "0005_shared_service",
     "0006_legacy_raw_digest",
     "0007_legacy_kept_docstore",
+    "0008_inline_document_fingerprint",
 ]
+# Rollbacks that drop nothing (they change how a function runs) go ahead without confirmation.
+DESTROYS_NOTHING = {"0008_inline_document_fingerprint"}
 
 
 def settings_for(url: str) -> Settings:
@@ -81,18 +84,24 @@ def run_yoyo(
 
 
 # `reapply --batch` without -r rolls back every migration (0001 drops the tables) and applies
-# them again; `rollback --batch` rolls back the last one (0003 drops the legacy task ids).
+# them again; `rollback --batch` rolls back the last one: 0008 drops nothing and goes ahead, then
+# 0007 drops a column of the ledger.
+# Every command goes as far as 0008 (it destroys nothing) and refuses at 0007.
 @pytest.mark.parametrize("command", [["reapply"], ["rollback"], ["rollback", "--all"]])
 def test_yoyo_command_without_revision_refuses_and_keeps_the_rows(
     command: list[str], docstore_database_url: str, tmp_path: Path
 ) -> None:
     url = docstore_database_url
     add_user(url, with_document=True)
+    if command == ["rollback"]:
+        result = run_yoyo(url, *command, tmp_path=tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert applied(url) == MIGRATIONS[:-1]
     result = run_yoyo(url, *command, tmp_path=tmp_path)
     assert result.returncode != 0, result.stdout + result.stderr
     assert "docstore.confirm_destroy" in result.stderr
     assert stored_rows(url) == (1, 1)
-    assert applied(url) == MIGRATIONS
+    assert applied(url) == MIGRATIONS[:-1]  # 0008 rolled back, 0007 refused
 
 
 def test_yoyo_force_which_skips_failing_statements_still_keeps_the_rows(
@@ -130,6 +139,10 @@ def test_every_rollback_refuses_while_its_tables_hold_rows(docstore_database_url
     settings = settings_for(url)
     add_user(url, with_document=True)
     for migration in reversed(MIGRATIONS):
+        if migration in DESTROYS_NOTHING:
+            assert rollback_schema(settings, count=1) == [migration]
+            assert stored_rows(url) == (1, 1)
+            continue
         before = applied(url)
         with pytest.raises(RollbackRefused, match=migration) as refused:
             rollback_schema(settings, count=1)
@@ -164,12 +177,13 @@ def test_cli_rollback_refuses_with_exit_2_then_the_flag_confirms(
     assert out == ""
     assert err.count("\n") == 1
     assert err.startswith("error: ") and "--yes-destroy-data" in err
+    assert "rolled back before refusing: 0008_inline_document_fingerprint" in err
     assert stored_rows(url) == (1, 1)
-    assert applied(url) == MIGRATIONS
+    assert applied(url) == MIGRATIONS[:-1]
 
     code = cli_main(["--database-url", url, "schema", "rollback", "--all", "--yes-destroy-data"])
     assert code == 0
-    assert f"rolled back {len(MIGRATIONS)} migration(s)" in capsys.readouterr().out
+    assert f"rolled back {len(MIGRATIONS) - 1} migration(s)" in capsys.readouterr().out
     assert applied(url) == []
 
 
@@ -201,7 +215,7 @@ def test_store_rollback_refuses_then_confirm_destroy_drops(docstore_database_url
         with pytest.raises(RollbackRefused):
             store.rollback_schema(count=None)
         assert stored_rows(docstore_database_url) == (1, 1)
-        assert store.rollback_schema(count=None, confirm_destroy=True) == MIGRATIONS[::-1]
+        assert store.rollback_schema(count=None, confirm_destroy=True) == MIGRATIONS[-2::-1]
     assert applied(docstore_database_url) == []
 
 
@@ -213,7 +227,8 @@ def test_a_confirmed_rollback_of_0005_keeps_cancelled_documents_as_failed_ones(
     with psycopg.connect(url) as conn:
         conn.execute("UPDATE documents SET status = 'CANCELLED'")
     settings = settings_for(url)
-    assert rollback_schema(settings, count=2, confirm_destroy=True) == [
+    assert rollback_schema(settings, count=3, confirm_destroy=True) == [
+        "0008_inline_document_fingerprint",
         "0007_legacy_kept_docstore",
         "0006_legacy_raw_digest",
     ]
