@@ -84,9 +84,8 @@ def run_yoyo(
 
 
 # `reapply --batch` without -r rolls back every migration (0001 drops the tables) and applies
-# them again; `rollback --batch` rolls back the last one: 0008 drops nothing and goes ahead, then
-# 0007 drops a column of the ledger.
-# Every command goes as far as 0008 (it destroys nothing) and refuses at 0007.
+# them again; `rollback --batch` rolls back the last one. Each goes as far as 0008 (it destroys
+# nothing) and refuses at 0007, which drops a column of the ledger.
 @pytest.mark.parametrize("command", [["reapply"], ["rollback"], ["rollback", "--all"]])
 def test_yoyo_command_without_revision_refuses_and_keeps_the_rows(
     command: list[str], docstore_database_url: str, tmp_path: Path
