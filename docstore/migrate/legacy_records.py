@@ -7,7 +7,6 @@ migrated. See the README section "Migrating legacy Redis data" for the contract.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -91,40 +90,60 @@ def task_id_of(key: bytes, prefix: bytes) -> str | Reject:
     return task_id
 
 
-def _task_fields(payload: TaskPayload, cleaner: TextCleaner) -> Callable[[str], Any]:
-    """A getter of task fields for a hash (bytes values) or a JSON string."""
+# Every task field the parser reads; a task's other fields are ignored (and not cleaned).
+_FIELDS = (
+    "filename", "s3_key", "status", "created_at", "started_at", "completed_at",
+    "error_message", "error", "page_count", "extraction_time_seconds", "extraction_time",
+    "user_email",
+)  # fmt: skip
+_HASH_FIELDS = tuple((name, name.encode()) for name in _FIELDS)
+
+
+def _present(value: Any) -> Any:
+    """`value`, or None for a spelling of "no value"."""
+    return None if is_missing(value) else value
+
+
+def _task_fields(payload: TaskPayload, cleaner: TextCleaner) -> dict[str, Any]:
+    """The fields the parser reads of a hash (bytes values) or a JSON string: cleaned, the
+    missing ones (absent or spelled as "no value") left out."""
+    fields: dict[str, Any] = {}
     if isinstance(payload, dict):
-        fields = {name.decode("utf-8", errors="replace"): value for name, value in payload.items()}
-
-        def from_hash(name: str) -> Any:
-            value = fields.get(name)
-            return None if value is None else cleaner.from_bytes(value, name)
-
-        return from_hash
+        # A field name that is not valid UTF-8 can never be one of these ASCII names.
+        for name, raw_name in _HASH_FIELDS:
+            raw = payload.get(raw_name)
+            if raw is not None:
+                value = _present(cleaner.from_bytes(raw, name))
+                if value is not None:
+                    fields[name] = value
+        return fields
     try:
         document = json.loads(cleaner.from_bytes(payload, "task JSON"), strict=False)
     except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         raise LegacyValueError("task string is not valid JSON") from exc
     if not isinstance(document, dict):
         raise LegacyValueError("task string is JSON but not an object")
-
-    def from_json(name: str) -> Any:
+    for name in _FIELDS:
         value = document.get(name)
-        return cleaner.from_str(value, name) if isinstance(value, str) else value
+        if isinstance(value, str):
+            value = cleaner.from_str(value, name)
+        value = _present(value)
+        if value is not None:
+            fields[name] = value
+    return fields
 
-    return from_json
 
-
-def _first(get: Callable[[str], Any], *names: str) -> Any:
+def _first(fields: dict[str, Any], *names: str) -> Any:
+    """The first of `names` that has a value."""
     for name in names:
-        value = get(name)
+        value = fields.get(name)
         if not is_missing(value):
             return value
     return None
 
 
-def _required(get: Callable[[str], Any], name: str, max_length: int) -> str:
-    value = parse_text(get(name), name, max_length=max_length)
+def _required(fields: dict[str, Any], name: str, max_length: int) -> str:
+    value = parse_text(fields.get(name), name, max_length=max_length)
     if value is None:
         raise LegacyValueError(f"missing required field {name!r}")
     return value
@@ -167,7 +186,7 @@ def parse_result(raw: bytes, cleaner: TextCleaner) -> _Result:
         text=None if body is None else cleaner.from_str(body, "result text"),
         page_count=parse_count(document.get("page_count"), "result page_count"),
         extraction_time_seconds=parse_seconds(
-            _first(document.get, "extraction_time_seconds", "extraction_time"),
+            _first(document, "extraction_time_seconds", "extraction_time"),
             "result extraction_time_seconds",
         ),
     )
@@ -202,20 +221,22 @@ def parse_task(
     """Validate one task and its result; never raises for bad data, returns a Reject instead."""
     cleaner = TextCleaner()
     try:
-        get = _task_fields(payload, cleaner)
-        filename = _required(get, "filename", FILENAME_LENGTH.maximum)
-        s3_key = _required(get, "s3_key", S3_KEY_LENGTH.maximum)
-        raw_status = get("status")
-        if is_missing(raw_status):
+        fields = _task_fields(payload, cleaner)
+        filename = _required(fields, "filename", FILENAME_LENGTH.maximum)
+        s3_key = _required(fields, "s3_key", S3_KEY_LENGTH.maximum)
+        raw_status = fields.get("status")
+        if raw_status is None:
             raise LegacyValueError("missing required field 'status'")
         status = parse_status(raw_status)
+        get = fields.get
         created_at = parse_timestamp(get("created_at"), "created_at")
         started_at = parse_timestamp(get("started_at"), "started_at")
         completed_at = parse_timestamp(get("completed_at"), "completed_at")
-        error = parse_text(_first(get, "error_message", "error"), "error_message")
+        error = parse_text(_first(fields, "error_message", "error"), "error_message")
         page_count = parse_count(get("page_count"), "page_count")
         seconds = parse_seconds(
-            _first(get, "extraction_time_seconds", "extraction_time"), "extraction_time_seconds"
+            _first(fields, "extraction_time_seconds", "extraction_time"),
+            "extraction_time_seconds",
         )
         user_email = _user_email(get("user_email"))
     except LegacyValueError as exc:
