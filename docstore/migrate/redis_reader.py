@@ -1,9 +1,9 @@
 """Read the legacy keys from Redis in batches: SCAN, then pipelined reads. Never writes.
 
 One SCAN pass over the whole keyspace classifies every key: task keys are read in batches
-(HGETALL + GET result:{id} per key in one pipeline, then GET for the tasks stored as JSON
-strings), `result:*` keys are checked in batches for a task (EXISTS), anything else is skipped.
-Only the current batch is held in memory.
+(HGETALL per key and one MGET of their results in one pipeline, then GET for the tasks stored
+as JSON strings), `result:*` keys are checked in batches for a task (EXISTS), anything else is
+skipped. Only the current batch is held in memory.
 """
 
 from __future__ import annotations
@@ -98,14 +98,10 @@ def read_task_batch(
 ) -> None:
     """Read and parse the tasks `keys` (key, task id) into `batch` (documents or rejects); with
     `unchanged`, the tasks it names are only counted (`batch.unchanged`), not parsed."""
-    pipe = client.pipeline(transaction=False)
-    for key, task_id in keys:
-        pipe.hgetall(key)
-        pipe.get(result_key(task_id))
-    replies = pipe.execute(raise_on_error=False)
+    replies, results = _read_tasks_and_results(client, keys)
     payloads: dict[bytes, TaskPayload] = {}
     not_hashes: list[bytes] = []
-    for (key, _), reply in zip(keys, replies[::2], strict=True):
+    for (key, _), reply in zip(keys, replies, strict=True):
         if isinstance(reply, redis.exceptions.ResponseError):
             not_hashes.append(key)  # WRONGTYPE: most likely a JSON string
         elif reply:
@@ -116,7 +112,7 @@ def read_task_batch(
     if not_hashes:
         _read_non_hashes(client, not_hashes, payloads, batch)
     read: list[tuple[bytes, str, TaskPayload, bytes | None, bytes]] = []
-    for (key, task_id), result in zip(keys, replies[1::2], strict=True):
+    for (key, task_id), result in zip(keys, results, strict=True):
         payload = payloads.get(key)
         if payload is None:
             continue
@@ -139,6 +135,38 @@ def read_task_batch(
         else:
             parsed.raw_md5 = raw_md5
             batch.documents.append(parsed)
+
+
+def _read_tasks_and_results(
+    client: RedisClient, keys: list[tuple[bytes, str]]
+) -> tuple[list[Any], list[Any]]:
+    """HGETALL of every task key and GET of its result key, in one round trip: the replies to
+    HGETALL (a ResponseError for a key that is no hash) and the results (bytes, None, or a
+    ResponseError for a result key that is no string)."""
+    pipe = client.pipeline(transaction=False)
+    for key, _ in keys:
+        pipe.hgetall(key)
+    result_keys = [result_key(task_id) for _, task_id in keys]
+    if isinstance(client, RedisCluster):  # the result keys of a batch sit on many slots
+        for name in result_keys:
+            pipe.get(name)
+        replies = pipe.execute(raise_on_error=False)
+        return replies[: len(keys)], replies[len(keys) :]
+    # One MGET instead of a GET per task: each command costs redis-py more than its bytes.
+    pipe.mget(result_keys)
+    replies = pipe.execute(raise_on_error=False)
+    results = replies[-1]
+    if isinstance(results, Exception):  # refused whole (an ACL, say): as a GET would be
+        raise results
+    # MGET answers None for a key that is missing or is no string; GET tells them apart.
+    absent = [i for i, result in enumerate(results) if result is None]
+    if absent:
+        pipe = client.pipeline(transaction=False)
+        for i in absent:
+            pipe.get(result_keys[i])
+        for i, result in zip(absent, pipe.execute(raise_on_error=False), strict=True):
+            results[i] = result
+    return replies[:-1], results
 
 
 def _read_non_hashes(
