@@ -16,6 +16,9 @@ settings with --pg-setting, e.g. shared_buffers=4GB: see docs/cutover.md):
   ETA) on stderr: the first run on a fresh database, an unchanged re-run, then a catch-up re-run
   after 1 % of the tasks changed in Redis (finished by the legacy service: status, times, text).
 
+Every measured write starts from the same state: the floor's database is dropped and the server
+CHECKPOINTed first, so that no run pays for writing out the pages another left dirty.
+
 It prints rows/s, wall time and peak RSS of each run, the first run against the COPY floor
 (goal >= 0.8), the unchanged re-run's speed-up over the first run (goal >= 5x) and, with several
 sizes, the peak RSS of the largest against the smallest (goal: within 10 %). --extras adds the
@@ -41,6 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import redis
@@ -50,7 +54,7 @@ from docstore import Docstore, Settings
 from docstore.migrate.redis_reader import read_batches
 from docstore.postgres.schema import apply_schema
 from docstore.testing import LocalPostgres, LocalRedis
-from docstore.testing.plugin import create_database, with_database
+from docstore.testing.plugin import create_database, drop_database, with_database
 
 USERS = 100
 COPY_DOCUMENTS = (
@@ -127,6 +131,17 @@ def fresh_database(admin_url: str) -> str:
     url = with_database(admin_url, create_database(admin_url))
     apply_schema(Settings.model_validate({"DATABASE_URL": url}))
     return url
+
+
+def settle(admin_url: str, done: str | None = None) -> None:
+    """Start the next measurement from the state the first one had: drop the database measured
+    before (its dirty pages go with it) and CHECKPOINT (nothing left for the checkpointer to
+    write). Otherwise a run pays for writing out the pages of the one before it: at 1M tasks
+    the floor leaves ~2.5 GB of dirty buffers behind."""
+    if done is not None:
+        drop_database(admin_url, urlsplit(done).path.lstrip("/"))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
 
 
 def floor_read(r: redis.Redis, with_results: bool) -> float:
@@ -338,11 +353,15 @@ def cutover(
     # The COPY floor's rate hardly depends on the size: --floor-tasks measures it on fewer rows.
     sample = min(n, args.floor_tasks or n)
     copy_name = f"write: COPY into documents, {writers} connections ({sample:,} rows)"
-    copy_floor = floor_copy(fresh_database(admin), sample, connections=args.writers)
+    floor_url = fresh_database(admin)
+    settle(admin)
+    copy_floor = floor_copy(floor_url, sample, connections=args.writers)
     _show_floor(copy_name, copy_floor)
     url = fresh_database(admin)
+    settle(admin, done=floor_url)
     runs: dict[str, dict[str, Any]] = {}
     for name in ("first run", "unchanged re-run"):
+        settle(admin)
         runs[name] = run_child(redis_url, url, "--writers", writers)
         _show_run(name, runs[name])
     first, unchanged = runs["first run"], runs["unchanged re-run"]
@@ -352,8 +371,10 @@ def cutover(
           f"{first['seconds'] / unchanged['seconds']:.1f}x (goal >= 5x)", flush=True)  # fmt: skip
     changed = change_one_percent(r, n)
     name = f"catch-up re-run ({changed:,} changed)"
+    settle(admin)
     runs[name] = run_child(redis_url, url, "--writers", writers)
     _show_run(name, runs[name])
+    settle(admin)
     gate = run_child(redis_url, url, "--verify")
     rate = gate["checked"] / gate["seconds"]
     print(f"  run    {'--verify (the gate)':<48} {rate:>10,.0f} tasks/s"
@@ -378,9 +399,9 @@ def cutover(
             ("first run, 1 writer", []),
         ):
             writer_count = "1" if name.endswith("1 writer") else writers
-            runs[name] = run_child(
-                redis_url, fresh_database(admin), "--writers", writer_count, *extra
-            )
+            variant_url = fresh_database(admin)
+            settle(admin)
+            runs[name] = run_child(redis_url, variant_url, "--writers", writer_count, *extra)
             _show_run(name, runs[name])
         if args.naive:
             rate = naive(r, fresh_database(admin), args.naive)
