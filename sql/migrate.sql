@@ -41,6 +41,10 @@ LEFT JOIN LATERAL (
     LIMIT 1
 ) AS d ON true;
 
+-- name: migrate_ledger_is_empty
+-- True before the first run has written anything: no task can be unchanged since a run yet.
+SELECT NOT EXISTS (SELECT FROM legacy_migrations) AS empty;
+
 -- name: migrate_unchanged_raw
 -- The tasks of a batch whose bytes in Redis are those the run that wrote them read (equal raw
 -- digests): unchanged, so the reader does not even parse them. One index probe per task.

@@ -165,6 +165,11 @@ def _record_raw(db: Database, plan: _Plan, conn: Connection) -> None:
         db.execute("migrate_record_raw", params, conn)
 
 
+def ledger_is_empty(db: Database) -> bool:
+    """True while no run has recorded a task (before the first run wrote anything)."""
+    return bool(db.value("migrate_ledger_is_empty", {}))
+
+
 def unchanged_tasks(db: Database, task_ids: list[str], raw_md5s: list[bytes]) -> set[str]:
     """Those of `task_ids` whose raw digest is the one recorded by the run that wrote them."""
     params = {"task_ids": task_ids, "raw_md5s": raw_md5s}

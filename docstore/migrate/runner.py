@@ -16,6 +16,7 @@ from docstore.migrate.legacy_records import RESULT_PREFIX
 from docstore.migrate.pg_writer import (
     WriteOutcome,
     check_schema,
+    ledger_is_empty,
     unchanged_tasks,
     write_documents,
 )
@@ -99,8 +100,11 @@ def migrate(
     with core.errors():
         summary.total_keys = count_keys(core.client)
     # Redis is read one batch ahead in a thread while the writers wait on PostgreSQL; the
-    # reader skips parsing the tasks whose bytes are those the run that wrote them read.
-    batches = scan_batches(core, raw_prefix, batch_size, functools.partial(unchanged_tasks, target))
+    # reader skips parsing the tasks whose bytes are those the run that wrote them read. With
+    # nothing recorded yet there are none: a first run spares itself the ledger probe per task
+    # (a task SCAN returns twice is then parsed again and the plan finds it unchanged).
+    unchanged = None if ledger_is_empty(target) else functools.partial(unchanged_tasks, target)
+    batches = scan_batches(core, raw_prefix, batch_size, unchanged)
     reader = ReadAhead(batches, name="migrate-reader")
     in_flight: deque[Future[WriteOutcome]] = deque()
     with closing(reader), ThreadPoolExecutor(writers, "migrate-writer") as pool:
