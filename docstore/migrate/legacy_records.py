@@ -107,30 +107,33 @@ def _present(value: Any) -> Any:
 def _task_fields(payload: TaskPayload, cleaner: TextCleaner) -> dict[str, Any]:
     """The fields the parser reads of a hash (bytes values) or a JSON string: cleaned, the
     missing ones (absent or spelled as "no value") left out."""
-    fields: dict[str, Any] = {}
     if isinstance(payload, dict):
         # A field name that is not valid UTF-8 can never be one of these ASCII names.
-        for name, raw_name in _HASH_FIELDS:
-            raw = payload.get(raw_name)
-            if raw is not None:
-                value = _present(cleaner.from_bytes(raw, name))
-                if value is not None:
-                    fields[name] = value
-        return fields
-    try:
-        document = json.loads(cleaner.from_bytes(payload, "task JSON"), strict=False)
-    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
-        raise LegacyValueError("task string is not valid JSON") from exc
-    if not isinstance(document, dict):
-        raise LegacyValueError("task string is JSON but not an object")
-    for name in _FIELDS:
-        value = document.get(name)
-        if isinstance(value, str):
-            value = cleaner.from_str(value, name)
-        value = _present(value)
-        if value is not None:
-            fields[name] = value
+        read = [(name, payload.get(raw_name)) for name, raw_name in _HASH_FIELDS]
+    else:
+        try:
+            document = json.loads(cleaner.from_bytes(payload, "task JSON"), strict=False)
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
+            raise LegacyValueError("task string is not valid JSON") from exc
+        if not isinstance(document, dict):
+            raise LegacyValueError("task string is JSON but not an object")
+        read = [(name, document.get(name)) for name in _FIELDS]
+    fields: dict[str, Any] = {}
+    for name, value in read:
+        if value is not None:  # absent: nothing to clean
+            value = _present(_cleaned(value, name, cleaner))
+            if value is not None:
+                fields[name] = value
     return fields
+
+
+def _cleaned(value: Any, name: str, cleaner: TextCleaner) -> Any:
+    """A hash field's bytes or a JSON string as clean text; other JSON values as they are."""
+    if isinstance(value, bytes):
+        return cleaner.from_bytes(value, name)
+    if isinstance(value, str):
+        return cleaner.from_str(value, name)
+    return value
 
 
 def _first(fields: dict[str, Any], *names: str) -> Any:
@@ -222,13 +225,13 @@ def parse_task(
     cleaner = TextCleaner()
     try:
         fields = _task_fields(payload, cleaner)
+        get = fields.get
         filename = _required(fields, "filename", FILENAME_LENGTH.maximum)
         s3_key = _required(fields, "s3_key", S3_KEY_LENGTH.maximum)
-        raw_status = fields.get("status")
+        raw_status = get("status")
         if raw_status is None:
             raise LegacyValueError("missing required field 'status'")
         status = parse_status(raw_status)
-        get = fields.get
         created_at = parse_timestamp(get("created_at"), "created_at")
         started_at = parse_timestamp(get("started_at"), "started_at")
         completed_at = parse_timestamp(get("completed_at"), "completed_at")
