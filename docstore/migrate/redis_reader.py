@@ -140,9 +140,10 @@ def read_task_batch(
 def _read_tasks_and_results(
     client: RedisClient, keys: list[tuple[bytes, str]]
 ) -> tuple[list[Any], list[Any]]:
-    """HGETALL of every task key and GET of its result key, in one round trip: the replies to
-    HGETALL (a ResponseError for a key that is no hash) and the results (bytes, None, or a
-    ResponseError for a result key that is no string)."""
+    """HGETALL of every task key and the value of its result key, in one round trip (a second
+    for the results MGET cannot tell from missing): the replies to HGETALL (a ResponseError for
+    a key that is no hash) and the results (bytes, None, or a ResponseError for a result key
+    that is no string)."""
     pipe = client.pipeline(transaction=False)
     for key, _ in keys:
         pipe.hgetall(key)
