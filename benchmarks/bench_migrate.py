@@ -133,13 +133,11 @@ def fresh_database(admin_url: str) -> str:
     return url
 
 
-def settle(admin_url: str, done: str | None = None) -> None:
-    """Start the next measurement from the state the first one had: drop the database measured
-    before (its dirty pages go with it) and CHECKPOINT (nothing left for the checkpointer to
-    write). Otherwise a run pays for writing out the pages of the one before it: at 1M tasks
-    the floor leaves ~2.5 GB of dirty buffers behind."""
-    if done is not None:
-        drop_database(admin_url, urlsplit(done).path.lstrip("/"))
+def settle(admin_url: str) -> None:
+    """Start the next measurement from the state the first one had: CHECKPOINT, so nothing is
+    left for the checkpointer to write. Otherwise a run pays for writing out the pages of the
+    one before it: at 1M tasks the floor leaves ~2.5 GB of dirty buffers behind (dropping its
+    database first discards them unwritten)."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute("CHECKPOINT")
 
@@ -357,8 +355,8 @@ def cutover(
     settle(admin)
     copy_floor = floor_copy(floor_url, sample, connections=args.writers)
     _show_floor(copy_name, copy_floor)
+    drop_database(admin, urlsplit(floor_url).path.lstrip("/"))
     url = fresh_database(admin)
-    settle(admin, done=floor_url)
     runs: dict[str, dict[str, Any]] = {}
     for name in ("first run", "unchanged re-run"):
         settle(admin)
