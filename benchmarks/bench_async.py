@@ -264,7 +264,8 @@ class RawAsyncRepos:
 
 
 def positional(sql_text: str) -> tuple[str, list[str]]:
-    """`%(name)s` placeholders as asyncpg's `$n`, and the names in `$n` order."""
+    """`%(name)s` and `%(name)b` (binary) placeholders as asyncpg's `$n`, and the names in `$n`
+    order."""
     names: list[str] = []
 
     def number(match: re.Match[str]) -> str:
@@ -272,7 +273,7 @@ def positional(sql_text: str) -> tuple[str, list[str]]:
             names.append(match.group(1))
         return f"${names.index(match.group(1)) + 1}"
 
-    return re.sub(r"%\((\w+)\)s", number, sql_text), names
+    return re.sub(r"%\((\w+)\)[sb]", number, sql_text), names
 
 
 class AsyncpgRepos:
