@@ -68,6 +68,9 @@ from docstore.repositories.api_keys import api_key_digest, is_well_formed
 from docstore.testing.servers import LocalPostgres, LocalRedis, _wait_for_port, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the example's own name for a key's limit
+from examples.fastapi_service import key_limit_name  # noqa: E402
+
 BENCH_DIR = Path(__file__).resolve().parent
 # Per RATE_LIMIT_PERIOD (almost ten years): the allowed key never reaches it, and the spent key gets
 # a unit back only every 30 s (the example's limiter is a GCRA), so it stays refused during a run.
@@ -279,11 +282,13 @@ def seed(settings: Settings, documents: int) -> Seeded:
         return Seeded(user.api_key, limited.api_key, limited.user.id, ids)
 
 
-def spend_limit(client: redis.Redis, user_id: int) -> None:
-    """Spend the user's whole limit, as the example's `api` policy and the seed app count it."""
+def spend_limit(client: redis.Redis, user_id: int, api_key: str) -> None:
+    """Spend the whole limit of the user's key as each app counts it: the example's `api` policy
+    per key, the sync example's per user, the seed app's fixed window per user."""
     api = RateLimiter(client, limit=RATE_LIMIT, period=RATE_LIMIT_PERIOD, policy="api")
-    api.reset(f"user-{user_id}")
-    assert api.hit(f"user-{user_id}", cost=RATE_LIMIT).allowed
+    for name in (key_limit_name(api_key), f"user-{user_id}"):
+        api.reset(name)
+        assert api.hit(name, cost=RATE_LIMIT).allowed
     client.set(SEED_LIMIT_KEY.format(user_id=user_id), RATE_LIMIT, ex=RATE_LIMIT_PERIOD)
 
 
@@ -524,7 +529,7 @@ async def bench(
                 turn += 1
                 for app in services[shift:] + services[:shift]:
                     if scenario.expected == 429:
-                        spend_limit(limits, seeded.limited_user_id)
+                        spend_limit(limits, seeded.limited_user_id, seeded.limited_key)
                     run = await load(
                         app, scenario, seeded.ids, clients, args.seconds, backend_pids, http
                     )

@@ -58,6 +58,7 @@ from docstore import (
     FailurePolicy,
     InvalidInput,
     InvalidTransition,
+    LimitCheck,
     NotFound,
     Progress,
     RateLimitResult,
@@ -69,6 +70,7 @@ from docstore import (
 from docstore.models import FINISHED_STATUSES
 from docstore.observability import record_queue_state
 from docstore.observability import setup as telemetry
+from docstore.repositories.api_keys import api_key_digest, is_well_formed
 
 logger = logging.getLogger("examples.fastapi_service")
 
@@ -393,7 +395,7 @@ class InFlightLimit:
 class Limiters:
     """The service's rate limits, one `AsyncRateLimiter` policy each, on the store's Redis core."""
 
-    api: AsyncRateLimiter  # per API key
+    api: AsyncRateLimiter  # per API key (`key_limit_name`)
     ip: AsyncRateLimiter  # per client address, spent by requests without a valid key
     signup: AsyncRateLimiter  # per client address, spent by account creation
 
@@ -450,6 +452,11 @@ class RateLimitHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def key_limit_name(api_key: str) -> str:
+    """What the `api` limit counts a key under: a digest of it, never the key itself."""
+    return "key-" + api_key_digest(api_key)[:16].hex()
 
 
 def client_address(request: Request) -> str:
@@ -509,15 +516,28 @@ def create_app(
         """The user owning `X-API-Key`, after the address and per-key rate limits."""
         limiters: Limiters = request.app.state.limiters
         address = client_address(request)
-        # An address that keeps failing is refused before its keys cost a database lookup.
-        refuse_if_limited(await limiters.ip.peek(address))
-        user = await store.users.authenticate(x_api_key) if x_api_key else None
+        user = None
+        if x_api_key is not None and is_well_formed(x_api_key):
+            # An address that keeps failing, and a key past its limit, are refused before the
+            # key costs a database lookup; both limits are asked in one round trip. (A key sent
+            # from a refused address still spends a unit: the two keys may sit on two cluster
+            # nodes, so no script can make one depend on the other.)
+            address_turn, key_turn = await AsyncRateLimiter.decide_together(
+                [
+                    LimitCheck(limiters.ip, address, consume=False),
+                    LimitCheck(limiters.api, key_limit_name(x_api_key)),
+                ]
+            )
+            refuse_if_limited(address_turn)
+            refuse_if_limited(key_turn)
+            user = await store.users.authenticate(x_api_key)
+            if user is not None:
+                request.state.rate_limit_headers = key_turn.headers()
+        else:
+            refuse_if_limited(await limiters.ip.peek(address))
         if user is None:
             refuse_if_limited(await limiters.ip.hit(address))
             raise HTTPException(401, "missing or invalid X-API-Key")
-        decision = await limiters.api.hit(f"user-{user.id}")
-        request.state.rate_limit_headers = decision.headers()
-        refuse_if_limited(decision)
         return user
 
     UserDep = Annotated[UserResponse, Depends(current_user)]

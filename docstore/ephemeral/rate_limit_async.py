@@ -9,13 +9,15 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections.abc import Sequence
 
-from docstore.ephemeral.values import DecidedBy, FailurePolicy, RateLimitResult
+from docstore.ephemeral.values import DecidedBy, FailurePolicy, LimitCheck, RateLimitResult
 from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
 from docstore.observability.messaging import count_rate_limit
 from docstore.redis.client_async import RedisClient
 from docstore.redis.core_async import AsyncRedisCore
 from docstore.redis.keys import check_name, rate_limit_key
+from docstore.redis.scripts_async import AsyncLuaScript, ScriptCall
 from docstore.rules import Checker, PositiveInt, PositiveSeconds, check
 
 logger = logging.getLogger("docstore.rate_limit")
@@ -74,19 +76,56 @@ class AsyncRateLimiter:
         with self.core.errors():
             await self.core.client.delete(redis_key)
 
+    @staticmethod
+    async def decide_together(
+        checks: Sequence[LimitCheck[AsyncRateLimiter]],
+    ) -> list[RateLimitResult]:
+        """The decisions of several limiters (or keys) in one round trip, in the order of
+        `checks`: each as its limiter's `hit` or `peek` would decide it alone (every script runs
+        atomically, one after the other), its failure policy included.
+
+        The limiters must share one Redis core (`InvalidInput` otherwise). A service asks its
+        per-address and per-key limits together, say, instead of paying a round trip for each.
+        """
+        if not checks:
+            return []
+        core = checks[0].limiter.core
+        if any(check.limiter.core is not core for check in checks):
+            raise InvalidInput(
+                "the limiters decided together must share one RedisCore", field="checks"
+            )
+        calls = [c.limiter._script_call(c.key, c.cost, c.consume) for c in checks]
+        script: AsyncLuaScript = core.script("rate_limit")
+        replies = await core.fail_open(lambda: script.run_many(calls), lambda error: error)
+        if isinstance(replies, ServiceUnavailable | RedisCommandError):
+            return [check.limiter._policy_decision(check.key, replies) for check in checks]
+        return [
+            check.limiter._result(reply, check.cost)
+            for check, reply in zip(checks, replies, strict=True)
+        ]
+
     async def _decide(self, key: str, cost: int, *, consume: bool) -> RateLimitResult:
+        keys, args = self._script_call(key, cost, consume)
+        # The hot path: no context managers, arguments prepared once (see _tau_arg).
+        reply = await self.core.fail_open(
+            lambda: self._script(keys, *args), lambda error: self._policy_decision(key, error)
+        )
+        if isinstance(reply, RateLimitResult):
+            return reply
+        return self._result(reply, cost)
+
+    def _script_call(self, key: str, cost: int, consume: bool) -> ScriptCall:
+        """The rate limit script's keys and arguments for one decision; `InvalidInput` for a bad
+        key or cost (a strict integer: once checked, `cost` is the value the result uses)."""
         redis_key = rate_limit_key(self.policy, check_name(key))
         cost = _cost(cost)
         if cost > self.limit:
             raise InvalidInput(f"cost {cost} exceeds the limit {self.limit}", field="cost")
-        # The hot path: no context managers, arguments prepared once (see _tau_arg).
-        keys, weight = (redis_key,), cost * self._interval_us
-        reply = await self.core.fail_open(
-            lambda: self._script(keys, self._tau_arg, weight, b"1" if consume else b"0"),
-            lambda error: self._policy_decision(key, error),
-        )
-        if isinstance(reply, RateLimitResult):
-            return reply
+        return (redis_key,), (self._tau_arg, cost * self._interval_us, b"1" if consume else b"0")
+
+    def _result(self, reply: int, cost: int) -> RateLimitResult:
+        """The decision the script's reply says: the time until the key's whole limit is back
+        (in µs), negative and less one when denied."""
         if self._in_outage:
             self._end_outage()
         allowed = reply >= 0
@@ -143,4 +182,4 @@ class AsyncRateLimiter:
                 )
 
 
-__all__ = ["AsyncRateLimiter", "DecidedBy", "FailurePolicy", "RateLimitResult"]
+__all__ = ["AsyncRateLimiter", "DecidedBy", "FailurePolicy", "LimitCheck", "RateLimitResult"]

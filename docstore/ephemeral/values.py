@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
+from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -68,6 +69,20 @@ class RateLimitResult:
         if not self.allowed:
             headers["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
         return headers
+
+
+Limiter = TypeVar("Limiter")
+
+
+@dataclass(frozen=True, slots=True)
+class LimitCheck(Generic[Limiter]):
+    """One decision of `RateLimiter.decide_together`: `limiter` hits `key` (`consume`), or only
+    peeks at it."""
+
+    limiter: Limiter
+    key: str
+    cost: int = 1
+    consume: bool = True
 
 
 # -- queue ------------------------------------------------------------------------------------

@@ -8,13 +8,16 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import redis.exceptions
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 from redis.typing import EncodableT
 
 from docstore.errors import ConfigurationError
 from docstore.observability.redis_commands import name_script
 from docstore.redis.client_async import RedisClient
+
+# One call of a script: its keys (one cluster slot) and its arguments.
+ScriptCall = tuple[Sequence[str], Sequence[EncodableT]]
 
 
 @cache
@@ -45,8 +48,31 @@ class AsyncLuaScript:
         """Run the script with `keys` (one cluster slot) and `args`; the raw reply."""
         try:
             return await self.client.evalsha(self.script.sha, len(keys), *keys, *args)
-        except redis.exceptions.NoScriptError:
+        except NoScriptError:
             return await self.script(keys=keys, args=args)
 
+    async def run_many(self, calls: Sequence[ScriptCall]) -> list[Any]:
+        """Run the script once per `(keys, args)` of `calls` in one pipeline (one round trip; on
+        a cluster, one per node); the raw replies in order. A call Redis refuses raises its
+        error. On NOSCRIPT the source is loaded and only the calls that did not run run again."""
+        replies = await self._pipelined(calls)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            await self.client.script_load(self.script.script)
+            again = await self._pipelined([calls[i] for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
 
-__all__ = ["AsyncLuaScript", "lua_source"]
+    async def _pipelined(self, calls: Sequence[ScriptCall]) -> list[Any]:
+        pipe: Any = self.client.pipeline(transaction=False)  # a cluster's too: untyped here
+        for keys, args in calls:
+            pipe.evalsha(self.script.sha, len(keys), *keys, *args)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
+
+
+__all__ = ["AsyncLuaScript", "ScriptCall", "lua_source"]

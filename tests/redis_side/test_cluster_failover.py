@@ -21,15 +21,15 @@ import pytest
 import redis
 from helpers import wait_until
 from pydantic import SecretStr
-from sides import Side, side_fixture  # noqa: F401
+from sides import Side, side_fixture, unwrapped  # noqa: F401
 
-from docstore import Docstore, Settings, UserCreate
+from docstore import Docstore, LimitCheck, RateLimiter, Settings, UserCreate
 from docstore.errors import ServiceUnavailable
 from docstore.intake.blobs import S3BlobStore
 from docstore.intake.extractors import Extraction, ProgressCallback, extract_text
 from docstore.intake.outcomes import Outcome
 from docstore.models import DocumentResponse
-from docstore.redis.keys import queue_key
+from docstore.redis.keys import queue_key, rate_limit_key
 from docstore.testing.redis_cluster import LocalRedisCluster
 
 pytestmark = pytest.mark.timeout(180)
@@ -249,3 +249,22 @@ def test_requeue_stuck_re_enqueues_what_the_failover_lost(
                 "every document to end COMPLETED or FAILED",
             )
     assert_each_once(workers.outcomes, expected, statuses(docstore_database_url, ids))
+
+
+def test_limits_decided_together_on_a_cluster_reach_every_key_s_node(
+    side: Side, cluster: LocalRedisCluster, settings: Settings
+) -> None:
+    with cast(Any, side.connect(settings)) as store:
+        core = unwrapped(store.redis_core)
+        address = side.make(RateLimiter, core, limit=3, period=3600, policy="address")
+        key = side.make(RateLimiter, core, limit=1, period=3600, policy="key")
+        names = [f"client-{n}" for n in range(12)]
+        slots = {cluster.primary_of_slot(cluster.slot_of(rate_limit_key("key", n))) for n in names}
+        assert len(slots) > 1  # the keys sit on several primaries
+        decide = side.blocking(side.twin(RateLimiter).decide_together)
+        checks = [LimitCheck(unwrapped(address), n, consume=False) for n in names]
+        checks += [LimitCheck(unwrapped(key), n) for n in names]
+        first, second = decide(checks), decide(checks)
+        assert [r.allowed for r in first] == [True] * 24
+        assert [r.allowed for r in second] == [True] * 12 + [False] * 12
+        assert all(r.remaining == 3 for r in second[:12])

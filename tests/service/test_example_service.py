@@ -284,6 +284,25 @@ async def test_authenticated_requests_spend_their_keys_budget_not_the_addresss(
     assert anonymous.status_code == 401
 
 
+async def test_a_key_past_its_limit_is_refused_before_it_costs_a_database_lookup(
+    service: Service, sql_log: SqlLog
+) -> None:
+    headers = await service.new_key("eager@example.com", address="203.0.113.50")
+    async with service.client("203.0.113.50") as http:
+        for _ in range(API_LIMIT):
+            assert (await http.get("/documents", headers=headers)).status_code == 200
+        lookups_before = sql_log().count("authenticate_user")
+        refused = [await http.get("/documents", headers=headers) for _ in range(5)]
+        lookups_after = sql_log().count("authenticate_user")
+        unknown = await http.get("/documents", headers={"X-API-Key": new_api_key()})
+    assert [r.status_code for r in refused] == [429] * 5
+    assert lookups_after == lookups_before
+    assert refused[0].headers["RateLimit"].startswith('"api";r=0;')
+    # A key nobody owns is looked up (and answered 401) with no key's RateLimit headers.
+    assert unknown.status_code == 401 and "RateLimit" not in unknown.headers
+    assert sql_log().count("authenticate_user") == lookups_before + 1
+
+
 # -- 7. responses show what a client needs, nothing internal --------------------------------
 
 
