@@ -97,6 +97,9 @@ _FIELDS = (
     "user_email",
 )  # fmt: skip
 _HASH_FIELDS = tuple((name, name.encode()) for name in _FIELDS)
+# Control characters inside strings allowed, as the legacy service wrote them. One decoder for
+# every task: json.loads with an option builds a new decoder per call.
+_JSON = json.JSONDecoder(strict=False)
 
 
 def _present(value: Any) -> Any:
@@ -112,7 +115,7 @@ def _task_fields(payload: TaskPayload, cleaner: TextCleaner) -> dict[str, Any]:
         read = [(name, payload.get(raw_name)) for name, raw_name in _HASH_FIELDS]
     else:
         try:
-            document = json.loads(cleaner.from_bytes(payload, "task JSON"), strict=False)
+            document = _JSON.decode(cleaner.from_bytes(payload, "task JSON"))
         except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
             raise LegacyValueError("task string is not valid JSON") from exc
         if not isinstance(document, dict):
@@ -177,7 +180,7 @@ def parse_result(raw: bytes, cleaner: TextCleaner) -> _Result:
     if not text.lstrip().startswith("{"):
         return _Result(text=text)
     try:
-        document = json.loads(text, strict=False)
+        document = _JSON.decode(text)
     except (ValueError, RecursionError):  # not JSON (or nested too deep): the raw text
         return _Result(text=text)
     if not isinstance(document, dict) or "text" not in document:
