@@ -87,6 +87,10 @@ class AsyncRateLimiter:
         The limiters must share one Redis core (`InvalidInput` otherwise). A service asks its
         per-address and per-key limits together, say, instead of paying a round trip for each.
         """
+        if not all(_is_check(check) for check in checks):
+            raise InvalidInput(
+                "checks must be LimitChecks of AsyncRateLimiters, consume a bool", field="checks"
+            )
         if not checks:
             return []
         core = checks[0].limiter.core
@@ -180,6 +184,14 @@ class AsyncRateLimiter:
                 logger.warning(
                     "rate limit %r: Redis at %s answers again", self.policy, self.core.address
                 )
+
+
+def _is_check(check: object) -> bool:
+    return (
+        isinstance(check, LimitCheck)
+        and isinstance(check.limiter, AsyncRateLimiter)
+        and isinstance(check.consume, bool)
+    )
 
 
 __all__ = ["AsyncRateLimiter", "DecidedBy", "FailurePolicy", "LimitCheck", "RateLimitResult"]

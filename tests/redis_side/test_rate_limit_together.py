@@ -106,6 +106,14 @@ def test_a_check_with_bad_input_is_refused_before_anything_is_decided(
         together(side, [LimitCheck(limiter, "first"), LimitCheck(limiter, "second", cost=3)])
     with pytest.raises(InvalidInput):
         together(side, [LimitCheck(limiter, "first"), LimitCheck(limiter, 7)])  # type: ignore[arg-type]
+    decide = side.blocking(side.twin(RateLimiter).decide_together)
+    for junk in (
+        [("first", 1)],
+        [LimitCheck("not a limiter", "first")],
+        [LimitCheck(unwrapped(limiter), "first", consume="no")],  # a truthy string: no hit
+    ):
+        with pytest.raises(InvalidInput, match="LimitChecks"):
+            decide([LimitCheck(unwrapped(limiter), "first"), *junk])
     assert limiter.peek("first").remaining == 2
     assert together(side, []) == []
 
