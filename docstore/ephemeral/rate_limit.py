@@ -19,7 +19,7 @@ from docstore.observability.messaging import count_rate_limit
 from docstore.redis.client import RedisClient
 from docstore.redis.core import RedisCore
 from docstore.redis.keys import check_name, rate_limit_key
-from docstore.redis.scripts import LuaScript, ScriptCall
+from docstore.redis.scripts import ScriptCall
 from docstore.rules import Checker, PositiveInt, PositiveSeconds, check
 
 logger = logging.getLogger("docstore.rate_limit")
@@ -101,7 +101,7 @@ class RateLimiter:
                 "the limiters decided together must share one RedisCore", field="checks"
             )
         calls = [c.limiter._script_call(c.key, c.cost, c.consume) for c in checks]
-        script: LuaScript = core.script("rate_limit")
+        script = checks[0].limiter._script  # the core's one registration, shared by its limiters
         replies = core.fail_open(lambda: script.run_many(calls), lambda error: error)
         if isinstance(replies, ServiceUnavailable | RedisCommandError):
             return [check.limiter._policy_decision(check.key, replies) for check in checks]
