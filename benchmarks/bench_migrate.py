@@ -216,6 +216,19 @@ def floor_copy(url: str, count: int, connections: int = 1, order: list[int] | No
     return count / (time.perf_counter() - started)
 
 
+def copy_floor_on_fresh_database(
+    admin: str, count: int, connections: int, order: list[int] | None = None
+) -> float:
+    """`floor_copy` into a database of its own, made for it after a CHECKPOINT and dropped after
+    (dropping discards its dirty pages unwritten, so the next run does not pay for them)."""
+    url = fresh_database(admin)
+    settle(admin)
+    try:
+        return floor_copy(url, count, connections, order)
+    finally:
+        drop_database(admin, urlsplit(url).path.lstrip("/"))
+
+
 def reader_alone(redis_url: str, pure_python_parser: bool) -> float:
     """docstore's reader (SCAN, pipelined reads, parsing) without writing anything."""
     options: dict[str, Any] = {"socket_timeout": 60}
@@ -363,21 +376,13 @@ def cutover(
     )
     # The COPY floor's rate hardly depends on the size: --floor-tasks measures it on fewer rows.
     sample = min(n, args.floor_tasks or n)
-    copy_name = f"write: COPY into documents, {writers} connections ({sample:,} rows)"
-    floor_url = fresh_database(admin)
-    settle(admin)
-    copy_floor = floor_copy(floor_url, sample, connections=args.writers)
-    _show_floor(copy_name, copy_floor)
-    drop_database(admin, urlsplit(floor_url).path.lstrip("/"))
+    copy_floor = copy_floor_on_fresh_database(admin, sample, args.writers)
+    _show_floor(f"write: COPY into documents, {writers} connections ({sample:,} rows)", copy_floor)
     scan_floor = None
     if args.scan_floor:
-        floor_url = fresh_database(admin)
-        settle(admin)
         order = scan_order(r, sample)
-        scan_floor = floor_copy(floor_url, sample, connections=args.writers, order=order)
+        scan_floor = copy_floor_on_fresh_database(admin, sample, args.writers, order)
         _show_floor(f"write: the same COPY in SCAN's order ({sample:,} rows)", scan_floor)
-        drop_database(admin, urlsplit(floor_url).path.lstrip("/"))
-        del order
     url = fresh_database(admin)
     runs: dict[str, dict[str, Any]] = {}
     for name in ("first run", "unchanged re-run"):
