@@ -102,3 +102,27 @@ def test_rows_of_another_shape_raise_database_error_for_validated_models_too(
         store.db.one("get_user", {"user_id": user.id}, UserWithDocuments)
     with pytest.raises(DatabaseError, match="do not match the fields of DocumentSummary"):
         store.db.one("get_user", {"user_id": user.id}, DocumentSummary)
+
+
+def test_rows_in_another_order_and_zone_build_the_same_model(
+    store: Docstore, docstore_database_url: str
+) -> None:
+    # A builder is generated per column order and zone: columns reversed, in a session whose
+    # TimeZone is not UTC, still give the same document, timestamps at UTC and NULLs as None.
+    user = store.users.create(UserCreate(email="o@example.com")).user
+    created = store.documents.create(DocumentCreate(user_id=user.id, filename="o", s3_key="k"))
+    columns = ", ".join(reversed(DocumentSummary.model_fields))
+    factory = model_row(DocumentSummary, "reversed_document_summary")
+    with (
+        psycopg.connect(docstore_database_url, options="-c TimeZone=Asia/Kolkata") as conn,
+        conn.cursor(row_factory=factory) as cur,
+    ):
+        cur.execute(f"SELECT {columns} FROM documents WHERE id = %s", (created.id,))
+        row = cur.fetchone()
+    assert row is not None
+    assert (
+        row.created_at == created.created_at
+        and row.created_at.utcoffset() == timezone.utc.utcoffset(None)
+    )
+    assert row.completed_at is None and row.filename == "o" and row.user_id == user.id
+    assert row.model_dump() == DocumentSummary.model_validate(created.model_dump()).model_dump()
