@@ -170,20 +170,12 @@ class RedisCache:
         """The cached value, or `loader()`'s result stored for next time.
 
         When many callers miss at once, one runs the loader and the others wait for its value.
-        An exception from the loader reaches its caller and stores nothing.
+        An exception from the loader reaches its caller and stores nothing. One script reads
+        the value or takes the load's lock: a hit is one command, a miss two (and the load).
         """
         name = check_name(key)
         ttl_ms = self._ttl_ms(ttl)
         self._retry_stale()
-        # Hits are the common case: a plain GET, as cheap as `get`.
-        raw = self._fail_open("read", key, lambda: self.core.client.get(cache_key(name)))
-        if isinstance(raw, _FailedOpen):
-            return self._load(loader)
-        if raw is not None:
-            readable, value = self._decode(key, cast(bytes, raw), type_)
-            if readable:
-                return cast(T, value)
-            self.delete(key)  # written by an older shape of the model: load afresh
         return self._single_flight(key, name, loader, type_, ttl_ms)
 
     def _single_flight(

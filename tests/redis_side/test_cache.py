@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 import pytest
 import redis
 from pydantic import BaseModel
+from sides import Side, side_fixture  # noqa: F401 (fixture)
 
-from docstore import Docstore, FailurePolicy, InvalidInput
+from docstore import Docstore, FailurePolicy, InvalidInput, Settings
 from docstore.ephemeral.cache import RedisCache
+from docstore.redis.client import new_redis
 
 
 class Result(BaseModel):
@@ -51,6 +54,37 @@ def test_misses_hits_and_unreadable_values_are_counted(cache: RedisCache) -> Non
     assert cache.get("wrong", Result) is None
     stats = cache.stats()
     assert (stats.hits, stats.misses, stats.errors, stats.loads) == (1, 1, 1, 0)
+
+
+def sent_by_clients(client: redis.Redis, action: Callable[[], object]) -> list[str]:
+    """The commands clients sent Redis during `action` (MONITOR; not those scripts ran)."""
+    with client.monitor() as monitor:
+        action()
+        client.echo("end of action")
+        sent: list[tuple[str, str]] = []  # (client's port, command)
+        while (command := monitor.next_command())["command"] != "ECHO end of action":
+            if command["client_type"] != "lua":
+                sent.append((command["client_port"], command["command"].split()[0]))
+        # Not those of the connection that sent the ECHO (opened for it, perhaps).
+        return [name for port, name in sent if port != command["client_port"]]
+
+
+def test_get_or_set_costs_one_command_on_a_hit_and_two_on_a_miss(
+    side: Side, client: redis.Redis, docstore_redis_url: str
+) -> None:
+    # Before, a miss cost three: a plain GET, then the script taking the load's lock, then the
+    # script storing the value.
+    settings = Settings.model_validate({"REDIS_URL": docstore_redis_url})
+    side_client = side.make(new_redis, settings)
+    cache = side.make(RedisCache, side_client, default_ttl=60)
+    cache.get_or_set("warm", lambda: 0, int)  # scripts loaded, connection made
+    miss = sent_by_clients(client, lambda: cache.get_or_set("k", lambda: RESULT, Result))
+    hit = sent_by_clients(
+        client, lambda: cache.get_or_set("k", lambda: pytest.fail("loaded on a hit"), Result)
+    )
+    assert (miss, hit) == (["EVALSHA", "EVALSHA"], ["EVALSHA"])
+    assert cache.get("k", Result) == RESULT and cache.stats().loads == 2  # "warm" and "k"
+    side.close_redis(side_client)
 
 
 def test_ttl_gets_jitter_but_never_exceeds_the_requested_ttl(
