@@ -691,13 +691,17 @@ def create_app(
         hits = await store.documents.search(user.id, q, limit=limit, cursor=cursor)
         return shown_as(SearchPageOut, hits)
 
-    @app.get("/documents/{document_id}", responses={**PROTECTED, **NOT_FOUND})
-    async def get_document(document_id: int, user: UserDep, store: StoreDep) -> DocumentOut:
+    @app.get(
+        "/documents/{document_id}",
+        responses={**PROTECTED, **NOT_FOUND},
+        response_model=DocumentOut,
+    )
+    async def get_document(document_id: int, user: UserDep, store: StoreDep) -> Response:
         # Cache first; the store drops a cached copy once any change to it is committed.
         document = await store.get_document(document_id)
         if document.user_id != user.id:  # same answer as a missing one: no probing
             raise NotFound(f"document {document_id} does not exist")
-        return DocumentOut.model_validate(document)
+        return shown_as(DocumentOut, document)
 
     @app.post(
         "/documents/{document_id}/cancel",
