@@ -32,14 +32,18 @@ servers' (so what bounds a rate is in view); apps take turns in short runs in ro
 `--rounds` times, and the median and range over rounds are printed; `--pin` puts each app on
 CPU 0 (set before its exec, so every thread it starts stays there: the sync apps' threadpool and
 pool threads too) and the generator on CPU 1 (PostgreSQL and Redis float), so the generator
-cannot take an app's core and no app gets more than one. The header line says the load average
-when the run began: other processes on the machine are load none of this controls.
+cannot take an app's core and no app gets more than one. `--pin-servers` (with `--pin`) also puts
+PostgreSQL and Redis, when this script starts them, on CPU 1: each app then has its core to
+itself, and the servers' work for one app (the seed-style app's is the largest) cannot slow that
+app down. The header line says the load average when the run began: other processes on the
+machine are load none of this controls.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import os
 import random
@@ -212,6 +216,16 @@ def start_app(app: App, env: dict[str, str], args: argparse.Namespace) -> None:
         command, cwd=ROOT, env=env, preexec_fn=pin_to_app_core if args.pin else None
     )
     _wait_for_port(app.port, 60)
+
+
+def pin_servers(pids: list[int]) -> None:
+    """PostgreSQL's and Redis's processes on the generator's CPU (new backends inherit it from
+    the postmaster)."""
+    for pid in pids:
+        process = psutil.Process(pid)
+        for p in [process, *process.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.cpu_affinity([GENERATOR_CPU])
 
 
 def stop_app(app: App) -> None:
@@ -553,9 +567,16 @@ def main() -> None:
         help="load generator's HTTP client: asyncio streams (default) or httpx",
     )
     parser.add_argument("--pin", action="store_true", help="app on CPU 0, load generator on CPU 1")
+    parser.add_argument(
+        "--pin-servers",
+        action="store_true",
+        help="with --pin: PostgreSQL and Redis (when started here) on CPU 1 too",
+    )
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], help="uvicorn's loop, every app")
     parser.add_argument("--http", choices=["h11", "httptools"], help="uvicorn's HTTP, every app")
     args = parser.parse_args()
+    if args.pin_servers and not (args.pin and args.database_url is None and args.redis_url is None):
+        parser.error("--pin-servers needs --pin and servers started here (no --*-url)")
 
     with backends(args) as servers, ExitStack() as stack:
         env = {
@@ -577,6 +598,8 @@ def main() -> None:
             start_app(app, env, args)
         if args.pin:
             os.sched_setaffinity(0, {GENERATOR_CPU})
+        if args.pin_servers:
+            pin_servers(servers.pids)
         loop, http = serving(args)
         print(
             f"example: {example_kind()}; {args.rounds} rounds of {args.seconds:g} s per app, "
@@ -585,6 +608,7 @@ def main() -> None:
             + " ".join(f"{v:.2f}" for v in os.getloadavg())
             + (
                 f"; apps on CPU {APP_CPU}, load generator on CPU {GENERATOR_CPU}"
+                + (" with PostgreSQL and Redis" if args.pin_servers else "")
                 if args.pin
                 else "; nothing pinned"
             )
