@@ -13,7 +13,6 @@ from docstore.redis.client import new_redis
 pytest_plugins = ["docstore.testing.plugin"]
 
 
-
 @pytest.fixture
 def client(docstore_redis_url: str) -> Iterator[redis.Redis]:
     """A Redis client configured like docstore's own (short timeouts, no retries)."""

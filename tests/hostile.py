@@ -176,5 +176,3 @@ def assert_only_changed(
         kept_before = {k: v for k, v in before[table].items() if k not in allowed}
         kept_after = {k: v for k, v in after[table].items() if k not in allowed}
         assert kept_after == kept_before, f"{table} changed outside {sorted(allowed)}"
-
-

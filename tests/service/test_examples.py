@@ -59,9 +59,10 @@ def api(docstore_settings: Settings, docstore_blob_store: S3BlobStore) -> Iterat
         update={"rate_limit": 30, "rate_limit_period": 60.0, "max_upload_bytes": 100_000}
     )
     app = create_app(lambda: AsyncDocstore.connect(settings, blobs=docstore_blob_store))
-    with serving(app, free_port()) as url, Docstore.connect(
-        settings, blobs=docstore_blob_store
-    ) as store:
+    with (
+        serving(app, free_port()) as url,
+        Docstore.connect(settings, blobs=docstore_blob_store) as store,
+    ):
         client = Api(url, store)
         yield client
         client.http.close()

@@ -38,8 +38,7 @@ def _module_name(path: Path) -> str:
 
 def _modules() -> dict[str, ast.Module]:
     return {
-        _module_name(path): ast.parse(path.read_text(), str(path))
-        for path in PACKAGE.rglob("*.py")
+        _module_name(path): ast.parse(path.read_text(), str(path)) for path in PACKAGE.rglob("*.py")
     }
 
 
