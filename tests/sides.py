@@ -24,7 +24,8 @@ from typing import Any, TypeVar, cast
 
 import pytest
 
-from docstore import Docstore, Settings
+from docstore import Docstore, RedisCore, Settings
+from docstore.redis.client import new_redis
 
 T = TypeVar("T")
 
@@ -268,3 +269,18 @@ __all__ = [
     "twin",
     "unwrapped",
 ]
+
+
+@pytest.fixture(name="core_on")
+def core_on_fixture(side: Side) -> Iterator[Callable[[str], RedisCore]]:
+    """A Redis core of this side on the Redis at a URL (its client closed after the test)."""
+    clients: list[Any] = []
+
+    def make(url: str) -> RedisCore:
+        client = side.make(new_redis, Settings.model_validate({"REDIS_URL": url}))
+        clients.append(client)
+        return side.make(RedisCore, client)
+
+    yield make
+    for client in clients:
+        side.close_redis(client)

@@ -11,11 +11,10 @@ from datetime import datetime, timezone
 import pytest
 import redis
 from pydantic import BaseModel
-from sides import Side, side_fixture  # noqa: F401 (fixture)
+from sides import Side, core_on_fixture, side_fixture  # noqa: F401 (fixtures)
 
-from docstore import Docstore, FailurePolicy, InvalidInput, Settings
+from docstore import Docstore, FailurePolicy, InvalidInput, RedisCore
 from docstore.ephemeral.cache import RedisCache
-from docstore.redis.client import new_redis
 
 
 class Result(BaseModel):
@@ -70,11 +69,12 @@ def sent_by_clients(client: redis.Redis, action: Callable[[], object]) -> list[s
 
 
 def test_get_or_set_skips_the_plain_get_while_most_reads_miss(
-    side: Side, client: redis.Redis, docstore_redis_url: str
+    side: Side,
+    core_on: Callable[[str], RedisCore],
+    client: redis.Redis,
+    docstore_redis_url: str,
 ) -> None:
-    settings = Settings.model_validate({"REDIS_URL": docstore_redis_url})
-    side_client = side.make(new_redis, settings)
-    cache = side.make(RedisCache, side_client, default_ttl=60)
+    cache = side.make(RedisCache, core_on(docstore_redis_url), default_ttl=60)
 
     def read(key: str) -> list[str]:
         return sent_by_clients(client, lambda: cache.get_or_set(key, lambda: RESULT, Result))
@@ -90,7 +90,6 @@ def test_get_or_set_skips_the_plain_get_while_most_reads_miss(
         read("k")
     assert read("k") == ["GET"]  # mostly hits again
     assert cache.stats().loads == 13
-    side.close_redis(side_client)
 
 
 def test_ttl_gets_jitter_but_never_exceeds_the_requested_ttl(

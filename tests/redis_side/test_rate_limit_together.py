@@ -3,36 +3,20 @@ limiter would take it alone, failure policies included."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 import redis
-from sides import Side, side_fixture, unwrapped  # noqa: F401 (fixtures)
+from sides import Side, core_on_fixture, side_fixture, unwrapped  # noqa: F401 (fixtures)
 
-from docstore import InvalidInput, LimitCheck, RedisCore, Settings
+from docstore import InvalidInput, LimitCheck, RedisCore
 from docstore.ephemeral.rate_limit import DecidedBy, FailurePolicy, RateLimiter
 from docstore.ephemeral.values import RateLimitResult
-from docstore.redis.client import new_redis
 from docstore.testing.servers import LocalRedis
 
 pytestmark = pytest.mark.timeout(60)
 HOUR = 3600.0
-
-
-@pytest.fixture
-def core_on(side: Side) -> Iterator[Callable[[str], RedisCore]]:
-    """A core of this side on the Redis at a URL (its client closed after the test)."""
-    clients: list[Any] = []
-
-    def make(url: str) -> RedisCore:
-        client = side.make(new_redis, Settings.model_validate({"REDIS_URL": url}))
-        clients.append(client)
-        return side.make(RedisCore, client)
-
-    yield make
-    for client in clients:
-        side.close_redis(client)
 
 
 def together(side: Side, checks: Sequence[LimitCheck[RateLimiter]]) -> list[RateLimitResult]:
