@@ -470,6 +470,13 @@ def refuse_if_limited(decision: RateLimitResult) -> None:
         raise HTTPException(429, "rate limit exceeded", headers=decision.headers())
 
 
+def only_if_owned(document: DocumentResponse, user: UserResponse) -> DocumentResponse:
+    """`document` when `user` owns it, else the NotFound a missing one gets (no probing)."""
+    if document.user_id != user.id:
+        raise NotFound(f"document {document.id} does not exist")
+    return document
+
+
 # -- the application -------------------------------------------------------------------------
 
 
@@ -595,10 +602,7 @@ def create_app(
     async def owned_document(
         store: AsyncDocstore, user: UserResponse, document_id: int
     ) -> DocumentResponse:
-        document = await store.documents.get(document_id)
-        if document.user_id != user.id:  # same answer as a missing one: no probing
-            raise NotFound(f"document {document_id} does not exist")
-        return document
+        return only_if_owned(await store.documents.get(document_id), user)
 
     @app.post(
         "/users",
@@ -698,9 +702,7 @@ def create_app(
     )
     async def get_document(document_id: int, user: UserDep, store: StoreDep) -> Response:
         # Cache first; the store drops a cached copy once any change to it is committed.
-        document = await store.get_document(document_id)
-        if document.user_id != user.id:  # same answer as a missing one: no probing
-            raise NotFound(f"document {document_id} does not exist")
+        document = only_if_owned(await store.get_document(document_id), user)
         return shown_as(DocumentOut, document)
 
     @app.post(
