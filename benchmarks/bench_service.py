@@ -18,25 +18,28 @@ connections):
   the ORM and a fixed-window INCR/EXPIRE limit per key in Redis; it answers the same routes with
   the same work (the page leaves the text unloaded, as docstore's does).
 
-Scenarios: GET a document (by a random id of the user's), GET a page of 50, and an
-authenticated, rate-limited request: the key's limit is spent beforehand, so the app
-authenticates it, asks the limiter and answers 429 — the cost of the guard that every route
-pays. Each at 1, 16 and 64 concurrent clients: a closed loop of that many asyncio tasks, each on
-its own keep-alive connection, in this process. The connection is a small HTTP/1.1 client on
-asyncio streams (`RawHttp`): httpx costs several times its CPU per request, close to half an
-app's, which on two cores would measure the generator (`--client httpx` runs it anyway).
+Scenarios: GET a document (by a random id of the user's `--seed-documents`; every run asks the
+same ids in the same order, on the same cache: `--cache cold`, the default, drops every cached
+document first, so most reads miss and load; `--cache warm` caches every one first, so all hit;
+the report says how many each run stored), GET a page of 50, and an authenticated, rate-limited
+request: the key's limit is spent beforehand, so the app authenticates it, asks the limiter and
+answers 429 — the cost of the guard that every route pays. Each at 1, 16 and 64 concurrent
+clients: a closed loop of that many asyncio tasks, each on its own keep-alive connection, in
+this process. The connection is a small HTTP/1.1 client on asyncio streams (`RawHttp`): httpx
+costs several times its CPU per request, close to half an app's, which on two cores would
+measure the generator (`--client httpx` runs it anyway).
 
 The load generator shares the two cores with the app, PostgreSQL and Redis. To keep it fair:
 every app faces the same generator, whose CPU per request is printed beside the app's and the
-servers' (so what bounds a rate is in view); apps take turns in short runs in rotating order,
-`--rounds` times, and the median and range over rounds are printed; `--pin` puts each app on
-CPU 0 (set before its exec, so every thread it starts stays there: the sync apps' threadpool and
-pool threads too) and the generator on CPU 1 (PostgreSQL and Redis float), so the generator
-cannot take an app's core and no app gets more than one. `--pin-servers` (with `--pin`) also puts
-PostgreSQL and Redis, when this script starts them, on CPU 1: each app then has its core to
-itself, and the servers' work for one app (the seed-style app's is the largest) cannot slow that
-app down. The header line says the load average when the run began: other processes on the
-machine are load none of this controls.
+servers' (so what bounds a rate is in view); apps take turns in short runs, in an order that
+moves by one from round to round, `--rounds` times, and the median and range over rounds are
+printed; `--pin` puts each app on CPU 0 (set before its exec, so every thread it starts stays
+there: the sync apps' threadpool and pool threads too) and the generator on CPU 1 (PostgreSQL
+and Redis float), so the generator cannot take an app's core and no app gets more than one.
+`--pin-servers` (with `--pin`) also puts PostgreSQL and Redis, when this script starts them, on
+CPU 1: each app then has its core to itself, and the servers' work for one app (the seed-style
+app's is the largest) cannot slow that app down. The header line says the load average when the
+run began: other processes on the machine are load none of this controls.
 """
 
 from __future__ import annotations
@@ -66,8 +69,9 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session, defer, sessionmaker
 
-from docstore import Docstore, RateLimiter, Settings
+from docstore import Docstore, RateLimiter, RedisCache, Settings
 from docstore.models import DocumentCreate, DocumentResponse, DocumentSummary, UserCreate
+from docstore.redis.keys import cache_key
 from docstore.repositories.api_keys import api_key_digest, is_well_formed
 from docstore.testing.servers import LocalPostgres, LocalRedis, _wait_for_port, free_port
 
@@ -306,6 +310,18 @@ def spend_limit(client: redis.Redis, user_id: int, api_key: str) -> None:
     client.set(SEED_LIMIT_KEY.format(user_id=user_id), RATE_LIMIT, ex=RATE_LIMIT_PERIOD)
 
 
+def prepare_cache(mode: str, store: Docstore, ids: list[int]) -> None:
+    """Before each GET run, the same cache for every app: `cold`, no document cached (the run's
+    ids are spread over all of them, so most reads miss); `warm`, every document cached."""
+    if mode == "warm":
+        for document_id in ids:
+            store.get_document(document_id)
+        return
+    keys = [cache_key(RedisCache.document_key(document_id)) for document_id in ids]
+    for start in range(0, len(keys), 1000):
+        store.redis.unlink(*keys[start : start + 1000])
+
+
 # --- The load generator -----------------------------------------------------------------------
 
 
@@ -314,9 +330,10 @@ class Scenario:
     title: str
     key: str
     expected: int  # the status every answer should have
+    by_id: bool = True  # GET /documents/{a random id}, else a page of 50
 
     def path(self, rng: random.Random, ids: list[int]) -> str:
-        if self.title == "list a page of 50":
+        if not self.by_id:
             return "/documents?limit=50"
         return f"/documents/{ids[rng.randrange(len(ids))]}"
 
@@ -330,6 +347,9 @@ class Run:
     p99_ms: float
     unexpected: Counter[str] = field(default_factory=Counter)
     cpu_ms: dict[str, float] = field(default_factory=dict)  # CPU per request, by process
+    # Keys Redis gained during the measured part, per request: on GET, the share of requests
+    # whose document the app loaded and stored in the cache (the rate-limit keys already exist).
+    new_keys: float = 0.0
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -406,6 +426,7 @@ async def load(
     seconds: float,
     backend_pids: list[int],
     http: type[RawHttp | HttpxHttp],
+    limits: redis.Redis,
 ) -> Run:
     """`clients` tasks sending requests back to back for `seconds` (after a short warm-up)."""
     latencies: list[float] = []
@@ -414,6 +435,7 @@ async def load(
     measuring = False
     deadline = 0.0
 
+    # The same id sequences in every run, for every app (on the cache `prepare_cache` left).
     rngs = [random.Random(n) for n in range(clients)]
 
     async def client(c: RawHttp | HttpxHttp, rng: random.Random) -> None:
@@ -438,12 +460,14 @@ async def load(
         await asyncio.gather(*(client(c, rng) for c, rng in zip(sessions, rngs, strict=True)))
         assert app.process is not None
         measuring = True
+        keys_before = int(limits.dbsize())
         before = (time.process_time(), cpu_seconds([app.process.pid]), cpu_seconds(backend_pids))
         started = time.perf_counter()
         deadline = started + seconds
         await asyncio.gather(*(client(c, rng) for c, rng in zip(sessions, rngs, strict=True)))
         elapsed = time.perf_counter() - started
         after = (time.process_time(), cpu_seconds([app.process.pid]), cpu_seconds(backend_pids))
+        keys_after = int(limits.dbsize())
     count = len(latencies)
     latencies.sort()
     cpu = {
@@ -456,6 +480,7 @@ async def load(
         p99_ms=latencies[min(count - 1, int(count * 0.99))] * 1000,
         unexpected=unexpected,
         cpu_ms=cpu,
+        new_keys=(keys_after - keys_before) / max(count, 1),
     )
 
 
@@ -495,6 +520,18 @@ def print_results(
                     + " / ".join(f"{v:.2f}" for v in cpu.values())
                     + (f"   UNEXPECTED {dict(wrong)}" if wrong else "")
                 )
+    get = scenarios[0].title
+    cached_apps = [name for name in app_names if name != "seed-style"]  # it caches nothing
+    for clients in concurrencies:
+        loaded = [
+            f"{n} {median([r.new_keys for r in results[(get, clients, n)]]):.0%}"
+            for n in cached_apps
+        ]
+        print(
+            f"{get} at {clients} clients, documents stored in the cache per request: "
+            + ", ".join(loaded)
+            + " (the sync example reads the cache but never fills it)"
+        )
     print("\ntarget at 64 clients: example >= 1.5x the sync example and >= 3x seed-style req/s,")
     print("with a lower p99 (ratios of medians; range: the same ratio round by round)")
     for scenario in scenarios:
@@ -527,16 +564,17 @@ async def bench(
     args: argparse.Namespace,
     backend_pids: list[int],
     limits: redis.Redis,
+    store: Docstore,
 ) -> dict[tuple[str, int, str], list[Run]]:
     scenarios = [
         Scenario("GET a document", seeded.api_key, 200),
-        Scenario("list a page of 50", seeded.api_key, 200),
+        Scenario("list a page of 50", seeded.api_key, 200, by_id=False),
         Scenario("rate-limited (429)", seeded.limited_key, 429),
     ]
     results: dict[tuple[str, int, str], list[Run]] = {}
     http = HttpxHttp if args.client == "httpx" else RawHttp
-    turn = 0
-    for _ in range(args.rounds):
+    for round_number in range(args.rounds):
+        turn = round_number  # each run's order of apps moves by one from round to round
         for scenario in scenarios:
             for clients in args.clients:
                 shift = turn % len(services)
@@ -544,8 +582,10 @@ async def bench(
                 for app in services[shift:] + services[:shift]:
                     if scenario.expected == 429:
                         spend_limit(limits, seeded.limited_user_id, seeded.limited_key)
+                    if scenario.by_id and scenario.expected == 200:
+                        prepare_cache(args.cache, store, seeded.ids)
                     run = await load(
-                        app, scenario, seeded.ids, clients, args.seconds, backend_pids, http
+                        app, scenario, seeded.ids, clients, args.seconds, backend_pids, http, limits
                     )
                     results.setdefault((scenario.title, clients, app.name), []).append(run)
     print_results(results, scenarios, args.clients, [app.name for app in services])
@@ -571,6 +611,12 @@ def main() -> None:
         "--pin-servers",
         action="store_true",
         help="with --pin: PostgreSQL and Redis (when started here) on CPU 1 too",
+    )
+    parser.add_argument(
+        "--cache",
+        choices=["cold", "warm"],
+        default="cold",
+        help="before each GET run: no document cached (default), or every one",
     )
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], help="uvicorn's loop, every app")
     parser.add_argument("--http", choices=["h11", "httptools"], help="uvicorn's HTTP, every app")
@@ -604,7 +650,8 @@ def main() -> None:
         print(
             f"example: {example_kind()}; {args.rounds} rounds of {args.seconds:g} s per app, "
             f"scenario and concurrency; {os.cpu_count()} CPUs; {args.client} client; "
-            f"uvicorn --loop {loop} --http {http} for every app; load average "
+            f"uvicorn --loop {loop} --http {http} for every app; GET on a {args.cache} cache; "
+            "load average "
             + " ".join(f"{v:.2f}" for v in os.getloadavg())
             + (
                 f"; apps on CPU {APP_CPU}, load generator on CPU {GENERATOR_CPU}"
@@ -613,7 +660,8 @@ def main() -> None:
                 else "; nothing pinned"
             )
         )
-        asyncio.run(bench(services, seeded, args, servers.pids, limits))
+        store = stack.enter_context(Docstore.connect(settings))
+        asyncio.run(bench(services, seeded, args, servers.pids, limits, store))
         print("load average at the end: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
 
 
