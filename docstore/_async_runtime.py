@@ -27,6 +27,25 @@ async def in_thread(function: Callable[P, R], /, *args: P.args, **kwargs: P.kwar
     return await asyncio.to_thread(function, *args, **kwargs)
 
 
+async def finish(function: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    """Await `function(*args)` to its end even when the calling task is cancelled meanwhile (the
+    cancel is raised once it ended): for steps that must not be cut off, such as giving a
+    connection back to its pool or releasing a lock."""
+    task = asyncio.ensure_future(function(*args, **kwargs))
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                break
+            cancelled = True
+    if cancelled:
+        task.result()  # its own error first, if it failed
+        raise asyncio.CancelledError
+    return task.result()
+
+
 def blocking_caller() -> Callable[..., Any]:
     """A function that code on another thread (an extractor run by `in_thread`) calls to run
     one of our coroutine functions on this event loop, waiting for its result."""
@@ -38,4 +57,4 @@ def blocking_caller() -> Callable[..., Any]:
     return call
 
 
-__all__ = ["AsyncCall", "blocking_caller", "in_thread", "sleep"]
+__all__ = ["AsyncCall", "blocking_caller", "finish", "in_thread", "sleep"]

@@ -23,6 +23,11 @@ def in_thread(function: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) ->
     return function(*args, **kwargs)
 
 
+def finish(function: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    """Call `function`: nothing cancels a call on the sync side."""
+    return function(*args, **kwargs)
+
+
 def blocking_caller() -> Callable[..., Any]:
     """A function that runs one of our functions with its arguments (the sync side has no
     loop to hand calls to)."""
@@ -33,4 +38,4 @@ def blocking_caller() -> Callable[..., Any]:
     return call
 
 
-__all__ = ["Call", "blocking_caller", "in_thread", "sleep"]
+__all__ = ["Call", "blocking_caller", "finish", "in_thread", "sleep"]

@@ -25,6 +25,7 @@ import psycopg_pool
 from psycopg.rows import BaseRowFactory, tuple_row
 from pydantic import BaseModel
 
+from docstore._sync_runtime import finish
 from docstore.errors import PoolExhausted, ServiceUnavailable
 from docstore.observability.database import observe_pool, observe_query
 from docstore.postgres.errors import wrap_database_errors
@@ -178,7 +179,8 @@ class Database:
             with wrap_database_errors(self.address), pooled:
                 yield pooled
         finally:
-            self.pool.putconn(pooled)
+            # Even when the task is cancelled meanwhile: putconn may wait for the pool's lock.
+            finish(self.pool.putconn, pooled)
             with self._in_use_lock:
                 self._in_use -= 1
 
@@ -246,7 +248,7 @@ class Database:
             try:
                 yield pooled
             finally:
-                _end_autocommit(pooled)
+                finish(_end_autocommit, pooled)
 
     def _pool_timeout_error(self) -> ServiceUnavailable:
         # The pool counts connections it is still trying to open as part of its size, so a full

@@ -23,6 +23,7 @@ import psycopg_pool
 from psycopg.rows import BaseRowFactory, tuple_row
 from pydantic import BaseModel
 
+from docstore._async_runtime import finish
 from docstore.errors import PoolExhausted, ServiceUnavailable
 from docstore.observability.database import observe_pool, observe_query
 from docstore.postgres.errors import wrap_database_errors
@@ -179,7 +180,8 @@ class AsyncDatabase:
                 async with pooled:
                     yield pooled
         finally:
-            await self.pool.putconn(pooled)
+            # Even when the task is cancelled meanwhile: putconn may wait for the pool's lock.
+            await finish(self.pool.putconn, pooled)
             with self._in_use_lock:
                 self._in_use -= 1
 
@@ -247,7 +249,7 @@ class AsyncDatabase:
             try:
                 yield pooled
             finally:
-                await _end_autocommit(pooled)
+                await finish(_end_autocommit, pooled)
 
     def _pool_timeout_error(self) -> ServiceUnavailable:
         # The pool counts connections it is still trying to open as part of its size, so a full

@@ -23,6 +23,7 @@ import psycopg
 import psycopg_pool
 from psycopg.rows import BaseRowFactory
 
+from docstore._sync_runtime import finish
 from docstore.postgres.errors import database_error
 from docstore.postgres.pool import connection_options
 from docstore.postgres.queries import Query, queries
@@ -129,7 +130,7 @@ class Replica:
             finally:
                 cur.close()
         finally:
-            self.pool.putconn(conn)
+            finish(self.pool.putconn, conn)  # even when cancelled
 
     # -- inside -----------------------------------------------------------------------------------
 
@@ -181,7 +182,7 @@ class Replica:
             self._set_state("down", f"{type(exc).__name__}: {exc.diag.message_primary}")
             return None
         finally:
-            self.pool.putconn(conn)
+            finish(self.pool.putconn, conn)  # even when cancelled
         return float(row[0]) if row is not None and row[0] is not None else 0.0
 
     def _set_state(self, state: State, why: str) -> None:

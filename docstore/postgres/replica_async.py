@@ -21,6 +21,7 @@ import psycopg
 import psycopg_pool
 from psycopg.rows import BaseRowFactory
 
+from docstore._async_runtime import finish
 from docstore.postgres.errors import database_error
 from docstore.postgres.pool_async import connection_options
 from docstore.postgres.queries import Query, queries
@@ -127,7 +128,7 @@ class AsyncReplica:
             finally:
                 await cur.close()
         finally:
-            await self.pool.putconn(conn)
+            await finish(self.pool.putconn, conn)  # even when cancelled
 
     # -- inside -----------------------------------------------------------------------------------
 
@@ -179,7 +180,7 @@ class AsyncReplica:
             self._set_state("down", f"{type(exc).__name__}: {exc.diag.message_primary}")
             return None
         finally:
-            await self.pool.putconn(conn)
+            await finish(self.pool.putconn, conn)  # even when cancelled
         return float(row[0]) if row is not None and row[0] is not None else 0.0
 
     def _set_state(self, state: State, why: str) -> None:

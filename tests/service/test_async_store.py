@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import random
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -158,3 +159,31 @@ async def test_blob_calls_are_awaited_and_run_off_the_loop(store: AsyncDocstore)
     assert (await store.blobs.presigned_url(blob.key)).startswith("http")
     await store.blobs.delete(blob.key)
     assert isinstance(store.blobs.store, S3BlobStore)
+
+
+async def test_calls_cancelled_while_giving_their_connection_back_still_give_it_back(
+    docstore_settings: Settings,
+) -> None:
+    # Eight tasks on five connections: returning one can wait for the pool's lock, and a
+    # timeout landing in that wait must not keep the connection from the pool for good.
+    settings = docstore_settings.model_copy(update={"pool_min_size": 5, "pool_max_overflow": 0})
+    async with await AsyncDocstore.connect(settings) as store:
+        user = (await store.users.create(UserCreate(email="give@example.com"))).user
+        cancelled = 0
+
+        async def reader(seed: int) -> None:
+            nonlocal cancelled
+            rng = random.Random(seed)
+            for _ in range(300):
+                try:
+                    async with asyncio.timeout(rng.uniform(0, 0.004)):
+                        await store.documents.list_for_user(user.id, limit=10)
+                except TimeoutError:
+                    cancelled += 1
+
+        for round_ in range(3):
+            await asyncio.gather(*(reader(10 * round_ + n) for n in range(8)))
+            stats = store.pool.get_stats()
+            assert stats.get("pool_available", 0) == stats.get("pool_size", 0) == 5, stats
+        assert cancelled >= 100
+        assert (await store.health()).ok
