@@ -23,7 +23,7 @@ import pydantic
 from pydantic import ConfigDict, TypeAdapter
 from pydantic_core import PydanticSerializationError
 
-from docstore._sync_runtime import Call, sleep
+from docstore._sync_runtime import Call, finish, sleep
 from docstore.ephemeral.values import CacheStats
 from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
 from docstore.observability.messaging import count_cache
@@ -208,9 +208,14 @@ class RedisCache:
         deadline = time.monotonic() + self.wait_timeout
         delay = 0.005
         while True:
-            reply = self._fail_open(
-                "read", key, lambda: self._get_or_lock(keys, token, self._lock_ms)
-            )
+            try:
+                reply = self._fail_open(
+                    "read", key, lambda: self._get_or_lock(keys, token, self._lock_ms)
+                )
+            except BaseException:
+                # Cancelled with the script sent: it may have taken the lock for us.
+                finish(self._release, key, keys[1], token)
+                raise
             if isinstance(reply, _FailedOpen):
                 return self._load(loader)
             raw, locked = reply
@@ -240,11 +245,15 @@ class RedisCache:
     ) -> T:
         try:
             value = self._load(loader)
+            payload = self._encode(value)
+            self._fail_open(
+                "write", key, lambda: self._store_and_unlock(keys, token, payload, ttl_ms)
+            )
         except BaseException:
-            self._release(key, keys[1], token)
+            # The loader failed, or the task was cancelled: readers waiting on the lock load
+            # themselves now (a no-op when the store already released it).
+            finish(self._release, key, keys[1], token)
             raise
-        payload = self._encode(value)
-        self._fail_open("write", key, lambda: self._store_and_unlock(keys, token, payload, ttl_ms))
         return value
 
     def _release(self, key: str, lock_key: str, token: str) -> None:

@@ -21,7 +21,7 @@ import pydantic
 from pydantic import ConfigDict, TypeAdapter
 from pydantic_core import PydanticSerializationError
 
-from docstore._async_runtime import AsyncCall, sleep
+from docstore._async_runtime import AsyncCall, finish, sleep
 from docstore.ephemeral.values import CacheStats
 from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
 from docstore.observability.messaging import count_cache
@@ -208,9 +208,14 @@ class AsyncRedisCache:
         deadline = time.monotonic() + self.wait_timeout
         delay = 0.005
         while True:
-            reply = await self._fail_open(
-                "read", key, lambda: self._get_or_lock(keys, token, self._lock_ms)
-            )
+            try:
+                reply = await self._fail_open(
+                    "read", key, lambda: self._get_or_lock(keys, token, self._lock_ms)
+                )
+            except BaseException:
+                # Cancelled with the script sent: it may have taken the lock for us.
+                await finish(self._release, key, keys[1], token)
+                raise
             if isinstance(reply, _FailedOpen):
                 return await self._load(loader)
             raw, locked = reply
@@ -240,13 +245,15 @@ class AsyncRedisCache:
     ) -> T:
         try:
             value = await self._load(loader)
+            payload = self._encode(value)
+            await self._fail_open(
+                "write", key, lambda: self._store_and_unlock(keys, token, payload, ttl_ms)
+            )
         except BaseException:
-            await self._release(key, keys[1], token)
+            # The loader failed, or the task was cancelled: readers waiting on the lock load
+            # themselves now (a no-op when the store already released it).
+            await finish(self._release, key, keys[1], token)
             raise
-        payload = self._encode(value)
-        await self._fail_open(
-            "write", key, lambda: self._store_and_unlock(keys, token, payload, ttl_ms)
-        )
         return value
 
     async def _release(self, key: str, lock_key: str, token: str) -> None:

@@ -17,6 +17,7 @@ import pytest
 from docstore import AsyncDocstore, Docstore, DocumentCreate, Settings, UserCreate
 from docstore.intake.blobs import LocalBlobStore, S3BlobStore
 from docstore.intake.extractors import Extraction, ProgressCallback, extract_text
+from docstore.redis.keys import cache_key, cache_lock_key
 
 pytestmark = pytest.mark.anyio
 
@@ -187,3 +188,29 @@ async def test_calls_cancelled_while_giving_their_connection_back_still_give_it_
             assert stats.get("pool_available", 0) == stats.get("pool_size", 0) == 5, stats
         assert cancelled >= 100
         assert (await store.health()).ok
+
+
+async def test_a_cancelled_cache_read_never_leaves_its_load_lock_behind(
+    store: AsyncDocstore,
+) -> None:
+    # A read cancelled after its script took the single-flight lock, or while its loader ran,
+    # lets the lock go: otherwise the next reader of the document waits for the lock to expire.
+    user = (await store.users.create(UserCreate(email="lock@example.com"))).user
+    document = await store.documents.create(
+        DocumentCreate(user_id=user.id, filename="a.pdf", s3_key="k")
+    )
+    name = store.cache.document_key(document.id)
+    value_key, lock_key = cache_key(name), cache_lock_key(name)
+    rng = random.Random(7)
+    cancelled = left = 0
+    for _ in range(1500):
+        await store.redis.delete(value_key, lock_key)
+        try:
+            async with asyncio.timeout(rng.uniform(0, 0.003)):
+                await store.get_document(document.id)
+        except TimeoutError:
+            cancelled += 1
+        if await store.redis.exists(lock_key) and not await store.redis.exists(value_key):
+            left += 1
+    assert cancelled >= 200
+    assert left == 0
