@@ -100,7 +100,7 @@ class AsyncDocstore:
             reclaim_idle=self.settings.queue_reclaim_idle,
         )
         self.progress = AsyncProgressTracker(self.redis_core)
-        self.changes.listen(self._invalidate_cached)
+        self.changes.listen(self._invalidate_cached, self.cache.invalidate_later)
         # Blobs and the document flow built on all of the above.
         self._blobs = blobs
         self._opened = False

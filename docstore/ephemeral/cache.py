@@ -308,11 +308,25 @@ class RedisCache:
         ordered = sorted(wanted)
         for start in range(0, len(ordered), _INVALIDATE_BATCH):
             batch = ordered[start : start + _INVALIDATE_BATCH]
-            done = self._fail_open("delete", f"{len(batch)} documents", self._dropper(batch))
+            try:
+                done = self._fail_open("delete", f"{len(batch)} documents", self._dropper(batch))
+            except BaseException:  # cancelled: the ids not surely dropped wait for the next call
+                self._keep_for_retry(ordered[start:])
+                raise
             if isinstance(done, _FailedOpen):
                 self._keep_for_retry(ordered[start:])
                 return False
         return True
+
+    def invalidate_later(self, document_ids: Iterable[int] | None) -> None:
+        """Have this cache's next call drop these documents' cached copies (None: every cached
+        document result): for changes whose outcome is unknown, such as a write or a COMMIT
+        interrupted by a cancel. No I/O, so it runs even in a task being cancelled."""
+        if document_ids is None:
+            with self._counts_lock:
+                self._overflowed += 1
+            return
+        self._keep_for_retry([check_document_id(i) for i in document_ids])
 
     def _keep_for_retry(self, document_ids: list[int]) -> None:
         with self._counts_lock:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
@@ -33,11 +33,17 @@ class ChangeListener(Protocol):
     def __call__(self, document_ids: list[int]) -> None: ...
 
 
+# Told, without I/O, the ids of documents that may have changed (None: any document) when a
+# write, a COMMIT or the telling itself was interrupted: the change's outcome is unknown.
+UnsureListener = Callable[[list[int] | None], None]
+
+
 class DocumentChanges:
     """The post-commit lists of changed document ids, one per open transaction."""
 
     def __init__(self) -> None:
         self._listeners: list[ChangeListener] = []
+        self._unsure_listeners: list[UnsureListener] = []
         # id(connection) -> one list of changed ids per transaction level (savepoints nest).
         self._open: dict[int, list[list[int]]] = {}
         self._warned = False
@@ -50,9 +56,35 @@ class DocumentChanges:
         """The executor that notes and later checks transactions docstore did not open."""
         self._db = db
 
-    def listen(self, listener: ChangeListener) -> None:
-        """Call `listener(ids)` with the ids of documents whose change was committed."""
+    def listen(self, listener: ChangeListener, if_unsure: UnsureListener | None = None) -> None:
+        """Call `listener(ids)` with the ids of documents whose change was committed, and
+        `if_unsure(ids)` with those that may have changed when a write was interrupted."""
         self._listeners.append(listener)
+        if if_unsure is not None:
+            self._unsure_listeners.append(if_unsure)
+
+    @contextmanager
+    def unsure_if_interrupted(
+        self, ids: list[int] | None, conn: Connection | None
+    ) -> Iterator[None]:
+        """Around a write of documents `ids` (None: not known before it runs) and its
+        `changed()`: when either is interrupted (cancelled, or failed) the write may still have
+        committed, so its documents are told as unsure, or kept for the store's transaction
+        around it to tell once that commits."""
+        try:
+            yield
+        except BaseException:
+            levels = self._open.get(id(conn)) if conn is not None else None
+            if levels and ids is not None:
+                levels[-1].extend(ids)
+            else:
+                self.unsure(ids)
+            raise
+
+    def unsure(self, ids: list[int] | None) -> None:
+        """Tell the unsure listeners (no I/O)."""
+        for listener in self._unsure_listeners:
+            listener(ids)
 
     def changed(self, ids: Iterable[int], conn: Connection | None) -> None:
         """Documents `ids` were written on `conn` (None: in a statement of their own)."""
@@ -99,9 +131,13 @@ class DocumentChanges:
             self.notify(sorted(set(committed)))
 
     def notify(self, ids: list[int]) -> None:
-        """Tell every listener now."""
-        for listener in self._listeners:
-            listener(ids)
+        """Tell every listener now (unsure, if this is interrupted)."""
+        try:
+            for listener in self._listeners:
+                listener(ids)
+        except BaseException:
+            self.unsure(ids)
+            raise
 
     def tracks(self, conn: Connection) -> bool:
         """Whether a transaction of the store is open on `conn`."""
@@ -144,17 +180,22 @@ class TrackedDatabase(Database):
         # A savepoint inside a transaction someone else opened: its COMMIT is out of sight.
         tracked = conn is None or self.changes.tracks(conn) or not _in_transaction(conn)
         committed: list[int] = []
-        with super().transaction(conn) as c:
-            if not tracked:
-                yield c
-                return
-            self.changes.begin(c)
-            try:
-                yield c
-            except BaseException:
-                self.changes.rollback(c)
-                raise
-            committed = self.changes.release(c)
+        try:
+            with super().transaction(conn) as c:
+                if not tracked:
+                    yield c
+                    return
+                self.changes.begin(c)
+                try:
+                    yield c
+                except BaseException:
+                    self.changes.rollback(c)
+                    raise
+                committed = self.changes.release(c)
+        except BaseException:
+            if committed:  # the COMMIT was interrupted: it may have happened
+                self.changes.unsure(committed)
+            raise
         # Past `super().transaction`: the outermost level has committed.
         if committed:
             self.changes.notify(committed)
@@ -172,5 +213,6 @@ __all__ = [
     "ChangeListener",
     "DocumentChanges",
     "TrackedDatabase",
+    "UnsureListener",
     "tracked_database",
 ]

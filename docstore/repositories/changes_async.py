@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Protocol
 
 from psycopg import pq
@@ -31,11 +31,17 @@ class AsyncChangeListener(Protocol):
     async def __call__(self, document_ids: list[int]) -> None: ...
 
 
+# Told, without I/O, the ids of documents that may have changed (None: any document) when a
+# write, a COMMIT or the telling itself was interrupted: the change's outcome is unknown.
+UnsureListener = Callable[[list[int] | None], None]
+
+
 class AsyncDocumentChanges:
     """The post-commit lists of changed document ids, one per open transaction."""
 
     def __init__(self) -> None:
         self._listeners: list[AsyncChangeListener] = []
+        self._unsure_listeners: list[UnsureListener] = []
         # id(connection) -> one list of changed ids per transaction level (savepoints nest).
         self._open: dict[int, list[list[int]]] = {}
         self._warned = False
@@ -48,9 +54,37 @@ class AsyncDocumentChanges:
         """The executor that notes and later checks transactions docstore did not open."""
         self._db = db
 
-    def listen(self, listener: AsyncChangeListener) -> None:
-        """Call `await listener(ids)` with the ids of documents whose change was committed."""
+    def listen(
+        self, listener: AsyncChangeListener, if_unsure: UnsureListener | None = None
+    ) -> None:
+        """Call `await listener(ids)` with the ids of documents whose change was committed, and
+        `if_unsure(ids)` with those that may have changed when a write was interrupted."""
         self._listeners.append(listener)
+        if if_unsure is not None:
+            self._unsure_listeners.append(if_unsure)
+
+    @contextmanager
+    def unsure_if_interrupted(
+        self, ids: list[int] | None, conn: Connection | None
+    ) -> Iterator[None]:
+        """Around a write of documents `ids` (None: not known before it runs) and its
+        `changed()`: when either is interrupted (cancelled, or failed) the write may still have
+        committed, so its documents are told as unsure, or kept for the store's transaction
+        around it to tell once that commits."""
+        try:
+            yield
+        except BaseException:
+            levels = self._open.get(id(conn)) if conn is not None else None
+            if levels and ids is not None:
+                levels[-1].extend(ids)
+            else:
+                self.unsure(ids)
+            raise
+
+    def unsure(self, ids: list[int] | None) -> None:
+        """Tell the unsure listeners (no I/O)."""
+        for listener in self._unsure_listeners:
+            listener(ids)
 
     async def changed(self, ids: Iterable[int], conn: Connection | None) -> None:
         """Documents `ids` were written on `conn` (None: in a statement of their own)."""
@@ -97,9 +131,13 @@ class AsyncDocumentChanges:
             await self.notify(sorted(set(committed)))
 
     async def notify(self, ids: list[int]) -> None:
-        """Tell every listener now."""
-        for listener in self._listeners:
-            await listener(ids)
+        """Tell every listener now (unsure, if this is interrupted)."""
+        try:
+            for listener in self._listeners:
+                await listener(ids)
+        except BaseException:
+            self.unsure(ids)
+            raise
 
     def tracks(self, conn: Connection) -> bool:
         """Whether a transaction of the store is open on `conn`."""
@@ -142,17 +180,22 @@ class AsyncTrackedDatabase(AsyncDatabase):
         # A savepoint inside a transaction someone else opened: its COMMIT is out of sight.
         tracked = conn is None or self.changes.tracks(conn) or not _in_transaction(conn)
         committed: list[int] = []
-        async with super().transaction(conn) as c:
-            if not tracked:
-                yield c
-                return
-            self.changes.begin(c)
-            try:
-                yield c
-            except BaseException:
-                self.changes.rollback(c)
-                raise
-            committed = self.changes.release(c)
+        try:
+            async with super().transaction(conn) as c:
+                if not tracked:
+                    yield c
+                    return
+                self.changes.begin(c)
+                try:
+                    yield c
+                except BaseException:
+                    self.changes.rollback(c)
+                    raise
+                committed = self.changes.release(c)
+        except BaseException:
+            if committed:  # the COMMIT was interrupted: it may have happened
+                self.changes.unsure(committed)
+            raise
         # Past `super().transaction`: the outermost level has committed.
         if committed:
             await self.changes.notify(committed)
@@ -170,5 +213,6 @@ __all__ = [
     "AsyncChangeListener",
     "AsyncDocumentChanges",
     "AsyncTrackedDatabase",
+    "UnsureListener",
     "tracked_database",
 ]

@@ -205,20 +205,24 @@ class DocumentRepo:
         """Apply the client-editable `changes` (fields left None stay as they are)."""
         update = parse_input(DocumentUpdate, changes)
         params = {"document_id": _document_id(document_id), "filename": update.filename}
-        document = self.db.one("update_document", params, DocumentResponse, conn)
+        with self.changes.unsure_if_interrupted([document_id], conn):
+            document = self.db.one("update_document", params, DocumentResponse, conn)
+            if document is not None:
+                self.changes.changed([document.id], conn)
         if document is None:
             raise NotFound(f"document {document_id} does not exist")
-        self.changes.changed([document.id], conn)
         return document
 
     def delete(self, document_id: int, conn: Connection | None = None) -> None:
         """Delete the document (`NotFound` if absent); its blob goes on the list of blobs to
         delete (`store.purge_deleted_blobs`), in the same statement."""
         params = {"document_id": _document_id(document_id)}
-        deleted = self.db.one("delete_document", params, conn=conn)
+        with self.changes.unsure_if_interrupted([document_id], conn):
+            deleted = self.db.one("delete_document", params, conn=conn)
+            if deleted is not None:
+                self.changes.changed([document_id], conn)
         if deleted is None:
             raise NotFound(f"document {document_id} does not exist")
-        self.changes.changed([document_id], conn)
 
     # -- blobs of deleted documents ---------------------------------------------------------
 

@@ -20,7 +20,7 @@ from datetime import datetime
 
 from docstore.errors import Cancelled, InvalidInput, InvalidTransition, NotFound
 from docstore.models import CompletedResult, DocumentAttempt, DocumentResponse, DocumentSummary
-from docstore.postgres.executor import Connection, Database
+from docstore.postgres.executor import Connection, Database, Params
 from docstore.repositories.changes import DocumentChanges
 from docstore.rules import (
     ERROR_MESSAGE_LENGTH,
@@ -90,11 +90,17 @@ class DocumentLifecycle:
             None if max_processing_per_user is None else _cap(max_processing_per_user)
         )
 
-    def _changed(
-        self, document: DocumentResponse | None, conn: Connection | None
+    def _write(
+        self, name: str, params: Params, document_id: int | None, conn: Connection | None
     ) -> DocumentResponse | None:
-        if document is not None:
-            self.changes.changed([document.id], conn)
+        """Run the named statement changing one document (`document_id`, when known before),
+        and tell the cache: after the commit, or as unsure when the call is interrupted."""
+        with self.changes.unsure_if_interrupted(
+            None if document_id is None else [document_id], conn
+        ):
+            document = self.db.one(name, params, DocumentResponse, conn)
+            if document is not None:
+                self.changes.changed([document.id], conn)
         return document
 
     def claim_next(
@@ -116,8 +122,7 @@ class DocumentLifecycle:
             "lease_seconds": _lease_seconds(lease_seconds),
             "max_processing": self.max_processing_per_user,
         }
-        claimed = self.db.one("claim_next_document", params, DocumentResponse, conn)
-        return self._changed(claimed, conn)
+        return self._write("claim_next_document", params, None, conn)
 
     def claim(
         self,
@@ -129,8 +134,8 @@ class DocumentLifecycle:
         """Take this document for `worker_id` if it is PENDING (`InvalidTransition` otherwise);
         for consumers of a queue that may deliver a document twice."""
         params = _lease_params(document_id, worker_id, lease_seconds)
-        document = self.db.one("claim_document", params, DocumentResponse, conn)
-        return self._changed(document, conn) or self._refused(document_id, "claim", worker_id, conn)
+        document = self._write("claim_document", params, document_id, conn)
+        return document or self._refused(document_id, "claim", worker_id, conn)
 
     def heartbeat(
         self,
@@ -144,10 +149,8 @@ class DocumentLifecycle:
         `InvalidTransition` when the worker no longer holds a running lease: stop working.
         """
         params = _lease_params(document_id, worker_id, lease_seconds)
-        document = self.db.one("extend_document_lease", params, DocumentResponse, conn)
-        return self._changed(document, conn) or self._refused(
-            document_id, "heartbeat", worker_id, conn
-        )
+        document = self._write("extend_document_lease", params, document_id, conn)
+        return document or self._refused(document_id, "heartbeat", worker_id, conn)
 
     def mark_completed(
         self,
@@ -177,10 +180,12 @@ class DocumentLifecycle:
             **result.model_dump(),
         }
         # The statement does not send the text back: it is what we just wrote.
-        summary = self.db.one("complete_document", params, DocumentSummary, conn)
+        with self.changes.unsure_if_interrupted([document_id], conn):
+            summary = self.db.one("complete_document", params, DocumentSummary, conn)
+            if summary is not None:
+                self.changes.changed([summary.id], conn)
         if summary is None:
             return self._refused(document_id, "complete", worker_id, conn)
-        self.changes.changed([summary.id], conn)
         return DocumentResponse.model_validate(
             {**summary.__dict__, "result_text": result.result_text}
         )
@@ -207,17 +212,16 @@ class DocumentLifecycle:
             "retry": bool(retry),
             **self._backoff_params(),
         }
-        document = self.db.one("fail_document", params, DocumentResponse, conn)
-        return self._changed(document, conn) or self._refused(document_id, "fail", worker_id, conn)
+        document = self._write("fail_document", params, document_id, conn)
+        return document or self._refused(document_id, "fail", worker_id, conn)
 
     def cancel(self, document_id: int, conn: Connection | None = None) -> DocumentResponse:
         """Cancel a PENDING or PROCESSING document: CANCELLED, never processed, and its worker's
         next heartbeat, completion or failure is refused (`Cancelled`). Cancelling a cancelled
         document returns it unchanged; a COMPLETED or FAILED one raises `InvalidTransition`."""
         params = {"document_id": _document_id(document_id)}
-        document = self.db.one("cancel_document", params, DocumentResponse, conn)
+        document = self._write("cancel_document", params, document_id, conn)
         if document is not None:
-            self.changes.changed([document.id], conn)
             return document
         current = self.db.one("get_document", params, DocumentResponse, conn)
         if current is None:
@@ -233,16 +237,19 @@ class DocumentLifecycle:
         (due after the same backoff as a failure) while attempts remain, FAILED after the last.
         Returns them."""
         params = {"limit": checked_limit(limit, 10_000), **self._backoff_params()}
-        taken = self.db.all("requeue_expired_documents", params, DocumentResponse, conn)
-        self.changes.changed([document.id for document in taken], conn)
+        with self.changes.unsure_if_interrupted(None, conn):
+            taken = self.db.all("requeue_expired_documents", params, DocumentResponse, conn)
+            self.changes.changed([document.id for document in taken], conn)
         return taken
 
     def promote_due_retries(self, limit: int = 1000, conn: Connection | None = None) -> list[int]:
         """Ids of up to `limit` documents whose retry is due, now plain PENDING (no longer
         waiting): the caller enqueues them; concurrent callers never take the same ones."""
         params = {"limit": checked_limit(limit, 10_000)}
-        ids = [row[0] for row in self.db.all("promote_due_retries", params, conn=conn)]
-        self.changes.changed(ids, conn)
+        with self.changes.unsure_if_interrupted(None, conn):
+            rows = self.db.all("promote_due_retries", params, conn=conn)
+            ids = [row[0] for row in rows]
+            self.changes.changed(ids, conn)
         return ids
 
     def attempts(self, document_id: int, conn: Connection | None = None) -> list[DocumentAttempt]:
@@ -268,8 +275,10 @@ class DocumentLifecycle:
             "queued_before": queued_before,
             "limit": checked_limit(limit, 10_000),
         }
-        ids = [row[0] for row in self.db.all("touch_stale_pending_documents", params, conn=conn)]
-        self.changes.changed(ids, conn)  # their updated_at moved
+        with self.changes.unsure_if_interrupted(None, conn):
+            rows = self.db.all("touch_stale_pending_documents", params, conn=conn)
+            ids = [row[0] for row in rows]
+            self.changes.changed(ids, conn)  # their updated_at moved
         return ids
 
     def _refused(

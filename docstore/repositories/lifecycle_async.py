@@ -18,7 +18,7 @@ from datetime import datetime
 
 from docstore.errors import Cancelled, InvalidInput, InvalidTransition, NotFound
 from docstore.models import CompletedResult, DocumentAttempt, DocumentResponse, DocumentSummary
-from docstore.postgres.executor_async import AsyncDatabase, Connection
+from docstore.postgres.executor_async import AsyncDatabase, Connection, Params
 from docstore.repositories.changes_async import AsyncDocumentChanges
 from docstore.rules import (
     ERROR_MESSAGE_LENGTH,
@@ -88,11 +88,17 @@ class AsyncDocumentLifecycle:
             None if max_processing_per_user is None else _cap(max_processing_per_user)
         )
 
-    async def _changed(
-        self, document: DocumentResponse | None, conn: Connection | None
+    async def _write(
+        self, name: str, params: Params, document_id: int | None, conn: Connection | None
     ) -> DocumentResponse | None:
-        if document is not None:
-            await self.changes.changed([document.id], conn)
+        """Run the named statement changing one document (`document_id`, when known before),
+        and tell the cache: after the commit, or as unsure when the call is interrupted."""
+        with self.changes.unsure_if_interrupted(
+            None if document_id is None else [document_id], conn
+        ):
+            document = await self.db.one(name, params, DocumentResponse, conn)
+            if document is not None:
+                await self.changes.changed([document.id], conn)
         return document
 
     async def claim_next(
@@ -114,8 +120,7 @@ class AsyncDocumentLifecycle:
             "lease_seconds": _lease_seconds(lease_seconds),
             "max_processing": self.max_processing_per_user,
         }
-        claimed = await self.db.one("claim_next_document", params, DocumentResponse, conn)
-        return await self._changed(claimed, conn)
+        return await self._write("claim_next_document", params, None, conn)
 
     async def claim(
         self,
@@ -127,10 +132,8 @@ class AsyncDocumentLifecycle:
         """Take this document for `worker_id` if it is PENDING (`InvalidTransition` otherwise);
         for consumers of a queue that may deliver a document twice."""
         params = _lease_params(document_id, worker_id, lease_seconds)
-        document = await self.db.one("claim_document", params, DocumentResponse, conn)
-        return await self._changed(document, conn) or await self._refused(
-            document_id, "claim", worker_id, conn
-        )
+        document = await self._write("claim_document", params, document_id, conn)
+        return document or await self._refused(document_id, "claim", worker_id, conn)
 
     async def heartbeat(
         self,
@@ -144,10 +147,8 @@ class AsyncDocumentLifecycle:
         `InvalidTransition` when the worker no longer holds a running lease: stop working.
         """
         params = _lease_params(document_id, worker_id, lease_seconds)
-        document = await self.db.one("extend_document_lease", params, DocumentResponse, conn)
-        return await self._changed(document, conn) or await self._refused(
-            document_id, "heartbeat", worker_id, conn
-        )
+        document = await self._write("extend_document_lease", params, document_id, conn)
+        return document or await self._refused(document_id, "heartbeat", worker_id, conn)
 
     async def mark_completed(
         self,
@@ -177,10 +178,12 @@ class AsyncDocumentLifecycle:
             **result.model_dump(),
         }
         # The statement does not send the text back: it is what we just wrote.
-        summary = await self.db.one("complete_document", params, DocumentSummary, conn)
+        with self.changes.unsure_if_interrupted([document_id], conn):
+            summary = await self.db.one("complete_document", params, DocumentSummary, conn)
+            if summary is not None:
+                await self.changes.changed([summary.id], conn)
         if summary is None:
             return await self._refused(document_id, "complete", worker_id, conn)
-        await self.changes.changed([summary.id], conn)
         return DocumentResponse.model_validate(
             {**summary.__dict__, "result_text": result.result_text}
         )
@@ -207,19 +210,16 @@ class AsyncDocumentLifecycle:
             "retry": bool(retry),
             **self._backoff_params(),
         }
-        document = await self.db.one("fail_document", params, DocumentResponse, conn)
-        return await self._changed(document, conn) or await self._refused(
-            document_id, "fail", worker_id, conn
-        )
+        document = await self._write("fail_document", params, document_id, conn)
+        return document or await self._refused(document_id, "fail", worker_id, conn)
 
     async def cancel(self, document_id: int, conn: Connection | None = None) -> DocumentResponse:
         """Cancel a PENDING or PROCESSING document: CANCELLED, never processed, and its worker's
         next heartbeat, completion or failure is refused (`Cancelled`). Cancelling a cancelled
         document returns it unchanged; a COMPLETED or FAILED one raises `InvalidTransition`."""
         params = {"document_id": _document_id(document_id)}
-        document = await self.db.one("cancel_document", params, DocumentResponse, conn)
+        document = await self._write("cancel_document", params, document_id, conn)
         if document is not None:
-            await self.changes.changed([document.id], conn)
             return document
         current = await self.db.one("get_document", params, DocumentResponse, conn)
         if current is None:
@@ -235,8 +235,9 @@ class AsyncDocumentLifecycle:
         (due after the same backoff as a failure) while attempts remain, FAILED after the last.
         Returns them."""
         params = {"limit": checked_limit(limit, 10_000), **self._backoff_params()}
-        taken = await self.db.all("requeue_expired_documents", params, DocumentResponse, conn)
-        await self.changes.changed([document.id for document in taken], conn)
+        with self.changes.unsure_if_interrupted(None, conn):
+            taken = await self.db.all("requeue_expired_documents", params, DocumentResponse, conn)
+            await self.changes.changed([document.id for document in taken], conn)
         return taken
 
     async def promote_due_retries(
@@ -245,8 +246,10 @@ class AsyncDocumentLifecycle:
         """Ids of up to `limit` documents whose retry is due, now plain PENDING (no longer
         waiting): the caller enqueues them; concurrent callers never take the same ones."""
         params = {"limit": checked_limit(limit, 10_000)}
-        ids = [row[0] for row in await self.db.all("promote_due_retries", params, conn=conn)]
-        await self.changes.changed(ids, conn)
+        with self.changes.unsure_if_interrupted(None, conn):
+            rows = await self.db.all("promote_due_retries", params, conn=conn)
+            ids = [row[0] for row in rows]
+            await self.changes.changed(ids, conn)
         return ids
 
     async def attempts(
@@ -274,10 +277,10 @@ class AsyncDocumentLifecycle:
             "queued_before": queued_before,
             "limit": checked_limit(limit, 10_000),
         }
-        ids = [
-            row[0] for row in await self.db.all("touch_stale_pending_documents", params, conn=conn)
-        ]
-        await self.changes.changed(ids, conn)  # their updated_at moved
+        with self.changes.unsure_if_interrupted(None, conn):
+            rows = await self.db.all("touch_stale_pending_documents", params, conn=conn)
+            ids = [row[0] for row in rows]
+            await self.changes.changed(ids, conn)  # their updated_at moved
         return ids
 
     async def _refused(

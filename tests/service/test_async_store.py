@@ -8,13 +8,20 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from docstore import AsyncDocstore, Docstore, DocumentCreate, Settings, UserCreate
+from docstore import (
+    AsyncDocstore,
+    Docstore,
+    DocumentCreate,
+    DocumentUpdate,
+    Settings,
+    UserCreate,
+)
 from docstore.intake.blobs import LocalBlobStore, S3BlobStore
 from docstore.intake.extractors import Extraction, ProgressCallback, extract_text
 from docstore.redis.keys import cache_key, cache_lock_key
@@ -214,3 +221,78 @@ async def test_a_cancelled_cache_read_never_leaves_its_load_lock_behind(
             left += 1
     assert cancelled >= 200
     assert left == 0
+
+
+async def _spread_of(call: Callable[[], Awaitable[object]]) -> float:
+    """Twice the median time of `call`: timeouts drawn below it land anywhere inside one."""
+    times = []
+    for _ in range(9):
+        started = time.perf_counter()
+        await call()
+        times.append(time.perf_counter() - started)
+    return 2 * sorted(times)[4]
+
+
+async def test_a_change_committed_by_a_cancelled_call_leaves_no_stale_cached_copy(
+    store: AsyncDocstore,
+) -> None:
+    # psycopg lets a cancelled statement finish: the row may be committed while the call raises.
+    # Whatever the cancel cut (the UPDATE, the COMMIT of a transaction, the cache's drop), the
+    # next get_document serves what PostgreSQL holds, alone or inside store.transaction().
+    user = (await store.users.create(UserCreate(email="stale@example.com"))).user
+    item = DocumentCreate(user_id=user.id, filename="0.pdf", s3_key="k")
+    document = await store.documents.create(item)
+    counter = iter(range(1, 10**6))
+
+    async def alone() -> None:
+        update = DocumentUpdate(filename=f"{next(counter)}.pdf")
+        await store.documents.update(document.id, update)
+
+    async def in_transaction() -> None:
+        async with store.transaction() as conn:
+            update = DocumentUpdate(filename=f"{next(counter)}.pdf")
+            await store.documents.update(document.id, update, conn=conn)
+
+    rng = random.Random(3)
+    for write in (alone, in_transaction):
+        spread = await _spread_of(write)
+        cancelled = stale = 0
+        for _ in range(400):
+            await store.get_document(document.id)  # cached
+            try:
+                async with asyncio.timeout(rng.uniform(0, spread)):
+                    await write()
+            except TimeoutError:
+                cancelled += 1
+            held = (await store.documents.get(document.id)).filename
+            stale += (await store.get_document(document.id)).filename != held
+        assert cancelled >= 50, write.__name__
+        assert stale == 0, write.__name__
+
+
+async def test_invalidations_kept_for_retry_survive_a_cancelled_retry(
+    store: AsyncDocstore,
+) -> None:
+    # Ids waiting to be dropped (as after a Redis blip) stay waiting when the call that retries
+    # them is cancelled before its DEL was sent: the next call drops them.
+    user = (await store.users.create(UserCreate(email="retry@example.com"))).user
+    item = DocumentCreate(user_id=user.id, filename="old.pdf", s3_key="k")
+    document = await store.documents.create(item)
+    rename = "UPDATE documents SET filename = %s WHERE id = %s"
+    spread = await _spread_of(lambda: store.get_document(document.id))
+    rng = random.Random(5)
+    cancelled = stale = 0
+    for n in range(400):
+        await store.get_document(document.id)  # cached
+        async with store.pool.connection() as conn:  # a change docstore does not see
+            await conn.execute(rename, (f"{n}.pdf", document.id))
+        store.cache.invalidate_later([document.id])
+        await store.redis.connection_pool.disconnect()  # the retry connects first, as after a blip
+        try:
+            async with asyncio.timeout(rng.uniform(0, spread)):
+                await store.get_document(document.id)
+        except TimeoutError:
+            cancelled += 1
+        stale += (await store.get_document(document.id)).filename != f"{n}.pdf"
+    assert cancelled >= 50
+    assert stale == 0
