@@ -63,6 +63,14 @@ RETURNING
     attempts, max_attempts, worker_id, lease_expires_at, next_attempt_at, legacy_task_id, created_at, updated_at,
     started_at, completed_at, result_text;
 
+-- name: blob_is_recorded
+-- Whether a document points at this blob (documents_s3_key_idx).
+SELECT EXISTS (
+    SELECT 1
+    FROM documents
+    WHERE s3_key = %(s3_key)s::text
+);
+
 -- name: get_document
 -- One document by id, with its text.
 SELECT

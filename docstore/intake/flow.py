@@ -26,7 +26,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import IO, Any, Literal, cast
 
-from docstore._sync_runtime import blocking_caller, in_thread
+from docstore._sync_runtime import blocking_caller, finish, in_thread
 from docstore.ephemeral.cache import RedisCache
 from docstore.ephemeral.progress import ProgressTracker
 from docstore.ephemeral.queue import TaskQueue
@@ -159,6 +159,16 @@ class DocumentIntake:
     # -- submitting ---------------------------------------------------------------------------
 
     @observe_submit
+    def _drop_unrecorded_blob(self, blobs: BlobStore, key: str) -> None:
+        """Delete the blob of a submit whose row may not have been written, unless a row points
+        at it; when PostgreSQL cannot tell, keep it (`docstore doctor --repair` removes blobs
+        no row points at, after their grace)."""
+        try:
+            if not self.documents.blob_is_recorded(key):
+                in_thread(blobs.delete, key)
+        except DocstoreError as exc:  # the submit's own error is the one raised
+            logger.warning("blob %s of a failed submit kept: %s", key, exc)
+
     def submit(
         self,
         user: UserResponse | int,
@@ -201,7 +211,8 @@ class DocumentIntake:
             else:
                 document = self.documents.create_once(row)
         except BaseException:
-            in_thread(blobs.delete, blob.key)
+            # A cancel or a lost connection can hide a committed row: check before deleting.
+            finish(self._drop_unrecorded_blob, blobs, blob.key)
             raise
         if document is None:  # a racing call with the same key won: ours goes
             in_thread(blobs.delete, blob.key)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import IO, Any, Literal, cast
 
-from docstore._async_runtime import blocking_caller, in_thread
+from docstore._async_runtime import blocking_caller, finish, in_thread
 from docstore.ephemeral.cache_async import AsyncRedisCache
 from docstore.ephemeral.progress_async import AsyncProgressTracker
 from docstore.ephemeral.queue_async import AsyncTaskQueue
@@ -157,6 +157,16 @@ class AsyncDocumentIntake:
     # -- submitting ---------------------------------------------------------------------------
 
     @observe_submit
+    async def _drop_unrecorded_blob(self, blobs: BlobStore, key: str) -> None:
+        """Delete the blob of a submit whose row may not have been written, unless a row points
+        at it; when PostgreSQL cannot tell, keep it (`docstore doctor --repair` removes blobs
+        no row points at, after their grace)."""
+        try:
+            if not await self.documents.blob_is_recorded(key):
+                await in_thread(blobs.delete, key)
+        except DocstoreError as exc:  # the submit's own error is the one raised
+            logger.warning("blob %s of a failed submit kept: %s", key, exc)
+
     async def submit(
         self,
         user: UserResponse | int,
@@ -199,7 +209,8 @@ class AsyncDocumentIntake:
             else:
                 document = await self.documents.create_once(row)
         except BaseException:
-            await in_thread(blobs.delete, blob.key)
+            # A cancel or a lost connection can hide a committed row: check before deleting.
+            await finish(self._drop_unrecorded_blob, blobs, blob.key)
             raise
         if document is None:  # a racing call with the same key won: ours goes
             await in_thread(blobs.delete, blob.key)

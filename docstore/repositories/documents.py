@@ -176,6 +176,10 @@ class DocumentRepo:
         }
         return self.db.one("get_document_by_idempotency_key", params, SubmittedDocument, conn)
 
+    def blob_is_recorded(self, s3_key: str, conn: Connection | None = None) -> bool:
+        """Whether a document points at the blob stored under `s3_key`."""
+        return bool(self.db.value("blob_is_recorded", {"s3_key": s3_key}, conn))
+
     def get(self, document_id: int, conn: Connection | None = None) -> DocumentResponse:
         """The document with this id, text included (`NotFound` otherwise)."""
         params = {"document_id": _document_id(document_id)}

@@ -177,6 +177,10 @@ class AsyncDocumentRepo:
         }
         return await self.db.one("get_document_by_idempotency_key", params, SubmittedDocument, conn)
 
+    async def blob_is_recorded(self, s3_key: str, conn: Connection | None = None) -> bool:
+        """Whether a document points at the blob stored under `s3_key`."""
+        return bool(await self.db.value("blob_is_recorded", {"s3_key": s3_key}, conn))
+
     async def get(self, document_id: int, conn: Connection | None = None) -> DocumentResponse:
         """The document with this id, text included (`NotFound` otherwise)."""
         params = {"document_id": _document_id(document_id)}

@@ -22,6 +22,7 @@ from docstore import (
     Settings,
     UserCreate,
 )
+from docstore.errors import NotFound
 from docstore.intake.blobs import LocalBlobStore, S3BlobStore
 from docstore.intake.extractors import Extraction, ProgressCallback, extract_text
 from docstore.redis.keys import cache_key, cache_lock_key
@@ -296,3 +297,36 @@ async def test_invalidations_kept_for_retry_survive_a_cancelled_retry(
         stale += (await store.get_document(document.id)).filename != f"{n}.pdf"
     assert cancelled >= 50
     assert stale == 0
+
+
+async def test_a_cancelled_submit_never_leaves_a_row_without_its_blob(store: AsyncDocstore) -> None:
+    # A submit cancelled while its INSERT runs may still commit the row: the blob stays then.
+    user = (await store.users.create(UserCreate(email="submit@example.com"))).user
+    counter = iter(range(10**6))
+
+    async def submit() -> None:
+        await store.submit_document(user, f"{next(counter)}.txt", b"some words to keep")
+
+    spread = await _spread_of(submit)
+    rng = random.Random(11)
+    cancelled = 0
+    for _ in range(300):
+        try:
+            async with asyncio.timeout(rng.uniform(0, spread)):
+                await submit()
+        except TimeoutError:
+            cancelled += 1
+    page = await store.documents.list_for_user(user.id, limit=100)
+    rows = list(page.items)
+    while page.next_cursor is not None:
+        page = await store.documents.list_for_user(user.id, limit=100, cursor=page.next_cursor)
+        rows += page.items
+    missing = []
+    for row in rows:
+        try:
+            await store.blobs.get(row.s3_key)
+        except NotFound:
+            missing.append(row.id)
+    assert cancelled >= 50
+    assert len(rows) >= 9 + 300 - cancelled
+    assert missing == []

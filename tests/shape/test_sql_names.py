@@ -9,8 +9,9 @@ import docstore
 from docstore.postgres.queries import queries
 
 PACKAGE = Path(docstore.__file__).resolve().parent
-# Executor verbs whose first argument is a query name.
-QUERY_METHODS = {"one", "all", "value", "execute", "copy", "query"}
+# Executor verbs whose first argument is a query name (and the lifecycle's `_write`, which runs
+# one and tells the cache).
+QUERY_METHODS = {"one", "all", "value", "execute", "copy", "query", "_write"}
 
 
 def _trees() -> list[tuple[Path, ast.Module]]:
