@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from docstore.errors import ConfigurationError
 
 
 def redact_url(url: str) -> str:
@@ -204,3 +206,16 @@ class Settings(BaseSettings):
     def pool_max_size(self) -> int:
         """Most connections the pool may hold."""
         return max(self.pool_min_size + self.pool_max_overflow, 1)
+
+
+def settings_from_environment() -> Settings:
+    """`Settings()`, with bad or missing values raised as one `ConfigurationError` naming each
+    (never their values, which may hold a password)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']).upper() or 'settings'}: {error['msg']}"
+            for error in exc.errors(include_url=False, include_input=False)
+        )
+        raise ConfigurationError(f"invalid settings: {problems}") from None

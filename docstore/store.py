@@ -38,7 +38,7 @@ from docstore.repositories.changes import DocumentChanges, tracked_database
 from docstore.repositories.documents import DocumentRepo
 from docstore.repositories.lifecycle import DocumentLifecycle
 from docstore.repositories.users import UserRepo
-from docstore.settings import Settings
+from docstore.settings import Settings, settings_from_environment
 
 
 class Docstore:
@@ -55,7 +55,7 @@ class Docstore:
         redis_client: RedisClient | RedisCore | None = None,
         blobs: BlobStore | None = None,
     ) -> None:
-        self.settings = settings or Settings()
+        self.settings = settings or settings_from_environment()
         self._owns_pool = pool is None
         self._owns_redis = redis_client is None
         self.pool = pool if pool is not None else new_pool(self.settings)

@@ -36,7 +36,7 @@ from docstore.repositories.changes_async import AsyncDocumentChanges, tracked_da
 from docstore.repositories.documents_async import AsyncDocumentRepo
 from docstore.repositories.lifecycle_async import AsyncDocumentLifecycle
 from docstore.repositories.users_async import AsyncUserRepo
-from docstore.settings import Settings
+from docstore.settings import Settings, settings_from_environment
 
 
 class AsyncDocstore:
@@ -53,7 +53,7 @@ class AsyncDocstore:
         redis_client: RedisClient | AsyncRedisCore | None = None,
         blobs: BlobStore | None = None,
     ) -> None:
-        self.settings = settings or Settings()
+        self.settings = settings or settings_from_environment()
         self._owns_pool = pool is None
         self._owns_redis = redis_client is None
         self.pool = pool if pool is not None else new_pool(self.settings)

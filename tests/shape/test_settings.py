@@ -1,8 +1,12 @@
 """Settings from the environment; secrets never shown."""
 
+import asyncio
+
 import pytest
 from pydantic import ValidationError
 
+from docstore import AsyncDocstore, Docstore
+from docstore.errors import ConfigurationError
 from docstore.settings import Settings, redact_url
 
 PASSWORD = "pa55-w0rd/with:odd@chars"
@@ -115,3 +119,18 @@ def test_pool_check_idle_after_comes_from_the_environment(monkeypatch: pytest.Mo
     assert Settings().pool_check_idle_after == 2.0
     monkeypatch.setenv("POOL_CHECK_IDLE_AFTER", "0")
     assert Settings().pool_check_idle_after == 0.0
+
+
+def test_a_store_made_from_bad_environment_settings_raises_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://u:{PASSWORD}@h/d")
+    monkeypatch.setenv("POOL_MIN_SIZE", "-1")
+    with pytest.raises(ConfigurationError) as sync_error:
+        Docstore.connect()
+    with pytest.raises(ConfigurationError) as async_error:
+        asyncio.run(AsyncDocstore.connect())
+    for info in (sync_error, async_error):
+        message = info.value.message
+        assert "POOL_MIN_SIZE" in message, message
+        assert PASSWORD not in str(info.value)
