@@ -552,6 +552,8 @@ ranked AS (
     FROM documents AS d
     CROSS JOIN query
     WHERE d.user_id = %(user_id)s::bigint
+        -- Unprocessed documents have no text: an exclusion alone ("-word") would match them.
+        AND d.result_text IS NOT NULL
         AND d.search_vector @@ query.tsquery
 ),
 page AS (

@@ -57,6 +57,20 @@ def test_web_search_syntax_phrases_exclusions_and_or(
     assert ids("the and") == set()  # only stop words: no lexemes, no hits
 
 
+def test_exclusions_match_only_documents_with_extracted_text(
+    docstore_store: Docstore, user_id: int
+) -> None:
+    # A document not processed yet has no text: nothing is known to be absent from it.
+    store = docstore_store
+    pear = _completed(store, user_id, "one pear alone")
+    store.documents.create(DocumentCreate(user_id=user_id, filename="new.pdf", s3_key="k"))
+    claimed = store.documents.create(DocumentCreate(user_id=user_id, filename="p.pdf", s3_key="k"))
+    store.lifecycle.claim(claimed.id, "indexer")
+
+    for query in ("-apple", "apple or -green"):
+        assert [hit.id for hit in store.documents.search(user_id, query).items] == [pear], query
+
+
 def test_search_pages_through_every_hit_once(docstore_store: Docstore, user_id: int) -> None:
     store = docstore_store
     # Equal ranks for some (same text), different for others: ties are broken by id.
