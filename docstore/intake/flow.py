@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -314,8 +315,14 @@ class DocumentIntake:
             # (`Cancelled`); without Redis the next regular heartbeat finds it.
             heartbeat(stored is not None and stored.stage == CANCELLED_STAGE)
 
+        abandoned = threading.Event()  # the call was cancelled: stop the extractor's thread
+
         def report(percent: float, stage: str) -> None:
             # On the asyncio side the extractor runs on a thread: its reports go to the loop.
+            # Once the call is cancelled the thread runs on, but its reports no longer extend
+            # the lease: the next one stops it, and the lease runs out (`requeue_stuck`).
+            if abandoned.is_set():
+                raise Cancelled(f"processing of document {document.id} was abandoned")
             call(record, percent, stage)
 
         try:
@@ -332,6 +339,9 @@ class DocumentIntake:
             return Outcome(document_id=document.id, action="skipped", detail=str(exc))
         except Exception as exc:  # noqa: BLE001 - any failure of the extractor fails the document
             return self._fail(document, worker_id, exc)
+        except BaseException:  # cancelled (or interrupted) while the extractor runs
+            abandoned.set()
+            raise
         elapsed = time.perf_counter() - started
         try:
             done = self.lifecycle.mark_completed(

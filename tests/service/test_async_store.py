@@ -7,6 +7,7 @@ import asyncio
 import inspect
 import logging
 import random
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -22,7 +23,7 @@ from docstore import (
     Settings,
     UserCreate,
 )
-from docstore.errors import NotFound
+from docstore.errors import Cancelled, NotFound
 from docstore.intake.blobs import LocalBlobStore, S3BlobStore
 from docstore.intake.extractors import Extraction, ProgressCallback, extract_text
 from docstore.redis.keys import cache_key, cache_lock_key
@@ -330,3 +331,32 @@ async def test_a_cancelled_submit_never_leaves_a_row_without_its_blob(store: Asy
     assert cancelled >= 50
     assert len(rows) >= 9 + 300 - cancelled
     assert missing == []
+
+
+async def test_a_cancelled_process_next_stops_its_extractor_at_the_next_report(
+    store: AsyncDocstore,
+) -> None:
+    # The extractor's thread outlives the cancelled call; its next progress report stops it
+    # instead of extending the lease of a document nobody will complete.
+    user = (await store.users.create(UserCreate(email="abandon@example.com"))).user
+    await store.submit_document(user, "long.txt", b"a long document")
+    started, stopped = threading.Event(), threading.Event()
+
+    def long_extract(data: bytes, filename: str, report: ProgressCallback) -> Extraction:
+        started.set()
+        try:
+            for n in range(100):
+                time.sleep(0.02)
+                report(n, "reading")
+        except Cancelled:
+            stopped.set()
+            raise
+        return extract_text(data, filename, report)
+
+    task = asyncio.create_task(store.process_next("w", long_extract))
+    assert await asyncio.to_thread(started.wait, 10)
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.to_thread(stopped.wait, 10)
