@@ -159,7 +159,6 @@ class DocumentIntake:
 
     # -- submitting ---------------------------------------------------------------------------
 
-    @observe_submit
     def _drop_unrecorded_blob(self, blobs: BlobStore, key: str) -> None:
         """Delete the blob of a submit whose row may not have been written, unless a row points
         at it; when PostgreSQL cannot tell, keep it (`docstore doctor --repair` removes blobs
@@ -170,6 +169,7 @@ class DocumentIntake:
         except DocstoreError as exc:  # the submit's own error is the one raised
             logger.warning("blob %s of a failed submit kept: %s", key, exc)
 
+    @observe_submit
     def submit(
         self,
         user: UserResponse | int,

@@ -308,6 +308,7 @@ NOT_IO = {
     "RedisCache.stats",
     "RedisCache.document_key",
     "RedisCache.pending_invalidations",
+    "RedisCache.invalidate_later",  # no I/O: it runs in a task being cancelled
 }
 PAIRS = [
     (RedisCore, AsyncRedisCore),

@@ -44,6 +44,16 @@ async def store(
         yield opened
 
 
+async def _cut_short(call: Callable[[], Awaitable[object]], seconds: float) -> bool:
+    """Run `call` under `asyncio.timeout(seconds)`; whether the timeout cut it short."""
+    try:
+        async with asyncio.timeout(seconds):
+            await call()
+    except TimeoutError:
+        return True
+    return False
+
+
 def _public(cls: type) -> dict[str, Any]:
     return {
         name: member
@@ -95,12 +105,7 @@ async def test_cancelled_calls_return_their_connections_clean_and_write_half_not
         # create_many of 1,500 is two statements in one transaction: cancelled before, between
         # or inside them it must leave nothing; the timeouts spread over the call's length, and
         # four run at once, so some wait for a connection when they are cancelled.
-        try:
-            async with asyncio.timeout(0.001 * (n % 50)):
-                await store.documents.create_many(items)
-        except TimeoutError:
-            return True
-        return False
+        return await _cut_short(lambda: store.documents.create_many(items), 0.001 * (n % 50))
 
     outcomes: list[bool] = []
     for start in range(0, 240, 4):
@@ -185,11 +190,10 @@ async def test_calls_cancelled_while_giving_their_connection_back_still_give_it_
             nonlocal cancelled
             rng = random.Random(seed)
             for _ in range(300):
-                try:
-                    async with asyncio.timeout(rng.uniform(0, 0.004)):
-                        await store.documents.list_for_user(user.id, limit=10)
-                except TimeoutError:
-                    cancelled += 1
+                cancelled += await _cut_short(
+                    lambda: store.documents.list_for_user(user.id, limit=10),
+                    rng.uniform(0, 0.004),
+                )
 
         for round_ in range(3):
             await asyncio.gather(*(reader(10 * round_ + n) for n in range(8)))
@@ -214,11 +218,9 @@ async def test_a_cancelled_cache_read_never_leaves_its_load_lock_behind(
     cancelled = left = 0
     for _ in range(1500):
         await store.redis.delete(value_key, lock_key)
-        try:
-            async with asyncio.timeout(rng.uniform(0, 0.003)):
-                await store.get_document(document.id)
-        except TimeoutError:
-            cancelled += 1
+        cancelled += await _cut_short(
+            lambda: store.get_document(document.id), rng.uniform(0, 0.003)
+        )
         if await store.redis.exists(lock_key) and not await store.redis.exists(value_key):
             left += 1
     assert cancelled >= 200
@@ -261,11 +263,7 @@ async def test_a_change_committed_by_a_cancelled_call_leaves_no_stale_cached_cop
         cancelled = stale = 0
         for _ in range(400):
             await store.get_document(document.id)  # cached
-            try:
-                async with asyncio.timeout(rng.uniform(0, spread)):
-                    await write()
-            except TimeoutError:
-                cancelled += 1
+            cancelled += await _cut_short(write, rng.uniform(0, spread))
             held = (await store.documents.get(document.id)).filename
             stale += (await store.get_document(document.id)).filename != held
         assert cancelled >= 50, write.__name__
@@ -290,11 +288,9 @@ async def test_invalidations_kept_for_retry_survive_a_cancelled_retry(
             await conn.execute(rename, (f"{n}.pdf", document.id))
         store.cache.invalidate_later([document.id])
         await store.redis.connection_pool.disconnect()  # the retry connects first, as after a blip
-        try:
-            async with asyncio.timeout(rng.uniform(0, spread)):
-                await store.get_document(document.id)
-        except TimeoutError:
-            cancelled += 1
+        cancelled += await _cut_short(
+            lambda: store.get_document(document.id), rng.uniform(0, spread)
+        )
         stale += (await store.get_document(document.id)).filename != f"{n}.pdf"
     assert cancelled >= 50
     assert stale == 0
@@ -312,11 +308,7 @@ async def test_a_cancelled_submit_never_leaves_a_row_without_its_blob(store: Asy
     rng = random.Random(11)
     cancelled = 0
     for _ in range(300):
-        try:
-            async with asyncio.timeout(rng.uniform(0, spread)):
-                await submit()
-        except TimeoutError:
-            cancelled += 1
+        cancelled += await _cut_short(submit, rng.uniform(0, spread))
     page = await store.documents.list_for_user(user.id, limit=100)
     rows = list(page.items)
     while page.next_cursor is not None:
