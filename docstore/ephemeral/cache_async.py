@@ -22,6 +22,7 @@ from pydantic import ConfigDict, TypeAdapter
 from pydantic_core import PydanticSerializationError
 
 from docstore._async_runtime import AsyncCall, finish, sleep
+from docstore.ephemeral.owed import Debt, Owed
 from docstore.ephemeral.values import CacheStats
 from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
 from docstore.observability.messaging import count_cache
@@ -108,10 +109,8 @@ class AsyncRedisCache:
         self._counts = {"hits": 0, "misses": 0, "errors": 0, "loads": 0}
         self._counts_lock = threading.Lock()
         self._recent_misses = 0.0  # share of recent reads that missed (moving average)
-        # Documents whose invalidation failed (Redis unreachable): retried by the next call.
-        self._stale_documents: set[int] = set()
-        # More failed than that bound: how many; the next contact drops every document result.
-        self._overflowed = 0
+        # Drops and lock releases Redis did not surely take: paid by the next call.
+        self._owed = Owed(max_pending_invalidations)
 
     # -- counters -----------------------------------------------------------------------------
 
@@ -146,7 +145,7 @@ class AsyncRedisCache:
     async def get(self, key: str, type_: type[T]) -> T | None:
         """The cached value read as `type_`, or None on a miss (or when Redis is unreachable)."""
         redis_key = cache_key(check_name(key))
-        await self._retry_stale()
+        await self._pay_owed()
         raw = await self._fail_open("read", key, lambda: self.core.client.get(redis_key))
         if isinstance(raw, _FailedOpen):
             return None
@@ -187,7 +186,7 @@ class AsyncRedisCache:
         """
         name = check_name(key)
         ttl_ms = self._ttl_ms(ttl)
-        await self._retry_stale()
+        await self._pay_owed()
         if self._recent_misses < MISSES_FOR_SCRIPT_FIRST:
             # Mostly hits: a plain GET, as cheap as `get`.
             raw = await self._fail_open("read", key, lambda: self.core.client.get(cache_key(name)))
@@ -217,6 +216,9 @@ class AsyncRedisCache:
                 await finish(self._release, key, keys[1], token)
                 raise
             if isinstance(reply, _FailedOpen):
+                # A frozen Redis may still run the script and lock for nobody: release it at
+                # the next contact, so the next reader does not wait for it to expire.
+                self._owed.lock(keys[1], token)
                 return await self._load(loader)
             raw, locked = reply
             if raw:
@@ -282,9 +284,9 @@ class AsyncRedisCache:
 
     @property
     def pending_invalidations(self) -> int:
-        """Documents whose invalidation failed (Redis unreachable), retried by the next call."""
-        with self._counts_lock:
-            return len(self._stale_documents) + self._overflowed
+        """Documents whose cached copies are still to be dropped (Redis did not surely take the
+        drop), retried by the next call."""
+        return self._owed.pending()
 
     async def invalidate_document(self, document_id: int) -> bool:
         """Forget a document's cached result (the store calls it on every committed change)."""
@@ -294,30 +296,22 @@ class AsyncRedisCache:
         """Forget the cached results of these documents, and their single-flight locks, so that
         a load in flight cannot write an older version back; a few hundred keys per round trip.
 
-        False when Redis was unreachable: the ids are kept and retried by the next invalidation
-        or `get_or_set` of this cache (a value that outlived its document's change is never
-        served by this process after Redis answers again). Past `max_pending_invalidations`
-        kept ids, the retry drops every cached document result instead (logged).
+        False when Redis was unreachable: the ids stay owed and are dropped by the next call of
+        this cache (a value that outlived its document's change is never served by this process
+        after Redis answers again). Past `max_pending_invalidations` owed ids, that next call
+        drops every cached document result instead (logged).
         """
-        with self._counts_lock:
-            wanted = {check_document_id(i) for i in document_ids} | self._stale_documents
-            self._stale_documents = set()
-            overflowed = self._overflowed
-        if overflowed:
-            return await self._drop_every_document(len(wanted))
-        ordered = sorted(wanted)
+        self._owed.documents([check_document_id(i) for i in document_ids])
+        debt = self._owed.take()  # owed until paid: a cancel here forgets nothing
+        if debt.everything:
+            return await self._drop_every_document(debt)
+        ordered = sorted(debt.documents)
         for start in range(0, len(ordered), _INVALIDATE_BATCH):
             batch = ordered[start : start + _INVALIDATE_BATCH]
-            try:
-                done = await self._fail_open(
-                    "delete", f"{len(batch)} documents", self._dropper(batch)
-                )
-            except BaseException:  # cancelled: the ids not surely dropped wait for the next call
-                self._keep_for_retry(ordered[start:])
-                raise
+            done = await self._fail_open("delete", f"{len(batch)} documents", self._dropper(batch))
             if isinstance(done, _FailedOpen):
-                self._keep_for_retry(ordered[start:])
                 return False
+            self._owed.paid(debt, batch)
         return True
 
     def invalidate_later(self, document_ids: Iterable[int] | None) -> None:
@@ -325,27 +319,13 @@ class AsyncRedisCache:
         document result): for changes whose outcome is unknown, such as a write or a COMMIT
         interrupted by a cancel. No I/O, so it runs even in a task being cancelled."""
         if document_ids is None:
-            with self._counts_lock:
-                self._overflowed += 1
-            return
-        self._keep_for_retry([check_document_id(i) for i in document_ids])
+            self._owed.everything()
+        else:
+            self._owed.documents([check_document_id(i) for i in document_ids])
 
-    def _keep_for_retry(self, document_ids: list[int]) -> None:
-        with self._counts_lock:
-            self._stale_documents.update(document_ids)
-            if self._overflowed or len(self._stale_documents) > self.max_pending_invalidations:
-                if not self._overflowed:
-                    logger.warning(
-                        "more than %d cache invalidations wait for Redis: every cached "
-                        "document result will be dropped when it answers",
-                        self.max_pending_invalidations,
-                    )
-                self._overflowed += len(self._stale_documents)
-                self._stale_documents = set()
-
-    async def _drop_every_document(self, more: int) -> bool:
+    async def _drop_every_document(self, debt: Debt) -> bool:
         """Delete every cached document result and lock (after an overflow); False when Redis
-        did not answer (still pending, `more` ids counted with the rest)."""
+        did not answer (still owed)."""
         pattern = cache_key(self.DOCUMENT_KEYS) + "*"  # each value and its lock
 
         async def drop(keys: list[Any]) -> None:
@@ -367,11 +347,10 @@ class AsyncRedisCache:
             return dropped + len(keys)
 
         done = await self._fail_open("delete", "every document result", drop_all)
-        with self._counts_lock:
-            if isinstance(done, _FailedOpen):
-                self._overflowed += more
-                return False
-            self._overflowed = 0
+        if isinstance(done, _FailedOpen):
+            return False
+        # SCAN saw every key that existed all along: the copies owed before `debt` are gone.
+        self._owed.paid_everything(debt)
         logger.info("dropped %d cached document keys after an overflow of invalidations", done)
         return True
 
@@ -386,9 +365,19 @@ class AsyncRedisCache:
 
         return drop
 
-    async def _retry_stale(self) -> None:
-        if self._stale_documents or self._overflowed:
-            await self.invalidate_documents([])
+    async def _pay_owed(self) -> None:
+        """Drop what is owed and release the locks a reader may hold unknowingly."""
+        if not self._owed.any():
+            return
+        await self.invalidate_documents([])
+        locks = self._owed.locks()
+        if locks:
+            calls = [([lock_key], [token]) for lock_key, token in locks]
+            done = await self._fail_open(
+                "unlock", f"{len(locks)} locks", lambda: self._unlock.run_many(calls)
+            )
+            if not isinstance(done, _FailedOpen):
+                self._owed.released(locks)
 
     # -- encoding -----------------------------------------------------------------------------
 

@@ -120,15 +120,23 @@ class AsyncDocumentChanges:
         if not xids or self._db is None:
             return
         committed: list[int] = []
+        told: list[str] = []
         for xid, status in await self._db.all("transaction_outcomes", {"xids": xids}):
             if status == "in progress":
                 continue
             with self._foreign_lock:
-                ids = self._foreign.pop(xid, [])
-            if status != "aborted":  # committed, or too old to tell: drop to be sure
-                committed.extend(ids)
+                if status == "aborted":
+                    self._foreign.pop(xid, None)
+                    continue
+                # Committed, or too old to tell: drop to be sure. Noted until told, so that
+                # another caller of settle() meanwhile waits for its own drop.
+                committed.extend(self._foreign.get(xid, []))
+                told.append(xid)
         if committed:
             await self.notify(sorted(set(committed)))
+        with self._foreign_lock:
+            for xid in told:
+                self._foreign.pop(xid, None)
 
     async def notify(self, ids: list[int]) -> None:
         """Tell every listener now (unsure, if this is interrupted)."""

@@ -20,6 +20,7 @@ from docstore.ephemeral.progress import ProgressTracker
 from docstore.ephemeral.queue import TaskQueue
 from docstore.ephemeral.rate_limit import DecidedBy, FailurePolicy, RateLimiter
 from docstore.redis.client import new_redis
+from docstore.redis.keys import cache_lock_key
 from docstore.redis.scripts import lua_source
 from docstore.testing.servers import LocalRedis
 
@@ -166,4 +167,28 @@ def test_invalidations_past_their_bound_drop_every_cached_document_when_redis_an
     assert cache.pending_invalidations == 0
     assert [cache.get_document_result(i, dict) for i in (1, 2, 3)] == [None, None, None]
     assert cache.get("other", int) == 1  # not a document result: kept
+    side.close_redis(client)
+
+
+def test_a_lock_a_frozen_redis_took_for_nobody_is_released_by_the_next_call(
+    side: Side, local_redis_factory: Callable[[], LocalRedis]
+) -> None:
+    server = local_redis_factory()
+    client = side.make(new_redis, Settings.model_validate({"REDIS_URL": server.url}))
+    cache = side.make(RedisCache, side.make(RedisCore, client))
+    for n in range(40):  # mostly misses: get_or_set now sends its lock script first
+        assert cache.get_or_set(f"cold-{n}", lambda n=n: n, int) == n
+    assert server.process is not None
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        assert cache.get_or_set("k", lambda: 7, int) == 7  # the script timed out: loaded anyway
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+    watcher = redis.Redis.from_url(server.url)
+    # Waking up, Redis ran the script it had buffered: the lock is held for nobody...
+    assert watcher.exists(cache_lock_key("k"))
+    # ...until the cache's next call releases it (the next reader of "k" need not wait 10 s).
+    assert cache.get("other", int) is None
+    assert not watcher.exists(cache_lock_key("k"))
+    watcher.close()
     side.close_redis(client)
