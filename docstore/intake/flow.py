@@ -457,23 +457,38 @@ class DocumentIntake:
         """
         pending_for = _pending_for(pending_for)  # before any write: bad input changes nothing
         expired = self.lifecycle.requeue_expired(limit)
+        # Retries whose backoff is over (expired leases wait for theirs too): plain PENDING, so
+        # workers claim them from PostgreSQL even while Redis is away.
+        due = self.lifecycle.promote_due_retries(limit)
+        enqueued: set[int] = set()
+        queue_unavailable = False
+        try:
+            enqueued = self._enqueue_due_and_lost(due, pending_for, limit)
+        except ServiceUnavailable as exc:  # the PostgreSQL work above and below still counts
+            queue_unavailable = True
+            logger.warning("requeue_stuck without the queue: %s", exc.message)
+        # What the cache may still owe Redis goes now too, even in an idle worker.
+        self.cache.invalidate_documents([])
+        purged = self.purge_deleted_blobs()
+        handed_back = {d.id for d in expired if d.status == "PENDING"}
+        return StuckReport(
+            expired_leases=len(expired),
+            requeued=len(enqueued | handed_back),
+            failed=sum(1 for d in expired if d.status == "FAILED"),
+            blobs_deleted=purged.deleted,
+            queue_unavailable=queue_unavailable,
+        )
+
+    def _enqueue_due_and_lost(self, due: list[int], pending_for: float, limit: int) -> set[int]:
+        """Enqueue the due retries and the PENDING documents whose message is lost; their ids."""
         # Messages are deleted once acked: a document enqueued before the oldest one left has
         # no message. The margin covers the time from writing a row to enqueueing it.
         oldest = self.queue.oldest_enqueued_at()
         queued_before = oldest - timedelta(seconds=ENQUEUE_MARGIN_SECONDS) if oldest else None
         stale = self.lifecycle.take_unqueued_pending(pending_for, queued_before, limit)
-        # Retries whose backoff is over (expired leases wait for theirs too).
-        due = self.lifecycle.promote_due_retries(limit)
         ids = set(due) | set(stale)
         self.queue.enqueue_many(sorted(ids))
-        purged = self.purge_deleted_blobs()
-        handed_back = {d.id for d in expired if d.status == "PENDING"}
-        return StuckReport(
-            expired_leases=len(expired),
-            requeued=len(ids | handed_back),
-            failed=sum(1 for d in expired if d.status == "FAILED"),
-            blobs_deleted=purged.deleted,
-        )
+        return ids
 
 
 __all__ = ["BlobPurgeReport", "DocumentIntake", "Extractor", "Outcome", "StuckReport"]

@@ -34,6 +34,9 @@ class StuckReport(BaseModel):
     requeued: int  # handed back or enqueued again (a retry waits for its backoff first)
     failed: int
     blobs_deleted: int = 0
+    # Redis could not be reached: lost messages were not looked for and nothing was enqueued
+    # (workers claim from PostgreSQL meanwhile); the next call after it answers catches up.
+    queue_unavailable: bool = False
 
 
 class BlobPurgeReport(BaseModel):

@@ -339,3 +339,22 @@ def test_a_dead_workers_document_is_processed_by_another_exactly_once(
     final = store.documents.get(document.id)
     assert final.status == "COMPLETED" and final.worker_id in (None, "survivor")
     assert store.process_next("survivor", extract_text, block_ms=0) is None
+
+
+def test_requeue_stuck_with_redis_down_does_its_postgres_work_and_says_so(
+    outage_store: tuple[Docstore, LocalRedis],
+) -> None:
+    store, server = outage_store
+    user = store.users.create(UserCreate(email="stuck@example.com")).user
+    leased = store.submit_document(user, "a.txt", b"its worker died")
+    store.lifecycle.claim(leased.id, "doomed")
+    expire_lease(store, leased.id)
+    deleted = store.submit_document(user, "b.txt", b"deleted, its blob waits")
+    server.stop()
+    store.documents.delete(deleted.id)  # the blob stays listed for purge_deleted_blobs
+    report = store.requeue_stuck(pending_for=0)
+    assert report.queue_unavailable
+    assert report.expired_leases == 1 and report.blobs_deleted == 1
+    assert store.documents.get(leased.id).status == "PENDING"
+    server.start()
+    assert not store.requeue_stuck(pending_for=0).queue_unavailable
