@@ -727,12 +727,18 @@ def create_app(
     @app.get("/documents/{document_id}/progress", responses={**PROTECTED, **NOT_FOUND})
     async def get_progress(document_id: int, user: UserDep, store: StoreDep) -> ProgressOut:
         document = await owned_document(store, user, document_id)
+        if document.status in FINISHED_STATUSES:  # PostgreSQL alone answers: no Redis needed
+            return ProgressOut(
+                document_id=document_id,
+                status=document.status,
+                percent=100.0,
+                stage=document.status.lower(),
+            )
         progress: Progress | None = await store.progress.get(document_id)
-        done = document.status in FINISHED_STATUSES
         return ProgressOut(
             document_id=document_id,
             status=document.status,
-            percent=100.0 if done else (progress.percent if progress else 0.0),
+            percent=progress.percent if progress else 0.0,
             stage=progress.stage if progress else document.status.lower(),
         )
 

@@ -21,6 +21,7 @@ from docstore.intake.blobs import S3BlobStore
 from docstore.intake.extractors import extract_text
 from docstore.quickstart import make_pdf
 from docstore.repositories.api_keys import new_api_key
+from docstore.testing.servers import LocalRedis
 from examples.fastapi_service import DocumentPageOut, SearchPageOut, create_app
 
 pytestmark = pytest.mark.anyio
@@ -464,3 +465,31 @@ async def test_the_default_bound_is_the_pools_size(service: Service) -> None:
     async with service.client() as http:
         assert (await http.get("/documents")).status_code == 401
     assert gate.most == 1
+
+
+async def test_with_redis_down_a_finished_documents_progress_comes_from_postgres(
+    service_env: None,
+    docstore_settings: Settings,
+    docstore_blob_store: S3BlobStore,
+    local_redis_factory: Callable[[], LocalRedis],
+) -> None:
+    server = local_redis_factory()
+    own_redis = docstore_settings.redis_url_secret.__class__(server.url)
+    settings = docstore_settings.model_copy(update={"redis_url_secret": own_redis})
+    async with running_service(settings, docstore_blob_store) as service:
+        headers = await service.new_key("progress@example.com")
+        async with service.client() as http:
+            upload = await http.post(
+                "/documents", headers=headers, files={"file": ("a.txt", b"words", "text/plain")}
+            )
+            document_id = upload.json()["id"]
+            assert await service.store.process_next("w", extract_text, block_ms=0)
+            server.stop()
+            answer = await http.get(f"/documents/{document_id}/progress", headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {
+        "document_id": document_id,
+        "status": "COMPLETED",
+        "percent": 100.0,
+        "stage": "completed",
+    }
