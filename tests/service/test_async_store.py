@@ -19,6 +19,7 @@ from docstore import (
     AsyncDocstore,
     Docstore,
     DocumentCreate,
+    DocumentResponse,
     DocumentUpdate,
     Settings,
     UserCreate,
@@ -52,6 +53,13 @@ async def _cut_short(call: Callable[[], Awaitable[object]], seconds: float) -> b
     except TimeoutError:
         return True
     return False
+
+
+async def _new_document(store: AsyncDocstore, email: str, filename: str) -> DocumentResponse:
+    """A PENDING document of a new user (no blob)."""
+    user = (await store.users.create(UserCreate(email=email))).user
+    item = DocumentCreate(user_id=user.id, filename=filename, s3_key="k")
+    return await store.documents.create(item)
 
 
 def _public(cls: type) -> dict[str, Any]:
@@ -213,10 +221,7 @@ async def test_a_cancelled_cache_read_never_leaves_its_load_lock_behind(
 ) -> None:
     # A read cancelled after its script took the single-flight lock, or while its loader ran,
     # lets the lock go: otherwise the next reader of the document waits for the lock to expire.
-    user = (await store.users.create(UserCreate(email="lock@example.com"))).user
-    document = await store.documents.create(
-        DocumentCreate(user_id=user.id, filename="a.pdf", s3_key="k")
-    )
+    document = await _new_document(store, "lock@example.com", "a.pdf")
     name = store.cache.document_key(document.id)
     value_key, lock_key = cache_key(name), cache_lock_key(name)
     rng = random.Random(7)
@@ -248,9 +253,7 @@ async def test_a_change_committed_by_a_cancelled_call_leaves_no_stale_cached_cop
     # psycopg lets a cancelled statement finish: the row may be committed while the call raises.
     # Whatever the cancel cut (the UPDATE, the COMMIT of a transaction, the cache's drop), the
     # next get_document serves what PostgreSQL holds, alone or inside store.transaction().
-    user = (await store.users.create(UserCreate(email="stale@example.com"))).user
-    item = DocumentCreate(user_id=user.id, filename="0.pdf", s3_key="k")
-    document = await store.documents.create(item)
+    document = await _new_document(store, "stale@example.com", "0.pdf")
     counter = iter(range(1, 10**6))
 
     async def alone() -> None:
@@ -280,9 +283,7 @@ async def test_invalidations_kept_for_retry_survive_a_cancelled_retry(
 ) -> None:
     # Ids waiting to be dropped (as after a Redis blip) stay waiting when the call that retries
     # them is cancelled before its DEL was sent: the next call drops them.
-    user = (await store.users.create(UserCreate(email="retry@example.com"))).user
-    item = DocumentCreate(user_id=user.id, filename="old.pdf", s3_key="k")
-    document = await store.documents.create(item)
+    document = await _new_document(store, "retry@example.com", "old.pdf")
     rename = "UPDATE documents SET filename = %s WHERE id = %s"
     spread = await _spread_of(lambda: store.get_document(document.id))
     rng = random.Random(5)
