@@ -31,7 +31,7 @@ from docstore._sync_runtime import blocking_caller, finish, in_thread
 from docstore.ephemeral.cache import RedisCache
 from docstore.ephemeral.progress import ProgressTracker
 from docstore.ephemeral.queue import TaskQueue
-from docstore.ephemeral.values import QueueMessage
+from docstore.ephemeral.values import Progress, QueueMessage
 from docstore.errors import (
     Cancelled,
     Conflict,
@@ -39,9 +39,11 @@ from docstore.errors import (
     InvalidInput,
     InvalidTransition,
     NotFound,
+    RedisCommandError,
     ServiceUnavailable,
 )
 from docstore.intake.blobs import BlobStore
+from docstore.intake.extractors import Extraction
 from docstore.intake.outcomes import BlobPurgeReport, Extractor, Outcome, StuckReport
 from docstore.models import DocumentCreate, DocumentResponse, SubmittedDocument, UserResponse
 from docstore.observability.blob_ops import instrumented
@@ -299,18 +301,14 @@ class DocumentIntake:
         try:
             # A retry starts again from 0: progress never goes backwards otherwise.
             self.progress.clear(document.id)
-        except ServiceUnavailable as exc:
+        except (ServiceUnavailable, RedisCommandError) as exc:
             logger.warning("progress of document %s not reset: %s", document.id, exc.message)
-        self.progress.set(document.id, 0, "started")
+        self._show_progress(document.id, 0, "started")
         call = blocking_caller()
 
         def record(percent: float, stage: str) -> None:
             label = stage[:PROGRESS_STAGE_LENGTH] or "working"
-            stored = None
-            try:
-                stored = self.progress.set(document.id, max(0.0, min(100.0, percent)), label)
-            except InvalidInput as exc:  # a label Redis cannot take must not fail the document
-                logger.warning("progress of document %s not recorded: %s", document.id, exc)
+            stored = self._show_progress(document.id, max(0.0, min(100.0, percent)), label)
             # A cancel marks the progress as cancelled: PostgreSQL (the truth) confirms it at once
             # (`Cancelled`); without Redis the next regular heartbeat finds it.
             heartbeat(stored is not None and stored.stage == CANCELLED_STAGE)
@@ -342,6 +340,9 @@ class DocumentIntake:
         except BaseException:  # cancelled (or interrupted) while the extractor runs
             abandoned.set()
             raise
+        if not isinstance(extraction, Extraction):  # a broken extractor fails its attempt only
+            wrong = TypeError(f"the extractor returned {type(extraction).__name__}, not Extraction")
+            return self._fail(document, worker_id, wrong)
         elapsed = time.perf_counter() - started
         try:
             done = self.lifecycle.mark_completed(
@@ -357,8 +358,17 @@ class DocumentIntake:
             return self._fail(document, worker_id, exc)
         # No cache write here: a result cached now could outlive a change (a delete) committed
         # meanwhile; readers fill the cache through single flight (`store.get_document`).
-        self.progress.set(done.id, 100, "completed")
+        self._show_progress(done.id, 100, "completed")
         return Outcome(document_id=done.id, action="completed", document=done)
+
+    def _show_progress(self, document_id: int, percent: float, stage: str) -> Progress | None:
+        """Record progress; a label or a write Redis refuses (e.g. out of memory) is logged and
+        never fails the document (an outage already returns None)."""
+        try:
+            return self.progress.set(document_id, percent, stage)
+        except (InvalidInput, RedisCommandError) as exc:
+            logger.warning("progress of document %s not recorded: %s", document_id, exc)
+            return None
 
     def _fail(self, document: DocumentResponse, worker_id: str, exc: Exception) -> Outcome:
         message = f"{type(exc).__name__}: {exc}"[:10_000]
@@ -375,7 +385,7 @@ class DocumentIntake:
         action: Literal["failed", "retrying"] = (
             "retrying" if failed.status == "PENDING" else "failed"
         )
-        self.progress.set(document.id, 100, action)
+        self._show_progress(document.id, 100, action)
         return Outcome(document_id=document.id, action=action, detail=message, document=failed)
 
     # -- cancelling ---------------------------------------------------------------------------

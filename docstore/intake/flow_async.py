@@ -29,7 +29,7 @@ from docstore._async_runtime import blocking_caller, finish, in_thread
 from docstore.ephemeral.cache_async import AsyncRedisCache
 from docstore.ephemeral.progress_async import AsyncProgressTracker
 from docstore.ephemeral.queue_async import AsyncTaskQueue
-from docstore.ephemeral.values import QueueMessage
+from docstore.ephemeral.values import Progress, QueueMessage
 from docstore.errors import (
     Cancelled,
     Conflict,
@@ -37,9 +37,11 @@ from docstore.errors import (
     InvalidInput,
     InvalidTransition,
     NotFound,
+    RedisCommandError,
     ServiceUnavailable,
 )
 from docstore.intake.blobs import BlobStore
+from docstore.intake.extractors import Extraction
 from docstore.intake.outcomes import BlobPurgeReport, Extractor, Outcome, StuckReport
 from docstore.models import DocumentCreate, DocumentResponse, SubmittedDocument, UserResponse
 from docstore.observability.blob_ops import instrumented
@@ -297,18 +299,14 @@ class AsyncDocumentIntake:
         try:
             # A retry starts again from 0: progress never goes backwards otherwise.
             await self.progress.clear(document.id)
-        except ServiceUnavailable as exc:
+        except (ServiceUnavailable, RedisCommandError) as exc:
             logger.warning("progress of document %s not reset: %s", document.id, exc.message)
-        await self.progress.set(document.id, 0, "started")
+        await self._show_progress(document.id, 0, "started")
         call = blocking_caller()
 
         async def record(percent: float, stage: str) -> None:
             label = stage[:PROGRESS_STAGE_LENGTH] or "working"
-            stored = None
-            try:
-                stored = await self.progress.set(document.id, max(0.0, min(100.0, percent)), label)
-            except InvalidInput as exc:  # a label Redis cannot take must not fail the document
-                logger.warning("progress of document %s not recorded: %s", document.id, exc)
+            stored = await self._show_progress(document.id, max(0.0, min(100.0, percent)), label)
             # A cancel marks the progress as cancelled: PostgreSQL (the truth) confirms it at once
             # (`Cancelled`); without Redis the next regular heartbeat finds it.
             await heartbeat(stored is not None and stored.stage == CANCELLED_STAGE)
@@ -340,6 +338,9 @@ class AsyncDocumentIntake:
         except BaseException:  # cancelled (or interrupted) while the extractor runs
             abandoned.set()
             raise
+        if not isinstance(extraction, Extraction):  # a broken extractor fails its attempt only
+            wrong = TypeError(f"the extractor returned {type(extraction).__name__}, not Extraction")
+            return await self._fail(document, worker_id, wrong)
         elapsed = time.perf_counter() - started
         try:
             done = await self.lifecycle.mark_completed(
@@ -355,8 +356,17 @@ class AsyncDocumentIntake:
             return await self._fail(document, worker_id, exc)
         # No cache write here: a result cached now could outlive a change (a delete) committed
         # meanwhile; readers fill the cache through single flight (`store.get_document`).
-        await self.progress.set(done.id, 100, "completed")
+        await self._show_progress(done.id, 100, "completed")
         return Outcome(document_id=done.id, action="completed", document=done)
+
+    async def _show_progress(self, document_id: int, percent: float, stage: str) -> Progress | None:
+        """Record progress; a label or a write Redis refuses (e.g. out of memory) is logged and
+        never fails the document (an outage already returns None)."""
+        try:
+            return await self.progress.set(document_id, percent, stage)
+        except (InvalidInput, RedisCommandError) as exc:
+            logger.warning("progress of document %s not recorded: %s", document_id, exc)
+            return None
 
     async def _fail(self, document: DocumentResponse, worker_id: str, exc: Exception) -> Outcome:
         message = f"{type(exc).__name__}: {exc}"[:10_000]
@@ -373,7 +383,7 @@ class AsyncDocumentIntake:
         action: Literal["failed", "retrying"] = (
             "retrying" if failed.status == "PENDING" else "failed"
         )
-        await self.progress.set(document.id, 100, action)
+        await self._show_progress(document.id, 100, action)
         return Outcome(document_id=document.id, action=action, detail=message, document=failed)
 
     # -- cancelling ---------------------------------------------------------------------------

@@ -4,8 +4,10 @@ import io
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
 from docstore import Docstore, DocumentCreate, InvalidInput, NotFound, Settings
 from docstore.intake.blobs import LocalBlobStore, S3BlobStore
@@ -358,3 +360,40 @@ def test_requeue_stuck_with_redis_down_does_its_postgres_work_and_says_so(
     assert store.documents.get(leased.id).status == "PENDING"
     server.start()
     assert not store.requeue_stuck(pending_for=0).queue_unavailable
+
+
+def test_an_extractor_returning_no_extraction_fails_only_its_attempt(
+    store: Docstore, user: UserResponse
+) -> None:
+    document = store.submit_document(user, "a.txt", b"words")
+
+    def broken(data: bytes, filename: str, report: ProgressCallback) -> Any:
+        return None
+
+    outcome = store.process_next("worker-1", broken, block_ms=0)
+    assert outcome is not None and outcome.action in ("retrying", "failed")
+    failed = store.documents.get(document.id)
+    assert failed.error_message is not None and "TypeError" in failed.error_message
+    assert store.process_next("worker-1", extract_text, block_ms=0) is not None  # it goes on
+
+
+def test_progress_writes_redis_refuses_never_fail_the_document(
+    outage_store: tuple[Docstore, LocalRedis],
+) -> None:
+    store, server = outage_store
+    user = store.users.create(UserCreate(email="oom@example.com")).user
+    document = store.submit_document(user, "a.txt", b"redis is full")
+
+    def reporting(data: bytes, filename: str, report: ProgressCallback) -> Extraction:
+        report(50, "halfway")
+        return extract_text(data, filename, report)
+
+    full = redis.Redis.from_url(server.url)
+    full.config_set("maxmemory", 1)  # noeviction: every write that needs memory is refused
+    try:
+        outcome = store.process_next("worker-1", reporting, block_ms=0)
+    finally:
+        full.config_set("maxmemory", 0)
+        full.close()
+    assert outcome is not None and outcome.action == "completed", outcome
+    assert store.documents.get(document.id).status == "COMPLETED"
