@@ -26,8 +26,9 @@ import logging
 import os
 import signal
 import socket
+from concurrent.futures import ThreadPoolExecutor
 
-from docstore import AsyncDocstore, Extractor, ServiceUnavailable, Settings
+from docstore import AsyncDocstore, DocstoreError, Extractor, ServiceUnavailable, Settings
 
 logger = logging.getLogger("worker")
 
@@ -74,8 +75,10 @@ async def requeue_periodically(store: AsyncDocstore, stop: asyncio.Event, every:
     while not stop.is_set():
         try:
             report = await store.requeue_stuck()
-        except ServiceUnavailable as exc:
+        except DocstoreError as exc:  # PostgreSQL away, Redis refusing: the next turn tries again
             logger.warning("requeue_stuck: %s", exc.message)
+        except Exception:  # never end the loop: a worker with a backlog is never idle to do it
+            logger.exception("requeue_stuck failed; trying again in %g s", every)
         else:
             if report.requeued:
                 logger.info("requeued %d stuck document(s)", report.requeued)
@@ -96,6 +99,10 @@ async def run_worker(
     returns how many documents were handled."""
     if extract is None:
         extract = load_extractor(DEFAULT_EXTRACTOR)
+    # Each task needs a thread for its blob download and extractor: asyncio's default pool (at
+    # most cores + 4 threads) would leave claimed documents waiting, their leases running out.
+    threads = ThreadPoolExecutor(concurrency + 4, thread_name_prefix=f"{worker_id}-extract")
+    asyncio.get_running_loop().set_default_executor(threads)
     requeuer = asyncio.create_task(requeue_periodically(store, stop, requeue_every))
     tasks = [
         asyncio.create_task(

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from helpers import serving
 
 from docstore import AsyncDocstore, Docstore, Settings, UserCreate
 from docstore.intake.blobs import S3BlobStore
-from docstore.intake.extractors import extract_text
+from docstore.intake.extractors import Extraction, ProgressCallback, extract_text
 from docstore.quickstart import make_pdf
 from docstore.testing import free_port
 from docstore.testing.plugin import S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY
@@ -290,3 +291,36 @@ async def test_run_worker_stops_when_asked(docstore_settings: Settings) -> None:
     stop.set()
     async with await AsyncDocstore.connect(docstore_settings) as store:
         assert await run_worker(store, "idle", stop, concurrency=3) == 0
+
+
+@pytest.mark.anyio
+async def test_run_worker_starts_every_document_it_claims_at_once(
+    docstore_settings: Settings, docstore_blob_store: S3BlobStore
+) -> None:
+    # Ten at once need ten extractor threads: more than asyncio's default pool (cores + 4) has.
+    concurrency = 10
+    together = threading.Barrier(concurrency, timeout=30)
+
+    def extract_together(data: bytes, filename: str, report: ProgressCallback) -> Extraction:
+        together.wait()  # every claimed document has started
+        return extract_text(data, filename, report)
+
+    stop = asyncio.Event()
+    async with await AsyncDocstore.connect(docstore_settings, blobs=docstore_blob_store) as store:
+        user = (await store.users.create(UserCreate(email="ten@example.com"))).user
+        documents = [
+            await store.submit_document(user, f"{n}.txt", b"ten at once") for n in range(10)
+        ]
+        worker = asyncio.create_task(
+            run_worker(store, "ten", stop, concurrency=concurrency, extract=extract_together)
+        )
+        try:
+            for _ in range(600):
+                statuses = [(await store.documents.get(d.id)).status for d in documents]
+                if "PENDING" not in statuses and "PROCESSING" not in statuses:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            stop.set()
+            await worker
+    assert statuses == ["COMPLETED"] * 10
