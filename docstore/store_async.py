@@ -6,7 +6,7 @@ and extractors run on threads, so no call blocks the event loop.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import IO, Any
@@ -227,11 +227,19 @@ class AsyncDocstore:
         return await self._intake.submit(user, filename, data, idempotency_key)
 
     async def process_next(
-        self, worker_id: str, extract: Extractor, *, block_ms: int = 1000
+        self,
+        worker_id: str,
+        extract: Extractor,
+        *,
+        block_ms: int = 1000,
+        stopping: Callable[[], bool] | None = None,
     ) -> Outcome | None:
         """Process one document with `extract`: queued, or waiting in PostgreSQL without a message;
-        None when there was nothing to do."""
-        return await self._intake.process_next(worker_id, extract, block_ms=block_ms)
+        None when there was nothing to do, or when `stopping()`, asked after the wait for a
+        message, is true (a worker shutting down claims nothing more)."""
+        return await self._intake.process_next(
+            worker_id, extract, block_ms=block_ms, stopping=stopping
+        )
 
     async def requeue_stuck(self, pending_for: float = 300.0) -> StuckReport:
         """Re-enqueue documents whose worker died or whose queue message was lost."""

@@ -53,7 +53,10 @@ async def process_documents(
     handled = 0
     while not stop.is_set():
         try:
-            outcome = await store.process_next(worker_id, extract, block_ms=idle_block_ms)
+            # Asked again after the wait for a message: a SIGTERM meanwhile claims nothing.
+            outcome = await store.process_next(
+                worker_id, extract, block_ms=idle_block_ms, stopping=stop.is_set
+            )
         except ServiceUnavailable as exc:
             logger.warning("%s: %s; retrying in %.0f s", worker_id, exc.message, RETRY_AFTER_OUTAGE)
             await sleep_unless_stopped(stop, RETRY_AFTER_OUTAGE)

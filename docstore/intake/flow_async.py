@@ -232,13 +232,20 @@ class AsyncDocumentIntake:
     # -- processing ---------------------------------------------------------------------------
 
     async def process_next(
-        self, worker_id: str, extract: Extractor, *, block_ms: int = 1000
+        self,
+        worker_id: str,
+        extract: Extractor,
+        *,
+        block_ms: int = 1000,
+        stopping: Callable[[], bool] | None = None,
     ) -> Outcome | None:
         """Process one document: from the queue, or straight from PostgreSQL when the queue
         has none for us (empty, or Redis down).
 
-        Returns None when there was nothing to do. Errors raised by `extract` fail the document
-        (retried while attempts remain); errors of docstore's servers propagate.
+        Returns None when there was nothing to do, or when `stopping()` (asked after the wait
+        for a message) says the worker is shutting down: then nothing is claimed, and a message
+        read stays unacked, for another worker to take. Errors raised by `extract` fail the
+        document (retried while attempts remain); errors of docstore's servers propagate.
         """
         # The documents table's rule, checked before a message is taken off the queue (and the
         # same cleaned id used for both).
@@ -249,6 +256,8 @@ class AsyncDocumentIntake:
         except ServiceUnavailable as exc:
             logger.warning("queue unavailable, claiming from PostgreSQL: %s", exc.message)
             messages = []
+        if stopping is not None and stopping():
+            return None
         if not messages:
             document = await self._claim_from_postgres(worker_id)
             if document is None:

@@ -324,3 +324,21 @@ async def test_run_worker_starts_every_document_it_claims_at_once(
             stop.set()
             await worker
     assert statuses == ["COMPLETED"] * 10
+
+
+@pytest.mark.anyio
+async def test_run_worker_claims_nothing_after_stop_even_in_a_task_waiting_on_the_queue(
+    docstore_settings: Settings, docstore_blob_store: S3BlobStore
+) -> None:
+    stop = asyncio.Event()
+    async with await AsyncDocstore.connect(docstore_settings, blobs=docstore_blob_store) as store:
+        user = (await store.users.create(UserCreate(email="late@example.com"))).user
+        worker = asyncio.create_task(
+            run_worker(store, "late", stop, concurrency=2, idle_block_ms=3000)
+        )
+        await asyncio.sleep(1)  # both tasks idle, each waiting up to 3 s for a message
+        stop.set()  # what SIGTERM does
+        late = await store.submit_document(user, "late.txt", b"submitted after the signal")
+        handled = await worker
+        assert handled == 0
+        assert (await store.documents.get(late.id)).status == "PENDING"
