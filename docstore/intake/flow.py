@@ -337,6 +337,9 @@ class DocumentIntake:
         except Exception as exc:  # noqa: BLE001 - an unreadable blob fails the attempt
             return self._fail(document, worker_id, exc)
         try:
+            # Asks PostgreSQL once: a cancel committed after the claim had its progress mark
+            # erased by the reset above, and would otherwise wait for a regular heartbeat.
+            heartbeat(True)
             extraction = in_thread(extract, data, document.filename, report)
         except Cancelled as exc:
             return Outcome(document_id=document.id, action="cancelled", detail=str(exc))

@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from docstore import Docstore, DocumentCreate, InvalidInput, NotFound, Settings
+from docstore.ephemeral.progress import ProgressTracker
 from docstore.intake.blobs import LocalBlobStore, S3BlobStore
 from docstore.intake.extractors import Extraction, ProgressCallback, extract_text
 from docstore.models import UserCreate, UserResponse
@@ -397,3 +398,29 @@ def test_progress_writes_redis_refuses_never_fail_the_document(
         full.close()
     assert outcome is not None and outcome.action == "completed", outcome
     assert store.documents.get(document.id).status == "COMPLETED"
+
+
+def test_a_cancel_between_the_claim_and_the_progress_reset_stops_the_extractor(
+    store: Docstore, user: UserResponse
+) -> None:
+    document = store.submit_document(user, "a.txt", b"cancelled while claimed")
+
+    class CancelledDuringReset(ProgressTracker):
+        """Forces the interleaving: the cancel commits (and marks the progress) just before
+        the worker's reset erases that mark."""
+
+        def clear(self, document_id: int) -> None:
+            store.cancel_document(document_id)
+            super().clear(document_id)
+
+    store._intake.progress = CancelledDuringReset(store.redis_core)  # the flow's own tracker
+    calls: list[int] = []
+
+    def counting(data: bytes, filename: str, report: ProgressCallback) -> Extraction:
+        calls.append(1)
+        return extract_text(data, filename, report)
+
+    outcome = store.process_next("worker-1", counting, block_ms=0)
+    assert outcome is not None and outcome.action == "cancelled"
+    assert calls == []  # PostgreSQL was asked before the extractor started
+    assert store.documents.get(document.id).status == "CANCELLED"
