@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, ParamSpec, TypeAlias, TypeVar
+from typing import Any, ParamSpec, TypeAlias, TypeVar, cast
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -31,7 +31,33 @@ async def finish(function: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs
     """Await `function(*args)` to its end even when the calling task is cancelled meanwhile (the
     cancel is raised once it ended): for steps that must not be cut off, such as giving a
     connection back to its pool or releasing a lock."""
-    task = asyncio.ensure_future(function(*args, **kwargs))
+    step = function(*args, **kwargs)
+    if not isinstance(step, Coroutine):
+        return await _finish_task(asyncio.ensure_future(step))
+    try:
+        waiting_on = step.send(None)  # its first part here: most such steps never wait at all
+    except StopIteration as done:
+        return cast(R, done.value)
+    return await _finish_task(asyncio.ensure_future(_resume(step, waiting_on)))
+
+
+async def _resume(step: Coroutine[Any, Any, R], waiting_on: Any) -> R:
+    """Drive `step` on from where it first waited (on `waiting_on`, the future it yielded)."""
+    while True:
+        if waiting_on is None:  # a bare yield (sleep(0)): one turn of the loop
+            await asyncio.sleep(0)
+        else:
+            # What a Task does with a future its coroutine yielded: wait for it to be done;
+            # `step` reads its outcome (result or error) when resumed.
+            waiting_on._asyncio_future_blocking = False
+            await asyncio.wait([waiting_on])
+        try:
+            waiting_on = step.send(None)
+        except StopIteration as done:
+            return cast(R, done.value)
+
+
+async def _finish_task(task: asyncio.Future[R]) -> R:
     cancelled = False
     while not task.done():
         try:
