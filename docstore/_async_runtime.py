@@ -27,13 +27,13 @@ async def in_thread(function: Callable[P, R], /, *args: P.args, **kwargs: P.kwar
     return await asyncio.to_thread(function, *args, **kwargs)
 
 
-async def finish(function: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
+async def finish(
+    function: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+) -> R:
     """Await `function(*args)` to its end even when the calling task is cancelled meanwhile (the
     cancel is raised once it ended): for steps that must not be cut off, such as giving a
     connection back to its pool or releasing a lock."""
     step = function(*args, **kwargs)
-    if not isinstance(step, Coroutine):
-        return await _finish_task(asyncio.ensure_future(step))
     try:
         waiting_on = step.send(None)  # its first part here: most such steps never wait at all
     except StopIteration as done:
