@@ -18,11 +18,14 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from psycopg import pq
 
+from docstore._sync_runtime import Call
 from docstore.postgres.executor import Connection, Database
+
+T = TypeVar("T")
 
 logger = logging.getLogger("docstore.changes")
 
@@ -63,16 +66,19 @@ class DocumentChanges:
         if if_unsure is not None:
             self._unsure_listeners.append(if_unsure)
 
-    @contextmanager
-    def unsure_if_interrupted(
-        self, ids: list[int] | None, conn: Connection | None
-    ) -> Iterator[None]:
-        """Around a write of documents `ids` (None: not known before it runs) and its
-        `changed()`: when either is interrupted (cancelled, or failed) the write may still have
-        committed, so its documents are told as unsure, or kept for the store's transaction
-        around it to tell once that commits."""
+    def write(
+        self,
+        ids: list[int] | None,
+        conn: Connection | None,
+        run: Call[T],
+        touched: Callable[[T], Iterable[int]],
+    ) -> T:
+        """Run `run()`, a statement writing documents `ids` (None: not known before it runs),
+        then tell `changed(touched(result), conn)`. When the statement is interrupted
+        (cancelled, or failed) it may still have committed: its documents are told as unsure,
+        or kept for the store's transaction around it to tell once that commits."""
         try:
-            yield
+            result = run()
         except BaseException:
             levels = self._open.get(id(conn)) if conn is not None else None
             if levels and ids is not None:
@@ -80,6 +86,8 @@ class DocumentChanges:
             else:
                 self.unsure(ids)
             raise
+        self.changed(touched(result), conn)
+        return result
 
     def unsure(self, ids: list[int] | None) -> None:
         """Tell the unsure listeners (no I/O)."""
@@ -96,7 +104,11 @@ class DocumentChanges:
             levels[-1].extend(changed)
             return
         if self._listeners and conn is not None and _in_transaction(conn):
-            self._note_foreign(changed, conn)
+            try:
+                self._note_foreign(changed, conn)
+            except BaseException:
+                self.unsure(changed)
+                raise
         self.notify(changed)
 
     def _note_foreign(self, ids: list[int], conn: Connection) -> None:

@@ -209,10 +209,12 @@ class DocumentRepo:
         """Apply the client-editable `changes` (fields left None stay as they are)."""
         update = parse_input(DocumentUpdate, changes)
         params = {"document_id": _document_id(document_id), "filename": update.filename}
-        with self.changes.unsure_if_interrupted([document_id], conn):
-            document = self.db.one("update_document", params, DocumentResponse, conn)
-            if document is not None:
-                self.changes.changed([document.id], conn)
+        document = self.changes.write(
+            [document_id],
+            conn,
+            lambda: self.db.one("update_document", params, DocumentResponse, conn),
+            lambda written: [] if written is None else [written.id],
+        )
         if document is None:
             raise NotFound(f"document {document_id} does not exist")
         return document
@@ -221,10 +223,12 @@ class DocumentRepo:
         """Delete the document (`NotFound` if absent); its blob goes on the list of blobs to
         delete (`store.purge_deleted_blobs`), in the same statement."""
         params = {"document_id": _document_id(document_id)}
-        with self.changes.unsure_if_interrupted([document_id], conn):
-            deleted = self.db.one("delete_document", params, conn=conn)
-            if deleted is not None:
-                self.changes.changed([document_id], conn)
+        deleted = self.changes.write(
+            [document_id],
+            conn,
+            lambda: self.db.one("delete_document", params, conn=conn),
+            lambda row: [] if row is None else [document_id],
+        )
         if deleted is None:
             raise NotFound(f"document {document_id} does not exist")
 

@@ -17,6 +17,7 @@ lease), never a read followed by a write. When it touches no row, a cheap read s
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from docstore.errors import Cancelled, InvalidInput, InvalidTransition, NotFound
 from docstore.models import CompletedResult, DocumentAttempt, DocumentResponse, DocumentSummary
@@ -66,6 +67,16 @@ def _lease_params(document_id: int, worker_id: str, lease_seconds: float) -> dic
     }
 
 
+def _written_id(document: DocumentResponse | DocumentSummary | None) -> list[int]:
+    """The id of the document a single-row write returned (none when it touched no row)."""
+    return [] if document is None else [document.id]
+
+
+def _first_column(rows: list[tuple[Any, ...]]) -> list[int]:
+    """The ids a statement returning `id` rows wrote."""
+    return [row[0] for row in rows]
+
+
 class DocumentLifecycle:
     """Claim, heartbeat, complete, fail and requeue documents (`store.lifecycle`).
 
@@ -95,13 +106,12 @@ class DocumentLifecycle:
     ) -> DocumentResponse | None:
         """Run the named statement changing one document (`document_id`, when known before),
         and tell the cache: after the commit, or as unsure when the call is interrupted."""
-        with self.changes.unsure_if_interrupted(
-            None if document_id is None else [document_id], conn
-        ):
-            document = self.db.one(name, params, DocumentResponse, conn)
-            if document is not None:
-                self.changes.changed([document.id], conn)
-        return document
+        return self.changes.write(
+            None if document_id is None else [document_id],
+            conn,
+            lambda: self.db.one(name, params, DocumentResponse, conn),
+            _written_id,
+        )
 
     def claim_next(
         self,
@@ -180,10 +190,12 @@ class DocumentLifecycle:
             **result.model_dump(),
         }
         # The statement does not send the text back: it is what we just wrote.
-        with self.changes.unsure_if_interrupted([document_id], conn):
-            summary = self.db.one("complete_document", params, DocumentSummary, conn)
-            if summary is not None:
-                self.changes.changed([summary.id], conn)
+        summary = self.changes.write(
+            [document_id],
+            conn,
+            lambda: self.db.one("complete_document", params, DocumentSummary, conn),
+            _written_id,
+        )
         if summary is None:
             return self._refused(document_id, "complete", worker_id, conn)
         return DocumentResponse.model_validate(
@@ -237,20 +249,24 @@ class DocumentLifecycle:
         (due after the same backoff as a failure) while attempts remain, FAILED after the last.
         Returns them."""
         params = {"limit": checked_limit(limit, 10_000), **self._backoff_params()}
-        with self.changes.unsure_if_interrupted(None, conn):
-            taken = self.db.all("requeue_expired_documents", params, DocumentResponse, conn)
-            self.changes.changed([document.id for document in taken], conn)
-        return taken
+        return self.changes.write(
+            None,
+            conn,
+            lambda: self.db.all("requeue_expired_documents", params, DocumentResponse, conn),
+            lambda taken: [document.id for document in taken],
+        )
 
     def promote_due_retries(self, limit: int = 1000, conn: Connection | None = None) -> list[int]:
         """Ids of up to `limit` documents whose retry is due, now plain PENDING (no longer
         waiting): the caller enqueues them; concurrent callers never take the same ones."""
         params = {"limit": checked_limit(limit, 10_000)}
-        with self.changes.unsure_if_interrupted(None, conn):
-            rows = self.db.all("promote_due_retries", params, conn=conn)
-            ids = [row[0] for row in rows]
-            self.changes.changed(ids, conn)
-        return ids
+        rows = self.changes.write(
+            None,
+            conn,
+            lambda: self.db.all("promote_due_retries", params, conn=conn),
+            _first_column,
+        )
+        return _first_column(rows)
 
     def attempts(self, document_id: int, conn: Connection | None = None) -> list[DocumentAttempt]:
         """The document's finished attempts, first first: worker, start, end, outcome, error."""
@@ -275,11 +291,14 @@ class DocumentLifecycle:
             "queued_before": queued_before,
             "limit": checked_limit(limit, 10_000),
         }
-        with self.changes.unsure_if_interrupted(None, conn):
-            rows = self.db.all("touch_stale_pending_documents", params, conn=conn)
-            ids = [row[0] for row in rows]
-            self.changes.changed(ids, conn)  # their updated_at moved
-        return ids
+        # Their updated_at moves: the cache is told.
+        rows = self.changes.write(
+            None,
+            conn,
+            lambda: self.db.all("touch_stale_pending_documents", params, conn=conn),
+            _first_column,
+        )
+        return _first_column(rows)
 
     def _refused(
         self, document_id: int, action: str, worker_id: str, conn: Connection | None

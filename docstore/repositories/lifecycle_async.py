@@ -15,6 +15,7 @@ lease), never a read followed by a write. When it touches no row, a cheap read s
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from docstore.errors import Cancelled, InvalidInput, InvalidTransition, NotFound
 from docstore.models import CompletedResult, DocumentAttempt, DocumentResponse, DocumentSummary
@@ -64,6 +65,16 @@ def _lease_params(document_id: int, worker_id: str, lease_seconds: float) -> dic
     }
 
 
+def _written_id(document: DocumentResponse | DocumentSummary | None) -> list[int]:
+    """The id of the document a single-row write returned (none when it touched no row)."""
+    return [] if document is None else [document.id]
+
+
+def _first_column(rows: list[tuple[Any, ...]]) -> list[int]:
+    """The ids a statement returning `id` rows wrote."""
+    return [row[0] for row in rows]
+
+
 class AsyncDocumentLifecycle:
     """Claim, heartbeat, complete, fail and requeue documents (`store.lifecycle`).
 
@@ -93,13 +104,12 @@ class AsyncDocumentLifecycle:
     ) -> DocumentResponse | None:
         """Run the named statement changing one document (`document_id`, when known before),
         and tell the cache: after the commit, or as unsure when the call is interrupted."""
-        with self.changes.unsure_if_interrupted(
-            None if document_id is None else [document_id], conn
-        ):
-            document = await self.db.one(name, params, DocumentResponse, conn)
-            if document is not None:
-                await self.changes.changed([document.id], conn)
-        return document
+        return await self.changes.write(
+            None if document_id is None else [document_id],
+            conn,
+            lambda: self.db.one(name, params, DocumentResponse, conn),
+            _written_id,
+        )
 
     async def claim_next(
         self,
@@ -178,10 +188,12 @@ class AsyncDocumentLifecycle:
             **result.model_dump(),
         }
         # The statement does not send the text back: it is what we just wrote.
-        with self.changes.unsure_if_interrupted([document_id], conn):
-            summary = await self.db.one("complete_document", params, DocumentSummary, conn)
-            if summary is not None:
-                await self.changes.changed([summary.id], conn)
+        summary = await self.changes.write(
+            [document_id],
+            conn,
+            lambda: self.db.one("complete_document", params, DocumentSummary, conn),
+            _written_id,
+        )
         if summary is None:
             return await self._refused(document_id, "complete", worker_id, conn)
         return DocumentResponse.model_validate(
@@ -235,10 +247,12 @@ class AsyncDocumentLifecycle:
         (due after the same backoff as a failure) while attempts remain, FAILED after the last.
         Returns them."""
         params = {"limit": checked_limit(limit, 10_000), **self._backoff_params()}
-        with self.changes.unsure_if_interrupted(None, conn):
-            taken = await self.db.all("requeue_expired_documents", params, DocumentResponse, conn)
-            await self.changes.changed([document.id for document in taken], conn)
-        return taken
+        return await self.changes.write(
+            None,
+            conn,
+            lambda: self.db.all("requeue_expired_documents", params, DocumentResponse, conn),
+            lambda taken: [document.id for document in taken],
+        )
 
     async def promote_due_retries(
         self, limit: int = 1000, conn: Connection | None = None
@@ -246,11 +260,13 @@ class AsyncDocumentLifecycle:
         """Ids of up to `limit` documents whose retry is due, now plain PENDING (no longer
         waiting): the caller enqueues them; concurrent callers never take the same ones."""
         params = {"limit": checked_limit(limit, 10_000)}
-        with self.changes.unsure_if_interrupted(None, conn):
-            rows = await self.db.all("promote_due_retries", params, conn=conn)
-            ids = [row[0] for row in rows]
-            await self.changes.changed(ids, conn)
-        return ids
+        rows = await self.changes.write(
+            None,
+            conn,
+            lambda: self.db.all("promote_due_retries", params, conn=conn),
+            _first_column,
+        )
+        return _first_column(rows)
 
     async def attempts(
         self, document_id: int, conn: Connection | None = None
@@ -277,11 +293,14 @@ class AsyncDocumentLifecycle:
             "queued_before": queued_before,
             "limit": checked_limit(limit, 10_000),
         }
-        with self.changes.unsure_if_interrupted(None, conn):
-            rows = await self.db.all("touch_stale_pending_documents", params, conn=conn)
-            ids = [row[0] for row in rows]
-            await self.changes.changed(ids, conn)  # their updated_at moved
-        return ids
+        # Their updated_at moves: the cache is told.
+        rows = await self.changes.write(
+            None,
+            conn,
+            lambda: self.db.all("touch_stale_pending_documents", params, conn=conn),
+            _first_column,
+        )
+        return _first_column(rows)
 
     async def _refused(
         self, document_id: int, action: str, worker_id: str, conn: Connection | None

@@ -368,3 +368,25 @@ async def test_a_cancelled_process_next_stops_its_extractor_at_the_next_report(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await asyncio.to_thread(stopped.wait, 10)
+
+
+async def test_an_interrupted_drop_after_a_batch_write_tells_only_what_it_wrote(
+    store: AsyncDocstore,
+) -> None:
+    # Once requeue_expired's statement returned, the documents it wrote are known: when telling
+    # the cache is interrupted, those are told as unsure, not "any document" (a full drop).
+    document = await _new_document(store, "batch@example.com", "0.pdf")
+    await store.lifecycle.claim(document.id, "doomed")
+    async with store.pool.connection() as conn:
+        expire = "UPDATE documents SET lease_expires_at = now() - interval '1 s' WHERE id = %s"
+        await conn.execute(expire, (document.id,))
+    unsure: list[list[int] | None] = []
+
+    async def interrupted(ids: list[int]) -> None:
+        raise asyncio.CancelledError
+
+    store.changes.listen(interrupted, unsure.append)
+    with pytest.raises(asyncio.CancelledError):
+        await store.lifecycle.requeue_expired()
+    assert unsure == [[document.id]]
+    assert (await store.documents.get(document.id)).status == "PENDING"
