@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
@@ -208,11 +208,12 @@ class Settings(BaseSettings):
         return max(self.pool_min_size + self.pool_max_overflow, 1)
 
 
-def settings_from_environment() -> Settings:
-    """`Settings()`, with bad or missing values raised as one `ConfigurationError` naming each
-    (never their values, which may hold a password)."""
+def settings_from_environment(**values: Any) -> Settings:
+    """`Settings(**values)` (`values` win over the environment), with bad or missing values
+    raised as one `ConfigurationError` naming each (never their values, which may hold a
+    password)."""
     try:
-        return Settings()
+        return Settings.model_validate(values)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in error['loc']).upper() or 'settings'}: {error['msg']}"

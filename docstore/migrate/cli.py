@@ -17,7 +17,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
-from pydantic import ValidationError
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
@@ -30,7 +29,7 @@ from docstore.migrate.summary import write_report
 from docstore.migrate.verify import VerifyProblem, verify
 from docstore.redis.client import RedisClient
 from docstore.redis.core import RedisCore
-from docstore.settings import Settings
+from docstore.settings import Settings, settings_from_environment
 from docstore.store import Docstore
 
 logger = logging.getLogger("docstore.migrate")
@@ -117,7 +116,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         values["DATABASE_URL"] = args.database_url
     if args.redis_url:
         values["REDIS_URL"] = args.redis_url
-    return Settings.model_validate(values)
+    return settings_from_environment(**values)
 
 
 def _redis(settings: Settings) -> RedisCore:
@@ -253,9 +252,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             if deciding:
                 return _run_decision(args, store, store.redis_core)
             return _run_migrate(args, store, store.redis_core)
-    except ValidationError as exc:
-        problems = exc.errors(include_url=False, include_input=False)
-        print(f"error: invalid settings: {problems}", file=sys.stderr)
     except DocstoreError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
     except OSError as exc:

@@ -104,3 +104,24 @@ def test_docstore_doctor_exits_2_when_it_cannot_run(
     monkeypatch.setenv("REDIS_URL", doctor_env.redis_url)
     assert main(["doctor", "--grace", "-1"]) == 2
     assert "grace" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(lambda: main(["schema", "status"]), id="docstore schema"),
+        pytest.param(lambda: main(["doctor"]), id="docstore doctor"),
+        pytest.param(lambda: migrate_main(["--dry-run"]), id="docstore.migrate"),
+    ],
+)
+def test_every_command_names_bad_settings_the_way_connect_does(
+    command: object, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One message for bad settings, whichever door: each variable named, pydantic's error
+    # list never printed.
+    monkeypatch.setenv("POSTGRES_PORT", "0")
+    assert callable(command)
+    assert command() == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: invalid settings: POSTGRES_PORT: "), err
+    assert "{'type'" not in err and len(err.splitlines()) == 1, err
