@@ -33,8 +33,9 @@ def store(docstore_settings: Settings, docstore_blob_store: S3BlobStore) -> Iter
         yield opened
 
 
-def expire_lease(store: Docstore, document_id: int) -> None:
-    """Make the lease of a PROCESSING document run out now (its worker died long ago)."""
+def abandon(store: Docstore, document_id: int) -> None:
+    """Worker "doomed" claims the document and dies: its lease has run out by now."""
+    store.lifecycle.claim(document_id, "doomed")
     with store.pool.connection() as conn:
         conn.execute(
             "UPDATE documents SET lease_expires_at = now() - interval '1 second' WHERE id = %s",
@@ -192,8 +193,7 @@ def test_an_idle_worker_takes_back_an_expired_lease_and_processes_the_document(
     document = store.submit_document(user, "orphan.txt", b"worker died")
     (message,) = store.queue.consume("doomed", count=1, block_ms=0)
     store.queue.ack(message)  # its message is gone with it
-    store.lifecycle.claim(document.id, "doomed")
-    expire_lease(store, document.id)
+    abandon(store, document.id)
     outcome = store.process_next("survivor", extract_text, block_ms=0)
     assert outcome is not None and outcome.action == "completed"
     final = store.documents.get(document.id)
@@ -207,8 +207,7 @@ def test_an_expired_lease_on_its_last_attempt_fails_and_is_not_run_again(
     document = store.documents.create(
         DocumentCreate(user_id=user.id, filename="last.txt", s3_key=blob.key, max_attempts=1)
     )
-    store.lifecycle.claim(document.id, "doomed")
-    expire_lease(store, document.id)
+    abandon(store, document.id)
     assert store.process_next("survivor", extract_text, block_ms=0) is None
     failed = store.documents.get(document.id)
     assert failed.status == "FAILED" and failed.attempts == 1
@@ -303,8 +302,7 @@ def test_with_redis_down_expired_leases_come_back_too(
     store, server = outage_store
     user = store.users.create(UserCreate(email="pg-lease@example.com")).user
     document = store.submit_document(user, "a.txt", b"lease ran out while redis was down")
-    store.lifecycle.claim(document.id, "doomed")
-    expire_lease(store, document.id)
+    abandon(store, document.id)
     server.stop()
     outcome = store.process_next("worker-1", extract_text, block_ms=0)
     assert outcome is not None and outcome.action == "completed"
@@ -350,8 +348,7 @@ def test_requeue_stuck_with_redis_down_does_its_postgres_work_and_says_so(
     store, server = outage_store
     user = store.users.create(UserCreate(email="stuck@example.com")).user
     leased = store.submit_document(user, "a.txt", b"its worker died")
-    store.lifecycle.claim(leased.id, "doomed")
-    expire_lease(store, leased.id)
+    abandon(store, leased.id)
     deleted = store.submit_document(user, "b.txt", b"deleted, its blob waits")
     server.stop()
     store.documents.delete(deleted.id)  # the blob stays listed for purge_deleted_blobs
