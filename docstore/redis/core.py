@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from docstore._sync_runtime import Call
 from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
 from docstore.observability.redis_commands import instrument_redis
+from docstore.redis.cancels import keep_cancels
 from docstore.redis.client import RedisClient, client_address, new_redis
 from docstore.redis.errors import (
     DRIVER_BREAKAGE,
@@ -41,6 +42,7 @@ class RedisCore:
     def __init__(self, client: RedisClient, *, address: str | None = None) -> None:
         self.client = client
         self.address = address or client_address(client)
+        keep_cancels(client)  # before Python 3.12, redis-py may drop a cancel (see `cancels`)
         instrument_redis(client, self.address)  # a span per command, when OpenTelemetry is on
         self._scripts: dict[str, LuaScript] = {}
         # Held only while a script object is built (no I/O, never across an await).

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from docstore._async_runtime import AsyncCall
 from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
 from docstore.observability.redis_commands import instrument_redis
+from docstore.redis.cancels import keep_cancels
 from docstore.redis.client_async import RedisClient, client_address, new_redis
 from docstore.redis.errors import (
     DRIVER_BREAKAGE,
@@ -39,6 +40,7 @@ class AsyncRedisCore:
     def __init__(self, client: RedisClient, *, address: str | None = None) -> None:
         self.client = client
         self.address = address or client_address(client)
+        keep_cancels(client)  # before Python 3.12, redis-py may drop a cancel (see `cancels`)
         instrument_redis(client, self.address)  # a span per command, when OpenTelemetry is on
         self._scripts: dict[str, AsyncLuaScript] = {}
         # Held only while a script object is built (no I/O, never across an await).

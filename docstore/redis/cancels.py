@@ -1,0 +1,79 @@
+"""Give back the cancels that redis-py's asyncio client loses on Python before 3.12.
+
+With a socket timeout (docstore always sets one), redis-py sends each command under
+`asyncio.wait_for`. Before Python 3.12, `wait_for` returns the send's result when the caller's
+cancel lands just as the send finished (CPython gh-86296): the cancel is lost, so
+`asyncio.timeout` around a docstore call never fires and a cancelled request runs on. On a
+loopback Redis most cancels that land during a command's send were lost this way.
+
+`keep_cancels(client)` wraps the client's `execute_command` and its pipelines' `execute` (every
+command, script and pipeline goes out through them): when the task's count of cancel requests
+(`Task.cancelling()`) rose during a call that returned, the cancel is raised once the reply has
+been read, so the connection goes back to its pool clean. Python 3.10 has no
+`Task.cancelling()`: there the client is left as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import sys
+from typing import Any
+
+_MARK = "_docstore_keeps_cancels"
+_LOSES_CANCELS = sys.version_info < (3, 12) and hasattr(asyncio.Task, "cancelling")
+
+
+def keep_cancels(client: Any) -> None:
+    """Make the asyncio `client` raise the cancels redis-py dropped (once per client; nothing
+    for a sync client, or where `wait_for` keeps them)."""
+    if not _LOSES_CANCELS or getattr(client, _MARK, False):
+        return
+    execute = client.execute_command
+    if not inspect.iscoroutinefunction(execute):
+        return
+    make_pipeline = client.pipeline
+
+    async def execute_command(*args: Any, **options: Any) -> Any:
+        task, before = _cancel_requests()
+        reply = await execute(*args, **options)
+        _raise_if_dropped(task, before)
+        return reply
+
+    def pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = make_pipeline(*args, **kwargs)
+        run = pipe.execute
+
+        async def execute_pipeline(*args: Any, **kwargs: Any) -> Any:
+            task, before = _cancel_requests()
+            replies = await run(*args, **kwargs)
+            _raise_if_dropped(task, before)
+            return replies
+
+        pipe.execute = execute_pipeline
+        return pipe
+
+    client.execute_command = execute_command
+    client.pipeline = pipeline
+    setattr(client, _MARK, True)
+
+
+def _cancel_requests() -> tuple[asyncio.Task[Any] | None, int]:
+    task = asyncio.current_task()
+    return task, _asked(task)
+
+
+def _raise_if_dropped(task: asyncio.Task[Any] | None, before: int) -> None:
+    """A cancel was asked for during the call, yet it returned: the cancel was dropped."""
+    if _asked(task) > before:
+        raise asyncio.CancelledError
+
+
+def _asked(task: asyncio.Task[Any] | None) -> int:
+    """How many cancels of `task` are pending (asked for, not yet taken back)."""
+    if sys.version_info >= (3, 11) and task is not None:
+        return task.cancelling()
+    return 0
+
+
+__all__ = ["keep_cancels"]
