@@ -7,6 +7,7 @@ modules at `docstore._sync_runtime`, which has the same names doing the blocking
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeAlias, TypeVar, cast
 
@@ -63,9 +64,7 @@ async def _finish_task(task: asyncio.Future[R]) -> R:
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
-            if task.done():
-                break
-            cancelled = True
+            cancelled = True  # also when the step ended just as the cancel came: raised below
     if cancelled:
         task.result()  # its own error first, if it failed
         raise asyncio.CancelledError
@@ -83,4 +82,42 @@ def blocking_caller() -> Callable[..., Any]:
     return call
 
 
-__all__ = ["AsyncCall", "blocking_caller", "finish", "in_thread", "sleep"]
+def cancels_asked() -> int:
+    """How many cancels of the running task are pending (asked for, not yet taken back); 0
+    outside a task, and on Python 3.10, which cannot tell (no `Task.cancelling()`)."""
+    task = asyncio.current_task()
+    if sys.version_info >= (3, 11) and task is not None:
+        return task.cancelling()
+    return 0
+
+
+def cancel_was_dropped(asked: int) -> bool:
+    """Whether a cancel was asked for since `cancels_asked()` returned `asked`, yet the awaited
+    call returned: some wait inside dropped it (`asyncio.wait_for` before Python 3.12 returns
+    a result that arrives with the cancel, CPython gh-86296)."""
+    return cancels_asked() > asked
+
+
+async def take_or_cancel(
+    take: AsyncCall[R], give_back: Callable[[R], Coroutine[Any, Any, object]]
+) -> R:
+    """`await take()` (a pool's checkout); if its wait dropped a cancel, give what it took
+    back (to its end, see `finish`) and raise the cancel."""
+    asked = cancels_asked()
+    taken = await take()
+    if cancel_was_dropped(asked):
+        await finish(give_back, taken)
+        raise asyncio.CancelledError
+    return taken
+
+
+__all__ = [
+    "AsyncCall",
+    "blocking_caller",
+    "cancel_was_dropped",
+    "cancels_asked",
+    "finish",
+    "in_thread",
+    "sleep",
+    "take_or_cancel",
+]

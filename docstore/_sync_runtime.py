@@ -38,4 +38,28 @@ def blocking_caller() -> Callable[..., Any]:
     return call
 
 
-__all__ = ["Call", "blocking_caller", "finish", "in_thread", "sleep"]
+def cancels_asked() -> int:
+    """0: nothing cancels a call on the sync side."""
+    return 0
+
+
+def cancel_was_dropped(asked: int) -> bool:
+    """False: nothing cancels a call on the sync side."""
+    return False
+
+
+def take_or_cancel(take: Call[R], give_back: Callable[[R], object]) -> R:
+    """`take()`: nothing cancels a call on the sync side."""
+    return take()
+
+
+__all__ = [
+    "Call",
+    "blocking_caller",
+    "cancel_was_dropped",
+    "cancels_asked",
+    "finish",
+    "in_thread",
+    "sleep",
+    "take_or_cancel",
+]

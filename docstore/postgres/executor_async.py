@@ -23,7 +23,7 @@ import psycopg_pool
 from psycopg.rows import BaseRowFactory, tuple_row
 from pydantic import BaseModel
 
-from docstore._async_runtime import finish
+from docstore._async_runtime import finish, take_or_cancel
 from docstore.errors import PoolExhausted, ServiceUnavailable
 from docstore.observability.database import observe_pool, observe_query
 from docstore.postgres.errors import wrap_database_errors
@@ -163,7 +163,8 @@ class AsyncDatabase:
                 yield conn
             return
         try:
-            pooled = await self.pool.getconn()
+            # Waiting for a connection may drop a cancel (see `take_or_cancel`): raised here.
+            pooled = await take_or_cancel(self.pool.getconn, self.pool.putconn)
         except psycopg_pool.PoolTimeout as exc:
             raise self._pool_timeout_error() from exc
         except psycopg_pool.PoolClosed as exc:

@@ -23,7 +23,7 @@ import psycopg
 import psycopg_pool
 from psycopg.rows import BaseRowFactory
 
-from docstore._sync_runtime import finish
+from docstore._sync_runtime import finish, take_or_cancel
 from docstore.postgres.errors import database_error
 from docstore.postgres.pool import connection_options
 from docstore.postgres.queries import Query, queries
@@ -141,7 +141,9 @@ class Replica:
             self.pool.open(wait=False)
             self._opened = True
         try:
-            return self.pool.getconn(timeout=self.timeout)
+            return take_or_cancel(
+                lambda: self.pool.getconn(timeout=self.timeout), self.pool.putconn
+            )
         except (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as exc:
             self._set_state("down", f"no connection within {self.timeout:g}s ({exc})")
             return None

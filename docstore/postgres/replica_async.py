@@ -21,7 +21,7 @@ import psycopg
 import psycopg_pool
 from psycopg.rows import BaseRowFactory
 
-from docstore._async_runtime import finish
+from docstore._async_runtime import finish, take_or_cancel
 from docstore.postgres.errors import database_error
 from docstore.postgres.pool_async import connection_options
 from docstore.postgres.queries import Query, queries
@@ -139,7 +139,9 @@ class AsyncReplica:
             await self.pool.open(wait=False)
             self._opened = True
         try:
-            return await self.pool.getconn(timeout=self.timeout)
+            return await take_or_cancel(
+                lambda: self.pool.getconn(timeout=self.timeout), self.pool.putconn
+            )
         except (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as exc:
             self._set_state("down", f"no connection within {self.timeout:g}s ({exc})")
             return None

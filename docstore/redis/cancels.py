@@ -20,6 +20,8 @@ import inspect
 import sys
 from typing import Any
 
+from docstore._async_runtime import cancel_was_dropped, cancels_asked
+
 _MARK = "_docstore_keeps_cancels"
 _LOSES_CANCELS = sys.version_info < (3, 12) and hasattr(asyncio.Task, "cancelling")
 
@@ -35,9 +37,10 @@ def keep_cancels(client: Any) -> None:
     make_pipeline = client.pipeline
 
     async def execute_command(*args: Any, **options: Any) -> Any:
-        task, before = _cancel_requests()
+        asked = cancels_asked()
         reply = await execute(*args, **options)
-        _raise_if_dropped(task, before)
+        if cancel_was_dropped(asked):
+            raise asyncio.CancelledError
         return reply
 
     def pipeline(*args: Any, **kwargs: Any) -> Any:
@@ -45,9 +48,10 @@ def keep_cancels(client: Any) -> None:
         run = pipe.execute
 
         async def execute_pipeline(*args: Any, **kwargs: Any) -> Any:
-            task, before = _cancel_requests()
+            asked = cancels_asked()
             replies = await run(*args, **kwargs)
-            _raise_if_dropped(task, before)
+            if cancel_was_dropped(asked):
+                raise asyncio.CancelledError
             return replies
 
         pipe.execute = execute_pipeline
@@ -56,24 +60,6 @@ def keep_cancels(client: Any) -> None:
     client.execute_command = execute_command
     client.pipeline = pipeline
     setattr(client, _MARK, True)
-
-
-def _cancel_requests() -> tuple[asyncio.Task[Any] | None, int]:
-    task = asyncio.current_task()
-    return task, _asked(task)
-
-
-def _raise_if_dropped(task: asyncio.Task[Any] | None, before: int) -> None:
-    """A cancel was asked for during the call, yet it returned: the cancel was dropped."""
-    if _asked(task) > before:
-        raise asyncio.CancelledError
-
-
-def _asked(task: asyncio.Task[Any] | None) -> int:
-    """How many cancels of `task` are pending (asked for, not yet taken back)."""
-    if sys.version_info >= (3, 11) and task is not None:
-        return task.cancelling()
-    return 0
 
 
 __all__ = ["keep_cancels"]

@@ -432,3 +432,35 @@ async def test_a_cancel_landing_on_a_redis_call_is_never_lost(store: AsyncDocsto
             lost += scope.expired() and not raised
         assert expired >= 50, (name, expired)
         assert lost == 0, (name, lost, expired)
+
+
+async def test_a_cancel_landing_on_a_wait_for_a_pooled_connection_is_never_lost(
+    docstore_settings: Settings, docstore_blob_store: S3BlobStore
+) -> None:
+    # psycopg_pool waits for a free connection under asyncio.wait_for, which (before Python
+    # 3.12) returns the connection over a cancel that arrives with it: the statement then ran
+    # as if nobody had cancelled it. Eight tasks share two connections under random timeouts.
+    settings = docstore_settings.model_copy(update={"pool_min_size": 2, "pool_max_overflow": 0})
+    async with await AsyncDocstore.connect(settings, blobs=docstore_blob_store) as store:
+        document = await _new_document(store, "waiting@example.com", "a.pdf")
+        spread = 8 * await _spread_of(lambda: store.documents.get(document.id))
+        expired = lost = 0
+
+        async def reader(seed: int) -> None:
+            nonlocal expired, lost
+            rng = random.Random(seed)
+            for _ in range(200):
+                raised = False
+                try:
+                    async with asyncio.timeout(rng.uniform(0, spread)) as scope:
+                        await store.documents.get(document.id)
+                except TimeoutError:
+                    raised = True
+                expired += scope.expired()
+                lost += scope.expired() and not raised
+
+        await asyncio.gather(*(reader(seed) for seed in range(8)))
+        assert expired >= 200, expired
+        assert lost == 0, (lost, expired)
+        stats = store.pool.get_stats()
+        assert stats["pool_available"] == stats["pool_size"] == 2
