@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, ParamSpec, TypeAlias, TypeVar, cast
+from typing import Any, NoReturn, ParamSpec, TypeAlias, TypeVar, cast
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -59,15 +59,17 @@ async def _resume(step: Coroutine[Any, Any, R], waiting_on: Any) -> R:
 
 
 async def _finish_task(task: asyncio.Future[R]) -> R:
-    cancelled = False
+    cancel: asyncio.CancelledError | None = None
     while not task.done():
         try:
             await asyncio.shield(task)
-        except asyncio.CancelledError:
-            cancelled = True  # also when the step ended just as the cancel came: raised below
-    if cancelled:
+        except asyncio.CancelledError as exc:
+            # Also when the step ended just as the cancel came: raised below. The first one
+            # itself, so that anyio's cancel scopes still know it as theirs.
+            cancel = cancel or exc
+    if cancel is not None:
         task.result()  # its own error first, if it failed
-        raise asyncio.CancelledError
+        raise cancel
     return task.result()
 
 
@@ -93,21 +95,34 @@ def cancels_asked() -> int:
 
 def cancel_was_dropped(asked: int) -> bool:
     """Whether a cancel was asked for since `cancels_asked()` returned `asked`, yet the awaited
-    call returned: some wait inside dropped it (`asyncio.wait_for` before Python 3.12 returns
-    a result that arrives with the cancel, CPython gh-86296)."""
+    call returned or raised something else: some wait inside dropped it (`asyncio.wait_for`
+    before Python 3.12 returns a result that arrives with the cancel, CPython gh-86296)."""
     return cancels_asked() > asked
+
+
+async def raise_dropped_cancel() -> NoReturn:
+    """Raise the cancel a wait dropped. One turn of the loop first: an anyio cancel scope asks
+    again on every turn, with the message by which it knows the cancel as its own (a bare
+    `CancelledError` would leave the scope); `asyncio.timeout` takes either."""
+    await asyncio.sleep(0)
+    raise asyncio.CancelledError
 
 
 async def take_or_cancel(
     take: AsyncCall[R], give_back: Callable[[R], Coroutine[Any, Any, object]]
 ) -> R:
     """`await take()` (a pool's checkout); if its wait dropped a cancel, give what it took
-    back (to its end, see `finish`) and raise the cancel."""
+    back (to its end, see `finish`) and raise the cancel, also in place of an error."""
     asked = cancels_asked()
-    taken = await take()
+    try:
+        taken = await take()
+    except Exception:
+        if cancel_was_dropped(asked):
+            await raise_dropped_cancel()
+        raise
     if cancel_was_dropped(asked):
         await finish(give_back, taken)
-        raise asyncio.CancelledError
+        await raise_dropped_cancel()
     return taken
 
 
@@ -118,6 +133,7 @@ __all__ = [
     "cancels_asked",
     "finish",
     "in_thread",
+    "raise_dropped_cancel",
     "sleep",
     "take_or_cancel",
 ]

@@ -181,10 +181,12 @@ class AsyncDatabase:
                 async with pooled:
                     yield pooled
         finally:
-            # Even when the task is cancelled meanwhile: putconn may wait for the pool's lock.
-            await finish(self.pool.putconn, pooled)
-            with self._in_use_lock:
-                self._in_use -= 1
+            try:
+                # Even when the task is cancelled meanwhile: putconn may wait for the pool's lock.
+                await finish(self.pool.putconn, pooled)
+            finally:
+                with self._in_use_lock:
+                    self._in_use -= 1
 
     def query(self, name: str, params: Params) -> Query:
         """The named query, after checking that `params` matches its parameters."""

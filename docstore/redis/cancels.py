@@ -8,9 +8,9 @@ loopback Redis most cancels that land during a command's send were lost this way
 
 `keep_cancels(client)` wraps the client's `execute_command` and its pipelines' `execute` (every
 command, script and pipeline goes out through them): when the task's count of cancel requests
-(`Task.cancelling()`) rose during a call that returned, the cancel is raised once the reply has
-been read, so the connection goes back to its pool clean. Python 3.10 has no
-`Task.cancelling()`: there the client is left as it is.
+(`Task.cancelling()`) rose during a call that returned (or raised something else), the cancel
+is raised once the reply has been read, so the connection goes back to its pool clean. Python
+3.10 has no `Task.cancelling()`: there the client is left as it is.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import inspect
 import sys
 from typing import Any
 
-from docstore._async_runtime import cancel_was_dropped, cancels_asked
+from docstore._async_runtime import cancel_was_dropped, cancels_asked, raise_dropped_cancel
 
 _MARK = "_docstore_keeps_cancels"
 _LOSES_CANCELS = sys.version_info < (3, 12) and hasattr(asyncio.Task, "cancelling")
@@ -38,9 +38,14 @@ def keep_cancels(client: Any) -> None:
 
     async def execute_command(*args: Any, **options: Any) -> Any:
         asked = cancels_asked()
-        reply = await execute(*args, **options)
+        try:
+            reply = await execute(*args, **options)
+        except Exception:
+            if cancel_was_dropped(asked):  # an error after the drop (NOSCRIPT, a timeout)
+                await raise_dropped_cancel()
+            raise
         if cancel_was_dropped(asked):
-            raise asyncio.CancelledError
+            await raise_dropped_cancel()
         return reply
 
     def pipeline(*args: Any, **kwargs: Any) -> Any:
@@ -49,9 +54,14 @@ def keep_cancels(client: Any) -> None:
 
         async def execute_pipeline(*args: Any, **kwargs: Any) -> Any:
             asked = cancels_asked()
-            replies = await run(*args, **kwargs)
+            try:
+                replies = await run(*args, **kwargs)
+            except Exception:
+                if cancel_was_dropped(asked):
+                    await raise_dropped_cancel()
+                raise
             if cancel_was_dropped(asked):
-                raise asyncio.CancelledError
+                await raise_dropped_cancel()
             return replies
 
         pipe.execute = execute_pipeline

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from docstore import (
@@ -464,3 +465,33 @@ async def test_a_cancel_landing_on_a_wait_for_a_pooled_connection_is_never_lost(
         assert lost == 0, (lost, expired)
         stats = store.pool.get_stats()
         assert stats["pool_available"] == stats["pool_size"] == 2
+        # What tells PoolExhausted from an outage: connections checked out right now.
+        assert store.db._in_use == 0
+
+
+async def test_a_cancel_raised_again_stays_inside_an_anyio_cancel_scope(
+    docstore_settings: Settings, docstore_blob_store: S3BlobStore
+) -> None:
+    # anyio knows its own cancels by their message; a cancel that docstore raises again (after
+    # a wait dropped it, or after finishing a step) must still be one the scope catches, or it
+    # would cancel the whole task instead of ending the scope.
+    settings = docstore_settings.model_copy(update={"pool_min_size": 2, "pool_max_overflow": 0})
+    async with await AsyncDocstore.connect(settings, blobs=docstore_blob_store) as store:
+        document = await _new_document(store, "scope@example.com", "a.pdf")
+        spread = 8 * await _spread_of(lambda: store.documents.get(document.id))
+        caught = 0
+
+        async def reader(seed: int) -> None:
+            nonlocal caught
+            rng = random.Random(seed)
+            for n in range(200):
+                with anyio.move_on_after(rng.uniform(0, spread)) as scope:
+                    if n % 2:
+                        await store.documents.get(document.id)
+                    else:
+                        await store.redis.get("scope")
+                caught += scope.cancelled_caught
+
+        await asyncio.gather(*(reader(seed) for seed in range(8)))
+        assert caught >= 200, caught
+        assert store.db._in_use == 0
