@@ -16,11 +16,15 @@ is raised once the reply has been read, so the connection goes back to its pool 
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import sys
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from docstore._async_runtime import cancel_was_dropped, cancels_asked, raise_dropped_cancel
+
+R = TypeVar("R")
 
 _MARK = "_docstore_keeps_cancels"
 _LOSES_CANCELS = sys.version_info < (3, 12) and hasattr(asyncio.Task, "cancelling")
@@ -36,40 +40,29 @@ def keep_cancels(client: Any) -> None:
         return
     make_pipeline = client.pipeline
 
-    async def execute_command(*args: Any, **options: Any) -> Any:
-        asked = cancels_asked()
-        try:
-            reply = await execute(*args, **options)
-        except Exception:
-            if cancel_was_dropped(asked):  # an error after the drop (NOSCRIPT, a timeout)
-                await raise_dropped_cancel()
-            raise
-        if cancel_was_dropped(asked):
-            await raise_dropped_cancel()
-        return reply
-
     def pipeline(*args: Any, **kwargs: Any) -> Any:
         pipe = make_pipeline(*args, **kwargs)
-        run = pipe.execute
-
-        async def execute_pipeline(*args: Any, **kwargs: Any) -> Any:
-            asked = cancels_asked()
-            try:
-                replies = await run(*args, **kwargs)
-            except Exception:
-                if cancel_was_dropped(asked):
-                    await raise_dropped_cancel()
-                raise
-            if cancel_was_dropped(asked):
-                await raise_dropped_cancel()
-            return replies
-
-        pipe.execute = execute_pipeline
+        pipe.execute = functools.partial(_keeping_cancel, pipe.execute)
         return pipe
 
-    client.execute_command = execute_command
+    client.execute_command = functools.partial(_keeping_cancel, execute)
     client.pipeline = pipeline
     setattr(client, _MARK, True)
+
+
+async def _keeping_cancel(function: Callable[..., Awaitable[R]], *args: Any, **kwargs: Any) -> R:
+    """`await function(...)`; a cancel it dropped is raised in place of its reply or error (an
+    error after the drop: NOSCRIPT, a socket timeout)."""
+    asked = cancels_asked()
+    try:
+        reply = await function(*args, **kwargs)
+    except Exception:
+        if cancel_was_dropped(asked):
+            await raise_dropped_cancel()
+        raise
+    if cancel_was_dropped(asked):
+        await raise_dropped_cancel()
+    return reply
 
 
 __all__ = ["keep_cancels"]

@@ -435,63 +435,69 @@ async def test_a_cancel_landing_on_a_redis_call_is_never_lost(store: AsyncDocsto
         assert lost == 0, (name, lost, expired)
 
 
-async def test_a_cancel_landing_on_a_wait_for_a_pooled_connection_is_never_lost(
+@pytest.fixture
+async def crowded(
     docstore_settings: Settings, docstore_blob_store: S3BlobStore
+) -> AsyncIterator[tuple[AsyncDocstore, DocumentResponse, float]]:
+    """A store of two connections, a document, and a spread of timeouts long enough for eight
+    tasks reading it at once to wait for a connection."""
+    settings = docstore_settings.model_copy(update={"pool_min_size": 2, "pool_max_overflow": 0})
+    async with await AsyncDocstore.connect(settings, blobs=docstore_blob_store) as store:
+        document = await _new_document(store, "crowded@example.com", "a.pdf")
+        spread = 8 * await _spread_of(lambda: store.documents.get(document.id))
+        yield store, document, spread
+        # What tells PoolExhausted from an outage: connections checked out right now.
+        assert store.db._in_use == 0
+        stats = store.pool.get_stats()
+        assert stats["pool_available"] == stats["pool_size"] == 2
+
+
+async def test_a_cancel_landing_on_a_wait_for_a_pooled_connection_is_never_lost(
+    crowded: tuple[AsyncDocstore, DocumentResponse, float],
 ) -> None:
     # psycopg_pool waits for a free connection under asyncio.wait_for, which (before Python
     # 3.12) returns the connection over a cancel that arrives with it: the statement then ran
     # as if nobody had cancelled it. Eight tasks share two connections under random timeouts.
-    settings = docstore_settings.model_copy(update={"pool_min_size": 2, "pool_max_overflow": 0})
-    async with await AsyncDocstore.connect(settings, blobs=docstore_blob_store) as store:
-        document = await _new_document(store, "waiting@example.com", "a.pdf")
-        spread = 8 * await _spread_of(lambda: store.documents.get(document.id))
-        expired = lost = 0
+    store, document, spread = crowded
+    expired = lost = 0
 
-        async def reader(seed: int) -> None:
-            nonlocal expired, lost
-            rng = random.Random(seed)
-            for _ in range(200):
-                raised = False
-                try:
-                    async with asyncio.timeout(rng.uniform(0, spread)) as scope:
-                        await store.documents.get(document.id)
-                except TimeoutError:
-                    raised = True
-                expired += scope.expired()
-                lost += scope.expired() and not raised
+    async def reader(seed: int) -> None:
+        nonlocal expired, lost
+        rng = random.Random(seed)
+        for _ in range(200):
+            raised = False
+            try:
+                async with asyncio.timeout(rng.uniform(0, spread)) as scope:
+                    await store.documents.get(document.id)
+            except TimeoutError:
+                raised = True
+            expired += scope.expired()
+            lost += scope.expired() and not raised
 
-        await asyncio.gather(*(reader(seed) for seed in range(8)))
-        assert expired >= 200, expired
-        assert lost == 0, (lost, expired)
-        stats = store.pool.get_stats()
-        assert stats["pool_available"] == stats["pool_size"] == 2
-        # What tells PoolExhausted from an outage: connections checked out right now.
-        assert store.db._in_use == 0
+    await asyncio.gather(*(reader(seed) for seed in range(8)))
+    assert expired >= 200, expired
+    assert lost == 0, (lost, expired)
 
 
 async def test_a_cancel_raised_again_stays_inside_an_anyio_cancel_scope(
-    docstore_settings: Settings, docstore_blob_store: S3BlobStore
+    crowded: tuple[AsyncDocstore, DocumentResponse, float],
 ) -> None:
     # anyio knows its own cancels by their message; a cancel that docstore raises again (after
     # a wait dropped it, or after finishing a step) must still be one the scope catches, or it
     # would cancel the whole task instead of ending the scope.
-    settings = docstore_settings.model_copy(update={"pool_min_size": 2, "pool_max_overflow": 0})
-    async with await AsyncDocstore.connect(settings, blobs=docstore_blob_store) as store:
-        document = await _new_document(store, "scope@example.com", "a.pdf")
-        spread = 8 * await _spread_of(lambda: store.documents.get(document.id))
-        caught = 0
+    store, document, spread = crowded
+    caught = 0
 
-        async def reader(seed: int) -> None:
-            nonlocal caught
-            rng = random.Random(seed)
-            for n in range(200):
-                with anyio.move_on_after(rng.uniform(0, spread)) as scope:
-                    if n % 2:
-                        await store.documents.get(document.id)
-                    else:
-                        await store.redis.get("scope")
-                caught += scope.cancelled_caught
+    async def reader(seed: int) -> None:
+        nonlocal caught
+        rng = random.Random(seed)
+        for n in range(200):
+            with anyio.move_on_after(rng.uniform(0, spread)) as scope:
+                if n % 2:
+                    await store.documents.get(document.id)
+                else:
+                    await store.redis.get("scope")
+            caught += scope.cancelled_caught
 
-        await asyncio.gather(*(reader(seed) for seed in range(8)))
-        assert caught >= 200, caught
-        assert store.db._in_use == 0
+    await asyncio.gather(*(reader(seed) for seed in range(8)))
+    assert caught >= 200, caught
