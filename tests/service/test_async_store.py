@@ -401,22 +401,35 @@ async def test_an_interrupted_drop_after_a_batch_write_tells_only_what_it_wrote(
     assert (await store.documents.get(document.id)).status == "PENDING"
 
 
-async def test_a_cancel_landing_on_a_redis_call_is_never_lost(store: AsyncDocstore) -> None:
+async def test_a_cancel_landing_on_any_call_is_never_lost(store: AsyncDocstore) -> None:
     # Before Python 3.12, redis-py's `asyncio.wait_for` around a command's send returned over a
     # cancel that landed just as the send finished: asyncio.timeout never fired and the call
     # went on. Every expired timeout must now raise, whether on the raw client, a pipeline, a
-    # script (the limiter) or a cached read.
-    document = await _new_document(store, "lost@example.com", "a.pdf")
+    # script (the limiter), a cached read, or any other public call.
+    created = await store.users.create(UserCreate(email="lost@example.com"))
+    document = await store.submit_document(created.user, "a.txt", b"lost words")
     await store.get_document(document.id)  # cached
 
     def pipeline() -> Awaitable[object]:
         return store.redis.pipeline(transaction=False).get("a").get("b").execute()
+
+    async def in_transaction() -> None:
+        async with store.transaction() as conn:
+            await store.documents.update(document.id, DocumentUpdate(filename="t.txt"), conn=conn)
 
     calls: dict[str, Callable[[], Awaitable[object]]] = {
         "command": lambda: store.redis.get("lost"),
         "pipeline": pipeline,
         "script": lambda: store.limiter.peek("lost"),
         "cached read": lambda: store.get_document(document.id),
+        "authenticate": lambda: store.users.authenticate(created.api_key),
+        "page": lambda: store.documents.list_for_user(created.user.id, limit=50),
+        "update": lambda: store.documents.update(document.id, DocumentUpdate(filename="u.txt")),
+        "transaction": in_transaction,
+        "submit": lambda: store.submit_document(created.user, "b.txt", b"more"),
+        "progress": lambda: store.progress.get(document.id),
+        "blob": lambda: store.blobs.get(document.s3_key),
+        "health": store.health,
     }
     rng = random.Random(11)
     for name, call in calls.items():
