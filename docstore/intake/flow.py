@@ -62,6 +62,8 @@ _pending_for: Checker[float] = Checker(Seconds, "pending_for")
 ENQUEUE_MARGIN_SECONDS = 5.0
 # The progress stage of a cancelled document: a worker reporting progress sees it and stops.
 CANCELLED_STAGE = "cancelled"
+# The error of an attempt whose call stopped half way (cancelled, interrupted, an outage).
+INTERRUPTED = "Interrupted: processing stopped before it finished (the call did not complete)"
 # Expired leases an idle worker takes back per empty poll (the rest on the next polls).
 EXPIRED_PER_POLL = 100
 # Blobs of deleted documents deleted per batch; a failed delete is tried again after this many
@@ -279,7 +281,14 @@ class DocumentIntake:
                 )
             document = claimed
         with observe_processing(document.id, message) as observed:
-            outcome = observed(self._run(document, worker_id, extract))
+            try:
+                outcome = observed(self._run(document, worker_id, extract))
+            except BaseException:
+                # Cancelled, interrupted or cut off by an outage with the document in hand:
+                # handed back now as a failed attempt (retried after its backoff), not when
+                # its lease runs out.
+                finish(self._let_go, document, worker_id)
+                raise
         # A retry waits for its backoff in PostgreSQL (`next_attempt_at`): it is claimed from
         # there once due (by an idle worker's `claim_next`, or enqueued by `requeue_stuck`).
         self._ack(message)
@@ -383,9 +392,22 @@ class DocumentIntake:
             return None
 
     def _fail(self, document: DocumentResponse, worker_id: str, exc: Exception) -> Outcome:
-        message = f"{type(exc).__name__}: {exc}"[:10_000]
         # Bad input will not get better on a retry; anything else might.
         retry = not isinstance(exc, InvalidInput)
+        return self._record_failure(
+            document, worker_id, f"{type(exc).__name__}: {exc}"[:10_000], retry
+        )
+
+    def _let_go(self, document: DocumentResponse, worker_id: str) -> None:
+        """Hand back a document whose processing stopped half way, as a failed attempt."""
+        try:
+            self._record_failure(document, worker_id, INTERRUPTED, retry=True)
+        except DocstoreError as exc:  # e.g. PostgreSQL down: the lease will run out instead
+            logger.warning("document %s not handed back: %s", document.id, exc.message)
+
+    def _record_failure(
+        self, document: DocumentResponse, worker_id: str, message: str, retry: bool
+    ) -> Outcome:
         try:
             failed = self.lifecycle.mark_failed(document.id, worker_id, message, retry=retry)
         except Cancelled as cancelled:

@@ -29,6 +29,7 @@ from docstore import (
 from docstore.errors import Cancelled, NotFound
 from docstore.intake.blobs import LocalBlobStore, S3BlobStore
 from docstore.intake.extractors import Extraction, ProgressCallback, extract_text
+from docstore.intake.flow_async import INTERRUPTED
 from docstore.redis.keys import cache_key, cache_lock_key
 
 pytestmark = pytest.mark.anyio
@@ -354,9 +355,10 @@ async def test_a_cancelled_process_next_stops_its_extractor_at_the_next_report(
     store: AsyncDocstore,
 ) -> None:
     # The extractor's thread outlives the cancelled call; its next progress report stops it
-    # instead of extending the lease of a document nobody will complete.
+    # instead of extending the lease of a document nobody will complete. The document is
+    # handed back at once as a failed attempt, not when its lease runs out.
     user = (await store.users.create(UserCreate(email="abandon@example.com"))).user
-    await store.submit_document(user, "long.txt", b"a long document")
+    document = await store.submit_document(user, "long.txt", b"a long document")
     started, stopped = threading.Event(), threading.Event()
 
     def long_extract(data: bytes, filename: str, report: ProgressCallback) -> Extraction:
@@ -376,6 +378,10 @@ async def test_a_cancelled_process_next_stops_its_extractor_at_the_next_report(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    handed_back = await store.documents.get(document.id)
+    assert (handed_back.status, handed_back.worker_id) == ("PENDING", None)
+    (attempt,) = await store.lifecycle.attempts(document.id)
+    assert (attempt.worker_id, attempt.error_message) == ("w", INTERRUPTED)
     assert await asyncio.to_thread(stopped.wait, 10)
 
 
