@@ -10,7 +10,10 @@ are read with pypdf, plain text as is; progress is reported per page (`--extract
 another extractor, e.g. OCR).
 
 SIGTERM or Ctrl-C stops it gracefully: no new document is taken, the ones in hand are finished,
-then the worker exits 0. Whenever the queue is empty, `process_next` itself claims from PostgreSQL
+then the worker exits 0. With `--shutdown-grace SECONDS` (env WORKER_SHUTDOWN_GRACE; set it below
+your orchestrator's kill timeout) the ones still in hand after that long are stopped half way:
+docstore hands each back as a failed attempt, retried after its backoff by another worker.
+Whenever the queue is empty, `process_next` itself claims from PostgreSQL
 what has no message (lost messages, migrated work, expired leases), so work migrated just before
 the start is taken at once. Every `--requeue-every` seconds it also calls `requeue_stuck`, which
 re-enqueues such documents for busy workers too.
@@ -48,29 +51,52 @@ async def process_documents(
     extract: Extractor,
     stop: asyncio.Event,
     idle_block_ms: int,
+    cut_off: asyncio.Event | None = None,
 ) -> int:
-    """One task's loop: a document at a time until `stop` is set; returns how many it handled."""
+    """One task's loop: a document at a time until `stop` is set; returns how many it handled.
+    Cancelled once `cut_off` is set, it returns too: docstore handed its document back."""
     handled = 0
-    while not stop.is_set():
-        try:
-            # Asked again after the wait for a message: a SIGTERM meanwhile claims nothing.
-            outcome = await store.process_next(
-                worker_id, extract, block_ms=idle_block_ms, stopping=stop.is_set
-            )
-        except ServiceUnavailable as exc:
-            logger.warning("%s: %s; retrying in %.0f s", worker_id, exc.message, RETRY_AFTER_OUTAGE)
-            await sleep_unless_stopped(stop, RETRY_AFTER_OUTAGE)
-            continue
-        if outcome is not None:
-            handled += 1
-            logger.info(
-                "%s: document %s %s %s",
-                worker_id,
-                outcome.document_id,
-                outcome.action,
-                outcome.detail,
-            )
+    try:
+        while not stop.is_set():
+            try:
+                # Asked again after the wait for a message: a SIGTERM meanwhile claims nothing.
+                outcome = await store.process_next(
+                    worker_id, extract, block_ms=idle_block_ms, stopping=stop.is_set
+                )
+            except ServiceUnavailable as exc:
+                logger.warning(
+                    "%s: %s; retrying in %.0f s", worker_id, exc.message, RETRY_AFTER_OUTAGE
+                )
+                await sleep_unless_stopped(stop, RETRY_AFTER_OUTAGE)
+                continue
+            if outcome is not None:
+                handled += 1
+                logger.info(
+                    "%s: document %s %s %s",
+                    worker_id,
+                    outcome.document_id,
+                    outcome.action,
+                    outcome.detail,
+                )
+    except asyncio.CancelledError:
+        if cut_off is None or not cut_off.is_set():
+            raise
+        logger.warning("%s: stopped half way by the shutdown grace", worker_id)
     return handled
+
+
+async def cut_off_after_grace(
+    stop: asyncio.Event, grace: float, tasks: list[asyncio.Task[int]], cut_off: asyncio.Event
+) -> None:
+    """Once `stop` is set, give the tasks `grace` seconds to finish their documents, then
+    cancel those still at work (docstore hands their documents back as failed attempts)."""
+    await stop.wait()
+    _, pending = await asyncio.wait(tasks, timeout=grace)
+    if pending:
+        logger.warning("shutdown grace of %g s is over: %d task(s) stopped", grace, len(pending))
+        cut_off.set()
+        for task in pending:
+            task.cancel()
 
 
 async def requeue_periodically(store: AsyncDocstore, stop: asyncio.Event, every: float) -> None:
@@ -97,9 +123,11 @@ async def run_worker(
     extract: Extractor | None = None,
     requeue_every: float = 30.0,
     idle_block_ms: int = 1000,
+    shutdown_grace: float | None = None,
 ) -> int:
-    """Run `concurrency` document tasks until `stop` is set and each has finished its document;
-    returns how many documents were handled."""
+    """Run `concurrency` document tasks until `stop` is set and each has finished its document
+    (or, with `shutdown_grace`, until that many seconds after `stop`: the rest are handed
+    back); returns how many documents were handled."""
     if extract is None:
         extract = load_extractor(DEFAULT_EXTRACTOR)
     # Each task needs a thread for its blob download and extractor: asyncio's default pool (at
@@ -107,18 +135,25 @@ async def run_worker(
     threads = ThreadPoolExecutor(concurrency + 4, thread_name_prefix=f"{worker_id}-extract")
     asyncio.get_running_loop().set_default_executor(threads)
     requeuer = asyncio.create_task(requeue_periodically(store, stop, requeue_every))
+    cut_off = asyncio.Event()
     tasks = [
         asyncio.create_task(
-            process_documents(store, f"{worker_id}-{i}", extract, stop, idle_block_ms)
+            process_documents(store, f"{worker_id}-{i}", extract, stop, idle_block_ms, cut_off)
         )
         for i in range(concurrency)
     ]
+    grace = None
+    if shutdown_grace is not None:
+        grace = asyncio.create_task(cut_off_after_grace(stop, shutdown_grace, tasks, cut_off))
     try:
         counts = await asyncio.gather(*tasks)
     finally:
         # A task that failed stops the others too, each after the document in its hands.
         stop.set()
-        await asyncio.wait([requeuer, *tasks])
+        await asyncio.wait(tasks)
+        if grace is not None:
+            grace.cancel()  # its timer, when every task finished in time
+        await asyncio.wait([requeuer] if grace is None else [requeuer, grace])
     return sum(counts)
 
 
@@ -136,6 +171,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text}")
+    return value
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--worker-id", default=f"{socket.gethostname()}-{os.getpid()}")
@@ -146,6 +188,13 @@ def parse_args() -> argparse.Namespace:
         help="documents processed at once (env WORKER_CONCURRENCY, default 4)",
     )
     parser.add_argument("--requeue-every", type=float, default=30.0)
+    parser.add_argument(
+        "--shutdown-grace",
+        type=non_negative_float,
+        default=os.environ.get("WORKER_SHUTDOWN_GRACE"),
+        help="seconds after SIGTERM before documents still in hand are handed back "
+        "(env WORKER_SHUTDOWN_GRACE; default: wait for every one)",
+    )
     parser.add_argument("--extractor", default=DEFAULT_EXTRACTOR, help="module:function")
     return parser.parse_args()
 
@@ -169,6 +218,7 @@ async def serve(args: argparse.Namespace) -> None:
             concurrency=args.concurrency,
             extract=load_extractor(args.extractor),
             requeue_every=args.requeue_every,
+            shutdown_grace=args.shutdown_grace,
         )
     logger.info("worker %s stopped after %d document(s)", args.worker_id, handled)
 

@@ -20,6 +20,7 @@ from helpers import serving
 from docstore import AsyncDocstore, Docstore, Settings, UserCreate
 from docstore.intake.blobs import S3BlobStore
 from docstore.intake.extractors import Extraction, ProgressCallback, extract_text
+from docstore.intake.flow_async import INTERRUPTED
 from docstore.quickstart import make_pdf
 from docstore.testing import free_port
 from docstore.testing.plugin import S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY
@@ -342,3 +343,35 @@ async def test_run_worker_claims_nothing_after_stop_even_in_a_task_waiting_on_th
         handled = await worker
         assert handled == 0
         assert (await store.documents.get(late.id)).status == "PENDING"
+
+
+@pytest.mark.anyio
+async def test_run_worker_hands_back_what_it_holds_when_the_shutdown_grace_runs_out(
+    docstore_settings: Settings, docstore_blob_store: S3BlobStore
+) -> None:
+    started = threading.Event()
+
+    def endless(data: bytes, filename: str, report: ProgressCallback) -> Extraction:
+        started.set()
+        for _ in range(3000):  # a minute, reporting progress: a hung OCR job, say
+            time.sleep(0.02)
+            report(1, "reading")
+        return extract_text(data, filename, report)
+
+    stop = asyncio.Event()
+    async with await AsyncDocstore.connect(docstore_settings, blobs=docstore_blob_store) as store:
+        user = (await store.users.create(UserCreate(email="grace@example.com"))).user
+        document = await store.submit_document(user, "slow.txt", b"never finished in time")
+        worker = asyncio.create_task(
+            run_worker(store, "grace", stop, concurrency=1, extract=endless, shutdown_grace=0.5)
+        )
+        assert await asyncio.to_thread(started.wait, 30)
+        stop.set()  # what SIGTERM does
+        began = time.monotonic()
+        handled = await asyncio.wait_for(worker, 30)
+        waited = time.monotonic() - began
+        handed_back = await store.documents.get(document.id)
+        (attempt,) = await store.lifecycle.attempts(document.id)
+    assert handled == 0 and waited < 30
+    assert (handed_back.status, handed_back.worker_id) == ("PENDING", None)
+    assert attempt.worker_id == "grace-0" and attempt.error_message == INTERRUPTED
