@@ -283,6 +283,8 @@ class DocumentIntake:
         with observe_processing(document.id, message) as observed:
             try:
                 outcome = observed(self._run(document, worker_id, extract))
+            except GeneratorExit:  # the coroutine is being closed: nothing may be awaited
+                raise
             except BaseException:
                 # Cancelled, interrupted or cut off by an outage with the document in hand:
                 # handed back now as a failed attempt (retried after its backoff), not when
@@ -335,8 +337,8 @@ class DocumentIntake:
 
         def report(percent: float, stage: str) -> None:
             # On the asyncio side the extractor runs on a thread: its reports go to the loop.
-            # Once the call is cancelled the thread runs on, but its reports no longer extend
-            # the lease: the next one stops it, and the lease runs out (`requeue_stuck`).
+            # Once the call is cancelled the thread runs on, but the document is handed back
+            # (`_let_go`) and the thread's next report stops it.
             if abandoned.is_set():
                 raise Cancelled(f"processing of document {document.id} was abandoned")
             call(record, percent, stage)
@@ -366,8 +368,14 @@ class DocumentIntake:
             return self._fail(document, worker_id, wrong)
         elapsed = time.perf_counter() - started
         try:
-            done = self.lifecycle.mark_completed(
-                document.id, worker_id, extraction.text, extraction.page_count, elapsed
+            # A result in hand is recorded even when the call is cancelled meanwhile.
+            done = finish(
+                self.lifecycle.mark_completed,
+                document.id,
+                worker_id,
+                extraction.text,
+                extraction.page_count,
+                elapsed,
             )
         except Cancelled as exc:  # the late result is refused
             return Outcome(document_id=document.id, action="cancelled", detail=str(exc))
@@ -409,7 +417,11 @@ class DocumentIntake:
         self, document: DocumentResponse, worker_id: str, message: str, retry: bool
     ) -> Outcome:
         try:
-            failed = self.lifecycle.mark_failed(document.id, worker_id, message, retry=retry)
+            # Recorded even when the call is cancelled meanwhile: the hand-back after a cancel
+            # must not replace this error (bad input is not retried).
+            failed = finish(
+                self.lifecycle.mark_failed, document.id, worker_id, message, retry=retry
+            )
         except Cancelled as cancelled:
             return Outcome(document_id=document.id, action="cancelled", detail=str(cancelled))
         except InvalidTransition as lost:
