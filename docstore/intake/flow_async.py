@@ -287,7 +287,9 @@ class AsyncDocumentIntake:
                 # Cancelled, interrupted or cut off by an outage with the document in hand:
                 # handed back now as a failed attempt (retried after its backoff), not when
                 # its lease runs out.
-                await finish(self._let_go, document, worker_id)
+                handed_back = await finish(self._let_go, document, worker_id)
+                if handed_back is not None:
+                    observed(handed_back)  # counted as what it became, not a bare error
                 raise
         # A retry waits for its backoff in PostgreSQL (`next_attempt_at`): it is claimed from
         # there once due (by an idle worker's `claim_next`, or enqueued by `requeue_stuck`).
@@ -404,12 +406,13 @@ class AsyncDocumentIntake:
             document, worker_id, f"{type(exc).__name__}: {exc}"[:10_000], retry
         )
 
-    async def _let_go(self, document: DocumentResponse, worker_id: str) -> None:
+    async def _let_go(self, document: DocumentResponse, worker_id: str) -> Outcome | None:
         """Hand back a document whose processing stopped half way, as a failed attempt."""
         try:
-            await self._record_failure(document, worker_id, INTERRUPTED, retry=True)
+            return await self._record_failure(document, worker_id, INTERRUPTED, retry=True)
         except DocstoreError as exc:  # e.g. PostgreSQL down: the lease will run out instead
             logger.warning("document %s not handed back: %s", document.id, exc.message)
+            return None
 
     async def _record_failure(
         self, document: DocumentResponse, worker_id: str, message: str, retry: bool

@@ -93,3 +93,22 @@ def test_request_sql_redis_s3_and_worker_are_one_story(store: Docstore, otel: Ot
         "docstore.blob.operation.duration",
     ):
         assert name in metrics, name
+
+
+def test_a_document_handed_back_half_way_counts_as_retrying(
+    otel: Otel, docstore_settings: Settings, docstore_blob_store: S3BlobStore
+) -> None:
+    # Ctrl-C (or a cancel, on the async side) while the extractor runs: the document goes back
+    # as a failed attempt, and its span and counters say so, not a bare "error".
+    def interrupted(data: bytes, filename: str, report: Any) -> Any:
+        raise KeyboardInterrupt
+
+    with Docstore.connect(docstore_settings, blobs=docstore_blob_store) as store:
+        user = store.users.create(UserCreate(email="handed-back@example.com")).user
+        document = store.submit_document(user, "a.txt", b"words")
+        with pytest.raises(KeyboardInterrupt):
+            store.process_next("worker-1", interrupted, block_ms=0)
+        assert store.documents.get(document.id).status == "PENDING"
+    (process,) = by_name(otel)["process documents"]
+    assert process.attributes["docstore.outcome"] == "retrying"
+    assert process.attributes["error.type"] == "KeyboardInterrupt"
