@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+import types
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, NoReturn, ParamSpec, TypeAlias, TypeVar, cast
 
 P = ParamSpec("P")
@@ -39,26 +40,7 @@ async def finish(
         waiting_on = step.send(None)  # its first part here: most such steps never wait at all
     except StopIteration as done:
         return cast(R, done.value)
-    return await _finish_task(asyncio.ensure_future(_resume(step, waiting_on)))
-
-
-async def _resume(step: Coroutine[Any, Any, R], waiting_on: Any) -> R:
-    """Drive `step` on from where it first waited (on `waiting_on`, the future it yielded)."""
-    while True:
-        if waiting_on is None:  # a bare yield (sleep(0)): one turn of the loop
-            await asyncio.sleep(0)
-        else:
-            # What a Task does with a future its coroutine yielded: wait for it to be done;
-            # `step` reads its outcome (result or error) when resumed.
-            waiting_on._asyncio_future_blocking = False
-            await asyncio.wait([waiting_on])
-        try:
-            waiting_on = step.send(None)
-        except StopIteration as done:
-            return cast(R, done.value)
-
-
-async def _finish_task(task: asyncio.Future[R]) -> R:
+    task = asyncio.ensure_future(_continued(step, waiting_on))
     cancel: asyncio.CancelledError | None = None
     while not task.done():
         try:
@@ -71,6 +53,30 @@ async def _finish_task(task: asyncio.Future[R]) -> R:
         task.result()  # its own error first, if it failed
         raise cancel
     return task.result()
+
+
+@types.coroutine
+def _continue(step: Coroutine[Any, Any, R], waiting_on: Any) -> Generator[Any, Any, R]:
+    """Go on with `step` from where it first waited (on `waiting_on`, what it yielded), as if it
+    were awaited here: the task running this runs `step`, and a cancel of that task reaches
+    `step` where it waits, as it would in a task of its own."""
+    while True:
+        try:
+            sent = yield waiting_on
+        except BaseException as exc:  # noqa: BLE001 - handed on to `step`, as a task would
+            try:
+                waiting_on = step.throw(exc)
+            except StopIteration as done:
+                return cast(R, done.value)
+        else:
+            try:
+                waiting_on = step.send(sent)
+            except StopIteration as done:
+                return cast(R, done.value)
+
+
+async def _continued(step: Coroutine[Any, Any, R], waiting_on: Any) -> R:
+    return await _continue(step, waiting_on)
 
 
 def blocking_caller() -> Callable[..., Any]:
@@ -109,13 +115,36 @@ async def raise_dropped_cancel() -> NoReturn:
 
 
 async def take_or_cancel(
-    take: AsyncCall[R], give_back: Callable[[R], Coroutine[Any, Any, object]]
+    take: Callable[[], Coroutine[Any, Any, R]],
+    give_back: Callable[[R], Coroutine[Any, Any, object]],
 ) -> R:
-    """`await take()` (a pool's checkout); if its wait dropped a cancel, give what it took
-    back (to its end, see `finish`) and raise the cancel, also in place of an error."""
+    """`await take()` (a pool's checkout), cancelled once at most: a cancel of the caller cancels
+    the checkout once and waits for its own clean-up. An anyio cancel scope asks again on every
+    turn of the loop, which would cut that clean-up short (psycopg_pool gives back a connection
+    it was checking with an `await`, and lost it). What the checkout took anyway, or took
+    while a wait inside dropped the cancel, is given back (to its end, see `finish`), and the
+    cancel raised, also in place of an error."""
     asked = cancels_asked()
+    step = take()
     try:
-        taken = await take()
+        waiting_on = step.send(None)  # most checkouts find a connection ready: no task
+    except StopIteration as done:
+        return cast(R, done.value)
+    checkout = asyncio.ensure_future(_continued(step, waiting_on))
+    cancel: asyncio.CancelledError | None = None
+    while not checkout.done():
+        try:
+            await asyncio.shield(checkout)
+        except asyncio.CancelledError as exc:
+            if cancel is None:
+                cancel = exc
+                checkout.cancel()
+    if cancel is not None:
+        if not checkout.cancelled() and checkout.exception() is None:
+            await finish(give_back, checkout.result())
+        raise cancel
+    try:
+        taken = checkout.result()
     except Exception:
         if cancel_was_dropped(asked):
             await raise_dropped_cancel()
