@@ -40,19 +40,32 @@ async def finish(
         waiting_on = step.send(None)  # its first part here: most such steps never wait at all
     except StopIteration as done:
         return cast(R, done.value)
+    task, cancel = await _through(step, waiting_on, cancel_once=False)
+    if cancel is not None:
+        task.result()  # its own error first, if it failed
+        raise cancel
+    return task.result()
+
+
+async def _through(
+    step: Coroutine[Any, Any, R], waiting_on: Any, *, cancel_once: bool
+) -> tuple[asyncio.Future[R], asyncio.CancelledError | None]:
+    """Go on with `step` (it first waited on `waiting_on`) in a task of its own, which the
+    caller's cancels do not cut short; with `cancel_once` the first of them cancels it, and its
+    own clean-up then runs whole. Returns that task, done, and the first cancel (None if none):
+    the first itself, so that an anyio cancel scope still knows it as its own. Also a cancel
+    that came just as the step ended."""
     task = asyncio.ensure_future(_continued(step, waiting_on))
     cancel: asyncio.CancelledError | None = None
     while not task.done():
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError as exc:
-            # Also when the step ended just as the cancel came: raised below. The first one
-            # itself, so that anyio's cancel scopes still know it as theirs.
-            cancel = cancel or exc
-    if cancel is not None:
-        task.result()  # its own error first, if it failed
-        raise cancel
-    return task.result()
+            if cancel is None:
+                cancel = exc
+                if cancel_once:
+                    task.cancel()
+    return task, cancel
 
 
 @types.coroutine
@@ -130,15 +143,7 @@ async def take_or_cancel(
         waiting_on = step.send(None)  # most checkouts find a connection ready: no task
     except StopIteration as done:
         return cast(R, done.value)
-    checkout = asyncio.ensure_future(_continued(step, waiting_on))
-    cancel: asyncio.CancelledError | None = None
-    while not checkout.done():
-        try:
-            await asyncio.shield(checkout)
-        except asyncio.CancelledError as exc:
-            if cancel is None:
-                cancel = exc
-                checkout.cancel()
+    checkout, cancel = await _through(step, waiting_on, cancel_once=True)
     if cancel is not None:
         if not checkout.cancelled() and checkout.exception() is None:
             await finish(give_back, checkout.result())
