@@ -4,7 +4,7 @@ import io
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import redis
@@ -263,12 +263,20 @@ def test_unsupported_document_fails_without_retry(store: Docstore, user: UserRes
     assert store.documents.get(document.id).attempts == 1
 
 
+class Outage(NamedTuple):
+    """A store on a Redis of its own (`server`, to stop and start), and a user of it."""
+
+    store: Docstore
+    server: LocalRedis
+    user: UserResponse
+
+
 @pytest.fixture
-def outage_store(
+def outage(
     docstore_settings: Settings,
     docstore_blob_store: S3BlobStore,
     local_redis_factory: Callable[[], LocalRedis],
-) -> Iterator[tuple[Docstore, LocalRedis]]:
+) -> Iterator[Outage]:
     server = local_redis_factory()
     settings = docstore_settings.model_copy(
         update={
@@ -277,14 +285,15 @@ def outage_store(
         }
     )
     with Docstore.connect(settings, blobs=docstore_blob_store) as opened:
-        yield opened, server
+        yield Outage(
+            opened, server, opened.users.create(UserCreate(email="outage@example.com")).user
+        )
 
 
 def test_enqueue_failure_leaves_pending_and_the_next_idle_worker_claims_it(
-    outage_store: tuple[Docstore, LocalRedis],
+    outage: Outage,
 ) -> None:
-    store, server = outage_store
-    user = store.users.create(UserCreate(email="outage@example.com")).user
+    store, server, user = outage
     server.stop()
     document = store.submit_document(user, "during-outage.txt", b"queued later")
     assert store.documents.get(document.id).status == "PENDING"
@@ -297,10 +306,9 @@ def test_enqueue_failure_leaves_pending_and_the_next_idle_worker_claims_it(
 
 
 def test_with_redis_down_expired_leases_come_back_too(
-    outage_store: tuple[Docstore, LocalRedis],
+    outage: Outage,
 ) -> None:
-    store, server = outage_store
-    user = store.users.create(UserCreate(email="pg-lease@example.com")).user
+    store, server, user = outage
     document = store.submit_document(user, "a.txt", b"lease ran out while redis was down")
     abandon(store, document.id)
     server.stop()
@@ -310,10 +318,9 @@ def test_with_redis_down_expired_leases_come_back_too(
 
 
 def test_with_redis_down_workers_claim_from_postgres(
-    outage_store: tuple[Docstore, LocalRedis],
+    outage: Outage,
 ) -> None:
-    store, server = outage_store
-    user = store.users.create(UserCreate(email="pg-only@example.com")).user
+    store, server, user = outage
     document = store.submit_document(user, "a.txt", b"processed without redis")
     server.stop()
     outcome = store.process_next("worker-1", extract_text, block_ms=0)
@@ -343,10 +350,9 @@ def test_a_dead_workers_document_is_processed_by_another_exactly_once(
 
 
 def test_requeue_stuck_with_redis_down_does_its_postgres_work_and_says_so(
-    outage_store: tuple[Docstore, LocalRedis],
+    outage: Outage,
 ) -> None:
-    store, server = outage_store
-    user = store.users.create(UserCreate(email="stuck@example.com")).user
+    store, server, user = outage
     leased = store.submit_document(user, "a.txt", b"its worker died")
     abandon(store, leased.id)
     deleted = store.submit_document(user, "b.txt", b"deleted, its blob waits")
@@ -376,10 +382,9 @@ def test_an_extractor_returning_no_extraction_fails_only_its_attempt(
 
 
 def test_progress_writes_redis_refuses_never_fail_the_document(
-    outage_store: tuple[Docstore, LocalRedis],
+    outage: Outage,
 ) -> None:
-    store, server = outage_store
-    user = store.users.create(UserCreate(email="oom@example.com")).user
+    store, server, user = outage
     document = store.submit_document(user, "a.txt", b"redis is full")
 
     def reporting(data: bytes, filename: str, report: ProgressCallback) -> Extraction:
