@@ -186,7 +186,10 @@ class AsyncDocumentIntake:
         message), also when the calls race; other content under the key raises `Conflict`.
         """
         user_id = user.id if isinstance(user, UserResponse) else user
-        if isinstance(data, bytes | bytearray) and len(data) > self.max_upload_bytes:
+        if (
+            isinstance(data, bytes | bytearray | memoryview)
+            and memoryview(data).nbytes > self.max_upload_bytes
+        ):
             raise InvalidInput(f"upload is larger than {self.max_upload_bytes} bytes", field="data")
         # Validate the row before any upload, so bad input leaves no blob behind.
         checked = parse_input(

@@ -110,8 +110,9 @@ def test_failed_row_insert_removes_the_blob(
     assert bucket_keys(docstore_blob_store) == []
 
 
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
 def test_too_large_upload_is_refused_and_leaves_nothing(
-    store: Docstore, user: UserResponse, docstore_blob_store: S3BlobStore
+    store: Docstore, user: UserResponse, docstore_blob_store: S3BlobStore, kind: Any
 ) -> None:
     small = Docstore(
         store.settings.model_copy(update={"max_upload_bytes": 10}),
@@ -120,7 +121,7 @@ def test_too_large_upload_is_refused_and_leaves_nothing(
         blobs=docstore_blob_store,
     )
     with pytest.raises(InvalidInput, match="larger than 10 bytes"):
-        small.submit_document(user, "a.txt", b"x" * 11)
+        small.submit_document(user, "a.txt", kind(b"x" * 11))
     assert bucket_keys(docstore_blob_store) == []
     assert store.documents.list_for_user(user.id).items == []
 
