@@ -16,11 +16,11 @@ import shutil
 import tempfile
 import unicodedata
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -141,6 +141,36 @@ class _HashingReader(io.RawIOBase):
         return len(chunk)
 
 
+class _TranslatedBody(io.RawIOBase):
+    """An S3 object's body whose read errors (a download cut short, a read timeout) come out
+    as docstore's own, through `errors`."""
+
+    def __init__(self, body: Any, errors: Callable[[], AbstractContextManager[None]]) -> None:
+        self.body = body
+        self.errors = errors
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        with self.errors():
+            chunk: bytes = self.body.read(None if size is None or size < 0 else size)
+        return chunk
+
+    def readall(self) -> bytes:
+        return self.read()
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.body.close()
+        super().close()
+
+
 class BlobStore(Protocol):
     """What the document flow needs from a place that keeps bytes."""
 
@@ -188,15 +218,18 @@ class LocalBlobStore:
         """Copy the stream in chunks to a temporary file, then rename it into place."""
         key = make_blob_key(user_id, filename)
         target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
         reader = _HashingReader(_as_stream(data))
-        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
-            try:
-                shutil.copyfileobj(reader, tmp, _CHUNK)
-            except BaseException:
-                Path(tmp.name).unlink(missing_ok=True)
-                raise
-        Path(tmp.name).replace(target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
+                try:
+                    shutil.copyfileobj(reader, tmp, _CHUNK)
+                except BaseException:
+                    Path(tmp.name).unlink(missing_ok=True)
+                    raise
+            Path(tmp.name).replace(target)
+        except OSError as exc:  # a full disk, a file where a folder should be...
+            raise BlobStoreError(f"blob {key} cannot be written: {exc.strerror}") from exc
         return StoredBlob(key=key, size=reader.size, sha256=reader.digest.hexdigest())
 
     def get(self, key: str) -> bytes:
@@ -273,6 +306,7 @@ class S3BlobStore:
     @contextmanager
     def _errors(self, key: str) -> Iterator[None]:
         from botocore.exceptions import BotoCoreError, ClientError, ConnectionError
+        from urllib3.exceptions import HTTPError
 
         try:
             yield
@@ -285,7 +319,7 @@ class S3BlobStore:
             raise ServiceUnavailable(
                 f"S3 at {self.address} is unavailable", service="s3", address=self.address
             ) from exc
-        except BotoCoreError as exc:
+        except (BotoCoreError, HTTPError) as exc:  # HTTPError: urllib3's, e.g. a body cut short
             raise BlobStoreError(f"S3 request for {key} failed: {type(exc).__name__}") from exc
 
     def put(self, user_id: int, filename: str, data: bytes | IO[bytes]) -> StoredBlob:
@@ -302,8 +336,8 @@ class S3BlobStore:
 
     def open(self, key: str) -> IO[bytes]:
         with self._errors(check_key(key)):
-            body: IO[bytes] = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
-            return body
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        return cast(IO[bytes], _TranslatedBody(body, lambda: self._errors(key)))
 
     def delete(self, key: str) -> None:
         with self._errors(check_key(key)):

@@ -1,14 +1,17 @@
 """Blob stores against a real S3-speaking HTTP server, and the local-directory twin."""
 
 import hashlib
+import http.server
 import io
 import re
+import threading
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from docstore.errors import InvalidInput, NotFound, ServiceUnavailable
+from docstore.errors import BlobStoreError, InvalidInput, NotFound, ServiceUnavailable
 from docstore.intake.blobs import (
     LocalBlobStore,
     S3BlobStore,
@@ -232,3 +235,54 @@ def test_unreachable_s3_is_service_unavailable() -> None:
     )
     with pytest.raises(ServiceUnavailable, match=r"127\.0\.0\.1"):
         store.put(1, "a.txt", b"x")
+
+
+class CutShortS3(http.server.BaseHTTPRequestHandler):
+    """An S3 endpoint whose every object answer promises more bytes than it sends, then hangs
+    up (a connection cut mid-download)."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "1000")
+        self.send_header("Content-Type", "binary/octet-stream")
+        self.end_headers()
+        self.wfile.write(b"x" * 10)
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def cut_short_s3() -> Iterator[S3BlobStore]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), CutShortS3)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield S3BlobStore.from_settings(
+            "bucket",
+            endpoint_url=f"http://127.0.0.1:{server.server_port}",
+            region="us-east-1",
+            access_key="a",
+            secret_key="b",
+            timeout=2,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_download_cut_short_is_a_blob_store_error(cut_short_s3: S3BlobStore) -> None:
+    key = make_blob_key(1, "a.txt")
+    with pytest.raises(BlobStoreError, match=re.escape(key)):
+        cut_short_s3.get(key)
+    with cut_short_s3.open(key) as stream, pytest.raises(BlobStoreError, match=re.escape(key)):
+        stream.read()
+
+
+def test_a_local_store_that_cannot_write_raises_a_blob_store_error(tmp_path: Path) -> None:
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    (blobs.root / "uploads").write_bytes(b"a file where the store wants its folder")
+    with pytest.raises(BlobStoreError, match="cannot be written"):
+        blobs.put(1, "a.txt", b"data")
