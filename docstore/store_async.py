@@ -132,9 +132,15 @@ class AsyncDocstore:
 
     async def open(self) -> None:
         """Open the pool we own (once), failing within the connect timeout when PostgreSQL is
-        down. `connect` and entering the store's context call it."""
+        down, and make the blob store the settings describe. `connect` and entering the store's
+        context call it."""
         if self._owns_pool and not self._opened:
             await open_pool(self.pool, self.settings)
+        if self._blobs is None:
+            # Now, not on first use, and through `in_thread`: a process's first boto3 client
+            # takes 0.1-0.3 s (more when the credential chain asks the instance metadata
+            # service), which must not stall an event loop.
+            self._blobs = await in_thread(blob_store_from_settings, self.settings)
         self._opened = True
 
     async def close(self) -> None:

@@ -1,5 +1,6 @@
 """Helpers shared by several test files."""
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -8,6 +9,9 @@ from typing import Any
 
 import psycopg
 import pytest
+
+from docstore import Settings
+from docstore.intake.blobs import S3BlobStore
 
 # Names of the statements run so far, in order (the `sql_log` fixture).
 SqlLog = Callable[[], list[str]]
@@ -57,3 +61,26 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting until {what}")
         time.sleep(0.05)
+
+
+def store_env(
+    settings: Settings, blobs: S3BlobStore, s3_endpoint: str, **extra: str
+) -> dict[str, str]:
+    """The environment a deployed service or worker would get (its `Settings()` read from it),
+    pointing at this test's servers."""
+    # Not imported at the top: conftest imports this module before pytest loads the plugin.
+    from docstore.testing.plugin import S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY
+
+    return {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "BLOB_BACKEND": "s3",
+        "S3_BUCKET": blobs.bucket,
+        "S3_ENDPOINT_URL": s3_endpoint,
+        "S3_REGION": "us-east-1",
+        "S3_ACCESS_KEY": S3_TEST_ACCESS_KEY,
+        "S3_SECRET_KEY": S3_TEST_SECRET_KEY,
+        "POOL_MIN_SIZE": "1",
+        **extra,
+    }

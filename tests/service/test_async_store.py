@@ -8,6 +8,8 @@ import gc
 import inspect
 import logging
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,6 +18,7 @@ from typing import Any
 
 import anyio
 import pytest
+from helpers import store_env
 
 from docstore import (
     AsyncDocstore,
@@ -177,6 +180,46 @@ async def test_the_intake_flow_never_blocks_the_loop(
     assert [o.action for o in outcomes if o] == ["completed"] * 3
     slow = [r.getMessage() for r in caplog.records if "Executing" in r.getMessage()]
     assert slow == []
+
+
+# A fresh process connects from its settings and submits: the store makes its own boto3
+# client (the first one a process makes takes 0.1-0.3 s: imports, botocore's service model,
+# the credential chain) and must not make it on the loop.
+FIRST_SUBMIT = """
+import asyncio, logging, sys
+from docstore import AsyncDocstore, UserCreate
+
+async def main():
+    loop = asyncio.get_running_loop()
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.05
+    async with await AsyncDocstore.connect() as store:
+        user = (await store.users.create(UserCreate(email="first@example.com"))).user
+        await store.submit_document(user, "a.txt", b"the first upload of this process")
+
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(message)s")
+asyncio.run(main())
+"""
+
+
+def test_a_store_made_from_settings_never_blocks_the_loop_making_its_blob_client(
+    docstore_settings: Settings, docstore_blob_store: S3BlobStore, docstore_s3_endpoint: str
+) -> None:
+    env = store_env(docstore_settings, docstore_blob_store, docstore_s3_endpoint)
+    run = subprocess.run(
+        [sys.executable, "-c", FIRST_SUBMIT], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    slow = [line for line in run.stdout.splitlines() if "Executing" in line]
+    assert slow == []
+    assert (
+        len(
+            docstore_blob_store.client.list_objects_v2(Bucket=docstore_blob_store.bucket)[
+                "Contents"
+            ]
+        )
+        == 1
+    )
 
 
 def test_the_blob_store_has_the_same_methods_awaited_on_the_async_side() -> None:

@@ -15,7 +15,7 @@ from typing import IO
 
 import httpx
 import pytest
-from helpers import serving
+from helpers import serving, store_env
 
 from docstore import AsyncDocstore, Docstore, Settings, UserCreate
 from docstore.intake.blobs import S3BlobStore
@@ -23,7 +23,6 @@ from docstore.intake.extractors import Extraction, ProgressCallback, extract_tex
 from docstore.intake.flow_async import INTERRUPTED
 from docstore.quickstart import make_pdf
 from docstore.testing import free_port
-from docstore.testing.plugin import S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY
 from examples.fastapi_service import create_app
 from examples.worker import run_worker
 
@@ -169,25 +168,6 @@ def test_rate_limit_answers_429_with_the_limiters_headers(api: Api) -> None:
     assert refused.headers["RateLimit"].startswith('"api";r=0;')
 
 
-def worker_env(
-    settings: Settings, blobs: S3BlobStore, s3_endpoint: str, **extra: str
-) -> dict[str, str]:
-    """The environment a deployed worker would get, pointing at this test's servers."""
-    return {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "BLOB_BACKEND": "s3",
-        "S3_BUCKET": blobs.bucket,
-        "S3_ENDPOINT_URL": s3_endpoint,
-        "S3_REGION": "us-east-1",
-        "S3_ACCESS_KEY": S3_TEST_ACCESS_KEY,
-        "S3_SECRET_KEY": S3_TEST_SECRET_KEY,
-        "POOL_MIN_SIZE": "1",
-        **extra,
-    }
-
-
 def start_worker(env: dict[str, str], *args: str) -> "subprocess.Popen[str]":
     return subprocess.Popen(
         [sys.executable, str(ROOT / "examples" / "worker.py"), *args],
@@ -217,7 +197,7 @@ def test_worker_process_finishes_and_stops_on_sigterm(
             store.submit_document(user, f"page{i}.pdf", make_pdf([f"Document {i}"])).id
             for i in range(3)
         ]
-        env = worker_env(docstore_settings, docstore_blob_store, docstore_s3_endpoint)
+        env = store_env(docstore_settings, docstore_blob_store, docstore_s3_endpoint)
         worker = start_worker(env, "--worker-id", "w-sub")
         try:
             deadline = time.monotonic() + 60
@@ -247,7 +227,7 @@ def test_a_worker_with_concurrency_3_holds_three_documents_and_finishes_them_on_
             store.submit_document(user, f"doc{i}.txt", f"words of document {i}".encode())
             for i in range(7)
         ]
-        env = worker_env(
+        env = store_env(
             docstore_settings,
             docstore_blob_store,
             docstore_s3_endpoint,
