@@ -92,6 +92,56 @@ async def _continued(step: Coroutine[Any, Any, R], waiting_on: Any) -> R:
     return await _continue(step, waiting_on)
 
 
+async def cancelled_once(call: Callable[[], Coroutine[Any, Any, R]]) -> R:
+    """`await call()` (a statement, a COMMIT), cancelled once at most: the first cancel of the
+    caller reaches it where it waits, and the caller's later cancels wait until its reaction
+    has run to its end; then the first is raised. An anyio cancel scope asks again on every
+    turn of the loop: psycopg answers a first cancel by cancelling the statement on the server
+    and reading its outcome, and a second one made it close the socket instead, leaving the
+    statement to run on (and commit) after the caller was told it was cancelled. No task is
+    made unless a cancel comes."""
+    step = call()
+    ended, outcome, cancel = await _in_place_until_cancelled(step)
+    if cancel is None:
+        return cast(R, outcome)
+    if not ended:
+        task, _ = await _through(step, outcome, cancel_once=False)
+        if not task.cancelled():
+            task.exception()  # retrieved: the cancel is what the caller gets
+    raise cancel
+
+
+@types.coroutine
+def _in_place_until_cancelled(
+    step: Coroutine[Any, Any, R],
+) -> Generator[Any, Any, tuple[bool, Any, asyncio.CancelledError | None]]:
+    """Run `step` as if awaited here until it ends, (True, its value, None), or a cancel comes:
+    the cancel is handed to `step`, and then (False, what `step` now waits on, the cancel) is
+    returned, or (True, its value, the cancel) if it ended at once."""
+    try:
+        waiting_on = step.send(None)
+    except StopIteration as done:
+        return True, done.value, None
+    while True:
+        try:
+            sent = yield waiting_on
+        except asyncio.CancelledError as cancel:
+            try:
+                return False, step.throw(cancel), cancel
+            except StopIteration as done:
+                return True, done.value, cancel
+        except BaseException as exc:  # noqa: BLE001 - handed on to `step`, as a task would
+            try:
+                waiting_on = step.throw(exc)
+            except StopIteration as done:
+                return True, done.value, None
+        else:
+            try:
+                waiting_on = step.send(sent)
+            except StopIteration as done:
+                return True, done.value, None
+
+
 def blocking_caller() -> Callable[..., Any]:
     """A function that code on another thread (an extractor run by `in_thread`) calls to run
     one of our coroutine functions on this event loop, waiting for its result."""
@@ -164,6 +214,7 @@ __all__ = [
     "AsyncCall",
     "blocking_caller",
     "cancel_was_dropped",
+    "cancelled_once",
     "cancels_asked",
     "finish",
     "in_thread",

@@ -48,6 +48,11 @@ def cancel_was_dropped(asked: int) -> bool:
     return False
 
 
+def cancelled_once(call: Call[R]) -> R:
+    """`call()`: nothing cancels a call on the sync side."""
+    return call()
+
+
 def take_or_cancel(take: Call[R], give_back: Callable[[R], object]) -> R:
     """`take()`: nothing cancels a call on the sync side."""
     return take()
@@ -57,6 +62,7 @@ __all__ = [
     "Call",
     "blocking_caller",
     "cancel_was_dropped",
+    "cancelled_once",
     "cancels_asked",
     "finish",
     "in_thread",

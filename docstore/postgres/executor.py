@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from functools import partial
 from typing import Any, TypeVar, overload
 
 import psycopg
@@ -25,7 +26,7 @@ import psycopg_pool
 from psycopg.rows import BaseRowFactory, tuple_row
 from pydantic import BaseModel
 
-from docstore._sync_runtime import finish, take_or_cancel
+from docstore._sync_runtime import cancelled_once, finish, take_or_cancel
 from docstore.errors import PoolExhausted, ServiceUnavailable
 from docstore.observability.database import observe_pool, observe_query
 from docstore.postgres.errors import wrap_database_errors
@@ -35,6 +36,7 @@ from docstore.postgres.routing import Consistency, consistency, may_read_from_re
 from docstore.postgres.rows import model_row, trusts_rows, validated_row
 
 Model = TypeVar("Model", bound=BaseModel)
+T = TypeVar("T")
 Params = Mapping[str, Any]
 Connection = psycopg.Connection[Any]
 
@@ -152,7 +154,7 @@ class Database:
     def transaction(self, conn: Connection | None = None) -> Iterator[Connection]:
         """A connection inside a transaction (a savepoint when `conn` is already in one)."""
         # Errors of the transaction's own BEGIN/COMMIT are mapped by `connection` too.
-        with self.connection(conn) as c, c.transaction():
+        with self.connection(conn) as c, _cancelled_once_in_and_out(c.transaction()):
             yield c
 
     @contextmanager
@@ -177,7 +179,7 @@ class Database:
             self._in_use += 1
         try:
             # Leaving `with pooled` commits, or rolls back on error; the pool keeps the connection.
-            with wrap_database_errors(self.address), pooled:
+            with wrap_database_errors(self.address), _cancelled_once_in_and_out(pooled):
                 yield pooled
         finally:
             try:
@@ -221,13 +223,15 @@ class Database:
 
     def _execute(self, cur: psycopg.Cursor[Any], query: Query, params: Params) -> None:
         # A span and a duration per statement when OpenTelemetry is on (a no-op otherwise).
+        # Cancelled once at most: psycopg then cancels the statement on the server and reads
+        # its outcome, which a second cancel (anyio's scopes ask again) would cut short.
         with observe_query(query.name, query.sql, self.address):
             if not self.debug_sql:
-                cur.execute(query.sql, params)
+                cancelled_once(lambda: cur.execute(query.sql, params))
                 return
             started = time.perf_counter()
             try:
-                cur.execute(query.sql, params)
+                cancelled_once(lambda: cur.execute(query.sql, params))
             finally:
                 elapsed_ms = (time.perf_counter() - started) * 1000
                 sql_logger.info("%s %.2f ms rows=%s", query.name, elapsed_ms, cur.rowcount)
@@ -272,6 +276,21 @@ class Database:
             service="postgresql",
             address=self.address,
         )
+
+
+@contextmanager
+def _cancelled_once_in_and_out(block: AbstractContextManager[T]) -> Iterator[T]:
+    """`with block`, its entry and exit (BEGIN, COMMIT, ROLLBACK) cancelled once at most
+    (see `cancelled_once`): a COMMIT cut short is otherwise left to finish after the caller
+    was told it failed."""
+    value = cancelled_once(block.__enter__)
+    try:
+        yield value
+    except BaseException as exc:
+        if not cancelled_once(partial(block.__exit__, type(exc), exc, exc.__traceback__)):
+            raise
+    else:
+        cancelled_once(partial(block.__exit__, None, None, None))
 
 
 def _end_autocommit(conn: Connection) -> None:

@@ -15,7 +15,8 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
+from functools import partial
 from typing import Any, TypeVar, overload
 
 import psycopg
@@ -23,7 +24,7 @@ import psycopg_pool
 from psycopg.rows import BaseRowFactory, tuple_row
 from pydantic import BaseModel
 
-from docstore._async_runtime import finish, take_or_cancel
+from docstore._async_runtime import cancelled_once, finish, take_or_cancel
 from docstore.errors import PoolExhausted, ServiceUnavailable
 from docstore.observability.database import observe_pool, observe_query
 from docstore.postgres.errors import wrap_database_errors
@@ -33,6 +34,7 @@ from docstore.postgres.routing import Consistency, consistency, may_read_from_re
 from docstore.postgres.rows import model_row, trusts_rows, validated_row
 
 Model = TypeVar("Model", bound=BaseModel)
+T = TypeVar("T")
 Params = Mapping[str, Any]
 Connection = psycopg.AsyncConnection[Any]
 
@@ -152,7 +154,7 @@ class AsyncDatabase:
     async def transaction(self, conn: Connection | None = None) -> AsyncIterator[Connection]:
         """A connection inside a transaction (a savepoint when `conn` is already in one)."""
         # Errors of the transaction's own BEGIN/COMMIT are mapped by `connection` too.
-        async with self.connection(conn) as c, c.transaction():
+        async with self.connection(conn) as c, _cancelled_once_in_and_out(c.transaction()):
             yield c
 
     @asynccontextmanager
@@ -178,7 +180,7 @@ class AsyncDatabase:
         try:
             # Leaving `with pooled` commits, or rolls back on error; the pool keeps the connection.
             with wrap_database_errors(self.address):
-                async with pooled:
+                async with _cancelled_once_in_and_out(pooled):
                     yield pooled
         finally:
             try:
@@ -222,13 +224,15 @@ class AsyncDatabase:
 
     async def _execute(self, cur: psycopg.AsyncCursor[Any], query: Query, params: Params) -> None:
         # A span and a duration per statement when OpenTelemetry is on (a no-op otherwise).
+        # Cancelled once at most: psycopg then cancels the statement on the server and reads
+        # its outcome, which a second cancel (anyio's scopes ask again) would cut short.
         with observe_query(query.name, query.sql, self.address):
             if not self.debug_sql:
-                await cur.execute(query.sql, params)
+                await cancelled_once(lambda: cur.execute(query.sql, params))
                 return
             started = time.perf_counter()
             try:
-                await cur.execute(query.sql, params)
+                await cancelled_once(lambda: cur.execute(query.sql, params))
             finally:
                 elapsed_ms = (time.perf_counter() - started) * 1000
                 sql_logger.info("%s %.2f ms rows=%s", query.name, elapsed_ms, cur.rowcount)
@@ -273,6 +277,21 @@ class AsyncDatabase:
             service="postgresql",
             address=self.address,
         )
+
+
+@asynccontextmanager
+async def _cancelled_once_in_and_out(block: AbstractAsyncContextManager[T]) -> AsyncIterator[T]:
+    """`async with block`, its entry and exit (BEGIN, COMMIT, ROLLBACK) cancelled once at most
+    (see `cancelled_once`): a COMMIT cut short is otherwise left to finish after the caller
+    was told it failed."""
+    value = await cancelled_once(block.__aenter__)
+    try:
+        yield value
+    except BaseException as exc:
+        if not await cancelled_once(partial(block.__aexit__, type(exc), exc, exc.__traceback__)):
+            raise
+    else:
+        await cancelled_once(partial(block.__aexit__, None, None, None))
 
 
 async def _end_autocommit(conn: Connection) -> None:

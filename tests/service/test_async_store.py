@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import psycopg
 import pytest
 from helpers import store_env
 
@@ -601,3 +602,53 @@ async def test_a_failure_being_recorded_when_the_call_is_cancelled_is_still_reco
             await task
         final = await store.documents.get(document.id)
     assert (final.status, final.error_message) == ("FAILED", "InvalidInput: unreadable scan")
+
+
+async def test_a_statement_cut_short_by_an_anyio_scope_is_cancelled_on_the_server(
+    store: AsyncDocstore, docstore_settings: Settings
+) -> None:
+    # anyio asks a scope's cancel again on every turn of the loop. psycopg answers the first
+    # by cancelling the statement on the server and reading its outcome; a second one landing
+    # meanwhile made it close the socket instead, leaving the statement running on the server:
+    # here it waited for a row lock and committed once that was released, after the caller had
+    # been told it was cancelled (and after any clean-up it did for that).
+    user = (await store.users.create(UserCreate(email="scope@example.com"))).user
+    row = await store.documents.create(
+        DocumentCreate(user_id=user.id, filename="before.txt", s3_key="k")
+    )
+    async with await psycopg.AsyncConnection.connect(docstore_settings.database_url) as holder:
+        await holder.execute("SELECT 1 FROM documents WHERE id = %s FOR UPDATE", [row.id])
+        with anyio.move_on_after(0.3) as scope:
+            await store.documents.update(row.id, DocumentUpdate(filename="after.txt"))
+        assert scope.cancelled_caught
+        await holder.commit()  # the lock is released
+    await asyncio.sleep(0.3)
+    assert (await store.documents.get(row.id)).filename == "before.txt"
+    stats = store.pool.get_stats()
+    assert stats.get("connections_lost", 0) == 0  # the connection was kept, not closed
+
+
+async def test_a_commit_cut_short_by_an_anyio_scope_does_not_happen_later(
+    store: AsyncDocstore, docstore_settings: Settings
+) -> None:
+    # A COMMIT that takes a while: a deferred constraint trigger sleeps in it.
+    async with await psycopg.AsyncConnection.connect(
+        docstore_settings.database_url, autocommit=True
+    ) as admin:
+        await admin.execute(
+            """
+            CREATE TABLE slow_commits (id int);
+            CREATE FUNCTION sleep_a_second() RETURNS trigger LANGUAGE plpgsql AS
+                $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$;
+            CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON slow_commits
+                DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION sleep_a_second();
+            """
+        )
+        with anyio.move_on_after(0.3) as scope:
+            async with store.transaction() as conn:
+                await conn.execute("INSERT INTO slow_commits VALUES (1)")
+        assert scope.cancelled_caught
+        await asyncio.sleep(1.2)  # the trigger's second has passed
+        rows = await (await admin.execute("SELECT count(*) FROM slow_commits")).fetchone()
+    assert rows == (0,)  # cancelled on the server, not committed behind the caller's back
+    assert store.pool.get_stats().get("connections_lost", 0) == 0
