@@ -1,6 +1,7 @@
 """The built wheel carries the SQL and migrations: installed in a fresh venv, it works anywhere."""
 
 import os
+import re
 import subprocess
 import sys
 import venv
@@ -48,6 +49,20 @@ def test_wheel_contains_sql_migrations_and_py_typed(wheel: Path) -> None:
         shipped_lua
         and {Path(n).name for n in names if n.startswith("docstore/redis/lua/")} == shipped_lua
     )
+
+
+def test_a_plain_install_brings_what_the_default_extractor_needs(wheel: Path) -> None:
+    # `extract_text` (exported by `docstore`, the README's first example) reads PDFs with pypdf:
+    # as an extra's dependency, a plain install failed every PDF with ModuleNotFoundError.
+    (metadata,) = [n for n in zipfile.ZipFile(wheel).namelist() if n.endswith("/METADATA")]
+    lines = zipfile.ZipFile(wheel).read(metadata).decode().splitlines()
+    required = [
+        line.split(":", 1)[1].strip() for line in lines if line.startswith("Requires-Dist:")
+    ]
+    core = {
+        re.split(r"[\[<>=!~; ]", r, maxsplit=1)[0].lower() for r in required if "extra ==" not in r
+    }
+    assert "pypdf" in core
 
 
 @pytest.mark.slow
