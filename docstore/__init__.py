@@ -43,6 +43,8 @@ from docstore.errors import (
     UnsupportedDocument,
 )
 from docstore.health import HealthReport, PoolStats, ReplicaHealth
+from docstore.intake.blob_access import Blobs
+from docstore.intake.blob_access_async import AsyncBlobs
 from docstore.intake.blobs import BlobStore, LocalBlobStore, S3BlobStore, StoredBlob
 from docstore.intake.extractors import Extraction, ProgressCallback, extract_text
 from docstore.intake.outcomes import BlobPurgeReport, Extractor, Outcome, StuckReport
@@ -85,6 +87,7 @@ from docstore.store_async import AsyncDocstore
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncBlobs",
     "AsyncChangeListener",
     "AsyncDatabase",
     "AsyncDocstore",
@@ -100,6 +103,7 @@ __all__ = [
     "BlobPurgeReport",
     "BlobStore",
     "BlobStoreError",
+    "Blobs",
     "CacheStats",
     "Cancelled",
     "ChangeListener",

@@ -60,11 +60,14 @@ def _docstore_types(hint: object) -> Iterator[type]:
 
 
 def _public_methods(cls: type) -> Iterator[tuple[str, typing.Any]]:
+    """Methods, and properties' getters (`store.blobs`)."""
     for name, member in inspect.getmembers(cls):
         if name.startswith("_") and name not in ("__init__", "__enter__"):
             continue
         if inspect.isfunction(member) or inspect.ismethod(member):
             yield name, member
+        elif isinstance(member, property) and member.fget is not None:
+            yield name, member.fget
 
 
 def test_every_type_in_a_public_signature_is_exported() -> None:
