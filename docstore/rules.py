@@ -86,6 +86,8 @@ WORKER_ID_LENGTH = Length(1, 255)  # documents.worker_id (the schema has no CHEC
 SEARCH_QUERY_LENGTH = Length(1, 1000)  # a web-search query, after cleaning
 ERROR_MESSAGE_LENGTH = Length(1, 100_000)  # documents.error_message
 IDEMPOTENCY_KEY_LENGTH = Length(1, 255)  # documents_idempotency_key_check
+MAX_PAGE_SIZE = 500  # rows of one page of a listing (documents, users)
+MAX_SEARCH_PAGE_SIZE = 100  # hits of one page of a search (each computes a snippet)
 
 
 def check_email(value: str) -> str:

@@ -35,6 +35,8 @@ from docstore.repositories.pagination import (
 from docstore.repositories.search_query import collapse_negation_runs
 from docstore.rules import (
     MAX_BIGINT,
+    MAX_PAGE_SIZE,
+    MAX_SEARCH_PAGE_SIZE,
     SEARCH_QUERY_LENGTH,
     Checker,
     IdempotencyKey,
@@ -45,8 +47,6 @@ from docstore.rules import (
     parse_input,
 )
 
-MAX_PAGE_SIZE = 500
-MAX_SEARCH_PAGE_SIZE = 100
 # Rows per INSERT statement in create_many: one round trip each, all in one transaction.
 INSERT_BATCH_SIZE = 1000
 

@@ -17,11 +17,10 @@ from docstore.postgres.executor import Connection, Database
 from docstore.repositories.api_keys import api_key_digest, is_well_formed, new_api_key
 from docstore.repositories.changes import DocumentChanges
 from docstore.repositories.pagination import UserPageCursor, decode_cursor, keyset_page
-from docstore.rules import Checker, Email, RowId, checked_limit, parse_input
+from docstore.rules import MAX_PAGE_SIZE, Checker, Email, RowId, checked_limit, parse_input
 
 _user_id: Checker[int] = Checker(RowId, "user_id")
 _email: Checker[str] = Checker(Email, "email")
-MAX_PAGE_SIZE = 500
 # Documents deleted per statement when a user is deleted (all in one transaction).
 DELETE_BATCH_SIZE = 1000
 
