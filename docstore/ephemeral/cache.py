@@ -147,7 +147,8 @@ class RedisCache:
     def get(self, key: str, type_: type[T]) -> T | None:
         """The cached value read as `type_`, or None on a miss (or when Redis is unreachable)."""
         redis_key = cache_key(check_name(key))
-        self._pay_owed()
+        if not self._pay_owed():
+            return None  # Redis did not answer: a miss, with no second wait for it
         raw = self._fail_open("read", key, lambda: self.core.client.get(redis_key))
         if isinstance(raw, _FailedOpen):
             return None
@@ -186,7 +187,10 @@ class RedisCache:
         """
         name = check_name(key)
         ttl_ms = self._ttl_ms(ttl)
-        self._pay_owed()
+        if not self._pay_owed():
+            # Redis did not answer: load without a second wait for it (and without reading
+            # a copy the unpaid drops may be meant to remove).
+            return self._load(loader)
         if self._recent_misses < MISSES_FOR_SCRIPT_FIRST:
             # Mostly hits: a plain GET, as cheap as `get`.
             raw = self._fail_open("read", key, lambda: self.core.client.get(cache_key(name)))
@@ -365,19 +369,23 @@ class RedisCache:
 
         return drop
 
-    def _pay_owed(self) -> None:
-        """Drop what is owed and release the locks a reader may hold unknowingly."""
+    def _pay_owed(self) -> bool:
+        """Drop what is owed and release the locks a reader may hold unknowingly; False when
+        Redis did not answer (still owed: the caller fails open without asking it again)."""
         if not self._owed.any():
-            return
-        self.invalidate_documents([])
+            return True
+        if not self.invalidate_documents([]):
+            return False
         locks = self._owed.locks()
         if locks:
             calls = [([lock_key], [token]) for lock_key, token in locks]
             done = self._fail_open(
                 "unlock", f"{len(locks)} locks", lambda: self._unlock.run_many(calls)
             )
-            if not isinstance(done, _FailedOpen):
-                self._owed.released(locks)
+            if isinstance(done, _FailedOpen):
+                return False
+            self._owed.released(locks)
+        return True
 
     # -- encoding -----------------------------------------------------------------------------
 

@@ -192,3 +192,30 @@ def test_a_lock_a_frozen_redis_took_for_nobody_is_released_by_the_next_call(
     assert not watcher.exists(cache_lock_key("k"))
     watcher.close()
     side.close_redis(client)
+
+
+def test_a_read_that_cannot_pay_its_owed_drops_asks_a_frozen_redis_once(
+    side: Side, local_redis_factory: Callable[[], LocalRedis]
+) -> None:
+    # A drop owed to a frozen Redis was paid first by each read, which then asked Redis again
+    # for the value (and for owed locks): two or three socket timeouts for one read, and a
+    # copy the unpaid drop was meant to remove could be served should Redis answer meanwhile.
+    server = local_redis_factory()
+    client = side.make(new_redis, Settings.model_validate({"REDIS_URL": server.url}))
+    cache = side.make(RedisCache, side.make(RedisCore, client))
+    assert cache.cache_document_result(1, {"v": 1})
+    assert server.process is not None
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        assert cache.invalidate_document(1) is False  # owed from now on
+        before = cache.stats()
+        assert cache.get_or_set("k", lambda: 7, int) == 7
+        assert cache.get_document_result(1, dict) is None
+        after = cache.stats()
+        assert after.errors == before.errors + 2  # one failed contact per read
+        assert after.loads == before.loads + 1
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+    assert cache.get_document_result(1, dict) is None  # paid now: the stale copy is gone
+    assert cache.pending_invalidations == 0
+    side.close_redis(client)
