@@ -12,11 +12,14 @@ import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, NoReturn, ParamSpec, TypeAlias, TypeVar, cast
 
+A = TypeVar("A")
 P = ParamSpec("P")
 R = TypeVar("R")
 
 # A zero-argument coroutine function (the sync side's twin is a plain function, `Call`).
 AsyncCall: TypeAlias = Callable[[], Awaitable[R]]
+# A one-argument coroutine function (the sync side's twin is `CallWith`).
+AsyncCallWith: TypeAlias = Callable[[A], Awaitable[R]]
 
 
 async def sleep(seconds: float) -> None:
@@ -212,6 +215,7 @@ async def take_or_cancel(
 
 __all__ = [
     "AsyncCall",
+    "AsyncCallWith",
     "blocking_caller",
     "cancel_was_dropped",
     "cancelled_once",

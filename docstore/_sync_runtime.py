@@ -6,11 +6,14 @@ import time
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeAlias, TypeVar
 
+A = TypeVar("A")
 P = ParamSpec("P")
 R = TypeVar("R")
 
 # A zero-argument function (the async side's twin is a coroutine function, `AsyncCall`).
 Call: TypeAlias = Callable[[], R]
+# A one-argument function (the async side's twin is `AsyncCallWith`).
+CallWith: TypeAlias = Callable[[A], R]
 
 
 def sleep(seconds: float) -> None:
@@ -60,6 +63,7 @@ def take_or_cancel(take: Call[R], give_back: Callable[[R], object]) -> R:
 
 __all__ = [
     "Call",
+    "CallWith",
     "blocking_caller",
     "cancel_was_dropped",
     "cancelled_once",

@@ -26,7 +26,7 @@ import psycopg_pool
 from psycopg.rows import BaseRowFactory, tuple_row
 from pydantic import BaseModel
 
-from docstore._sync_runtime import cancelled_once, finish, take_or_cancel
+from docstore._sync_runtime import CallWith, cancelled_once, finish, take_or_cancel
 from docstore.errors import PoolExhausted, ServiceUnavailable
 from docstore.observability.database import observe_pool, observe_query
 from docstore.postgres.errors import wrap_database_errors
@@ -36,6 +36,7 @@ from docstore.postgres.routing import Consistency, consistency, may_read_from_re
 from docstore.postgres.rows import model_row, trusts_rows, validated_row
 
 Model = TypeVar("Model", bound=BaseModel)
+R = TypeVar("R")
 T = TypeVar("T")
 Params = Mapping[str, Any]
 Connection = psycopg.Connection[Any]
@@ -85,8 +86,7 @@ class Database:
         conn: Connection | None = None,
     ) -> Any:
         """The first row of the named query (as `model`, else a tuple), or None."""
-        with self._statement(name, params, model, conn) as cur:
-            return cur.fetchone()
+        return self._run(name, params, model, conn, _first_row)
 
     @overload
     def all(
@@ -106,8 +106,7 @@ class Database:
         conn: Connection | None = None,
     ) -> Any:
         """Every row of the named query (as `model`, else tuples)."""
-        with self._statement(name, params, model, conn) as cur:
-            return cur.fetchall()
+        return self._run(name, params, model, conn, _every_row)
 
     def value(self, name: str, params: Params, conn: Connection | None = None) -> Any:
         """The first column of the first row of the named query, or None."""
@@ -116,15 +115,16 @@ class Database:
 
     def execute(self, name: str, params: Params, conn: Connection | None = None) -> int:
         """Run the named statement; the number of rows it touched."""
-        with self._statement(name, params, None, conn) as cur:
-            return cur.rowcount
+        count: int = self._run(name, params, None, conn, _rows_touched)
+        return count
 
     def copy(self, name: str, rows: Iterable[Sequence[Any]], conn: Connection | None = None) -> int:
         """Stream `rows` through the named `COPY ... FROM STDIN`; the number of rows sent."""
         query = self.query(name, {})
-        count = 0
-        started = time.perf_counter()
-        with self._connection_for_statement(conn) as c, c.cursor() as cur:
+
+        def copy_rows(cur: psycopg.Cursor[Any]) -> int:
+            count = 0
+            started = time.perf_counter()
             with observe_query(query.name, query.sql, self.address):  # noqa: RUF100, SIM117
                 with cur.copy(query.sql) as copy:
                     for row in rows:
@@ -133,7 +133,9 @@ class Database:
             if self.debug_sql:
                 elapsed_ms = (time.perf_counter() - started) * 1000
                 sql_logger.info("%s %.2f ms rows=%s", query.name, elapsed_ms, count)
-        return count
+            return count
+
+        return self._on_cursor(conn, tuple_row, copy_rows)
 
     # -- where reads go ---------------------------------------------------------------------------
 
@@ -164,6 +166,16 @@ class Database:
             with wrap_database_errors(self.address):
                 yield conn
             return
+        pooled = self._checkout()
+        try:
+            # Leaving `with pooled` commits, or rolls back on error; the pool keeps the connection.
+            with wrap_database_errors(self.address), _cancelled_once_in_and_out(pooled):
+                yield pooled
+        finally:
+            self._give_back(pooled)
+
+    def _checkout(self) -> Connection:
+        """A connection of the pool (given back by `_give_back`), or the error telling why not."""
         try:
             # Waiting for a connection may drop a cancel (see `take_or_cancel`): raised here.
             pooled = take_or_cancel(self.pool.getconn, self.pool.putconn)
@@ -177,17 +189,15 @@ class Database:
             ) from exc
         with self._in_use_lock:
             self._in_use += 1
+        return pooled
+
+    def _give_back(self, pooled: Connection) -> None:
         try:
-            # Leaving `with pooled` commits, or rolls back on error; the pool keeps the connection.
-            with wrap_database_errors(self.address), _cancelled_once_in_and_out(pooled):
-                yield pooled
+            # Even when the task is cancelled meanwhile: putconn may wait for the pool's lock.
+            finish(self.pool.putconn, pooled)
         finally:
-            try:
-                # Even when the task is cancelled meanwhile: putconn may wait for the pool's lock.
-                finish(self.pool.putconn, pooled)
-            finally:
-                with self._in_use_lock:
-                    self._in_use -= 1
+            with self._in_use_lock:
+                self._in_use -= 1
 
     def query(self, name: str, params: Params) -> Query:
         """The named query, after checking that `params` matches its parameters."""
@@ -197,29 +207,58 @@ class Database:
 
     # -- inside -----------------------------------------------------------------------------------
 
-    @contextmanager
-    def _statement(
-        self, name: str, params: Params, model: type[BaseModel] | None, conn: Connection | None
-    ) -> Iterator[psycopg.Cursor[Any]]:
+    def _run(
+        self,
+        name: str,
+        params: Params,
+        model: type[BaseModel] | None,
+        conn: Connection | None,
+        fetch: CallWith[psycopg.Cursor[Any], R],
+    ) -> R:
+        """Run the named query and `fetch` its outcome from the cursor: on the replica when it
+        may and can, else on `conn`, else alone on a pooled connection in autocommit. Every
+        statement's path, so plain coroutines: each context-manager layer cost 3 us a call."""
         query = self.query(name, params)
-        factory: BaseRowFactory[Any]
-        if model is None:
-            factory = tuple_row
-        elif trusts_rows(model):
-            factory = model_row(model, name)
-        else:
-            factory = validated_row(model, name)
+        factory = _row_factory(model, name)
         if conn is None and self.replica is not None and may_read_from_replica(name):
             with self.replica.cursor(query, params, factory, self._execute) as cur:
                 if cur is not None:
-                    yield cur
-                    return
-        with (
-            self._connection_for_statement(conn) as c,
-            c.cursor(row_factory=factory) as cur,
-        ):
+                    return fetch(cur)
+
+        def run(cur: psycopg.Cursor[Any]) -> R:
             self._execute(cur, query, params)
-            yield cur
+            return fetch(cur)
+
+        return self._on_cursor(conn, factory, run)
+
+    def _on_cursor(
+        self,
+        conn: Connection | None,
+        factory: BaseRowFactory[Any],
+        work: CallWith[psycopg.Cursor[Any], R],
+    ) -> R:
+        """`work(cursor)` on a cursor of the caller's `conn` as is, or of a pooled
+        connection in autocommit for that one statement, which goes back to the pool as it came
+        (autocommit off, unless the pool's owner configured it on), or closed (so the pool
+        replaces it) when that cannot be done."""
+        if conn is not None:
+            with wrap_database_errors(self.address):  # noqa: RUF100, SIM117
+                with conn.cursor(row_factory=factory) as cur:
+                    return work(cur)
+        pooled = self._checkout()
+        try:
+            with wrap_database_errors(self.address):
+                toggled = not pooled.autocommit
+                if toggled:
+                    pooled.set_autocommit(True)
+                try:
+                    with pooled.cursor(row_factory=factory) as cur:
+                        return work(cur)
+                finally:
+                    if toggled:
+                        finish(_end_autocommit, pooled)
+        finally:
+            self._give_back(pooled)
 
     def _execute(self, cur: psycopg.Cursor[Any], query: Query, params: Params) -> None:
         # A span and a duration per statement when OpenTelemetry is on (a no-op otherwise).
@@ -235,27 +274,6 @@ class Database:
             finally:
                 elapsed_ms = (time.perf_counter() - started) * 1000
                 sql_logger.info("%s %.2f ms rows=%s", query.name, elapsed_ms, cur.rowcount)
-
-    @contextmanager
-    def _connection_for_statement(self, conn: Connection | None) -> Iterator[Connection]:
-        """The caller's connection as is, or a pooled one in autocommit for one statement.
-
-        The pooled connection goes back to the pool as it came (autocommit off, unless the pool's
-        owner configured it on), or closed (so the pool replaces it) when that cannot be done.
-        """
-        if conn is not None:
-            with self.connection(conn) as caller_conn:
-                yield caller_conn
-            return
-        with self.connection() as pooled:
-            if pooled.autocommit:  # a pool the caller configured so: leave it as it is
-                yield pooled
-                return
-            pooled.set_autocommit(True)
-            try:
-                yield pooled
-            finally:
-                finish(_end_autocommit, pooled)
 
     def _pool_timeout_error(self) -> ServiceUnavailable:
         # The pool counts connections it is still trying to open as part of its size, so a full
@@ -276,6 +294,27 @@ class Database:
             service="postgresql",
             address=self.address,
         )
+
+
+def _row_factory(model: type[BaseModel] | None, name: str) -> BaseRowFactory[Any]:
+    """Rows as tuples, as `model` built straight from them (flat), or validated (nested)."""
+    if model is None:
+        return tuple_row
+    if trusts_rows(model):
+        return model_row(model, name)
+    return validated_row(model, name)
+
+
+def _first_row(cur: psycopg.Cursor[Any]) -> Any:
+    return cur.fetchone()
+
+
+def _every_row(cur: psycopg.Cursor[Any]) -> Any:
+    return cur.fetchall()
+
+
+def _rows_touched(cur: psycopg.Cursor[Any]) -> int:
+    return cur.rowcount
 
 
 @contextmanager

@@ -24,7 +24,7 @@ import psycopg_pool
 from psycopg.rows import BaseRowFactory, tuple_row
 from pydantic import BaseModel
 
-from docstore._async_runtime import cancelled_once, finish, take_or_cancel
+from docstore._async_runtime import AsyncCallWith, cancelled_once, finish, take_or_cancel
 from docstore.errors import PoolExhausted, ServiceUnavailable
 from docstore.observability.database import observe_pool, observe_query
 from docstore.postgres.errors import wrap_database_errors
@@ -34,6 +34,7 @@ from docstore.postgres.routing import Consistency, consistency, may_read_from_re
 from docstore.postgres.rows import model_row, trusts_rows, validated_row
 
 Model = TypeVar("Model", bound=BaseModel)
+R = TypeVar("R")
 T = TypeVar("T")
 Params = Mapping[str, Any]
 Connection = psycopg.AsyncConnection[Any]
@@ -83,8 +84,7 @@ class AsyncDatabase:
         conn: Connection | None = None,
     ) -> Any:
         """The first row of the named query (as `model`, else a tuple), or None."""
-        async with self._statement(name, params, model, conn) as cur:
-            return await cur.fetchone()
+        return await self._run(name, params, model, conn, _first_row)
 
     @overload
     async def all(
@@ -104,8 +104,7 @@ class AsyncDatabase:
         conn: Connection | None = None,
     ) -> Any:
         """Every row of the named query (as `model`, else tuples)."""
-        async with self._statement(name, params, model, conn) as cur:
-            return await cur.fetchall()
+        return await self._run(name, params, model, conn, _every_row)
 
     async def value(self, name: str, params: Params, conn: Connection | None = None) -> Any:
         """The first column of the first row of the named query, or None."""
@@ -114,17 +113,18 @@ class AsyncDatabase:
 
     async def execute(self, name: str, params: Params, conn: Connection | None = None) -> int:
         """Run the named statement; the number of rows it touched."""
-        async with self._statement(name, params, None, conn) as cur:
-            return cur.rowcount
+        count: int = await self._run(name, params, None, conn, _rows_touched)
+        return count
 
     async def copy(
         self, name: str, rows: Iterable[Sequence[Any]], conn: Connection | None = None
     ) -> int:
         """Stream `rows` through the named `COPY ... FROM STDIN`; the number of rows sent."""
         query = self.query(name, {})
-        count = 0
-        started = time.perf_counter()
-        async with self._connection_for_statement(conn) as c, c.cursor() as cur:
+
+        async def copy_rows(cur: psycopg.AsyncCursor[Any]) -> int:
+            count = 0
+            started = time.perf_counter()
             with observe_query(query.name, query.sql, self.address):  # noqa: RUF100, SIM117
                 async with cur.copy(query.sql) as copy:
                     for row in rows:
@@ -133,7 +133,9 @@ class AsyncDatabase:
             if self.debug_sql:
                 elapsed_ms = (time.perf_counter() - started) * 1000
                 sql_logger.info("%s %.2f ms rows=%s", query.name, elapsed_ms, count)
-        return count
+            return count
+
+        return await self._on_cursor(conn, tuple_row, copy_rows)
 
     # -- where reads go ---------------------------------------------------------------------------
 
@@ -164,6 +166,17 @@ class AsyncDatabase:
             with wrap_database_errors(self.address):
                 yield conn
             return
+        pooled = await self._checkout()
+        try:
+            # Leaving `with pooled` commits, or rolls back on error; the pool keeps the connection.
+            with wrap_database_errors(self.address):
+                async with _cancelled_once_in_and_out(pooled):
+                    yield pooled
+        finally:
+            await self._give_back(pooled)
+
+    async def _checkout(self) -> Connection:
+        """A connection of the pool (given back by `_give_back`), or the error telling why not."""
         try:
             # Waiting for a connection may drop a cancel (see `take_or_cancel`): raised here.
             pooled = await take_or_cancel(self.pool.getconn, self.pool.putconn)
@@ -177,18 +190,15 @@ class AsyncDatabase:
             ) from exc
         with self._in_use_lock:
             self._in_use += 1
+        return pooled
+
+    async def _give_back(self, pooled: Connection) -> None:
         try:
-            # Leaving `with pooled` commits, or rolls back on error; the pool keeps the connection.
-            with wrap_database_errors(self.address):
-                async with _cancelled_once_in_and_out(pooled):
-                    yield pooled
+            # Even when the task is cancelled meanwhile: putconn may wait for the pool's lock.
+            await finish(self.pool.putconn, pooled)
         finally:
-            try:
-                # Even when the task is cancelled meanwhile: putconn may wait for the pool's lock.
-                await finish(self.pool.putconn, pooled)
-            finally:
-                with self._in_use_lock:
-                    self._in_use -= 1
+            with self._in_use_lock:
+                self._in_use -= 1
 
     def query(self, name: str, params: Params) -> Query:
         """The named query, after checking that `params` matches its parameters."""
@@ -198,29 +208,58 @@ class AsyncDatabase:
 
     # -- inside -----------------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def _statement(
-        self, name: str, params: Params, model: type[BaseModel] | None, conn: Connection | None
-    ) -> AsyncIterator[psycopg.AsyncCursor[Any]]:
+    async def _run(
+        self,
+        name: str,
+        params: Params,
+        model: type[BaseModel] | None,
+        conn: Connection | None,
+        fetch: AsyncCallWith[psycopg.AsyncCursor[Any], R],
+    ) -> R:
+        """Run the named query and `fetch` its outcome from the cursor: on the replica when it
+        may and can, else on `conn`, else alone on a pooled connection in autocommit. Every
+        statement's path, so plain coroutines: each context-manager layer cost 3 us a call."""
         query = self.query(name, params)
-        factory: BaseRowFactory[Any]
-        if model is None:
-            factory = tuple_row
-        elif trusts_rows(model):
-            factory = model_row(model, name)
-        else:
-            factory = validated_row(model, name)
+        factory = _row_factory(model, name)
         if conn is None and self.replica is not None and may_read_from_replica(name):
             async with self.replica.cursor(query, params, factory, self._execute) as cur:
                 if cur is not None:
-                    yield cur
-                    return
-        async with (
-            self._connection_for_statement(conn) as c,
-            c.cursor(row_factory=factory) as cur,
-        ):
+                    return await fetch(cur)
+
+        async def run(cur: psycopg.AsyncCursor[Any]) -> R:
             await self._execute(cur, query, params)
-            yield cur
+            return await fetch(cur)
+
+        return await self._on_cursor(conn, factory, run)
+
+    async def _on_cursor(
+        self,
+        conn: Connection | None,
+        factory: BaseRowFactory[Any],
+        work: AsyncCallWith[psycopg.AsyncCursor[Any], R],
+    ) -> R:
+        """`await work(cursor)` on a cursor of the caller's `conn` as is, or of a pooled
+        connection in autocommit for that one statement, which goes back to the pool as it came
+        (autocommit off, unless the pool's owner configured it on), or closed (so the pool
+        replaces it) when that cannot be done."""
+        if conn is not None:
+            with wrap_database_errors(self.address):  # noqa: RUF100, SIM117
+                async with conn.cursor(row_factory=factory) as cur:
+                    return await work(cur)
+        pooled = await self._checkout()
+        try:
+            with wrap_database_errors(self.address):
+                toggled = not pooled.autocommit
+                if toggled:
+                    await pooled.set_autocommit(True)
+                try:
+                    async with pooled.cursor(row_factory=factory) as cur:
+                        return await work(cur)
+                finally:
+                    if toggled:
+                        await finish(_end_autocommit, pooled)
+        finally:
+            await self._give_back(pooled)
 
     async def _execute(self, cur: psycopg.AsyncCursor[Any], query: Query, params: Params) -> None:
         # A span and a duration per statement when OpenTelemetry is on (a no-op otherwise).
@@ -236,27 +275,6 @@ class AsyncDatabase:
             finally:
                 elapsed_ms = (time.perf_counter() - started) * 1000
                 sql_logger.info("%s %.2f ms rows=%s", query.name, elapsed_ms, cur.rowcount)
-
-    @asynccontextmanager
-    async def _connection_for_statement(self, conn: Connection | None) -> AsyncIterator[Connection]:
-        """The caller's connection as is, or a pooled one in autocommit for one statement.
-
-        The pooled connection goes back to the pool as it came (autocommit off, unless the pool's
-        owner configured it on), or closed (so the pool replaces it) when that cannot be done.
-        """
-        if conn is not None:
-            async with self.connection(conn) as caller_conn:
-                yield caller_conn
-            return
-        async with self.connection() as pooled:
-            if pooled.autocommit:  # a pool the caller configured so: leave it as it is
-                yield pooled
-                return
-            await pooled.set_autocommit(True)
-            try:
-                yield pooled
-            finally:
-                await finish(_end_autocommit, pooled)
 
     def _pool_timeout_error(self) -> ServiceUnavailable:
         # The pool counts connections it is still trying to open as part of its size, so a full
@@ -277,6 +295,27 @@ class AsyncDatabase:
             service="postgresql",
             address=self.address,
         )
+
+
+def _row_factory(model: type[BaseModel] | None, name: str) -> BaseRowFactory[Any]:
+    """Rows as tuples, as `model` built straight from them (flat), or validated (nested)."""
+    if model is None:
+        return tuple_row
+    if trusts_rows(model):
+        return model_row(model, name)
+    return validated_row(model, name)
+
+
+async def _first_row(cur: psycopg.AsyncCursor[Any]) -> Any:
+    return await cur.fetchone()
+
+
+async def _every_row(cur: psycopg.AsyncCursor[Any]) -> Any:
+    return await cur.fetchall()
+
+
+async def _rows_touched(cur: psycopg.AsyncCursor[Any]) -> int:
+    return cur.rowcount
 
 
 @asynccontextmanager
