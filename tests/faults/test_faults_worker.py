@@ -3,7 +3,6 @@ worker processes each document exactly once (or fails it, when that was its last
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,13 +13,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from helpers import wait_until
+from helpers import store_env, wait_until
 from sides import Side, side_fixture  # noqa: F401 (fixtures)
 
 from docstore import Docstore, DocumentCreate, Settings, UserCreate
 from docstore.intake.blobs import S3BlobStore
 from docstore.intake.extractors import Extraction, ProgressCallback
-from docstore.testing.plugin import S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -74,20 +72,13 @@ def start_doomed_worker(
 ) -> subprocess.Popen[bytes]:
     blobs = store.blobs.store
     assert isinstance(blobs, S3BlobStore)
-    env = {
-        **os.environ,
-        "DATABASE_URL": store.settings.database_url,
-        "REDIS_URL": store.settings.redis_url,
-        "POOL_MIN_SIZE": "1",
-        "POOL_MAX_OVERFLOW": "1",
-        "LEASE_SECONDS": str(DOOMED_LEASE_SECONDS),
-        "BLOB_BACKEND": "s3",
-        "S3_BUCKET": blobs.bucket,
-        "S3_ENDPOINT_URL": s3_endpoint,
-        "S3_REGION": "us-east-1",
-        "S3_ACCESS_KEY": S3_TEST_ACCESS_KEY,
-        "S3_SECRET_KEY": S3_TEST_SECRET_KEY,
-    }
+    env = store_env(
+        store.settings,
+        blobs,
+        s3_endpoint,
+        POOL_MAX_OVERFLOW="1",
+        LEASE_SECONDS=str(DOOMED_LEASE_SECONDS),
+    )
     script = tmp_path / "doomed_worker.py"
     script.write_text(DOOMED_WORKER[side.name])
     with (tmp_path / f"{worker_id}.err").open("wb") as stderr:
