@@ -113,6 +113,7 @@ class RedisCache:
         self._recent_misses = 0.0  # share of recent reads that missed (moving average)
         # Drops and lock releases Redis did not surely take: paid by the next call.
         self._owed = Owed(max_pending_invalidations)
+        self._dropping_everything = threading.Lock()  # never waited on: see invalidate_documents
 
     # -- counters -----------------------------------------------------------------------------
 
@@ -303,12 +304,20 @@ class RedisCache:
         False when Redis was unreachable: the ids stay owed and are dropped by the next call of
         this cache (a value that outlived its document's change is never served by this process
         after Redis answers again). Past `max_pending_invalidations` owed ids, that next call
-        drops every cached document result instead (logged).
+        drops every cached document result instead (logged), one call at a time: the calls
+        meanwhile return False too, and fail open without reading the cache.
         """
         self._owed.documents([check_document_id(i) for i in document_ids])
         debt = self._owed.take()  # owed until paid: a cancel here forgets nothing
         if debt.everything:
-            return self._drop_every_document(debt)
+            # One call at a time scans the keyspace; the others fail open meanwhile (still
+            # owed: none of them reads the cache before the drop is done).
+            if not self._dropping_everything.acquire(blocking=False):
+                return False
+            try:
+                return self._drop_every_document(debt)
+            finally:
+                self._dropping_everything.release()
         ordered = sorted(debt.documents)
         for start in range(0, len(ordered), _INVALIDATE_BATCH):
             batch = ordered[start : start + _INVALIDATE_BATCH]

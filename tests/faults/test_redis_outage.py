@@ -7,6 +7,8 @@ import hashlib
 import logging
 import os
 import signal
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -218,4 +220,33 @@ def test_a_read_that_cannot_pay_its_owed_drops_asks_a_frozen_redis_once(
         os.kill(server.process.pid, signal.SIGCONT)
     assert cache.get_document_result(1, dict) is None  # paid now: the stale copy is gone
     assert cache.pending_invalidations == 0
+    side.close_redis(client)
+
+
+def test_one_call_at_a_time_drops_every_cached_document_the_others_fail_open(
+    side: Side, local_redis_factory: Callable[[], LocalRedis]
+) -> None:
+    # Past the bound of owed drops, the next call drops every cached document (a SCAN of the
+    # keyspace). Every call meanwhile started its own SCAN of the same keys; now they load
+    # from the source without asking Redis, and without reading the cache, until it is done.
+    server = local_redis_factory()
+    settings = Settings.model_validate({"REDIS_URL": server.url, "REDIS_SOCKET_TIMEOUT": 2})
+    client = side.make(new_redis, settings)
+    cache = side.make(RedisCache, side.make(RedisCore, client), max_pending_invalidations=1)
+    assert server.process is not None
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        assert cache.invalidate_documents([1]) is False
+        assert cache.invalidate_documents([2, 3]) is False  # past the bound: everything owed
+        errors = cache.stats().errors
+        dropping = threading.Thread(target=cache.get, args=("a", int))
+        dropping.start()  # scans, and waits on the frozen Redis for its socket timeout
+        time.sleep(0.5)
+        assert cache.get_or_set("b", lambda: 2, int) == 2
+        assert dropping.is_alive()  # answered while the other call still waited on Redis
+        assert cache.stats().errors == errors  # and without asking Redis itself
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+    dropping.join()
+    assert cache.get("a", int) is None and cache.pending_invalidations == 0
     side.close_redis(client)
