@@ -25,7 +25,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import IO, Any, Literal, cast
 
-from docstore._async_runtime import blocking_caller, finish, in_thread
+from docstore._async_runtime import blocking_caller, finish, in_thread, sleep
 from docstore.ephemeral.cache_async import AsyncRedisCache
 from docstore.ephemeral.progress_async import AsyncProgressTracker
 from docstore.ephemeral.queue_async import AsyncTaskQueue
@@ -124,6 +124,17 @@ def _same_submission(earlier: SubmittedDocument, filename: str, digest: str) -> 
             constraint_name="documents_idempotency_key_key",
         )
     return DocumentResponse.model_validate(earlier.model_dump(exclude={"content_sha256"}))
+
+
+def _error_text(exc: BaseException) -> str:
+    """What a failed attempt records of `exc`: its type and message, as PostgreSQL text can
+    hold them (a lone surrogate escaped, NUL bytes dropped), at most 10,000 characters."""
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the failure
+        message = "(its message cannot be shown)"
+    text = f"{type(exc).__name__}: {message}".replace("\x00", "")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")[:10_000]
 
 
 def _size_limited(data: bytes | IO[bytes], limit: int) -> bytes | IO[bytes]:
@@ -255,17 +266,26 @@ class AsyncDocumentIntake:
         # The documents table's rule, checked before a message is taken off the queue (and the
         # same cleaned id used for both).
         worker_id = _worker_id(worker_id)
+        if not callable(extract):
+            raise InvalidInput("extract must be a function (an Extractor)", field="extract")
+        if stopping is not None and not callable(stopping):
+            raise InvalidInput("stopping must be a function returning a bool", field="stopping")
         message: QueueMessage | None = None
+        queue_down = False
         try:
             messages = await self.queue.consume(worker_id, count=1, block_ms=block_ms)
         except ServiceUnavailable as exc:
             logger.warning("queue unavailable, claiming from PostgreSQL: %s", exc.message)
-            messages = []
+            messages, queue_down = [], True
         if stopping is not None and stopping():
             return None
         if not messages:
             document = await self._claim_from_postgres(worker_id)
             if document is None:
+                if queue_down:
+                    # The queue did not wait `block_ms` for a message: wait here, or a worker's
+                    # loop polls PostgreSQL flat out while Redis is down.
+                    await sleep(block_ms / 1000)
                 return None
         else:
             # A message says there is work; PostgreSQL says which, in fair turns across users
@@ -405,9 +425,7 @@ class AsyncDocumentIntake:
     async def _fail(self, document: DocumentResponse, worker_id: str, exc: Exception) -> Outcome:
         # Bad input will not get better on a retry; anything else might.
         retry = not isinstance(exc, InvalidInput)
-        return await self._record_failure(
-            document, worker_id, f"{type(exc).__name__}: {exc}"[:10_000], retry
-        )
+        return await self._record_failure(document, worker_id, _error_text(exc), retry)
 
     async def _let_go(self, document: DocumentResponse, worker_id: str) -> Outcome | None:
         """Hand back a document whose processing stopped half way, as a failed attempt."""

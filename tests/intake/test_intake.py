@@ -427,3 +427,43 @@ def test_a_cancel_between_the_claim_and_the_progress_reset_stops_the_extractor(
     assert outcome is not None and outcome.action == "cancelled"
     assert calls == []  # PostgreSQL was asked before the extractor started
     assert store.documents.get(document.id).status == "CANCELLED"
+
+
+def test_with_redis_down_and_nothing_to_claim_a_worker_waits_block_ms(outage: Outage) -> None:
+    # It returned at once: a worker loop polled PostgreSQL (two UPDATEs and a warning a call)
+    # tens of thousands of times a second for as long as Redis stayed down.
+    store, server, _ = outage
+    server.stop()
+    started = time.monotonic()
+    assert store.process_next("worker-1", extract_text, block_ms=300) is None
+    assert time.monotonic() - started >= 0.3
+
+
+def test_an_extractor_error_text_postgresql_cannot_hold_still_fails_only_the_attempt(
+    store: Docstore, user: UserResponse
+) -> None:
+    # A lone surrogate in the message (a json.loads of "\ud800", a surrogate-escaped path)
+    # made recording the failure raise InvalidInput, which ended the worker's loop; the
+    # document came back "Interrupted" to end the next worker's the same way.
+    document = store.submit_document(user, "a.txt", b"words")
+
+    def broken(data: bytes, filename: str, report: ProgressCallback) -> Any:
+        raise ValueError("cannot read \ud800 at byte \x00 7")
+
+    outcome = store.process_next("worker-1", broken, block_ms=0)
+    assert outcome is not None and outcome.action == "retrying"
+    failed = store.documents.get(document.id)
+    assert failed.error_message == "ValueError: cannot read \\ud800 at byte  7"
+
+
+@pytest.mark.parametrize("extract", [None, "extract_text", 42])
+def test_process_next_refuses_an_extractor_that_is_not_callable_before_claiming(
+    store: Docstore, user: UserResponse, extract: Any
+) -> None:
+    document = store.submit_document(user, "a.txt", b"words")
+    with pytest.raises(InvalidInput) as refused:
+        store.process_next("worker-1", extract, block_ms=0)
+    assert refused.value.field == "extract"
+    assert store.documents.get(document.id).attempts == 0  # nothing claimed, nothing burnt
+    with pytest.raises(InvalidInput):
+        store.process_next("worker-1", extract_text, block_ms=0, stopping=True)  # type: ignore[arg-type]
