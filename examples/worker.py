@@ -158,9 +158,16 @@ async def run_worker(
 
 
 def load_extractor(path: str) -> Extractor:
-    """The extractor named ``module:function``."""
+    """The extractor named ``module:function`` (an argparse type: a usage error otherwise)."""
     module_name, _, function_name = path.partition(":")
-    extractor: Extractor = getattr(importlib.import_module(module_name), function_name)
+    if not module_name or not function_name:
+        raise argparse.ArgumentTypeError(f"must be module:function, not {path!r}")
+    try:
+        extractor: Extractor = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as exc:
+        raise argparse.ArgumentTypeError(f"cannot load {path!r}: {exc}") from exc
+    if not callable(extractor):
+        raise argparse.ArgumentTypeError(f"{path!r} is not a function")
     return extractor
 
 
@@ -168,6 +175,13 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
     return value
 
 
@@ -187,7 +201,12 @@ def parse_args() -> argparse.Namespace:
         default=os.environ.get("WORKER_CONCURRENCY", "4"),  # a string: parsed like the option
         help="documents processed at once (env WORKER_CONCURRENCY, default 4)",
     )
-    parser.add_argument("--requeue-every", type=float, default=30.0)
+    parser.add_argument(
+        "--requeue-every",
+        type=positive_float,
+        default=30.0,
+        help="seconds between two requeue_stuck runs (default 30)",
+    )
     parser.add_argument(
         "--shutdown-grace",
         type=non_negative_float,
@@ -195,7 +214,9 @@ def parse_args() -> argparse.Namespace:
         help="seconds after SIGTERM before documents still in hand are handed back "
         "(env WORKER_SHUTDOWN_GRACE; default: wait for every one)",
     )
-    parser.add_argument("--extractor", default=DEFAULT_EXTRACTOR, help="module:function")
+    parser.add_argument(
+        "--extractor", type=load_extractor, default=DEFAULT_EXTRACTOR, help="module:function"
+    )
     return parser.parse_args()
 
 
@@ -216,7 +237,7 @@ async def serve(args: argparse.Namespace) -> None:
             args.worker_id,
             stop,
             concurrency=args.concurrency,
-            extract=load_extractor(args.extractor),
+            extract=args.extractor,
             requeue_every=args.requeue_every,
             shutdown_grace=args.shutdown_grace,
         )

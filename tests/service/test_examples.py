@@ -188,6 +188,30 @@ def read_until(stream: IO[str], text: str) -> str:
     return "".join(lines)
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--requeue-every", "0"], "--requeue-every: must be a positive number"),
+        (["--requeue-every", "nan"], "--requeue-every: must be a positive number"),
+        (["--extractor", "docstore.intake.extractors:logger"], "is not a function"),
+        (["--extractor", "no_such_module:extract"], "cannot load"),
+        (["--extractor", "extract_text"], "must be module:function"),
+    ],
+)
+def test_the_worker_refuses_bad_options_before_it_connects(args: list[str], said: str) -> None:
+    # Each was accepted: 0 ran requeue_stuck flat out, a non-function failed every document
+    # it claimed, a bad path raised a traceback after connecting.
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "worker.py"), *args],
+        env={**os.environ, "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2, run.stderr
+    assert said in run.stderr
+
+
 def test_worker_process_finishes_and_stops_on_sigterm(
     docstore_settings: Settings, docstore_blob_store: S3BlobStore, docstore_s3_endpoint: str
 ) -> None:
