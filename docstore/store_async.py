@@ -134,13 +134,14 @@ class AsyncDocstore:
         """Open the pool we own (once), failing within the connect timeout when PostgreSQL is
         down, and make the blob store the settings describe. `connect` and entering the store's
         context call it."""
-        if self._owns_pool and not self._opened:
-            await open_pool(self.pool, self.settings)
         if self._blobs is None:
             # Now, not on first use, and through `in_thread`: a process's first boto3 client
             # takes 0.1-0.3 s (more when the credential chain asks the instance metadata
-            # service), which must not stall an event loop.
+            # service), which must not stall an event loop. Before the pool: settings that
+            # cannot make it raise `ConfigurationError` with no connection left open.
             self._blobs = await in_thread(blob_store_from_settings, self.settings)
+        if self._owns_pool and not self._opened:
+            await open_pool(self.pool, self.settings)
         self._opened = True
 
     async def close(self) -> None:

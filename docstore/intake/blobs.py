@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 
 from docstore.errors import (
     BlobStoreError,
+    ConfigurationError,
     InvalidInput,
     NotFound,
     ServiceUnavailable,
@@ -354,14 +355,26 @@ class S3BlobStore:
 
 
 def blob_store_from_settings(settings: Settings) -> BlobStore:
-    """The blob store the settings describe (`BLOB_BACKEND`, `S3_*`, `BLOB_DIR`)."""
+    """The blob store the settings describe (`BLOB_BACKEND`, `S3_*`, `BLOB_DIR`);
+    `ConfigurationError` when they describe one that cannot be made."""
     if settings.blob_backend == "local":
-        return LocalBlobStore(settings.blob_dir)
+        try:
+            return LocalBlobStore(settings.blob_dir)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"BLOB_DIR {settings.blob_dir!r} cannot be the local blob store's folder: "
+                f"{exc.strerror}"
+            ) from exc
+    from botocore.exceptions import BotoCoreError
+
     secret = settings.s3_secret_key.get_secret_value() if settings.s3_secret_key else None
-    return S3BlobStore.from_settings(
-        settings.s3_bucket,
-        endpoint_url=settings.s3_endpoint_url,
-        region=settings.s3_region,
-        access_key=settings.s3_access_key,
-        secret_key=secret,
-    )
+    try:
+        return S3BlobStore.from_settings(
+            settings.s3_bucket,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            access_key=settings.s3_access_key,
+            secret_key=secret,
+        )
+    except (BotoCoreError, ValueError) as exc:  # e.g. a malformed endpoint, an unknown profile
+        raise ConfigurationError(f"the S3 settings (S3_*) cannot make a client: {exc}") from exc
