@@ -39,6 +39,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 # C0, DEL and C1: S3 stores them, but they hide in logs and listings and break XML replies.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CHUNK = 1024 * 1024
+_ITER_CHUNK = 64 * 1024  # what iterating an opened S3 blob yields at a time
 
 
 class StoredBlob(BaseModel):
@@ -149,6 +150,7 @@ class _TranslatedBody(io.RawIOBase):
     def __init__(self, body: Any, errors: Callable[[], AbstractContextManager[None]]) -> None:
         self.body = body
         self.errors = errors
+        self.position = 0
 
     def readable(self) -> bool:
         return True
@@ -156,7 +158,24 @@ class _TranslatedBody(io.RawIOBase):
     def read(self, size: int | None = -1) -> bytes:
         with self.errors():
             chunk: bytes = self.body.read(None if size is None or size < 0 else size)
+        self.position += len(chunk)
         return chunk
+
+    def tell(self) -> int:
+        """Bytes read so far (as boto3's body says)."""
+        return self.position
+
+    def __next__(self) -> bytes:
+        # Chunks, as boto3's body iterates, not lines: a line-less blob read byte by byte.
+        chunk = self.read(_ITER_CHUNK)
+        if not chunk:
+            raise StopIteration
+        return chunk
+
+    def iter_chunks(self, chunk_size: int = _ITER_CHUNK) -> Iterator[bytes]:
+        """The rest of the body, `chunk_size` bytes at a time."""
+        while chunk := self.read(chunk_size):
+            yield chunk
 
     def readall(self) -> bytes:
         return self.read()

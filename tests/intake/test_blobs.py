@@ -181,6 +181,21 @@ def test_put_get_open_delete_round_trip(blobs: S3BlobStore | LocalBlobStore) -> 
     blobs.delete(stored.key)  # idempotent
 
 
+def test_an_opened_s3_blob_iterates_in_chunks_and_tells_its_position(
+    docstore_blob_store: S3BlobStore,
+) -> None:
+    # Behind the reader that maps its errors, iterating went line by line: one read(1) per
+    # byte of a blob without newlines (2 MB took seconds), where boto3's body gives chunks.
+    data = bytes(range(256)).replace(b"\n", b"") * 4096  # ~1 MB, no newline
+    stored = docstore_blob_store.put(1, "a.bin", data)
+    with docstore_blob_store.open(stored.key) as stream:
+        first = next(iter(stream))
+        assert len(first) > 1 and stream.tell() == len(first)
+        rest = list(stream)
+    assert first + b"".join(rest) == data
+    assert len(rest) < 1000  # chunks, not bytes
+
+
 def test_large_file_streams_in_parts(blobs: S3BlobStore | LocalBlobStore) -> None:
     class CountingReader(io.RawIOBase):
         """A 20 MB file produced on the fly; records the largest read asked of it."""
