@@ -380,7 +380,9 @@ class RedisCache:
 
     def _pay_owed(self) -> bool:
         """Drop what is owed and release the locks a reader may hold unknowingly; False when
-        Redis did not answer (still owed: the caller fails open without asking it again)."""
+        the drops could not be made (still owed: the caller fails open without reading).
+        Locks that could not be released stay owed, and a read goes on: a lock held for
+        nobody makes readers wait, it never makes them read a stale copy."""
         if not self._owed.any():
             return True
         if not self.invalidate_documents([]):
@@ -391,9 +393,8 @@ class RedisCache:
             done = self._fail_open(
                 "unlock", f"{len(locks)} locks", lambda: self._unlock.run_many(calls)
             )
-            if isinstance(done, _FailedOpen):
-                return False
-            self._owed.released(locks)
+            if not isinstance(done, _FailedOpen):
+                self._owed.released(locks)
         return True
 
     # -- encoding -----------------------------------------------------------------------------

@@ -250,3 +250,24 @@ def test_one_call_at_a_time_drops_every_cached_document_the_others_fail_open(
     dropping.join()
     assert cache.get("a", int) is None and cache.pending_invalidations == 0
     side.close_redis(client)
+
+
+def test_locks_a_redis_will_not_release_never_make_reads_miss(
+    side: Side, local_redis_factory: Callable[[], LocalRedis]
+) -> None:
+    # A user without scripting: get_or_set's script is refused, so its lock is owed for
+    # release, and the release (a script too) is refused for good. Reads then all missed.
+    server = local_redis_factory()
+    admin = redis.Redis.from_url(server.url)
+    admin.acl_setuser(
+        "app", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-@scripting"]
+    )
+    url = server.url.replace("redis://", "redis://app:pw@", 1)
+    client = side.make(new_redis, Settings.model_validate({"REDIS_URL": url}))
+    cache = side.make(RedisCache, side.make(RedisCore, client))
+    for n in range(40):  # mostly misses: get_or_set goes to its script first
+        assert cache.get_or_set(f"cold-{n}", lambda n=n: n, int) == n
+    assert cache.set("k", 5)
+    assert cache.get("k", int) == 5
+    admin.close()
+    side.close_redis(client)
