@@ -8,6 +8,7 @@ and extractors run on threads, so no call blocks the event loop.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
@@ -21,7 +22,7 @@ from docstore.ephemeral.progress import ProgressTracker
 from docstore.ephemeral.queue import TaskQueue
 from docstore.ephemeral.rate_limit import RateLimiter
 from docstore.ephemeral.values import FailurePolicy
-from docstore.errors import DocstoreError
+from docstore.errors import ConfigurationError, DocstoreError
 from docstore.health import HealthReport, PoolStats, ReplicaHealth
 from docstore.intake.blob_access import Blobs
 from docstore.intake.blobs import BlobStore, blob_store_from_settings
@@ -39,6 +40,8 @@ from docstore.repositories.documents import DocumentRepo
 from docstore.repositories.lifecycle import DocumentLifecycle
 from docstore.repositories.users import UserRepo
 from docstore.settings import Settings, settings_from_environment
+
+logger = logging.getLogger("docstore")
 
 
 class Docstore:
@@ -139,9 +142,13 @@ class Docstore:
         if self._blobs is None:
             # Now, not on first use, and through `in_thread`: a process's first boto3 client
             # takes 0.1-0.3 s (more when the credential chain asks the instance metadata
-            # service), which must not stall an event loop. Before the pool: settings that
-            # cannot make it raise `ConfigurationError` with no connection left open.
-            self._blobs = in_thread(blob_store_from_settings, self.settings)
+            # service), which must not stall an event loop. Settings that cannot make it do
+            # not stop the store from opening (not every process uses blobs): the first blob
+            # call raises their `ConfigurationError`.
+            try:
+                self._blobs = in_thread(blob_store_from_settings, self.settings)
+            except ConfigurationError as exc:
+                logger.warning("no blob store: %s", exc.message)
         if self._owns_pool and not self._opened:
             open_pool(self.pool, self.settings)
         self._opened = True

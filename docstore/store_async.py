@@ -6,6 +6,7 @@ and extractors run on threads, so no call blocks the event loop.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -19,7 +20,7 @@ from docstore.ephemeral.progress_async import AsyncProgressTracker
 from docstore.ephemeral.queue_async import AsyncTaskQueue
 from docstore.ephemeral.rate_limit_async import AsyncRateLimiter
 from docstore.ephemeral.values import FailurePolicy
-from docstore.errors import DocstoreError
+from docstore.errors import ConfigurationError, DocstoreError
 from docstore.health import HealthReport, PoolStats, ReplicaHealth
 from docstore.intake.blob_access_async import AsyncBlobs
 from docstore.intake.blobs import BlobStore, blob_store_from_settings
@@ -37,6 +38,8 @@ from docstore.repositories.documents_async import AsyncDocumentRepo
 from docstore.repositories.lifecycle_async import AsyncDocumentLifecycle
 from docstore.repositories.users_async import AsyncUserRepo
 from docstore.settings import Settings, settings_from_environment
+
+logger = logging.getLogger("docstore")
 
 
 class AsyncDocstore:
@@ -137,9 +140,13 @@ class AsyncDocstore:
         if self._blobs is None:
             # Now, not on first use, and through `in_thread`: a process's first boto3 client
             # takes 0.1-0.3 s (more when the credential chain asks the instance metadata
-            # service), which must not stall an event loop. Before the pool: settings that
-            # cannot make it raise `ConfigurationError` with no connection left open.
-            self._blobs = await in_thread(blob_store_from_settings, self.settings)
+            # service), which must not stall an event loop. Settings that cannot make it do
+            # not stop the store from opening (not every process uses blobs): the first blob
+            # call raises their `ConfigurationError`.
+            try:
+                self._blobs = await in_thread(blob_store_from_settings, self.settings)
+            except ConfigurationError as exc:
+                logger.warning("no blob store: %s", exc.message)
         if self._owns_pool and not self._opened:
             await open_pool(self.pool, self.settings)
         self._opened = True
