@@ -32,6 +32,27 @@ async def in_thread(function: Callable[P, R], /, *args: P.args, **kwargs: P.kwar
     return await asyncio.to_thread(function, *args, **kwargs)
 
 
+async def while_beating(work: AsyncCall[R], every: float, beat: AsyncCall[object]) -> R:
+    """`await work()`, and `await beat()` every `every` seconds meanwhile (a lease's heartbeat
+    while an extractor runs). An error of `beat` ends the beating, not the work: `beat` tells
+    what it found its own way. The beating stops with the work."""
+
+    async def beating() -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await beat()
+            except Exception:  # noqa: BLE001 - see the docstring
+                return
+
+    beater = asyncio.ensure_future(beating())
+    try:
+        return await work()
+    finally:
+        beater.cancel()
+        await finish(asyncio.wait, [beater])  # a beat in flight ends first (also if cancelled)
+
+
 async def finish(
     function: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
 ) -> R:
@@ -225,4 +246,5 @@ __all__ = [
     "raise_dropped_cancel",
     "sleep",
     "take_or_cancel",
+    "while_beating",
 ]

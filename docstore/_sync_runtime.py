@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeAlias, TypeVar
@@ -24,6 +25,28 @@ def sleep(seconds: float) -> None:
 def in_thread(function: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
     """Run `function` here: the sync side is already on its caller's thread."""
     return function(*args, **kwargs)
+
+
+def while_beating(work: Call[R], every: float, beat: Call[object]) -> R:
+    """`work()`, and `beat()` every `every` seconds meanwhile, on a thread of its own. An
+    error of `beat` ends the beating, not the work. The beating stops with the work (after
+    a beat in flight)."""
+    done = threading.Event()
+
+    def beating() -> None:
+        while not done.wait(every):
+            try:
+                beat()
+            except Exception:  # noqa: BLE001 - see the docstring
+                return
+
+    beater = threading.Thread(target=beating, name="docstore-heartbeat", daemon=True)
+    beater.start()
+    try:
+        return work()
+    finally:
+        done.set()
+        beater.join()
 
 
 def finish(function: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -72,4 +95,5 @@ __all__ = [
     "in_thread",
     "sleep",
     "take_or_cancel",
+    "while_beating",
 ]

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import IO, Any, Literal, cast
 
-from docstore._sync_runtime import blocking_caller, finish, in_thread, sleep
+from docstore._sync_runtime import blocking_caller, finish, in_thread, sleep, while_beating
 from docstore.ephemeral.cache import RedisCache
 from docstore.ephemeral.progress import ProgressTracker
 from docstore.ephemeral.queue import TaskQueue
@@ -359,6 +359,18 @@ class DocumentIntake:
             heartbeat(stored is not None and stored.stage == CANCELLED_STAGE)
 
         abandoned = threading.Event()  # the call was cancelled: stop the extractor's thread
+        # What a timed heartbeat found (cancelled, lease lost, deleted): the next report raises it.
+        found: list[DocstoreError] = []
+
+        def timed_heartbeat() -> None:
+            # Between reports too: an extractor silent for longer than the lease keeps it.
+            try:
+                heartbeat(False)
+            except (InvalidTransition, NotFound) as exc:  # Cancelled is an InvalidTransition
+                found.append(exc)
+                raise
+            except DocstoreError as exc:  # e.g. PostgreSQL away: the next beat tries again
+                logger.warning("lease of document %s not extended: %s", document.id, exc.message)
 
         def report(percent: float, stage: str) -> None:
             # On the asyncio side the extractor runs on a thread: its reports go to the loop.
@@ -366,6 +378,8 @@ class DocumentIntake:
             # (`_let_go`) and the thread's next report stops it.
             if abandoned.is_set():
                 raise Cancelled(f"processing of document {document.id} was abandoned")
+            if found:
+                raise found[0]
             call(record, percent, stage)
 
         try:
@@ -376,7 +390,11 @@ class DocumentIntake:
             # Asks PostgreSQL once: a cancel committed after the claim had its progress mark
             # erased by the reset above, and would otherwise wait for a regular heartbeat.
             heartbeat(True)
-            extraction = in_thread(extract, data, document.filename, report)
+            extraction = while_beating(
+                lambda: in_thread(extract, data, document.filename, report),
+                interval,
+                timed_heartbeat,
+            )
         except Cancelled as exc:
             return Outcome(document_id=document.id, action="cancelled", detail=str(exc))
         except InvalidTransition:

@@ -467,3 +467,30 @@ def test_process_next_refuses_an_extractor_that_is_not_callable_before_claiming(
     assert store.documents.get(document.id).attempts == 0  # nothing claimed, nothing burnt
     with pytest.raises(InvalidInput):
         store.process_next("worker-1", extract_text, block_ms=0, stopping=True)  # type: ignore[arg-type]
+
+
+def test_an_extractor_that_never_reports_keeps_its_lease(
+    store: Docstore, user: UserResponse, docstore_blob_store: S3BlobStore
+) -> None:
+    # The lease was extended only by progress reports: an extractor silent for longer than
+    # its lease (an OCR pass, say) lost the document to requeue_stuck, another worker took
+    # it while the first still ran, and the first one's result was refused.
+    short = Docstore(
+        store.settings.model_copy(update={"lease_seconds": 0.6}),
+        pool=store.pool,
+        redis_client=store.redis,
+        blobs=docstore_blob_store,
+    )
+    document = short.submit_document(user, "a.txt", b"slow but sure")
+    taken_back: list[int] = []
+
+    def silent(data: bytes, filename: str, report: ProgressCallback) -> Extraction:
+        for _ in range(4):  # 2 s, four times past the lease, without a report
+            time.sleep(0.5)
+            taken_back.append(len(store.lifecycle.requeue_expired(10)))
+        return extract_text(data, filename, report)
+
+    outcome = short.process_next("worker-1", silent, block_ms=0)
+    assert outcome is not None and outcome.action == "completed", outcome
+    assert taken_back == [0, 0, 0, 0]
+    assert store.documents.get(document.id).attempts == 1
