@@ -86,14 +86,20 @@ async def process_documents(
 
 
 async def cut_off_after_grace(
-    stop: asyncio.Event, grace: float, tasks: list[asyncio.Task[int]], cut_off: asyncio.Event
+    stop: asyncio.Event,
+    grace: float,
+    tasks: list[asyncio.Task[int]],
+    requeuer: asyncio.Task[None],
+    cut_off: asyncio.Event,
 ) -> None:
     """Once `stop` is set, give the tasks `grace` seconds to finish their documents, then
-    cancel those still at work (docstore hands their documents back as failed attempts)."""
+    cancel those still at work (docstore hands their documents back as failed attempts), and
+    a `requeue_stuck` still running."""
     await stop.wait()
-    _, pending = await asyncio.wait(tasks, timeout=grace)
+    _, pending = await asyncio.wait([*tasks, requeuer], timeout=grace)
     if pending:
-        logger.warning("shutdown grace of %g s is over: %d task(s) stopped", grace, len(pending))
+        at_work = len(pending - {requeuer})
+        logger.warning("shutdown grace of %g s is over: %d task(s) stopped", grace, at_work)
         cut_off.set()
         for task in pending:
             task.cancel()
@@ -144,7 +150,9 @@ async def run_worker(
     ]
     grace = None
     if shutdown_grace is not None:
-        grace = asyncio.create_task(cut_off_after_grace(stop, shutdown_grace, tasks, cut_off))
+        grace = asyncio.create_task(
+            cut_off_after_grace(stop, shutdown_grace, tasks, requeuer, cut_off)
+        )
     try:
         counts = await asyncio.gather(*tasks)
     finally:

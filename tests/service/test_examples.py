@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO
 
 import httpx
+import psycopg
 import pytest
 from helpers import serving, store_env
 
@@ -379,3 +380,26 @@ async def test_run_worker_hands_back_what_it_holds_when_the_shutdown_grace_runs_
     assert handled == 0 and waited < 30
     assert (handed_back.status, handed_back.worker_id) == ("PENDING", None)
     assert attempt.worker_id == "grace-0" and attempt.error_message == INTERRUPTED
+
+
+@pytest.mark.anyio
+async def test_the_shutdown_grace_also_bounds_the_requeue_loop(
+    docstore_settings: Settings, docstore_blob_store: S3BlobStore
+) -> None:
+    # The grace cancelled the document tasks, then waited for requeue_stuck, however long it
+    # took (a PostgreSQL that does not answer, an S3 that black-holes the blob purge).
+    stop = asyncio.Event()
+    async with (
+        await AsyncDocstore.connect(docstore_settings, blobs=docstore_blob_store) as store,
+        await psycopg.AsyncConnection.connect(docstore_settings.database_url) as locker,
+    ):
+        await locker.execute("LOCK TABLE documents IN ACCESS EXCLUSIVE MODE")  # all must wait
+        worker = asyncio.create_task(
+            run_worker(store, "bounded", stop, concurrency=1, shutdown_grace=0.5, idle_block_ms=50)
+        )
+        await asyncio.sleep(0.5)  # requeue_stuck (run at once) and the task's claim now wait
+        stop.set()
+        try:
+            await asyncio.wait_for(worker, 10)
+        finally:
+            await locker.rollback()
