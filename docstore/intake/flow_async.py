@@ -291,7 +291,14 @@ class AsyncDocumentIntake:
             # A message says there is work; PostgreSQL says which, in fair turns across users
             # (the queue's own order is global, first come first served).
             message = messages[0]
-            claimed = await self.lifecycle.claim_next(worker_id, self.lease_seconds)
+            try:
+                claimed = await self.lifecycle.claim_next(worker_id, self.lease_seconds)
+            except ServiceUnavailable:
+                # PostgreSQL is away: the document stays PENDING there, which is what a worker
+                # claims from. Left pending, the message would be reclaimed by the retries
+                # and dead-lettered after QUEUE_MAX_DELIVERIES though it never failed.
+                await self._ack(message)
+                raise
             if claimed is None:
                 # Delivered twice, done, cancelled, deleted or not yet due: nothing to do now.
                 await self._ack(message)

@@ -19,8 +19,17 @@ import pytest
 from helpers import wait_until
 from sides import Side, side_fixture  # noqa: F401 (fixtures)
 
-from docstore import Docstore, DocumentCreate, ServiceUnavailable, Settings, UserCreate
+from docstore import (
+    Docstore,
+    DocumentCreate,
+    Outcome,
+    ServiceUnavailable,
+    Settings,
+    UserCreate,
+    extract_text,
+)
 from docstore.errors import PoolExhausted
+from docstore.intake.blobs import S3BlobStore
 from docstore.postgres.schema import apply_schema
 from docstore.testing.servers import LocalPostgres
 
@@ -348,3 +357,49 @@ def test_nested_checkouts_that_would_deadlock_get_pool_exhausted_instead(
     assert errors and all(isinstance(e, PoolExhausted) for e in errors), outcomes
     assert all(isinstance(o, str) for o in outcomes if o not in errors)
     assert store.db.value("server_version", {})
+
+
+def test_a_message_read_while_postgresql_is_down_is_acked_not_dead_lettered(
+    side: Side,
+    server: LocalPostgres,
+    docstore_redis_url: str,
+    docstore_blob_store: S3BlobStore,
+) -> None:
+    # The message stayed pending: every retry of a worker read another one, and after
+    # QUEUE_MAX_DELIVERIES reclaims they went to the dead letters, documents that never
+    # failed. PostgreSQL keeps the document PENDING; a worker claims it from there.
+    settings = Settings.model_validate(
+        {
+            "DATABASE_URL": server.url,
+            "REDIS_URL": docstore_redis_url,
+            "pool_min_size": 1,
+            "pool_timeout": 2,
+            "connect_timeout": 1,
+        }
+    )
+    with side.connect(settings, blobs=docstore_blob_store) as store:
+        user = store.users.create(UserCreate(email="dead@example.com")).user
+        document = store.submit_document(user, "a.txt", b"waits for postgresql")
+        assert store.queue.stats().length == 1
+        server.stop("fast")
+        try:
+            with pytest.raises(ServiceUnavailable):
+                store.process_next("worker-1", extract_text, block_ms=0)
+            assert store.queue.stats().pending == 0  # acked: nothing to reclaim or dead-letter
+        finally:
+            server.start()
+        outcomes: list[Outcome] = []
+
+        def processed() -> bool:
+            try:
+                outcome = store.process_next("worker-1", extract_text, block_ms=0)
+            except ServiceUnavailable:  # the pool is still reconnecting
+                return False
+            if outcome is None:
+                return False
+            outcomes.append(outcome)
+            return True
+
+        wait_until(processed, 30, "a worker processed the document")
+        assert outcomes[-1].action == "completed" and outcomes[-1].document_id == document.id
+        assert store.queue.stats().dead_letters == 0
