@@ -63,7 +63,6 @@ from docstore import (
     Progress,
     RateLimitResult,
     ServiceUnavailable,
-    Settings,
     UserCreate,
     UserResponse,
 )
@@ -490,7 +489,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
-        store = await (open_store() if open_store else AsyncDocstore.connect(Settings()))
+        # Without settings, connect reads the environment (a bad value: ConfigurationError).
+        store = await (open_store() if open_store else AsyncDocstore.connect())
         limits = service or ServiceSettings()
         app.state.store = store
         app.state.limiters = Limiters.build(store, limits)

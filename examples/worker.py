@@ -29,9 +29,16 @@ import logging
 import os
 import signal
 import socket
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from docstore import AsyncDocstore, DocstoreError, Extractor, ServiceUnavailable, Settings
+from docstore import (
+    AsyncDocstore,
+    ConfigurationError,
+    DocstoreError,
+    Extractor,
+    ServiceUnavailable,
+)
 
 logger = logging.getLogger("worker")
 
@@ -238,7 +245,8 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, request_stop, signum)
-    async with await AsyncDocstore.connect(Settings()) as store:
+    # Without settings, connect reads the environment: a bad value is a ConfigurationError.
+    async with await AsyncDocstore.connect() as store:
         logger.info("worker %s started, %d at once", args.worker_id, args.concurrency)
         handled = await run_worker(
             store,
@@ -255,7 +263,11 @@ async def serve(args: argparse.Namespace) -> None:
 def main() -> int:
     args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(serve(args))
+    try:
+        asyncio.run(serve(args))
+    except ConfigurationError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
     return 0
 
 

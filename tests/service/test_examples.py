@@ -189,6 +189,19 @@ def read_until(stream: IO[str], text: str) -> str:
     return "".join(lines)
 
 
+def test_the_worker_says_which_setting_is_wrong_without_a_traceback() -> None:
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "worker.py")],
+        env={**os.environ, "POOL_MIN_SIZE": "several", "LEASE_SECONDS": "-1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2, run.stderr
+    assert "POOL_MIN_SIZE" in run.stderr and "LEASE_SECONDS" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "said"),
     [
