@@ -11,7 +11,7 @@ import redis
 
 from docstore import Docstore, DocumentCreate, InvalidInput, NotFound, Settings
 from docstore.ephemeral.progress import ProgressTracker
-from docstore.intake.blobs import LocalBlobStore, S3BlobStore
+from docstore.intake.blobs import BlobStore, LocalBlobStore, S3BlobStore
 from docstore.intake.extractors import Extraction, ProgressCallback, extract_text
 from docstore.models import UserCreate, UserResponse
 from docstore.quickstart import make_pdf
@@ -31,6 +31,16 @@ def store(docstore_settings: Settings, docstore_blob_store: S3BlobStore) -> Iter
     )
     with Docstore.connect(settings, blobs=docstore_blob_store) as opened:
         yield opened
+
+
+def sharing(store: Docstore, blobs: BlobStore, **settings: Any) -> Docstore:
+    """A store on `store`'s pool and Redis, with `blobs` and these settings changed."""
+    return Docstore(
+        store.settings.model_copy(update=settings),
+        pool=store.pool,
+        redis_client=store.redis,
+        blobs=blobs,
+    )
 
 
 def abandon(store: Docstore, document_id: int) -> None:
@@ -114,12 +124,7 @@ def test_failed_row_insert_removes_the_blob(
 def test_too_large_upload_is_refused_and_leaves_nothing(
     store: Docstore, user: UserResponse, docstore_blob_store: S3BlobStore, kind: Any
 ) -> None:
-    small = Docstore(
-        store.settings.model_copy(update={"max_upload_bytes": 10}),
-        pool=store.pool,
-        redis_client=store.redis,
-        blobs=docstore_blob_store,
-    )
+    small = sharing(store, docstore_blob_store, max_upload_bytes=10)
     with pytest.raises(InvalidInput, match="larger than 10 bytes"):
         small.submit_document(user, "a.txt", kind(b"x" * 11))
     assert bucket_keys(docstore_blob_store) == []
@@ -139,12 +144,7 @@ def test_an_oversized_stream_is_refused_one_byte_past_the_limit_leaving_nothing(
     limit: int,
 ) -> None:
     blobs = docstore_blob_store if backend == "s3" else LocalBlobStore(tmp_path / "blobs")
-    small = Docstore(
-        store.settings.model_copy(update={"max_upload_bytes": limit}),
-        pool=store.pool,
-        redis_client=store.redis,
-        blobs=blobs,
-    )
+    small = sharing(store, blobs, max_upload_bytes=limit)
     upload = EndlessUpload(size=8 * limit)
     with pytest.raises(InvalidInput, match=f"larger than {limit} bytes"):
         small.submit_document(user, "huge.bin", upload)  # type: ignore[arg-type]
@@ -162,12 +162,7 @@ def test_an_oversized_stream_is_refused_one_byte_past_the_limit_leaving_nothing(
 def test_a_stream_of_exactly_the_limit_is_accepted(
     store: Docstore, user: UserResponse, docstore_blob_store: S3BlobStore
 ) -> None:
-    small = Docstore(
-        store.settings.model_copy(update={"max_upload_bytes": 1000}),
-        pool=store.pool,
-        redis_client=store.redis,
-        blobs=docstore_blob_store,
-    )
+    small = sharing(store, docstore_blob_store, max_upload_bytes=1000)
     document = small.submit_document(user, "fits.bin", EndlessUpload(size=1000))  # type: ignore[arg-type]
     assert store.blobs.get(document.s3_key) == b"y" * 1000
 
@@ -475,12 +470,7 @@ def test_an_extractor_that_never_reports_keeps_its_lease(
     # The lease was extended only by progress reports: an extractor silent for longer than
     # its lease (an OCR pass, say) lost the document to requeue_stuck, another worker took
     # it while the first still ran, and the first one's result was refused.
-    short = Docstore(
-        store.settings.model_copy(update={"lease_seconds": 0.6}),
-        pool=store.pool,
-        redis_client=store.redis,
-        blobs=docstore_blob_store,
-    )
+    short = sharing(store, docstore_blob_store, lease_seconds=0.6)
     document = short.submit_document(user, "a.txt", b"slow but sure")
     taken_back: list[int] = []
 
