@@ -44,7 +44,13 @@ from docstore.errors import (
 )
 from docstore.intake.blobs import BlobStore
 from docstore.intake.extractors import Extraction
-from docstore.intake.outcomes import BlobPurgeReport, Extractor, Outcome, StuckReport
+from docstore.intake.outcomes import (
+    BlobPurgeReport,
+    Extractor,
+    Outcome,
+    StuckReport,
+    failure_text,
+)
 from docstore.models import DocumentCreate, DocumentResponse, SubmittedDocument, UserResponse
 from docstore.observability.blob_ops import instrumented
 from docstore.observability.messaging import observe_processing, observe_submit
@@ -126,17 +132,6 @@ def _same_submission(earlier: SubmittedDocument, filename: str, digest: str) -> 
             constraint_name="documents_idempotency_key_key",
         )
     return DocumentResponse.model_validate(earlier.model_dump(exclude={"content_sha256"}))
-
-
-def _error_text(exc: BaseException) -> str:
-    """What a failed attempt records of `exc`: its type and message, as PostgreSQL text can
-    hold them (a lone surrogate escaped, NUL bytes dropped), at most 10,000 characters."""
-    try:
-        message = str(exc)
-    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the failure
-        message = "(its message cannot be shown)"
-    text = f"{type(exc).__name__}: {message}".replace("\x00", "")
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")[:10_000]
 
 
 def _size_limited(data: bytes | IO[bytes], limit: int) -> bytes | IO[bytes]:
@@ -452,7 +447,7 @@ class DocumentIntake:
     def _fail(self, document: DocumentResponse, worker_id: str, exc: Exception) -> Outcome:
         # Bad input will not get better on a retry; anything else might.
         retry = not isinstance(exc, InvalidInput)
-        return self._record_failure(document, worker_id, _error_text(exc), retry)
+        return self._record_failure(document, worker_id, failure_text(exc), retry)
 
     def _let_go(self, document: DocumentResponse, worker_id: str) -> Outcome | None:
         """Hand back a document whose processing stopped half way, as a failed attempt."""

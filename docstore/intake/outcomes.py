@@ -14,6 +14,17 @@ from docstore.models import DocumentResponse
 Extractor = Callable[[bytes, str, ProgressCallback], Extraction]
 
 
+def failure_text(exc: BaseException) -> str:
+    """What a failed attempt records of `exc`: its type and message, as PostgreSQL text can
+    hold them (a lone surrogate escaped, NUL bytes dropped), at most 10,000 characters."""
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the failure
+        message = "(its message cannot be shown)"
+    text = f"{type(exc).__name__}: {message}".replace("\x00", "")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")[:10_000]
+
+
 class Outcome(BaseModel):
     """What `process_next` did with the document it was handed."""
 
@@ -48,4 +59,4 @@ class BlobPurgeReport(BaseModel):
     failed: int
 
 
-__all__ = ["BlobPurgeReport", "Extractor", "Outcome", "StuckReport"]
+__all__ = ["BlobPurgeReport", "Extractor", "Outcome", "StuckReport", "failure_text"]
