@@ -12,6 +12,7 @@ processed once.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
@@ -41,6 +42,8 @@ from docstore.rules import (
 
 R = TypeVar("R")
 
+logger = logging.getLogger("docstore.queue")
+
 _worker_id: Checker[str] = Checker(WorkerId, "worker_id")
 _count: Checker[int] = Checker(MessageCount, "count")
 _block_ms: Checker[int] = Checker(BlockMs, "block_ms")
@@ -54,11 +57,41 @@ def _id_time(message_id: str) -> datetime:
     return datetime.fromtimestamp(int(message_id.split("-", 1)[0]) / 1000, tz=timezone.utc)
 
 
-def _fields(raw: Any) -> dict[str, str]:
+def _fields(raw: Any, errors: str = "strict") -> dict[str, str]:
     if isinstance(raw, dict):
-        return {as_text(k): as_text(v) for k, v in raw.items()}
-    flat = [as_text(item) for item in raw]
-    return dict(zip(flat[::2], flat[1::2], strict=True))
+        return {as_text(k, errors): as_text(v, errors) for k, v in raw.items()}
+    flat = [as_text(item, errors) for item in raw]
+    return dict(zip(flat[::2], flat[1::2], strict=errors == "strict"))
+
+
+def _message(message_id: str, raw: Any, deliveries: int) -> QueueMessage:
+    fields = _fields(raw)
+    return QueueMessage(
+        message_id=message_id,
+        document_id=check_document_id(int(fields["document_id"])),
+        deliveries=deliveries,
+        enqueued_at=_id_time(message_id),
+        trace_context={k: fields[k] for k in TRACE_FIELDS if k in fields},
+    )
+
+
+def _letter(letter_id: str, raw: Any) -> DeadLetter:
+    """A dead letter as read back, whatever the entry it was made of held."""
+    fields = _fields(raw, errors="replace")
+    try:
+        document_id: int | None = check_document_id(int(fields.get("document_id", "")))
+    except (ValueError, InvalidInput):
+        document_id = None
+    deliveries = fields.get("deliveries", "")
+    return DeadLetter(
+        message_id=letter_id,
+        source_id=fields.get("source_id", ""),
+        document_id=document_id,
+        deliveries=int(deliveries) if deliveries.isdecimal() else 0,
+        last_consumer=fields.get("last_consumer", ""),
+        dead_at=_id_time(letter_id),
+        reason=fields.get("reason"),
+    )
 
 
 class TaskQueue:
@@ -163,7 +196,7 @@ class TaskQueue:
             entries = value[0] if value and isinstance(value[0], list) else value
         else:  # RESP2: [[stream, [entry, ...]]]
             entries = reply[0][1]
-        return [self._message(entry_id, fields, 1) for entry_id, fields in entries]
+        return self._readable(worker_id, [(i, fields, 1) for i, fields in entries])
 
     def reclaim(
         self, worker_id: str, count: int = 100, min_idle: float | None = None
@@ -186,10 +219,9 @@ class TaskQueue:
                 self.dead_letter_maxlen,
             )
         )
-        return [
-            self._message(entry_id, fields, int(deliveries))
-            for entry_id, fields, deliveries in handed
-        ]
+        return self._readable(
+            worker_id, [(i, fields, int(deliveries)) for i, fields, deliveries in handed]
+        )
 
     def ack(self, *messages: str | QueueMessage) -> int:
         """Mark messages done (and delete them); returns how many were still pending."""
@@ -209,21 +241,7 @@ class TaskQueue:
         count = _count(count)
         with self.core.errors():
             entries = self.core.client.xrange(self.dead_letter_key, count=count)
-        letters = []
-        for entry_id, raw in cast("list[tuple[bytes, Any]]", entries):
-            fields = _fields(raw)
-            letter_id = as_text(entry_id)
-            letters.append(
-                DeadLetter(
-                    message_id=letter_id,
-                    source_id=fields["source_id"],
-                    document_id=int(fields["document_id"]),
-                    deliveries=int(fields["deliveries"]),
-                    last_consumer=fields["last_consumer"],
-                    dead_at=_id_time(letter_id),
-                )
-            )
-        return letters
+        return [_letter(as_text(i), raw) for i, raw in cast("list[tuple[bytes, Any]]", entries)]
 
     def oldest_enqueued_at(self) -> datetime | None:
         """When the oldest message still in the queue was added (Redis server time), or None
@@ -249,16 +267,42 @@ class TaskQueue:
 
     # -- plumbing -----------------------------------------------------------------------------
 
-    def _message(self, entry_id: bytes | str, raw: Any, deliveries: int) -> QueueMessage:
-        message_id = as_text(entry_id)
-        fields = _fields(raw)
-        return QueueMessage(
-            message_id=message_id,
-            document_id=int(fields["document_id"]),
+    def _readable(self, worker_id: str, entries: list[tuple[Any, Any, int]]) -> list[QueueMessage]:
+        """The entries as messages; one that names no document (foreign, damaged) goes to the
+        dead-letter stream with the reason, and the rest of its batch is handed out."""
+        messages = []
+        for entry_id, raw, deliveries in entries:
+            try:
+                messages.append(_message(as_text(entry_id), raw, deliveries))
+            except (KeyError, ValueError, OverflowError, InvalidInput) as exc:
+                self._bury(worker_id, entry_id, raw, deliveries, exc)
+        return messages
+
+    def _bury(
+        self, worker_id: str, entry_id: Any, raw: Any, deliveries: int, exc: Exception
+    ) -> None:
+        """Move an unreadable entry to the dead-letter stream (same slot: one transaction)."""
+        reason = f"unreadable entry: {type(exc).__name__}: {exc}"[:1000]
+        logger.warning("queue %s: message %r dead-lettered: %s", self.stream, entry_id, reason)
+        original = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=False)
+        record: dict[Any, Any] = {f"original:{as_text(k, 'replace')}": v for k, v in original}
+        record.update(
+            source_id=entry_id,
             deliveries=deliveries,
-            enqueued_at=_id_time(message_id),
-            trace_context={k: fields[k] for k in TRACE_FIELDS if k in fields},
+            last_consumer=worker_id,
+            reason=reason,
         )
+
+        def bury() -> None:
+            pipe = self.core.client.pipeline(transaction=True)
+            pipe.xadd(
+                self.dead_letter_key, record, maxlen=self.dead_letter_maxlen, approximate=True
+            )
+            pipe.xack(self.key, self.group, entry_id)
+            pipe.xdel(self.key, entry_id)
+            pipe.execute()
+
+        self._run(bury)
 
     def _run(self, call: Call[R]) -> R:
         """Run a command; create the consumer group once, or again after Redis lost it."""

@@ -102,16 +102,18 @@ class QueueMessage(BaseModel):
 
 
 class DeadLetter(BaseModel):
-    """A message that was delivered `max_deliveries` times and never acknowledged."""
+    """A message that was delivered `max_deliveries` times and never acknowledged, or an entry
+    that names no document (`document_id` None, `reason` says why)."""
 
     model_config = ConfigDict(frozen=True)
 
     message_id: str
     source_id: str
-    document_id: int
+    document_id: int | None
     deliveries: int
     last_consumer: str
     dead_at: datetime
+    reason: str | None = None
 
 
 class QueueStats(BaseModel):

@@ -64,9 +64,10 @@ def client_address(client: RedisClient) -> str:
     return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
 
 
-def as_text(value: bytes | str) -> str:
-    """A reply as text, whether or not the client decodes responses."""
-    return value.decode() if isinstance(value, bytes) else value
+def as_text(value: bytes | str, errors: str = "strict") -> str:
+    """A reply as text, whether or not the client decodes responses (`errors` as for
+    `bytes.decode`)."""
+    return value.decode(errors=errors) if isinstance(value, bytes) else value
 
 
 __all__ = ["RedisClient", "as_text", "client_address", "new_redis"]

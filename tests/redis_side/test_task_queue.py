@@ -122,3 +122,33 @@ def test_enqueue_many_adds_every_id_in_order(queue: TaskQueue) -> None:
     with pytest.raises(InvalidInput):
         queue.enqueue_many([8, 0])
     assert queue.consume("worker-1", count=10) == []  # a bad id enqueues nothing
+
+
+def test_a_pending_message_deleted_from_the_stream_is_dropped_by_reclaim(
+    queue: TaskQueue, client: redis.Redis
+) -> None:
+    # Redis 6.2's XAUTOCLAIM answers nil for a pending entry deleted from the stream (an
+    # operator's XDEL or XTRIM): the reclaim script failed on it at every call after.
+    queue.enqueue(1)
+    (taken,) = queue.consume("worker-a")
+    client.xdel(queue.key, taken.message_id)
+    queue.enqueue(2)
+    time.sleep(0.2)
+    assert [m.document_id for m in queue.consume("worker-b", count=10)] == [2]
+    assert queue.stats().pending == 1  # the deleted one is no longer pending
+
+
+def test_an_entry_naming_no_document_goes_to_the_dead_letters_and_spares_its_batch(
+    queue: TaskQueue, client: redis.Redis
+) -> None:
+    # A foreign or damaged entry made consume raise a bare KeyError or ValueError after
+    # Redis had handed the whole batch over: the good ones went down with it, were
+    # reclaimed together again and again, and were dead-lettered without ever being seen.
+    queue.enqueue(1)
+    client.xadd(queue.key, {"document_id": "not a number"})
+    client.xadd(queue.key, {"something": "else"})
+    queue.enqueue(2)
+    assert [m.document_id for m in queue.consume("worker-a", count=10)] == [1, 2]
+    letters = queue.dead_letters()
+    assert [(d.document_id, d.reason is not None) for d in letters] == [(None, True)] * 2
+    assert queue.stats().pending == 2  # 1 and 2, handed out

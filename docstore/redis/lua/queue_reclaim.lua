@@ -15,12 +15,17 @@ local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '0-
 local max_deliveries = tonumber(ARGV[5])
 local handed = {}
 local dead = 0
+local deleted = false
 for _, entry in ipairs(claimed[2]) do
-    local id, fields = entry[1], entry[2]
-    if not fields then
-        -- Redis 6.2 still lists entries deleted from the stream: nothing left to deliver.
-        redis.call('XACK', KEYS[1], ARGV[1], id)
+    if not entry then
+        -- Redis 6.2 answers nil (false here) for a pending entry deleted from the stream,
+        -- without its id: found and acknowledged below.
+        deleted = true
+    elseif not entry[2] then
+        -- {id, nil}: an entry deleted from the stream, nothing left to deliver.
+        redis.call('XACK', KEYS[1], ARGV[1], entry[1])
     else
+        local id, fields = entry[1], entry[2]
         local pending = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
         local deliveries = pending[1] and pending[1][4] or 1
         if deliveries > max_deliveries then
@@ -35,6 +40,15 @@ for _, entry in ipairs(claimed[2]) do
             dead = dead + 1
         else
             handed[#handed + 1] = {id, fields, deliveries}
+        end
+    end
+end
+if deleted then
+    -- The deleted entries were just claimed for ARGV[2]: acknowledge those of its pending
+    -- entries that are no longer in the stream.
+    for _, pending in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', ARGV[4], ARGV[2])) do
+        if #redis.call('XRANGE', KEYS[1], pending[1], pending[1]) == 0 then
+            redis.call('XACK', KEYS[1], ARGV[1], pending[1])
         end
     end
 end
