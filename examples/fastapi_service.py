@@ -53,6 +53,7 @@ from docstore import (
     AsyncDocstore,
     AsyncRateLimiter,
     Conflict,
+    DocstoreError,
     DocumentResponse,
     DocumentStatus,
     FailurePolicy,
@@ -244,6 +245,7 @@ PROTECTED: Responses = {
     **LIMITED,
     **INVALID,
     **UNAVAILABLE,
+    **TOO_LARGE,  # a body past 16 KiB is refused on every route, before authentication
 }
 NOT_FOUND: Responses = {404: _error("no such document among yours")}
 IDEMPOTENCY_CONFLICT = "this Idempotency-Key was used for another file"
@@ -453,6 +455,14 @@ class RateLimitHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+def route_path(scope: Scope) -> str:
+    """The path the app routes on: uvicorn's `path` includes its --root-path (a proxy's
+    prefix), which routing leaves out."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
 def key_limit_name(api_key: str) -> str:
     """What the `api` limit counts a key under: a digest of it, never the key itself."""
     return "key-" + api_key_digest(api_key)[:16].hex()
@@ -552,7 +562,7 @@ def create_app(
     app.add_middleware(RateLimitHeaders)
 
     def body_limit(scope: Scope) -> int:
-        if scope["method"] == "POST" and scope["path"] == "/documents":
+        if scope["method"] == "POST" and route_path(scope) == "/documents":
             limit: int = app.state.store.settings.max_upload_bytes
             return limit
         return SMALL_BODY_LIMIT
@@ -597,6 +607,14 @@ def create_app(
         # The message names the server's address: for the log, not for clients.
         logger.warning("503: %s", exc.message)
         detail = "a server the service depends on is unavailable; try again later"
+        return JSONResponse(ErrorOut(detail=detail).model_dump(), status_code=503)
+
+    @app.exception_handler(DocstoreError)
+    async def refused(request: Request, exc: DocstoreError) -> JSONResponse:
+        """Any other store error (Redis refusing a command, a blob store refusing a call, a
+        database error): the documented 503, with the cause in the log, not in the answer."""
+        logger.error("503: %s: %s", type(exc).__name__, exc.message)
+        detail = "a server the service depends on refused the request; try again later"
         return JSONResponse(ErrorOut(detail=detail).model_dump(), status_code=503)
 
     async def owned_document(

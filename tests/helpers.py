@@ -34,13 +34,15 @@ def migrated_table_contents(url: str) -> tuple[list[tuple[Any, ...]], list[tuple
 
 
 @contextmanager
-def serving(app: Any, port: int) -> Iterator[str]:
-    """`app` served by uvicorn on 127.0.0.1:`port` in a thread (lifespan on); yields its URL."""
+def serving(app: Any, port: int, root_path: str = "") -> Iterator[str]:
+    """`app` served by uvicorn on 127.0.0.1:`port` in a thread (lifespan on; `root_path` as
+    uvicorn's --root-path, behind a proxy serving it under a prefix); yields its URL."""
     import uvicorn  # the examples extra: only the service tests need it
 
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", root_path=root_path
     )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

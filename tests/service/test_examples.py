@@ -416,3 +416,37 @@ async def test_the_shutdown_grace_also_bounds_the_requeue_loop(
             await asyncio.wait_for(worker, 10)
         finally:
             await locker.rollback()
+
+
+def test_uploads_keep_their_limit_under_a_root_path(
+    docstore_settings: Settings, docstore_blob_store: S3BlobStore
+) -> None:
+    # Behind a proxy serving the app under a prefix (uvicorn --root-path), the body limit
+    # compared the full path with "/documents": every upload got the 16 KiB limit.
+    settings = docstore_settings.model_copy(update={"max_upload_bytes": 1_000_000})
+    app = create_app(lambda: AsyncDocstore.connect(settings, blobs=docstore_blob_store))
+    with (
+        serving(app, free_port(), root_path="/api") as url,
+        Docstore.connect(settings, blobs=docstore_blob_store) as store,
+    ):
+        key = store.users.create(UserCreate(email="prefixed@example.com")).api_key
+        upload = httpx.post(
+            f"{url}/documents",  # as the proxy forwards it: uvicorn puts the prefix back
+            headers={"X-API-Key": key},
+            files={"file": ("big.txt", b"words " * 20_000, "text/plain")},
+            timeout=30,
+        )
+    assert upload.status_code == 201, upload.text
+
+
+def test_a_redis_that_refuses_writes_gets_a_documented_503(api: Api) -> None:
+    # The limiters raise RedisCommandError when Redis refuses their script (full with
+    # noeviction, an ACL): no handler took it, and every request was a bare 500.
+    headers = api.new_user("full@example.com")
+    api.store.redis.config_set("maxmemory", 1)
+    try:
+        answer = api.http.get("/documents", headers=headers)
+    finally:
+        api.store.redis.config_set("maxmemory", 0)
+    assert answer.status_code == 503, answer.text
+    assert set(answer.json()) == {"detail"}
