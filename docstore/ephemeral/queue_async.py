@@ -16,6 +16,7 @@ import re
 import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any, TypeVar, cast
 
 import redis.exceptions
@@ -46,6 +47,8 @@ _worker_id: Checker[str] = Checker(WorkerId, "worker_id")
 _count: Checker[int] = Checker(MessageCount, "count")
 _block_ms: Checker[int] = Checker(BlockMs, "block_ms")
 _min_idle: Checker[float] = Checker(Seconds, "min_idle")
+# Message ids per ack script call: Lua's unpack() refuses some 8,000 values.
+_ACK_BATCH = 1000
 # A stream entry id: "<milliseconds>-<sequence>", each an unsigned 64-bit number.
 _MESSAGE_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 
@@ -121,7 +124,7 @@ class AsyncTaskQueue:
         self.group = group
         self.max_deliveries = max_deliveries
         self.reclaim_idle = reclaim_idle
-        self.dead_letter_maxlen = dead_letter_maxlen
+        self.dead_letter_maxlen = check(PositiveInt, dead_letter_maxlen, "dead_letter_maxlen")
         self.key = queue_key(stream)
         self.dead_letter_key = dead_letter_key(stream)
         timeout = socket_timeout if socket_timeout is not None else self.core.socket_timeout
@@ -232,7 +235,11 @@ class AsyncTaskQueue:
             raise InvalidInput(
                 "message ids must be stream ids like '1700000000000-0'", field="messages"
             )
-        return int(await self._run(lambda: self._ack([self.key], self.group, *ids)))
+        acked = 0
+        for start in range(0, len(ids), _ACK_BATCH):
+            batch = ids[start : start + _ACK_BATCH]
+            acked += int(await self._run(partial(self._ack, [self.key], self.group, *batch)))
+        return acked
 
     # -- operators ----------------------------------------------------------------------------
 

@@ -53,7 +53,7 @@ class AsyncRateLimiter:
         self.period = float(period)
         self.policy = policy
         self.failure_policy = FailurePolicy(failure_policy)
-        self.deny_retry_after = deny_retry_after
+        self.deny_retry_after = check(PositiveSeconds, deny_retry_after, "deny_retry_after")
         # Whole microseconds per unit keep the script's arithmetic exact (integers < 2**53).
         self._interval_us = max(1, math.ceil(self.period * 1_000_000 / limit))
         self._tau = self._interval_us * limit
@@ -138,7 +138,9 @@ class AsyncRateLimiter:
         return RateLimitResult(
             allowed=allowed,
             limit=self.limit,
-            remaining=(self._tau - reset_after_us) // self._interval_us,
+            # Never below 0: a key's state left by another limit of the same policy (a deploy
+            # that lowered it) can run past this one's window.
+            remaining=max(0, (self._tau - reset_after_us) // self._interval_us),
             reset_after=reset_after_us / 1_000_000,
             retry_after=(
                 0.0

@@ -159,3 +159,24 @@ def test_bad_arguments_are_refused(client: redis.Redis) -> None:
         RateLimiter(client, limit=1, period=1).hit("")
     strict = RateLimiter(client, limit=1, period=1, failure_policy=FailurePolicy.DENY)
     assert strict.failure_policy is FailurePolicy.DENY
+
+
+@pytest.mark.parametrize("retry_after", [float("nan"), float("inf"), -1.0, "soon", None])
+def test_a_deny_retry_after_that_is_no_number_of_seconds_is_refused(
+    client: redis.Redis, retry_after: object
+) -> None:
+    # It was kept as given, and only broke headers() during an outage, the worst moment.
+    with pytest.raises(InvalidInput):
+        RateLimiter(client, limit=1, period=1, deny_retry_after=retry_after)  # type: ignore[arg-type]
+
+
+def test_remaining_is_never_negative_when_a_policy_changes_its_limit(client: redis.Redis) -> None:
+    # A deploy that lowers a policy's limit (or two limiters sharing a policy name) reads
+    # the state the other left: remaining came out negative, an invalid RateLimit r=.
+    wide = RateLimiter(client, limit=100, period=60, policy="changed")
+    for _ in range(50):
+        wide.hit("k")
+    narrow = RateLimiter(client, limit=10, period=1, policy="changed")
+    decision = narrow.peek("k")
+    assert decision.remaining == 0 and not decision.allowed
+    assert "r=0;" in decision.headers()["RateLimit"]

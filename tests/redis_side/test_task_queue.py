@@ -152,3 +152,25 @@ def test_an_entry_naming_no_document_goes_to_the_dead_letters_and_spares_its_bat
     letters = queue.dead_letters()
     assert [(d.document_id, d.reason is not None) for d in letters] == [(None, True)] * 2
     assert queue.stats().pending == 2  # 1 and 2, handed out
+
+
+@pytest.mark.parametrize("maxlen", [0, -1, 1.5, None, True])
+def test_a_dead_letter_cap_that_is_no_positive_count_is_refused(
+    client: redis.Redis, maxlen: object
+) -> None:
+    # It was kept as given, and broke every reclaim once a message died.
+    with pytest.raises(InvalidInput):
+        TaskQueue(client, dead_letter_maxlen=maxlen)  # type: ignore[arg-type]
+
+
+def test_thousands_of_messages_are_acked_in_one_call(client: redis.Redis) -> None:
+    # One script call unpacked every id: Lua refuses that past about 8,000 (the doctor acks
+    # up to 10,000 stale messages at once).
+    queue = TaskQueue(client, reclaim_idle=3600)
+    taken = []
+    for start in range(0, 10_000, 1_000):
+        queue.enqueue_many(range(start + 1, start + 1_001))
+        taken += queue.consume("w", count=1_000)
+    assert len(taken) == 10_000
+    assert queue.ack(*taken) == 10_000
+    assert queue.stats().pending == 0
