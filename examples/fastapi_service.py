@@ -6,7 +6,8 @@ Run:  pip install -e ".[examples]"
 The service runs on `AsyncDocstore`: every endpoint is `async def` and awaits the store, which is
 connected when the app starts (its lifespan) and closed when it stops.
 
-Every route but POST /users needs an `X-API-Key` header. Three `AsyncRateLimiter` policies
+Every route but POST /users (and /metrics, with TELEMETRY=true: keep it for scrapers) needs an
+`X-API-Key` header. Three `AsyncRateLimiter` policies
 answer 429 with `Retry-After`:
 
 - ``api``: per key, RATE_LIMIT per RATE_LIMIT_PERIOD; every answer carries its RateLimit headers.
@@ -31,6 +32,7 @@ A real deployment should also:
 
 import asyncio
 import importlib.util
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -276,14 +278,15 @@ def too_large(limit: int) -> str:
 
 
 class BodySizeLimit:
-    """ASGI middleware: 413 as soon as a request body passes `limit_for(scope)` bytes.
+    """ASGI middleware: 413 as soon as a request body passes its limit.
 
-    A declared Content-Length over the limit is answered before the app runs; a body without
-    one is counted as the app reads it. `FRAMING_ALLOWANCE` more bytes are let through for
-    multipart framing, so the limit can be the file's.
+    `limit_for(scope)` gives the limit the answer states and the bytes let through (more for
+    an upload: its multipart framing, so the stated limit can be the file's). A declared
+    Content-Length over it is answered before the app runs; a body without one is counted as
+    the app reads it.
     """
 
-    def __init__(self, app: ASGIApp, limit_for: Callable[[Scope], int]) -> None:
+    def __init__(self, app: ASGIApp, limit_for: Callable[[Scope], tuple[int, int]]) -> None:
         self.app = app
         self.limit_for = limit_for
 
@@ -291,9 +294,14 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limit_for(scope)
+        limit, allowed = self.limit_for(scope)
         declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > limit + FRAMING_ALLOWANCE:
+        # ASCII digits only ("²" is a digit to str.isdigit), and no int() of thousands of them.
+        if (
+            declared.isascii()
+            and declared.isdigit()
+            and (len(declared) > 18 or int(declared) > allowed)
+        ):
             response = JSONResponse(ErrorOut(detail=too_large(limit)).model_dump(), 413)
             await response(scope, receive, send)
             return
@@ -303,7 +311,7 @@ class BodySizeLimit:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > limit + FRAMING_ALLOWANCE:
+            if received > allowed:
                 raise HTTPException(413, too_large(limit))
             return message
 
@@ -469,8 +477,19 @@ def key_limit_name(api_key: str) -> str:
 
 
 def client_address(request: Request) -> str:
-    """The TCP peer, or what uvicorn's --proxy-headers took from a trusted proxy."""
-    return request.client.host if request.client else "unknown"
+    """What the per-address limits count: the TCP peer, or what uvicorn's --proxy-headers took
+    from a trusted proxy. An IPv6 peer counts as its /64, which one client usually holds
+    whole: 2**64 addresses would otherwise be as many fresh budgets."""
+    host = request.client.host if request.client else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network((address, 64), strict=False))
+    return host
 
 
 def refuse_if_limited(decision: RateLimitResult) -> None:
@@ -504,6 +523,7 @@ def create_app(
         limits = service or ServiceSettings()
         app.state.store = store
         app.state.limiters = Limiters.build(store, limits)
+        app.state.telemetry = limits.telemetry
         gate.open(limits.max_in_flight or store.settings.pool_max_size)
         if limits.telemetry:
             telemetry.configure("docstore-example")  # traces, and metrics at /metrics
@@ -561,11 +581,12 @@ def create_app(
 
     app.add_middleware(RateLimitHeaders)
 
-    def body_limit(scope: Scope) -> int:
+    def body_limit(scope: Scope) -> tuple[int, int]:
+        """The limit an answer states, and the bytes let through."""
         if scope["method"] == "POST" and route_path(scope) == "/documents":
             limit: int = app.state.store.settings.max_upload_bytes
-            return limit
-        return SMALL_BODY_LIMIT
+            return limit, limit + FRAMING_ALLOWANCE
+        return SMALL_BODY_LIMIT, SMALL_BODY_LIMIT
 
     app.add_middleware(BodySizeLimit, limit_for=body_limit)
     # Outside the others (tracing aside): a request waiting its turn has done no work yet.
@@ -761,8 +782,11 @@ def create_app(
         )
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics(store: StoreDep) -> Response:
-        """Every metric in the Prometheus text format (with TELEMETRY=true), queue gauges fresh."""
+    async def metrics(request: Request, store: StoreDep) -> Response:
+        """Every metric in the Prometheus text format (with TELEMETRY=true), queue gauges fresh.
+        It needs no key, as scrapers expect: keep it off the public network (a proxy rule)."""
+        if not request.app.state.telemetry:
+            raise HTTPException(404, "Not Found")  # nothing to serve, and no Redis work done
         stats = await store.queue.stats()
         oldest = await store.queue.oldest_enqueued_at()
         record_queue_state(

@@ -17,6 +17,7 @@ import httpx
 import psycopg
 import pytest
 from helpers import serving, store_env
+from starlette.requests import Request
 
 from docstore import AsyncDocstore, Docstore, Settings, UserCreate
 from docstore.intake.blobs import S3BlobStore
@@ -24,7 +25,7 @@ from docstore.intake.extractors import Extraction, ProgressCallback, extract_tex
 from docstore.intake.flow_async import INTERRUPTED
 from docstore.quickstart import make_pdf
 from docstore.testing import free_port
-from examples.fastapi_service import create_app
+from examples.fastapi_service import client_address, create_app
 from examples.worker import run_worker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -450,3 +451,32 @@ def test_a_redis_that_refuses_writes_gets_a_documented_503(api: Api) -> None:
         api.store.redis.config_set("maxmemory", 0)
     assert answer.status_code == 503, answer.text
     assert set(answer.json()) == {"detail"}
+
+
+def test_a_small_body_past_16_kib_is_refused_with_413(api: Api) -> None:
+    # The framing allowance of uploads applied to every route: 32 KiB were read and parsed
+    # where the service says 16.
+    answer = api.http.post("/users", json={"email": "a@example.com", "pad": "x" * 20_000})
+    assert answer.status_code == 413 and "16384" in answer.json()["detail"]
+
+
+def test_metrics_without_telemetry_is_not_served(api: Api) -> None:
+    # It answered 200 with nothing, to anyone, after three Redis round trips.
+    assert api.http.get("/metrics").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("peer", "counted_as"),
+    [
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("192.0.2.7", "192.0.2.7"),
+        ("testclient", "testclient"),
+    ],
+)
+def test_an_ipv6_client_is_limited_as_its_64(peer: str, counted_as: str) -> None:
+    # Keyed by the exact address, a client with an IPv6 /64 had 2**64 signup and failed-key
+    # budgets.
+    request = Request({"type": "http", "client": (peer, 1234), "headers": []})
+    assert client_address(request) == counted_as
