@@ -49,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.datastructures import FormData, Headers, MutableHeaders, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from docstore import (
@@ -322,6 +323,11 @@ async def read_upload_form(request: Request) -> FormData:
     """The form, one file part at most: a second part is refused at its headers, unread."""
     try:
         return await request.form(max_files=1, max_fields=0)
+    except ClientDisconnect as exc:  # nobody to answer: no 500 and traceback in the log either
+        msg = "the client left before sending the whole body"
+        raise RequestValidationError(
+            [{"loc": ["body"], "msg": msg, "type": "body_incomplete"}]
+        ) from exc
     except StarletteHTTPException as exc:
         if exc.status_code != 400:  # e.g. the body limit's 413
             raise

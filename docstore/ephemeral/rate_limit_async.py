@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 from docstore.ephemeral.values import DecidedBy, FailurePolicy, LimitCheck, RateLimitResult
 from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
@@ -78,7 +78,7 @@ class AsyncRateLimiter:
 
     @staticmethod
     async def decide_together(
-        checks: Sequence[LimitCheck[AsyncRateLimiter]],
+        checks: Iterable[LimitCheck[AsyncRateLimiter]],
     ) -> list[RateLimitResult]:
         """The decisions of several limiters (or keys) in one round trip, in the order of
         `checks`: each as its limiter's `hit` or `peek` would decide it alone (every script runs
@@ -87,6 +87,8 @@ class AsyncRateLimiter:
         The limiters must share one Redis core (`InvalidInput` otherwise). A service asks its
         per-address and per-key limits together, say, instead of paying a round trip for each.
         """
+        # Any iterable of checks; not one LimitCheck on its own.
+        checks = list(checks) if isinstance(checks, Iterable) else [None]
         if not all(_is_check(check) for check in checks):
             raise InvalidInput(
                 "checks must be LimitChecks of AsyncRateLimiters, consume a bool", field="checks"

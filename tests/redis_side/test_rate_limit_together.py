@@ -144,3 +144,16 @@ def test_without_redis_each_limiter_s_failure_policy_decides(
     assert allowed.allowed and allowed.decided_by is DecidedBy.FAILURE_POLICY
     assert not denied.allowed and denied.decided_by is DecidedBy.FAILURE_POLICY
     assert denied.retry_after == strict.deny_retry_after
+
+
+def test_checks_may_come_from_any_iterable_and_a_lone_check_is_refused(
+    side: Side, core_on: Callable[[str], RedisCore], docstore_redis_url: str
+) -> None:
+    # A generator raised a bare TypeError, and so did a single LimitCheck.
+    core = core_on(docstore_redis_url)
+    limiter = unwrapped(side.make(RateLimiter, core, limit=2, period=HOUR, policy="iterable"))
+    decide = side.blocking(side.twin(RateLimiter).decide_together)
+    decisions = decide(LimitCheck(limiter, key) for key in ("a", "b"))
+    assert [d.allowed for d in decisions] == [True, True]
+    with pytest.raises(InvalidInput, match="LimitChecks"):
+        decide(LimitCheck(limiter, "a"))

@@ -3,8 +3,10 @@
 import asyncio
 import http.client
 import json
+import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -480,3 +482,24 @@ def test_an_ipv6_client_is_limited_as_its_64(peer: str, counted_as: str) -> None
     # budgets.
     request = Request({"type": "http", "client": (peer, 1234), "headers": []})
     assert client_address(request) == counted_as
+
+
+def test_an_upload_the_client_abandons_is_no_server_error(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    # request.form() raised ClientDisconnect, which no handler took: a 500 and an
+    # "Exception in ASGI application" traceback in the log for every abandoned upload.
+    key = api.new_user("leaver@example.com")["X-API-Key"]
+    host, port = api.http.base_url.host, api.http.base_url.port
+    head = (
+        "POST /documents HTTP/1.1\r\nHost: x\r\nX-API-Key: " + key + "\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 50000\r\n\r\n"
+        '--b\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\nsome'
+    )
+    with caplog.at_level(logging.ERROR):
+        with socket.create_connection((host, port)) as sock:
+            sock.sendall(head.encode())
+            time.sleep(0.3)  # the service is reading the body
+        time.sleep(0.5)  # and finds the client gone
+        assert api.http.get("/documents", headers={"X-API-Key": key}).status_code == 200
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
