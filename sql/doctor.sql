@@ -49,8 +49,14 @@ WHERE (s3_key COLLATE "C", id) > (%(after_key)s::text COLLATE "C", %(after_id)s:
 ORDER BY s3_key COLLATE "C", id
 LIMIT %(limit)s::integer;
 
--- name: doctor_listed_for_deletion
--- Which of these blob keys wait on the list of blobs to delete (their rows are gone already).
+-- name: doctor_keys_accounted_for
+-- Which of these blob keys are not orphans after all: waiting on the list of blobs to delete
+-- (their rows are gone already), or named by a row now (committed since the audit read its
+-- page of rows: a submit, a migration batch).
 SELECT s3_key
 FROM blob_deletions
+WHERE s3_key = ANY(%(keys)b::text[])
+UNION
+SELECT s3_key
+FROM documents
 WHERE s3_key = ANY(%(keys)b::text[]);

@@ -38,7 +38,7 @@ from docstore.ephemeral.cache import RedisCache
 from docstore.ephemeral.progress import ProgressTracker
 from docstore.ephemeral.queue import TaskQueue
 from docstore.intake.blob_access import Blobs
-from docstore.intake.blobs import BlobStore
+from docstore.intake.blobs import BlobStore, is_docstore_key
 from docstore.postgres.executor import Database
 from docstore.redis.client import as_text
 from docstore.redis.core import RedisCore
@@ -269,19 +269,24 @@ class Doctor:
         self._orphans(store, orphans)
 
     def _orphans(self, store: BlobStore, blobs: list[ListedBlob]) -> None:
-        """Blobs no row names, less those already listed for deletion (their rows were
-        deleted: `purge_deleted_blobs` removes them)."""
+        """Blobs no row names, less those listed for deletion (their rows were deleted:
+        `purge_deleted_blobs` removes them) or named by a row committed since. A repair
+        deletes only keys of docstore's own shape (`make_blob_key`): the bucket may hold the
+        legacy service's blobs, or another application's, which are reported, never deleted."""
         if not blobs:
             return
-        listed = self.db.all("doctor_listed_for_deletion", {"keys": [b.key for b in blobs]})
-        waiting = {row[0] for row in listed}
+        named = self.db.all("doctor_keys_accounted_for", {"keys": [b.key for b in blobs]})
+        accounted_for = {row[0] for row in named}
         for blob in blobs:
-            if blob.key in waiting:
+            if blob.key in accounted_for:
                 continue
-            if self.repair:
-                in_thread(store.delete, blob.key)
             detail = f"blob {blob.key} written {_when(blob.modified)} has no document"
-            done = "deleted" if self.repair else None
+            ours = is_docstore_key(blob.key)
+            if not ours:
+                detail += " (not a key docstore makes: never deleted by a repair)"
+            elif self.repair:
+                in_thread(store.delete, blob.key)
+            done = "deleted" if self.repair and ours else None
             self._found("blob_orphaned", None, detail, done, blob.key)
 
     def _row_keys(self) -> Iterator[tuple[int, str, str, bool]]:

@@ -36,7 +36,7 @@ from docstore.ephemeral.cache_async import AsyncRedisCache
 from docstore.ephemeral.progress_async import AsyncProgressTracker
 from docstore.ephemeral.queue_async import AsyncTaskQueue
 from docstore.intake.blob_access_async import AsyncBlobs
-from docstore.intake.blobs import BlobStore
+from docstore.intake.blobs import BlobStore, is_docstore_key
 from docstore.postgres.executor_async import AsyncDatabase
 from docstore.redis.client_async import as_text
 from docstore.redis.core_async import AsyncRedisCore
@@ -267,19 +267,24 @@ class AsyncDoctor:
         await self._orphans(store, orphans)
 
     async def _orphans(self, store: BlobStore, blobs: list[ListedBlob]) -> None:
-        """Blobs no row names, less those already listed for deletion (their rows were
-        deleted: `purge_deleted_blobs` removes them)."""
+        """Blobs no row names, less those listed for deletion (their rows were deleted:
+        `purge_deleted_blobs` removes them) or named by a row committed since. A repair
+        deletes only keys of docstore's own shape (`make_blob_key`): the bucket may hold the
+        legacy service's blobs, or another application's, which are reported, never deleted."""
         if not blobs:
             return
-        listed = await self.db.all("doctor_listed_for_deletion", {"keys": [b.key for b in blobs]})
-        waiting = {row[0] for row in listed}
+        named = await self.db.all("doctor_keys_accounted_for", {"keys": [b.key for b in blobs]})
+        accounted_for = {row[0] for row in named}
         for blob in blobs:
-            if blob.key in waiting:
+            if blob.key in accounted_for:
                 continue
-            if self.repair:
-                await in_thread(store.delete, blob.key)
             detail = f"blob {blob.key} written {_when(blob.modified)} has no document"
-            done = "deleted" if self.repair else None
+            ours = is_docstore_key(blob.key)
+            if not ours:
+                detail += " (not a key docstore makes: never deleted by a repair)"
+            elif self.repair:
+                await in_thread(store.delete, blob.key)
+            done = "deleted" if self.repair and ours else None
             self._found("blob_orphaned", None, detail, done, blob.key)
 
     async def _row_keys(self) -> AsyncIterator[tuple[int, str, str, bool]]:

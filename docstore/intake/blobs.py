@@ -76,6 +76,17 @@ def make_blob_key(user_id: int, filename: str, now: datetime | None = None) -> s
     return f"uploads/{user_id}/{moment:%Y}/{moment:%m}/{uuid.uuid4().hex}/{safe_filename(filename)}"
 
 
+# The keys `make_blob_key` makes (and no others).
+_DOCSTORE_KEY = re.compile(
+    r"uploads/[1-9][0-9]*/[0-9]{4}/[0-9]{2}/[0-9a-f]{32}/[A-Za-z0-9._-]{1,200}"
+)
+
+
+def is_docstore_key(key: str) -> bool:
+    """Whether `key` has the shape of the keys docstore makes for uploads (`make_blob_key`)."""
+    return _DOCSTORE_KEY.fullmatch(key) is not None
+
+
 def check_key(key: str) -> str:
     """`key` if a blob may be read, opened, signed or deleted under it: `InvalidInput` otherwise.
 

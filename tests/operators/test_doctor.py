@@ -245,6 +245,24 @@ def test_blobs_without_a_row_and_rows_without_a_blob(
     assert kinds(doctor(side, store)) == {"blob_missing": 1}
 
 
+def test_a_repair_never_deletes_blobs_docstore_did_not_make(
+    side: Side, store: Docstore, docstore_blob_store: S3BlobStore
+) -> None:
+    # The bucket may hold the legacy service's blobs (migrated documents keep their keys, and
+    # tasks not migrated yet have none), or another application's: a repair deleted every
+    # one of them that no row named.
+    client, bucket = docstore_blob_store.client, docstore_blob_store.bucket
+    for key in ("legacy/2023/07/scan-0001.pdf", "reports/q3.xlsx", "uploads/1/not-ours.bin"):
+        client.put_object(Bucket=bucket, Key=key, Body=b"someone else's")
+    ours = docstore_blob_store.put(1, "orphan.txt", b"docstore's, no row")
+    report = doctor(side, store, repair=True)
+    assert kinds(report) == {"blob_orphaned": 4}
+    assert report.repaired == {"blob_orphaned": 1}
+    left = {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert left == {"legacy/2023/07/scan-0001.pdf", "reports/q3.xlsx", "uploads/1/not-ours.bin"}
+    assert ours.key not in left
+
+
 def test_blob_listing_of_the_local_store_follows_byte_order(
     side: Side, docstore_settings: Settings, tmp_path: Any, sql: psycopg.Connection[Any]
 ) -> None:
