@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack, closing
 from dataclasses import asdict
 from pathlib import Path
@@ -24,7 +25,13 @@ from docstore.ephemeral.cache import RedisCache
 from docstore.errors import ConfigurationError, DocstoreError, RedisCommandError
 from docstore.migrate.progress import BarProgress, LogProgress
 from docstore.migrate.resolve import keep_docstore, take_legacy
-from docstore.migrate.runner import DEFAULT_BATCH_SIZE, DEFAULT_PREFIX, DEFAULT_WRITERS, migrate
+from docstore.migrate.runner import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_PREFIX,
+    DEFAULT_WRITERS,
+    MAX_BATCH_SIZE,
+    migrate,
+)
 from docstore.migrate.summary import write_report
 from docstore.migrate.verify import VerifyProblem, verify
 from docstore.redis.client import RedisClient
@@ -37,6 +44,33 @@ logger = logging.getLogger("docstore.migrate")
 DEFAULT_REJECTS = "migrate-rejects.jsonl"
 # Reads of large results and writes of large batches take longer than a cache call.
 REDIS_SOCKET_TIMEOUT = 60.0
+# Batches written at once: each is a thread, a connection and a batch held in memory.
+MAX_WRITERS = 32
+
+
+def _count_from_1_to(most: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from 1 to `most` (a usage error otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if not 1 <= value <= most:
+            raise argparse.ArgumentTypeError(f"must be 1 to {most}, not {value}")
+        return value
+
+    return parse
+
+
+def _writable_path(text: str) -> Path:
+    """An argparse type: a file path whose folder exists and can be written (checked before
+    the run, not after it)."""
+    path = Path(text)
+    folder = path.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f"cannot write in {str(folder)!r}")
+    return path
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,10 +117,20 @@ def _parser() -> argparse.ArgumentParser:
         help="JSON lines of rejected, sanitized and conflicting records "
         f"(default: {DEFAULT_REJECTS})",
     )
-    parser.add_argument("--report", type=Path, help="write the final summary as JSON here")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="keys a batch")
     parser.add_argument(
-        "--writers", type=int, default=DEFAULT_WRITERS, help="batches written at once"
+        "--report", type=_writable_path, help="write the final summary as JSON here"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_count_from_1_to(MAX_BATCH_SIZE),
+        default=DEFAULT_BATCH_SIZE,
+        help=f"keys a batch (1 to {MAX_BATCH_SIZE})",
+    )
+    parser.add_argument(
+        "--writers",
+        type=_count_from_1_to(MAX_WRITERS),
+        default=DEFAULT_WRITERS,
+        help=f"batches written at once (1 to {MAX_WRITERS}), each on its own connection",
     )
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="task key prefix (task:)")
     parser.add_argument("--redis-url", help="legacy Redis (default: REDIS_URL from Settings)")

@@ -208,7 +208,6 @@ def test_a_schema_without_legacy_task_id_names_the_missing_column(
     [
         ({"redis": "unreachable"}, "error: Redis at 127.0.0.1:"),
         ({"database": "unreachable"}, "error: PostgreSQL at 127.0.0.1:"),
-        ({"extra": ["--batch-size", "0"]}, "error: batch size must be 1 to 100000"),
         ({"extra": ["--prefix", "result:"]}, "error: prefix must be non-empty"),
         ({"rejects": "no/such/dir/rejects.jsonl"}, "error: No such file or directory"),
     ],
@@ -355,3 +354,32 @@ def test_progress_is_a_bar_on_a_terminal_and_log_lines_otherwise(
     with caplog.at_level(logging.INFO, logger="docstore.migrate"):
         migrate(docstore_store.redis, docstore_store.db, progress=LogProgress(interval=0))
     assert "scanned 5/5 keys: migrated 0, already present 5, rejected 0" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        (["--batch-size", "0"], "--batch-size"),
+        (["--writers", "100000"], "--writers"),
+        (["--writers", "0"], "--writers"),
+        (["--report", "/no/such/folder/report.json"], "--report"),
+    ],
+)
+def test_bad_options_are_refused_before_the_last_rejects_file_is_emptied(
+    docstore_settings: Settings,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    said: str,
+) -> None:
+    # Each was found after connecting and emptying the last run's rejects file (or, for the
+    # report, after the whole run); 100,000 writers meant as many threads and connections.
+    rejects = tmp_path / "rejects.jsonl"
+    rejects.write_text('{"task_id": "from the last run"}\n')
+    args = [a for a in args_for(docstore_settings, tmp_path) if a]
+    args = args[: args.index("--report")] + extra if "--report" in extra else args + extra
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2
+    assert said in capsys.readouterr().err
+    assert rejects.read_text() == '{"task_id": "from the last run"}\n'
