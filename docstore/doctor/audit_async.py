@@ -21,6 +21,7 @@ Anything changed within the last `grace` seconds is work in flight and is left o
 from __future__ import annotations
 
 import json
+import math
 import re
 import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -511,10 +512,16 @@ def _stale_progress(percent: Any, stage: Any, ttl_ms: int, state: _State | None)
         return None
     if percent is None:
         return f"{state.status}, progress shows nothing"
-    shown = as_text(percent)
+    shown = as_text(percent, "replace")
+    try:
+        value = float(shown)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        return f"{state.status}, progress holds {shown[:40]!r}, not a percent"
     # A final stage naming the status (completed, failed, cancelled) says it at any percent.
-    says_so = stage is not None and as_text(stage) == state.status.lower()
-    if float(shown) < 100 and not says_so:
+    says_so = stage is not None and as_text(stage, "replace") == state.status.lower()
+    if value < 100 and not says_so:
         return f"{state.status}, progress shows {shown}%"
     if ttl_ms == -1:
         return f"{state.status}, progress key never expires"

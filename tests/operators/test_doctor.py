@@ -313,6 +313,20 @@ def test_cached_results_older_than_their_row_are_found_then_deleted(
     assert doctor(side, store).clean
 
 
+@pytest.mark.parametrize("percent", ["forty", "nan", "\xff"])
+def test_a_progress_key_that_holds_no_percent_is_a_finding_not_a_traceback(
+    side: Side, store: Docstore, client: redis.Redis, percent: str
+) -> None:
+    # float() of it raised ValueError, which the command does not catch: a traceback.
+    done = completed(store)
+    client.hset(progress_key(done.id), mapping={"percent": percent, "stage": "page 4"})
+    report = doctor(side, store)
+    assert kinds(report) == {"progress_stale": 1}
+    assert "not a percent" in report.sample[0].detail
+    doctor(side, store, repair=True)
+    assert not client.exists(progress_key(done.id))
+
+
 def test_progress_keys_of_finished_or_missing_documents_are_found_then_deleted(
     side: Side, store: Docstore, client: redis.Redis
 ) -> None:
