@@ -12,19 +12,25 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar, cast
 
 import redis.exceptions
 
 from docstore._async_runtime import AsyncCall
+from docstore.ephemeral.stream_entries import (
+    dead_letter,
+    entry_fields,
+    id_time,
+    is_message_id,
+    queue_message,
+)
 from docstore.ephemeral.values import DeadLetter, QueueMessage, QueueStats
 from docstore.errors import InvalidInput
-from docstore.observability.messaging import TRACE_FIELDS, trace_fields
+from docstore.observability.messaging import trace_fields
 from docstore.redis.client_async import RedisClient, as_text
 from docstore.redis.core_async import AsyncRedisCore
 from docstore.redis.keys import check_document_id, check_name, dead_letter_key, queue_key
@@ -49,50 +55,6 @@ _block_ms: Checker[int] = Checker(BlockMs, "block_ms")
 _min_idle: Checker[float] = Checker(Seconds, "min_idle")
 # Message ids per ack script call: Lua's unpack() refuses some 8,000 values.
 _ACK_BATCH = 1000
-# A stream entry id: "<milliseconds>-<sequence>", each an unsigned 64-bit number.
-_MESSAGE_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
-
-
-def _id_time(message_id: str) -> datetime:
-    # A stream id is "<milliseconds>-<sequence>" of the server clock when it was added.
-    return datetime.fromtimestamp(int(message_id.split("-", 1)[0]) / 1000, tz=timezone.utc)
-
-
-def _fields(raw: Any, errors: str = "strict") -> dict[str, str]:
-    if isinstance(raw, dict):
-        return {as_text(k, errors): as_text(v, errors) for k, v in raw.items()}
-    flat = [as_text(item, errors) for item in raw]
-    return dict(zip(flat[::2], flat[1::2], strict=errors == "strict"))
-
-
-def _message(message_id: str, raw: Any, deliveries: int) -> QueueMessage:
-    fields = _fields(raw)
-    return QueueMessage(
-        message_id=message_id,
-        document_id=check_document_id(int(fields["document_id"])),
-        deliveries=deliveries,
-        enqueued_at=_id_time(message_id),
-        trace_context={k: fields[k] for k in TRACE_FIELDS if k in fields},
-    )
-
-
-def _letter(letter_id: str, raw: Any) -> DeadLetter:
-    """A dead letter as read back, whatever the entry it was made of held."""
-    fields = _fields(raw, errors="replace")
-    try:
-        document_id: int | None = check_document_id(int(fields.get("document_id", "")))
-    except (ValueError, InvalidInput):
-        document_id = None
-    deliveries = fields.get("deliveries", "")
-    return DeadLetter(
-        message_id=letter_id,
-        source_id=fields.get("source_id", ""),
-        document_id=document_id,
-        deliveries=int(deliveries) if deliveries.isdecimal() else 0,
-        last_consumer=fields.get("last_consumer", ""),
-        dead_at=_id_time(letter_id),
-        reason=fields.get("reason"),
-    )
 
 
 class AsyncTaskQueue:
@@ -231,7 +193,7 @@ class AsyncTaskQueue:
         ids = [m.message_id if isinstance(m, QueueMessage) else m for m in messages]
         if not ids:
             return 0
-        if not all(_is_message_id(i) for i in ids):
+        if not all(is_message_id(i) for i in ids):
             raise InvalidInput(
                 "message ids must be stream ids like '1700000000000-0'", field="messages"
             )
@@ -248,7 +210,7 @@ class AsyncTaskQueue:
         count = _count(count)
         with self.core.errors():
             entries = await self.core.client.xrange(self.dead_letter_key, count=count)
-        return [_letter(as_text(i), raw) for i, raw in cast("list[tuple[bytes, Any]]", entries)]
+        return [dead_letter(as_text(i), raw) for i, raw in cast("list[tuple[bytes, Any]]", entries)]
 
     async def oldest_enqueued_at(self) -> datetime | None:
         """When the oldest message still in the queue was added (Redis server time), or None
@@ -259,7 +221,7 @@ class AsyncTaskQueue:
         if not entries:
             return None
         entry_id, _ = cast("list[tuple[bytes, Any]]", entries)[0]
-        return _id_time(as_text(entry_id))
+        return id_time(as_text(entry_id))
 
     async def stats(self) -> QueueStats:
         """Stream length, messages delivered but not acked, and dead letters."""
@@ -282,7 +244,7 @@ class AsyncTaskQueue:
         messages = []
         for entry_id, raw, deliveries in entries:
             try:
-                messages.append(_message(as_text(entry_id), raw, deliveries))
+                messages.append(queue_message(as_text(entry_id), raw, deliveries))
             except (KeyError, ValueError, OverflowError, InvalidInput) as exc:
                 await self._bury(worker_id, entry_id, raw, deliveries, exc)
         return messages
@@ -293,8 +255,8 @@ class AsyncTaskQueue:
         """Move an unreadable entry to the dead-letter stream (same slot: one transaction)."""
         reason = f"unreadable entry: {type(exc).__name__}: {exc}"[:1000]
         logger.warning("queue %s: message %r dead-lettered: %s", self.stream, entry_id, reason)
-        original = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=False)
-        record: dict[Any, Any] = {f"original:{as_text(k, 'replace')}": v for k, v in original}
+        fields = entry_fields(raw, errors="replace")
+        record: dict[Any, Any] = {f"original:{k}": v for k, v in fields.items()}
         record.update(
             source_id=entry_id,
             deliveries=deliveries,
@@ -333,11 +295,6 @@ class AsyncTaskQueue:
             if "BUSYGROUP" not in str(exc):
                 raise
         self._group_ready = True
-
-
-def _is_message_id(value: object) -> bool:
-    match = _MESSAGE_ID.fullmatch(value) if isinstance(value, str) else None
-    return match is not None and all(int(part) < 2**64 for part in match.groups())
 
 
 __all__ = ["AsyncTaskQueue", "DeadLetter", "QueueMessage", "QueueStats"]
