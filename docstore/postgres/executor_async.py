@@ -31,7 +31,7 @@ from docstore.postgres.errors import wrap_database_errors
 from docstore.postgres.queries import Query, queries
 from docstore.postgres.replica_async import AsyncReplica
 from docstore.postgres.routing import Consistency, consistency, may_read_from_replica
-from docstore.postgres.rows import model_row, trusts_rows, validated_row
+from docstore.postgres.rows import row_factory
 
 Model = TypeVar("Model", bound=BaseModel)
 R = TypeVar("R")
@@ -220,7 +220,7 @@ class AsyncDatabase:
         may and can, else on `conn`, else alone on a pooled connection in autocommit. Every
         statement's path, so plain coroutines: each context-manager layer cost 3 us a call."""
         query = self.query(name, params)
-        factory = _row_factory(model, name)
+        factory = row_factory(model, name)
         if conn is None and self.replica is not None and may_read_from_replica(name):
             async with self.replica.cursor(query, params, factory, self._execute) as cur:
                 if cur is not None:
@@ -295,15 +295,6 @@ class AsyncDatabase:
             service="postgresql",
             address=self.address,
         )
-
-
-def _row_factory(model: type[BaseModel] | None, name: str) -> BaseRowFactory[Any]:
-    """Rows as tuples, as `model` built straight from them (flat), or validated (nested)."""
-    if model is None:
-        return tuple_row
-    if trusts_rows(model):
-        return model_row(model, name)
-    return validated_row(model, name)
 
 
 async def _first_row(cur: psycopg.AsyncCursor[Any]) -> Any:

@@ -25,7 +25,7 @@ from datetime import timezone
 from functools import cache
 from typing import Any, TypeVar, cast, get_args, get_origin
 
-from psycopg.rows import BaseRowFactory, RowMaker, class_row
+from psycopg.rows import BaseRowFactory, RowMaker, class_row, tuple_row
 from pydantic import BaseModel, ValidationError
 
 from docstore.errors import DatabaseError
@@ -190,4 +190,13 @@ def _is_nested(annotation: Any) -> bool:
     return any(_is_nested(arg) for arg in get_args(annotation))
 
 
-__all__ = ["model_row", "trusts_rows", "validated_row"]
+def row_factory(model: type[BaseModel] | None, name: str) -> BaseRowFactory[Any]:
+    """Rows as tuples, as `model` built straight from them (flat), or validated (nested)."""
+    if model is None:
+        return tuple_row
+    if trusts_rows(model):
+        return model_row(model, name)
+    return validated_row(model, name)
+
+
+__all__ = ["model_row", "row_factory", "trusts_rows", "validated_row"]
