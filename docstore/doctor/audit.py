@@ -22,22 +22,29 @@ Anything changed within the last `grace` seconds is work in flight and is left o
 
 from __future__ import annotations
 
-import json
-import math
 import re
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any, NamedTuple, Protocol, TypeVar, cast
-
-from pydantic import TypeAdapter, ValidationError
+from typing import Any, Protocol, TypeVar, cast
 
 from docstore._sync_runtime import in_thread
 from docstore.doctor.blob_listing import ListedBlob, blobs_in_order, can_list, take
 from docstore.doctor.findings import DoctorReport, Finding, FindingKind, FindingLog
+from docstore.doctor.judgements import (
+    DocumentState,
+    cached_updated_at,
+    listed_document_id,
+    retry_due,
+    stale_cache,
+    stale_progress,
+    when,
+    why_not_waiting,
+)
 from docstore.ephemeral.cache import RedisCache
 from docstore.ephemeral.progress import ProgressTracker
 from docstore.ephemeral.queue import TaskQueue
+from docstore.ephemeral.stream_entries import entry_fields
 from docstore.intake.blob_access import Blobs
 from docstore.intake.blobs import BlobStore, is_docstore_key
 from docstore.postgres.executor import Database
@@ -50,9 +57,6 @@ from docstore.rules import Checker, Seconds, checked_limit
 T = TypeVar("T")
 
 _grace: Checker[float] = Checker(Seconds, "grace")
-_TIME: TypeAdapter[datetime] = TypeAdapter(datetime)
-# Statuses in which a document still waits for, or is with, a worker; any other is finished.
-ACTIVE = frozenset({"PENDING", "PROCESSING"})
 # The scratch set of queued ids outlives a run that died by at most this long.
 SCRATCH_TTL_MS = 3_600_000
 _CACHED_RESULT = re.compile(r"docstore:cache:\{document:([0-9]{1,19}):result\}")
@@ -76,12 +80,6 @@ class StoreParts(Protocol):
     def progress(self) -> ProgressTracker: ...
     @property
     def blobs(self) -> Blobs: ...
-
-
-class _State(NamedTuple):
-    status: str
-    updated_at: datetime
-    quiet: bool  # unchanged for the grace period
 
 
 class Doctor:
@@ -137,14 +135,16 @@ class Doctor:
                 self._found(
                     "lease_expired",
                     document_id,
-                    f"PROCESSING by {worker_id}, lease ran out at {_when(lease_expires_at)}",
+                    f"PROCESSING by {worker_id}, lease ran out at {when(lease_expires_at)}",
                 )
 
     def _requeue_expired(self) -> None:
         while documents := self.store.lifecycle.requeue_expired(self.batch):
             now = datetime.now(timezone.utc)
             due = [
-                d.id for d in documents if d.status == "PENDING" and _due(d.next_attempt_at, now)
+                d.id
+                for d in documents
+                if d.status == "PENDING" and retry_due(d.next_attempt_at, now)
             ]
             self.queue.enqueue_many(due)
             for document in documents:
@@ -154,7 +154,7 @@ class Doctor:
                 elif retry_at is None or document.id in due:
                     done = "back to PENDING, re-enqueued"
                 else:  # a backoff first: the retry schedule brings it back
-                    done = f"back to PENDING, retry due {_when(retry_at)}"
+                    done = f"back to PENDING, retry due {when(retry_at)}"
                 self._found("lease_expired", document.id, str(document.error_message), done)
             if len(documents) < self.batch:
                 return
@@ -169,7 +169,7 @@ class Doctor:
             stale: list[tuple[str, int | None, str]] = []
             live: list[int] = []
             for message_id, document_id, _ in page:
-                why = _why_not_waiting(document_id, states)
+                why = why_not_waiting(document_id, states)
                 if why is None and document_id is not None:
                     live.append(document_id)
                 elif why:
@@ -193,7 +193,7 @@ class Doctor:
             drop: list[str] = []
             findings: list[tuple[int | None, str, str | None]] = []
             for message_id, document_id, fields in page:
-                why = _why_not_waiting(document_id, states)
+                why = why_not_waiting(document_id, states)
                 detail = (
                     f"dead letter {message_id}: delivered {fields.get('deliveries', '?')} times, "
                     f"last to {fields.get('last_consumer', '?')}"
@@ -232,7 +232,7 @@ class Doctor:
                 self.queue.enqueue_many([document_id for document_id, _ in lost])
             for document_id, updated_at in lost:
                 done = "re-enqueued" if self.repair else None
-                detail = f"PENDING since {_when(updated_at)} with no queue message"
+                detail = f"PENDING since {when(updated_at)} with no queue message"
                 self._found("pending_unqueued", document_id, detail, done)
 
     # -- 5. blobs ----------------------------------------------------------------------------------
@@ -281,7 +281,7 @@ class Doctor:
         for blob in blobs:
             if blob.key in accounted_for:
                 continue
-            detail = f"blob {blob.key} written {_when(blob.modified)} has no document"
+            detail = f"blob {blob.key} written {when(blob.modified)} has no document"
             ours = is_docstore_key(blob.key)
             if not ours:
                 detail += " (not a key docstore makes: never deleted by a repair)"
@@ -328,7 +328,7 @@ class Doctor:
             for document_id, raw in zip(ids, values, strict=True):
                 if raw is None:
                     continue  # expired since the scan
-                why = _stale_cache(_cached_updated_at(raw), states.get(document_id))
+                why = stale_cache(cached_updated_at(raw), states.get(document_id))
                 if why is None:
                     continue
                 done = None
@@ -350,7 +350,7 @@ class Doctor:
             for document_id, (percent, stage), ttl in zip(
                 ids, replies[::2], replies[1::2], strict=True
             ):
-                why = _stale_progress(percent, stage, int(ttl), states.get(document_id))
+                why = stale_progress(percent, stage, int(ttl), states.get(document_id))
                 if why is None:
                     continue
                 if self.repair:
@@ -383,11 +383,11 @@ class Doctor:
         )
         self.log.add(finding)
 
-    def _states(self, ids: Sequence[int]) -> dict[int, _State]:
+    def _states(self, ids: Sequence[int]) -> dict[int, DocumentState]:
         if not ids:
             return {}
         rows = self.db.all("doctor_document_states", {"ids": sorted(set(ids)), "grace": self.grace})
-        return {row[0]: _State(row[1], row[2], row[3]) for row in rows}
+        return {row[0]: DocumentState(row[1], row[2], row[3]) for row in rows}
 
     def _stream(self, key: str) -> Iterator[list[tuple[str, int | None, dict[str, str]]]]:
         """A stream's entries, a page at a time: (entry id, document id or None, fields)."""
@@ -399,8 +399,8 @@ class Doctor:
                 return
             page = []
             for entry_id, raw in cast("list[tuple[bytes, Any]]", entries):
-                fields = _fields(raw)
-                page.append((as_text(entry_id), _document_id(fields), fields))
+                fields = entry_fields(raw, errors="replace")
+                page.append((as_text(entry_id), listed_document_id(fields), fields))
             yield page
             if len(entries) < self.batch:
                 return
@@ -449,81 +449,4 @@ def _next(items: Iterator[T]) -> T | None:
         return None
 
 
-def _due(retry_at: datetime | None, now: datetime) -> bool:
-    """True when a PENDING document waits for no scheduled retry (or its time has come)."""
-    return retry_at is None or retry_at <= now
-
-
-def _fields(raw: Any) -> dict[str, str]:
-    if isinstance(raw, dict):
-        return {as_text(k): as_text(v) for k, v in raw.items()}
-    flat = [as_text(item) for item in raw]
-    return dict(zip(flat[::2], flat[1::2], strict=False))  # an odd last field is dropped
-
-
-def _document_id(fields: dict[str, str]) -> int | None:
-    value = fields.get("document_id", "")
-    return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else None
-
-
-def _why_not_waiting(document_id: int | None, states: dict[int, _State]) -> str | None:
-    """Why a message cannot lead to work: '' for a document finished within the grace period
-    (its worker is about to ack), None when it is waiting or with a worker."""
-    if document_id is None:
-        return "it names no document"
-    state = states.get(document_id)
-    if state is None:
-        return f"document {document_id} has no row"
-    if state.status in ACTIVE:
-        return None
-    return f"document {document_id} is {state.status}" if state.quiet else ""
-
-
-def _cached_updated_at(raw: bytes | str) -> datetime | None:
-    try:
-        value = json.loads(raw)
-        moment = _TIME.validate_python(value["updated_at"]) if isinstance(value, dict) else None
-    except (ValueError, KeyError, ValidationError):
-        return None
-    # A time without an offset (not written by docstore) is read as UTC.
-    return moment.replace(tzinfo=timezone.utc) if moment and moment.tzinfo is None else moment
-
-
-def _stale_cache(cached: datetime | None, state: _State | None) -> str | None:
-    if state is None:
-        return "cached result of a document that has no row"
-    if cached is None:
-        return "cached result that is not a document"
-    if cached < state.updated_at and state.quiet:
-        return f"cached as of {_when(cached)}, row changed {_when(state.updated_at)}"
-    return None
-
-
-def _stale_progress(percent: Any, stage: Any, ttl_ms: int, state: _State | None) -> str | None:
-    if state is None:
-        return "progress of a document that has no row"
-    if state.status in ACTIVE or not state.quiet:
-        return None
-    if percent is None:
-        return f"{state.status}, progress shows nothing"
-    shown = as_text(percent, "replace")
-    try:
-        value = float(shown)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        return f"{state.status}, progress holds {shown[:40]!r}, not a percent"
-    # A final stage naming the status (completed, failed, cancelled) says it at any percent.
-    says_so = stage is not None and as_text(stage, "replace") == state.status.lower()
-    if value < 100 and not says_so:
-        return f"{state.status}, progress shows {shown}%"
-    if ttl_ms == -1:
-        return f"{state.status}, progress key never expires"
-    return None
-
-
-def _when(moment: datetime) -> str:
-    return f"{moment.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
-
-
-__all__ = ["ACTIVE", "Doctor", "StoreParts", "run"]
+__all__ = ["Doctor", "StoreParts", "run"]
