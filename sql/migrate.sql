@@ -252,19 +252,40 @@ WHERE d.id IS NOT NULL OR l.legacy_task_id IS NOT NULL;
 -- The operator keeps docstore's version of a task in conflict: the ledger takes the digests of
 -- the legacy task as it now stands, so runs skip it and --verify counts it as kept until it
 -- changes in Redis again. Only while docstore's document (or its absence) still differs from
--- what the migration wrote: a task that is no conflict is not touched.
-UPDATE legacy_migrations AS l
-SET source_md5 = %(source_md5)s,
-    source_raw_md5 = %(raw_md5)s,
-    kept_docstore_at = now()
-WHERE l.legacy_task_id = %(task_id)s
-    AND NOT EXISTS (
-        SELECT
-        FROM documents AS d
-        WHERE d.legacy_task_id = l.legacy_task_id
-            AND legacy_document_fingerprint(d) = l.written_md5
+-- what the migration wrote: a task that is no conflict is not touched. A document migrated
+-- before the ledger existed gets its first ledger row; what that migration wrote is unknown
+-- (sixteen zero bytes: no document's fingerprint), so any later change of the task is a
+-- conflict again, never an update over docstore's version.
+WITH kept AS (
+    UPDATE legacy_migrations AS l
+    SET source_md5 = %(source_md5)s,
+        source_raw_md5 = %(raw_md5)s,
+        kept_docstore_at = now()
+    WHERE l.legacy_task_id = %(task_id)s
+        AND NOT EXISTS (
+            SELECT
+            FROM documents AS d
+            WHERE d.legacy_task_id = l.legacy_task_id
+                AND legacy_document_fingerprint(d) = l.written_md5
+        )
+    RETURNING l.legacy_task_id
+),
+first_kept AS (
+    INSERT INTO legacy_migrations AS l (
+        legacy_task_id, source_md5, source_raw_md5, written_md5, kept_docstore_at
     )
-RETURNING l.legacy_task_id;
+    SELECT d.legacy_task_id, %(source_md5)s, %(raw_md5)s, decode(repeat('00', 16), 'hex'), now()
+    FROM documents AS d
+    WHERE d.legacy_task_id = %(task_id)s
+        AND NOT EXISTS (
+            SELECT FROM legacy_migrations AS m WHERE m.legacy_task_id = d.legacy_task_id
+        )
+    ON CONFLICT (legacy_task_id) DO NOTHING
+    RETURNING l.legacy_task_id
+)
+SELECT legacy_task_id FROM kept
+UNION ALL
+SELECT legacy_task_id FROM first_kept;
 
 -- name: migrate_fetch_conflicting
 -- The docstore version of documents in conflict, for the listing (the text cut short).
@@ -304,7 +325,8 @@ LIMIT %(limit)s;
 -- task's digests (sixteen zero bytes: no task's MD5), so the next run finds it changed in Redis
 -- and rewrites it as a catch-up run would. A document docstore deleted loses its ledger row
 -- instead: the next run migrates the task afresh. Only while docstore's document (or its
--- absence) differs from what the migration wrote.
+-- absence) differs from what the migration wrote. A document migrated before the ledger
+-- existed gets its first ledger row the same way: adopted, its task's digests unknown.
 WITH conflict AS (
     SELECT l.legacy_task_id, d.fingerprint
     FROM legacy_migrations AS l
@@ -335,10 +357,23 @@ adopted AS (
     WHERE l.legacy_task_id = c.legacy_task_id
         AND c.fingerprint IS NOT NULL
     RETURNING l.legacy_task_id
+),
+first_adopted AS (
+    INSERT INTO legacy_migrations AS l (legacy_task_id, source_md5, written_md5)
+    SELECT d.legacy_task_id, decode(repeat('00', 16), 'hex'), legacy_document_fingerprint(d)
+    FROM documents AS d
+    WHERE d.legacy_task_id = %(task_id)s
+        AND NOT EXISTS (
+            SELECT FROM legacy_migrations AS m WHERE m.legacy_task_id = d.legacy_task_id
+        )
+    ON CONFLICT (legacy_task_id) DO NOTHING
+    RETURNING l.legacy_task_id
 )
 SELECT legacy_task_id FROM forgotten
 UNION ALL
-SELECT legacy_task_id FROM adopted;
+SELECT legacy_task_id FROM adopted
+UNION ALL
+SELECT legacy_task_id FROM first_adopted;
 
 -- name: migrate_missing_schema
 -- The tables (or, where the table exists, the columns) the migration needs that are missing;

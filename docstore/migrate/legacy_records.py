@@ -41,6 +41,8 @@ class Reject:
 
     key: str
     reason: str
+    # The task this record belongs to, when the key names one (verify compares its document).
+    task_id: str | None = field(default=None, compare=False)
 
 
 @dataclass(slots=True)
@@ -208,7 +210,7 @@ def parse_record(
     try:
         return parse_task(key, task_id, payload, result)
     except Exception as exc:  # noqa: BLE001 - a parser bug: listed with its type, run goes on
-        return Reject(display_key(key), internal_error_reason(exc))
+        return Reject(display_key(key), internal_error_reason(exc), task_id)
 
 
 def internal_error_reason(exc: Exception) -> str:
@@ -246,11 +248,11 @@ def parse_task(
         )
         user_email = _user_email(get("user_email"))
     except LegacyValueError as exc:
-        return Reject(display_key(key), str(exc))
+        return Reject(display_key(key), str(exc), task_id)
     try:
         extracted = _Result() if result is None else parse_result(result, cleaner)
     except LegacyValueError as exc:
-        return Reject(display_key(result_key(task_id)), str(exc))
+        return Reject(display_key(result_key(task_id)), str(exc), task_id)
     if created_at is None:
         # Keep migrations reproducible: the earliest known time, else the database's now().
         known = [t for t in (started_at, completed_at) if t is not None]

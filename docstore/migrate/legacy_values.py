@@ -28,6 +28,9 @@ STATUS_ALIASES: dict[str, str] = {
     "succeeded": "COMPLETED",
     "failed": "FAILED",
     "error": "FAILED",
+    # Docstore's own finished status (migration 0005): a task a user withdrew is not work.
+    "cancelled": "CANCELLED",
+    "canceled": "CANCELLED",
 }
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

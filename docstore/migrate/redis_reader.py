@@ -100,10 +100,10 @@ def read_task_batch(
     `unchanged`, the tasks it names are only counted (`batch.unchanged`), not parsed."""
     replies, results = _read_tasks_and_results(client, keys)
     payloads: dict[bytes, TaskPayload] = {}
-    not_hashes: list[bytes] = []
-    for (key, _), reply in zip(keys, replies, strict=True):
+    not_hashes: list[tuple[bytes, str]] = []
+    for (key, task_id), reply in zip(keys, replies, strict=True):
         if isinstance(reply, redis.exceptions.ResponseError):
-            not_hashes.append(key)  # WRONGTYPE: most likely a JSON string
+            not_hashes.append((key, task_id))  # WRONGTYPE: most likely a JSON string
         elif reply:
             payloads[key] = reply
         else:
@@ -118,7 +118,11 @@ def read_task_batch(
             continue
         if isinstance(result, redis.exceptions.ResponseError):
             batch.rejects.append(
-                Reject(display_key(result_key(task_id)), f"result key is not a string: {result}")
+                Reject(
+                    display_key(result_key(task_id)),
+                    f"result key is not a string: {result}",
+                    task_id,
+                )
             )
             continue
         read.append((key, task_id, payload, result, raw_fingerprint(payload, result)))
@@ -171,14 +175,17 @@ def _read_tasks_and_results(
 
 
 def _read_non_hashes(
-    client: RedisClient, keys: list[bytes], payloads: dict[bytes, TaskPayload], batch: ReadBatch
+    client: RedisClient,
+    keys: list[tuple[bytes, str]],
+    payloads: dict[bytes, TaskPayload],
+    batch: ReadBatch,
 ) -> None:
     pipe = client.pipeline(transaction=False)
-    for key in keys:
+    for key, _ in keys:
         pipe.type(key)
         pipe.get(key)
     replies = pipe.execute(raise_on_error=False)
-    for key, kind, value in zip(keys, replies[::2], replies[1::2], strict=True):
+    for (key, task_id), kind, value in zip(keys, replies[::2], replies[1::2], strict=True):
         kind_name = kind.decode() if isinstance(kind, bytes) else str(kind)
         if isinstance(value, bytes):
             payloads[key] = value
@@ -186,7 +193,11 @@ def _read_non_hashes(
             batch.vanished += 1  # deleted or replaced between the two reads
         else:
             batch.rejects.append(
-                Reject(display_key(key), f"task key is a {kind_name}, expected a hash or a string")
+                Reject(
+                    display_key(key),
+                    f"task key is a {kind_name}, expected a hash or a string",
+                    task_id,
+                )
             )
 
 

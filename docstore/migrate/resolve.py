@@ -21,7 +21,6 @@ from docstore.redis.core import RedisCore
 
 NOT_IN_REDIS = "no such task in Redis"
 NOT_MIGRATED = "not migrated yet: a run migrates it"
-UNRECORDED = "migrated before the ledger existed: a run records it first"
 AGREES = "no conflict: the document agrees with the task"
 NOT_CHANGED = (
     "no conflict: docstore has not changed the document since the migration wrote it "
@@ -160,12 +159,12 @@ def _task_id(doc: LegacyDocument) -> dict[str, Any]:
 
 
 def _why_not(row: MigratedDocument, doc: LegacyDocument) -> str:
-    """Why the task of `row` is no conflict to keep ('' when it is one)."""
-    if not row.recorded:
-        return UNRECORDED
+    """Why the task of `row` is no conflict to keep ('' when it is one). A document migrated
+    before the ledger existed that differs from its task is one: nobody knows whose change it
+    is (the statements record it in the ledger then)."""
     if row.present and not differing_fields(doc, row):
         return AGREES
-    if not row.changed_in_docstore:
+    if row.recorded and not row.changed_in_docstore:
         return NOT_CHANGED
     return ""
 

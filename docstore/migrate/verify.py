@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from docstore.migrate.compare import (
     CHANGED_IN_DOCSTORE,
     DELETED_IN_DOCSTORE,
+    UNRECORDED,
     MigratedDocument,
     differing_fields,
 )
 from docstore.migrate.fingerprint import source_fingerprint
-from docstore.migrate.legacy_records import LegacyDocument
+from docstore.migrate.legacy_records import LegacyDocument, Reject
 from docstore.migrate.pg_writer import check_schema
 from docstore.migrate.runner import DEFAULT_BATCH_SIZE, DEFAULT_PREFIX, check_options, scan_batches
 from docstore.postgres.executor import Database
@@ -21,6 +22,7 @@ from docstore.redis.client import RedisClient
 from docstore.redis.core import RedisCore
 
 NOT_IN_REDIS = "not in Redis"
+REJECTED = "rejected"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,8 +30,10 @@ class VerifyProblem:
     """A task and its document that do not agree.
 
     `problem`: "missing" (no document), "differs" (`fields` differ; a catch-up run updates it),
-    "conflict" (docstore changed or deleted the document since the migration wrote it; `fields`
-    that differ) or "not in Redis" (a migrated document whose legacy task is gone).
+    "conflict" (docstore changed or deleted the document since the migration wrote it, or it
+    was migrated before the ledger existed and differs; `fields` that differ), "rejected" (a
+    migrated task that the migration now refuses, `reason`: its document holds an older
+    version) or "not in Redis" (a migrated document whose legacy task is gone).
     """
 
     key: str
@@ -44,6 +48,11 @@ class VerifyProblem:
             return f"missing  {self.key}"
         if self.problem == NOT_IN_REDIS:
             return f"not in Redis  {self.key} (a migrated document whose legacy task is gone)"
+        if self.problem == REJECTED:
+            return (
+                f"rejected  {self.key}: {self.reason} (its document holds an older version of "
+                "the task: fix the task in the old service, then run the migration)"
+            )
         fields = ", ".join(self.fields)
         if self.problem == "conflict":
             return f"conflict  {self.key}: {self.reason}" + (f" ({fields})" if fields else "")
@@ -59,6 +68,8 @@ class VerifyReport:
     missing: int = 0
     differing: int = 0
     conflicts: int = 0
+    # Migrated tasks that the migration now refuses: their documents hold an older version.
+    rejected: int = 0
     # Conflicts whose legacy task is the one the operator decided against (--keep-docstore).
     kept: int = 0
     # Migrated documents looked up in Redis, and those whose legacy task is gone.
@@ -69,16 +80,18 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        """Nothing missing, differing, in conflict or gone from Redis."""
-        return self.missing == self.differing == self.conflicts == self.not_in_redis == 0
+        """Nothing missing, differing, in conflict, rejected after its migration or gone from
+        Redis."""
+        problems = (self.missing, self.differing, self.conflicts, self.rejected, self.not_in_redis)
+        return not any(problems)
 
     def text(self) -> str:
         """The verdict for people, one line."""
         return (
             f"checked {self.checked}: {self.matching} match, {self.missing} missing, "
             f"{self.differing} differ, {self.conflicts} in conflict, {self.kept} kept as "
-            f"docstore has them ({self.unmigratable} "
-            f"rejected: invalid in Redis, as a migration run lists them); "
+            f"docstore has them; {self.unmigratable} rejected: invalid in Redis, as a migration "
+            f"run lists them ({self.rejected} of them migrated before); "
             f"{self.documents_checked} migrated documents: {self.not_in_redis} not in Redis"
         )
 
@@ -91,6 +104,9 @@ def _problem(doc: LegacyDocument, row: MigratedDocument | None) -> VerifyProblem
     fields = differing_fields(doc, row)
     if not fields:
         return None
+    if not row.recorded:
+        # A run cannot tell whose change this is either: it reports the same conflict.
+        return VerifyProblem(doc.key, doc.task_id, "conflict", fields, UNRECORDED)
     if row.changed_in_docstore:
         return VerifyProblem(doc.key, doc.task_id, "conflict", fields, CHANGED_IN_DOCSTORE)
     return VerifyProblem(doc.key, doc.task_id, "differs", fields)
@@ -110,11 +126,13 @@ def _check_tasks(
 ) -> Iterator[VerifyProblem]:
     for batch in scan_batches(source, raw_prefix, batch_size):
         report.unmigratable += len(batch.rejects)
-        if not batch.documents:
+        rejected = [r for r in batch.rejects if r.task_id is not None]
+        if not batch.documents and not rejected:
             continue
-        params = {"task_ids": [doc.task_id for doc in batch.documents]}
-        rows = target.all("migrate_fetch_migrated", params, MigratedDocument)
+        task_ids = [doc.task_id for doc in batch.documents] + [r.task_id for r in rejected]
+        rows = target.all("migrate_fetch_migrated", {"task_ids": task_ids}, MigratedDocument)
         by_id = {row.legacy_task_id: row for row in rows}
+        yield from _migrated_rejects(rejected, by_id, report)
         for doc in batch.documents:
             report.checked += 1
             row = by_id.get(doc.task_id)
@@ -132,6 +150,17 @@ def _check_tasks(
             else:
                 report.differing += 1
             yield problem
+
+
+def _migrated_rejects(
+    rejects: list[Reject], rows: dict[str, MigratedDocument], report: VerifyReport
+) -> Iterator[VerifyProblem]:
+    """The rejects whose task has a document: changed in Redis into what a run refuses."""
+    for reject in rejects:
+        row = rows.get(reject.task_id or "")
+        if row is not None and row.present:
+            report.rejected += 1
+            yield VerifyProblem(reject.key, row.legacy_task_id, REJECTED, reason=reject.reason)
 
 
 def _check_documents(

@@ -292,6 +292,83 @@ def test_documents_migrated_before_the_ledger_are_adopted_when_equal_else_confli
     assert run(docstore_store)[0].already_present == 2
 
 
+def pre_ledger_conflict(store: Docstore) -> None:
+    """t0..t2 migrated by a docstore older than the ledger; t2 then finished in Redis."""
+    seed(store.redis, 3)
+    run(store)
+    with store.db.connection() as conn:
+        conn.execute("DELETE FROM legacy_migrations")  # as an older docstore left them
+    finish_in_legacy(store.redis, 2)
+
+
+def test_verify_calls_a_pre_ledger_document_that_differs_a_conflict_not_a_catch_up(
+    docstore_store: Docstore,
+) -> None:
+    r, db = docstore_store.redis, docstore_store.db
+    pre_ledger_conflict(docstore_store)
+    problems: list[str] = []
+    report = verify(r, db, on_problem=lambda p: problems.append(p.text()))
+    assert (report.conflicts, report.differing, report.ok) == (1, 0, False)
+    assert problems == [
+        "conflict  task:t2: migrated before the migration ledger existed (0004) and differs "
+        "from Redis (status, result_text, page_count, extraction_time_seconds, completed_at)"
+    ]
+
+
+def test_a_pre_ledger_conflict_can_be_kept_and_stays_kept_until_the_task_changes_again(
+    docstore_store: Docstore,
+) -> None:
+    r, db = docstore_store.redis, docstore_store.db
+    pre_ledger_conflict(docstore_store)
+    before = docstore_store.documents.get_by_task_id("t2")
+    [decision] = keep_docstore(r, db, ["t2"])
+    assert (decision.done, decision.reason) == (True, KEPT)
+    summary = run(docstore_store)[0]
+    assert (summary.conflicts, summary.updated) == (0, 0)
+    report = verify(r, db)
+    assert (report.kept, report.conflicts, report.ok) == (1, 0, True)
+    r.hset("task:t2", "error_message", "changed again")  # what the old service wrote is unknown:
+    assert run(docstore_store)[0].conflicts == 1  # a conflict again, never an update over it
+    assert docstore_store.documents.get_by_task_id("t2") == before
+
+
+def test_a_pre_ledger_conflict_can_be_taken_from_redis(docstore_store: Docstore) -> None:
+    r, db = docstore_store.redis, docstore_store.db
+    pre_ledger_conflict(docstore_store)
+    [decision] = take_legacy(r, db, ["t2"])
+    assert (decision.done, decision.reason) == (True, TAKEN)
+    summary = run(docstore_store)[0]
+    assert (summary.conflicts, summary.updated) == (0, 1)
+    taken = docstore_store.documents.get_by_task_id("t2")
+    assert taken is not None
+    assert (taken.status, taken.result_text) == ("COMPLETED", "the text of task 2")
+    assert verify(r, db).ok
+
+
+def test_verify_fails_a_migrated_task_that_a_run_now_rejects(docstore_store: Docstore) -> None:
+    r, db = docstore_store.redis, docstore_store.db
+    seed(r, 3)
+    r.hset("task:t9", mapping={"status": "queued"})  # never migratable: no filename
+    run(docstore_store)
+    r.hset("task:t1", "status", "on hold")  # a status the migration does not know
+    r.set("result:t2", '{"text": 5}')  # a result the migration cannot read
+    problems: list[str] = []
+    report = verify(r, db, on_problem=lambda p: problems.append(p.text()))
+    assert (report.unmigratable, report.rejected, report.ok) == (3, 2, False)
+    assert sorted(problems) == [
+        "rejected  result:t2: result text must be text, got int (its document holds an older "
+        "version of the task: fix the task in the old service, then run the migration)",
+        "rejected  task:t1: unknown status 'on hold' (its document holds an older version of "
+        "the task: fix the task in the old service, then run the migration)",
+    ]
+    r.hset("task:t1", "status", "queued")
+    r.delete("result:t2")
+    r.hset("task:t2", "status", "queued")
+    run(docstore_store)
+    report = verify(r, db)
+    assert (report.unmigratable, report.rejected, report.ok) == (1, 0, True)
+
+
 def test_cli_reports_updated_and_conflicts_and_exits_1_on_conflicts(
     docstore_store: Docstore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -120,6 +120,8 @@ def test_timestamps_at_the_limits_of_datetime_are_kept(raw: object, expected: da
         ("failed", "FAILED"),
         ("error", "FAILED"),
         (" done ", "COMPLETED"),
+        ("cancelled", "CANCELLED"),
+        ("Canceled", "CANCELLED"),
     ],
 )
 def test_statuses_and_their_aliases_are_case_insensitive(raw: str, status: str) -> None:
