@@ -11,11 +11,13 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 import psycopg
 import pytest
 from helpers import wait_until
+from psycopg import sql
 from sides import Side, side_fixture  # noqa: F401
 
 from docstore import Docstore, DocumentCreate, Settings, UserCreate
@@ -166,6 +168,41 @@ def test_a_replica_lagging_past_the_bound_is_skipped_logged_once_then_used_again
         assert any("is back" in m for m in replica_warnings(caplog))
         report = store.health().replica
         assert report.state == "ok" and report.lag_seconds < 0.3, report
+
+
+@contextmanager
+def cut_off(standby: LocalStandby) -> Iterator[None]:
+    """The standby keeps running but receives nothing: its primary_conninfo points nowhere."""
+    with psycopg.connect(standby.url, autocommit=True) as conn:
+        row = conn.execute("SHOW primary_conninfo").fetchone()
+        assert row is not None
+        conn.execute("ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port=1'")
+        conn.execute("SELECT pg_reload_conf()")
+    try:
+        yield
+    finally:
+        with psycopg.connect(standby.url, autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER SYSTEM SET primary_conninfo = {}").format(row[0]))
+            conn.execute("SELECT pg_reload_conf()")
+        standby.wait_for_replay()
+
+
+def test_a_replica_cut_off_from_its_primary_is_lagging_not_caught_up(
+    side: Side, primary: LocalPostgres, standby: LocalStandby, database: str
+) -> None:
+    settings = settings_for(primary, standby, database, replica_max_lag=0.3)
+    with cast(Any, side.connect(settings)) as store, cut_off(standby):
+        user = store.users.create(UserCreate(email="c@example.com")).user
+        doc = store.documents.create(DocumentCreate(user_id=user.id, filename="a", s3_key="k"))
+
+        def listed() -> bool:
+            return [d.id for d in store.documents.list_for_user(user.id).items] == [doc.id]
+
+        # It replayed all it received, which is nothing since the cut: past the bound, the
+        # listing comes from the primary.
+        wait_until(listed, 20, "the listing to fall back to the primary")
+        report = store.health().replica
+        assert report.state == "lagging" and report.lag_seconds > 0.3, report
 
 
 def test_a_stopped_replica_sends_reads_to_the_primary_without_errors_until_it_is_back(
