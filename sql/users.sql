@@ -28,7 +28,9 @@ WHERE lower(email) = lower(%(email)s::text);
 -- name: authenticate_user
 -- The user holding the key with this digest, recording the key's use unless that was done in
 -- the last minute (so most calls write nothing). The condition is on the row being updated, so
--- concurrent calls at the minute boundary write once.
+-- concurrent calls at the minute boundary write once. It names the key too: a call that read
+-- the row before a revoke or rotation committed, and waited for it, answers as of its snapshot
+-- (before the change) but does not stamp the new key, or no key, as used.
 WITH found AS (
     SELECT id, email, api_key_last_used_at, created_at, updated_at
     FROM users
@@ -39,6 +41,7 @@ used AS (
     SET api_key_last_used_at = now()
     FROM found
     WHERE users.id = found.id
+        AND users.api_key_hash = %(api_key_hash)s::bytea
         AND (
             users.api_key_last_used_at IS NULL
             OR users.api_key_last_used_at < now() - interval '60 seconds'

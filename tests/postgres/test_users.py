@@ -151,6 +151,25 @@ def test_concurrent_calls_at_the_minute_boundary_record_the_use_once(
     assert store.users.get(created.user.id).api_key_last_used_at is not None
 
 
+def test_a_call_that_waited_for_a_revoke_does_not_stamp_the_revoked_key_as_used(
+    store: Docstore, docstore_database_url: str
+) -> None:
+    created = store.users.create(UserCreate(email="late@example.com"))
+    with psycopg.connect(docstore_database_url) as revoker, ThreadPoolExecutor(1) as pool:
+        revoker.execute(
+            "UPDATE users SET api_key_hash = NULL, api_key_last_used_at = NULL WHERE id = %s",
+            (created.user.id,),
+        )  # as revoke_api_key does, not committed yet
+        late = pool.submit(store.users.authenticate, created.api_key)
+        while _scalar(store, WAITING_FOR_A_LOCK) != 1:
+            time.sleep(0.01)
+        revoker.commit()
+        late.result()  # it read the row before the revoke: answered as of then
+    user = store.users.get(created.user.id)
+    assert (user.has_api_key, user.api_key_last_used_at) == (False, None)
+    assert store.users.authenticate(created.api_key) is None
+
+
 WAITING_FOR_A_LOCK = (
     "SELECT count(*) FROM pg_stat_activity "
     "WHERE datname = current_database() AND wait_event_type = 'Lock'"
