@@ -120,8 +120,10 @@ class LocalPostgres:
             return
         entry = _service_user()
         install_dir = self.bin_dir.parent
+        # The folders above only need to be passed through (x), never listed or read: a home
+        # folder such as /root must not become readable to everyone.
         for folder in [*self.base_dir.parents, *install_dir.parents]:
-            folder.chmod(folder.stat().st_mode | 0o055)
+            folder.chmod(folder.stat().st_mode | 0o011)
         for path in [install_dir, *install_dir.rglob("*")]:
             path.chmod(path.stat().st_mode | (0o055 if path.is_dir() else 0o044))
         for binary in self.bin_dir.iterdir():

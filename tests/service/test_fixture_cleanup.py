@@ -102,3 +102,20 @@ def test_a_local_server_takes_server_settings() -> None:
         server.close()
     with pytest.raises(ValueError, match="not a PostgreSQL setting"):
         LocalPostgres(server_settings={"work_mem": "1MB -c fsync=on"})
+
+
+def test_a_local_server_opens_the_folders_above_it_for_passing_through_only(
+    tmp_path: Path,
+) -> None:
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    private.chmod(0o700)
+    server = LocalPostgres(base_dir=private / "pg")
+    server.start()
+    try:
+        assert listening(f"127.0.0.1:{server.port}")
+    finally:
+        server.close()
+    # As root the server runs as a service user, who must pass through (x) but never list or
+    # read the folders above its own: a home folder stays unreadable to other users.
+    assert private.stat().st_mode & 0o777 in (0o700, 0o711)
