@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import psycopg_pool
 
-from docstore._sync_runtime import in_thread
+from docstore._sync_runtime import finish, in_thread
 from docstore.ephemeral.cache import RedisCache
 from docstore.ephemeral.progress import ProgressTracker
 from docstore.ephemeral.queue import TaskQueue
@@ -130,15 +130,16 @@ class Docstore:
         redis_client: RedisClient | RedisCore | None = None,
         blobs: BlobStore | None = None,
     ) -> Docstore:
-        """Create a store and open its pool; unreachable PostgreSQL raises `ServiceUnavailable`."""
+        """Create a store and open its pool; unreachable PostgreSQL raises `ServiceUnavailable`.
+        A failed or cancelled connect closes what it opened."""
         store = cls(settings, pool=pool, redis_client=redis_client, blobs=blobs)
-        store.open()
+        store._open_or_close()
         return store
 
     def open(self) -> None:
         """Open the pool we own (once), failing within the connect timeout when PostgreSQL is
         down, and make the blob store the settings describe. `connect` and entering the store's
-        context call it."""
+        context call it. After a `ServiceUnavailable`, calling it again tries again."""
         if self._blobs is None:
             # Now, not on first use, and through `in_thread`: a process's first boto3 client
             # takes 0.1-0.3 s (more when the credential chain asks the instance metadata
@@ -150,6 +151,8 @@ class Docstore:
             except ConfigurationError as exc:
                 logger.warning("no blob store: %s", exc.message)
         if self._owns_pool and not self._opened:
+            if self.pool.closed:  # a failed open closed it, and a closed pool never reopens
+                self.pool = self.db.pool = new_pool(self.settings)
             open_pool(self.pool, self.settings)
         self._opened = True
 
@@ -162,8 +165,16 @@ class Docstore:
             self.redis.close()
 
     def __enter__(self) -> Docstore:
-        self.open()
+        self._open_or_close()
         return self
+
+    def _open_or_close(self) -> None:
+        """`open`, or on any failure (a cancel too) `close`: nobody else would close it."""
+        try:
+            self.open()
+        except BaseException:
+            finish(self.close)
+            raise
 
     def __exit__(
         self,

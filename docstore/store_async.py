@@ -14,7 +14,7 @@ from typing import IO, Any
 
 import psycopg_pool
 
-from docstore._async_runtime import in_thread
+from docstore._async_runtime import finish, in_thread
 from docstore.ephemeral.cache_async import AsyncRedisCache
 from docstore.ephemeral.progress_async import AsyncProgressTracker
 from docstore.ephemeral.queue_async import AsyncTaskQueue
@@ -128,15 +128,16 @@ class AsyncDocstore:
         redis_client: RedisClient | AsyncRedisCore | None = None,
         blobs: BlobStore | None = None,
     ) -> AsyncDocstore:
-        """Create a store and open its pool; unreachable PostgreSQL raises `ServiceUnavailable`."""
+        """Create a store and open its pool; unreachable PostgreSQL raises `ServiceUnavailable`.
+        A failed or cancelled connect closes what it opened."""
         store = cls(settings, pool=pool, redis_client=redis_client, blobs=blobs)
-        await store.open()
+        await store._open_or_close()
         return store
 
     async def open(self) -> None:
         """Open the pool we own (once), failing within the connect timeout when PostgreSQL is
         down, and make the blob store the settings describe. `connect` and entering the store's
-        context call it."""
+        context call it. After a `ServiceUnavailable`, calling it again tries again."""
         if self._blobs is None:
             # Now, not on first use, and through `in_thread`: a process's first boto3 client
             # takes 0.1-0.3 s (more when the credential chain asks the instance metadata
@@ -148,6 +149,8 @@ class AsyncDocstore:
             except ConfigurationError as exc:
                 logger.warning("no blob store: %s", exc.message)
         if self._owns_pool and not self._opened:
+            if self.pool.closed:  # a failed open closed it, and a closed pool never reopens
+                self.pool = self.db.pool = new_pool(self.settings)
             await open_pool(self.pool, self.settings)
         self._opened = True
 
@@ -160,8 +163,16 @@ class AsyncDocstore:
             await self.redis.aclose()
 
     async def __aenter__(self) -> AsyncDocstore:
-        await self.open()
+        await self._open_or_close()
         return self
+
+    async def _open_or_close(self) -> None:
+        """`open`, or on any failure (a cancel too) `close`: nobody else would close it."""
+        try:
+            await self.open()
+        except BaseException:
+            await finish(self.close)
+            raise
 
     async def __aexit__(
         self,

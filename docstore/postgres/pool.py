@@ -132,6 +132,8 @@ def open_pool(pool: psycopg_pool.ConnectionPool, settings: Settings) -> None:
 
     One direct connection first, made like the pool's: its error says why (refused, auth,
     unknown database, a startup option a pooler refuses), which a pool timeout would hide.
+    A pool that did not fill in time is closed (psycopg_pool's `wait` does it) and can never
+    open again: a caller who wants to retry makes a new one.
     """
     address = settings.database_address
     try:
@@ -144,7 +146,6 @@ def open_pool(pool: psycopg_pool.ConnectionPool, settings: Settings) -> None:
     try:
         pool.open(wait=True, timeout=settings.connect_timeout + 1)
     except psycopg_pool.PoolTimeout as exc:
-        pool.close()
         raise ServiceUnavailable(
             f"PostgreSQL at {address} did not accept {pool.min_size} connections in time",
             service="postgresql",

@@ -3,15 +3,19 @@ never handed out, or whose socket says the server let go of it (POOL_CHECK_IDLE_
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 from helpers import wait_until
+from psycopg import sql
 from sides import Side, side_fixture  # noqa: F401 (fixtures)
 
-from docstore import Docstore, Settings
+from docstore import AsyncDocstore, Docstore, Settings
+from docstore.errors import ServiceUnavailable
 
 
 def one_connection_store(side: Side, settings: Settings, idle_after: float) -> Docstore:
@@ -89,3 +93,75 @@ def test_a_connection_the_server_closed_moments_after_use_is_replaced_not_handed
     assert recent.pool.round_trip_checks > checks
     with recent.pool.connection() as conn:
         assert conn.info.backend_pid != pid
+
+
+@pytest.fixture
+def one_connection_role(docstore_postgres_url: str, docstore_settings: Settings) -> Iterator[str]:
+    """A role PostgreSQL lets hold one connection at a time; the settings' URL as that role."""
+    role = f"docstore_one_{int(time.time() * 1000)}"
+    with psycopg.connect(docstore_postgres_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'one' CONNECTION LIMIT 1").format(
+                sql.Identifier(role)
+            )
+        )
+    url = urlsplit(docstore_settings.database_url)
+    yield urlunsplit(url._replace(netloc=f"{role}:one@{url.hostname}:{url.port}"))
+    with psycopg.connect(docstore_postgres_url, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,)
+        )
+        admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def as_role(settings: Settings, url: str) -> Settings:
+    """The test's settings, on `url`, with a pool that keeps two connections."""
+    return Settings.model_validate(
+        {"DATABASE_URL": url, "REDIS_URL": settings.redis_url, "pool_min_size": 2}
+    )
+
+
+def connections_of(admin_url: str, role_url: str) -> int:
+    role = urlsplit(role_url).username
+    with psycopg.connect(admin_url) as admin:
+        row = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (role,)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_a_store_whose_pool_could_not_fill_opens_when_asked_again(
+    side: Side, docstore_settings: Settings, docstore_postgres_url: str, one_connection_role: str
+) -> None:
+    settings = as_role(docstore_settings, one_connection_role)
+    store = side.make(Docstore, settings)
+    try:
+        with pytest.raises(ServiceUnavailable, match="did not accept 2 connections"):
+            store.open()
+        with psycopg.connect(docstore_postgres_url, autocommit=True) as admin:
+            role = urlsplit(one_connection_role).username
+            admin.execute(sql.SQL("ALTER ROLE {} CONNECTION LIMIT -1").format(sql.Identifier(role)))
+        store.open()  # the pool went on trying: it fills now
+        assert store.db.value("server_version", {})
+    finally:
+        store.close()
+    wait_until(
+        lambda: connections_of(docstore_postgres_url, one_connection_role) == 0,
+        10,
+        "the closed store's connections to end",
+    )
+
+
+def test_a_connect_cancelled_half_way_closes_the_pool_it_opened(
+    docstore_settings: Settings, docstore_postgres_url: str, one_connection_role: str
+) -> None:
+    settings = as_role(docstore_settings, one_connection_role)
+
+    async def connect_for_a_second() -> None:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await AsyncDocstore.connect(settings)
+        await asyncio.sleep(0.5)  # a pool left open would still hold its connection now
+
+    asyncio.run(connect_for_a_second())
+    assert connections_of(docstore_postgres_url, one_connection_role) == 0
