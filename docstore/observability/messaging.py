@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 import docstore.observability.instruments as instruments
-from docstore.observability.state import Telemetry, telemetry
+from docstore.observability.state import NO_EXCEPTION_EVENTS, Telemetry, telemetry
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -86,6 +86,7 @@ class _Submitting:
                     "messaging.operation.type": "send",
                     "messaging.operation.name": "submit",
                 },
+                **NO_EXCEPTION_EVENTS,
             )
             self.scope.__enter__()
 
@@ -97,7 +98,7 @@ class _Submitting:
     ) -> None:
         if self.scope is not None and self.state is not None:
             if exc_type is not None:
-                self.state.trace.get_current_span().set_attribute("error.type", exc_type.__name__)
+                self.state.failed(self.state.trace.get_current_span(), exc_type)
             self.scope.__exit__(exc_type, exc, tb)
         if self.state is not None and exc_type is None:
             _count(self.state, "docstore.documents.submitted")
@@ -144,6 +145,7 @@ class Processing:
                 kind=state.trace.SpanKind.CONSUMER,
                 attributes=attributes,
                 links=links,
+                **NO_EXCEPTION_EVENTS,
             )
             self.scope.__enter__()
         self.started = time.perf_counter()
@@ -163,7 +165,7 @@ class Processing:
             span = state.trace.get_current_span()
             span.set_attribute("docstore.outcome", outcome)
             if exc_type is not None:
-                span.set_attribute("error.type", exc_type.__name__)
+                state.failed(span, exc_type)
             self.scope.__exit__(exc_type, exc, tb)
         duration = instruments.seconds_histogram(
             state, "docstore.document.processing.duration", "Time to process one document."

@@ -65,7 +65,7 @@ class TracingMiddleware:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        from docstore.observability.state import telemetry
+        from docstore.observability.state import NO_EXCEPTION_EVENTS, telemetry
 
         state = telemetry()
         tracer = state.tracer() if state is not None else None
@@ -86,9 +86,13 @@ class TracingMiddleware:
             context=state.propagate.extract(headers),
             kind=state.trace.SpanKind.SERVER,
             attributes={"http.request.method": method, "url.scheme": scope.get("scheme", "http")},
+            **NO_EXCEPTION_EVENTS,
         ) as span:
             try:
                 await self.app(scope, receive, send_and_note)
+            except BaseException as exc:
+                state.failed(span, type(exc))
+                raise
             finally:
                 route = getattr(scope.get("route"), "path", None)
                 if route:

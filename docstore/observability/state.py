@@ -18,6 +18,9 @@ from typing import Any
 SCOPE = "docstore"
 # How often, at most, docstore looks for a tracer provider while none is set.
 PROVIDER_CHECK_SECONDS = 1.0
+# For start_as_current_span: no exception event (message, traceback) and no status taken from
+# the exception; `Telemetry.failed` marks the span by the error's type instead.
+NO_EXCEPTION_EVENTS = {"record_exception": False, "set_status_on_exception": False}
 
 
 def _docstore_version() -> str:
@@ -55,6 +58,12 @@ class Telemetry:
             return None
         self._tracer = provider.get_tracer(SCOPE, self.version)
         return self._tracer
+
+    def failed(self, span: Any, exc_type: type[BaseException]) -> None:
+        """Mark `span` failed by the error's type only: its message and traceback may quote a
+        blob key, a file name or a value, which spans never record."""
+        span.set_attribute("error.type", exc_type.__name__)
+        span.set_status(self.trace.Status(self.trace.StatusCode.ERROR, exc_type.__name__))
 
     def look_again(self) -> None:
         """Look for a tracer provider on the next call (after setting one, e.g. in tests)."""

@@ -100,13 +100,13 @@ def test_every_shipped_query_has_an_operation_and_most_a_table() -> None:
     assert found["insert_user"].summary == "INSERT users"
     assert found["search_documents"].summary == "SELECT documents"
     assert found["get_user_by_email"].summary == "SELECT users"
+    assert found["replica_lag_seconds"].summary == "SELECT pg_stat_wal_receiver"
     # Those that read no table: server functions, and the staging table's own DDL.
     tableless = {name for name, s in found.items() if not s.collection}
     assert tableless == {
         "current_transaction_id",
         "migrate_analyze_staging",
         "migrate_create_staging",
-        "replica_lag_seconds",
         "server_version",
         "transaction_outcomes",
     }
@@ -319,3 +319,46 @@ async def test_cluster_clients_and_their_pipelines_are_traced(
     pipelines = [s for s in otel.finished() if s.name == "PIPELINE"]
     assert [s.attributes["db.operation.batch.size"] for s in pipelines] == [2, 3]
     assert {"SET", "GET"} <= {s.name for s in otel.finished()}
+
+
+def test_a_failed_submit_or_processing_span_names_the_error_type_not_its_message(
+    otel: Otel,
+) -> None:
+    @observability.observe_submit
+    def submit() -> None:
+        raise OSError(f"blob uploads/1/{SECRET}.pdf cannot be written")
+
+    with pytest.raises(OSError):
+        submit()
+    with pytest.raises(OSError), observability.observe_processing(7):
+        raise OSError(f"blob uploads/1/{SECRET}.pdf cannot be read")
+    spans = otel.finished()
+    assert [s.name for s in spans] == ["send documents", "process documents"]
+    for span in spans:
+        assert span.attributes["error.type"] == "OSError"
+        assert (span.status.status_code.name, span.status.description) == ("ERROR", "OSError")
+        assert span.events == ()  # no exception event: its message and traceback stay out
+        assert SECRET not in span.to_json()
+
+
+def test_a_request_that_raises_is_an_error_span_without_its_message(otel: Otel) -> None:
+    import asyncio
+
+    from docstore.observability.setup import TracingMiddleware
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        raise RuntimeError(f"cannot read {SECRET}.pdf")
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: object) -> None:
+        pass
+
+    scope = {"type": "http", "method": "GET", "headers": [], "scheme": "http"}
+    with pytest.raises(RuntimeError):
+        asyncio.run(TracingMiddleware(app)(scope, receive, send))
+    [span] = otel.finished()
+    assert (span.status.status_code.name, span.status.description) == ("ERROR", "RuntimeError")
+    assert span.attributes["error.type"] == "RuntimeError"
+    assert span.events == () and SECRET not in span.to_json()
