@@ -1,4 +1,4 @@
-"""Command line: `docstore schema apply|rollback|status`, `docstore migrate ...` and
+"""Command line: `docstore schema apply|rollback|status|break-lock`, `docstore migrate ...` and
 `docstore doctor` (also as `python -m docstore ...`)."""
 
 from __future__ import annotations
@@ -6,12 +6,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from docstore.doctor.findings import Finding
-from docstore.errors import DocstoreError, RollbackRefused
+from docstore.doctor.options import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_GRACE,
+    MAX_BATCH_SIZE,
+    check_batch_size,
+    check_grace,
+)
+from docstore.errors import DocstoreError, InvalidInput, RollbackRefused
 from docstore.postgres import schema
 from docstore.settings import Settings, settings_from_environment
+
+T = TypeVar("T")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
         help="confirm dropping tables and columns that hold rows (refused without it)",
     )
     actions.add_parser("status", help="list migrations and whether they are applied")
+    actions.add_parser(
+        "break-lock",
+        help="remove the migration lock a killed schema command left (only when none runs)",
+    )
     doctor = commands.add_parser(
         "doctor",
         help="audit PostgreSQL, Redis and the blob store against each other "
@@ -42,13 +56,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument(
         "--grace",
-        type=float,
-        default=300.0,
+        type=_checked(float, check_grace),
+        default=DEFAULT_GRACE,
         metavar="SECONDS",
         help="leave alone what changed this recently: work in flight (default 300)",
     )
     doctor.add_argument(
-        "--batch-size", type=int, default=1000, help="rows, keys or blobs read at a time"
+        "--batch-size",
+        type=_checked(int, check_batch_size),
+        default=DEFAULT_BATCH_SIZE,
+        help=f"rows, keys or blobs read at a time (1 to {MAX_BATCH_SIZE})",
     )
     commands.add_parser(
         "migrate",
@@ -56,6 +73,20 @@ def _parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     return parser
+
+
+def _checked(convert: Callable[[str], T], check: Callable[[T], T]) -> Callable[[str], T]:
+    """An argparse type: `text` converted, then checked by the library's own rule."""
+
+    def parse(text: str) -> T:
+        try:
+            return check(convert(text))
+        except InvalidInput as exc:
+            raise argparse.ArgumentTypeError(exc.message) from None
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+    return parse
 
 
 def _settings(database_url: str | None) -> Settings:
@@ -74,9 +105,14 @@ def run_schema(
     elif action == "rollback":
         undone = schema.rollback_schema(settings, count=count, confirm_destroy=confirm_destroy)
         print(f"rolled back {len(undone)} migration(s)" + "".join(f"\n  {m}" for m in undone))
+    elif action == "break-lock":
+        removed = schema.break_schema_lock(settings)
+        print(f"removed {removed} lock(s)" if removed else "no lock was held")
     else:
         for status in schema.schema_status(settings):
-            print(f"{'applied' if status.applied else 'pending'}  {status.id}")
+            state = "applied" if status.applied else "pending"
+            newer = "" if status.shipped else "  (not shipped with this docstore: a newer one?)"
+            print(f"{state}  {status.id}{newer}")
 
 
 def _run_migrate(options: list[str], database_url: str | None) -> int:

@@ -41,6 +41,12 @@ from docstore.doctor.judgements import (
     when,
     why_not_waiting,
 )
+from docstore.doctor.options import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_GRACE,
+    check_batch_size,
+    check_grace,
+)
 from docstore.ephemeral.cache import RedisCache
 from docstore.ephemeral.progress import ProgressTracker
 from docstore.ephemeral.queue import TaskQueue
@@ -52,11 +58,9 @@ from docstore.redis.client import as_text
 from docstore.redis.core import RedisCore
 from docstore.redis.keys import cache_key, progress_key, redis_key
 from docstore.repositories.lifecycle import DocumentLifecycle
-from docstore.rules import Checker, Seconds, checked_limit
 
 T = TypeVar("T")
 
-_grace: Checker[float] = Checker(Seconds, "grace")
 # The scratch set of queued ids outlives a run that died by at most this long.
 SCRATCH_TTL_MS = 3_600_000
 _CACHED_RESULT = re.compile(r"docstore:cache:\{document:([0-9]{1,19}):result\}")
@@ -90,8 +94,8 @@ class Doctor:
         store: StoreParts,
         *,
         repair: bool = False,
-        grace: float = 300.0,
-        batch_size: int = 1000,
+        grace: float = DEFAULT_GRACE,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         on_finding: Callable[[Finding], None] | None = None,
     ) -> None:
         self.store = store
@@ -99,8 +103,8 @@ class Doctor:
         self.core = store.redis_core
         self.queue = store.queue
         self.repair = repair
-        self.grace = _grace(grace)
-        self.batch = checked_limit(batch_size, 10_000)
+        self.grace = check_grace(grace)
+        self.batch = check_batch_size(batch_size)
         self.report = DoctorReport(repair=repair)
         self.log = FindingLog(self.report, on_finding)
         self._scratch = redis_key("doctor", secrets.token_hex(8), "queued")
@@ -433,8 +437,8 @@ def run(
     store: StoreParts,
     *,
     repair: bool = False,
-    grace: float = 300.0,
-    batch_size: int = 1000,
+    grace: float = DEFAULT_GRACE,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     on_finding: Callable[[Finding], None] | None = None,
 ) -> DoctorReport:
     """Audit `store` (and with `repair` fix what is safe); `on_finding` sees each finding."""

@@ -11,8 +11,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from yoyo import get_backend, read_migrations
+from yoyo.exceptions import LockTimeout
 
-from docstore.errors import RollbackRefused, SchemaError, ServiceUnavailable
+from docstore.errors import ConfigurationError, RollbackRefused, SchemaError
+from docstore.postgres.errors import database_error
 from docstore.resources import migrations_dir
 from docstore.settings import Settings
 
@@ -29,37 +31,87 @@ class MigrationStatus:
 
     id: str
     applied: bool
+    shipped: bool = True
 
 
-def _confirmed_url(url: str) -> str:
-    """`url` with `-c docstore.confirm_destroy=yes` added to the session options.
-
-    yoyo runs each migration on a new connection made from the URL, so the setting travels in
-    it (libpq's `options`, which replaces PGOPTIONS, so those are kept too).
-    """
-    parts = urlsplit(url)
+def _yoyo_url(settings: Settings, *, confirm_destroy: bool) -> str:
+    """The URL yoyo connects with: the connect timeout and a name for the session, and with
+    `confirm_destroy`, `-c docstore.confirm_destroy=yes` in its options (libpq's `options`,
+    which replaces PGOPTIONS, so those are kept too)."""
+    parts = urlsplit(settings.yoyo_url)
     args = dict(parse_qsl(parts.query))
-    options = args.get("options", os.environ.get("PGOPTIONS", ""))
-    args["options"] = f"{options} -c {CONFIRM_DESTROY_SETTING}=yes".strip()
+    args.setdefault("connect_timeout", str(max(2, round(settings.connect_timeout))))
+    args.setdefault("application_name", "docstore-schema")
+    if confirm_destroy:
+        if settings.database_pooler == "transaction":
+            # The confirmation travels as a startup option, which a transaction pooler refuses
+            # (and a SET would not outlive its transaction there).
+            raise ConfigurationError(
+                "a confirmed rollback needs a direct connection to PostgreSQL, not a "
+                "transaction pooler: give the server's own URL and DATABASE_POOLER=none"
+            )
+        options = args.get("options", os.environ.get("PGOPTIONS", ""))
+        args["options"] = f"{options} -c {CONFIRM_DESTROY_SETTING}=yes".strip()
     return urlunsplit(parts._replace(query=urlencode(args)))
 
 
 @contextmanager
 def _backend(settings: Settings, *, confirm_destroy: bool = False) -> Iterator[Any]:
-    url = _confirmed_url(settings.yoyo_url) if confirm_destroy else settings.yoyo_url
+    url = _yoyo_url(settings, confirm_destroy=confirm_destroy)
+    address = settings.database_address
     try:
         backend = get_backend(url)
+    except psycopg.Error as exc:
+        raise database_error(exc, address) from exc
     except Exception as exc:
-        raise ServiceUnavailable(
-            f"PostgreSQL at {settings.database_address} is unavailable for migrations: "
-            f"{type(exc).__name__}",
-            service="postgresql",
-            address=settings.database_address,
-        ) from exc
+        raise ConfigurationError(f"DATABASE_URL: {type(exc).__name__}: {exc}") from exc
+    if settings.database_pooler == "transaction" and not settings.database_pooler_prepared:
+        # yoyo's own queries repeat: psycopg would prepare them on a server connection that
+        # the pooler then hands to another client.
+        backend.connection.prepare_threshold = None
     try:
         yield backend
+    except psycopg.Error as exc:
+        raise database_error(exc, address) from exc
     finally:
         backend.connection.close()
+
+
+@contextmanager
+def _locked(backend: Any) -> Iterator[None]:
+    """yoyo's lock (a row in its lock table) for the block; held too long, a `SchemaError`."""
+    try:
+        with backend.lock(_LOCK_TIMEOUT_SECONDS):
+            yield
+    except LockTimeout as exc:
+        raise SchemaError(
+            f"another schema command has held the migration lock for {_LOCK_TIMEOUT_SECONDS} s "
+            f"({exc}). If none runs (one was killed), `docstore schema break-lock` removes it"
+        ) from exc
+
+
+def break_schema_lock(settings: Settings) -> int:
+    """Remove yoyo's migration lock, left behind by a schema command that was killed; the
+    number of lock rows removed. Only when no schema command runs."""
+    with _backend(settings) as backend:
+        table = backend.lock_table_quoted
+        if not backend.execute(f"SELECT to_regclass('{table}') IS NOT NULL").fetchone()[0]:
+            return 0
+        count = f"SELECT count(*) FROM {table}"  # noqa: S608 - yoyo's own quoted name
+        held = int(backend.execute(count).fetchone()[0])
+        backend.break_lock()
+        return held
+
+
+def _not_shipped(backend: Any) -> list[str]:
+    """Ids of applied migrations this package does not ship (a newer docstore applied them)."""
+    table = backend.migration_table_quoted
+    if not backend.execute(f"SELECT to_regclass('{table}') IS NOT NULL").fetchone()[0]:
+        return []
+    shipped = {m.id for m in _migrations()}
+    ids = f"SELECT migration_id FROM {table} ORDER BY applied_at_utc"  # noqa: S608 - as above
+    applied = backend.execute(ids)
+    return [row[0] for row in applied.fetchall() if row[0] not in shipped]
 
 
 def _migrations() -> Any:
@@ -68,7 +120,7 @@ def _migrations() -> Any:
 
 def apply_schema(settings: Settings) -> list[str]:
     """Apply every pending migration (idempotent); return the ids applied now."""
-    with _backend(settings) as backend, backend.lock(_LOCK_TIMEOUT_SECONDS):
+    with _backend(settings) as backend, _locked(backend):
         pending = backend.to_apply(_migrations())
         try:
             backend.apply_migrations(pending)
@@ -87,10 +139,13 @@ def rollback_schema(
     """
     if count is not None and count < 1:
         raise SchemaError("count must be at least 1")
-    with (
-        _backend(settings, confirm_destroy=confirm_destroy) as backend,
-        backend.lock(_LOCK_TIMEOUT_SECONDS),
-    ):
+    with _backend(settings, confirm_destroy=confirm_destroy) as backend, _locked(backend):
+        newer = _not_shipped(backend)
+        if newer:
+            raise SchemaError(
+                f"the database holds migrations this docstore does not ship ({', '.join(newer)}):"
+                " roll back with the docstore version that applied them"
+            )
         applied = backend.to_rollback(_migrations())
         chosen = applied if count is None else applied[:count]
         done: list[str] = []
@@ -116,6 +171,8 @@ def _rollback_one(backend: Any, migration: Any, done: list[str]) -> None:
 
 
 def schema_status(settings: Settings) -> list[MigrationStatus]:
-    """Every shipped migration, in order, with whether it is applied."""
+    """Every shipped migration, in order, with whether it is applied; then any applied
+    migration this package does not ship (`shipped=False`: a newer docstore applied it)."""
     with _backend(settings) as backend:
-        return [MigrationStatus(m.id, backend.is_applied(m)) for m in _migrations()]
+        shipped = [MigrationStatus(m.id, backend.is_applied(m)) for m in _migrations()]
+        return shipped + [MigrationStatus(id, True, shipped=False) for id in _not_shipped(backend)]

@@ -26,6 +26,7 @@ from docstore import Docstore, DocumentCreate, Settings, UserCreate
 from docstore.errors import ConfigurationError, ServiceUnavailable
 from docstore.intake.blobs import S3BlobStore
 from docstore.intake.extractors import extract_text
+from docstore.postgres.schema import apply_schema, rollback_schema, schema_status
 from docstore.testing.pgbouncer import LocalPgBouncer
 from docstore.testing.plugin import create_database, drop_database, with_database
 
@@ -278,3 +279,15 @@ def test_migrate_with_8_writers_through_pgbouncer_writes_what_a_direct_run_write
     finally:
         for name in names:
             drop_database(docstore_postgres_url, name)
+
+
+def test_schema_commands_work_through_the_pooler_and_a_confirmed_rollback_asks_for_direct(
+    docstore_pgbouncer_settings: Settings,
+) -> None:
+    settings = docstore_pgbouncer_settings
+    for _ in range(3):  # yoyo repeats its queries: unprepared, they never clash on a server
+        assert apply_schema(settings) == []
+        assert all(status.applied for status in schema_status(settings))
+    with pytest.raises(ConfigurationError, match="needs a direct connection"):
+        rollback_schema(settings, confirm_destroy=True)
+    assert all(status.applied for status in schema_status(settings))

@@ -1,6 +1,7 @@
 """Schema by yoyo: apply, roll back everything, apply again; CLI and the yoyo command."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,14 @@ import psycopg
 import pytest
 
 from docstore.cli import main as cli_main
-from docstore.postgres.schema import apply_schema, rollback_schema, schema_status
+from docstore.errors import SchemaError
+from docstore.postgres import schema
+from docstore.postgres.schema import (
+    MigrationStatus,
+    apply_schema,
+    rollback_schema,
+    schema_status,
+)
 from docstore.resources import migrations_dir
 from docstore.settings import Settings
 
@@ -206,3 +214,67 @@ def test_yoyo_command_applies_the_migrations_folder(docstore_empty_database_url:
     )
     assert result.returncode == 0, result.stderr
     assert all(s.applied for s in schema_status(settings_for(docstore_empty_database_url)))
+
+
+def test_a_lock_left_by_a_killed_command_is_named_and_can_be_broken(
+    docstore_empty_database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = docstore_empty_database_url
+    assert cli_main(["--database-url", url, "schema", "apply"]) == 0
+    with psycopg.connect(url) as conn:  # what an applier killed mid-way leaves
+        conn.execute("INSERT INTO yoyo_lock (locked, ctime, pid) VALUES (1, now(), 999999)")
+    monkeypatch.setattr(schema, "_LOCK_TIMEOUT_SECONDS", 1)
+    with pytest.raises(SchemaError, match="docstore schema break-lock") as caught:
+        apply_schema(settings_for(url))
+    assert "Process 999999" in caught.value.message
+    capsys.readouterr()
+    assert cli_main(["--database-url", url, "schema", "break-lock"]) == 0
+    assert "removed 1 lock(s)" in capsys.readouterr().out
+    assert apply_schema(settings_for(url)) == []
+    assert cli_main(["--database-url", url, "schema", "break-lock"]) == 0
+    assert "no lock was held" in capsys.readouterr().out
+
+
+def test_migrations_a_newer_docstore_applied_are_listed_and_stop_a_rollback(
+    docstore_empty_database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = docstore_empty_database_url
+    settings = settings_for(url)
+    apply_schema(settings)
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "INSERT INTO _yoyo_migration (migration_hash, migration_id, applied_at_utc) "
+            "VALUES ('f00d', '0099_from_a_newer_docstore', now() AT TIME ZONE 'UTC')"
+        )
+    assert schema_status(settings)[-1] == MigrationStatus(
+        "0099_from_a_newer_docstore", True, shipped=False
+    )
+    assert cli_main(["--database-url", url, "schema", "status"]) == 0
+    assert "0099_from_a_newer_docstore  (not shipped" in capsys.readouterr().out
+    with pytest.raises(SchemaError, match="0099_from_a_newer_docstore"):
+        rollback_schema(settings, confirm_destroy=True)
+    assert all(status.applied for status in schema_status(settings))
+
+
+def test_a_server_that_never_answers_fails_within_the_connect_timeout(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as silent:  # accepts connections (the kernel does) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        code = cli_main(
+            ["--database-url", f"postgresql://u@127.0.0.1:{port}/d", "schema", "status"]
+        )
+    assert code == 2
+    assert f"127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_a_wrong_role_is_named_not_hidden_behind_a_type_name(
+    docstore_empty_database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wrong = docstore_empty_database_url.replace("postgres@", "no_such_role@", 1)
+    assert cli_main(["--database-url", wrong, "schema", "status"]) == 2
+    assert 'role "no_such_role" does not exist' in capsys.readouterr().err
