@@ -78,6 +78,14 @@ RETURNING
     id, email, api_key_hash IS NOT NULL AS has_api_key, api_key_last_used_at, created_at,
     updated_at;
 
+-- name: lock_user
+-- Lock a user until the transaction ends: a document inserted for it meanwhile waits (its
+-- foreign key takes KEY SHARE on the row), then fails once the user is gone. Returns its id.
+SELECT id
+FROM users
+WHERE id = %(user_id)s::bigint
+FOR UPDATE;
+
 -- name: delete_user
 -- Delete a user; its documents go with it (ON DELETE CASCADE).
 DELETE FROM users

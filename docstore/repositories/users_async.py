@@ -111,6 +111,10 @@ class AsyncUserRepo:
         params = {"user_id": _user_id(user_id)}
         removed: list[int] = []
         async with self.db.transaction(conn) as c:
+            # First, so no document of the user commits between its last batch and the end
+            # (the cascade would take it without listing its blob or dropping its cache).
+            if await self.db.value("lock_user", params, c) is None:
+                raise NotFound(f"user {user_id} does not exist")
             while True:
                 batch = {**params, "limit": DELETE_BATCH_SIZE}
                 rows = await self.db.all("delete_user_documents", batch, conn=c)

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from docstore import Docstore
-from docstore.errors import Conflict, InvalidInput, NotFound
+from docstore.errors import Conflict, DocstoreError, InvalidInput, NotFound
 from docstore.models import DocumentCreate, UserCreate, UserUpdate
 from docstore.repositories.api_keys import API_KEY_PREFIX, is_well_formed, new_api_key
 
@@ -322,3 +322,35 @@ def cursor_of_other_kind(store: Docstore) -> str:
     cursor = store.documents.list_for_user(user.id, limit=1).next_cursor
     assert cursor is not None
     return cursor
+
+
+def test_a_document_added_while_its_user_is_deleted_is_never_dropped_unlisted(
+    store: Docstore, docstore_database_url: str
+) -> None:
+    user = store.users.create(UserCreate(email="gone@example.com")).user
+    store.documents.create(DocumentCreate(user_id=user.id, filename="a", s3_key="k/first"))
+    with psycopg.connect(docstore_database_url, autocommit=True) as conn:
+        # The delete pauses after each statement on documents: room for an insert to commit.
+        conn.execute(
+            "CREATE FUNCTION pause() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER pause_after_delete AFTER DELETE ON documents "
+            "FOR EACH STATEMENT EXECUTE FUNCTION pause()"
+        )
+    with ThreadPoolExecutor(1) as pool:
+        deleting = pool.submit(store.users.delete, user.id)
+        paused = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'"
+        while _scalar(store, paused) == 0:
+            time.sleep(0.01)
+        try:  # while the first batch is deleted, before the user row goes
+            store.documents.create(DocumentCreate(user_id=user.id, filename="b", s3_key="k/racer"))
+            racer_committed = True
+        except DocstoreError:
+            racer_committed = False
+        removed = deleting.result()
+    listed = _scalar(store, "SELECT count(*) FROM blob_deletions WHERE s3_key = 'k/racer'")
+    # Either the racer waited and failed (the user is gone), or its blob is listed too.
+    assert not racer_committed or (listed == 1 and len(removed) == 2), (removed, listed)
+    assert _scalar(store, "SELECT count(*) FROM documents") == 0
