@@ -56,6 +56,17 @@ class Length:
         return value
 
 
+# C0 and C1 control characters: no blob key holds one (S3 and the local store read them apart).
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def no_control_characters(value: str) -> str:
+    """`value`; `ValueError` when it holds a control character."""
+    if CONTROL_CHARACTERS.search(value):
+        raise ValueError("must not hold control characters")
+    return value
+
+
 def encodable(value: str) -> str:
     """`value` as given (NUL kept: Redis is binary-safe); `ValueError` for a lone surrogate."""
     if not value.isascii():
@@ -107,9 +118,16 @@ def check_email(value: str) -> str:
 RowId = Annotated[int, Field(strict=True, ge=1, le=MAX_BIGINT)]  # a user or document id
 Text = Annotated[str, AfterValidator(clean_text)]
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
+# An argument that is a moment: a datetime object with its time zone, never a number or text.
+Instant = Annotated[datetime, Field(strict=True), AfterValidator(as_utc)]
 Email = Annotated[str, AfterValidator(clean_text), AfterValidator(check_email)]
 Filename = Annotated[str, AfterValidator(clean_text), AfterValidator(FILENAME_LENGTH)]
-S3Key = Annotated[str, AfterValidator(clean_text), AfterValidator(S3_KEY_LENGTH)]
+S3Key = Annotated[
+    str,
+    AfterValidator(clean_text),
+    AfterValidator(S3_KEY_LENGTH),
+    AfterValidator(no_control_characters),
+]
 TaskId = Annotated[str, AfterValidator(clean_text), AfterValidator(TASK_ID_LENGTH)]
 # A client's key for one submission (the same key from the same user is the same document).
 IdempotencyKey = Annotated[str, AfterValidator(clean_text), AfterValidator(IDEMPOTENCY_KEY_LENGTH)]
@@ -123,6 +141,7 @@ Seconds = Annotated[float, Field(strict=True, ge=0, le=TEN_YEARS, allow_inf_nan=
 NonNegativeInt = Annotated[int, Field(strict=True, ge=0, le=INT4_MAX)]
 NonNegativeFloat = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
 PositiveInt = Annotated[int, Field(strict=True, ge=1)]
+Flag = Annotated[bool, Field(strict=True)]  # True or False, never a truthy "false"
 
 # The Redis side: names and labels are kept byte for byte (NUL included); only what UTF-8 cannot
 # encode is refused.

@@ -31,13 +31,13 @@ from docstore.errors import (
     NotFound,
     ServiceUnavailable,
 )
+from docstore.rules import CONTROL_CHARACTERS
 from docstore.settings import Settings
 
 MAX_KEY_BYTES = 1024  # S3's limit, in UTF-8 bytes
 MAX_NAME_BYTES = 255  # one file name on the usual file systems (the local store)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 # C0, DEL and C1: S3 stores them, but they hide in logs and listings and break XML replies.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CHUNK = 1024 * 1024
 _ITER_CHUNK = 64 * 1024  # what iterating an opened S3 blob yields at a time
 
@@ -101,7 +101,7 @@ def check_key(key: str) -> str:
         raise InvalidInput("a blob key must not hold a lone surrogate", field="s3_key") from None
     if size > MAX_KEY_BYTES:
         raise InvalidInput(f"a blob key is at most {MAX_KEY_BYTES} bytes", field="s3_key")
-    if _CONTROL.search(key):
+    if CONTROL_CHARACTERS.search(key):
         raise InvalidInput("a blob key must not hold control characters", field="s3_key")
     return key
 

@@ -53,8 +53,15 @@ def database_error(exc: psycopg.Error, address: str) -> DocstoreError:
         return Conflict(
             f"conflicts with an existing row ({constraint})", constraint_name=constraint
         )
+    if not sqlstate and isinstance(exc, psycopg.DataError):
+        # psycopg refused a parameter before sending it (a NUL in text): nothing ran.
+        return InvalidInput(f"PostgreSQL cannot take this value: {detail}")
+    if sqlstate.startswith("54") and "tsvector" in detail:
+        return InvalidInput(
+            f"the text is too long for the full-text search index ({detail})", field="text"
+        )
     if _is_tsquery_refusal(sqlstate, detail):
-        return InvalidInput(f"PostgreSQL cannot parse it as a web search ({detail})")
+        return InvalidInput(f"PostgreSQL cannot parse it as a web search ({detail})", field="query")
     if sqlstate.startswith(_INPUT_CLASSES):
         constraint = diag.constraint_name
         return InvalidInput(

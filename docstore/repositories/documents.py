@@ -42,8 +42,10 @@ from docstore.rules import (
     SEARCH_QUERY_LENGTH,
     Checker,
     IdempotencyKey,
+    PositiveSeconds,
     RowId,
     TaskId,
+    Text,
     checked_limit,
     clean_text,
     parse_input,
@@ -56,6 +58,11 @@ _user_id: Checker[int] = Checker(RowId, "user_id")
 _document_id: Checker[int] = Checker(RowId, "document_id")
 _task_id: Checker[str] = Checker(TaskId, "task_id")
 _idempotency_key: Checker[str] = Checker(IdempotencyKey, "idempotency_key")
+# A key as stored (maybe legacy, maybe odd): looked up as is, only what PostgreSQL cannot take
+# is refused.
+_stored_key: Checker[str] = Checker(Text, "s3_key")
+_retry_in: Checker[float] = Checker(PositiveSeconds, "retry_in")
+_error: Checker[str] = Checker(Text, "error")
 _FIRST_PAGE = (datetime.max.replace(tzinfo=timezone.utc), MAX_BIGINT)
 
 
@@ -89,6 +96,8 @@ def _unparsable_query_check() -> Iterator[None]:
     try:
         yield
     except InvalidInput as exc:
+        if exc.field != "query":  # not the parser's refusal (database_error names those)
+            raise
         raise InvalidInput(f"query: {exc.message}", field="query") from exc
 
 
@@ -178,7 +187,8 @@ class DocumentRepo:
 
     def blob_is_recorded(self, s3_key: str, conn: Connection | None = None) -> bool:
         """Whether a document points at the blob stored under `s3_key`."""
-        return bool(self.db.value("blob_is_recorded", {"s3_key": s3_key}, conn))
+        params = {"s3_key": _stored_key(s3_key)}
+        return bool(self.db.value("blob_is_recorded", params, conn))
 
     def get(self, document_id: int, conn: Connection | None = None) -> DocumentResponse:
         """The document with this id, text included (`NotFound` otherwise)."""
@@ -239,19 +249,19 @@ class DocumentRepo:
     ) -> list[str]:
         """Keys of up to `limit` blobs of deleted documents due for deletion, each pushed back
         by `retry_in` seconds (doubled per earlier failure) in case this attempt fails too."""
-        params = {"limit": checked_limit(limit, 10_000), "retry_in": float(retry_in)}
+        params = {"limit": checked_limit(limit, 10_000), "retry_in": _retry_in(retry_in)}
         rows = self.db.all("take_due_blob_deletions", params, conn=conn)
         return [row[0] for row in rows]
 
     def finish_blob_deletion(self, s3_key: str, conn: Connection | None = None) -> None:
         """The blob is gone: drop it from the list."""
-        self.db.execute("finish_blob_deletion", {"s3_key": s3_key}, conn)
+        self.db.execute("finish_blob_deletion", {"s3_key": _stored_key(s3_key)}, conn)
 
     def note_blob_deletion_error(
         self, s3_key: str, error: str, conn: Connection | None = None
     ) -> None:
         """Keep why the blob's deletion failed (it is retried)."""
-        params = {"s3_key": s3_key, "error": clean_text(error)[:10_000]}
+        params = {"s3_key": _stored_key(s3_key), "error": _error(error)[:10_000]}
         self.db.execute("note_blob_deletion_error", params, conn)
 
     def count_blob_deletions(self, conn: Connection | None = None) -> tuple[int, int]:

@@ -24,6 +24,8 @@ from docstore.repositories.changes_async import AsyncDocumentChanges
 from docstore.rules import (
     ERROR_MESSAGE_LENGTH,
     Checker,
+    Flag,
+    Instant,
     LeaseSeconds,
     PositiveInt,
     RowId,
@@ -45,6 +47,8 @@ _lease_seconds: Checker[float] = Checker(LeaseSeconds, "lease_seconds")
 _pending_for: Checker[float] = Checker(Seconds, "pending_for")
 _backoff: Checker[float] = Checker(Seconds, "backoff")
 _cap: Checker[int] = Checker(PositiveInt, "max_processing_per_user")
+_retry: Checker[bool] = Checker(Flag, "retry")
+_queued_before: Checker[datetime | None] = Checker(Instant | None, "queued_before")
 
 
 def _error_message(value: object) -> str:
@@ -219,7 +223,7 @@ class AsyncDocumentLifecycle:
             "document_id": _document_id(document_id),
             "worker_id": _worker_id(worker_id),
             "error_message": _error_message(error_message),
-            "retry": bool(retry),
+            "retry": _retry(retry),
             **self._backoff_params(),
         }
         document = await self._write("fail_document", params, document_id, conn)
@@ -290,7 +294,7 @@ class AsyncDocumentLifecycle:
         enqueues them, and concurrent callers never take the same ones."""
         params = {
             "pending_for": float(_pending_for(pending_for)),
-            "queued_before": queued_before,
+            "queued_before": _queued_before(queued_before),
             "limit": checked_limit(limit, 10_000),
         }
         # Their updated_at moves: the cache is told.

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import struct
 from collections.abc import Callable, Sequence
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from docstore.errors import InvalidInput
 from docstore.rules import MAX_BIGINT
@@ -34,11 +35,24 @@ class DocumentPageCursor(Cursor):
     id: int = Field(ge=1, le=MAX_BIGINT)
 
 
+_REAL_MAX = 3.4028234663852886e38
+
+
+def _a_real(value: float) -> float:
+    """`value` if PostgreSQL's `real` holds it (no underflow to zero either)."""
+    if value and not struct.unpack("f", struct.pack("f", value))[0]:
+        raise ValueError("rank is too small for a real")
+    return value
+
+
 class SearchPageCursor(Cursor):
     """Position after a hit in `search` (best rank first)."""
 
     kind: Literal["search"] = "search"
-    rank: float = Field(ge=0, allow_inf_nan=False, strict=False)
+    # A `real` in SQL: what a float4 cannot hold would fail there, not here.
+    rank: Annotated[float, AfterValidator(_a_real)] = Field(
+        ge=0, le=_REAL_MAX, allow_inf_nan=False, strict=False
+    )
     id: int = Field(ge=1, le=MAX_BIGINT)
 
 

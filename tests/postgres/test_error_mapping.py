@@ -84,3 +84,21 @@ def test_a_missing_prepared_statement_names_the_pooler_setting(conn: psycopg.Con
     # What a transaction pooler does to psycopg's prepared statements (SQLSTATE 26000).
     with pytest.raises(DatabaseError, match="DATABASE_POOLER=transaction"):
         run(conn, "DEALLOCATE docstore_never_prepared")
+
+
+def test_a_value_psycopg_refuses_to_send_is_invalid_input(conn: psycopg.Connection) -> None:
+    with pytest.raises(InvalidInput, match="cannot take this value"), wrap_database_errors("db"):
+        conn.execute("SELECT %s::text", ("a\x00b",))
+
+
+def test_a_text_too_long_for_the_search_index_says_so_not_web_search(
+    conn: psycopg.Connection,
+) -> None:
+    words = " ".join(f"w{i:07d}" for i in range(200_000))  # ~1.8 MB of distinct lexemes
+    too_long = "too long for the full-text search index"
+    with pytest.raises(InvalidInput, match=too_long) as info, wrap_database_errors("db"):
+        conn.execute("SELECT to_tsvector('simple', %s)", (words,))
+    assert info.value.field == "text"
+    with pytest.raises(InvalidInput, match="web search") as info:  # a query's refusal: still so
+        run(conn, "SELECT websearch_to_tsquery('simple', repeat('a ', 200000))")
+    assert info.value.field == "query"

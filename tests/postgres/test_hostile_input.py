@@ -19,6 +19,7 @@ import base64
 import json
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 from hostile import (
@@ -612,3 +613,43 @@ def test_lifecycle_stores_worker_ids_results_and_errors_exactly_or_refuses(
     check()
     assert tally["claimed"] >= 5 and tally["finished"] >= 5, tally
     assert tally["claim refused"] >= 3 and tally["finish refused"] >= 3, tally
+
+
+def test_blob_list_lifecycle_and_cursor_arguments_are_checked_not_coerced(
+    side_store: Docstore,
+) -> None:
+    store = side_store
+    world = seed(store)
+    owner = world.owner.id
+    doc = store.documents.create(DocumentCreate(user_id=owner, filename="a", s3_key="k/a"))
+
+    def refused(call: Any, field: str) -> None:
+        _, error = attempt(call, InvalidInput)
+        assert isinstance(error, InvalidInput) and error.field == field, (field, error)
+
+    # A NUL is stripped, as when the document was made ("k/\x00a" was stored as "k/a").
+    assert store.documents.blob_is_recorded("k/\x00a") is True
+    assert store.documents.blob_is_recorded("k/\x00b") is False
+    store.documents.finish_blob_deletion("k/\x00b")
+    refused(lambda: store.documents.note_blob_deletion_error("k/a", "bad \ud800"), "error")
+    for retry_in in ("abc", float("nan"), float("inf"), -1.0, 0, True):
+        refused(lambda r=retry_in: store.documents.take_due_blob_deletions(1, r), "retry_in")
+    # A key no blob store can delete is refused when the document is made.
+    for key in ("k/line\nbreak", "k/\x7f", "k/\x85"):
+        refused(
+            lambda k=key: store.documents.create({"user_id": owner, "filename": "b", "s3_key": k}),
+            "s3_key",
+        )
+    claimed = store.lifecycle.claim(doc.id, "w")
+    assert claimed.status == "PROCESSING"
+    refused(lambda: store.lifecycle.mark_failed(doc.id, "w", "e", retry="false"), "retry")
+    assert store.documents.get(doc.id).status == "PROCESSING"  # nothing written
+    refused(lambda: store.lifecycle.take_unqueued_pending(1.0, 5), "queued_before")
+    naive = datetime(2026, 1, 1)  # the point: no time zone
+    refused(lambda: store.lifecycle.take_unqueued_pending(1.0, naive), "queued_before")
+    # An edited search cursor is the cursor's fault, not the query's.
+    for rank in (1e300, 1e-50):
+        token = base64.urlsafe_b64encode(
+            json.dumps({"kind": "search", "rank": rank, "id": 1}).encode()
+        ).decode()
+        refused(lambda t=token: store.documents.search(owner, "boiler", cursor=t), "cursor")
