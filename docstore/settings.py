@@ -153,8 +153,16 @@ class Settings(BaseSettings):
             scheme = urlsplit(self.database_replica_url_secret.get_secret_value()).scheme
             if scheme not in {"postgresql", "postgres", "postgresql+psycopg"}:
                 raise ValueError("DATABASE_REPLICA_URL must start with postgresql://")
-        if urlsplit(self.redis_url).scheme not in {"redis", "rediss", "unix"}:
+        redis_url = urlsplit(self.redis_url)
+        if redis_url.scheme not in {"redis", "rediss", "unix"}:
             raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
+        if self.redis_cluster and (
+            redis_url.scheme == "unix" or redis_url.path.strip("/") not in ("", "0")
+        ):
+            raise ValueError(
+                "REDIS_CLUSTER needs a redis:// or rediss:// URL of database 0 (a cluster has "
+                "no other database)"
+            )
         return self
 
     @property

@@ -135,6 +135,10 @@ class UserRepo:
             "documents_limit": checked_limit(documents_limit, 1000),
         }
         user = self.db.one("get_user_with_documents", params, UserWithDocuments, conn)
+        if user is None and conn is None and self.db.replica is not None:
+            # A replica may not have the user yet: absent means absent on the primary.
+            with self.db.consistency("primary"):
+                user = self.db.one("get_user_with_documents", params, UserWithDocuments)
         if user is None:
             raise NotFound(f"user {user_id} does not exist")
         return user

@@ -21,6 +21,7 @@ from psycopg import sql
 from sides import Side, side_fixture  # noqa: F401
 
 from docstore import Docstore, DocumentCreate, Settings, UserCreate
+from docstore.errors import NotFound
 from docstore.postgres.routing import consistency
 from docstore.postgres.schema import apply_schema
 from docstore.testing.plugin import create_database, drop_database, with_database
@@ -282,3 +283,17 @@ def test_first_reads_from_many_threads_at_once_all_use_the_replica_quietly(
             thread.join(30)
         assert store.db.replica.reads + store.db.replica.reads_on_primary == 8
         assert replica_warnings(caplog) == []  # the pool opened once, nobody saw it closed
+
+
+def test_a_user_the_replica_does_not_have_yet_is_read_from_the_primary_not_missing(
+    side: Side, primary: LocalPostgres, standby: LocalStandby, database: str
+) -> None:
+    settings = settings_for(primary, standby, database, replica_max_lag=3600)
+    with cast(Any, side.connect(settings)) as store:
+        pause_replay(standby)
+        user = store.users.create(UserCreate(email="new@example.com")).user
+        overview = store.users.get_with_documents(user.id)
+        assert (overview.id, overview.documents) == (user.id, [])
+        with pytest.raises(NotFound):
+            store.users.get_with_documents(user.id + 1000)
+        assert store.db.replica.reads >= 2  # both were asked of the replica first

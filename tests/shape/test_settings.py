@@ -134,3 +134,17 @@ def test_a_store_made_from_bad_environment_settings_raises_configuration_error(
         message = info.value.message
         assert "POOL_MIN_SIZE" in message, message
         assert PASSWORD not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:6379/1", "unix:///run/redis.sock", "redis://127.0.0.1:6379/2"]
+)
+def test_a_cluster_url_that_names_another_database_or_a_socket_is_refused(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("REDIS_CLUSTER", "true")
+    monkeypatch.setenv("REDIS_URL", url)
+    with pytest.raises(ValidationError, match="REDIS_CLUSTER needs a redis:// or rediss:// URL"):
+        Settings()
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+    assert Settings().redis_cluster is True
