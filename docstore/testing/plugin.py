@@ -24,6 +24,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -32,6 +33,7 @@ import pytest
 import redis
 from psycopg import sql
 from pydantic import SecretStr
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from docstore.intake.blobs import S3BlobStore
 from docstore.postgres.schema import apply_schema
@@ -59,6 +61,22 @@ def docker_available() -> bool:
     except Exception:  # noqa: BLE001 - any failure means: no engine to use
         return False
     return True
+
+
+class _OnlyGivenSettings(Settings):
+    """`Settings` from the values given alone: the developer's environment and `.env` (a
+    replica, a cluster, a pooler, real S3 credentials) never reach a test."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
 
 
 def _start_postgres(stack: ExitStack) -> str:
@@ -117,7 +135,9 @@ def docstore_template_database(docstore_postgres_url: str) -> Iterator[str]:
     with _admin(docstore_postgres_url) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     apply_schema(
-        Settings.model_validate({"DATABASE_URL": with_database(docstore_postgres_url, name)})
+        _OnlyGivenSettings.model_validate(
+            {"DATABASE_URL": with_database(docstore_postgres_url, name)}
+        )
     )
     yield name
     with _admin(docstore_postgres_url) as conn:
@@ -182,15 +202,20 @@ def docstore_redis_url(docstore_redis_server_url: str) -> str:
 
 
 @pytest.fixture
-def docstore_settings(docstore_database_url: str, docstore_redis_url: str) -> Settings:
-    """Settings pointing at this test's database and Redis, with a small pool."""
-    return Settings.model_validate(
+def docstore_settings(
+    docstore_database_url: str, docstore_redis_url: str, tmp_path: Path
+) -> Settings:
+    """Settings pointing at this test's database and Redis, with a small pool and blobs in a
+    folder of the test's own; nothing is read from the environment or `.env`."""
+    return _OnlyGivenSettings.model_validate(
         {
             "DATABASE_URL": docstore_database_url,
             "REDIS_URL": docstore_redis_url,
             "pool_min_size": 1,
             "pool_max_overflow": 4,
             "pool_timeout": 5,
+            "blob_backend": "local",
+            "blob_dir": str(tmp_path / "docstore-blobs"),
         }
     )
 
