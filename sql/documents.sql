@@ -259,20 +259,12 @@ GROUP BY status;
 -- Hand the next document to a worker, in fair turns across users (the lowest turn first, each
 -- user's own oldest first): PROCESSING, a lease, one more attempt. Candidates are the head of
 -- the documents ready now and the earliest retry that is due: two index probes, whatever the
--- backlog. With max_processing, a user already holding that many PROCESSING is skipped.
+-- backlog. (With a per-user cap, claims go through claim_candidate instead.)
 WITH ready AS (
     SELECT id, turn
     FROM documents
     WHERE status = 'PENDING'
         AND next_attempt_at IS NULL
-        AND (
-            %(max_processing)s::integer IS NULL
-            OR (
-                SELECT count(*)
-                FROM documents AS busy
-                WHERE busy.user_id = documents.user_id AND busy.status = 'PROCESSING'
-            ) < %(max_processing)s::integer
-        )
     ORDER BY turn, id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
@@ -282,14 +274,6 @@ due AS (
     FROM documents
     WHERE status = 'PENDING'
         AND next_attempt_at <= now()
-        AND (
-            %(max_processing)s::integer IS NULL
-            OR (
-                SELECT count(*)
-                FROM documents AS busy
-                WHERE busy.user_id = documents.user_id AND busy.status = 'PROCESSING'
-            ) < %(max_processing)s::integer
-        )
     ORDER BY next_attempt_at
     LIMIT 1
     FOR UPDATE SKIP LOCKED
@@ -311,6 +295,80 @@ SET
     updated_at = now()
 FROM next
 WHERE d.id = next.id
+RETURNING
+    d.id, d.user_id, d.filename, d.s3_key, d.status, d.error_message, d.page_count,
+    d.extraction_time_seconds, d.attempts, d.max_attempts, d.worker_id, d.lease_expires_at,
+    d.next_attempt_at, d.legacy_task_id, d.created_at, d.updated_at, d.started_at,
+    d.completed_at, d.result_text;
+
+-- name: claim_candidate
+-- With a per-user cap, step 1 of a claim (in one transaction): the next document as
+-- claim_next_document would pick it, locked, among users not at the cap as this snapshot sees
+-- them, nor in %(exclude_users)s. The users at the cap come from the PROCESSING documents
+-- alone (few: one per busy worker), so a capped user's backlog is skipped by a filter on the
+-- turn index rather than a count per waiting document.
+WITH capped AS (
+    SELECT user_id
+    FROM documents
+    WHERE status = 'PROCESSING'
+    GROUP BY user_id
+    HAVING count(*) >= %(max_processing)s::integer
+),
+skipped AS (
+    SELECT array_agg(user_id) || %(exclude_users)s::bigint[] AS ids
+    FROM capped
+),
+ready AS (
+    SELECT d.id, d.user_id, d.turn
+    FROM documents AS d
+    WHERE d.status = 'PENDING'
+        AND d.next_attempt_at IS NULL
+        AND d.user_id <> ALL(coalesce((SELECT ids FROM skipped), '{}'))
+    ORDER BY d.turn, d.id
+    LIMIT 1
+    FOR UPDATE OF d SKIP LOCKED
+),
+due AS (
+    SELECT d.id, d.user_id, d.turn
+    FROM documents AS d
+    WHERE d.status = 'PENDING'
+        AND d.next_attempt_at <= now()
+        AND d.user_id <> ALL(coalesce((SELECT ids FROM skipped), '{}'))
+    ORDER BY d.next_attempt_at
+    LIMIT 1
+    FOR UPDATE OF d SKIP LOCKED
+)
+SELECT id, user_id
+FROM (SELECT id, user_id, turn FROM ready UNION ALL SELECT id, user_id, turn FROM due) AS found
+ORDER BY turn, id
+LIMIT 1;
+
+-- name: lock_user_claims
+-- Step 2: claims of one user take turns until each one's transaction ends, so step 3 counts
+-- every claim committed before it (a statement's snapshot cannot see one still running). A
+-- transaction lock: it holds behind a transaction pooler too.
+-- (Two int4 keys: docstore's claims, then the user; users sharing a hash share the turns.)
+SELECT pg_advisory_xact_lock(hashtext('docstore:claims'), hashtext(%(user_id)s::bigint::text));
+
+-- name: claim_candidate_under_cap
+-- Step 3: claim the candidate, only while its user holds fewer than max_processing documents
+-- PROCESSING, counted in this statement's snapshot, taken after the lock of step 2.
+UPDATE documents AS d
+SET
+    status = 'PROCESSING',
+    worker_id = %(worker_id)s::text,
+    started_at = now(),
+    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s::double precision),
+    next_attempt_at = NULL,
+    attempts = d.attempts + 1,
+    updated_at = now()
+WHERE d.id = %(document_id)s::bigint
+    AND d.status = 'PENDING'
+    AND (
+        SELECT count(*)
+        FROM documents AS busy
+        WHERE busy.user_id = %(user_id)s::bigint AND busy.status = 'PROCESSING'
+    ) < %(max_processing)s::integer
 RETURNING
     d.id, d.user_id, d.filename, d.s3_key, d.status, d.error_message, d.page_count,
     d.extraction_time_seconds, d.attempts, d.max_attempts, d.worker_id, d.lease_expires_at,

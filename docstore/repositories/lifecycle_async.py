@@ -37,6 +37,9 @@ from docstore.rules import (
 )
 
 DEFAULT_LEASE_SECONDS = 300.0
+# Candidates one capped claim tries before it answers None (each lost to a claim of the same
+# user at the same instant).
+_CAPPED_CLAIM_TRIES = 3
 # A failed attempt's retry waits base * 2^(attempt - 1) seconds, at most the cap, 50-100% of it.
 DEFAULT_BACKOFF_BASE = 10.0
 DEFAULT_BACKOFF_CAP = 3600.0
@@ -127,14 +130,45 @@ class AsyncDocumentLifecycle:
         `max_processing_per_user`, users holding that many PROCESSING documents are skipped.
 
         Concurrent workers never get the same document (FOR UPDATE SKIP LOCKED); the cost is
-        two index probes, whatever the backlog.
+        two index probes, whatever the backlog. With the cap, the claims of one user take turns
+        on a transaction lock, so claims at the same instant cannot pass it together.
         """
-        params = {
+        params: dict[str, Any] = {
             "worker_id": _worker_id(worker_id),
             "lease_seconds": _lease_seconds(lease_seconds),
-            "max_processing": self.max_processing_per_user,
         }
-        return await self._write("claim_next_document", params, None, conn)
+        if self.max_processing_per_user is None:
+            return await self._write("claim_next_document", params, None, conn)
+        return await self.changes.write(
+            None, conn, lambda: self._claim_under_cap(params, conn), _written_id
+        )
+
+    async def _claim_under_cap(
+        self, params: dict[str, Any], conn: Connection | None
+    ) -> DocumentResponse | None:
+        """claim_next with `max_processing_per_user`: a candidate, its user's lock, then the
+        claim if the user is still under the cap (else the next user's, a few times)."""
+        cap = self.max_processing_per_user
+        at_cap: list[int] = []
+        for _ in range(_CAPPED_CLAIM_TRIES):
+            async with self.db.transaction(conn) as c:
+                candidate = {"max_processing": cap, "exclude_users": at_cap}
+                found = await self.db.one("claim_candidate", candidate, conn=c)
+                if found is None:
+                    return None
+                document_id, user_id = found
+                await self.db.execute("lock_user_claims", {"user_id": user_id}, c)
+                claim = {
+                    **params,
+                    "max_processing": cap,
+                    "document_id": document_id,
+                    "user_id": user_id,
+                }
+                claimed = await self.db.one("claim_candidate_under_cap", claim, DocumentResponse, c)
+            if claimed is not None:
+                return claimed
+            at_cap.append(user_id)  # a claim at the same instant took its last place
+        return None
 
     async def claim(
         self,

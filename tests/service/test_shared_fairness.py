@@ -127,6 +127,32 @@ def test_the_per_user_cap_holds_a_user_back_while_others_get_their_turns(
         assert after is not None and after.user_id == a.id
 
 
+def test_the_cap_holds_for_claims_at_the_same_instant(
+    side: Side, docstore_settings: Settings, blobs: LocalBlobStore
+) -> None:
+    with connect(side, docstore_settings, blobs, max_processing_per_user=1) as store:
+        a = store.users.create(UserCreate(email="capped@example.com")).user
+        b = store.users.create(UserCreate(email="other@example.com")).user
+        for user in (a, a, a, b):
+            store.documents.create(DocumentCreate(user_id=user.id, filename="x", s3_key="k"))
+        with store.pool.connection() as conn:  # B's turn comes after all of A's
+            conn.execute("UPDATE documents SET turn = 100 WHERE user_id = %s", (b.id,))
+        claims: list[object] = []
+        with store.transaction() as conn:  # worker 1 has claimed, not yet committed
+            first = store.lifecycle.claim_next("w1", conn=conn)
+            assert first is not None and first.user_id == a.id
+            second = threading.Thread(
+                target=lambda: claims.append(store.lifecycle.claim_next("w2"))
+            )
+            second.start()
+            second.join(1.0)  # it waits for worker 1's claim to commit (or, unfixed, it is done)
+        second.join()
+        [claimed] = claims
+        # A's last place went to worker 1: worker 2 gets B's document, not a second of A's.
+        assert claimed is not None and claimed.user_id == b.id  # type: ignore[attr-defined]
+        assert store.documents.count_by_status(a.id)["PROCESSING"] == 1
+
+
 def test_concurrent_workers_never_get_one_document_twice(
     store: Docstore, blobs: LocalBlobStore
 ) -> None:
