@@ -6,6 +6,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+# The longest a health check waits for a PostgreSQL connection (POOL_TIMEOUT when shorter): a
+# liveness probe with a timeout of a few seconds gets a report, not a timeout of its own.
+HEALTH_TIMEOUT = 2.0
+
 
 class PoolStats(BaseModel):
     """A few counters of the PostgreSQL connection pool."""

@@ -23,7 +23,7 @@ from docstore.ephemeral.queue import TaskQueue
 from docstore.ephemeral.rate_limit import RateLimiter
 from docstore.ephemeral.values import FailurePolicy
 from docstore.errors import ConfigurationError, DocstoreError
-from docstore.health import HealthReport, PoolStats, ReplicaHealth
+from docstore.health import HEALTH_TIMEOUT, HealthReport, PoolStats, ReplicaHealth
 from docstore.intake.blob_access import Blobs
 from docstore.intake.blobs import BlobStore, blob_store_from_settings
 from docstore.intake.flow import DocumentIntake
@@ -109,6 +109,7 @@ class Docstore:
         # Blobs and the document flow built on all of the above.
         self._blobs = blobs
         self._opened = False
+        self._pool_spent = False  # an open of our pool failed: the next open makes a new one
         self._intake = DocumentIntake(
             self.documents,
             self.lifecycle,
@@ -151,9 +152,12 @@ class Docstore:
             except ConfigurationError as exc:
                 logger.warning("no blob store: %s", exc.message)
         if self._owns_pool and not self._opened:
-            if self.pool.closed:  # a failed open closed it, and a closed pool never reopens
-                self.pool = self.db.pool = new_pool(self.settings)
+            if self._pool_spent:  # a failed open may have closed it: a closed pool never reopens
+                self.pool = new_pool(self.settings)
+                self.db.use_pool(self.pool)
+            self._pool_spent = True
             open_pool(self.pool, self.settings)
+            self._pool_spent = False
         self._opened = True
 
     def close(self) -> None:
@@ -290,7 +294,8 @@ class Docstore:
         postgres_version: str | None = None
         postgres_error: str | None = None
         try:
-            postgres_version = str(self.db.value("server_version", {}))
+            wait = min(self.settings.pool_timeout, HEALTH_TIMEOUT)
+            postgres_version = self.db.server_version(wait)
         except DocstoreError as exc:
             postgres_error = exc.message
         redis_version: str | None = None

@@ -21,7 +21,7 @@ from docstore.ephemeral.queue_async import AsyncTaskQueue
 from docstore.ephemeral.rate_limit_async import AsyncRateLimiter
 from docstore.ephemeral.values import FailurePolicy
 from docstore.errors import ConfigurationError, DocstoreError
-from docstore.health import HealthReport, PoolStats, ReplicaHealth
+from docstore.health import HEALTH_TIMEOUT, HealthReport, PoolStats, ReplicaHealth
 from docstore.intake.blob_access_async import AsyncBlobs
 from docstore.intake.blobs import BlobStore, blob_store_from_settings
 from docstore.intake.flow_async import AsyncDocumentIntake
@@ -107,6 +107,7 @@ class AsyncDocstore:
         # Blobs and the document flow built on all of the above.
         self._blobs = blobs
         self._opened = False
+        self._pool_spent = False  # an open of our pool failed: the next open makes a new one
         self._intake = AsyncDocumentIntake(
             self.documents,
             self.lifecycle,
@@ -149,9 +150,12 @@ class AsyncDocstore:
             except ConfigurationError as exc:
                 logger.warning("no blob store: %s", exc.message)
         if self._owns_pool and not self._opened:
-            if self.pool.closed:  # a failed open closed it, and a closed pool never reopens
-                self.pool = self.db.pool = new_pool(self.settings)
+            if self._pool_spent:  # a failed open may have closed it: a closed pool never reopens
+                self.pool = new_pool(self.settings)
+                self.db.use_pool(self.pool)
+            self._pool_spent = True
             await open_pool(self.pool, self.settings)
+            self._pool_spent = False
         self._opened = True
 
     async def close(self) -> None:
@@ -292,7 +296,8 @@ class AsyncDocstore:
         postgres_version: str | None = None
         postgres_error: str | None = None
         try:
-            postgres_version = str(await self.db.value("server_version", {}))
+            wait = min(self.settings.pool_timeout, HEALTH_TIMEOUT)
+            postgres_version = await self.db.server_version(wait)
         except DocstoreError as exc:
             postgres_error = exc.message
         redis_version: str | None = None

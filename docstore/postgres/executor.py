@@ -174,13 +174,32 @@ class Database:
         finally:
             self._give_back(pooled)
 
-    def _checkout(self) -> Connection:
-        """A connection of the pool (given back by `_give_back`), or the error telling why not."""
+    def use_pool(self, pool: psycopg_pool.ConnectionPool) -> None:
+        """Take statements to `pool` from now on (a store replacing a pool that failed to
+        open)."""
+        self.pool = pool
+        observe_pool(pool, self.address)
+
+    def server_version(self, timeout: float) -> str:
+        """The primary's version, on a connection taken within `timeout` seconds: a health
+        check hears of an outage within it, not after the pool's timeout."""
+        pooled = self._checkout(timeout)
+        try:
+            with wrap_database_errors(self.address), pooled.cursor() as cur:
+                self._execute(cur, self.query("server_version", {}), {})
+                row = cur.fetchone()
+        finally:
+            self._give_back(pooled)
+        return str(row[0]) if row else ""
+
+    def _checkout(self, timeout: float | None = None) -> Connection:
+        """A connection of the pool (given back by `_give_back`), or the error telling why not;
+        waiting at most `timeout` seconds (default: the pool's)."""
         try:
             # Waiting for a connection may drop a cancel (see `take_or_cancel`): raised here.
-            pooled = take_or_cancel(self.pool.getconn, self.pool.putconn)
+            pooled = take_or_cancel(lambda: self.pool.getconn(timeout=timeout), self.pool.putconn)
         except psycopg_pool.PoolTimeout as exc:
-            raise self._pool_timeout_error() from exc
+            raise self._pool_timeout_error(timeout or self.pool.timeout) from exc
         except psycopg_pool.PoolClosed as exc:
             raise ServiceUnavailable(
                 f"the connection pool of PostgreSQL at {self.address} is closed",
@@ -275,7 +294,7 @@ class Database:
                 elapsed_ms = (time.perf_counter() - started) * 1000
                 sql_logger.info("%s %.2f ms rows=%s", query.name, elapsed_ms, cur.rowcount)
 
-    def _pool_timeout_error(self) -> ServiceUnavailable:
+    def _pool_timeout_error(self, waited: float) -> ServiceUnavailable:
         # The pool counts connections it is still trying to open as part of its size, so a full
         # pool does not mean busy connections: while PostgreSQL is down it is full of attempts.
         # Exhaustion is proven by connections checked out here, or (a pool shared with other
@@ -284,13 +303,12 @@ class Database:
         if self._in_use >= self.pool.max_size or never_failed:
             return PoolExhausted(
                 f"all {self.pool.max_size} connections to PostgreSQL at {self.address} stayed busy "
-                f"for {self.pool.timeout:g}s",
+                f"for {waited:g}s",
                 service="postgresql",
                 address=self.address,
             )
         return ServiceUnavailable(
-            f"PostgreSQL at {self.address} is unreachable (no connection within "
-            f"{self.pool.timeout:g}s)",
+            f"PostgreSQL at {self.address} is unreachable (no connection within {waited:g}s)",
             service="postgresql",
             address=self.address,
         )

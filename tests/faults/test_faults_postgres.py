@@ -403,3 +403,20 @@ def test_a_message_read_while_postgresql_is_down_is_acked_not_dead_lettered(
         wait_until(processed, 30, "a worker processed the document")
         assert outcomes[-1].action == "completed" and outcomes[-1].document_id == document.id
         assert store.queue.stats().dead_letters == 0
+
+
+def test_health_reports_postgresql_down_within_its_own_short_wait(
+    side: Side, server: LocalPostgres
+) -> None:
+    settings = Settings.model_validate(
+        {"DATABASE_URL": server.url, "pool_min_size": 1, "pool_timeout": 60, "connect_timeout": 1}
+    )
+    with side.connect(settings) as store:
+        assert store.health().postgres_error is None
+        server.stop()
+        try:
+            report = store.health()  # a liveness probe: not POOL_TIMEOUT's 60 s
+        finally:
+            server.start()
+    assert report.postgres_version is None and not report.ok
+    assert report.postgres_error is not None and "within 2s" in report.postgres_error
