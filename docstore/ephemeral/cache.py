@@ -369,11 +369,13 @@ class RedisCache:
 
     def _dropper(self, document_ids: list[int]) -> Call[list[Any]]:
         def drop() -> list[Any]:
-            # One DEL per document: its value and lock share a slot, documents do not.
+            # A DEL per key: a cluster's pipeline refuses a DEL of several keys, even of one
+            # slot (a document's value and lock share one; documents do not).
             pipe = self.core.client.pipeline(transaction=False)
             for document_id in document_ids:
                 name = self.document_key(document_id)
-                pipe.delete(cache_key(name), cache_lock_key(name))
+                pipe.delete(cache_key(name))
+                pipe.delete(cache_lock_key(name))
             return list(pipe.execute())
 
         return drop

@@ -5,19 +5,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any, cast
 
 import psycopg
 import pytest
 import redis
+from pydantic import SecretStr
 from sides import Side, side_fixture  # noqa: F401
 
 from docstore import Docstore, Settings
+from docstore.cli import main as cli_main
 from docstore.doctor import Doctor, DoctorReport, Finding
 from docstore.intake.blobs import BlobStore, LocalBlobStore, S3BlobStore
 from docstore.intake.extractors import extract_text
 from docstore.models import DocumentResponse, UserCreate
 from docstore.redis.keys import cache_key, progress_key
+from docstore.testing import free_port
 
 
 @pytest.fixture
@@ -410,3 +414,39 @@ def _listing(blob_store: S3BlobStore) -> list[Any]:
     from docstore.doctor.blob_listing import blobs_in_order
 
     return list(blobs_in_order(blob_store, 2))
+
+
+def test_with_redis_down_the_other_audits_run_and_the_report_names_what_was_left_out(
+    side: Side,
+    store: Docstore,
+    blob_store: BlobStore,
+    docstore_settings: Settings,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    lost = submit(store, "lost.txt")
+    blob_store.delete(lost.s3_key)
+    down = docstore_settings.model_copy(
+        update={"redis_url_secret": SecretStr(f"redis://127.0.0.1:{free_port()}/0")}
+    )
+    with cast(AbstractContextManager[Docstore], side.connect(down, blobs=blob_store)) as cut_off:
+        report = doctor(side, cut_off, repair=True)
+    assert kinds(report) == {"blob_missing": 1}  # PostgreSQL and the bucket: still audited
+    assert [line.split(":")[0] for line in report.unavailable] == [
+        "queue_messages",
+        "dead_letters",
+        "unqueued_pending",
+        "cached_results",
+        "progress_keys",
+    ]
+    assert "is unavailable" in report.unavailable[0]
+    # The command line says so and exits 2, after what it found.
+    capsys.readouterr()
+    monkeypatch.setenv("DATABASE_URL", down.database_url)
+    monkeypatch.setenv("REDIS_URL", down.redis_url)
+    monkeypatch.setenv("BLOB_BACKEND", "local")
+    monkeypatch.setenv("BLOB_DIR", str(tmp_path))
+    assert cli_main(["doctor"]) == 2
+    out = capsys.readouterr().out
+    assert "not audited: queue_messages" in out and out.rstrip().endswith("clean: no findings")

@@ -182,3 +182,31 @@ def test_the_migration_reads_legacy_data_from_every_primary_of_a_cluster(
     assert report.ok and report.matching == 61
     # Run again: every task is found already there, from every node.
     assert migrate(client, docstore_store.db, batch_size=7).already_present == 61
+
+
+def test_the_doctor_audits_keys_on_every_primary_of_a_cluster(
+    client: RedisCluster, docstore_settings: Any, tmp_path: Any
+) -> None:
+    from docstore import Docstore, DocumentCreate, UserCreate, doctor
+    from docstore.intake.blobs import LocalBlobStore
+
+    with Docstore.connect(
+        docstore_settings, redis_client=client, blobs=LocalBlobStore(tmp_path)
+    ) as store:
+        user = store.users.create(UserCreate(email="c@example.com")).user
+        ids = [
+            store.documents.create(
+                DocumentCreate(user_id=user.id, filename="a", s3_key=f"k/{n}")
+            ).id
+            for n in range(12)
+        ]
+        for document_id in ids:
+            store.get_document(document_id)  # cached, one slot per document
+        with store.pool.connection() as conn:  # changed behind docstore's back: stale copies
+            conn.execute("UPDATE documents SET updated_at = now() + interval '1 second'")
+        for missing in range(10**6, 10**6 + 12):
+            client.set(f"progress:{missing}", "50")
+        report = doctor.run(store, grace=0)
+    assert report.unavailable == []
+    assert report.found["cache_stale"] == 12
+    assert report.found["progress_stale"] == 12
