@@ -128,7 +128,8 @@ def run_doctor(
     settings: Settings, *, repair: bool, grace: float, batch_size: int, as_json: bool
 ) -> int:
     """Audit the store of `settings`, printing each finding as it comes, then a summary;
-    returns 0 when clean, 1 when anything was found (repaired or not)."""
+    returns 0 when clean, 1 when anything was found (repaired or not), 2 when audits were left
+    out because Redis did not answer (what the others found and repaired is printed first)."""
     from docstore.doctor import run
     from docstore.store import Docstore
 
@@ -147,7 +148,11 @@ def run_doctor(
     else:
         for skipped in report.skipped:
             print(f"skipped: {skipped}")
+        for left_out in report.unavailable:
+            print(f"not audited: {left_out}")
         print(report.summary())
+    if report.unavailable:
+        return 2
     return 0 if report.clean else 1
 
 

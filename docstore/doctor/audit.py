@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol, TypeVar, cast
 
-from docstore._sync_runtime import in_thread
+from docstore._sync_runtime import Call, in_thread
 from docstore.doctor.blob_listing import ListedBlob, blobs_in_order, can_list, take
 from docstore.doctor.findings import DoctorReport, Finding, FindingKind, FindingLog
 from docstore.doctor.judgements import (
@@ -51,6 +51,7 @@ from docstore.ephemeral.cache import RedisCache
 from docstore.ephemeral.progress import ProgressTracker
 from docstore.ephemeral.queue import TaskQueue
 from docstore.ephemeral.stream_entries import entry_fields
+from docstore.errors import ServiceUnavailable
 from docstore.intake.blob_access import Blobs
 from docstore.intake.blobs import BlobStore, is_docstore_key
 from docstore.postgres.executor import Database
@@ -110,18 +111,34 @@ class Doctor:
         self._scratch = redis_key("doctor", secrets.token_hex(8), "queued")
 
     def run(self) -> DoctorReport:
-        """Every audit in turn; a server that cannot be reached raises `ServiceUnavailable`."""
+        """Every audit in turn. One that Redis fails is left out and named in
+        `report.unavailable`, and the others go on (the blob audit needs only PostgreSQL and
+        the blob store); PostgreSQL that cannot be reached raises `ServiceUnavailable`."""
         try:
-            self.expired_leases()
-            self.queue_messages()
-            self.dead_letters()
-            self.unqueued_pending()
-            self.blobs()
-            self.cached_results()
-            self.progress_keys()
+            self._audit(self.expired_leases)
+            queue_read = self._audit(self.queue_messages)
+            self._audit(self.dead_letters)
+            if queue_read:  # without the queue's ids every PENDING document would look lost
+                self._audit(self.unqueued_pending)
+            else:
+                self.report.unavailable.append("unqueued_pending: needs the queue's messages")
+            self._audit(self.blobs)
+            self._audit(self.cached_results)
+            self._audit(self.progress_keys)
         finally:
             self._drop_scratch()
         return self.report
+
+    def _audit(self, audit: Call[None]) -> bool:
+        """Run `audit`; False when Redis failed it (noted in the report)."""
+        try:
+            audit()
+        except ServiceUnavailable as exc:
+            if exc.service != "redis":
+                raise
+            self.report.unavailable.append(f"{audit.__name__}: {exc.message}")
+            return False
+        return True
 
     # -- 1. leases ------------------------------------------------------------------------------
 
@@ -327,7 +344,11 @@ class Doctor:
             if not ids:
                 continue
             with self.core.errors():
-                values = self.core.client.mget([cache_key(RedisCache.document_key(i)) for i in ids])
+                # GETs in a pipeline, not an MGET: on a cluster each key has its own slot.
+                pipe = self.core.client.pipeline(transaction=False)
+                for document_id in ids:
+                    pipe.get(cache_key(RedisCache.document_key(document_id)))
+                values = pipe.execute()
             states = self._states(ids)
             for document_id, raw in zip(ids, values, strict=True):
                 if raw is None:
@@ -411,15 +432,17 @@ class Doctor:
             start = "(" + page[-1][0]
 
     def _scan(self, pattern: str) -> Iterator[list[str]]:
-        """Keys matching `pattern`, a SCAN page at a time (a key may come twice)."""
-        cursor = 0
-        while True:
-            with self.core.errors():
-                cursor, keys = self.core.client.scan(cursor, match=pattern, count=self.batch)
-            if keys:
-                yield [as_text(key) for key in keys]
-            if int(cursor) == 0:
-                return
+        """Keys matching `pattern`, up to a batch at a time (a key may come twice); on a
+        cluster, every primary's (redis-py's `scan_iter` goes through them)."""
+        page: list[str] = []
+        with self.core.errors():
+            for key in self.core.client.scan_iter(match=pattern, count=self.batch):
+                page.append(as_text(key))
+                if len(page) >= self.batch:
+                    yield page
+                    page = []
+        if page:
+            yield page
 
     def _note_queued(self, ids: list[int]) -> None:
         with self.core.errors():

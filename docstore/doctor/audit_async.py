@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol, TypeVar, cast
 
-from docstore._async_runtime import in_thread
+from docstore._async_runtime import AsyncCall, in_thread
 from docstore.doctor.blob_listing import ListedBlob, blobs_in_order, can_list, take
 from docstore.doctor.findings import DoctorReport, Finding, FindingKind, FindingLog
 from docstore.doctor.judgements import (
@@ -49,6 +49,7 @@ from docstore.ephemeral.cache_async import AsyncRedisCache
 from docstore.ephemeral.progress_async import AsyncProgressTracker
 from docstore.ephemeral.queue_async import AsyncTaskQueue
 from docstore.ephemeral.stream_entries import entry_fields
+from docstore.errors import ServiceUnavailable
 from docstore.intake.blob_access_async import AsyncBlobs
 from docstore.intake.blobs import BlobStore, is_docstore_key
 from docstore.postgres.executor_async import AsyncDatabase
@@ -108,18 +109,34 @@ class AsyncDoctor:
         self._scratch = redis_key("doctor", secrets.token_hex(8), "queued")
 
     async def run(self) -> DoctorReport:
-        """Every audit in turn; a server that cannot be reached raises `ServiceUnavailable`."""
+        """Every audit in turn. One that Redis fails is left out and named in
+        `report.unavailable`, and the others go on (the blob audit needs only PostgreSQL and
+        the blob store); PostgreSQL that cannot be reached raises `ServiceUnavailable`."""
         try:
-            await self.expired_leases()
-            await self.queue_messages()
-            await self.dead_letters()
-            await self.unqueued_pending()
-            await self.blobs()
-            await self.cached_results()
-            await self.progress_keys()
+            await self._audit(self.expired_leases)
+            queue_read = await self._audit(self.queue_messages)
+            await self._audit(self.dead_letters)
+            if queue_read:  # without the queue's ids every PENDING document would look lost
+                await self._audit(self.unqueued_pending)
+            else:
+                self.report.unavailable.append("unqueued_pending: needs the queue's messages")
+            await self._audit(self.blobs)
+            await self._audit(self.cached_results)
+            await self._audit(self.progress_keys)
         finally:
             await self._drop_scratch()
         return self.report
+
+    async def _audit(self, audit: AsyncCall[None]) -> bool:
+        """Run `audit`; False when Redis failed it (noted in the report)."""
+        try:
+            await audit()
+        except ServiceUnavailable as exc:
+            if exc.service != "redis":
+                raise
+            self.report.unavailable.append(f"{audit.__name__}: {exc.message}")
+            return False
+        return True
 
     # -- 1. leases ------------------------------------------------------------------------------
 
@@ -325,9 +342,11 @@ class AsyncDoctor:
             if not ids:
                 continue
             with self.core.errors():
-                values = await self.core.client.mget(
-                    [cache_key(AsyncRedisCache.document_key(i)) for i in ids]
-                )
+                # GETs in a pipeline, not an MGET: on a cluster each key has its own slot.
+                pipe = self.core.client.pipeline(transaction=False)
+                for document_id in ids:
+                    pipe.get(cache_key(AsyncRedisCache.document_key(document_id)))
+                values = await pipe.execute()
             states = await self._states(ids)
             for document_id, raw in zip(ids, values, strict=True):
                 if raw is None:
@@ -415,15 +434,17 @@ class AsyncDoctor:
             start = "(" + page[-1][0]
 
     async def _scan(self, pattern: str) -> AsyncIterator[list[str]]:
-        """Keys matching `pattern`, a SCAN page at a time (a key may come twice)."""
-        cursor = 0
-        while True:
-            with self.core.errors():
-                cursor, keys = await self.core.client.scan(cursor, match=pattern, count=self.batch)
-            if keys:
-                yield [as_text(key) for key in keys]
-            if int(cursor) == 0:
-                return
+        """Keys matching `pattern`, up to a batch at a time (a key may come twice); on a
+        cluster, every primary's (redis-py's `scan_iter` goes through them)."""
+        page: list[str] = []
+        with self.core.errors():
+            async for key in self.core.client.scan_iter(match=pattern, count=self.batch):
+                page.append(as_text(key))
+                if len(page) >= self.batch:
+                    yield page
+                    page = []
+        if page:
+            yield page
 
     async def _note_queued(self, ids: list[int]) -> None:
         with self.core.errors():

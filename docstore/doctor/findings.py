@@ -53,6 +53,8 @@ class DoctorReport(BaseModel):
     repaired: dict[str, int] = Field(default_factory=dict)
     sample: list[Finding] = Field(default_factory=list)
     skipped: list[str] = Field(default_factory=list)
+    # Audits left out because a server they need did not answer (Redis): the run is incomplete.
+    unavailable: list[str] = Field(default_factory=list)
 
     @property
     def clean(self) -> bool:

@@ -187,26 +187,36 @@ def test_the_migration_reads_legacy_data_from_every_primary_of_a_cluster(
 def test_the_doctor_audits_keys_on_every_primary_of_a_cluster(
     client: RedisCluster, docstore_settings: Any, tmp_path: Any
 ) -> None:
-    from docstore import Docstore, DocumentCreate, UserCreate, doctor
+    from docstore import Docstore, doctor
     from docstore.intake.blobs import LocalBlobStore
+    from docstore.redis.keys import cache_key, progress_key
 
+    missing = range(10**6, 10**6 + 30)  # documents that do not exist: every key is stale
+    cached = [cache_key(f"document:{i}:result") for i in missing]
+    assert len(_nodes_holding(client, cached)) == 3  # one slot per document, on every primary
+    for i, key in zip(missing, cached, strict=True):
+        client.set(key, b'{"id": %d}' % i)
+        client.hset(progress_key(i), mapping={"percent": "10", "stage": "x"})
     with Docstore.connect(
         docstore_settings, redis_client=client, blobs=LocalBlobStore(tmp_path)
     ) as store:
-        user = store.users.create(UserCreate(email="c@example.com")).user
-        ids = [
-            store.documents.create(
-                DocumentCreate(user_id=user.id, filename="a", s3_key=f"k/{n}")
-            ).id
-            for n in range(12)
-        ]
-        for document_id in ids:
-            store.get_document(document_id)  # cached, one slot per document
-        with store.pool.connection() as conn:  # changed behind docstore's back: stale copies
-            conn.execute("UPDATE documents SET updated_at = now() + interval '1 second'")
-        for missing in range(10**6, 10**6 + 12):
-            client.set(f"progress:{missing}", "50")
         report = doctor.run(store, grace=0)
-    assert report.unavailable == []
-    assert report.found["cache_stale"] == 12
-    assert report.found["progress_stale"] == 12
+        assert report.unavailable == [], report.unavailable
+        assert (report.found["cache_stale"], report.found["progress_stale"]) == (30, 30)
+        repaired = doctor.run(store, grace=0, repair=True)
+        assert repaired.repaired == {"cache_stale": 30, "progress_stale": 30}
+    assert not any(client.exists(key) for key in cached)
+
+
+def test_dropping_cached_documents_works_on_a_cluster(client: RedisCluster) -> None:
+    from docstore.redis.keys import cache_key
+
+    cache = RedisCache(client, default_ttl=60)
+    ids = list(range(1, 31))
+    for document_id in ids:
+        client.set(cache_key(RedisCache.document_key(document_id)), b'{"id": 1}')
+    keys = [cache_key(RedisCache.document_key(i)) for i in ids]
+    assert len(_nodes_holding(client, keys)) == 3
+    assert cache.invalidate_documents(ids) is True  # it failed open on every call before
+    assert not any(client.exists(key) for key in keys)
+    assert cache.stats().errors == 0
