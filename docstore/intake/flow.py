@@ -53,7 +53,11 @@ from docstore.intake.outcomes import (
 )
 from docstore.models import DocumentCreate, DocumentResponse, SubmittedDocument, UserResponse
 from docstore.observability.blob_ops import instrumented
-from docstore.observability.messaging import observe_processing, observe_submit
+from docstore.observability.messaging import (
+    note_replayed_submission,
+    observe_processing,
+    observe_submit,
+)
 from docstore.repositories.documents import DocumentRepo
 from docstore.repositories.lifecycle import DocumentLifecycle
 from docstore.repositories.users import UserRepo
@@ -214,7 +218,9 @@ class DocumentIntake:
             earlier = self.documents.get_by_idempotency_key(user_id, checked.idempotency_key)
             if earlier is not None:  # a retry: compare, store nothing
                 digest = in_thread(_sha256_of, limited)
-                return _same_submission(earlier, checked.filename, digest)
+                same = _same_submission(earlier, checked.filename, digest)
+                note_replayed_submission()
+                return same
         blobs = self._blobs()
         # Blob I/O (boto3) runs on a thread: it never blocks the event loop.
         blob = in_thread(blobs.put, user_id, filename, limited)
@@ -234,7 +240,9 @@ class DocumentIntake:
             winner = self.documents.get_by_idempotency_key(user_id, row.idempotency_key)
             if winner is None:  # pragma: no cover - deleted between the two statements
                 raise NotFound(f"the document submitted under {row.idempotency_key!r} is gone")
-            return _same_submission(winner, row.filename, blob.sha256)
+            same = _same_submission(winner, row.filename, blob.sha256)
+            note_replayed_submission()
+            return same
         try:
             self.queue.enqueue(document.id)
         except ServiceUnavailable as exc:

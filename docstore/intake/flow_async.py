@@ -51,7 +51,11 @@ from docstore.intake.outcomes import (
 )
 from docstore.models import DocumentCreate, DocumentResponse, SubmittedDocument, UserResponse
 from docstore.observability.blob_ops import instrumented
-from docstore.observability.messaging import observe_processing, observe_submit
+from docstore.observability.messaging import (
+    note_replayed_submission,
+    observe_processing,
+    observe_submit,
+)
 from docstore.repositories.documents_async import AsyncDocumentRepo
 from docstore.repositories.lifecycle_async import AsyncDocumentLifecycle
 from docstore.repositories.users_async import AsyncUserRepo
@@ -212,7 +216,9 @@ class AsyncDocumentIntake:
             earlier = await self.documents.get_by_idempotency_key(user_id, checked.idempotency_key)
             if earlier is not None:  # a retry: compare, store nothing
                 digest = await in_thread(_sha256_of, limited)
-                return _same_submission(earlier, checked.filename, digest)
+                same = _same_submission(earlier, checked.filename, digest)
+                note_replayed_submission()
+                return same
         blobs = self._blobs()
         # Blob I/O (boto3) runs on a thread: it never blocks the event loop.
         blob = await in_thread(blobs.put, user_id, filename, limited)
@@ -232,7 +238,9 @@ class AsyncDocumentIntake:
             winner = await self.documents.get_by_idempotency_key(user_id, row.idempotency_key)
             if winner is None:  # pragma: no cover - deleted between the two statements
                 raise NotFound(f"the document submitted under {row.idempotency_key!r} is gone")
-            return _same_submission(winner, row.filename, blob.sha256)
+            same = _same_submission(winner, row.filename, blob.sha256)
+            note_replayed_submission()
+            return same
         try:
             await self.queue.enqueue(document.id)
         except ServiceUnavailable as exc:

@@ -13,6 +13,7 @@ import functools
 import inspect
 import time
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
@@ -52,7 +53,8 @@ def _count(state: Telemetry, name: str, attributes: Mapping[str, Any] | None = N
 def observe_submit(function: Callable[P, R]) -> Callable[P, R]:
     """Decorate the submit flow: a PRODUCER span ``send documents`` around it (current, so the
     blob, SQL and Redis spans are its children and the message carries its context), and
-    `docstore.documents.submitted` counted when it returns."""
+    `docstore.documents.submitted` counted when it returns a new document (not when it hands
+    back an earlier one: `note_replayed_submission`)."""
     if inspect.iscoroutinefunction(function):
 
         @functools.wraps(function)
@@ -70,13 +72,29 @@ def observe_submit(function: Callable[P, R]) -> Callable[P, R]:
     return submit
 
 
+# Inside an observed submit while telemetry is on: a list that a replayed submission marks.
+_replayed: ContextVar[list[bool] | None] = ContextVar("docstore_submit_replayed", default=None)
+
+
+def note_replayed_submission() -> None:
+    """Inside the submit flow: this call hands back an earlier document (an idempotent retry)
+    and stores nothing, so it is no new submission."""
+    marks = _replayed.get()
+    if marks is not None:
+        marks.append(True)
+
+
 class _Submitting:
-    __slots__ = ("scope", "state")
+    __slots__ = ("replayed", "scope", "state", "token")
 
     def __enter__(self) -> None:
         self.state = telemetry()
         self.scope: Any = None
-        tracer = self.state.tracer() if self.state is not None else None
+        if self.state is None:
+            return
+        self.replayed: list[bool] = []
+        self.token = _replayed.set(self.replayed)
+        tracer = self.state.tracer()
         if tracer is not None and self.state is not None:
             self.scope = tracer.start_as_current_span(
                 f"send {STREAM}",
@@ -96,11 +114,17 @@ class _Submitting:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self.scope is not None and self.state is not None:
+        if self.state is None:
+            return
+        _replayed.reset(self.token)
+        if self.scope is not None:
+            span = self.state.trace.get_current_span()
             if exc_type is not None:
-                self.state.failed(self.state.trace.get_current_span(), exc_type)
+                self.state.failed(span, exc_type)
+            elif self.replayed:
+                span.set_attribute("docstore.submission.replayed", True)
             self.scope.__exit__(exc_type, exc, tb)
-        if self.state is not None and exc_type is None:
+        if exc_type is None and not self.replayed:
             _count(self.state, "docstore.documents.submitted")
 
 
@@ -225,6 +249,7 @@ __all__ = [
     "Processing",
     "count_cache",
     "count_rate_limit",
+    "note_replayed_submission",
     "observe_processing",
     "observe_submit",
     "record_queue_state",

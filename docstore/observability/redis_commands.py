@@ -57,11 +57,23 @@ class _Call:
 
     __slots__ = ("attributes", "name", "span", "started", "state")
 
-    def __init__(self, state: Telemetry, name: str, attributes: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        state: Telemetry,
+        name: str,
+        attributes: dict[str, Any],
+        span_only: dict[str, Any] | None = None,
+    ) -> None:
+        """`attributes` go on the span and the duration metric; `span_only` on the span alone
+        (values without a bound, such as a pipeline's size, would make one series each)."""
         self.state, self.name, self.attributes = state, name, attributes
         tracer = state.tracer()
         self.span = (
-            tracer.start_span(name, kind=state.trace.SpanKind.CLIENT, attributes=attributes)
+            tracer.start_span(
+                name,
+                kind=state.trace.SpanKind.CLIENT,
+                attributes={**attributes, **span_only} if span_only else attributes,
+            )
             if tracer is not None
             else None
         )
@@ -69,6 +81,8 @@ class _Call:
 
     def end(self, error: BaseException | None) -> None:
         elapsed = time.perf_counter() - self.started
+        if error is not None and self.name.startswith("XGROUP") and "BUSYGROUP" in str(error):
+            error = None  # the group exists: the answer every process but the first expects
         attributes = self.attributes
         if error is not None:
             attributes = {**attributes, "error.type": type(error).__name__}
@@ -95,10 +109,10 @@ def _start_pipeline(address: str, db: int, pipe: Any) -> _Call | None:
     state = telemetry()
     if state is None:
         return None
-    attributes = {**_attributes("PIPELINE", None, address, db)}
+    size: dict[str, Any] = {}
     with contextlib.suppress(TypeError):  # redis-py's pipelines, cluster ones too, have a len
-        attributes["db.operation.batch.size"] = len(pipe)
-    return _Call(state, "PIPELINE", attributes)
+        size["db.operation.batch.size"] = len(pipe)
+    return _Call(state, "PIPELINE", _attributes("PIPELINE", None, address, db), size)
 
 
 def instrument_redis(client: Any, address: str) -> None:

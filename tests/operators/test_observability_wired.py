@@ -112,3 +112,21 @@ def test_a_document_handed_back_half_way_counts_as_retrying(
     (process,) = by_name(otel)["process documents"]
     assert process.attributes["docstore.outcome"] == "retrying"
     assert process.attributes["error.type"] == "KeyboardInterrupt"
+
+
+def test_an_idempotent_retry_of_a_submit_is_not_counted_as_a_new_submission(
+    store: Docstore, otel: Otel
+) -> None:
+    user = store.users.create(UserCreate(email=EMAIL)).user
+
+    def submitted() -> int:
+        points = otel.metrics().get("docstore.documents.submitted", [])
+        return sum(int(point.value) for point in points)
+
+    before = submitted()
+    first = store.submit_document(user, FILENAME, CONTENT, idempotency_key="once")
+    again = store.submit_document(user, FILENAME, CONTENT, idempotency_key="once")
+    assert again.id == first.id
+    assert submitted() == before + 1
+    sends = by_name(otel)["send documents"]
+    assert [s.attributes.get("docstore.submission.replayed") for s in sends] == [None, True]
