@@ -220,3 +220,35 @@ def test_dropping_cached_documents_works_on_a_cluster(client: RedisCluster) -> N
     assert cache.invalidate_documents(ids) is True  # it failed open on every call before
     assert not any(client.exists(key) for key in keys)
     assert cache.stats().errors == 0
+
+
+def test_the_whole_document_flow_runs_on_a_cluster_without_failing_open(
+    client: RedisCluster, docstore_settings: Any, tmp_path: Any, caplog: Any
+) -> None:
+    import logging
+
+    from docstore import Docstore, DocumentUpdate, UserCreate
+    from docstore.intake.blobs import LocalBlobStore
+    from docstore.intake.extractors import extract_text
+
+    caplog.set_level(logging.WARNING)
+    with Docstore.connect(
+        docstore_settings, redis_client=client, blobs=LocalBlobStore(tmp_path)
+    ) as store:
+        user = store.users.create(UserCreate(email="flow@example.com")).user
+        ids = [store.submit_document(user, f"{n}.txt", b"words %d" % n).id for n in range(6)]
+        while (outcome := store.process_next("w1", extract_text, block_ms=0)) is not None:
+            assert outcome.action == "completed", outcome
+        for document_id in ids:
+            assert store.get_document(document_id).status == "COMPLETED"  # cached now
+        store.documents.update(ids[0], DocumentUpdate(filename="renamed.txt"))
+        assert store.get_document(ids[0]).filename == "renamed.txt"  # the copy was dropped
+        store.delete_document(ids[1])
+        store.cancel_document(store.submit_document(user, "late.txt", b"late").id)
+        assert store.requeue_stuck(pending_for=0) is not None
+        assert store.limiter.hit(f"user-{user.id}").allowed
+        store.purge_deleted_blobs()
+        assert store.cache.stats().errors == 0
+        assert store.health().ok
+    failed_open = [r.getMessage() for r in caplog.records if "failed open" in r.getMessage()]
+    assert failed_open == []
