@@ -343,12 +343,19 @@ FROM (SELECT id, user_id, turn FROM ready UNION ALL SELECT id, user_id, turn FRO
 ORDER BY turn, id
 LIMIT 1;
 
+-- name: read_committed
+-- The first statement of a capped claim's transaction: step 3 must count in a snapshot taken
+-- after step 2, which only READ COMMITTED gives (a server may default to another level).
+SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
+
 -- name: lock_user_claims
--- Step 2: claims of one user take turns until each one's transaction ends, so step 3 counts
--- every claim committed before it (a statement's snapshot cannot see one still running). A
--- transaction lock: it holds behind a transaction pooler too.
+-- Step 2: one claim of a user at a time, until its transaction ends, so step 3 counts every
+-- claim committed before it (a statement's snapshot cannot see one still running). True when
+-- taken; false while another claim of the user runs: that user is skipped, never waited for
+-- (a worker waiting here while holding its candidate row could deadlock with a transaction of
+-- the caller's). A transaction lock: it holds behind a transaction pooler too.
 -- (Two int4 keys: docstore's claims, then the user; users sharing a hash share the turns.)
-SELECT pg_advisory_xact_lock(hashtext('docstore:claims'), hashtext(%(user_id)s::bigint::text));
+SELECT pg_try_advisory_xact_lock(hashtext('docstore:claims'), hashtext(%(user_id)s::bigint::text));
 
 -- name: claim_candidate_under_cap
 -- Step 3: claim the candidate, only while its user holds fewer than max_processing documents

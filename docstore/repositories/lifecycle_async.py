@@ -20,6 +20,7 @@ from typing import Any
 from docstore.errors import Cancelled, InvalidInput, InvalidTransition, NotFound
 from docstore.models import CompletedResult, DocumentAttempt, DocumentResponse, DocumentSummary
 from docstore.postgres.executor_async import AsyncDatabase, Connection, Params
+from docstore.repositories.capped_claims import CAPPED_CLAIM_TRIES, SkipUser
 from docstore.repositories.changes_async import AsyncDocumentChanges
 from docstore.rules import (
     ERROR_MESSAGE_LENGTH,
@@ -37,9 +38,6 @@ from docstore.rules import (
 )
 
 DEFAULT_LEASE_SECONDS = 300.0
-# Candidates one capped claim tries before it answers None (each lost to a claim of the same
-# user at the same instant).
-_CAPPED_CLAIM_TRIES = 3
 # A failed attempt's retry waits base * 2^(attempt - 1) seconds, at most the cap, 50-100% of it.
 DEFAULT_BACKOFF_BASE = 10.0
 DEFAULT_BACKOFF_CAP = 3600.0
@@ -129,9 +127,11 @@ class AsyncDocumentLifecycle:
         others wait behind them), each user's own documents oldest first; with
         `max_processing_per_user`, users holding that many PROCESSING documents are skipped.
 
-        Concurrent workers never get the same document (FOR UPDATE SKIP LOCKED); the cost is
-        two index probes, whatever the backlog. With the cap, the claims of one user take turns
-        on a transaction lock, so claims at the same instant cannot pass it together.
+        Concurrent workers never get the same document (FOR UPDATE SKIP LOCKED); without the cap
+        the cost is two index probes, whatever the backlog. With the cap, one claim of a user
+        runs at a time (a transaction lock, skipped rather than waited for), so claims at the
+        same instant cannot pass it together; a capped user's waiting documents cost a filter
+        each, and after three users skipped in a row the answer is None.
         """
         params: dict[str, Any] = {
             "worker_id": _worker_id(worker_id),
@@ -147,27 +147,37 @@ class AsyncDocumentLifecycle:
         self, params: dict[str, Any], conn: Connection | None
     ) -> DocumentResponse | None:
         """claim_next with `max_processing_per_user`: a candidate, its user's lock, then the
-        claim if the user is still under the cap (else the next user's, a few times)."""
+        claim if the user is still under the cap. A user whose lock another claim holds, or
+        who reached the cap meanwhile, is skipped: that try is rolled back (its row and lock
+        let go) and the next user's candidate is tried, a few times at most."""
         cap = self.max_processing_per_user
-        at_cap: list[int] = []
-        for _ in range(_CAPPED_CLAIM_TRIES):
-            async with self.db.transaction(conn) as c:
-                candidate = {"max_processing": cap, "exclude_users": at_cap}
-                found = await self.db.one("claim_candidate", candidate, conn=c)
-                if found is None:
-                    return None
-                document_id, user_id = found
-                await self.db.execute("lock_user_claims", {"user_id": user_id}, c)
-                claim = {
-                    **params,
-                    "max_processing": cap,
-                    "document_id": document_id,
-                    "user_id": user_id,
-                }
-                claimed = await self.db.one("claim_candidate_under_cap", claim, DocumentResponse, c)
-            if claimed is not None:
-                return claimed
-            at_cap.append(user_id)  # a claim at the same instant took its last place
+        skipped: list[int] = []
+        for _ in range(CAPPED_CLAIM_TRIES):
+            try:
+                async with self.db.transaction(conn) as c:
+                    if conn is None:  # a caller's transaction keeps its own level
+                        await self.db.execute("read_committed", {}, c)
+                    candidate = {"max_processing": cap, "exclude_users": skipped}
+                    found = await self.db.one("claim_candidate", candidate, conn=c)
+                    if found is None:
+                        return None
+                    document_id, user_id = found
+                    if not await self.db.value("lock_user_claims", {"user_id": user_id}, c):
+                        raise SkipUser(user_id)
+                    claim = {
+                        **params,
+                        "max_processing": cap,
+                        "document_id": document_id,
+                        "user_id": user_id,
+                    }
+                    claimed = await self.db.one(
+                        "claim_candidate_under_cap", claim, DocumentResponse, c
+                    )
+                    if claimed is None:  # a claim at the same instant took its last place
+                        raise SkipUser(user_id)
+                    return claimed
+            except SkipUser as skip:
+                skipped.append(skip.user_id)
         return None
 
     async def claim(
