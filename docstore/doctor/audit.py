@@ -167,13 +167,20 @@ class Doctor:
                 for d in documents
                 if d.status == "PENDING" and retry_due(d.next_attempt_at, now)
             ]
-            self.queue.enqueue_many(due)
+            # Committed already: an outage now must not hide what was repaired.
+            enqueued = "re-enqueued"
+            try:
+                self.queue.enqueue_many(due)
+            except ServiceUnavailable as exc:
+                enqueued = "not enqueued (Redis is down): a worker claims it from PostgreSQL"
+                if not any(u.startswith("expired_leases") for u in self.report.unavailable):
+                    self.report.unavailable.append(f"expired_leases: enqueue: {exc.message}")
             for document in documents:
                 retry_at = document.next_attempt_at
                 if document.status != "PENDING":
                     done = "FAILED (no attempts left)"
                 elif retry_at is None or document.id in due:
-                    done = "back to PENDING, re-enqueued"
+                    done = f"back to PENDING, {enqueued}"
                 else:  # a backoff first: the retry schedule brings it back
                     done = f"back to PENDING, retry due {when(retry_at)}"
                 self._found("lease_expired", document.id, str(document.error_message), done)

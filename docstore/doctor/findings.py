@@ -58,8 +58,8 @@ class DoctorReport(BaseModel):
 
     @property
     def clean(self) -> bool:
-        """True when no audit found anything."""
-        return not any(self.found.values())
+        """True when every audit ran and none found anything."""
+        return not self.unavailable and not any(self.found.values())
 
     @property
     def total(self) -> int:
@@ -67,9 +67,16 @@ class DoctorReport(BaseModel):
         return sum(self.found.values())
 
     def summary(self) -> str:
-        """One line: clean, or the counts per kind (and how many were repaired)."""
+        """One line: clean, or the counts per kind (and how many were repaired); a run that
+        left audits out says so first."""
+        if self.unavailable:
+            left_out = f"incomplete: {len(self.unavailable)} audit(s) not run"
+            return left_out + ("" if not any(self.found.values()) else f"; {self._counts()}")
         if self.clean:
             return "clean: no findings"
+        return self._counts()
+
+    def _counts(self) -> str:
         parts = []
         for kind in FINDING_KINDS:
             if self.found.get(kind):

@@ -424,16 +424,34 @@ def test_with_redis_down_the_other_audits_run_and_the_report_names_what_was_left
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    sql: psycopg.Connection[Any],
 ) -> None:
     lost = submit(store, "lost.txt")
     blob_store.delete(lost.s3_key)
+    stuck = submit(store, "stuck.txt")
+    store.lifecycle.claim(stuck.id, "worker-dead", 60)
+    sql.execute(
+        "UPDATE documents SET lease_expires_at = now() - interval '1 minute' WHERE id = %s",
+        [stuck.id],
+    )
     down = docstore_settings.model_copy(
-        update={"redis_url_secret": SecretStr(f"redis://127.0.0.1:{free_port()}/0")}
+        update={
+            "redis_url_secret": SecretStr(f"redis://127.0.0.1:{free_port()}/0"),
+            "retry_backoff_base": 0.0,  # the requeued document is due at once: enqueued
+        }
     )
     with cast(AbstractContextManager[Docstore], side.connect(down, blobs=blob_store)) as cut_off:
         report = doctor(side, cut_off, repair=True)
-    assert kinds(report) == {"blob_missing": 1}  # PostgreSQL and the bucket: still audited
+    # PostgreSQL and the bucket: still audited, and the lease repaired in PostgreSQL is told.
+    assert kinds(report) == {"blob_missing": 1, "lease_expired": 1}
+    lease = next(f for f in report.sample if f.kind == "lease_expired")
+    assert lease.repair == (
+        "back to PENDING, not enqueued (Redis is down): a worker claims it from PostgreSQL"
+    )
+    assert store.documents.get(stuck.id).status == "PENDING"
+    assert not report.clean and report.summary().startswith("incomplete: 6 audit(s) not run")
     assert [line.split(":")[0] for line in report.unavailable] == [
+        "expired_leases",
         "queue_messages",
         "dead_letters",
         "unqueued_pending",
@@ -449,4 +467,5 @@ def test_with_redis_down_the_other_audits_run_and_the_report_names_what_was_left
     monkeypatch.setenv("BLOB_DIR", str(tmp_path))
     assert cli_main(["doctor"]) == 2
     out = capsys.readouterr().out
-    assert "not audited: queue_messages" in out and out.rstrip().endswith("clean: no findings")
+    assert "not audited: queue_messages" in out
+    assert out.rstrip().endswith("incomplete: 5 audit(s) not run")  # nothing to repair now
