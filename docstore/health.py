@@ -44,6 +44,8 @@ class HealthReport(BaseModel):
 
     postgres_version: str | None
     postgres_error: str | None = None
+    # Every connection of the pool stayed at work for the health check's wait: not an outage.
+    postgres_busy: bool = False
     redis_version: str | None
     redis_error: str | None = None
     pool: PoolStats

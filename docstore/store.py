@@ -22,7 +22,7 @@ from docstore.ephemeral.progress import ProgressTracker
 from docstore.ephemeral.queue import TaskQueue
 from docstore.ephemeral.rate_limit import RateLimiter
 from docstore.ephemeral.values import FailurePolicy
-from docstore.errors import ConfigurationError, DocstoreError
+from docstore.errors import ConfigurationError, DocstoreError, PoolExhausted
 from docstore.health import HEALTH_TIMEOUT, HealthReport, PoolStats, ReplicaHealth
 from docstore.intake.blob_access import Blobs
 from docstore.intake.blobs import BlobStore, blob_store_from_settings
@@ -153,6 +153,7 @@ class Docstore:
                 logger.warning("no blob store: %s", exc.message)
         if self._owns_pool and not self._opened:
             if self._pool_spent:  # a failed open may have closed it: a closed pool never reopens
+                self.pool.close()  # or an interrupted one left it open: closed either way
                 self.pool = new_pool(self.settings)
                 self.db.use_pool(self.pool)
             self._pool_spent = True
@@ -286,16 +287,20 @@ class Docstore:
         )
 
     def schema_status(self) -> list[schema.MigrationStatus]:
-        """Every shipped migration and whether it is applied."""
+        """Every shipped migration and whether it is applied, then any applied migration this
+        docstore does not ship (`shipped=False`)."""
         return in_thread(schema.schema_status, self.settings)
 
     def health(self) -> HealthReport:
         """Server versions and pool counters; an unreachable server is reported, not raised."""
         postgres_version: str | None = None
         postgres_error: str | None = None
+        postgres_busy = False
         try:
             wait = min(self.settings.pool_timeout, HEALTH_TIMEOUT)
             postgres_version = self.db.server_version(wait)
+        except PoolExhausted:
+            postgres_busy = True  # every connection is at work: busy, not down
         except DocstoreError as exc:
             postgres_error = exc.message
         redis_version: str | None = None
@@ -317,6 +322,7 @@ class Docstore:
         return HealthReport(
             postgres_version=postgres_version,
             postgres_error=postgres_error,
+            postgres_busy=postgres_busy,
             redis_version=redis_version,
             redis_error=redis_error,
             pool=pool,

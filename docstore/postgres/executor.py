@@ -183,13 +183,13 @@ class Database:
     def server_version(self, timeout: float) -> str:
         """The primary's version, on a connection taken within `timeout` seconds: a health
         check hears of an outage within it, not after the pool's timeout."""
-        pooled = self._checkout(timeout)
-        try:
-            with wrap_database_errors(self.address), pooled.cursor() as cur:
-                self._execute(cur, self.query("server_version", {}), {})
-                row = cur.fetchone()
-        finally:
-            self._give_back(pooled)
+        query = self.query("server_version", {})
+
+        def read(cur: psycopg.Cursor[Any]) -> Any:
+            self._execute(cur, query, {})
+            return cur.fetchone()
+
+        row = self._on_cursor(None, tuple_row, read, timeout=timeout)
         return str(row[0]) if row else ""
 
     def _checkout(self, timeout: float | None = None) -> Connection:
@@ -255,16 +255,18 @@ class Database:
         conn: Connection | None,
         factory: BaseRowFactory[Any],
         work: CallWith[psycopg.Cursor[Any], R],
+        timeout: float | None = None,
     ) -> R:
         """`work(cursor)` on a cursor of the caller's `conn` as is, or of a pooled
-        connection in autocommit for that one statement, which goes back to the pool as it came
-        (autocommit off, unless the pool's owner configured it on), or closed (so the pool
-        replaces it) when that cannot be done."""
+        connection (waited for at most `timeout` seconds, default the pool's) in autocommit for
+        that one statement, which goes back to the pool as it came (autocommit off, unless the
+        pool's owner configured it on), or closed (so the pool replaces it) when that cannot be
+        done."""
         if conn is not None:
             with wrap_database_errors(self.address):  # noqa: RUF100, SIM117
                 with conn.cursor(row_factory=factory) as cur:
                     return work(cur)
-        pooled = self._checkout()
+        pooled = self._checkout(timeout)
         try:
             with wrap_database_errors(self.address):
                 toggled = not pooled.autocommit

@@ -184,14 +184,13 @@ class AsyncDatabase:
     async def server_version(self, timeout: float) -> str:
         """The primary's version, on a connection taken within `timeout` seconds: a health
         check hears of an outage within it, not after the pool's timeout."""
-        pooled = await self._checkout(timeout)
-        try:
-            with wrap_database_errors(self.address):
-                async with pooled.cursor() as cur:
-                    await self._execute(cur, self.query("server_version", {}), {})
-                    row = await cur.fetchone()
-        finally:
-            await self._give_back(pooled)
+        query = self.query("server_version", {})
+
+        async def read(cur: psycopg.AsyncCursor[Any]) -> Any:
+            await self._execute(cur, query, {})
+            return await cur.fetchone()
+
+        row = await self._on_cursor(None, tuple_row, read, timeout=timeout)
         return str(row[0]) if row else ""
 
     async def _checkout(self, timeout: float | None = None) -> Connection:
@@ -259,16 +258,18 @@ class AsyncDatabase:
         conn: Connection | None,
         factory: BaseRowFactory[Any],
         work: AsyncCallWith[psycopg.AsyncCursor[Any], R],
+        timeout: float | None = None,
     ) -> R:
         """`await work(cursor)` on a cursor of the caller's `conn` as is, or of a pooled
-        connection in autocommit for that one statement, which goes back to the pool as it came
-        (autocommit off, unless the pool's owner configured it on), or closed (so the pool
-        replaces it) when that cannot be done."""
+        connection (waited for at most `timeout` seconds, default the pool's) in autocommit for
+        that one statement, which goes back to the pool as it came (autocommit off, unless the
+        pool's owner configured it on), or closed (so the pool replaces it) when that cannot be
+        done."""
         if conn is not None:
             with wrap_database_errors(self.address):  # noqa: RUF100, SIM117
                 async with conn.cursor(row_factory=factory) as cur:
                     return await work(cur)
-        pooled = await self._checkout()
+        pooled = await self._checkout(timeout)
         try:
             with wrap_database_errors(self.address):
                 toggled = not pooled.autocommit

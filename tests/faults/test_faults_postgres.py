@@ -8,6 +8,7 @@ made from then on succeeds; a write interrupted by the outage is all there or no
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from collections import Counter
@@ -420,3 +421,39 @@ def test_health_reports_postgresql_down_within_its_own_short_wait(
             server.start()
     assert report.postgres_version is None and not report.ok
     assert report.postgres_error is not None and "within 2s" in report.postgres_error
+
+
+def test_health_calls_a_pool_whose_connections_are_all_at_work_busy_not_down(
+    small_pool_store: Docstore,
+) -> None:
+    store = small_pool_store
+    holding = threading.Barrier(POOL_MAX + 1)
+    release = threading.Event()
+
+    def hold() -> None:
+        with store.transaction():
+            holding.wait()
+            release.wait(30)
+
+    threads = [threading.Thread(target=hold) for _ in range(POOL_MAX)]
+    for thread in threads:
+        thread.start()
+    try:
+        holding.wait()
+        report = store.health()
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join()
+    # (No Redis in this test: only PostgreSQL is judged.)
+    assert (report.postgres_busy, report.postgres_error) == (True, None)
+    assert store.health().postgres_busy is False
+
+
+def test_a_health_check_gives_its_connection_back_as_it_took_it(
+    small_pool_store: Docstore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="psycopg.pool")
+    for _ in range(3):
+        assert small_pool_store.health().postgres_version
+    assert [r.getMessage() for r in caplog.records if "rolling back" in r.getMessage()] == []
