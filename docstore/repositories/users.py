@@ -106,7 +106,9 @@ class UserRepo:
         """Delete the user and all its documents, in one transaction (`NotFound` if absent).
 
         The documents' blobs go on the list of blobs to delete (`store.purge_deleted_blobs`);
-        returns the ids of the deleted documents.
+        returns the ids of the deleted documents. The user row is locked first, so a document
+        added meanwhile waits and then fails (a transaction that holds one of the user's
+        documents and then adds one for the user can deadlock with it: PostgreSQL ends one).
         """
         params = {"user_id": _user_id(user_id)}
         removed: list[int] = []
