@@ -76,6 +76,17 @@ async def process_documents(
                 )
                 await sleep_unless_stopped(stop, RETRY_AFTER_OUTAGE)
                 continue
+            except ConfigurationError:
+                raise  # settings that cannot work: the process ends and says why
+            except DocstoreError as exc:
+                # A deadlock, a serialization failure, a Redis that refuses a command: this
+                # turn failed, not the worker. Its document (if it had one) is handed back by
+                # docstore or by its lease; the next turn goes on.
+                logger.error(
+                    "%s: %s; going on in %.0f s", worker_id, exc.message, RETRY_AFTER_OUTAGE
+                )
+                await sleep_unless_stopped(stop, RETRY_AFTER_OUTAGE)
+                continue
             if outcome is not None:
                 handled += 1
                 logger.info(

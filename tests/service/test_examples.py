@@ -503,3 +503,40 @@ def test_an_upload_the_client_abandons_is_no_server_error(
         time.sleep(0.5)  # and finds the client gone
         assert api.http.get("/documents", headers={"X-API-Key": key}).status_code == 200
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.anyio
+async def test_a_worker_turn_that_fails_on_a_database_error_does_not_end_the_worker(
+    docstore_settings: Settings, docstore_blob_store: S3BlobStore
+) -> None:
+    # The first claim fails with an error that is no outage (a trigger on the real server; the
+    # sequence keeps count, since the failed statement's own writes are rolled back).
+    fail_once = """
+        CREATE SEQUENCE claim_failures;
+        CREATE FUNCTION fail_first_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF nextval('claim_failures') = 1 THEN
+                RAISE EXCEPTION 'a trigger of the operator''s failed';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER fail_first_claim BEFORE UPDATE OF status ON documents
+        FOR EACH ROW WHEN (NEW.status = 'PROCESSING') EXECUTE FUNCTION fail_first_claim();
+    """
+    stop = asyncio.Event()
+    async with await AsyncDocstore.connect(docstore_settings, blobs=docstore_blob_store) as store:
+        user = (await store.users.create(UserCreate(email="dl@example.com"))).user
+        document = await store.submit_document(user, "a.txt", b"after a failed turn")
+        async with store.pool.connection() as conn:
+            await conn.execute(fail_once)
+        worker = asyncio.create_task(run_worker(store, "dl", stop, concurrency=1))
+        try:
+            for _ in range(300):
+                if worker.done() or (await store.documents.get(document.id)).status == "COMPLETED":
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            stop.set()
+            handled = await worker
+        assert (await store.documents.get(document.id)).status == "COMPLETED"
+        assert handled == 1
