@@ -77,7 +77,14 @@ class Telemetry:
         """The instrument `name`, created once with `meter.<make>(name, **options)`."""
         found = self.instruments.get(name)
         if found is None:
-            found = self.instruments[name] = getattr(self.meter, make)(name, **options)
+            create = getattr(self.meter, make)
+            try:
+                found = create(name, **options)
+            except TypeError:
+                # An opentelemetry-api before 1.23 takes no bucket advice: its default buckets.
+                options.pop("explicit_bucket_boundaries_advisory", None)
+                found = create(name, **options)
+            self.instruments[name] = found
         return found
 
 
