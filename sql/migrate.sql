@@ -287,6 +287,28 @@ SELECT legacy_task_id FROM kept
 UNION ALL
 SELECT legacy_task_id FROM first_kept;
 
+-- name: migrate_keep_gone
+-- The operator keeps a migrated document whose legacy task is gone from Redis (the old service
+-- deleted it): the ledger marks the task as gone (sixteen 0xff bytes: no task's MD5) and kept,
+-- so --verify counts the document as kept, not as 'not in Redis'. Should the task come back,
+-- it differs from that mark and is judged afresh. Only for a task whose document exists.
+INSERT INTO legacy_migrations AS l (
+    legacy_task_id, source_md5, source_raw_md5, written_md5, kept_docstore_at
+)
+SELECT
+    d.legacy_task_id,
+    decode(repeat('ff', 16), 'hex'),
+    NULL,
+    legacy_document_fingerprint(d),
+    now()
+FROM documents AS d
+WHERE d.legacy_task_id = %(task_id)s
+ON CONFLICT (legacy_task_id) DO UPDATE
+SET source_md5 = excluded.source_md5,
+    source_raw_md5 = NULL,
+    kept_docstore_at = excluded.kept_docstore_at
+RETURNING l.legacy_task_id;
+
 -- name: migrate_fetch_conflicting
 -- The docstore version of documents in conflict, for the listing (the text cut short).
 SELECT
@@ -312,11 +334,20 @@ JOIN users AS u ON u.id = d.user_id
 WHERE d.legacy_task_id = ANY(%(task_ids)b::text[]);
 
 -- name: migrate_page_migrated_ids
--- The next page of migrated task ids, in order (verify: which are gone from Redis).
-SELECT legacy_task_id
-FROM documents
-WHERE legacy_task_id > %(after)s::text
-ORDER BY legacy_task_id
+-- The next page of migrated task ids, in order (verify: which are gone from Redis), with
+-- whether the operator kept the document of a task gone (migrate_keep_gone).
+SELECT
+    d.legacy_task_id,
+    EXISTS (
+        SELECT
+        FROM legacy_migrations AS l
+        WHERE l.legacy_task_id = d.legacy_task_id
+            AND l.kept_docstore_at IS NOT NULL
+            AND l.source_md5 = decode(repeat('ff', 16), 'hex')
+    ) AS kept_gone
+FROM documents AS d
+WHERE d.legacy_task_id > %(after)s::text
+ORDER BY d.legacy_task_id
 LIMIT %(limit)s;
 
 -- name: migrate_take_legacy

@@ -33,6 +33,8 @@ _CHUNK = 1000
 
 
 KEPT = "docstore's version stays (until the task changes in Redis)"
+KEPT_GONE = "docstore's document stays although its legacy task is gone (until the task is back)"
+GONE_UNKNOWN = "no such task in Redis, and no document migrated from it"
 TAKEN = "the next run rewrites the document from Redis (brings it back if docstore deleted it)"
 
 
@@ -58,10 +60,13 @@ def keep_docstore(
     prefix: str = DEFAULT_PREFIX,
 ) -> list[Decision]:
     """For each task in conflict among `task_ids`, keep docstore's version of its document (or
-    its deletion) against the legacy task as it now stands; any other task is left alone, with
-    the reason. Writes only the ledger; a task that changes in Redis afterwards is a conflict
-    again. Never writes to Redis."""
-    return _decide(source, target, task_ids, prefix, "migrate_keep_docstore", _digests, KEPT)
+    its deletion) against the legacy task as it now stands; for a task gone from Redis whose
+    document was migrated, keep the document (`--verify` then counts it as kept, not as 'not in
+    Redis'). Any other task is left alone, with the reason. Writes only the ledger; a task that
+    changes in Redis afterwards (or comes back) is decided again. Never writes to Redis."""
+    return _decide(
+        source, target, task_ids, prefix, "migrate_keep_docstore", _digests, KEPT, keep_gone=True
+    )
 
 
 def take_legacy(
@@ -86,6 +91,8 @@ def _decide(
     statement: str,
     params: Params,
     done: str,
+    *,
+    keep_gone: bool = False,
 ) -> list[Decision]:
     raw_prefix = check_options(prefix, 1)
     ids = list(dict.fromkeys(task_ids))
@@ -98,7 +105,9 @@ def _decide(
     decisions: list[Decision] = []
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
-        decisions += _decide_chunk(core, target, raw_prefix, chunk, statement, params, done)
+        decisions += _decide_chunk(
+            core, target, raw_prefix, chunk, statement, params, done, keep_gone
+        )
     return decisions
 
 
@@ -110,6 +119,7 @@ def _decide_chunk(
     statement: str,
     params: Params,
     done: str,
+    keep_gone: bool,
 ) -> list[Decision]:
     keys = {task_id: prefix + task_id.encode("utf-8") for task_id in ids}
     refused: dict[str, str] = {}
@@ -137,6 +147,12 @@ def _decide_chunk(
         doc = docs.get(task_id)
         if doc is None:
             reason = refused.get(task_id) or invalid.get(key) or NOT_IN_REDIS
+            if reason == NOT_IN_REDIS and keep_gone:
+                kept = target.all("migrate_keep_gone", {"task_id": task_id})
+                decisions.append(
+                    Decision(key, task_id, bool(kept), KEPT_GONE if kept else GONE_UNKNOWN)
+                )
+                continue
             decisions.append(Decision(key, task_id, False, reason))
             continue
         row = rows.get(task_id)

@@ -173,12 +173,9 @@ def _check_documents(
     """Page through the migrated documents; look up each page's task keys in one pipeline."""
     after = ""
     while True:
-        page = [
-            str(row[0])
-            for row in target.all(
-                "migrate_page_migrated_ids", {"after": after, "limit": batch_size}
-            )
-        ]
+        rows = target.all("migrate_page_migrated_ids", {"after": after, "limit": batch_size})
+        page = [str(row[0]) for row in rows]
+        kept_gone = {str(row[0]) for row in rows if row[1]}
         if not page:
             return
         with source.errors():
@@ -188,7 +185,9 @@ def _check_documents(
             found = pipe.execute()
         report.documents_checked += len(page)
         for task_id, exists in zip(page, found, strict=True):
-            if not exists:
+            if not exists and task_id in kept_gone:
+                report.kept += 1  # the operator kept it (--keep-docstore)
+            elif not exists:
                 report.not_in_redis += 1
                 key = (raw_prefix + task_id.encode("utf-8")).decode("utf-8", "backslashreplace")
                 yield VerifyProblem(key, task_id, NOT_IN_REDIS)

@@ -369,6 +369,36 @@ def test_verify_fails_a_migrated_task_that_a_run_now_rejects(docstore_store: Doc
     assert (report.unmigratable, report.rejected, report.ok) == (1, 0, True)
 
 
+def test_a_document_whose_legacy_task_is_gone_can_be_kept_and_then_passes_the_gate(
+    docstore_store: Docstore,
+) -> None:
+    r, db = docstore_store.redis, docstore_store.db
+    seed(r, 3)
+    run(docstore_store)
+    r.delete("task:t1")  # the old service deleted it after the migration
+    report = verify(r, db)
+    assert (report.not_in_redis, report.ok) == (1, False)
+    decisions = keep_docstore(r, db, ["t1", "t7"])
+    assert [(d.done, d.reason) for d in decisions] == [
+        (
+            True,
+            "docstore's document stays although its legacy task is gone (until the task is back)",
+        ),
+        (False, "no such task in Redis, and no document migrated from it"),
+    ]
+    report = verify(r, db)
+    assert (report.not_in_redis, report.kept, report.ok) == (0, 1, True)
+    assert run(docstore_store)[0].conflicts == 0
+    # Back in Redis, and changed there: a catch-up run brings the document up to date.
+    finish_in_legacy(r, 1)
+    assert verify(r, db).differing == 1
+    assert run(docstore_store)[0].updated == 1
+    assert verify(r, db).ok
+    with pytest.raises(InvalidInput):  # take_legacy has nothing to take for a gone task
+        take_legacy(r, db, [])
+    assert take_legacy(r, db, ["t9"])[0].reason == "no such task in Redis"
+
+
 def test_cli_reports_updated_and_conflicts_and_exits_1_on_conflicts(
     docstore_store: Docstore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -529,7 +559,7 @@ def test_a_conflict_the_operator_kept_passes_the_gate_until_the_task_changes_aga
         ("task:t1", True, KEPT),
         ("task:t3", True, KEPT),
         ("task:t0", False, "no conflict: the document agrees with the task"),
-        ("task:t9", False, "no such task in Redis"),
+        ("task:t9", False, "no such task in Redis, and no document migrated from it"),
     ]
     assert docstore_store.documents.get_by_task_id("t1") == before  # only the ledger changed
     assert docstore_store.documents.get_by_task_id("t3") is None
