@@ -55,6 +55,9 @@ _block_ms: Checker[int] = Checker(BlockMs, "block_ms")
 _min_idle: Checker[float] = Checker(Seconds, "min_idle")
 # Message ids per ack script call: Lua's unpack() refuses some 8,000 values.
 _ACK_BATCH = 1000
+# A consumer holding no message and idle this long is a worker that is gone (a live one reads
+# at least every `block_ms`): requeue_stuck deletes it from the group.
+CONSUMER_IDLE_SECONDS = 3600.0
 
 
 class AsyncTaskQueue:
@@ -94,6 +97,7 @@ class AsyncTaskQueue:
         self._block_chunk_ms = max(1, int(timeout * 1000 * 0.6)) if timeout else 1000
         self._reclaim = self.core.script("queue_reclaim")
         self._ack = self.core.script("queue_ack")
+        self._forget = self.core.script("queue_forget_consumers")
         self._group_ready = False
 
     # -- producing ----------------------------------------------------------------------------
@@ -202,6 +206,13 @@ class AsyncTaskQueue:
             batch = ids[start : start + _ACK_BATCH]
             acked += int(await self._run(partial(self._ack, [self.key], self.group, *batch)))
         return acked
+
+    async def forget_idle_consumers(self, idle: float = CONSUMER_IDLE_SECONDS) -> int:
+        """Delete the group's consumers that hold no message and have been idle for `idle`
+        seconds: workers that are gone (a worker id per process and task, say, would otherwise
+        pile up in the group for good). Returns how many were deleted."""
+        idle_ms = math.ceil(_min_idle(idle) * 1000)
+        return int(await self._run(lambda: self._forget([self.key], self.group, idle_ms)))
 
     # -- operators ----------------------------------------------------------------------------
 

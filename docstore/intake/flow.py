@@ -556,7 +556,8 @@ class DocumentIntake:
     def requeue_stuck(self, pending_for: float = 300.0, limit: int = 1000) -> StuckReport:
         """Hand back expired leases (due again after a backoff), enqueue retries now due, and
         re-enqueue documents PENDING for `pending_for` seconds whose message is lost (a Redis
-        restart, a failed enqueue); deletes the blobs of deleted documents still waiting.
+        restart, a failed enqueue); deletes the blobs of deleted documents still waiting, and
+        the queue's consumers of workers gone for an hour (holding no message).
 
         Only documents last enqueued before the oldest message still queued count as lost: a
         backlog is not copied, however old. Each is re-enqueued by one of the callers running
@@ -570,8 +571,10 @@ class DocumentIntake:
         due = self.lifecycle.promote_due_retries(limit)
         enqueued: set[int] = set()
         queue_unavailable = False
+        forgotten = 0
         try:
             enqueued = self._enqueue_due_and_lost(due, pending_for, limit)
+            forgotten = self.queue.forget_idle_consumers()
         except ServiceUnavailable as exc:  # the PostgreSQL work above and below still counts
             queue_unavailable = True
             logger.warning("requeue_stuck without the queue: %s", exc.message)
@@ -584,6 +587,7 @@ class DocumentIntake:
             requeued=len(enqueued | handed_back),
             failed=sum(1 for d in expired if d.status == "FAILED"),
             blobs_deleted=purged.deleted,
+            consumers_forgotten=forgotten,
             queue_unavailable=queue_unavailable,
         )
 

@@ -554,7 +554,8 @@ class AsyncDocumentIntake:
     async def requeue_stuck(self, pending_for: float = 300.0, limit: int = 1000) -> StuckReport:
         """Hand back expired leases (due again after a backoff), enqueue retries now due, and
         re-enqueue documents PENDING for `pending_for` seconds whose message is lost (a Redis
-        restart, a failed enqueue); deletes the blobs of deleted documents still waiting.
+        restart, a failed enqueue); deletes the blobs of deleted documents still waiting, and
+        the queue's consumers of workers gone for an hour (holding no message).
 
         Only documents last enqueued before the oldest message still queued count as lost: a
         backlog is not copied, however old. Each is re-enqueued by one of the callers running
@@ -568,8 +569,10 @@ class AsyncDocumentIntake:
         due = await self.lifecycle.promote_due_retries(limit)
         enqueued: set[int] = set()
         queue_unavailable = False
+        forgotten = 0
         try:
             enqueued = await self._enqueue_due_and_lost(due, pending_for, limit)
+            forgotten = await self.queue.forget_idle_consumers()
         except ServiceUnavailable as exc:  # the PostgreSQL work above and below still counts
             queue_unavailable = True
             logger.warning("requeue_stuck without the queue: %s", exc.message)
@@ -582,6 +585,7 @@ class AsyncDocumentIntake:
             requeued=len(enqueued | handed_back),
             failed=sum(1 for d in expired if d.status == "FAILED"),
             blobs_deleted=purged.deleted,
+            consumers_forgotten=forgotten,
             queue_unavailable=queue_unavailable,
         )
 

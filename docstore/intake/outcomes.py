@@ -45,6 +45,7 @@ class StuckReport(BaseModel):
     requeued: int  # handed back or enqueued again (a retry waits for its backoff first)
     failed: int
     blobs_deleted: int = 0
+    consumers_forgotten: int = 0  # consumers of workers gone (idle an hour, holding nothing)
     # Redis could not be reached: lost messages were not looked for and nothing was enqueued
     # (workers claim from PostgreSQL meanwhile); the next call after it answers catches up.
     queue_unavailable: bool = False

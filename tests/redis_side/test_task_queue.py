@@ -174,3 +174,23 @@ def test_thousands_of_messages_are_acked_in_one_call(client: redis.Redis) -> Non
     assert len(taken) == 10_000
     assert queue.ack(*taken) == 10_000
     assert queue.stats().pending == 0
+
+
+def test_consumers_of_workers_gone_are_forgotten_and_those_holding_messages_kept(
+    queue: TaskQueue, client: redis.Redis
+) -> None:
+    def consumers() -> set[bytes]:
+        return {c["name"] for c in client.xinfo_consumers(queue.key, queue.group)}
+
+    queue.enqueue_many([1, 2])
+    [held] = queue.consume("holding", count=1)  # keeps its message: never forgotten
+    [done] = queue.consume("finished", count=1)
+    queue.ack(done)
+    assert consumers() == {b"holding", b"finished"}
+    assert queue.forget_idle_consumers(idle=3600) == 0  # both active moments ago
+    time.sleep(0.2)
+    assert queue.forget_idle_consumers(idle=0.1) == 1
+    assert consumers() == {b"holding"}
+    assert [m.message_id for m in queue.reclaim("other", min_idle=0)] == [held.message_id]
+    queue.enqueue(3)
+    assert [m.document_id for m in queue.consume("finished", count=1)] == [3]  # back: reads on
