@@ -10,6 +10,13 @@
 -- ARGV[6]  approximate length cap of the dead-letter stream
 -- Returns a list of {id, fields, deliveries} handed to the consumer, and the number of
 -- messages dead-lettered: {{...}, dead}.
+-- Who holds each message before it is taken over: a dead letter names the consumer that held
+-- it last, not the one that found it dead.
+local holders = {}
+for _, pending in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+',
+    ARGV[4])) do
+    holders[pending[1]] = pending[2]
+end
 local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '0-0',
     'COUNT', ARGV[4])
 local max_deliveries = tonumber(ARGV[5])
@@ -30,7 +37,7 @@ for _, entry in ipairs(claimed[2]) do
         local deliveries = pending[1] and pending[1][4] or 1
         if deliveries > max_deliveries then
             local record = {'source_id', id, 'deliveries', tostring(deliveries - 1),
-                'last_consumer', ARGV[2]}
+                'last_consumer', holders[id] or ARGV[2]}
             for i = 1, #fields do
                 record[#record + 1] = fields[i]
             end
