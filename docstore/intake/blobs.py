@@ -250,17 +250,20 @@ class LocalBlobStore:
         key = make_blob_key(user_id, filename)
         target = self._path(key)
         reader = _HashingReader(_as_stream(data))
+        written: Path | None = None  # the temporary file, until it is renamed into place
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
-                try:
-                    shutil.copyfileobj(reader, tmp, _CHUNK)
-                except BaseException:
-                    Path(tmp.name).unlink(missing_ok=True)
-                    raise
-            Path(tmp.name).replace(target)
+                written = Path(tmp.name)
+                shutil.copyfileobj(reader, tmp, _CHUNK)
+            written.replace(target)
+            written = None
         except OSError as exc:  # a full disk, a file where a folder should be...
             raise BlobStoreError(f"blob {key} cannot be written: {exc.strerror}") from exc
+        finally:
+            # The copy, the last flush (on closing) or the rename failed: no half file stays.
+            if written is not None:
+                written.unlink(missing_ok=True)
         return StoredBlob(key=key, size=reader.size, sha256=reader.digest.hexdigest())
 
     def get(self, key: str) -> bytes:

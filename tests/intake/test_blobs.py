@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import docstore.intake.blobs as blobs_module
 from docstore.errors import BlobStoreError, InvalidInput, NotFound, ServiceUnavailable
 from docstore.intake.blobs import (
     LocalBlobStore,
@@ -301,3 +302,17 @@ def test_a_local_store_that_cannot_write_raises_a_blob_store_error(tmp_path: Pat
     (blobs.root / "uploads").write_bytes(b"a file where the store wants its folder")
     with pytest.raises(BlobStoreError, match="cannot be written"):
         blobs.put(1, "a.txt", b"data")
+
+
+def test_a_local_write_that_cannot_be_renamed_into_place_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalBlobStore(tmp_path)
+    key = "uploads/1/2026/12/taken/a.txt"
+    monkeypatch.setattr(blobs_module, "make_blob_key", lambda user_id, filename: key)
+    taken = tmp_path / key
+    taken.mkdir(parents=True)  # a folder where the file should go: the rename fails
+    (taken / "inside").write_bytes(b"x")
+    with pytest.raises(BlobStoreError, match="cannot be written"):
+        store.put(1, "a.txt", b"bytes that never land")
+    assert sorted(p.name for p in taken.parent.iterdir()) == ["a.txt"]  # the folder alone
