@@ -27,6 +27,8 @@ A real deployment should also:
 - Take the client address from trusted proxies only: behind a reverse proxy run uvicorn with
   ``--proxy-headers --forwarded-allow-ips=<proxy address>``, so X-Forwarded-For is believed from
   that proxy and nobody else. Without it, every client behind the proxy shares one address.
+  uvicorn trusts 127.0.0.1 by default: with no proxy on the host, pass
+  ``--forwarded-allow-ips=""`` so that a local client cannot pick its own address.
 - Cap body sizes at the proxy too (nginx ``client_max_body_size``).
 """
 
@@ -388,6 +390,21 @@ class RequestGate:
             self._slots.release()
 
 
+class EncodedSlashes:
+    """ASGI middleware: 404 for a path holding an encoded "/" (``%2F``). The server decodes it
+    before routing, so ``/documents/1%2Fprogress`` would reach another route than the one its
+    client named (a progress body where a document was asked for)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and b"%2f" in scope.get("raw_path", b"").lower():
+            await JSONResponse({"detail": "Not Found"}, status_code=404)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 class InFlightLimit:
     """ASGI middleware: every HTTP request passes through `gate` (a `RequestGate`)."""
 
@@ -486,11 +503,13 @@ def client_address(request: Request) -> str:
     """What the per-address limits count: the TCP peer, or what uvicorn's --proxy-headers took
     from a trusted proxy. An IPv6 peer counts as its /64, which one client usually holds
     whole: 2**64 addresses would otherwise be as many fresh budgets."""
-    host = request.client.host if request.client else "unknown"
+    host = request.client.host if request.client else ""
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        return host
+        # No address (a forwarded header a trusted proxy let through holds anything): one
+        # shared budget, never a fresh one per made-up name.
+        return "not-an-address"
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return str(address.ipv4_mapped)
@@ -538,7 +557,8 @@ def create_app(
         finally:
             await store.close()
 
-    app = FastAPI(title="docstore example service", lifespan=lifespan)
+    # No redirect for a trailing "/": its Location would be built from the client's Host header.
+    app = FastAPI(title="docstore example service", lifespan=lifespan, redirect_slashes=False)
     app.state.request_gate = gate
 
     async def get_store(request: Request) -> AsyncDocstore:
@@ -573,9 +593,11 @@ def create_app(
             )
             refuse_if_limited(address_turn)
             refuse_if_limited(key_turn)
+            # The key's unit is spent: its headers go on every answer, a 503 too.
+            request.state.rate_limit_headers = key_turn.headers()
             user = await store.users.authenticate(x_api_key)
-            if user is not None:
-                request.state.rate_limit_headers = key_turn.headers()
+            if user is None:
+                del request.state.rate_limit_headers  # an unknown key's 401 shows no budget
         else:
             refuse_if_limited(await limiters.ip.peek(address))
         if user is None:
@@ -597,6 +619,7 @@ def create_app(
     app.add_middleware(BodySizeLimit, limit_for=body_limit)
     # Outside the others (tracing aside): a request waiting its turn has done no work yet.
     app.add_middleware(InFlightLimit, gate=gate)
+    app.add_middleware(EncodedSlashes)
     if importlib.util.find_spec("fastapi.telemetry") is None:
         # FastAPI from 0.165 makes each request a SERVER span itself; older ones get ours
         # (outermost; a pass-through while nothing is traced).

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 import psycopg
@@ -25,6 +25,7 @@ from docstore import AsyncDocstore, Docstore, Settings, UserCreate
 from docstore.intake.blobs import S3BlobStore
 from docstore.intake.extractors import Extraction, ProgressCallback, extract_text
 from docstore.intake.flow_async import INTERRUPTED
+from docstore.postgres.schema import apply_schema
 from docstore.quickstart import make_pdf
 from docstore.testing import free_port
 from examples.fastapi_service import client_address, create_app
@@ -442,17 +443,22 @@ def test_uploads_keep_their_limit_under_a_root_path(
     assert upload.status_code == 201, upload.text
 
 
-def test_a_redis_that_refuses_writes_gets_a_documented_503(api: Api) -> None:
-    # The limiters raise RedisCommandError when Redis refuses their script (full with
-    # noeviction, an ACL): no handler took it, and every request was a bare 500.
+def test_a_redis_that_refuses_writes_leaves_what_needs_only_postgresql_answering(
+    api: Api,
+) -> None:
+    # A full Redis (noeviction) refuses the limiters' script: that was a bare 500 on every
+    # request, then a 503 on every route. The limiters' failure policy decides instead, as
+    # in an outage, and what needs only PostgreSQL answers.
     headers = api.new_user("full@example.com")
     api.store.redis.config_set("maxmemory", 1)
     try:
         answer = api.http.get("/documents", headers=headers)
+        signup = api.http.post("/users", json={"email": "new@example.com"})
     finally:
         api.store.redis.config_set("maxmemory", 0)
-    assert answer.status_code == 503, answer.text
-    assert set(answer.json()) == {"detail"}
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["items"] == []
+    assert signup.status_code == 429, signup.text  # signups: the policy is deny
 
 
 def test_a_small_body_past_16_kib_is_refused_with_413(api: Api) -> None:
@@ -474,7 +480,7 @@ def test_metrics_without_telemetry_is_not_served(api: Api) -> None:
         ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
         ("::ffff:192.0.2.7", "192.0.2.7"),
         ("192.0.2.7", "192.0.2.7"),
-        ("testclient", "testclient"),
+        ("testclient", "not-an-address"),  # no address: one shared budget,
     ],
 )
 def test_an_ipv6_client_is_limited_as_its_64(peer: str, counted_as: str) -> None:
@@ -540,3 +546,54 @@ async def test_a_worker_turn_that_fails_on_a_database_error_does_not_end_the_wor
             handled = await worker
         assert (await store.documents.get(document.id)).status == "COMPLETED"
         assert handled == 1
+
+
+def test_an_encoded_slash_never_reaches_another_route_and_no_redirect_is_made(api: Api) -> None:
+    headers = api.new_user("slash@example.com")
+    for method, path in [
+        ("GET", "/documents/1%2Fprogress"),  # was a 200 with a progress body
+        ("DELETE", "/documents/1%2fprogress"),  # was a 405
+        ("GET", "/documents/1%2F"),  # was a 307 built from the Host header
+    ]:
+        answer = api.http.request(method, path, headers={**headers, "Host": "evil.example"})
+        assert (answer.status_code, answer.json()) == (404, {"detail": "Not Found"}), path
+    answer = api.http.get("/documents/1/", headers=headers)
+    assert answer.status_code == 404 and "location" not in answer.headers
+
+
+def test_a_forwarded_client_name_that_is_no_address_shares_one_budget(api: Api) -> None:
+    def request_from(host: str) -> Request:
+        return Request({"type": "http", "client": (host, 1), "headers": [], "method": "GET"})
+
+    assert client_address(request_from("a" * 600)) == client_address(request_from("b"))
+    assert client_address(request_from("203.0.113.7")) == "203.0.113.7"
+
+
+def test_a_key_whose_lookup_fails_still_gets_its_rate_limit_headers(
+    local_postgres_factory: Any, docstore_redis_url: str, tmp_path: Path
+) -> None:
+    server = local_postgres_factory()
+    settings = Settings.model_validate(
+        {
+            "DATABASE_URL": server.url,
+            "REDIS_URL": docstore_redis_url,
+            "pool_min_size": 1,
+            "pool_timeout": 2,
+            "connect_timeout": 1,
+            "blob_backend": "local",
+            "blob_dir": str(tmp_path),
+        }
+    )
+    apply_schema(settings)
+    app = create_app(lambda: AsyncDocstore.connect(settings))
+    with serving(app, free_port()) as url, httpx.Client(base_url=url, timeout=30) as http:
+        created = http.post("/users", json={"email": "outage@example.com"})
+        key = {"X-API-Key": created.json()["api_key"]}
+        assert "ratelimit" in http.get("/documents", headers=key).headers
+        server.stop()
+        try:
+            answer = http.get("/documents", headers=key)
+        finally:
+            server.start()
+    assert answer.status_code == 503, answer.text
+    assert "ratelimit" in answer.headers  # the key's unit was spent: its budget is shown
