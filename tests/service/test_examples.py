@@ -480,7 +480,7 @@ def test_metrics_without_telemetry_is_not_served(api: Api) -> None:
         ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
         ("::ffff:192.0.2.7", "192.0.2.7"),
         ("192.0.2.7", "192.0.2.7"),
-        ("testclient", "not-an-address"),  # no address: one shared budget,
+        ("testclient", "not-an-address"),  # no address: one shared budget
     ],
 )
 def test_an_ipv6_client_is_limited_as_its_64(peer: str, counted_as: str) -> None:
