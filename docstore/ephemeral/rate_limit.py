@@ -104,7 +104,10 @@ class RateLimiter:
             )
         calls = [c.limiter._script_call(c.key, c.cost, c.consume) for c in checks]
         script = checks[0].limiter._script  # the core's one registration, shared by its limiters
-        replies = core.fail_open(lambda: script.run_many(calls), lambda error: error)
+        # A Redis that refuses the script (full, an ACL) cannot decide either: the policy does.
+        replies = core.fail_open(
+            lambda: script.run_many(calls), lambda error: error, also_refused=True
+        )
         if isinstance(replies, ServiceUnavailable | RedisCommandError):
             return [check.limiter._policy_decision(check.key, replies) for check in checks]
         return [
@@ -116,7 +119,9 @@ class RateLimiter:
         keys, args = self._script_call(key, cost, consume)
         # The hot path: no context managers, arguments prepared once (see _tau_arg).
         reply = self.core.fail_open(
-            lambda: self._script(keys, *args), lambda error: self._policy_decision(key, error)
+            lambda: self._script(keys, *args),
+            lambda error: self._policy_decision(key, error),
+            also_refused=True,
         )
         if isinstance(reply, RateLimitResult):
             return reply
