@@ -60,6 +60,13 @@ class Length:
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
+def no_nul(value: str) -> str:
+    """`value`; `ValueError` when it holds a NUL byte."""
+    if "\x00" in value:
+        raise ValueError("must not hold a NUL byte")
+    return value
+
+
 def no_control_characters(value: str) -> str:
     """`value`; `ValueError` when it holds a control character."""
     if CONTROL_CHARACTERS.search(value):
@@ -116,25 +123,34 @@ def check_email(value: str) -> str:
 
 # Types used by the models and the arguments of every public method.
 RowId = Annotated[int, Field(strict=True, ge=1, le=MAX_BIGINT)]  # a user or document id
-Text = Annotated[str, AfterValidator(clean_text)]
+# Text rules are strict: a str, never bytes decoded behind the caller's back.
+StrictStr = Annotated[str, Field(strict=True)]
+Text = Annotated[StrictStr, AfterValidator(clean_text)]
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 # An argument that is a moment: a datetime object with its time zone, never a number or text.
 Instant = Annotated[datetime, Field(strict=True), AfterValidator(as_utc)]
-Email = Annotated[str, AfterValidator(clean_text), AfterValidator(check_email)]
-Filename = Annotated[str, AfterValidator(clean_text), AfterValidator(FILENAME_LENGTH)]
+Email = Annotated[StrictStr, AfterValidator(clean_text), AfterValidator(check_email)]
+Filename = Annotated[StrictStr, AfterValidator(clean_text), AfterValidator(FILENAME_LENGTH)]
+# No control character, NUL included: a key is never changed (stripped) on its way in, or the
+# row would name another blob than the one written.
 S3Key = Annotated[
-    str,
-    AfterValidator(clean_text),
-    AfterValidator(S3_KEY_LENGTH),
+    StrictStr,
     AfterValidator(no_control_characters),
+    AfterValidator(encodable),
+    AfterValidator(S3_KEY_LENGTH),
 ]
-TaskId = Annotated[str, AfterValidator(clean_text), AfterValidator(TASK_ID_LENGTH)]
+# A key as stored, looked up: anything PostgreSQL can hold (legacy keys may have other
+# control characters), never a NUL (no stored key has one).
+StoredKey = Annotated[StrictStr, AfterValidator(no_nul), AfterValidator(encodable)]
+TaskId = Annotated[StrictStr, AfterValidator(clean_text), AfterValidator(TASK_ID_LENGTH)]
 # A client's key for one submission (the same key from the same user is the same document).
-IdempotencyKey = Annotated[str, AfterValidator(clean_text), AfterValidator(IDEMPOTENCY_KEY_LENGTH)]
+IdempotencyKey = Annotated[
+    StrictStr, AfterValidator(clean_text), AfterValidator(IDEMPOTENCY_KEY_LENGTH)
+]
 # A SHA-256 digest as 64 lowercase hex digits (documents.content_sha256 holds its 32 bytes).
 Sha256Hex = Annotated[str, Field(strict=True, pattern=r"^[0-9a-f]{64}$")]
 # The same cleaned id is the queue's consumer name and documents.worker_id.
-WorkerId = Annotated[str, AfterValidator(clean_text), AfterValidator(WORKER_ID_LENGTH)]
+WorkerId = Annotated[StrictStr, AfterValidator(clean_text), AfterValidator(WORKER_ID_LENGTH)]
 # Strict: an int or a float, never a bool or a numeric string coerced behind the caller's back.
 LeaseSeconds = Annotated[float, Field(strict=True, gt=0, le=7 * 24 * 3600, allow_inf_nan=False)]
 Seconds = Annotated[float, Field(strict=True, ge=0, le=TEN_YEARS, allow_inf_nan=False)]

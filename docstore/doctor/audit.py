@@ -46,6 +46,7 @@ from docstore.doctor.options import (
     DEFAULT_GRACE,
     check_batch_size,
     check_grace,
+    check_repair,
 )
 from docstore.ephemeral.cache import RedisCache
 from docstore.ephemeral.progress import ProgressTracker
@@ -99,12 +100,12 @@ class Doctor:
         batch_size: int = DEFAULT_BATCH_SIZE,
         on_finding: Callable[[Finding], None] | None = None,
     ) -> None:
+        self.repair = check_repair(repair)
+        self.grace = check_grace(grace)
         self.store = store
         self.db = store.db
         self.core = store.redis_core
         self.queue = store.queue
-        self.repair = repair
-        self.grace = check_grace(grace)
         self.batch = check_batch_size(batch_size)
         self.report = DoctorReport(repair=repair)
         self.log = FindingLog(self.report, on_finding)

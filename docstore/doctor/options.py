@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from docstore.rules import Checker, Seconds, checked_limit
+from docstore.rules import Checker, Flag, Seconds, checked_limit
 
 DEFAULT_GRACE = 300.0
 DEFAULT_BATCH_SIZE = 1000
 MAX_BATCH_SIZE = 10_000
 
 check_grace: Checker[float] = Checker(Seconds, "grace")
+# True or False only: a truthy "false" must never switch destructive repairs on.
+check_repair: Checker[bool] = Checker(Flag, "repair")
 
 
 def check_batch_size(value: Any) -> int:
@@ -25,4 +27,5 @@ __all__ = [
     "MAX_BATCH_SIZE",
     "check_batch_size",
     "check_grace",
+    "check_repair",
 ]

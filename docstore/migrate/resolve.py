@@ -95,11 +95,17 @@ def _decide(
     keep_gone: bool = False,
 ) -> list[Decision]:
     raw_prefix = check_options(prefix, 1)
-    ids = list(dict.fromkeys(task_ids))
+    if isinstance(task_ids, str | bytes) or not isinstance(task_ids, Iterable):
+        # A lone id would be read character by character.
+        raise InvalidInput("task_ids must be a list of task ids", field="task_ids")
+    given = list(task_ids)
+    if not all(isinstance(task_id, str) for task_id in given):
+        raise InvalidInput("task ids must be text (without the key prefix)", field="task_ids")
+    if not all(_encodable(task_id) for task_id in given):
+        raise InvalidInput("task ids must not hold a lone surrogate", field="task_ids")
+    ids = list(dict.fromkeys(given))
     if not ids:
         raise InvalidInput("give the ids of the tasks in conflict", field="task_ids")
-    if not all(isinstance(task_id, str) for task_id in ids):
-        raise InvalidInput("task ids must be text (without the key prefix)", field="task_ids")
     check_schema(target)
     core = RedisCore.of(source)
     decisions: list[Decision] = []
@@ -162,6 +168,14 @@ def _decide_chunk(
             reason = NOT_CHANGED
         decisions.append(Decision(key, task_id, not reason, reason or done))
     return decisions
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _digests(doc: LegacyDocument) -> dict[str, Any]:

@@ -37,11 +37,23 @@ MAX_BATCH_SIZE = 100_000
 ProgressCallback = Callable[[MigrationSummary], None]
 
 
+def _is_int(value: object) -> bool:
+    """A true integer: not a bool, a float (nan), or a numeric string."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check_options(prefix: str, batch_size: int) -> bytes:
     """Validate the options shared by migrate and verify; return the prefix as bytes."""
-    if not 1 <= batch_size <= MAX_BATCH_SIZE:
-        raise InvalidInput(f"batch size must be 1 to {MAX_BATCH_SIZE}", field="batch_size")
-    raw = prefix.encode("utf-8")
+    if not _is_int(batch_size) or not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise InvalidInput(
+            f"batch size must be an integer from 1 to {MAX_BATCH_SIZE}", field="batch_size"
+        )
+    if not isinstance(prefix, str):
+        raise InvalidInput("prefix must be text", field="prefix")
+    try:
+        raw = prefix.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput("prefix must not hold a lone surrogate", field="prefix") from None
     if not raw or raw.startswith(RESULT_PREFIX) or RESULT_PREFIX.startswith(raw):
         raise InvalidInput(
             f"prefix must be non-empty and distinct from {RESULT_PREFIX.decode()!r}",
@@ -89,8 +101,21 @@ def migrate(
     `target`, raises `ConfigurationError` naming the command that applies it.
     """
     raw_prefix = check_options(prefix, batch_size)
-    if writers < 1:
-        raise InvalidInput("writers must be at least 1", field="writers")
+    # Every option before the first write: a bad one found after a batch committed would end
+    # the run half done.
+    if not _is_int(writers) or writers < 1:
+        raise InvalidInput("writers must be an integer of at least 1", field="writers")
+    for name, flag in (("dry_run", dry_run), ("update", update)):
+        if not isinstance(flag, bool):
+            raise InvalidInput(f"{name} must be True or False", field=name)
+    if progress is not None and not callable(progress):
+        raise InvalidInput("progress must be a function of the summary", field="progress")
+    if rejects is not None and not all(
+        callable(getattr(rejects, method, None)) for method in ("write", "flush")
+    ):
+        raise InvalidInput("rejects must be a text file open for writing", field="rejects")
+    if cache is not None and not isinstance(cache, RedisCache):
+        raise InvalidInput("cache must be docstore's RedisCache", field="cache")
     writers = min(writers, target.pool.max_size)
     check_schema(target)
     summary = MigrationSummary(dry_run=dry_run, cache_dropped=None if cache is None else 0)

@@ -16,6 +16,7 @@ from yoyo.exceptions import LockTimeout
 from docstore.errors import ConfigurationError, RollbackRefused, SchemaError
 from docstore.postgres.errors import database_error
 from docstore.resources import migrations_dir
+from docstore.rules import Flag, PositiveInt, check
 from docstore.settings import Settings
 
 _LOCK_TIMEOUT_SECONDS = 60
@@ -137,8 +138,10 @@ def rollback_schema(
     A rollback that would drop or alter tables holding rows raises `RollbackRefused` unless
     `confirm_destroy` is true; the migrations before it stay rolled back (they destroyed nothing).
     """
-    if count is not None and count < 1:
-        raise SchemaError("count must be at least 1")
+    if count is not None:
+        count = check(PositiveInt, count, "count")
+    # True or False only: a truthy "no" must never confirm destroying data.
+    confirm_destroy = check(Flag, confirm_destroy, "confirm_destroy")
     with _backend(settings, confirm_destroy=confirm_destroy) as backend, _locked(backend):
         newer = _not_shipped(backend)
         if newer:

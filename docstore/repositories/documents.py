@@ -44,6 +44,7 @@ from docstore.rules import (
     IdempotencyKey,
     PositiveSeconds,
     RowId,
+    StoredKey,
     TaskId,
     Text,
     checked_limit,
@@ -60,7 +61,7 @@ _task_id: Checker[str] = Checker(TaskId, "task_id")
 _idempotency_key: Checker[str] = Checker(IdempotencyKey, "idempotency_key")
 # A key as stored (maybe legacy, maybe odd): looked up as is, only what PostgreSQL cannot take
 # is refused.
-_stored_key: Checker[str] = Checker(Text, "s3_key")
+_stored_key: Checker[str] = Checker(StoredKey, "s3_key")
 _retry_in: Checker[float] = Checker(PositiveSeconds, "retry_in")
 _error: Checker[str] = Checker(Text, "error")
 _FIRST_PAGE = (datetime.max.replace(tzinfo=timezone.utc), MAX_BIGINT)

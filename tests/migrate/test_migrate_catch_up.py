@@ -676,3 +676,32 @@ def test_taking_the_legacy_version_lets_the_next_run_rewrite_or_bring_back_the_d
     assert (back.status, back.result_text) == ("COMPLETED", "the text of task 3")
     assert verify(r, db).ok
     assert run(docstore_store)[0].updated == 0  # settled: the run after writes nothing
+
+
+def test_every_option_of_a_run_is_checked_before_anything_is_written(
+    docstore_store: Docstore,
+) -> None:
+    r, db = docstore_store.redis, docstore_store.db
+    seed(r, 5)
+    bad: list[dict[str, Any]] = [
+        {"progress": 5},
+        {"rejects": object()},
+        {"cache": "x"},
+        {"writers": float("nan")},  # hung for good: no writer thread ever started
+        {"writers": "2"},
+        {"batch_size": True},
+        {"batch_size": "10"},
+        {"prefix": None},
+        {"prefix": "\ud800"},
+        {"dry_run": "no"},
+    ]
+    for options in bad:
+        with pytest.raises(InvalidInput):
+            migrate(r, db, **options)
+    with db.connection() as conn:
+        assert conn.execute("SELECT count(*) FROM documents").fetchone() == (0,)
+    for ids in ("t1", None, 5):  # a lone id was decided character by character
+        with pytest.raises(InvalidInput, match="task_ids"):
+            keep_docstore(r, db, ids)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="surrogate"):
+        take_legacy(r, db, ["\ud800"])

@@ -17,6 +17,7 @@ from sides import Side, side_fixture  # noqa: F401
 from docstore import Docstore, Settings
 from docstore.cli import main as cli_main
 from docstore.doctor import Doctor, DoctorReport, Finding
+from docstore.errors import InvalidInput
 from docstore.intake.blobs import BlobStore, LocalBlobStore, S3BlobStore
 from docstore.intake.extractors import extract_text
 from docstore.models import DocumentResponse, UserCreate
@@ -469,3 +470,11 @@ def test_with_redis_down_the_other_audits_run_and_the_report_names_what_was_left
     out = capsys.readouterr().out
     assert "not audited: queue_messages" in out
     assert out.rstrip().endswith("incomplete: 5 audit(s) not run")  # nothing to repair now
+
+
+def test_repair_takes_only_true(side: Side, store: Docstore, blob_store: BlobStore) -> None:
+    orphan = blob_store.put(1, "orphan.txt", b"nobody's")
+    for repair in ("false", "no", 1):  # truthy: it used to repair
+        with pytest.raises(InvalidInput, match="repair"):
+            side.make(Doctor, store, repair=repair, grace=0)
+    assert blob_store.get(orphan.key) == b"nobody's"

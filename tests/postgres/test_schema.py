@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from docstore.cli import main as cli_main
-from docstore.errors import SchemaError
+from docstore.errors import InvalidInput, SchemaError
 from docstore.postgres import schema
 from docstore.postgres.schema import (
     MigrationStatus,
@@ -278,3 +278,21 @@ def test_a_wrong_role_is_named_not_hidden_behind_a_type_name(
     wrong = docstore_empty_database_url.replace("postgres@", "no_such_role@", 1)
     assert cli_main(["--database-url", wrong, "schema", "status"]) == 2
     assert 'role "no_such_role" does not exist' in capsys.readouterr().err
+
+
+def test_a_rollback_takes_only_true_as_a_confirmation_and_a_whole_count(
+    docstore_empty_database_url: str,
+) -> None:
+    settings = settings_for(docstore_empty_database_url)
+    apply_schema(settings)
+    with psycopg.connect(docstore_empty_database_url) as conn:
+        conn.execute("INSERT INTO users (email) VALUES ('kept@example.com')")
+    for confirm in ("no", "false", 1):  # truthy, and never a yes
+        with pytest.raises(InvalidInput, match="confirm_destroy"):
+            rollback_schema(settings, count=None, confirm_destroy=confirm)  # type: ignore[arg-type]
+    for count in (True, 0, "1", 1.0, float("nan")):
+        with pytest.raises(InvalidInput, match="count"):
+            rollback_schema(settings, count=count)  # type: ignore[arg-type]
+    assert all(status.applied for status in schema_status(settings))
+    with psycopg.connect(docstore_empty_database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM users").fetchone() == (1,)
