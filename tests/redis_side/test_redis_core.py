@@ -292,12 +292,16 @@ def test_progress_set_raises_a_refused_command_and_skips_an_outage(
     assert any("not recorded" in r.getMessage() for r in caplog.records)
 
 
-def test_the_limiter_raises_a_refused_command_and_applies_its_policy_to_an_outage(
+def test_the_limiter_applies_its_policy_to_a_refused_script_and_to_an_outage(
     core: RedisCore, unreachable: RedisCore, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # A refused script (here WRONGTYPE; out of memory or an ACL in production) cannot decide
+    # either: it raised RedisCommandError, which took down every route of a service.
     core.client.rpush(rate_limit_key("p", "k"), "not a number")
-    with pytest.raises(RedisCommandError, match="WRONGTYPE"):
-        RateLimiter(core, limit=5, period=60, policy="p").hit("k")
+    refused = RateLimiter(core, limit=5, period=60, policy="p", failure_policy=FailurePolicy.DENY)
+    decision = refused.hit("k")
+    assert not decision.allowed and decision.decided_by is DecidedBy.FAILURE_POLICY
+    caplog.clear()
     strict = RateLimiter(unreachable, limit=5, period=60, failure_policy=FailurePolicy.DENY)
     with caplog.at_level(logging.DEBUG, logger="docstore.rate_limit"):
         first, second = strict.hit("k"), strict.hit("k")
