@@ -31,7 +31,7 @@ from docstore.errors import (
     NotFound,
     ServiceUnavailable,
 )
-from docstore.rules import CONTROL_CHARACTERS
+from docstore.rules import CONTROL_CHARACTERS, RowId, check
 from docstore.settings import Settings
 
 MAX_KEY_BYTES = 1024  # S3's limit, in UTF-8 bytes
@@ -68,10 +68,22 @@ def safe_filename(filename: str) -> str:
     return name or "file"
 
 
+def check_expires_in(expires_in: object) -> int:
+    """A presigned URL's lifetime: whole seconds, from 1 s to 7 days (S3's own bounds)."""
+    if (
+        isinstance(expires_in, bool)
+        or not isinstance(expires_in, int)
+        or not 1 <= expires_in <= 7 * 24 * 3600
+    ):
+        raise InvalidInput(
+            "expires_in must be whole seconds between 1 s and 7 days", field="expires_in"
+        )
+    return expires_in
+
+
 def make_blob_key(user_id: int, filename: str, now: datetime | None = None) -> str:
     """A unique key ``uploads/{user}/{yyyy}/{mm}/{uuid}/{safe name}`` for a new upload."""
-    if isinstance(user_id, bool) or not isinstance(user_id, int) or user_id < 1:
-        raise InvalidInput("user_id must be a positive integer", field="user_id")
+    user_id = int(check(RowId, user_id, "user_id"))
     moment = now or datetime.now(timezone.utc)
     return f"uploads/{user_id}/{moment:%Y}/{moment:%m}/{uuid.uuid4().hex}/{safe_filename(filename)}"
 
@@ -290,6 +302,7 @@ class LocalBlobStore:
             raise BlobStoreError(f"blob {key} cannot be deleted: {exc.strerror}") from exc
 
     def presigned_url(self, key: str, expires_in: int = 3600) -> str:
+        check_expires_in(expires_in)  # the same argument as S3's, though a file URL never expires
         return self._path(key).as_uri()
 
 
@@ -378,8 +391,7 @@ class S3BlobStore:
             self.client.delete_object(Bucket=self.bucket, Key=key)
 
     def presigned_url(self, key: str, expires_in: int = 3600) -> str:
-        if not 1 <= expires_in <= 7 * 24 * 3600:
-            raise InvalidInput("expires_in must be between 1 s and 7 days", field="expires_in")
+        check_expires_in(expires_in)
         with self._errors(check_key(key)):
             url: str = self.client.generate_presigned_url(
                 "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in

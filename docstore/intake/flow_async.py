@@ -47,6 +47,7 @@ from docstore.intake.outcomes import (
     Extractor,
     Outcome,
     StuckReport,
+    checked_report,
     failure_text,
 )
 from docstore.models import DocumentCreate, DocumentResponse, SubmittedDocument, UserResponse
@@ -360,6 +361,7 @@ class AsyncDocumentIntake:
         call = blocking_caller()
 
         async def record(percent: float, stage: str) -> None:
+            percent, stage = checked_report(percent, stage)  # the extractor's own mistake
             label = stage[:PROGRESS_STAGE_LENGTH] or "working"
             stored = await self._show_progress(document.id, max(0.0, min(100.0, percent)), label)
             # A cancel marks the progress as cancelled: PostgreSQL (the truth) confirms it at once

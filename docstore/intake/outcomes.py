@@ -25,6 +25,17 @@ def failure_text(exc: BaseException) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")[:10_000]
 
 
+def checked_report(percent: object, stage: object) -> tuple[float, str]:
+    """An extractor's progress report: a number and a text. Else a `TypeError` that says which
+    (the extractor's own mistake: its attempt fails and is retried, as for any error of its),
+    not one from inside docstore ('NoneType' object is not subscriptable)."""
+    if not isinstance(percent, int | float):
+        raise TypeError(f"the progress percent must be a number, not {type(percent).__name__}")
+    if not isinstance(stage, str):
+        raise TypeError(f"the progress stage must be text, not {type(stage).__name__}")
+    return float(percent), stage
+
+
 class Outcome(BaseModel):
     """What `process_next` did with the document it was handed."""
 

@@ -484,3 +484,26 @@ def test_an_extractor_that_never_reports_keeps_its_lease(
     assert outcome is not None and outcome.action == "completed", outcome
     assert taken_back == [0, 0, 0, 0]
     assert store.documents.get(document.id).attempts == 1
+
+
+@pytest.mark.parametrize(
+    ("percent", "stage", "said"),
+    [
+        (50, None, "TypeError: the progress stage must be text, not NoneType"),
+        ("50", "page 1", "TypeError: the progress percent must be a number, not str"),
+    ],
+)
+def test_a_progress_report_the_extractor_gets_wrong_fails_the_attempt_with_a_clear_reason(
+    store: Docstore, user: UserResponse, percent: Any, stage: Any, said: str
+) -> None:
+    # It failed with a TypeError from inside docstore ('NoneType' object is not subscriptable,
+    # "'<' not supported"): the extractor's author could not tell what was wrong.
+    document = store.submit_document(user, "a.txt", b"words")
+
+    def reports_badly(data: bytes, filename: str, report: ProgressCallback) -> Any:
+        report(percent, stage)
+        return Extraction(text="never", page_count=1)
+
+    outcome = store.process_next("worker-1", reports_badly, block_ms=0)
+    assert outcome is not None and outcome.action == "retrying"
+    assert store.documents.get(document.id).error_message == said
