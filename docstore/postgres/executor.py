@@ -27,7 +27,7 @@ from psycopg.rows import BaseRowFactory, tuple_row
 from pydantic import BaseModel
 
 from docstore._sync_runtime import CallWith, cancelled_once, finish, take_or_cancel
-from docstore.errors import PoolExhausted, ServiceUnavailable
+from docstore.errors import InvalidInput, PoolExhausted, ServiceUnavailable
 from docstore.observability.database import observe_pool, observe_query
 from docstore.postgres.errors import wrap_database_errors
 from docstore.postgres.queries import Query, queries
@@ -42,6 +42,15 @@ Params = Mapping[str, Any]
 Connection = psycopg.Connection[Any]
 
 sql_logger = logging.getLogger("docstore.sql")
+
+
+def _check_connection(conn: object) -> None:
+    """A `conn=` argument must be a connection docstore handed out (`store.transaction()`)."""
+    if not isinstance(conn, psycopg.Connection):
+        raise InvalidInput(
+            "conn must be a connection of store.transaction() or store.db.connection()",
+            field="conn",
+        )
 
 
 class Database:
@@ -163,6 +172,7 @@ class Database:
     def connection(self, conn: Connection | None = None) -> Iterator[Connection]:
         """The caller's connection as is, or a pooled one (committed or rolled back on exit)."""
         if conn is not None:
+            _check_connection(conn)
             with wrap_database_errors(self.address):
                 yield conn
             return
@@ -220,7 +230,10 @@ class Database:
 
     def query(self, name: str, params: Params) -> Query:
         """The named query, after checking that `params` matches its parameters."""
-        query = self.queries[name]
+        try:
+            query = self.queries[name]
+        except (KeyError, TypeError):
+            raise InvalidInput(f"no query is named {name!r}", field="name") from None
         query.check_params(params)
         return query
 
@@ -263,6 +276,7 @@ class Database:
         pool's owner configured it on), or closed (so the pool replaces it) when that cannot be
         done."""
         if conn is not None:
+            _check_connection(conn)
             with wrap_database_errors(self.address):  # noqa: RUF100, SIM117
                 with conn.cursor(row_factory=factory) as cur:
                     return work(cur)

@@ -22,7 +22,7 @@ from typing import Any
 
 from typing_extensions import LiteralString
 
-from docstore.errors import ConfigurationError
+from docstore.errors import ConfigurationError, InvalidInput
 from docstore.resources import sql_dir
 
 _HEADER = re.compile(r"^--\s*name:\s*(?P<name>\S*)\s*$")
@@ -42,13 +42,19 @@ class Query:
     source: str
 
     def check_params(self, params: Mapping[str, Any]) -> None:
-        """Raise `TypeError` when `params` does not match the declared parameters."""
-        given = params.keys()
+        """Raise `InvalidInput` when `params` does not match the declared parameters."""
+        try:
+            given = params.keys()
+        except AttributeError:
+            raise InvalidInput(
+                f"query {self.name!r}: params must be a mapping of its parameters", field="params"
+            ) from None
         if given != self.params:
             missing = sorted(self.params - given)
             extra = sorted(given - self.params)
-            raise TypeError(
-                f"query {self.name!r} ({self.source}): missing {missing}, extra {extra}"
+            raise InvalidInput(
+                f"query {self.name!r} ({self.source}): missing {missing}, extra {extra}",
+                field="params",
             )
 
 

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Literal
 
+from docstore.errors import InvalidInput
+
 Consistency = Literal["primary", "replica"]
 
 REPLICA_QUERIES: frozenset[str] = frozenset(
@@ -37,7 +39,7 @@ def consistency(level: Consistency) -> Iterator[None]:
     """Within the block, lag-tolerant reads go to the replica ("replica", the default when one
     is configured) or to the primary ("primary": read what was just written anywhere)."""
     if level not in ("primary", "replica"):
-        raise ValueError(f"consistency is 'primary' or 'replica', not {level!r}")
+        raise InvalidInput(f"consistency is 'primary' or 'replica', not {level!r}", field="level")
     token = _consistency.set(level)
     try:
         yield

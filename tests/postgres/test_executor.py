@@ -126,3 +126,17 @@ def test_rows_in_another_order_and_zone_build_the_same_model(
     )
     assert row.completed_at is None and row.filename == "o" and row.user_id == user.id
     assert row.model_dump() == DocumentSummary.model_validate(created.model_dump()).model_dump()
+
+
+def test_the_public_database_answers_a_wrong_name_params_or_level_with_invalid_input(
+    store: Docstore,
+) -> None:
+    # A KeyError, a TypeError, an AttributeError and a ValueError from inside docstore before.
+    with pytest.raises(InvalidInput, match="no query is named 'nope'"):
+        store.db.one("nope", {})
+    with pytest.raises(InvalidInput, match=r"missing \['user_id'\]"):
+        store.db.one("get_user", {})
+    with pytest.raises(InvalidInput, match="params must be a mapping"):
+        store.db.one("get_user", None)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="consistency"), store.db.consistency("bogus"):  # type: ignore[arg-type]
+        pass

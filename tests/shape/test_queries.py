@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from docstore.errors import ConfigurationError
+from docstore.errors import ConfigurationError, InvalidInput
 from docstore.postgres.queries import load_queries, parse_sql, queries
 
 
@@ -64,8 +64,10 @@ def test_duplicate_names_across_files_fail_with_both_places(tmp_path: Path) -> N
 def test_call_with_missing_or_extra_parameters_fails_before_the_database() -> None:
     (query,) = parse_sql("-- name: q\n-- Q.\nSELECT %(a)s, %(b)s;\n", "q.sql")
     query.check_params({"a": 1, "b": 2})
-    with pytest.raises(TypeError, match=r"missing \['b'\], extra \['c'\]"):
+    with pytest.raises(InvalidInput, match=r"missing \['b'\], extra \['c'\]"):
         query.check_params({"a": 1, "c": 3})
+    with pytest.raises(InvalidInput, match="params must be a mapping"):
+        query.check_params(None)  # type: ignore[arg-type]
 
 
 def test_binary_placeholders_are_parameters_too() -> None:
