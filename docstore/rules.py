@@ -90,7 +90,10 @@ def as_utc(value: datetime) -> datetime:
         return value
     if value.tzinfo is None:
         raise ValueError("timestamp has no time zone")
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:  # datetime.max at UTC-5 is past year 9999 in UTC
+        raise ValueError("timestamp is out of range once in UTC") from None
 
 
 # Deliberately simple: one @, no spaces, a dot in the domain. Deliverability is the mail

@@ -15,8 +15,7 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Hashable, Iterable
-from functools import lru_cache
+from collections.abc import Iterable
 from typing import Any, TypeVar, cast, final
 
 import pydantic
@@ -25,12 +24,18 @@ from pydantic_core import PydanticSerializationError
 
 from docstore._sync_runtime import Call, finish, sleep
 from docstore.ephemeral.owed import Debt, Owed
-from docstore.ephemeral.values import CacheStats
+from docstore.ephemeral.values import CacheStats, type_adapter
 from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
 from docstore.observability.messaging import count_cache
 from docstore.redis.client import RedisClient
 from docstore.redis.core import RedisCore
-from docstore.redis.keys import cache_key, cache_lock_key, check_document_id, check_name
+from docstore.redis.keys import (
+    cache_key,
+    cache_lock_key,
+    check_document_id,
+    check_document_ids,
+    check_name,
+)
 from docstore.rules import Checker, PositiveSeconds, check
 
 logger = logging.getLogger("docstore.cache")
@@ -48,11 +53,6 @@ _INVALIDATE_BATCH = 500
 # Failed invalidations kept for retry, at most: past that, the next contact drops every cached
 # document result instead (memory stays bounded, and still no stale copy survives).
 MAX_PENDING_INVALIDATIONS = 100_000
-
-
-@lru_cache(maxsize=256)
-def _adapter(type_: Any) -> TypeAdapter[Any]:
-    return TypeAdapter(type_)
 
 
 @final
@@ -148,6 +148,7 @@ class RedisCache:
     def get(self, key: str, type_: type[T]) -> T | None:
         """The cached value read as `type_`, or None on a miss (or when Redis is unreachable)."""
         redis_key = cache_key(check_name(key))
+        type_adapter(type_)  # a bad type is refused before Redis is asked
         if not self._pay_owed():
             return None  # Redis did not answer: a miss, with no second wait for it
         raw = self._fail_open("read", key, lambda: self.core.client.get(redis_key))
@@ -188,6 +189,9 @@ class RedisCache:
         """
         name = check_name(key)
         ttl_ms = self._ttl_ms(ttl)
+        type_adapter(type_)
+        if not callable(loader):
+            raise InvalidInput("loader must be a function returning the value", field="loader")
         if not self._pay_owed():
             # Redis did not answer: load without a second wait for it (and without reading
             # a copy the unpaid drops may be meant to remove).
@@ -307,7 +311,7 @@ class RedisCache:
         drops every cached document result instead (logged), one call at a time: the calls
         meanwhile return False too, and fail open without reading the cache.
         """
-        self._owed.documents([check_document_id(i) for i in document_ids])
+        self._owed.documents(check_document_ids(document_ids))
         debt = self._owed.take()  # owed until paid: a cancel here forgets nothing
         if debt.everything:
             # One call at a time scans the keyspace; the others fail open meanwhile (still
@@ -334,7 +338,7 @@ class RedisCache:
         if document_ids is None:
             self._owed.everything()
         else:
-            self._owed.documents([check_document_id(i) for i in document_ids])
+            self._owed.documents(check_document_ids(document_ids))
 
     def _drop_every_document(self, debt: Debt) -> bool:
         """Delete every cached document result and lock (after an overflow); False when Redis
@@ -404,7 +408,7 @@ class RedisCache:
     def _decode(self, key: str, raw: bytes, type_: type[T]) -> tuple[bool, T | None]:
         """(True, value) for a readable hit; (False, None) when it no longer fits `type_`."""
         try:
-            value = _adapter(cast(Hashable, type_)).validate_json(raw)
+            value = type_adapter(type_).validate_json(raw)
         except pydantic.ValidationError as exc:
             self._failed("decode", key, f"{type(exc).__name__}: {exc}")
             return False, None

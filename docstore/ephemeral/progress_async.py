@@ -11,7 +11,7 @@ from docstore.ephemeral.values import Progress
 from docstore.errors import RedisCommandError, ServiceUnavailable
 from docstore.redis.client_async import RedisClient, as_text
 from docstore.redis.core_async import AsyncRedisCore
-from docstore.redis.keys import check_document_id, progress_key
+from docstore.redis.keys import check_document_id, check_document_ids, progress_key
 from docstore.rules import Checker, Percent, PositiveSeconds, ProgressStage
 
 logger = logging.getLogger("docstore.progress")
@@ -78,7 +78,7 @@ class AsyncProgressTracker:
 
     async def clear_many(self, document_ids: list[int]) -> None:
         """Forget the progress of several documents (deleted ones), a few hundred per trip."""
-        ids = [check_document_id(document_id) for document_id in document_ids]
+        ids = check_document_ids(document_ids)
         for start in range(0, len(ids), 500):
             pipe = self.core.client.pipeline(transaction=False)
             for document_id in ids[start : start + 500]:

@@ -33,7 +33,13 @@ from docstore.errors import InvalidInput
 from docstore.observability.messaging import trace_fields
 from docstore.redis.client_async import RedisClient, as_text
 from docstore.redis.core_async import AsyncRedisCore
-from docstore.redis.keys import check_document_id, check_name, dead_letter_key, queue_key
+from docstore.redis.keys import (
+    check_document_id,
+    check_document_ids,
+    check_name,
+    dead_letter_key,
+    queue_key,
+)
 from docstore.rules import (
     BlockMs,
     Checker,
@@ -113,7 +119,7 @@ class AsyncTaskQueue:
 
     async def enqueue_many(self, document_ids: Iterable[int]) -> list[str]:
         """Add several document ids in one round trip (a pipeline); returns the message ids."""
-        ids = [check_document_id(document_id) for document_id in document_ids]
+        ids = check_document_ids(document_ids)
         if not ids:
             return []
 

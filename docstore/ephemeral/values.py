@@ -7,11 +7,29 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Generic, TypeVar
+from functools import lru_cache
+from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PydanticSchemaGenerationError, TypeAdapter
+from pydantic.errors import PydanticUserError
+
+from docstore.errors import InvalidInput
 
 # -- cache ------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=256)
+def _adapter(type_: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(type_)
+
+
+def type_adapter(type_: object) -> TypeAdapter[Any]:
+    """The pydantic adapter a cached value of `type_` is read with; `InvalidInput` for what is
+    no type pydantic can read (a value, a list of types)."""
+    try:
+        return _adapter(type_)
+    except (TypeError, PydanticSchemaGenerationError, PydanticUserError):
+        raise InvalidInput(f"type_ must be a type, not {type_!r}"[:200], field="type_") from None
 
 
 @dataclass(frozen=True, slots=True)

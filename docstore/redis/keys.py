@@ -8,6 +8,9 @@ them together.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from docstore.errors import InvalidInput
 from docstore.rules import RedisName, RowId, check
 
 NAMESPACE = "docstore"
@@ -21,6 +24,13 @@ def check_name(name: str, what: str = "key") -> str:
 def check_document_id(document_id: int) -> int:
     """`document_id` if it is a row id (`rules.RowId`: a positive BIGINT, never a bool)."""
     return int(check(RowId, document_id, "document_id"))
+
+
+def check_document_ids(document_ids: object) -> list[int]:
+    """`document_ids` as a list of row ids: an iterable of them (not a lone id or a string)."""
+    if isinstance(document_ids, str | bytes) or not isinstance(document_ids, Iterable):
+        raise InvalidInput("document_ids must be a list of document ids", field="document_ids")
+    return [check_document_id(document_id) for document_id in document_ids]
 
 
 def redis_key(kind: str, name: str, suffix: str = "") -> str:

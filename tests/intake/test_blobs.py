@@ -316,3 +316,19 @@ def test_a_local_write_that_cannot_be_renamed_into_place_leaves_no_temporary_fil
     with pytest.raises(BlobStoreError, match="cannot be written"):
         store.put(1, "a.txt", b"bytes that never land")
     assert sorted(p.name for p in taken.parent.iterdir()) == ["a.txt"]  # the folder alone
+
+
+@pytest.mark.parametrize("expires_in", [None, -1, 0, "60", True, 1.5, float("nan"), 8 * 86400])
+def test_a_presigned_url_takes_whole_seconds_up_to_a_week_on_both_stores(
+    blobs: S3BlobStore | LocalBlobStore, expires_in: object
+) -> None:
+    key = blobs.put(1, "a.txt", b"x").key
+    with pytest.raises(InvalidInput, match="expires_in"):
+        blobs.presigned_url(key, expires_in)  # type: ignore[arg-type]
+    assert blobs.presigned_url(key, 60)
+
+
+def test_a_blob_key_needs_a_user_id_a_row_can_hold(blobs: S3BlobStore | LocalBlobStore) -> None:
+    for user_id in (2**63, 0, True, "1"):
+        with pytest.raises(InvalidInput, match="user_id"):
+            blobs.put(user_id, "a.txt", b"x")  # type: ignore[arg-type]

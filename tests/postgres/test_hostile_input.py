@@ -19,7 +19,7 @@ import base64
 import json
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 from hostile import (
@@ -647,9 +647,28 @@ def test_blob_list_lifecycle_and_cursor_arguments_are_checked_not_coerced(
     refused(lambda: store.lifecycle.take_unqueued_pending(1.0, 5), "queued_before")
     naive = datetime(2026, 1, 1)  # the point: no time zone
     refused(lambda: store.lifecycle.take_unqueued_pending(1.0, naive), "queued_before")
+    late = datetime.max.replace(tzinfo=timezone(timedelta(hours=-5)))  # past 9999 in UTC
+    refused(lambda: store.lifecycle.take_unqueued_pending(1.0, late), "queued_before")
     # An edited search cursor is the cursor's fault, not the query's.
     for rank in (1e300, 1e-50):
         token = base64.urlsafe_b64encode(
             json.dumps({"kind": "search", "rank": rank, "id": 1}).encode()
         ).decode()
         refused(lambda t=token: store.documents.search(owner, "boiler", cursor=t), "cursor")
+
+
+def test_a_foreign_conn_and_lone_ids_are_refused_typed(side_store: Docstore) -> None:
+    store = side_store
+
+    def refused(call: Any, field: str) -> None:
+        _, error = attempt(call, InvalidInput)
+        assert isinstance(error, InvalidInput) and error.field == field, (field, error)
+
+    for conn in ("x", 5, object()):  # an AttributeError from inside psycopg before
+        refused(lambda c=conn: store.users.get(1, conn=c), "conn")
+        refused(lambda c=conn: store.documents.count_blob_deletions(c), "conn")
+    for ids in (None, 5, "12"):  # a raw TypeError, or "12" read as ids 1 and 2
+        refused(lambda i=ids: store.queue.enqueue_many(i), "document_ids")
+        refused(lambda i=ids: store.progress.clear_many(i), "document_ids")
+        refused(lambda i=ids: store.cache.invalidate_documents(i), "document_ids")
+    assert store.queue.stats().length == 0

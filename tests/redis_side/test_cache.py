@@ -222,3 +222,14 @@ def test_names_starting_with_a_brace_get_distinct_keys(cache: RedisCache) -> Non
         assert cache.set(name, name)
     assert [cache.get(name, str) for name in names] == names
     assert cache_lock_key("}x").startswith(cache_key("}x"))
+
+
+def test_a_type_or_loader_that_is_none_is_refused_typed(cache: RedisCache) -> None:
+    # A PydanticSchemaGenerationError, an unhashable TypeError and a "not callable" TypeError
+    # from inside docstore before.
+    for type_ in (5, [int], 2.5):
+        with pytest.raises(InvalidInput, match="type_"):
+            cache.get("k", type_)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="loader"):
+        cache.get_or_set("k", 5, int)  # type: ignore[arg-type]
+    assert cache.get_or_set("k", lambda: 7, int) == 7
