@@ -87,7 +87,9 @@ def test_peak_memory_is_flat_from_2k_to_8k_documents(
     docstore_settings: Settings, client: redis.Redis, tmp_path: Path
 ) -> None:
     peak_bytes(docstore_settings, client, tmp_path, 40)  # first-use caches out of the way
-    small = peak_bytes(docstore_settings, client, tmp_path, 2_000)
-    large = peak_bytes(docstore_settings, client, tmp_path, 8_000)
+    # The least of two runs each: tracemalloc counts every thread's allocations, so a pool's
+    # background work can only add to a peak (CI once saw 0.5 MB become 0.7 MB so).
+    small = min(peak_bytes(docstore_settings, client, tmp_path / f"s{n}", 2_000) for n in (1, 2))
+    large = min(peak_bytes(docstore_settings, client, tmp_path / f"l{n}", 8_000) for n in (1, 2))
     # Four times the documents and findings: measured 1.09. Keeping every finding measured 3.95.
     assert large < small * 1.3, (small, large)
