@@ -357,33 +357,10 @@ SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
 -- (Two int4 keys: docstore's claims, then the user; users sharing a hash share the turns.)
 SELECT pg_try_advisory_xact_lock(hashtext('docstore:claims'), hashtext(%(user_id)s::bigint::text));
 
--- name: claim_candidate_under_cap
--- Step 3: claim the candidate, only while its user holds fewer than max_processing documents
--- PROCESSING, counted in this statement's snapshot, taken after the lock of step 2.
-UPDATE documents AS d
-SET
-    status = 'PROCESSING',
-    worker_id = %(worker_id)s::text,
-    started_at = now(),
-    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s::double precision),
-    next_attempt_at = NULL,
-    attempts = d.attempts + 1,
-    updated_at = now()
-WHERE d.id = %(document_id)s::bigint
-    AND d.status = 'PENDING'
-    AND (
-        SELECT count(*)
-        FROM documents AS busy
-        WHERE busy.user_id = %(user_id)s::bigint AND busy.status = 'PROCESSING'
-    ) < %(max_processing)s::integer
-RETURNING
-    d.id, d.user_id, d.filename, d.s3_key, d.status, d.error_message, d.page_count,
-    d.extraction_time_seconds, d.attempts, d.max_attempts, d.worker_id, d.lease_expires_at,
-    d.next_attempt_at, d.legacy_task_id, d.created_at, d.updated_at, d.started_at,
-    d.completed_at, d.result_text;
-
 -- name: claim_document
--- Hand one known document to a worker, only if it is PENDING and due.
+-- Hand one known document to a worker, only if it is PENDING and due, and with max_processing
+-- (step 3 of a capped claim, after claim_candidate and lock_user_claims) only while its user
+-- holds fewer documents PROCESSING, counted in this statement's snapshot, taken after the lock.
 UPDATE documents
 SET
     status = 'PROCESSING',
@@ -396,6 +373,14 @@ SET
 WHERE id = %(document_id)s::bigint
     AND status = 'PENDING'
     AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+    AND (
+        %(max_processing)s::integer IS NULL
+        OR (
+            SELECT count(*)
+            FROM documents AS busy
+            WHERE busy.user_id = documents.user_id AND busy.status = 'PROCESSING'
+        ) < %(max_processing)s::integer
+    )
 RETURNING
     id, user_id, filename, s3_key, status, error_message, page_count, extraction_time_seconds,
     attempts, max_attempts, worker_id, lease_expires_at, next_attempt_at, legacy_task_id,

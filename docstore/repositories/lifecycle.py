@@ -166,13 +166,8 @@ class DocumentLifecycle:
                     document_id, user_id = found
                     if not self.db.value("lock_user_claims", {"user_id": user_id}, c):
                         raise SkipUser(user_id)
-                    claim = {
-                        **params,
-                        "max_processing": cap,
-                        "document_id": document_id,
-                        "user_id": user_id,
-                    }
-                    claimed = self.db.one("claim_candidate_under_cap", claim, DocumentResponse, c)
+                    claim = {**params, "max_processing": cap, "document_id": document_id}
+                    claimed = self.db.one("claim_document", claim, DocumentResponse, c)
                     if claimed is None:  # a claim at the same instant took its last place
                         raise SkipUser(user_id)
                     return claimed
@@ -189,7 +184,8 @@ class DocumentLifecycle:
     ) -> DocumentResponse:
         """Take this document for `worker_id` if it is PENDING (`InvalidTransition` otherwise);
         for consumers of a queue that may deliver a document twice."""
-        params = _lease_params(document_id, worker_id, lease_seconds)
+        # The cap is not asked here (documented): the caller named the document.
+        params = {**_lease_params(document_id, worker_id, lease_seconds), "max_processing": None}
         document = self._write("claim_document", params, document_id, conn)
         return document or self._refused(document_id, "claim", worker_id, conn)
 
