@@ -18,6 +18,7 @@ from docstore.migrate.runner import DEFAULT_PREFIX, check_options
 from docstore.postgres.executor import Database
 from docstore.redis.client import RedisClient
 from docstore.redis.core import RedisCore
+from docstore.rules import encodable
 
 NOT_IN_REDIS = "no such task in Redis"
 NOT_MIGRATED = "not migrated yet: a run migrates it"
@@ -101,8 +102,11 @@ def _decide(
     given = list(task_ids)
     if not all(isinstance(task_id, str) for task_id in given):
         raise InvalidInput("task ids must be text (without the key prefix)", field="task_ids")
-    if not all(_encodable(task_id) for task_id in given):
-        raise InvalidInput("task ids must not hold a lone surrogate", field="task_ids")
+    try:
+        for task_id in given:
+            encodable(task_id)
+    except ValueError:
+        raise InvalidInput("task ids must not hold a lone surrogate", field="task_ids") from None
     ids = list(dict.fromkeys(given))
     if not ids:
         raise InvalidInput("give the ids of the tasks in conflict", field="task_ids")
@@ -168,14 +172,6 @@ def _decide_chunk(
             reason = NOT_CHANGED
         decisions.append(Decision(key, task_id, not reason, reason or done))
     return decisions
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _digests(doc: LegacyDocument) -> dict[str, Any]:

@@ -8,7 +8,9 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
-from typing import TextIO
+from typing import Annotated, TextIO
+
+from pydantic import Field
 
 from docstore.ephemeral.cache import RedisCache
 from docstore.errors import InvalidInput
@@ -26,6 +28,7 @@ from docstore.migrate.summary import MigrationSummary, RejectsWriter
 from docstore.postgres.executor import Database
 from docstore.redis.client import RedisClient
 from docstore.redis.core import RedisCore
+from docstore.rules import Checker, Flag, PositiveInt
 
 DEFAULT_PREFIX = "task:"
 DEFAULT_BATCH_SIZE = 1000
@@ -36,18 +39,17 @@ MAX_BATCH_SIZE = 100_000
 
 ProgressCallback = Callable[[MigrationSummary], None]
 
-
-def _is_int(value: object) -> bool:
-    """A true integer: not a bool, a float (nan), or a numeric string."""
-    return isinstance(value, int) and not isinstance(value, bool)
+_batch_size: Checker[int] = Checker(
+    Annotated[int, Field(strict=True, ge=1, le=MAX_BATCH_SIZE)], "batch_size"
+)
+_writers: Checker[int] = Checker(PositiveInt, "writers")
+_dry_run: Checker[bool] = Checker(Flag, "dry_run")
+_update: Checker[bool] = Checker(Flag, "update")
 
 
 def check_options(prefix: str, batch_size: int) -> bytes:
     """Validate the options shared by migrate and verify; return the prefix as bytes."""
-    if not _is_int(batch_size) or not 1 <= batch_size <= MAX_BATCH_SIZE:
-        raise InvalidInput(
-            f"batch size must be an integer from 1 to {MAX_BATCH_SIZE}", field="batch_size"
-        )
+    _batch_size(batch_size)
     if not isinstance(prefix, str):
         raise InvalidInput("prefix must be text", field="prefix")
     try:
@@ -103,11 +105,9 @@ def migrate(
     raw_prefix = check_options(prefix, batch_size)
     # Every option before the first write: a bad one found after a batch committed would end
     # the run half done.
-    if not _is_int(writers) or writers < 1:
-        raise InvalidInput("writers must be an integer of at least 1", field="writers")
-    for name, flag in (("dry_run", dry_run), ("update", update)):
-        if not isinstance(flag, bool):
-            raise InvalidInput(f"{name} must be True or False", field=name)
+    writers = _writers(writers)
+    _dry_run(dry_run)
+    _update(update)
     if progress is not None and not callable(progress):
         raise InvalidInput("progress must be a function of the summary", field="progress")
     if rejects is not None and not all(
