@@ -96,7 +96,7 @@ def break_schema_lock(settings: Settings) -> int:
     number of lock rows removed. Only when no schema command runs."""
     with _backend(settings) as backend:
         table = backend.lock_table_quoted
-        if not backend.execute(f"SELECT to_regclass('{table}') IS NOT NULL").fetchone()[0]:
+        if not _table_exists(backend, table):
             return 0
         count = f"SELECT count(*) FROM {table}"  # noqa: S608 - yoyo's own quoted name
         held = int(backend.execute(count).fetchone()[0])
@@ -104,10 +104,15 @@ def break_schema_lock(settings: Settings) -> int:
         return held
 
 
+def _table_exists(backend: Any, table: str) -> bool:
+    """Whether yoyo's table `table` (quoted) exists yet (a database never migrated has none)."""
+    return bool(backend.execute(f"SELECT to_regclass('{table}') IS NOT NULL").fetchone()[0])
+
+
 def _not_shipped(backend: Any) -> list[str]:
     """Ids of applied migrations this package does not ship (a newer docstore applied them)."""
     table = backend.migration_table_quoted
-    if not backend.execute(f"SELECT to_regclass('{table}') IS NOT NULL").fetchone()[0]:
+    if not _table_exists(backend, table):
         return []
     shipped = {m.id for m in _migrations()}
     ids = f"SELECT migration_id FROM {table} ORDER BY applied_at_utc"  # noqa: S608 - as above
