@@ -615,6 +615,12 @@ def test_lifecycle_stores_worker_ids_results_and_errors_exactly_or_refuses(
     assert tally["claim refused"] >= 3 and tally["finish refused"] >= 3, tally
 
 
+def refused(call: Any, field: str) -> None:
+    """`call()` raises InvalidInput naming `field`."""
+    _, error = attempt(call, InvalidInput)
+    assert isinstance(error, InvalidInput) and error.field == field, (field, error)
+
+
 def test_blob_list_lifecycle_and_cursor_arguments_are_checked_not_coerced(
     side_store: Docstore,
 ) -> None:
@@ -622,10 +628,6 @@ def test_blob_list_lifecycle_and_cursor_arguments_are_checked_not_coerced(
     world = seed(store)
     owner = world.owner.id
     doc = store.documents.create(DocumentCreate(user_id=owner, filename="a", s3_key="k/a"))
-
-    def refused(call: Any, field: str) -> None:
-        _, error = attempt(call, InvalidInput)
-        assert isinstance(error, InvalidInput) and error.field == field, (field, error)
 
     # No stored key holds a NUL: a lookup with one is refused, never stripped into another key.
     refused(lambda: store.documents.blob_is_recorded("k/\x00a"), "s3_key")
@@ -659,10 +661,6 @@ def test_blob_list_lifecycle_and_cursor_arguments_are_checked_not_coerced(
 
 def test_a_foreign_conn_and_lone_ids_are_refused_typed(side_store: Docstore) -> None:
     store = side_store
-
-    def refused(call: Any, field: str) -> None:
-        _, error = attempt(call, InvalidInput)
-        assert isinstance(error, InvalidInput) and error.field == field, (field, error)
 
     for conn in ("x", 5, object()):  # an AttributeError from inside psycopg before
         refused(lambda c=conn: store.users.get(1, conn=c), "conn")
