@@ -161,6 +161,7 @@ class Doctor:
                 )
 
     def _requeue_expired(self) -> None:
+        enqueue_failed = False
         while documents := self.store.lifecycle.requeue_expired(self.batch):
             now = datetime.now(timezone.utc)
             due = [
@@ -174,8 +175,9 @@ class Doctor:
                 self.queue.enqueue_many(due)
             except ServiceUnavailable as exc:
                 enqueued = "not enqueued (Redis is down): a worker claims it from PostgreSQL"
-                if not any(u.startswith("expired_leases") for u in self.report.unavailable):
+                if not enqueue_failed:  # once per run, however many batches
                     self.report.unavailable.append(f"expired_leases: enqueue: {exc.message}")
+                enqueue_failed = True
             for document in documents:
                 retry_at = document.next_attempt_at
                 if document.status != "PENDING":

@@ -159,6 +159,7 @@ class AsyncDoctor:
                 )
 
     async def _requeue_expired(self) -> None:
+        enqueue_failed = False
         while documents := await self.store.lifecycle.requeue_expired(self.batch):
             now = datetime.now(timezone.utc)
             due = [
@@ -172,8 +173,9 @@ class AsyncDoctor:
                 await self.queue.enqueue_many(due)
             except ServiceUnavailable as exc:
                 enqueued = "not enqueued (Redis is down): a worker claims it from PostgreSQL"
-                if not any(u.startswith("expired_leases") for u in self.report.unavailable):
+                if not enqueue_failed:  # once per run, however many batches
                     self.report.unavailable.append(f"expired_leases: enqueue: {exc.message}")
+                enqueue_failed = True
             for document in documents:
                 retry_at = document.next_attempt_at
                 if document.status != "PENDING":
