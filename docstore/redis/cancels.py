@@ -1,8 +1,9 @@
 """Give back the cancels that redis-py's asyncio client loses on Python before 3.12.
 
-With a socket timeout (docstore always sets one), redis-py sends each command under
-`asyncio.wait_for`. Before Python 3.12, `wait_for` returns the send's result when the caller's
-cancel lands just as the send finished (CPython gh-86296): the cancel is lost, so
+With a socket timeout, redis-py sends each command under `asyncio.wait_for` (docstore's own
+clients send under a timeout scope instead, see `sends`; a client the caller brings, and a
+cluster client, still use `wait_for`). Before Python 3.12, `wait_for` returns the send's result
+when the caller's cancel lands just as the send finished (CPython gh-86296): the cancel is lost, so
 `asyncio.timeout` around a docstore call never fires and a cancelled request runs on. On a
 loopback Redis most cancels that land during a command's send were lost this way.
 

@@ -13,6 +13,7 @@ from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from docstore.redis.errors import redis_errors
+from docstore.redis.sends import send_under_timeout
 from docstore.settings import Settings
 
 RedisClient: TypeAlias = Union[redis.Redis, RedisCluster]  # noqa: UP007 (evaluated at run time)
@@ -52,7 +53,9 @@ def new_redis(
         # command): that node being down is an outage like any other.
         with redis_errors(settings.redis_address):
             return RedisCluster.from_url(settings.redis_url, **options)
-    return redis.Redis.from_url(settings.redis_url, health_check_interval=30, **options)
+    client = redis.Redis.from_url(settings.redis_url, health_check_interval=30, **options)
+    send_under_timeout(client)  # before Python 3.12, no task per command (see `sends`)
+    return client
 
 
 def client_address(client: RedisClient) -> str:

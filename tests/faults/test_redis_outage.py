@@ -271,3 +271,26 @@ def test_locks_a_redis_will_not_release_never_make_reads_miss(
     assert cache.get("k", int) == 5
     admin.close()
     side.close_redis(client)
+
+
+def test_a_write_a_frozen_redis_cannot_take_fails_open_within_the_socket_timeout(
+    side: Side, local_redis_factory: Callable[[], LocalRedis]
+) -> None:
+    # 64 MB is more than loopback's socket buffers hold: the send itself waits, under the
+    # socket timeout (the async client sends under a timeout scope, not `wait_for`).
+    server = local_redis_factory()
+    client = side.make(new_redis, Settings.model_validate({"REDIS_URL": server.url}))
+    cache = side.make(RedisCache, side.make(RedisCore, client))
+    assert cache.set("small", 1)
+    assert server.process is not None
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        errors = cache.stats().errors
+        assert cache.set("big", "x" * (64 << 20)) is False
+        assert cache.stats().errors == errors + 1
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+    # The cut-off send closed its connection: the next command goes out on a clean one.
+    assert cache.get("small", int) == 1
+    assert cache.set("after", 2) and cache.get("after", int) == 2
+    side.close_redis(client)
