@@ -12,6 +12,8 @@ import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, NoReturn, ParamSpec, TypeAlias, TypeVar, cast
 
+from docstore._sync_runtime import stop_as_error
+
 A = TypeVar("A")
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -29,7 +31,7 @@ async def sleep(seconds: float) -> None:
 
 async def in_thread(function: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
     """Run blocking or CPU-bound `function` (boto3, yoyo, an extractor) off the event loop."""
-    return await asyncio.to_thread(function, *args, **kwargs)
+    return await asyncio.to_thread(stop_as_error, function, *args, **kwargs)
 
 
 async def while_beating(work: AsyncCall[R], every: float, beat: AsyncCall[object]) -> R:

@@ -24,7 +24,18 @@ def sleep(seconds: float) -> None:
 
 def in_thread(function: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
     """Run `function` here: the sync side is already on its caller's thread."""
-    return function(*args, **kwargs)
+    return stop_as_error(function, *args, **kwargs)
+
+
+def stop_as_error(function: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    """`function(*args)`, with a `StopIteration` it raises (`next()` on an empty iterator in an
+    extractor or a stream's `read`) turned into a `RuntimeError`: an asyncio future cannot
+    carry a StopIteration, and the awaiting task would wait for good. Both sides raise the same."""
+    try:
+        return function(*args, **kwargs)
+    except StopIteration as exc:
+        name = getattr(function, "__qualname__", repr(function))
+        raise RuntimeError(f"{name} raised StopIteration") from exc
 
 
 def while_beating(work: Call[R], every: float, beat: Call[object]) -> R:
@@ -94,6 +105,7 @@ __all__ = [
     "finish",
     "in_thread",
     "sleep",
+    "stop_as_error",
     "take_or_cancel",
     "while_beating",
 ]

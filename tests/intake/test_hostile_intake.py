@@ -173,3 +173,40 @@ def test_requeue_stuck_takes_hostile_durations(store: Docstore) -> None:
         assert_only_changed(before, store)
 
     check()
+
+
+def test_an_extractor_raising_stop_iteration_fails_its_attempt(store: Docstore) -> None:
+    """`next()` on an empty iterator in an extractor: an ordinary failed attempt on both sides
+    (an asyncio future cannot carry a StopIteration: the async worker waited for good)."""
+    user = store.users.create(UserCreate(email="owner@example.com")).user
+    document = store.submit_document(user, "a.txt", b"bytes")
+
+    def extract(data: bytes, filename: str, report: Any) -> Extraction:
+        return next(iter([]))  # type: ignore[no-any-return]
+
+    outcome = store.process_next("worker-1", extract, block_ms=0)
+    assert outcome is not None and outcome.action == "retrying", outcome
+    stored = store.documents.get(document.id)
+    assert stored.status == "PENDING" and stored.lease_expires_at is None
+    assert stored.error_message is not None and "StopIteration" in stored.error_message
+
+
+def test_a_stream_raising_stop_iteration_fails_the_submission_and_leaves_nothing(
+    store: Docstore,
+) -> None:
+    """A file-like over an iterator whose `read` ends with StopIteration: the submission raises
+    (the same error on both sides) and leaves no row, blob or message behind."""
+    user = store.users.create(UserCreate(email="owner@example.com")).user
+
+    class IteratorStream:
+        def __init__(self) -> None:
+            self.chunks = iter([b"hello ", b"world"])
+
+        def read(self, size: int = -1) -> bytes:
+            return next(self.chunks)
+
+    before, files, queued = snapshot(store), blob_files(store), store.queue.stats()
+    with pytest.raises(RuntimeError, match="StopIteration"):
+        store.submit_document(user, "a.txt", IteratorStream())  # type: ignore[arg-type]
+    assert_only_changed(before, store)
+    assert blob_files(store) == files and store.queue.stats() == queued
