@@ -229,6 +229,14 @@ def parse_input(model: type[InputModel], data: InputModel | Any) -> InputModel:
         raise invalid_input(exc) from None
 
 
+def check_function(value: Any, field: str, what: str, *, optional: bool = False) -> Any:
+    """`value` if it can be called (or is None, when `optional`); `InvalidInput` saying that
+    `field` must be `what` otherwise: a caller's callback checked before any write."""
+    if (value is None and optional) or callable(value):
+        return value
+    raise InvalidInput(f"{field} must be {what}", field=field)
+
+
 def checked_limit(value: Any, maximum: int) -> int:
     """A page size between 1 and `maximum`."""
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:

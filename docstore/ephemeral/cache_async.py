@@ -34,7 +34,7 @@ from docstore.redis.keys import (
     check_document_ids,
     check_name,
 )
-from docstore.rules import Checker, PositiveSeconds, check
+from docstore.rules import Checker, PositiveSeconds, check, check_function
 
 logger = logging.getLogger("docstore.cache")
 
@@ -190,8 +190,7 @@ class AsyncRedisCache:
         name = check_name(key)
         ttl_ms = self._ttl_ms(ttl)
         type_adapter(type_)
-        if not callable(loader):
-            raise InvalidInput("loader must be a function returning the value", field="loader")
+        check_function(loader, "loader", "a function returning the value")
         if not await self._pay_owed():
             # Redis did not answer: load without a second wait for it (and without reading
             # a copy the unpaid drops may be meant to remove).

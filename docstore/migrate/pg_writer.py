@@ -308,7 +308,13 @@ def write_documents(
 
 
 def check_schema(db: Database) -> None:
-    """Raise ConfigurationError, naming the schema command, unless the tables are there."""
+    """Raise InvalidInput unless `db` is docstore's `Database` (`store.db`), and
+    ConfigurationError, naming the schema command, unless the tables are there."""
+    if not isinstance(db, Database):
+        raise InvalidInput(
+            f"target must be docstore's Database (store.db), not {type(db).__name__}",
+            field="target",
+        )
     missing = [str(row[0]) for row in db.all("migrate_missing_schema", {})]
     if missing:
         raise ConfigurationError(

@@ -28,7 +28,7 @@ from docstore.migrate.summary import MigrationSummary, RejectsWriter
 from docstore.postgres.executor import Database
 from docstore.redis.client import RedisClient
 from docstore.redis.core import RedisCore
-from docstore.rules import Checker, Flag, PositiveInt
+from docstore.rules import Checker, Flag, PositiveInt, check_function
 
 DEFAULT_PREFIX = "task:"
 DEFAULT_BATCH_SIZE = 1000
@@ -108,16 +108,15 @@ def migrate(
     writers = _writers(writers)
     _dry_run(dry_run)
     _update(update)
-    if progress is not None and not callable(progress):
-        raise InvalidInput("progress must be a function of the summary", field="progress")
+    check_function(progress, "progress", "a function of the summary", optional=True)
     if rejects is not None and not all(
         callable(getattr(rejects, method, None)) for method in ("write", "flush")
     ):
         raise InvalidInput("rejects must be a text file open for writing", field="rejects")
     if cache is not None and not isinstance(cache, RedisCache):
         raise InvalidInput("cache must be docstore's RedisCache", field="cache")
-    writers = min(writers, target.pool.max_size)
     check_schema(target)
+    writers = min(writers, target.pool.max_size)
     summary = MigrationSummary(dry_run=dry_run, cache_dropped=None if cache is None else 0)
     listing = RejectsWriter(summary, rejects)
     started = time.perf_counter()

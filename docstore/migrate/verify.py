@@ -20,6 +20,7 @@ from docstore.migrate.runner import DEFAULT_BATCH_SIZE, DEFAULT_PREFIX, check_op
 from docstore.postgres.executor import Database
 from docstore.redis.client import RedisClient
 from docstore.redis.core import RedisCore
+from docstore.rules import check_function
 
 NOT_IN_REDIS = "not in Redis"
 REJECTED = "rejected"
@@ -209,6 +210,7 @@ def verify(
     Without the schema in `target`, raises `ConfigurationError` naming the command to apply it.
     """
     raw_prefix = check_options(prefix, batch_size)
+    check_function(on_problem, "on_problem", "a function of a problem", optional=True)
     check_schema(target)
     core = RedisCore.of(source)
     report = VerifyReport()

@@ -44,7 +44,7 @@ Connection = psycopg.Connection[Any]
 sql_logger = logging.getLogger("docstore.sql")
 
 
-def _check_connection(conn: object) -> None:
+def check_connection(conn: object) -> None:
     """A `conn=` argument must be a connection docstore handed out (`store.transaction()`)."""
     if not isinstance(conn, psycopg.Connection):
         raise InvalidInput(
@@ -172,7 +172,7 @@ class Database:
     def connection(self, conn: Connection | None = None) -> Iterator[Connection]:
         """The caller's connection as is, or a pooled one (committed or rolled back on exit)."""
         if conn is not None:
-            _check_connection(conn)
+            check_connection(conn)
             with wrap_database_errors(self.address):
                 yield conn
             return
@@ -276,7 +276,7 @@ class Database:
         pool's owner configured it on), or closed (so the pool replaces it) when that cannot be
         done."""
         if conn is not None:
-            _check_connection(conn)
+            check_connection(conn)
             with wrap_database_errors(self.address):  # noqa: RUF100, SIM117
                 with conn.cursor(row_factory=factory) as cur:
                     return work(cur)
@@ -366,4 +366,4 @@ def _end_autocommit(conn: Connection) -> None:
         conn.close()  # never hand the pool a connection that would not open transactions
 
 
-__all__ = ["Connection", "Database", "Params"]
+__all__ = ["Connection", "Database", "Params", "check_connection"]

@@ -42,7 +42,7 @@ Connection = psycopg.AsyncConnection[Any]
 sql_logger = logging.getLogger("docstore.sql")
 
 
-def _check_connection(conn: object) -> None:
+def check_connection(conn: object) -> None:
     """A `conn=` argument must be a connection docstore handed out (`store.transaction()`)."""
     if not isinstance(conn, psycopg.AsyncConnection):
         raise InvalidInput(
@@ -172,7 +172,7 @@ class AsyncDatabase:
     async def connection(self, conn: Connection | None = None) -> AsyncIterator[Connection]:
         """The caller's connection as is, or a pooled one (committed or rolled back on exit)."""
         if conn is not None:
-            _check_connection(conn)
+            check_connection(conn)
             with wrap_database_errors(self.address):
                 yield conn
             return
@@ -279,7 +279,7 @@ class AsyncDatabase:
         pool's owner configured it on), or closed (so the pool replaces it) when that cannot be
         done."""
         if conn is not None:
-            _check_connection(conn)
+            check_connection(conn)
             with wrap_database_errors(self.address):  # noqa: RUF100, SIM117
                 async with conn.cursor(row_factory=factory) as cur:
                     return await work(cur)
@@ -369,4 +369,4 @@ async def _end_autocommit(conn: Connection) -> None:
         await conn.close()  # never hand the pool a connection that would not open transactions
 
 
-__all__ = ["AsyncDatabase", "Connection", "Params"]
+__all__ = ["AsyncDatabase", "Connection", "Params", "check_connection"]

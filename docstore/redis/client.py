@@ -17,6 +17,8 @@ from docstore.redis.sends import send_under_timeout
 from docstore.settings import Settings
 
 RedisClient: TypeAlias = Union[redis.Redis, RedisCluster]  # noqa: UP007 (evaluated at run time)
+# The same two, for `isinstance`.
+REDIS_CLIENT_TYPES = (redis.Redis, RedisCluster)
 
 
 def new_redis(
@@ -75,4 +77,4 @@ def as_text(value: bytes | str, errors: str = "strict") -> str:
     return value.decode(errors=errors) if isinstance(value, bytes) else value
 
 
-__all__ = ["RedisClient", "as_text", "client_address", "new_redis"]
+__all__ = ["REDIS_CLIENT_TYPES", "RedisClient", "as_text", "client_address", "new_redis"]

@@ -14,7 +14,12 @@ from docstore._sync_runtime import Call
 from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
 from docstore.observability.redis_commands import instrument_redis
 from docstore.redis.cancels import keep_cancels
-from docstore.redis.client import RedisClient, client_address, new_redis
+from docstore.redis.client import (
+    REDIS_CLIENT_TYPES,
+    RedisClient,
+    client_address,
+    new_redis,
+)
 from docstore.redis.errors import (
     DRIVER_BREAKAGE,
     REDIS_FAILURES,
@@ -40,6 +45,12 @@ class RedisCore:
     __slots__ = ("_scripts", "_scripts_lock", "address", "client")
 
     def __init__(self, client: RedisClient, *, address: str | None = None) -> None:
+        if not isinstance(client, REDIS_CLIENT_TYPES):
+            raise InvalidInput(
+                "a Redis client (redis-py's Redis or RedisCluster) is needed, not "
+                + type(client).__name__,
+                field="redis",
+            )
         self.client = client
         self.address = address or client_address(client)
         keep_cancels(client)  # before Python 3.12, redis-py may drop a cancel (see `cancels`)

@@ -12,7 +12,12 @@ from docstore._async_runtime import AsyncCall
 from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
 from docstore.observability.redis_commands import instrument_redis
 from docstore.redis.cancels import keep_cancels
-from docstore.redis.client_async import RedisClient, client_address, new_redis
+from docstore.redis.client_async import (
+    REDIS_CLIENT_TYPES,
+    RedisClient,
+    client_address,
+    new_redis,
+)
 from docstore.redis.errors import (
     DRIVER_BREAKAGE,
     REDIS_FAILURES,
@@ -38,6 +43,12 @@ class AsyncRedisCore:
     __slots__ = ("_scripts", "_scripts_lock", "address", "client")
 
     def __init__(self, client: RedisClient, *, address: str | None = None) -> None:
+        if not isinstance(client, REDIS_CLIENT_TYPES):
+            raise InvalidInput(
+                "a Redis client (redis-py's Redis or RedisCluster) is needed, not "
+                + type(client).__name__,
+                field="redis",
+            )
         self.client = client
         self.address = address or client_address(client)
         keep_cancels(client)  # before Python 3.12, redis-py may drop a cancel (see `cancels`)

@@ -23,7 +23,7 @@ from typing import Protocol, TypeVar
 from psycopg import pq
 
 from docstore._sync_runtime import Call
-from docstore.postgres.executor import Connection, Database
+from docstore.postgres.executor import Connection, Database, check_connection
 
 T = TypeVar("T")
 
@@ -197,6 +197,8 @@ class TrackedDatabase(Database):
     def transaction(self, conn: Connection | None = None) -> Iterator[Connection]:
         """A connection inside a transaction (a savepoint when `conn` is already in one); the
         documents changed in it are told to the listeners once it committed."""
+        if conn is not None:
+            check_connection(conn)  # before asking about it: bad input is `InvalidInput`
         # A savepoint inside a transaction someone else opened: its COMMIT is out of sight.
         tracked = conn is None or self.changes.tracks(conn) or not _in_transaction(conn)
         committed: list[int] = []

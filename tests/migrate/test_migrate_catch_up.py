@@ -698,6 +698,16 @@ def test_every_option_of_a_run_is_checked_before_anything_is_written(
     for options in bad:
         with pytest.raises(InvalidInput):
             migrate(r, db, **options)
+    # Not a Redis client, not docstore's Database: an AttributeError from deep inside before.
+    for source, target in (("x", db), (None, db), (r, "x"), (r, docstore_store)):
+        with pytest.raises(InvalidInput, match=r"Redis client|target"):
+            migrate(source, target)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput, match=r"Redis client|target"):
+            verify(source, target)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput, match=r"Redis client|target"):
+            keep_docstore(source, target, ["t1"])  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="on_problem"):  # a TypeError at the first problem
+        verify(r, db, on_problem=1)  # type: ignore[arg-type]
     with db.connection() as conn:
         assert conn.execute("SELECT count(*) FROM documents").fetchone() == (0,)
     for ids in ("t1", None, 5):  # a lone id was decided character by character

@@ -665,6 +665,8 @@ def test_a_foreign_conn_and_lone_ids_are_refused_typed(side_store: Docstore) -> 
     for conn in ("x", 5, object()):  # an AttributeError from inside psycopg before
         refused(lambda c=conn: store.users.get(1, conn=c), "conn")
         refused(lambda c=conn: store.documents.count_blob_deletions(c), "conn")
+        # The store's transaction asked the cache's change tracker first: an AttributeError.
+        refused(lambda c=conn: store.transaction(c).__enter__(), "conn")
     for ids in (None, 5, "12"):  # a raw TypeError, or "12" read as ids 1 and 2
         refused(lambda i=ids: store.queue.enqueue_many(i), "document_ids")
         refused(lambda i=ids: store.progress.clear_many(i), "document_ids")
