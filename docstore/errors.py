@@ -84,6 +84,12 @@ class RedisCommandError(DocstoreError):
     """Redis refused a command for a reason other than being unreachable."""
 
 
+# What a best-effort Redis step (an enqueue, an ack, a progress mark) can meet: Redis away, or
+# Redis refusing the write (`maxmemory` with noeviction, MISCONF after a failed snapshot). Work
+# that needs only PostgreSQL goes on past either.
+REDIS_FAILURES = (ServiceUnavailable, RedisCommandError)
+
+
 class ConfigurationError(DocstoreError):
     """The settings or the installation are incomplete or inconsistent."""
 
@@ -105,6 +111,7 @@ class RollbackRefused(SchemaError):
 
 
 __all__ = [
+    "REDIS_FAILURES",
     "BlobStoreError",
     "Cancelled",
     "ConfigurationError",

@@ -52,7 +52,7 @@ from docstore.ephemeral.cache import RedisCache
 from docstore.ephemeral.progress import ProgressTracker
 from docstore.ephemeral.queue import TaskQueue
 from docstore.ephemeral.stream_entries import entry_fields
-from docstore.errors import ServiceUnavailable
+from docstore.errors import REDIS_FAILURES, DocstoreError, ServiceUnavailable
 from docstore.intake.blob_access import Blobs
 from docstore.intake.blobs import BlobStore, is_docstore_key
 from docstore.postgres.executor import Database
@@ -60,6 +60,7 @@ from docstore.redis.client import as_text
 from docstore.redis.core import RedisCore
 from docstore.redis.keys import cache_key, progress_key, redis_key
 from docstore.repositories.lifecycle import DocumentLifecycle
+from docstore.rules import check_function
 
 T = TypeVar("T")
 
@@ -108,6 +109,7 @@ class Doctor:
         self.queue = store.queue
         self.batch = check_batch_size(batch_size)
         self.report = DoctorReport(repair=repair)
+        check_function(on_finding, "on_finding", "a function of a finding", optional=True)
         self.log = FindingLog(self.report, on_finding)
         self._scratch = redis_key("doctor", secrets.token_hex(8), "queued")
 
@@ -131,11 +133,12 @@ class Doctor:
         return self.report
 
     def _audit(self, audit: Call[None]) -> bool:
-        """Run `audit`; False when Redis failed it (noted in the report)."""
+        """Run `audit`; False when Redis failed it, away or refusing a command (noted in the
+        report)."""
         try:
             audit()
-        except ServiceUnavailable as exc:
-            if exc.service != "redis":
+        except REDIS_FAILURES as exc:
+            if isinstance(exc, ServiceUnavailable) and exc.service != "redis":
                 raise
             self.report.unavailable.append(f"{audit.__name__}: {exc.message}")
             return False
@@ -173,8 +176,8 @@ class Doctor:
             enqueued = "re-enqueued"
             try:
                 self.queue.enqueue_many(due)
-            except ServiceUnavailable as exc:
-                enqueued = "not enqueued (Redis is down): a worker claims it from PostgreSQL"
+            except REDIS_FAILURES as exc:
+                enqueued = "not enqueued (Redis failed): a worker claims it from PostgreSQL"
                 if not enqueue_failed:  # once per run, however many batches
                     self.report.unavailable.append(f"expired_leases: enqueue: {exc.message}")
                 enqueue_failed = True
@@ -316,9 +319,13 @@ class Doctor:
             ours = is_docstore_key(blob.key)
             if not ours:
                 detail += " (not a key docstore makes: never deleted by a repair)"
-            elif self.repair:
-                in_thread(store.delete, blob.key)
-            done = "deleted" if self.repair and ours else None
+            done = None
+            if ours and self.repair:
+                try:
+                    in_thread(store.delete, blob.key)
+                    done = "deleted"
+                except DocstoreError as exc:  # reported unrepaired; the others go on
+                    detail += f" (the repair could not delete it: {exc.message})"
             self._found("blob_orphaned", None, detail, done, blob.key)
 
     def _row_keys(self) -> Iterator[tuple[int, str, str, bool]]:

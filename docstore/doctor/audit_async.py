@@ -50,7 +50,7 @@ from docstore.ephemeral.cache_async import AsyncRedisCache
 from docstore.ephemeral.progress_async import AsyncProgressTracker
 from docstore.ephemeral.queue_async import AsyncTaskQueue
 from docstore.ephemeral.stream_entries import entry_fields
-from docstore.errors import ServiceUnavailable
+from docstore.errors import REDIS_FAILURES, DocstoreError, ServiceUnavailable
 from docstore.intake.blob_access_async import AsyncBlobs
 from docstore.intake.blobs import BlobStore, is_docstore_key
 from docstore.postgres.executor_async import AsyncDatabase
@@ -58,6 +58,7 @@ from docstore.redis.client_async import as_text
 from docstore.redis.core_async import AsyncRedisCore
 from docstore.redis.keys import cache_key, progress_key, redis_key
 from docstore.repositories.lifecycle_async import AsyncDocumentLifecycle
+from docstore.rules import check_function
 
 T = TypeVar("T")
 
@@ -106,6 +107,7 @@ class AsyncDoctor:
         self.queue = store.queue
         self.batch = check_batch_size(batch_size)
         self.report = DoctorReport(repair=repair)
+        check_function(on_finding, "on_finding", "a function of a finding", optional=True)
         self.log = FindingLog(self.report, on_finding)
         self._scratch = redis_key("doctor", secrets.token_hex(8), "queued")
 
@@ -129,11 +131,12 @@ class AsyncDoctor:
         return self.report
 
     async def _audit(self, audit: AsyncCall[None]) -> bool:
-        """Run `audit`; False when Redis failed it (noted in the report)."""
+        """Run `audit`; False when Redis failed it, away or refusing a command (noted in the
+        report)."""
         try:
             await audit()
-        except ServiceUnavailable as exc:
-            if exc.service != "redis":
+        except REDIS_FAILURES as exc:
+            if isinstance(exc, ServiceUnavailable) and exc.service != "redis":
                 raise
             self.report.unavailable.append(f"{audit.__name__}: {exc.message}")
             return False
@@ -171,8 +174,8 @@ class AsyncDoctor:
             enqueued = "re-enqueued"
             try:
                 await self.queue.enqueue_many(due)
-            except ServiceUnavailable as exc:
-                enqueued = "not enqueued (Redis is down): a worker claims it from PostgreSQL"
+            except REDIS_FAILURES as exc:
+                enqueued = "not enqueued (Redis failed): a worker claims it from PostgreSQL"
                 if not enqueue_failed:  # once per run, however many batches
                     self.report.unavailable.append(f"expired_leases: enqueue: {exc.message}")
                 enqueue_failed = True
@@ -314,9 +317,13 @@ class AsyncDoctor:
             ours = is_docstore_key(blob.key)
             if not ours:
                 detail += " (not a key docstore makes: never deleted by a repair)"
-            elif self.repair:
-                await in_thread(store.delete, blob.key)
-            done = "deleted" if self.repair and ours else None
+            done = None
+            if ours and self.repair:
+                try:
+                    await in_thread(store.delete, blob.key)
+                    done = "deleted"
+                except DocstoreError as exc:  # reported unrepaired; the others go on
+                    detail += f" (the repair could not delete it: {exc.message})"
             self._found("blob_orphaned", None, detail, done, blob.key)
 
     async def _row_keys(self) -> AsyncIterator[tuple[int, str, str, bool]]:

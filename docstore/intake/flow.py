@@ -33,6 +33,7 @@ from docstore.ephemeral.progress import ProgressTracker
 from docstore.ephemeral.queue import TaskQueue
 from docstore.ephemeral.values import Progress, QueueMessage
 from docstore.errors import (
+    REDIS_FAILURES,
     Cancelled,
     Conflict,
     DocstoreError,
@@ -62,7 +63,14 @@ from docstore.observability.messaging import (
 from docstore.repositories.documents import DocumentRepo
 from docstore.repositories.lifecycle import DocumentLifecycle
 from docstore.repositories.users import UserRepo
-from docstore.rules import PROGRESS_STAGE_LENGTH, Checker, Seconds, WorkerId, parse_input
+from docstore.rules import (
+    PROGRESS_STAGE_LENGTH,
+    Checker,
+    Seconds,
+    WorkerId,
+    check_function,
+    parse_input,
+)
 
 logger = logging.getLogger("docstore.intake")
 
@@ -246,7 +254,7 @@ class DocumentIntake:
             return same
         try:
             self.queue.enqueue(document.id)
-        except ServiceUnavailable as exc:
+        except REDIS_FAILURES as exc:
             # The row is PENDING: requeue_stuck (or a worker's claim_next) will pick it up.
             logger.warning("document %s not enqueued: %s", document.id, exc.message)
         return document
@@ -272,15 +280,13 @@ class DocumentIntake:
         # The documents table's rule, checked before a message is taken off the queue (and the
         # same cleaned id used for both).
         worker_id = _worker_id(worker_id)
-        if not callable(extract):
-            raise InvalidInput("extract must be a function (an Extractor)", field="extract")
-        if stopping is not None and not callable(stopping):
-            raise InvalidInput("stopping must be a function returning a bool", field="stopping")
+        check_function(extract, "extract", "a function (an Extractor)")
+        check_function(stopping, "stopping", "a function returning a bool", optional=True)
         message: QueueMessage | None = None
         queue_down = False
         try:
             messages = self.queue.consume(worker_id, count=1, block_ms=block_ms)
-        except ServiceUnavailable as exc:
+        except REDIS_FAILURES as exc:
             logger.warning("queue unavailable, claiming from PostgreSQL: %s", exc.message)
             messages, queue_down = [], True
         if stopping is not None and stopping():
@@ -357,7 +363,7 @@ class DocumentIntake:
         try:
             # A retry starts again from 0: progress never goes backwards otherwise.
             self.progress.clear(document.id)
-        except (ServiceUnavailable, RedisCommandError) as exc:
+        except REDIS_FAILURES as exc:
             logger.warning("progress of document %s not reset: %s", document.id, exc.message)
         self._show_progress(document.id, 0, "started")
         call = blocking_caller()
@@ -494,7 +500,8 @@ class DocumentIntake:
         """Cancel in PostgreSQL (the truth), then mark the progress so that a worker on it stops
         at its next progress report."""
         cancelled = self.lifecycle.cancel(document_id)
-        self.progress.set(document_id, 100, CANCELLED_STAGE)
+        # Best effort: without the mark the worker stops at its next heartbeat instead.
+        self._show_progress(document_id, 100, CANCELLED_STAGE)
         return cancelled
 
     def _ack(self, message: QueueMessage | None) -> None:
@@ -502,7 +509,7 @@ class DocumentIntake:
             return
         try:
             self.queue.ack(message)
-        except ServiceUnavailable as exc:
+        except REDIS_FAILURES as exc:
             # Redelivered later, then skipped by the conditional claim.
             logger.warning("message %s not acked: %s", message.message_id, exc.message)
 
@@ -524,7 +531,7 @@ class DocumentIntake:
     def _forget(self, document_ids: list[int]) -> None:
         try:
             self.progress.clear_many(document_ids)
-        except ServiceUnavailable as exc:  # expires by itself within the progress TTL
+        except REDIS_FAILURES as exc:  # expires by itself within the progress TTL
             logger.warning(
                 "progress of %d deleted documents not cleared: %s", len(document_ids), exc.message
             )
@@ -577,7 +584,7 @@ class DocumentIntake:
         try:
             enqueued = self._enqueue_due_and_lost(due, pending_for, limit)
             forgotten = self.queue.forget_idle_consumers()
-        except ServiceUnavailable as exc:  # the PostgreSQL work above and below still counts
+        except REDIS_FAILURES as exc:  # the PostgreSQL work above and below still counts
             queue_unavailable = True
             logger.warning("requeue_stuck without the queue: %s", exc.message)
         # What the cache may still owe Redis goes now too, even in an idle worker.

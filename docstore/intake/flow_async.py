@@ -31,6 +31,7 @@ from docstore.ephemeral.progress_async import AsyncProgressTracker
 from docstore.ephemeral.queue_async import AsyncTaskQueue
 from docstore.ephemeral.values import Progress, QueueMessage
 from docstore.errors import (
+    REDIS_FAILURES,
     Cancelled,
     Conflict,
     DocstoreError,
@@ -60,7 +61,14 @@ from docstore.observability.messaging import (
 from docstore.repositories.documents_async import AsyncDocumentRepo
 from docstore.repositories.lifecycle_async import AsyncDocumentLifecycle
 from docstore.repositories.users_async import AsyncUserRepo
-from docstore.rules import PROGRESS_STAGE_LENGTH, Checker, Seconds, WorkerId, parse_input
+from docstore.rules import (
+    PROGRESS_STAGE_LENGTH,
+    Checker,
+    Seconds,
+    WorkerId,
+    check_function,
+    parse_input,
+)
 
 logger = logging.getLogger("docstore.intake")
 
@@ -244,7 +252,7 @@ class AsyncDocumentIntake:
             return same
         try:
             await self.queue.enqueue(document.id)
-        except ServiceUnavailable as exc:
+        except REDIS_FAILURES as exc:
             # The row is PENDING: requeue_stuck (or a worker's claim_next) will pick it up.
             logger.warning("document %s not enqueued: %s", document.id, exc.message)
         return document
@@ -270,15 +278,13 @@ class AsyncDocumentIntake:
         # The documents table's rule, checked before a message is taken off the queue (and the
         # same cleaned id used for both).
         worker_id = _worker_id(worker_id)
-        if not callable(extract):
-            raise InvalidInput("extract must be a function (an Extractor)", field="extract")
-        if stopping is not None and not callable(stopping):
-            raise InvalidInput("stopping must be a function returning a bool", field="stopping")
+        check_function(extract, "extract", "a function (an Extractor)")
+        check_function(stopping, "stopping", "a function returning a bool", optional=True)
         message: QueueMessage | None = None
         queue_down = False
         try:
             messages = await self.queue.consume(worker_id, count=1, block_ms=block_ms)
-        except ServiceUnavailable as exc:
+        except REDIS_FAILURES as exc:
             logger.warning("queue unavailable, claiming from PostgreSQL: %s", exc.message)
             messages, queue_down = [], True
         if stopping is not None and stopping():
@@ -355,7 +361,7 @@ class AsyncDocumentIntake:
         try:
             # A retry starts again from 0: progress never goes backwards otherwise.
             await self.progress.clear(document.id)
-        except (ServiceUnavailable, RedisCommandError) as exc:
+        except REDIS_FAILURES as exc:
             logger.warning("progress of document %s not reset: %s", document.id, exc.message)
         await self._show_progress(document.id, 0, "started")
         call = blocking_caller()
@@ -492,7 +498,8 @@ class AsyncDocumentIntake:
         """Cancel in PostgreSQL (the truth), then mark the progress so that a worker on it stops
         at its next progress report."""
         cancelled = await self.lifecycle.cancel(document_id)
-        await self.progress.set(document_id, 100, CANCELLED_STAGE)
+        # Best effort: without the mark the worker stops at its next heartbeat instead.
+        await self._show_progress(document_id, 100, CANCELLED_STAGE)
         return cancelled
 
     async def _ack(self, message: QueueMessage | None) -> None:
@@ -500,7 +507,7 @@ class AsyncDocumentIntake:
             return
         try:
             await self.queue.ack(message)
-        except ServiceUnavailable as exc:
+        except REDIS_FAILURES as exc:
             # Redelivered later, then skipped by the conditional claim.
             logger.warning("message %s not acked: %s", message.message_id, exc.message)
 
@@ -522,7 +529,7 @@ class AsyncDocumentIntake:
     async def _forget(self, document_ids: list[int]) -> None:
         try:
             await self.progress.clear_many(document_ids)
-        except ServiceUnavailable as exc:  # expires by itself within the progress TTL
+        except REDIS_FAILURES as exc:  # expires by itself within the progress TTL
             logger.warning(
                 "progress of %d deleted documents not cleared: %s", len(document_ids), exc.message
             )
@@ -575,7 +582,7 @@ class AsyncDocumentIntake:
         try:
             enqueued = await self._enqueue_due_and_lost(due, pending_for, limit)
             forgotten = await self.queue.forget_idle_consumers()
-        except ServiceUnavailable as exc:  # the PostgreSQL work above and below still counts
+        except REDIS_FAILURES as exc:  # the PostgreSQL work above and below still counts
             queue_unavailable = True
             logger.warning("requeue_stuck without the queue: %s", exc.message)
         # What the cache may still owe Redis goes now too, even in an idle worker.

@@ -17,7 +17,7 @@ from sides import Side, side_fixture  # noqa: F401
 from docstore import Docstore, Settings
 from docstore.cli import main as cli_main
 from docstore.doctor import Doctor, DoctorReport, Finding
-from docstore.errors import InvalidInput
+from docstore.errors import BlobStoreError, InvalidInput
 from docstore.intake.blobs import BlobStore, LocalBlobStore, S3BlobStore
 from docstore.intake.extractors import extract_text
 from docstore.models import DocumentResponse, UserCreate
@@ -447,7 +447,7 @@ def test_with_redis_down_the_other_audits_run_and_the_report_names_what_was_left
     assert kinds(report) == {"blob_missing": 1, "lease_expired": 1}
     lease = next(f for f in report.sample if f.kind == "lease_expired")
     assert lease.repair == (
-        "back to PENDING, not enqueued (Redis is down): a worker claims it from PostgreSQL"
+        "back to PENDING, not enqueued (Redis failed): a worker claims it from PostgreSQL"
     )
     assert store.documents.get(stuck.id).status == "PENDING"
     assert not report.clean and report.summary().startswith("incomplete: 6 audit(s) not run")
@@ -478,3 +478,81 @@ def test_repair_takes_only_true(side: Side, store: Docstore, blob_store: BlobSto
         with pytest.raises(InvalidInput, match="repair"):
             side.make(Doctor, store, repair=repair, grace=0)
     assert blob_store.get(orphan.key) == b"nobody's"
+
+
+class OneRefused(LocalBlobStore):
+    """The local store, refusing to delete one key (as S3 does under an object lock or a
+    bucket policy: AccessDenied)."""
+
+    refused = ""
+
+    def delete(self, key: str) -> None:
+        if key == self.refused:
+            raise BlobStoreError(f"the blob store refused to delete {key}: AccessDenied")
+        super().delete(key)
+
+
+def test_a_blob_the_store_refuses_to_delete_is_reported_and_the_repair_goes_on(
+    side: Side, docstore_settings: Settings, tmp_path: Path
+) -> None:
+    blobs = OneRefused(tmp_path / "blobs")
+    orphans = sorted(blobs.put(1, f"orphan-{i}.txt", b"nobody's").key for i in range(3))
+    blobs.refused = orphans[0]  # the first listed: it used to end the run there
+    with cast(
+        AbstractContextManager[Docstore], side.connect(docstore_settings, blobs=blobs)
+    ) as store:
+        store.redis.set(cache_key("document:999999:result"), b"{}")  # a later audit's finding
+        report = doctor(side, store, repair=True)
+    assert kinds(report) == {"blob_orphaned": 3, "cache_stale": 1}
+    assert report.repaired == {"blob_orphaned": 2, "cache_stale": 1}
+    refused = next(f for f in report.sample if f.subject == orphans[0])
+    assert refused.repair is None and "could not delete it" in refused.detail
+    assert "AccessDenied" in refused.detail
+    left = {p.relative_to(blobs.root).as_posix() for p in blobs.root.rglob("*") if p.is_file()}
+    assert left == {orphans[0]}
+
+
+def test_with_redis_refusing_writes_the_repair_goes_on_and_says_what_was_left_out(
+    side: Side,
+    docstore_settings: Settings,
+    blob_store: BlobStore,
+    sql: psycopg.Connection[Any],
+) -> None:
+    """Redis out of memory (noeviction) or refusing writes after a failed snapshot (MISCONF):
+    as with Redis down, the audits that need only PostgreSQL and the bucket run, and the
+    repaired lease is told."""
+    settings = docstore_settings.model_copy(update={"retry_backoff_base": 0.0})
+    with cast(AbstractContextManager[Docstore], side.connect(settings, blobs=blob_store)) as store:
+        stuck = submit(store, "stuck.txt")
+        store.lifecycle.claim(stuck.id, "worker-dead", 60)
+        sql.execute(
+            "UPDATE documents SET lease_expires_at = now() - interval '1 minute' WHERE id = %s",
+            [stuck.id],
+        )
+        orphan = blob_store.put(1, "orphan.txt", b"nobody's")
+        full = redis.Redis.from_url(settings.redis_url)
+        full.config_set("maxmemory", 1)  # noeviction: every write that needs memory is refused
+        try:
+            report = doctor(side, store, repair=True)
+        finally:
+            full.config_set("maxmemory", 0)
+            full.close()
+        assert store.documents.get(stuck.id).status == "PENDING"
+    assert report.repaired.get("lease_expired") == 1 and report.repaired.get("blob_orphaned") == 1
+    lease = next(f for f in report.sample if f.kind == "lease_expired")
+    assert lease.repair is not None and "not enqueued (Redis failed)" in lease.repair
+    with pytest.raises(Exception, match="not found"):
+        blob_store.get(orphan.key)
+    assert not report.clean
+    assert any("refused" in line for line in report.unavailable), report.unavailable
+
+
+def test_a_finding_callback_that_cannot_be_called_is_refused_before_any_repair(
+    side: Side, store: Docstore, sql: psycopg.Connection[Any]
+) -> None:
+    stuck = submit(store, "stuck.txt")
+    store.lifecycle.claim(stuck.id, "worker-dead", 60)
+    sql.execute("UPDATE documents SET lease_expires_at = now() - interval '1 minute'")
+    with pytest.raises(InvalidInput, match="on_finding"):
+        side.make(Doctor, store, repair=True, on_finding="print")
+    assert store.documents.get(stuck.id).status == "PROCESSING"
