@@ -24,6 +24,7 @@ from redis.exceptions import RedisClusterException
 from docstore.ephemeral.cache import RedisCache
 from docstore.errors import ConfigurationError, DocstoreError, RedisCommandError
 from docstore.migrate.progress import BarProgress, LogProgress
+from docstore.migrate.rejects_file import previous_of, rejects_file
 from docstore.migrate.resolve import keep_docstore, take_legacy
 from docstore.migrate.runner import (
     DEFAULT_BATCH_SIZE,
@@ -42,6 +43,8 @@ from docstore.store import Docstore
 logger = logging.getLogger("docstore.migrate")
 
 DEFAULT_REJECTS = "migrate-rejects.jsonl"
+# A dry run lists what a run would reject beside, not over, the last real run's list.
+DEFAULT_DRY_RUN_REJECTS = "migrate-rejects.dry-run.jsonl"
 # Reads of large results and writes of large batches take longer than a cache call.
 REDIS_SOCKET_TIMEOUT = 60.0
 # Batches written at once: each is a thread, a connection and a batch held in memory.
@@ -113,9 +116,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--rejects",
         type=Path,
-        default=Path(DEFAULT_REJECTS),
-        help="JSON lines of rejected, sanitized and conflicting records "
-        f"(default: {DEFAULT_REJECTS})",
+        help="JSON lines of rejected, sanitized and conflicting records, written when the run "
+        f"ends (default: {DEFAULT_REJECTS}; {DEFAULT_DRY_RUN_REJECTS} for a dry run)",
     )
     parser.add_argument(
         "--report", type=_writable_path, help="write the final summary as JSON here"
@@ -220,8 +222,11 @@ def _docstore_cache(settings: Settings, url: str | None) -> RedisCache | None:
 
 def _run_migrate(args: argparse.Namespace, store: Docstore, source: RedisCore) -> int:
     progress = BarProgress(sys.stderr) if sys.stderr.isatty() else LogProgress()
+    path = args.rejects or Path(DEFAULT_DRY_RUN_REJECTS if args.dry_run else DEFAULT_REJECTS)
+    replacing = path.exists() and path.stat().st_size > 0
     with ExitStack() as stack:
-        rejects: TextIO = stack.enter_context(args.rejects.open("w", encoding="utf-8"))
+        # Written whole or not at all: a refused run leaves the last list as it was.
+        rejects: TextIO = stack.enter_context(rejects_file(path))
         stack.callback(progress.close)
         cache = _docstore_cache(store.settings, args.cache_redis_url)
         if cache is not None:
@@ -240,7 +245,9 @@ def _run_migrate(args: argparse.Namespace, store: Docstore, source: RedisCore) -
         )
     print(("dry run: nothing written\n" if args.dry_run else "") + summary.text())
     if summary.rejected or summary.sanitized or summary.conflicts:
-        print(f"rejected, sanitized and conflicting records are listed in {args.rejects}")
+        print(f"rejected, sanitized and conflicting records are listed in {path}")
+    if replacing:
+        print(f"the list of the run before is kept in {previous_of(path)}")
     if args.report:
         write_report(summary, args.report)
     return 1 if summary.rejected or summary.conflicts else 0

@@ -384,3 +384,35 @@ def test_bad_options_are_refused_before_the_last_rejects_file_is_emptied(
     assert exited.value.code == 2
     assert said in capsys.readouterr().err
     assert rejects.read_text() == '{"task_id": "from the last run"}\n'
+
+
+def test_the_rejects_file_is_replaced_only_by_a_finished_run_and_the_last_list_is_kept(
+    docstore_settings: Settings,
+    docstore_redis_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # It is the only list of what a run sanitized or rejected: a run refused after it
+    # connected (a prefix it cannot take) emptied it, and so did a dry run or a re-run
+    # that had nothing new to list.
+    r = redis.Redis.from_url(docstore_redis_url)
+    r.hset("task:nul", mapping={**GOOD, "filename": "a\x00b.pdf"})
+    r.hset("task:ok", mapping=GOOD)
+    rejects, previous = tmp_path / "rejects.jsonl", tmp_path / "rejects.jsonl.previous"
+    assert main(args_for(docstore_settings, tmp_path)) == 0
+    listed = rejects.read_text()
+    assert '"task:nul"' in listed and '"sanitized"' in listed
+    assert main(args_for(docstore_settings, tmp_path, "--prefix", "result:")) == 2
+    assert rejects.read_text() == listed
+    # A dry run lists beside the last real run's list, by default.
+    monkeypatch.chdir(tmp_path)
+    dry_run = args_for(docstore_settings, tmp_path, "--dry-run")
+    del dry_run[dry_run.index("--rejects") : dry_run.index("--rejects") + 2]
+    assert main(dry_run) == 0
+    assert (tmp_path / "migrate-rejects.dry-run.jsonl").read_text() == ""  # all unchanged
+    assert rejects.read_text() == listed and not (tmp_path / "migrate-rejects.jsonl").exists()
+    assert main(args_for(docstore_settings, tmp_path)) == 0  # nothing new: an empty list
+    assert rejects.read_text() == "" and previous.read_text() == listed
+    assert f"kept in {previous}" in capsys.readouterr().out
+    assert not list(tmp_path.glob("*.partial"))
