@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from docstore.errors import InvalidInput
+from docstore.intake.blobs import check_key
 from docstore.migrate.legacy_values import (
     LegacyValueError,
     TextCleaner,
@@ -157,6 +159,21 @@ def _required(fields: dict[str, Any], name: str, max_length: int) -> str:
     return value
 
 
+def _blob_key(fields: dict[str, Any], cleaner: TextCleaner) -> str:
+    """The task's blob key, as it is: a key cleaned (a NUL stripped, bad UTF-8 replaced) would
+    name another blob, which deleting the document would then delete; a key docstore cannot
+    read or delete (control characters) would leave a document no worker can process."""
+    key = _required(fields, "s3_key", S3_KEY_LENGTH.maximum)
+    if "s3_key" in cleaner.changed:
+        raise LegacyValueError(
+            "s3_key is not UTF-8 text without NUL characters: cleaned, it would name another blob"
+        )
+    try:
+        return check_key(key)
+    except InvalidInput as exc:
+        raise LegacyValueError(f"s3_key {key[:50]!r}: {exc.message}") from None
+
+
 def _user_email(value: Any) -> str:
     # Lower case: emails match case-insensitively (users_email_lower_key), and the user a run
     # creates must not depend on which spelling SCAN happens to return first.
@@ -232,7 +249,7 @@ def parse_task(
         fields = _task_fields(payload, cleaner)
         get = fields.get
         filename = _required(fields, "filename", FILENAME_LENGTH.maximum)
-        s3_key = _required(fields, "s3_key", S3_KEY_LENGTH.maximum)
+        s3_key = _blob_key(fields, cleaner)
         raw_status = get("status")
         if raw_status is None:
             raise LegacyValueError("missing required field 'status'")

@@ -53,6 +53,7 @@ class TextCleaner:
 
     def __init__(self) -> None:
         self.notes: list[str] = []
+        self.changed: set[str] = set()  # the `where` of every value changed
 
     def from_bytes(self, raw: bytes, where: str) -> str:
         """Decode `raw` as UTF-8 (invalid sequences replaced), then strip NULs."""
@@ -61,6 +62,7 @@ class TextCleaner:
         except UnicodeDecodeError:
             text = raw.decode("utf-8", errors="replace")
             self.notes.append(f"{where}: invalid UTF-8 replaced with U+FFFD")
+            self.changed.add(where)
         return self._strip_nul(text, where)
 
     def from_str(self, text: str, where: str) -> str:
@@ -70,11 +72,13 @@ class TextCleaner:
         except UnicodeEncodeError:
             text = "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text)
             self.notes.append(f"{where}: invalid UTF-8 (lone surrogate) replaced with U+FFFD")
+            self.changed.add(where)
         return self._strip_nul(text, where)
 
     def _strip_nul(self, text: str, where: str) -> str:
         if "\x00" in text:
             self.notes.append(f"{where}: stripped {text.count(chr(0))} NUL character(s)")
+            self.changed.add(where)
             text = text.replace("\x00", "")
         return text
 

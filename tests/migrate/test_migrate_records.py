@@ -282,3 +282,26 @@ def test_an_out_of_range_timestamp_rejects_the_task_naming_the_field(
         assert parsed == Reject(
             "task:1", f"{field} is out of range (UTC years 1 to 9999): {value!r}"
         )
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        # Cleaned, these named another blob: deleting the document deleted that one.
+        (b"legacy/a\x00b.txt", "cleaned, it would name another blob"),
+        (b"legacy/\xffscan.pdf", "cleaned, it would name another blob"),
+        # Kept, docstore could neither read nor delete the blob: the document failed every
+        # attempt and its blob deletion never ended.
+        (b"legacy/scan\t2024.txt", "must not hold control characters"),
+    ],
+)
+def test_a_blob_key_is_taken_as_it_is_or_the_task_is_rejected(raw: bytes, reason: str) -> None:
+    parsed = parse_task(
+        b"task:1", "1", {b"filename": b"f", b"s3_key": raw, b"status": b"done"}, None
+    )
+    assert isinstance(parsed, Reject) and parsed.key == "task:1", parsed
+    assert parsed.reason.startswith("s3_key") and reason in parsed.reason
+    kept = parse_task(
+        b"task:1", "1", _hash(filename="f", s3_key="legacy/ü scan.pdf", status="done"), None
+    )
+    assert isinstance(kept, LegacyDocument) and kept.s3_key == "legacy/ü scan.pdf"

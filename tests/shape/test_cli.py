@@ -35,6 +35,7 @@ def test_docstore_migrate_takes_the_options_and_exit_codes_of_python_m_docstore_
     ]
     assert migrate_main(["--database-url", settings.database_url, *options]) == 1
     direct = capsys.readouterr().out
+    (tmp_path / "r.jsonl").unlink()  # or the second run says it kept the first one's list
     # The database URL may come before the subcommand, like for `schema`.
     assert main(["--database-url", settings.database_url, "migrate", *options]) == 1
     assert _without_timings(capsys.readouterr().out) == _without_timings(direct)
