@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Callable
@@ -39,7 +40,8 @@ def stop_as_error(function: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
 
 
 def while_beating(work: Call[R], every: float, beat: Call[object]) -> R:
-    """`work()`, and `beat()` every `every` seconds meanwhile, on a thread of its own. An
+    """`work()`, and `beat()` every `every` seconds meanwhile, on a thread of its own that
+    runs in a copy of the caller's context (its trace, as a task does on the async side). An
     error of `beat` ends the beating, not the work. The beating stops with the work (after
     a beat in flight)."""
     done = threading.Event()
@@ -51,7 +53,10 @@ def while_beating(work: Call[R], every: float, beat: Call[object]) -> R:
             except Exception:  # noqa: BLE001 - see the docstring
                 return
 
-    beater = threading.Thread(target=beating, name="docstore-heartbeat", daemon=True)
+    context = contextvars.copy_context()
+    beater = threading.Thread(
+        target=context.run, args=(beating,), name="docstore-heartbeat", daemon=True
+    )
     beater.start()
     try:
         return work()

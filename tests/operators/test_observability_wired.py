@@ -4,6 +4,7 @@ SQL and Redis spans, and the worker's CONSUMER span links to it through the queu
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any, cast
@@ -130,3 +131,27 @@ def test_an_idempotent_retry_of_a_submit_is_not_counted_as_a_new_submission(
     assert submitted() == before + 1
     sends = by_name(otel)["send documents"]
     assert [s.attributes.get("docstore.submission.replayed") for s in sends] == [None, True]
+
+
+def test_the_heartbeats_of_a_silent_extractor_are_in_the_process_trace(
+    otel: Otel, side: Side, docstore_settings: Settings, docstore_blob_store: S3BlobStore
+) -> None:
+    # The sync side beats on a thread of its own, which did not carry the caller's context:
+    # each heartbeat's statement was the root of a trace of its own.
+    settings = docstore_settings.model_copy(update={"lease_seconds": 0.6})  # a beat each 0.2 s
+
+    def silent(data: bytes, filename: str, report: Any) -> Any:
+        time.sleep(1.0)  # no progress reports: only the timed heartbeat extends the lease
+        return extract_text(data, filename, report)
+
+    opened = side.connect(settings, blobs=docstore_blob_store)
+    with cast(AbstractContextManager[Docstore], opened) as store:
+        user = store.users.create(UserCreate(email=EMAIL)).user
+        store.submit_document(user, FILENAME, CONTENT)
+        outcome = store.process_next("worker-1", silent, block_ms=0)
+    assert outcome is not None and outcome.action == "completed", outcome
+    spans = by_name(otel)
+    (process,) = spans["process documents"]
+    beats = spans["extend_document_lease"]
+    assert len(beats) >= 2
+    assert {beat.context.trace_id for beat in beats} == {process.context.trace_id}
