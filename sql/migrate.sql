@@ -355,7 +355,10 @@ LIMIT %(limit)s;
 -- ledger adopts the document as it now stands as what the migration wrote and forgets the
 -- task's digests (sixteen zero bytes: no task's MD5), so the next run finds it changed in Redis
 -- and rewrites it as a catch-up run would. A document docstore deleted loses its ledger row
--- instead: the next run migrates the task afresh. Only while docstore's document (or its
+-- instead: the next run migrates the task afresh, but only with its blob: the deletion of the
+-- task's key, still waiting and never tried, is called off (a purge that took it meanwhile
+-- holds its row: this waits, then finds it tried); a key no deletion waits for is gone, unless
+-- another document names it. Only while docstore's document (or its
 -- absence) differs from what the migration wrote. A document migrated before the ledger
 -- existed gets its first ledger row the same way: adopted, its task's digests unknown.
 WITH conflict AS (
@@ -371,11 +374,23 @@ WITH conflict AS (
         AND d.fingerprint IS DISTINCT FROM l.written_md5
     FOR UPDATE OF l
 ),
+blob_kept AS (
+    DELETE FROM blob_deletions AS b
+    USING conflict AS c
+    WHERE c.fingerprint IS NULL
+        AND b.s3_key = %(s3_key)s::text
+        AND b.attempts = 0
+    RETURNING b.s3_key
+),
 forgotten AS (
     DELETE FROM legacy_migrations AS l
     USING conflict AS c
     WHERE l.legacy_task_id = c.legacy_task_id
         AND c.fingerprint IS NULL
+        AND (
+            EXISTS (SELECT FROM blob_kept)
+            OR EXISTS (SELECT FROM documents AS d WHERE d.s3_key = %(s3_key)s::text)
+        )
     RETURNING l.legacy_task_id
 ),
 adopted AS (

@@ -36,6 +36,10 @@ _CHUNK = 1000
 KEPT = "docstore's version stays (until the task changes in Redis)"
 KEPT_GONE = "docstore's document stays although its legacy task is gone (until the task is back)"
 GONE_UNKNOWN = "no such task in Redis, and no document migrated from it"
+BLOB_GONE = (
+    "docstore deleted the document and its blob: the legacy version would come back without "
+    "its bytes (submit the file again instead)"
+)
 TAKEN = "the next run rewrites the document from Redis (brings it back if docstore deleted it)"
 
 
@@ -81,7 +85,16 @@ def take_legacy(
     it overwrites docstore's document (or brings back one docstore deleted), so a caller asks
     for confirmation first. Writes only the ledger now; any other task is left alone, with the
     reason. Never writes to Redis."""
-    return _decide(source, target, task_ids, prefix, "migrate_take_legacy", _task_id, TAKEN)
+    return _decide(
+        source,
+        target,
+        task_ids,
+        prefix,
+        "migrate_take_legacy",
+        _task_id,
+        TAKEN,
+        deleted_refused=BLOB_GONE,
+    )
 
 
 def _decide(
@@ -94,7 +107,10 @@ def _decide(
     done: str,
     *,
     keep_gone: bool = False,
+    deleted_refused: str = NOT_CHANGED,
 ) -> list[Decision]:
+    """Each task's decision; `deleted_refused` is the reason given when the statement refuses a
+    document docstore deleted."""
     raw_prefix = check_options(prefix, 1)
     if isinstance(task_ids, str | bytes) or not isinstance(task_ids, Iterable):
         # A lone id would be read character by character.
@@ -116,7 +132,7 @@ def _decide(
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
         decisions += _decide_chunk(
-            core, target, raw_prefix, chunk, statement, params, done, keep_gone
+            core, target, raw_prefix, chunk, statement, params, done, keep_gone, deleted_refused
         )
     return decisions
 
@@ -130,6 +146,7 @@ def _decide_chunk(
     params: Params,
     done: str,
     keep_gone: bool,
+    deleted_refused: str,
 ) -> list[Decision]:
     keys = {task_id: prefix + task_id.encode("utf-8") for task_id in ids}
     refused: dict[str, str] = {}
@@ -169,7 +186,8 @@ def _decide_chunk(
         reason = _why_not(row, doc) if row is not None else NOT_MIGRATED
         # Guarded in SQL too: a document a catch-up run updated meanwhile is no conflict.
         if not reason and not target.all(statement, params(doc)):
-            reason = NOT_CHANGED
+            deleted = row is not None and not row.present
+            reason = deleted_refused if deleted else NOT_CHANGED
         decisions.append(Decision(key, task_id, not reason, reason or done))
     return decisions
 
@@ -180,8 +198,9 @@ def _digests(doc: LegacyDocument) -> dict[str, Any]:
 
 
 def _task_id(doc: LegacyDocument) -> dict[str, Any]:
-    """migrate_take_legacy's parameters."""
-    return {"task_id": doc.task_id}
+    """migrate_take_legacy's parameters (the key: a deleted document comes back with its blob
+    or not at all)."""
+    return {"task_id": doc.task_id, "s3_key": doc.s3_key}
 
 
 def _why_not(row: MigratedDocument, doc: LegacyDocument) -> str:

@@ -17,7 +17,7 @@ from docstore import Docstore, RedisCache, Settings
 from docstore.errors import InvalidInput
 from docstore.migrate import keep_docstore, migrate, redis_reader, take_legacy, verify
 from docstore.migrate.cli import main
-from docstore.migrate.resolve import KEPT, TAKEN
+from docstore.migrate.resolve import BLOB_GONE, KEPT, TAKEN
 from docstore.migrate.summary import MigrationSummary
 from docstore.testing import free_port
 from docstore.testing.plugin import create_database, drop_database, with_database
@@ -674,8 +674,26 @@ def test_taking_the_legacy_version_lets_the_next_run_rewrite_or_bring_back_the_d
     back = docstore_store.documents.get_by_task_id("t3")
     assert back is not None
     assert (back.status, back.result_text) == ("COMPLETED", "the text of task 3")
+    # Its blob came back with it: the deletion its delete had listed was called off.
+    assert docstore_store.purge_deleted_blobs().deleted == 0
+    assert docstore_store.documents.count_blob_deletions()[0] == 0
     assert verify(r, db).ok
     assert run(docstore_store)[0].updated == 0  # settled: the run after writes nothing
+
+
+def test_a_deleted_document_whose_blob_is_gone_is_not_brought_back(
+    docstore_store: Docstore,
+) -> None:
+    # It came back pointing at a blob its delete had purged: no worker could ever read it.
+    r, db = docstore_store.redis, docstore_store.db
+    seed(r, 2)
+    run(docstore_store)
+    docstore_store.delete_document(document_id(docstore_store, "t1"))  # its blob goes too
+    finish_in_legacy(r, 1)
+    [decision] = take_legacy(r, db, ["t1"])
+    assert (decision.done, decision.reason) == (False, BLOB_GONE)
+    assert run(docstore_store)[0].conflicts == 1  # still the operator's to decide
+    assert docstore_store.documents.get_by_task_id("t1") is None
 
 
 def test_every_option_of_a_run_is_checked_before_anything_is_written(
