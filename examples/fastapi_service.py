@@ -96,7 +96,7 @@ class ServiceSettings(BaseSettings):
         None,
         ge=1,
         description="Requests worked on at once; the others wait their turn. Default: the "
-        "store's pool size (POOL_MIN_SIZE + POOL_MAX_OVERFLOW).",
+        "connections the store's pool keeps open (POOL_MIN_SIZE; without any, the pool's size).",
     )
     telemetry: bool = Field(
         False, description="OpenTelemetry SDK and /metrics (Prometheus); needs docstore[otel-sdk]."
@@ -362,9 +362,9 @@ class RequestGate:
 
     One event loop serving many requests at once interleaves them, and each then costs more
     CPU: a 429 took 0.53 ms of CPU with 16 clients and 0.70 ms with 64, all 64 in flight and
-    34 of them waiting inside the pool for one of its 30 connections. Bounded at the pool's
-    size, every admitted request can have a connection (the sync example is bounded the same
-    way, by FastAPI's 40 threads). `now` and `most` count the requests in flight.
+    34 of them waiting inside the pool for one of its 30 connections. Bounded at the
+    connections the pool keeps open, every admitted request finds one ready (the sync example
+    is bounded by FastAPI's 40 threads). `now` and `most` count the requests in flight.
     """
 
     def __init__(self) -> None:
@@ -378,16 +378,35 @@ class RequestGate:
         self.limit = limit
         self._slots = asyncio.Semaphore(limit)
 
-    async def __aenter__(self) -> None:
-        if self._slots is not None:
-            await self._slots.acquire()
-        self.now += 1
-        self.most = max(self.most, self.now)
+    def turn(self) -> "Turn":
+        """One request's place in the gate (taken, given back while it waits on its client)."""
+        return Turn(self)
 
-    async def __aexit__(self, *exc: object) -> None:
-        self.now -= 1
-        if self._slots is not None:
-            self._slots.release()
+
+class Turn:
+    """A request's slot of a `RequestGate`: `take` waits for it, `give_back` frees it (once)."""
+
+    def __init__(self, gate: RequestGate) -> None:
+        self.gate = gate
+        self.held = False
+
+    async def take(self) -> None:
+        gate = self.gate
+        if gate._slots is not None:
+            await gate._slots.acquire()  # a cancel here leaves nothing taken
+        self.held = True
+        gate.now += 1
+        gate.most = max(gate.most, gate.now)
+
+    def give_back(self) -> bool:
+        """Free the slot if held; whether it was."""
+        if not self.held:
+            return False
+        self.held = False
+        self.gate.now -= 1
+        if self.gate._slots is not None:
+            self.gate._slots.release()
+        return True
 
 
 class EncodedSlashes:
@@ -416,8 +435,23 @@ class InFlightLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        async with self.gate:
-            await self.app(scope, receive, send)
+        turn = self.gate.turn()
+
+        async def receive_off_turn() -> Message:
+            # Waiting on the client (its body, or its disconnect) is no work: the slot serves
+            # another request meanwhile, or a client sending slowly would hold it. Taken back
+            # for the work after, unless the wait ended in an error (the request is ending).
+            gave_back = turn.give_back()
+            message = await receive()
+            if gave_back:
+                await turn.take()
+            return message
+
+        await turn.take()
+        try:
+            await self.app(scope, receive_off_turn, send)
+        finally:
+            turn.give_back()
 
 
 # -- rate limits -----------------------------------------------------------------------------
@@ -549,7 +583,8 @@ def create_app(
         app.state.store = store
         app.state.limiters = Limiters.build(store, limits)
         app.state.telemetry = limits.telemetry
-        gate.open(limits.max_in_flight or store.settings.pool_max_size)
+        pool = store.settings
+        gate.open(limits.max_in_flight or pool.pool_min_size or pool.pool_max_size)
         if limits.telemetry:
             telemetry.configure("docstore-example")  # traces, and metrics at /metrics
         try:

@@ -459,12 +459,45 @@ async def test_requests_past_max_in_flight_wait_their_turn(
     assert (gate.limit, gate.most, gate.now) == (2, 2, 0)
 
 
-async def test_the_default_bound_is_the_pools_size(service: Service) -> None:
+async def test_the_default_bound_is_the_connections_the_pool_keeps_open(service: Service) -> None:
     gate = service.app.state.request_gate
-    assert gate.limit == service.store.settings.pool_max_size
+    assert gate.limit == service.store.settings.pool_min_size
     async with service.client() as http:
         assert (await http.get("/documents")).status_code == 401
     assert gate.most == 1
+
+
+async def test_a_client_sending_its_body_slowly_holds_no_place_meanwhile(
+    service_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    docstore_settings: Settings,
+    docstore_blob_store: S3BlobStore,
+) -> None:
+    # Reading a request's body was part of its turn: with every place held by uploads that
+    # trickle in, nothing else was served.
+    monkeypatch.setenv("MAX_IN_FLIGHT", "1")
+    async with running_service(docstore_settings, docstore_blob_store) as service:
+        headers = await service.new_key("trickle@example.com")
+        gate = service.app.state.request_gate
+        rest = asyncio.Event()
+
+        async def trickling() -> AsyncIterator[bytes]:
+            yield part_head("file", "slow.txt") + b"the first words"
+            await rest.wait()
+            yield b", and the last" + MULTIPART_END
+
+        async with service.client() as http:
+            upload = asyncio.ensure_future(
+                http.post("/documents", headers={**headers, **MULTIPART}, content=trickling())
+            )
+            while gate.most == 0:  # the upload is in, waiting on its body
+                await asyncio.sleep(0.01)
+            listing = await asyncio.wait_for(http.get("/documents", headers=headers), 10)
+            assert listing.status_code == 200 and listing.json()["items"] == []
+            rest.set()
+            uploaded = await upload
+        assert uploaded.status_code == 201, uploaded.text
+        assert (gate.limit, gate.most, gate.now) == (1, 1, 0)
 
 
 async def test_with_redis_down_a_finished_documents_progress_comes_from_postgres(
