@@ -7,12 +7,14 @@ modules at `docstore._sync_runtime`, which has the same names doing the blocking
 from __future__ import annotations
 
 import asyncio
+import inspect
 import sys
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, NoReturn, ParamSpec, TypeAlias, TypeVar, cast
 
 from docstore._sync_runtime import stop_as_error
+from docstore.errors import InvalidInput
 
 A = TypeVar("A")
 P = ParamSpec("P")
@@ -27,6 +29,15 @@ AsyncCallWith: TypeAlias = Callable[[A], Awaitable[R]]
 async def sleep(seconds: float) -> None:
     """Wait without blocking the event loop."""
     await asyncio.sleep(seconds)
+
+
+async def awaited(value: Awaitable[R], field: str) -> R:
+    """The result of `value`, which a caller's function returned where an async one is asked
+    for; `InvalidInput` naming `field` when it is no awaitable (a plain function was given)."""
+    if not inspect.isawaitable(value):
+        message = f"{field} must be an async function (its result is awaited)"
+        raise InvalidInput(message, field=field)
+    return await value
 
 
 async def in_thread(function: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -239,6 +250,7 @@ async def take_or_cancel(
 __all__ = [
     "AsyncCall",
     "AsyncCallWith",
+    "awaited",
     "blocking_caller",
     "cancel_was_dropped",
     "cancelled_once",

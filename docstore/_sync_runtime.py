@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextvars
+import inspect
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeAlias, TypeVar
+
+from docstore.errors import InvalidInput
 
 A = TypeVar("A")
 P = ParamSpec("P")
@@ -21,6 +24,16 @@ CallWith: TypeAlias = Callable[[A], R]
 def sleep(seconds: float) -> None:
     """Wait (the calling thread)."""
     time.sleep(seconds)
+
+
+def awaited(value: R, field: str) -> R:
+    """`value`, which a caller's function returned; `InvalidInput` naming `field` when it is
+    awaitable (an async function was given where a plain one is asked for)."""
+    if inspect.isawaitable(value):
+        if inspect.iscoroutine(value):
+            value.close()  # never awaited: no warning about it
+        raise InvalidInput(f"{field} must be a plain function, not an async one", field=field)
+    return value
 
 
 def in_thread(function: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -103,6 +116,7 @@ def take_or_cancel(take: Call[R], give_back: Callable[[R], object]) -> R:
 __all__ = [
     "Call",
     "CallWith",
+    "awaited",
     "blocking_caller",
     "cancel_was_dropped",
     "cancelled_once",

@@ -11,6 +11,7 @@ or through a `Checker`, and, when a column stores it, add the column to the comp
 
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -229,12 +230,19 @@ def parse_input(model: type[InputModel], data: InputModel | Any) -> InputModel:
         raise invalid_input(exc) from None
 
 
-def check_function(value: Any, field: str, what: str, *, optional: bool = False) -> Any:
+def check_function(
+    value: Any, field: str, what: str, *, optional: bool = False, plain: bool = False
+) -> Any:
     """`value` if it can be called (or is None, when `optional`); `InvalidInput` saying that
-    `field` must be `what` otherwise: a caller's callback checked before any write."""
-    if (value is None and optional) or callable(value):
+    `field` must be `what` otherwise: a caller's callback checked before any write. With
+    `plain`, an `async def` function is refused too (it is run on a thread, never awaited)."""
+    if value is None and optional:
         return value
-    raise InvalidInput(f"{field} must be {what}", field=field)
+    if not callable(value):
+        raise InvalidInput(f"{field} must be {what}", field=field)
+    if plain and inspect.iscoroutinefunction(value):
+        raise InvalidInput(f"{field} must be {what}, not an async def function", field=field)
+    return value
 
 
 def checked_limit(value: Any, maximum: int) -> int:

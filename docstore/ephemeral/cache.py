@@ -22,9 +22,9 @@ import pydantic
 from pydantic import ConfigDict, TypeAdapter
 from pydantic_core import PydanticSerializationError
 
-from docstore._sync_runtime import Call, finish, sleep
+from docstore._sync_runtime import Call, awaited, finish, sleep
 from docstore.ephemeral.owed import Debt, Owed
-from docstore.ephemeral.values import CacheStats, type_adapter
+from docstore.ephemeral.values import CacheStats, loaded_as, type_adapter
 from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
 from docstore.observability.messaging import count_cache
 from docstore.redis.client import RedisClient
@@ -194,12 +194,12 @@ class RedisCache:
         if not self._pay_owed():
             # Redis did not answer: load without a second wait for it (and without reading
             # a copy the unpaid drops may be meant to remove).
-            return self._load(loader)
+            return self._load(loader, type_)
         if self._recent_misses < MISSES_FOR_SCRIPT_FIRST:
             # Mostly hits: a plain GET, as cheap as `get`.
             raw = self._fail_open("read", key, lambda: self.core.client.get(cache_key(name)))
             if isinstance(raw, _FailedOpen):
-                return self._load(loader)
+                return self._load(loader, type_)
             if raw is not None:
                 readable, value = self._decode(key, cast(bytes, raw), type_)
                 if readable:
@@ -227,7 +227,7 @@ class RedisCache:
                 # A frozen Redis may still run the script and lock for nobody: release it at
                 # the next contact, so the next reader does not wait for it to expire.
                 self._owed.lock(keys[1], token)
-                return self._load(loader)
+                return self._load(loader, type_)
             raw, locked = reply
             if raw:
                 readable, value = self._decode(key, raw, type_)
@@ -237,24 +237,30 @@ class RedisCache:
                 continue
             if locked == 1:
                 self._count("misses")
-                return self._load_and_store(key, keys, token, loader, ttl_ms)
+                return self._load_and_store(key, keys, token, loader, type_, ttl_ms)
             if time.monotonic() >= deadline:
                 # The holder is slow or gone and its lock not yet expired: wait no longer.
                 self._count("misses")
                 logger.info("cache %r: gave up waiting for another loader", key)
-                return self._load(loader)
+                return self._load(loader, type_)
             sleep(delay)
             delay = min(delay * 2, 0.1)
 
-    def _load(self, loader: Call[T]) -> T:
+    def _load(self, loader: Call[T], type_: type[T]) -> T:
         self._count("loads")
-        return loader()
+        return cast(T, loaded_as(type_, awaited(loader(), "loader")))
 
     def _load_and_store(
-        self, key: str, keys: list[str], token: str, loader: Call[T], ttl_ms: int
+        self,
+        key: str,
+        keys: list[str],
+        token: str,
+        loader: Call[T],
+        type_: type[T],
+        ttl_ms: int,
     ) -> T:
         try:
-            value = self._load(loader)
+            value = self._load(loader, type_)
             payload = self._encode(value)
             self._fail_open(
                 "write", key, lambda: self._store_and_unlock(keys, token, payload, ttl_ms)

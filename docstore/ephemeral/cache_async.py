@@ -20,9 +20,9 @@ import pydantic
 from pydantic import ConfigDict, TypeAdapter
 from pydantic_core import PydanticSerializationError
 
-from docstore._async_runtime import AsyncCall, finish, sleep
+from docstore._async_runtime import AsyncCall, awaited, finish, sleep
 from docstore.ephemeral.owed import Debt, Owed
-from docstore.ephemeral.values import CacheStats, type_adapter
+from docstore.ephemeral.values import CacheStats, loaded_as, type_adapter
 from docstore.errors import InvalidInput, RedisCommandError, ServiceUnavailable
 from docstore.observability.messaging import count_cache
 from docstore.redis.client_async import RedisClient
@@ -194,12 +194,12 @@ class AsyncRedisCache:
         if not await self._pay_owed():
             # Redis did not answer: load without a second wait for it (and without reading
             # a copy the unpaid drops may be meant to remove).
-            return await self._load(loader)
+            return await self._load(loader, type_)
         if self._recent_misses < MISSES_FOR_SCRIPT_FIRST:
             # Mostly hits: a plain GET, as cheap as `get`.
             raw = await self._fail_open("read", key, lambda: self.core.client.get(cache_key(name)))
             if isinstance(raw, _FailedOpen):
-                return await self._load(loader)
+                return await self._load(loader, type_)
             if raw is not None:
                 readable, value = self._decode(key, cast(bytes, raw), type_)
                 if readable:
@@ -227,7 +227,7 @@ class AsyncRedisCache:
                 # A frozen Redis may still run the script and lock for nobody: release it at
                 # the next contact, so the next reader does not wait for it to expire.
                 self._owed.lock(keys[1], token)
-                return await self._load(loader)
+                return await self._load(loader, type_)
             raw, locked = reply
             if raw:
                 readable, value = self._decode(key, raw, type_)
@@ -237,24 +237,30 @@ class AsyncRedisCache:
                 continue
             if locked == 1:
                 self._count("misses")
-                return await self._load_and_store(key, keys, token, loader, ttl_ms)
+                return await self._load_and_store(key, keys, token, loader, type_, ttl_ms)
             if time.monotonic() >= deadline:
                 # The holder is slow or gone and its lock not yet expired: wait no longer.
                 self._count("misses")
                 logger.info("cache %r: gave up waiting for another loader", key)
-                return await self._load(loader)
+                return await self._load(loader, type_)
             await sleep(delay)
             delay = min(delay * 2, 0.1)
 
-    async def _load(self, loader: AsyncCall[T]) -> T:
+    async def _load(self, loader: AsyncCall[T], type_: type[T]) -> T:
         self._count("loads")
-        return await loader()
+        return cast(T, loaded_as(type_, await awaited(loader(), "loader")))
 
     async def _load_and_store(
-        self, key: str, keys: list[str], token: str, loader: AsyncCall[T], ttl_ms: int
+        self,
+        key: str,
+        keys: list[str],
+        token: str,
+        loader: AsyncCall[T],
+        type_: type[T],
+        ttl_ms: int,
     ) -> T:
         try:
-            value = await self._load(loader)
+            value = await self._load(loader, type_)
             payload = self._encode(value)
             await self._fail_open(
                 "write", key, lambda: self._store_and_unlock(keys, token, payload, ttl_ms)

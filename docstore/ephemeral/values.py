@@ -10,7 +10,14 @@ from enum import Enum
 from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PydanticSchemaGenerationError, TypeAdapter
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PydanticSchemaGenerationError,
+    TypeAdapter,
+    ValidationError,
+)
 from pydantic.errors import PydanticUserError
 
 from docstore.errors import InvalidInput
@@ -30,6 +37,21 @@ def type_adapter(type_: object) -> TypeAdapter[Any]:
         return _adapter(type_)
     except (TypeError, PydanticSchemaGenerationError, PydanticUserError):
         raise InvalidInput(f"type_ must be a type, not {type_!r}"[:200], field="type_") from None
+
+
+def loaded_as(type_: object, value: object) -> Any:
+    """A loader's `value` as `type_`, as a hit reads it back (a dict becomes the model, "5" the
+    int 5): a miss and a hit return the same. `InvalidInput` when it is no `type_`, before it
+    is stored (a copy no read could decode would make every read a miss)."""
+    try:
+        return type_adapter(type_).validate_python(value)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        name = getattr(type_, "__name__", repr(type_))
+        raise InvalidInput(
+            f"the loader returned a value that is not a {name}: {error['msg']}"[:300],
+            field="loader",
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,4 +189,5 @@ __all__ = [
     "QueueMessage",
     "QueueStats",
     "RateLimitResult",
+    "loaded_as",
 ]

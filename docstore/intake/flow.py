@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import io
 import logging
 import threading
@@ -280,7 +281,8 @@ class DocumentIntake:
         # The documents table's rule, checked before a message is taken off the queue (and the
         # same cleaned id used for both).
         worker_id = _worker_id(worker_id)
-        check_function(extract, "extract", "a function (an Extractor)")
+        # It runs on a thread, off the event loop: a plain function, also on the async side.
+        check_function(extract, "extract", "a plain function (an Extractor)", plain=True)
         check_function(stopping, "stopping", "a function returning a bool", optional=True)
         message: QueueMessage | None = None
         queue_down = False
@@ -425,6 +427,8 @@ class DocumentIntake:
             abandoned.set()
             raise
         if not isinstance(extraction, Extraction):  # a broken extractor fails its attempt only
+            if inspect.iscoroutine(extraction):
+                extraction.close()  # an async function behind a plain one: never awaited
             wrong = TypeError(f"the extractor returned {type(extraction).__name__}, not Extraction")
             return self._fail(document, worker_id, wrong)
         elapsed = time.perf_counter() - started

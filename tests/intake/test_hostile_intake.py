@@ -210,3 +210,19 @@ def test_a_stream_raising_stop_iteration_fails_the_submission_and_leaves_nothing
         store.submit_document(user, "a.txt", IteratorStream())  # type: ignore[arg-type]
     assert_only_changed(before, store)
     assert blob_files(store) == files and store.queue.stats() == queued
+
+
+def test_an_async_def_extractor_is_refused_before_a_message_is_taken(store: Docstore) -> None:
+    """Extractors run on a thread (off the loop on the async side): an `async def` one was
+    accepted, and each document failed attempt after attempt with "returned coroutine"."""
+    user = store.users.create(UserCreate(email="owner@example.com")).user
+    document = store.submit_document(user, "a.txt", b"bytes")
+
+    async def extract(data: bytes, filename: str, report: Any) -> Extraction:
+        return Extraction(text="never", page_count=1)
+
+    with pytest.raises(InvalidInput, match="not an async def function"):
+        store.process_next("worker-1", extract, block_ms=0)  # type: ignore[arg-type]
+    stored = store.documents.get(document.id)
+    assert stored.status == "PENDING" and stored.attempts == 0
+    assert store.queue.stats().pending == 0 and store.queue.stats().length == 1

@@ -12,8 +12,9 @@ from typing import Any
 import anyio
 import pytest
 import redis.asyncio
+from pydantic import BaseModel
 
-from docstore import RedisCommandError, ServiceUnavailable, Settings
+from docstore import InvalidInput, RedisCommandError, ServiceUnavailable, Settings
 from docstore.ephemeral.cache import RedisCache
 from docstore.ephemeral.cache_async import AsyncRedisCache
 from docstore.ephemeral.progress import ProgressTracker
@@ -374,3 +375,53 @@ async def test_a_command_of_docstores_async_client_makes_no_task(core: AsyncRedi
     finally:
         loop.set_task_factory(factory)
     assert made == []
+
+
+class Point(BaseModel):
+    x: int
+    y: int
+
+
+async def test_get_or_set_returns_on_a_miss_what_a_hit_returns(
+    core: AsyncRedisCore, docstore_redis_url: str
+) -> None:
+    # A miss returned the loader's raw value (a dict, "5") and a hit the value read as the
+    # type; a value that is no such type was stored, and no later read could decode it.
+    cache = AsyncRedisCache(core)
+    sync = RedisCache(RedisCore(redis.Redis.from_url(docstore_redis_url)))
+
+    async def point() -> Any:
+        return {"x": 1, "y": "2"}
+
+    async def five() -> Any:
+        return "5"
+
+    async def not_a_number() -> Any:
+        return "abc"
+
+    for _ in range(2):  # a miss, then a hit
+        assert await cache.get_or_set("point", point, Point) == Point(x=1, y=2)
+        assert await cache.get_or_set("five", five, int) == 5
+        assert sync.get_or_set("sync-five", lambda: "5", int) == 5
+    with pytest.raises(InvalidInput, match="not a int"):
+        await cache.get_or_set("nan", not_a_number, int)
+    with pytest.raises(InvalidInput, match="not a int"):
+        sync.get_or_set("sync-nan", lambda: "abc", int)
+    assert await cache.get("nan", int) is None and sync.get("sync-nan", int) is None
+
+
+async def test_get_or_set_refuses_a_loader_of_the_other_side(
+    core: AsyncRedisCore, docstore_redis_url: str
+) -> None:
+    # The async cache awaited a plain function's value: a raw TypeError after the loader ran.
+    cache = AsyncRedisCache(core)
+    with pytest.raises(InvalidInput, match="loader must be an async function"):
+        await cache.get_or_set("plain", lambda: 5, int)
+
+    async def five() -> int:
+        return 5
+
+    sync = RedisCache(RedisCore(redis.Redis.from_url(docstore_redis_url)))
+    with pytest.raises(InvalidInput, match="loader must be a plain function"):
+        sync.get_or_set("async", five, int)  # type: ignore[arg-type]
+    assert await cache.get("plain", int) is None
