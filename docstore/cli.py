@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -184,4 +185,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DocstoreError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `docstore doctor | head`: the reader is gone, and so is our output
+        _drop_stdout()
+        print("error: the output was closed (broken pipe): stopped there", file=sys.stderr)
+        return 2
     return 0
+
+
+def _drop_stdout() -> None:
+    """Send what is left of standard output nowhere: flushing it at exit would raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

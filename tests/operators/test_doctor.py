@@ -3,6 +3,9 @@ nothing changes without `repair`, and `repair` fixes what is safe (on both sides
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -556,3 +559,33 @@ def test_a_finding_callback_that_cannot_be_called_is_refused_before_any_repair(
     with pytest.raises(InvalidInput, match="on_finding"):
         side.make(Doctor, store, repair=True, on_finding="print")
     assert store.documents.get(stuck.id).status == "PROCESSING"
+
+
+def test_a_reader_that_stops_early_ends_the_command_with_a_line_not_a_traceback(
+    docstore_settings: Settings, tmp_path: Path
+) -> None:
+    # `docstore doctor | head -1`: a BrokenPipeError traceback, exit 1 (as if it found things).
+    client = redis.Redis.from_url(docstore_settings.redis_url)
+    for document_id in range(900_001, 902_001):  # progress of documents that do not exist
+        client.hset(progress_key(document_id), mapping={"percent": "5", "stage": "ocr"})
+    env = {
+        **os.environ,
+        "DATABASE_URL": docstore_settings.database_url,
+        "REDIS_URL": docstore_settings.redis_url,
+        "BLOB_BACKEND": "local",
+        "BLOB_DIR": str(tmp_path),
+    }
+    doctor = subprocess.Popen(
+        [sys.executable, "-m", "docstore", "doctor", "--grace", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert doctor.stdout is not None and doctor.stderr is not None
+    first = doctor.stdout.readline()
+    doctor.stdout.close()  # the reader is gone
+    err = doctor.stderr.read().decode()
+    assert doctor.wait(timeout=60) == 2, err
+    assert first.startswith(b"progress_stale")
+    assert "Traceback" not in err and "broken pipe" in err
