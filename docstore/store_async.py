@@ -20,7 +20,7 @@ from docstore.ephemeral.progress_async import AsyncProgressTracker
 from docstore.ephemeral.queue_async import AsyncTaskQueue
 from docstore.ephemeral.rate_limit_async import AsyncRateLimiter
 from docstore.ephemeral.values import FailurePolicy
-from docstore.errors import ConfigurationError, DocstoreError, PoolExhausted
+from docstore.errors import ConfigurationError, DocstoreError, InvalidInput, PoolExhausted
 from docstore.health import HEALTH_TIMEOUT, HealthReport, PoolStats, ReplicaHealth
 from docstore.intake.blob_access_async import AsyncBlobs
 from docstore.intake.blobs import BlobStore, blob_store_from_settings
@@ -42,6 +42,29 @@ from docstore.settings import Settings, settings_from_environment
 logger = logging.getLogger("docstore")
 
 
+def _check_parts(settings: object, pool: object, blobs: object) -> None:
+    """`InvalidInput` for a part of the wrong kind, before anything is made (they failed later,
+    each with its own raw error: a URL given as settings, a sync pool, a path as the blobs)."""
+    if settings is not None and not isinstance(settings, Settings):
+        raise InvalidInput(
+            f"settings must be docstore's Settings, not {type(settings).__name__}",
+            field="settings",
+        )
+    wanted = psycopg_pool.AsyncConnectionPool
+    if pool is not None and not isinstance(pool, wanted):
+        raise InvalidInput(
+            f"pool must be a psycopg_pool.{wanted.__name__}, not {type(pool).__name__}",
+            field="pool",
+        )
+    if blobs is not None and not all(
+        callable(getattr(blobs, method, None)) for method in ("put", "get", "open", "delete")
+    ):
+        raise InvalidInput(
+            f"blobs must be a blob store (S3BlobStore, LocalBlobStore), not {type(blobs).__name__}",
+            field="blobs",
+        )
+
+
 class AsyncDocstore:
     """Entry point: `async with await AsyncDocstore.connect(Settings()) as store: ...`.
 
@@ -56,6 +79,7 @@ class AsyncDocstore:
         redis_client: RedisClient | AsyncRedisCore | None = None,
         blobs: BlobStore | None = None,
     ) -> None:
+        _check_parts(settings, pool, blobs)
         self.settings = settings or settings_from_environment()
         self._owns_pool = pool is None
         self._owns_redis = redis_client is None

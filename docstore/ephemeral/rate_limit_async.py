@@ -52,7 +52,7 @@ class AsyncRateLimiter:
         self.limit = limit
         self.period = float(period)
         self.policy = policy
-        self.failure_policy = FailurePolicy(failure_policy)
+        self.failure_policy = check(FailurePolicy, failure_policy, "failure_policy")
         self.deny_retry_after = check(PositiveSeconds, deny_retry_after, "deny_retry_after")
         # Whole microseconds per unit keep the script's arithmetic exact (integers < 2**53).
         self._interval_us = max(1, math.ceil(self.period * 1_000_000 / limit))

@@ -46,9 +46,10 @@ class RedisCore:
 
     def __init__(self, client: RedisClient, *, address: str | None = None) -> None:
         if not isinstance(client, REDIS_CLIENT_TYPES):
+            wanted = " or ".join(f"{t.__module__}.{t.__qualname__}" for t in REDIS_CLIENT_TYPES)
             raise InvalidInput(
-                "a Redis client (redis-py's Redis or RedisCluster) is needed, not "
-                + type(client).__name__,
+                f"a Redis client ({wanted}) is needed here, not "
+                f"{type(client).__module__}.{type(client).__qualname__}",
                 field="redis",
             )
         self.client = client

@@ -20,8 +20,13 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg_pool
+import pytest
+import redis
+import redis.asyncio
 from hostile import (
     BIG_HOSTILE,
     BIG_PLAIN,
@@ -38,11 +43,13 @@ from hostile import (
 )
 from hypothesis import example, given
 from hypothesis import strategies as st
-from sides import side_fixture, side_store_fixture  # noqa: F401 (fixtures)
+from sides import Side, side_fixture, side_store_fixture  # noqa: F401 (fixtures)
 
-from docstore import Docstore
+from docstore import Docstore, Settings
+from docstore.ephemeral.rate_limit import RateLimiter
 from docstore.errors import Conflict, InvalidInput, InvalidTransition, NotFound
 from docstore.models import DocumentCreate, UserCreate, UserResponse
+from docstore.redis.client import new_redis
 
 T = TypeVar("T")
 
@@ -672,3 +679,32 @@ def test_a_foreign_conn_and_lone_ids_are_refused_typed(side_store: Docstore) -> 
         refused(lambda i=ids: store.progress.clear_many(i), "document_ids")
         refused(lambda i=ids: store.cache.invalidate_documents(i), "document_ids")
     assert store.queue.stats().length == 0
+
+
+def test_parts_of_the_wrong_kind_are_refused_as_the_store_is_made(
+    side: Side, docstore_settings: Settings, tmp_path: Path
+) -> None:
+    # Each failed later with a raw error: AttributeError for a URL as settings or a path as
+    # the blobs (at the first submit), TypeError or AttributeError for a pool of the other side.
+    other_side_pool = (
+        psycopg_pool.ConnectionPool(docstore_settings.database_url, open=False)
+        if side.is_async
+        else psycopg_pool.AsyncConnectionPool(docstore_settings.database_url, open=False)
+    )
+    for options, field in (
+        ({"settings": docstore_settings.database_url}, "settings"),
+        ({"settings": {"DATABASE_URL": docstore_settings.database_url}}, "settings"),
+        ({"pool": object()}, "pool"),
+        ({"pool": other_side_pool}, "pool"),
+        ({"blobs": str(tmp_path)}, "blobs"),
+        ({"redis_client": redis.Redis() if side.is_async else redis.asyncio.Redis()}, "redis"),
+    ):
+        settings = options.pop("settings", docstore_settings)
+        with pytest.raises(InvalidInput) as refused:
+            side.connect(settings, **options)
+        assert refused.value.field == field, refused.value
+    client = side.make(new_redis, docstore_settings)
+    for policy in ("x", None):  # a raw ValueError
+        with pytest.raises(InvalidInput, match="failure_policy"):
+            side.make(RateLimiter, client, limit=1, period=1, failure_policy=policy)
+    side.close_redis(client)
