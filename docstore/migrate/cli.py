@@ -115,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--rejects",
-        type=Path,
+        type=_writable_path,
         help="JSON lines of rejected, sanitized and conflicting records, written when the run "
         f"ends (default: {DEFAULT_REJECTS}; {DEFAULT_DRY_RUN_REJECTS} for a dry run)",
     )
@@ -290,6 +290,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--keep-docstore, --take-legacy and --verify or --dry-run go alone")
     if args.take_legacy and not args.yes_destroy_data:
         parser.error("--take-legacy overwrites docstore's documents: add --yes-destroy-data")
+    if args.yes_destroy_data and not args.take_legacy:
+        parser.error("--yes-destroy-data confirms --take-legacy, and nothing else")
+    if args.verify and args.dry_run:
+        parser.error("--verify only reads: --dry-run has nothing to leave out")
     if not sys.stderr.isatty():
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:

@@ -364,6 +364,11 @@ def test_progress_is_a_bar_on_a_terminal_and_log_lines_otherwise(
         (["--writers", "100000"], "--writers"),
         (["--writers", "0"], "--writers"),
         (["--report", "/no/such/folder/report.json"], "--report"),
+        # Each of these was taken: the rejects folder after connecting (naming a temporary
+        # file), the two others silently ignored.
+        (["--rejects", "/no/such/folder/rejects.jsonl"], "--rejects"),
+        (["--verify", "--dry-run"], "--dry-run"),
+        (["--yes-destroy-data"], "--yes-destroy-data confirms --take-legacy"),
     ],
 )
 def test_bad_options_are_refused_before_the_last_rejects_file_is_emptied(
