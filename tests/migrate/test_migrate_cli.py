@@ -210,7 +210,6 @@ def test_a_schema_without_legacy_task_id_names_the_missing_column(
         ({"redis": "unreachable"}, "error: Redis at 127.0.0.1:"),
         ({"database": "unreachable"}, "error: PostgreSQL at 127.0.0.1:"),
         ({"extra": ["--prefix", "result:"]}, "error: prefix must be non-empty"),
-        ({"rejects": "no/such/dir/rejects.jsonl"}, "error: No such file or directory"),
     ],
 )
 def test_exit_2_with_a_clear_message_on_usage_or_connection_errors(
@@ -226,8 +225,6 @@ def test_exit_2_with_a_clear_message_on_usage_or_connection_errors(
     if "database" in change:
         url = f"postgresql://nobody@127.0.0.1:{free_port()}/nothing"
         args[args.index("--database-url") + 1] = url
-    if "rejects" in change:
-        args[args.index("--rejects") + 1] = str(tmp_path / change["rejects"])
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith(message), err
