@@ -64,12 +64,23 @@ class Cancelled(InvalidTransition):
 
 
 class ServiceUnavailable(DocstoreError):
-    """A server docstore depends on could not be reached in time."""
+    """A server docstore depends on could not be reached in time.
 
-    def __init__(self, message: str | None = None, *, service: str = "", address: str = "") -> None:
+    `before_sending` is True when the call failed before anything was sent (no connection):
+    it wrote nothing."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        service: str = "",
+        address: str = "",
+        before_sending: bool = False,
+    ) -> None:
         super().__init__(message)
         self.service = service
         self.address = address
+        self.before_sending = before_sending
 
 
 class PoolExhausted(ServiceUnavailable):

@@ -183,12 +183,14 @@ class DocumentIntake:
 
     # -- submitting ---------------------------------------------------------------------------
 
-    def _drop_unrecorded_blob(self, blobs: BlobStore, key: str) -> None:
+    def _drop_unrecorded_blob(
+        self, blobs: BlobStore, key: str, surely_unrecorded: bool = False
+    ) -> None:
         """Delete the blob of a submit whose row may not have been written, unless a row points
-        at it; when PostgreSQL cannot tell, keep it (`docstore doctor --repair` removes blobs
-        no row points at, after their grace)."""
+        at it (asked unless `surely_unrecorded`); when PostgreSQL cannot tell, keep it
+        (`docstore doctor --repair` removes blobs no row points at, after their grace)."""
         try:
-            if not self.documents.blob_is_recorded(key):
+            if surely_unrecorded or not self.documents.blob_is_recorded(key):
                 in_thread(blobs.delete, key)
         except DocstoreError as exc:  # the submit's own error is the one raised
             logger.warning("blob %s of a failed submit kept: %s", key, exc)
@@ -240,6 +242,10 @@ class DocumentIntake:
                 document: DocumentResponse | None = self.documents.create(row)
             else:
                 document = self.documents.create_once(row)
+        except ServiceUnavailable as exc:
+            # No connection: nothing was written, and asking PostgreSQL would wait again.
+            finish(self._drop_unrecorded_blob, blobs, blob.key, exc.before_sending)
+            raise
         except BaseException:
             # A cancel or a lost connection can hide a committed row: check before deleting.
             finish(self._drop_unrecorded_blob, blobs, blob.key)

@@ -181,12 +181,14 @@ class AsyncDocumentIntake:
 
     # -- submitting ---------------------------------------------------------------------------
 
-    async def _drop_unrecorded_blob(self, blobs: BlobStore, key: str) -> None:
+    async def _drop_unrecorded_blob(
+        self, blobs: BlobStore, key: str, surely_unrecorded: bool = False
+    ) -> None:
         """Delete the blob of a submit whose row may not have been written, unless a row points
-        at it; when PostgreSQL cannot tell, keep it (`docstore doctor --repair` removes blobs
-        no row points at, after their grace)."""
+        at it (asked unless `surely_unrecorded`); when PostgreSQL cannot tell, keep it
+        (`docstore doctor --repair` removes blobs no row points at, after their grace)."""
         try:
-            if not await self.documents.blob_is_recorded(key):
+            if surely_unrecorded or not await self.documents.blob_is_recorded(key):
                 await in_thread(blobs.delete, key)
         except DocstoreError as exc:  # the submit's own error is the one raised
             logger.warning("blob %s of a failed submit kept: %s", key, exc)
@@ -238,6 +240,10 @@ class AsyncDocumentIntake:
                 document: DocumentResponse | None = await self.documents.create(row)
             else:
                 document = await self.documents.create_once(row)
+        except ServiceUnavailable as exc:
+            # No connection: nothing was written, and asking PostgreSQL would wait again.
+            await finish(self._drop_unrecorded_blob, blobs, blob.key, exc.before_sending)
+            raise
         except BaseException:
             # A cancel or a lost connection can hide a committed row: check before deleting.
             await finish(self._drop_unrecorded_blob, blobs, blob.key)

@@ -215,6 +215,7 @@ class Database:
                 f"the connection pool of PostgreSQL at {self.address} is closed",
                 service="postgresql",
                 address=self.address,
+                before_sending=True,
             ) from exc
         with self._in_use_lock:
             self._in_use += 1
@@ -322,11 +323,13 @@ class Database:
                 f"for {waited:g}s",
                 service="postgresql",
                 address=self.address,
+                before_sending=True,
             )
         return ServiceUnavailable(
             f"PostgreSQL at {self.address} is unreachable (no connection within {waited:g}s)",
             service="postgresql",
             address=self.address,
+            before_sending=True,
         )
 
 

@@ -218,6 +218,7 @@ class AsyncDatabase:
                 f"the connection pool of PostgreSQL at {self.address} is closed",
                 service="postgresql",
                 address=self.address,
+                before_sending=True,
             ) from exc
         with self._in_use_lock:
             self._in_use += 1
@@ -325,11 +326,13 @@ class AsyncDatabase:
                 f"for {waited:g}s",
                 service="postgresql",
                 address=self.address,
+                before_sending=True,
             )
         return ServiceUnavailable(
             f"PostgreSQL at {self.address} is unreachable (no connection within {waited:g}s)",
             service="postgresql",
             address=self.address,
+            before_sending=True,
         )
 
 

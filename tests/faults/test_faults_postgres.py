@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -30,7 +31,7 @@ from docstore import (
     extract_text,
 )
 from docstore.errors import PoolExhausted
-from docstore.intake.blobs import S3BlobStore
+from docstore.intake.blobs import LocalBlobStore, S3BlobStore
 from docstore.postgres.schema import apply_schema
 from docstore.testing.servers import LocalPostgres
 
@@ -457,3 +458,30 @@ def test_a_health_check_gives_its_connection_back_as_it_took_it(
     for _ in range(3):
         assert small_pool_store.health().postgres_version
     assert [r.getMessage() for r in caplog.records if "rolling back" in r.getMessage()] == []
+
+
+def test_a_submit_while_postgresql_is_down_deletes_its_blob_after_one_wait(
+    side: Side, server: LocalPostgres, docstore_redis_url: str, tmp_path: Path
+) -> None:
+    # No connection came, so no row was written: the blob was kept all the same, after a
+    # second wait of POOL_TIMEOUT to ask PostgreSQL whether a row named it.
+    settings = Settings.model_validate(
+        {
+            "DATABASE_URL": server.url,
+            "REDIS_URL": docstore_redis_url,
+            "pool_min_size": 1,
+            "pool_timeout": 1,
+            "connect_timeout": 1,
+        }
+    )
+    blobs = tmp_path / "blobs"
+    with side.connect(settings, blobs=LocalBlobStore(blobs)) as store:
+        user = store.users.create(UserCreate(email="down@example.com")).user
+        server.stop("fast")
+        try:
+            with pytest.raises(ServiceUnavailable) as down:
+                store.submit_document(user, "a.txt", b"never recorded")
+        finally:
+            server.start()
+    assert down.value.before_sending
+    assert [p for p in blobs.rglob("*") if p.is_file()] == []
