@@ -25,7 +25,7 @@ from psycopg.rows import BaseRowFactory, tuple_row
 from pydantic import BaseModel
 
 from docstore._async_runtime import AsyncCallWith, cancelled_once, finish, take_or_cancel
-from docstore.errors import InvalidInput, PoolExhausted, ServiceUnavailable
+from docstore.errors import ConfigurationError, InvalidInput, PoolExhausted, ServiceUnavailable
 from docstore.observability.database import observe_pool, observe_query
 from docstore.postgres.errors import wrap_database_errors
 from docstore.postgres.queries import Query, queries
@@ -214,11 +214,11 @@ class AsyncDatabase:
         except psycopg_pool.PoolTimeout as exc:
             raise self._pool_timeout_error(timeout or self.pool.timeout) from exc
         except psycopg_pool.PoolClosed as exc:
-            raise ServiceUnavailable(
-                f"the connection pool of PostgreSQL at {self.address} is closed",
-                service="postgresql",
-                address=self.address,
-                before_sending=True,
+            # Not an outage (retrying would not help): a store used before it was opened, or
+            # after it was closed.
+            raise ConfigurationError(
+                f"the connection pool of PostgreSQL at {self.address} is not open: open the "
+                "store first (connect(), `with`, or open()); a closed store stays closed"
             ) from exc
         with self._in_use_lock:
             self._in_use += 1

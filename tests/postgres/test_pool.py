@@ -15,7 +15,7 @@ from psycopg import sql
 from sides import Side, side_fixture  # noqa: F401 (fixtures)
 
 from docstore import AsyncDocstore, Docstore, Settings
-from docstore.errors import ServiceUnavailable
+from docstore.errors import ConfigurationError, ServiceUnavailable
 
 
 def one_connection_store(side: Side, settings: Settings, idle_after: float) -> Docstore:
@@ -165,3 +165,17 @@ def test_a_connect_cancelled_half_way_closes_the_pool_it_opened(
 
     asyncio.run(connect_for_a_second())
     assert connections_of(docstore_postgres_url, one_connection_role) == 0
+
+
+def test_a_store_used_before_it_is_opened_or_after_it_is_closed_says_so(
+    side: Side, docstore_settings: Settings
+) -> None:
+    # It raised ServiceUnavailable: code that retries outages retried a programming error.
+    store = side.make(Docstore, docstore_settings)
+    with pytest.raises(ConfigurationError, match="not open: open the store first"):
+        store.users.get(1)
+    store.open()
+    assert store.users.get_by_email("nobody@example.com") is None
+    store.close()
+    with pytest.raises(ConfigurationError, match="a closed store stays closed"):
+        store.users.get(1)
