@@ -107,8 +107,10 @@ def process_documents(store: Docstore, user: UserResponse) -> None:
     while (
         outcome := store.process_next("quickstart-worker", extract_text, block_ms=0)
     ) is not None:
-        count = outcome.document.page_count if outcome.document else None
-        print(f"   #{outcome.document_id}: {outcome.action} ({count} page(s))")
+        if outcome.action == "completed" and outcome.document is not None:
+            print(f"   #{outcome.document_id}: completed ({outcome.document.page_count} page(s))")
+        else:  # a legacy task of an earlier run, whose blob never existed
+            print(f"   #{outcome.document_id}: {outcome.action} ({outcome.detail})")
 
 
 def search(store: Docstore, user: UserResponse, query: str) -> None:
@@ -177,6 +179,19 @@ def legacy_migration(store: Docstore, prefix: str, data_dir: Path) -> None:
             store.redis.delete(*seeded)
 
 
+def refuse_a_database_in_use(store: Docstore) -> None:
+    """`ConfigurationError` when the caller's database holds documents the quickstart did not
+    write: its worker would process them (with its own extractor) and its demo data would mix
+    with theirs."""
+    foreign = store.db.value("quickstart_foreign_documents", {"email": EMAIL})
+    if foreign:
+        raise ConfigurationError(
+            f"this database holds {foreign} document(s) the quickstart did not write, and its "
+            "worker would process them: give it a database of its own (or unset DATABASE_URL "
+            "for an embedded one)"
+        )
+
+
 def check_extras() -> None:
     """The `[embedded]` extra's packages this run needs, before anything is written."""
     needed = ["fpdf"]
@@ -212,6 +227,8 @@ def run(data_dir: Path) -> None:
         step("schema")
         with timed("schema"):
             print(f"   applied {store.apply_schema() or 'nothing new'}")
+        if os.environ.get("DATABASE_URL"):
+            refuse_a_database_in_use(store)
         print(f"   {store.health()}")
         step("user")
         user, api_key = user_with_key(store)

