@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import docstore.observability.instruments as instruments
-from docstore.observability.state import telemetry
+from docstore.observability.state import reporting, telemetry
 
 T = TypeVar("T")
 _MARK = "_docstore_telemetry"
@@ -63,7 +63,7 @@ def instrument_blob_store(store: T) -> T:
 def _traced(method: Any, name: str, attributes: dict[str, Any]) -> Any:
     @functools.wraps(method)
     def call(*args: Any, **kwargs: Any) -> Any:
-        state = telemetry()
+        state = reporting()
         if state is None or _inside.get():
             return method(*args, **kwargs)
         token = _inside.set(True)

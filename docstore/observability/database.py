@@ -18,7 +18,7 @@ from typing import Any
 
 import docstore.observability.instruments as instruments
 from docstore.observability.sql_summary import summarize
-from docstore.observability.state import Telemetry, telemetry
+from docstore.observability.state import Telemetry, reporting, telemetry
 
 QUERY_NAME = "docstore.query.name"
 _NOOP: AbstractContextManager[None] = nullcontext()
@@ -100,7 +100,7 @@ def _error_attributes(exc_type: type[BaseException], exc: BaseException | None) 
 
 def observe_query(name: str, sql: str, address: str) -> AbstractContextManager[None]:
     """Around one statement's execute: a span and a duration (a no-op when telemetry is off)."""
-    state = telemetry()
+    state = reporting()
     if state is None:
         return _NOOP
     return _Statement(state, name, _query_attributes(name, sql, address))

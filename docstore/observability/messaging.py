@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 import docstore.observability.instruments as instruments
-from docstore.observability.state import NO_EXCEPTION_EVENTS, Telemetry, telemetry
+from docstore.observability.state import NO_EXCEPTION_EVENTS, Telemetry, reporting, telemetry
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -88,7 +88,7 @@ class _Submitting:
     __slots__ = ("replayed", "scope", "state", "token")
 
     def __enter__(self) -> None:
-        self.state = telemetry()
+        self.state = reporting()
         self.scope: Any = None
         if self.state is None:
             return
@@ -138,7 +138,7 @@ class Processing:
         self.document_id = document_id
         self.message = message
         self.outcome: str | None = None
-        self.state = telemetry()
+        self.state = reporting()
         self.scope: Any = None
         self.started = 0.0
 
@@ -211,7 +211,7 @@ def count_cache(result: str) -> None:
     """Count one cache request by its result: hit, miss or error (a fail-open); the cache's
     own counter names (hits, misses, errors) are taken too, others (loads) ignored."""
     result = _CACHE_RESULTS.get(result, result)
-    state = telemetry()
+    state = reporting()
     if state is not None and result in _CACHE_RESULTS.values():
         instruments.counter(
             state, "docstore.cache.requests", "{request}", "Cache requests by result."
@@ -220,7 +220,7 @@ def count_cache(result: str) -> None:
 
 def count_rate_limit(policy: str, allowed: bool, decided_by: str) -> None:
     """Count one rate-limit decision: allowed or refused, by Redis or the failure policy."""
-    state = telemetry()
+    state = reporting()
     if state is not None:
         instruments.counter(
             state, "docstore.rate_limit.decisions", "{decision}", "Rate-limit decisions."
@@ -239,7 +239,7 @@ def record_queue_state(
 ) -> None:
     """Give the queue gauges a fresh reading (e.g. `queue.stats()` and
     `queue.oldest_enqueued_at()` before a scrape, or on a timer in a worker)."""
-    state = telemetry()
+    state = reporting()
     if state is not None:
         instruments.record_queue(state, stream, depth, pending, dead_letters, oldest)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import docstore.observability.instruments as instruments
 from docstore.observability.database import server_attributes
-from docstore.observability.state import Telemetry, telemetry
+from docstore.observability.state import Telemetry, reporting, telemetry
 
 _MARK = "_docstore_telemetry"
 # Script digests (SHA-1 of the source) -> the shipped script's name.
@@ -97,7 +97,7 @@ class _Call:
 
 
 def _start(address: str, db: int, args: tuple[Any, ...]) -> _Call | None:
-    state = telemetry()
+    state = reporting()
     if state is None:
         return None
     operation, script = _command(args)
@@ -106,7 +106,7 @@ def _start(address: str, db: int, args: tuple[Any, ...]) -> _Call | None:
 
 
 def _start_pipeline(address: str, db: int, pipe: Any) -> _Call | None:
-    state = telemetry()
+    state = reporting()
     if state is None:
         return None
     size: dict[str, Any] = {}

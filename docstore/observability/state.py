@@ -2,10 +2,9 @@
 
 Telemetry is on when `opentelemetry-api` can be imported, unless `OTEL_SDK_DISABLED=true` or
 `DOCSTORE_TELEMETRY=off`; then no hook imports or calls OpenTelemetry. With the API alone (no
-SDK), spans are not even started: docstore asks at most once a second whether the application
-has set a tracer provider, and only then starts spans (a provider can be set once per process).
-Metrics go through the API's instruments, which cost a fraction of a microsecond until an SDK
-meter provider is set.
+SDK), nothing is even measured: docstore asks at most once a second whether the application has
+set a tracer or a meter provider (either can be set once per process), and until one is,
+`reporting()` is None and the hooks go straight to the call they wrap.
 """
 
 from __future__ import annotations
@@ -41,23 +40,41 @@ class Telemetry:
         self.version = _docstore_version()
         self.meter = metrics.get_meter(SCOPE, self.version)
         self._tracer: Any = None
+        self._metering = False
         self._next_check = 0.0
         # Instruments by name: the hot paths look them up here first (no keyword arguments).
         self.instruments: dict[str, Any] = {}
 
     def tracer(self) -> Any:
         """docstore's tracer, or None while the application has set no tracer provider."""
-        if self._tracer is not None:
-            return self._tracer
+        if self._tracer is None:
+            self._look()
+        return self._tracer
+
+    def recording(self) -> bool:
+        """Whether the application set a tracer or a meter provider: something keeps what
+        docstore reports."""
+        if self._tracer is None and not self._metering:
+            self._look()
+        return self._tracer is not None or self._metering
+
+    def _look(self) -> None:
+        """Look for the providers still unset, at most once a second."""
         now = time.monotonic()
         if now < self._next_check:
-            return None
+            return
         self._next_check = now + PROVIDER_CHECK_SECONDS
-        provider = self.trace.get_tracer_provider()
-        if isinstance(provider, self.trace.ProxyTracerProvider):
-            return None
-        self._tracer = provider.get_tracer(SCOPE, self.version)
-        return self._tracer
+        if self._tracer is None:
+            provider = self.trace.get_tracer_provider()
+            if not isinstance(provider, self.trace.ProxyTracerProvider):
+                self._tracer = provider.get_tracer(SCOPE, self.version)
+        if not self._metering:
+            from opentelemetry import metrics
+
+            meters = metrics.get_meter_provider()
+            # Until one is set, the API hands out a proxy (or the no-op one when told to).
+            unset = type(meters).__name__ in ("_ProxyMeterProvider", "NoOpMeterProvider")
+            self._metering = not unset
 
     def failed(self, span: Any, exc_type: type[BaseException]) -> None:
         """Mark `span` failed by the error's type only: its message and traceback may quote a
@@ -113,6 +130,13 @@ def telemetry() -> Telemetry | None:
     return _state if _enabled else None
 
 
+def reporting() -> Telemetry | None:
+    """The telemetry in force when something keeps what docstore reports (a tracer or meter
+    provider is set); None otherwise, and the hot paths then measure nothing at all."""
+    state = telemetry()
+    return state if state is not None and state.recording() else None
+
+
 def disable() -> None:
     """Stop reporting from here on (hooks already installed become no-ops)."""
     global _enabled
@@ -130,4 +154,12 @@ def refresh() -> None:
     _state.look_again()
 
 
-__all__ = ["PROVIDER_CHECK_SECONDS", "SCOPE", "Telemetry", "disable", "refresh", "telemetry"]
+__all__ = [
+    "PROVIDER_CHECK_SECONDS",
+    "SCOPE",
+    "Telemetry",
+    "disable",
+    "refresh",
+    "reporting",
+    "telemetry",
+]
