@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from docstore.errors import ConfigurationError
@@ -40,6 +40,20 @@ def _libpq_url(url: str) -> str:
     return url
 
 
+def _accepted_names(settings: type[BaseSettings]) -> frozenset[str]:
+    """The lower-case names a settings class takes as keyword arguments: its fields and their
+    aliases (pydantic-settings' own `_env_file` and the like too)."""
+    names = {"_env_file", "_env_file_encoding", "_case_sensitive", "_env_prefix", "_secrets_dir"}
+    for name, field in settings.model_fields.items():
+        names.add(name)
+        for alias in (field.alias, field.validation_alias):
+            if isinstance(alias, str):
+                names.add(alias)
+            elif isinstance(alias, AliasChoices):
+                names.update(choice for choice in alias.choices if isinstance(choice, str))
+    return frozenset(name.lower() for name in names)
+
+
 class Settings(BaseSettings):
     """Everything docstore needs to reach its servers.
 
@@ -56,6 +70,19 @@ class Settings(BaseSettings):
         # Validation errors must not echo a URL or password back.
         hide_input_in_errors=True,
     )
+
+    def __init__(self, **values: Any) -> None:
+        """Keyword arguments must name settings: a misspelt one (`pool_min_sise=0`) raises
+        pydantic's `ValidationError` instead of leaving the default in force. Unknown names
+        in the environment and `.env` stay ignored (they may belong to other programs)."""
+        accepted = _accepted_names(type(self))
+        unknown = [name for name in values if name.lower() not in accepted]
+        if unknown:
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [{"type": "extra_forbidden", "loc": (name,), "input": "..."} for name in unknown],
+            )
+        super().__init__(**values)
 
     postgres_host: str = "127.0.0.1"
     postgres_port: int = Field(5433, ge=1, le=65535)

@@ -1,6 +1,7 @@
 """Settings from the environment; secrets never shown."""
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -148,3 +149,22 @@ def test_a_cluster_url_that_names_another_database_or_a_socket_is_refused(
         Settings()
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
     assert Settings().redis_cluster is True
+
+
+def test_a_misspelt_keyword_argument_is_refused_not_ignored(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Settings(pool_min_sise=0, databse_url=...) kept the defaults: a typo connected elsewhere.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("SOMEONE_ELSES_VARIABLE=1\nPOOL_MIN_SIZE=3\n")
+    with pytest.raises(ValidationError) as refused:
+        Settings(pool_min_sise=0, databse_url="postgresql://a@h:1/d")
+    assert [error["loc"] for error in refused.value.errors()] == [
+        ("pool_min_sise",),
+        ("databse_url",),
+    ]
+    assert "postgresql://a@h" not in str(refused.value)  # never the value
+    # Fields, their aliases in any case, and the environment's other variables still work.
+    taken = Settings(pool_min_size=1, database_url="postgresql://a@h:1/d", REDIS_URL="redis://r/0")
+    assert (taken.pool_min_size, taken.database_url) == (1, "postgresql://a@h:1/d")
+    assert Settings().pool_min_size == 3
