@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from docstore.errors import ConfigurationError
@@ -169,6 +176,14 @@ class Settings(BaseSettings):
     max_processing_per_user: int | None = Field(
         None, ge=1, description="Documents of one user PROCESSING at once (None: no cap)."
     )
+
+    @field_validator("database_url_override", "database_replica_url_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """`DATABASE_URL=` (as compose files and CI set it) means no URL, not a bad one."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
     @model_validator(mode="after")
     def _check_urls(self) -> Settings:

@@ -168,3 +168,14 @@ def test_a_misspelt_keyword_argument_is_refused_not_ignored(
     taken = Settings(pool_min_size=1, database_url="postgresql://a@h:1/d", REDIS_URL="redis://r/0")
     assert (taken.pool_min_size, taken.database_url) == (1, "postgresql://a@h:1/d")
     assert Settings().pool_min_size == 3
+
+
+def test_an_empty_database_url_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    # DATABASE_URL= was "must start with postgresql://", not the POSTGRES_* parts.
+    monkeypatch.setenv("DATABASE_URL", "")
+    monkeypatch.setenv("DATABASE_REPLICA_URL", " ")
+    monkeypatch.setenv("POSTGRES_HOST", "db.internal")
+    settings = Settings()
+    assert settings.database_url.startswith("postgresql://docuser:")
+    assert "@db.internal:5433/" in settings.database_url
+    assert settings.database_replica_url is None
