@@ -40,6 +40,7 @@ class WriteOutcome:
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
+    not_updated: int = 0  # changed in Redis, left as they are by an insert-only run
     users_created: int = 0
     updated_ids: list[int] = field(default_factory=list)  # documents updated (their cache)
     rejects: list[Reject] = field(default_factory=list)
@@ -50,6 +51,7 @@ class WriteOutcome:
         self.inserted += other.inserted
         self.updated += other.updated
         self.unchanged += other.unchanged
+        self.not_updated += other.not_updated
         self.users_created += other.users_created
         self.updated_ids.extend(other.updated_ids)
         self.rejects.extend(other.rejects)
@@ -246,7 +248,7 @@ def _write(
     if unchanged and not dry_run:
         _record_raw(db, plan, conn)
     if not update:  # insert-only: whatever exists is left as it is
-        return _write_new_only(db, plan, digests, conn, unchanged, dry_run=dry_run)
+        return _write_new_only(db, docs, plan, digests, conn, unchanged, dry_run=dry_run)
     outcome = WriteOutcome(unchanged=unchanged, inserted=len(plan.new))
     if plan.unrecorded:
         outcome.unchanged += _adopt_unrecorded(db, plan, digests, conn, dry_run=dry_run)
@@ -269,6 +271,7 @@ def _write(
 
 def _write_new_only(
     db: Database,
+    docs: Sequence[LegacyDocument],
     plan: _Plan,
     digests: dict[str, bytes],
     conn: Connection,
@@ -276,11 +279,17 @@ def _write_new_only(
     *,
     dry_run: bool,
 ) -> WriteOutcome:
-    existing = len(plan.changed) + len(plan.unrecorded) + len(plan.conflicts)
-    outcome = WriteOutcome(inserted=len(plan.new), unchanged=unchanged + existing)
+    # Tasks changed in Redis are told apart from unchanged ones, and conflicts listed as
+    # ever: an insert-only run leaves them as they are, it does not make them agree.
+    outcome = WriteOutcome(
+        inserted=len(plan.new),
+        unchanged=unchanged,
+        not_updated=len(plan.changed) + len(plan.unrecorded),
+    )
     if plan.new and not dry_run:
         emails = sorted({doc.user_email for doc in plan.new})
         outcome.users_created = _insert_new(db, plan.new, emails, digests, conn)
+    outcome.conflicts = _listed_conflicts(db, docs, plan.conflicts, conn)
     return outcome
 
 

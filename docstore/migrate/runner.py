@@ -181,6 +181,7 @@ def _count_written(
     summary.migrated += outcome.inserted
     summary.updated += outcome.updated
     summary.already_present += outcome.unchanged
+    summary.not_updated += outcome.not_updated
     summary.users_created += outcome.users_created
     for reject in outcome.rejects:
         listing.reject(reject)

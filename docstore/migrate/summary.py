@@ -21,10 +21,11 @@ class MigrationSummary:
     """What a run saw and did; `dry_run` runs count `migrated` as "would migrate" (and so on).
 
     The counts add up: scanned = task + result + skipped + repeated keys; task keys = migrated +
-    updated + already present + conflicts + tasks rejected + vanished; result keys = with their
-    task + orphans; rejected = tasks rejected + orphan results. `already_present` tasks are
-    unchanged since the run that wrote them (no write); `updated` ones changed in Redis since
-    and were brought up to date; `conflicts` changed in Redis and in docstore: left alone.
+    updated + not updated + already present + conflicts + tasks rejected + vanished; result
+    keys = with their task + orphans; rejected = tasks rejected + orphan results.
+    `already_present` tasks are unchanged since the run that wrote them (no write); `updated`
+    ones changed in Redis since and were brought up to date (`not_updated`: left as they are
+    by an insert-only run); `conflicts` changed in Redis and in docstore: left alone.
     """
 
     dry_run: bool = False
@@ -35,6 +36,7 @@ class MigrationSummary:
     migrated: int = 0
     already_present: int = 0
     updated: int = 0
+    not_updated: int = 0
     conflicts: int = 0
     skipped: int = 0
     repeated_keys: int = 0  # returned again by SCAN within a batch
@@ -53,7 +55,9 @@ class MigrationSummary:
     @property
     def processed(self) -> int:
         """Tasks written, found up to date, or found in conflict."""
-        return self.migrated + self.updated + self.already_present + self.conflicts
+        return (
+            self.migrated + self.updated + self.not_updated + self.already_present + self.conflicts
+        )
 
     @property
     def wrote_nothing(self) -> bool:
@@ -108,6 +112,9 @@ class MigrationSummary:
             (2, "without a task", self.orphan_results, "rejected"),
             (1, "other keys", self.skipped, "skipped, e.g. progress:*"),
         ]
+        if self.not_updated:  # only an insert-only run (--no-update) leaves changed tasks
+            at = next(i for i, row in enumerate(rows) if row[1] == "already present") + 1
+            rows.insert(at, (2, "not updated", self.not_updated, "changed in Redis: left as is"))
         if self.repeated_keys:
             rows.append((1, "repeated by SCAN", self.repeated_keys, "read once"))
         rows.append((0, "rejected", self.rejected, ""))
@@ -122,8 +129,11 @@ class MigrationSummary:
         if self.updated and not self.dry_run:
             lines.extend(self._cache_lines())
         if self.wrote_nothing and self.task_keys and not self.dry_run:
-            others = f" but the {self.conflicts} conflicts (listed)" if self.conflicts else ""
-            lines.append(f"nothing written: every task is up to date{others}")
+            if self.not_updated:
+                lines.append(f"nothing written: {self.not_updated} changed task(s) left as is")
+            else:
+                others = f" but the {self.conflicts} conflicts (listed)" if self.conflicts else ""
+                lines.append(f"nothing written: every task is up to date{others}")
         return "\n".join(lines)
 
     def _cache_lines(self) -> list[str]:

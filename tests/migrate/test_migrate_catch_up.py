@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -260,8 +261,12 @@ def test_no_update_keeps_insert_only_and_a_dry_run_says_what_a_run_would_do(
     assert [line["key"] for line in dry_lines] == ["task:t1"]
     assert row_versions(docstore_store) == before
     insert_only, lines = run(docstore_store, update=False)
-    assert (insert_only.migrated, insert_only.updated, insert_only.conflicts) == (1, 0, 0)
-    assert insert_only.already_present == 4 and lines == []  # t1 deleted: not brought back
+    # t0 changed in Redis and t1 in conflict were counted as "already present" (unchanged):
+    # an insert-only run leaves them, and says so; the conflict is listed as in any run.
+    assert (insert_only.migrated, insert_only.updated, insert_only.not_updated) == (1, 0, 1)
+    assert (insert_only.conflicts, insert_only.already_present) == (1, 2)
+    assert [line["key"] for line in lines] == ["task:t1"]  # t1 deleted: not brought back
+    assert re.search(r"not updated +1 +\(changed in Redis: left as is\)", insert_only.text())
     stale = docstore_store.documents.get_by_task_id("t0")
     assert stale is not None and stale.status == "PROCESSING"
     caught_up, _ = run(docstore_store)

@@ -106,7 +106,7 @@ def test_the_summary_counts_add_up_to_the_keys_scanned_on_a_mixed_keyspace(
         report["task_keys"] + report["result_keys"] + report["skipped"] + report["repeated_keys"]
     )
     assert report["task_keys"] == (
-        report["migrated"] + report["updated"] + report["already_present"]
+        report["migrated"] + report["updated"] + report["not_updated"] + report["already_present"]
         + report["conflicts"] + report["tasks_rejected"] + report["vanished"]
     )  # fmt: skip
     assert report["result_keys"] == report["results_with_task"] + report["orphan_results"]
