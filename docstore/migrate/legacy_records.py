@@ -124,6 +124,8 @@ def _task_fields(payload: TaskPayload, cleaner: TextCleaner) -> dict[str, Any]:
             raise LegacyValueError("task string is not valid JSON") from exc
         if not isinstance(document, dict):
             raise LegacyValueError("task string is JSON but not an object")
+        if "task JSON" in cleaner.changed and _raw_json_key(payload) != document.get("s3_key"):
+            cleaner.changed.add("s3_key")  # the cleaning of the whole text changed the key
         read = [(name, document.get(name)) for name in _FIELDS]
     fields: dict[str, Any] = {}
     for name, value in read:
@@ -132,6 +134,16 @@ def _task_fields(payload: TaskPayload, cleaner: TextCleaner) -> dict[str, Any]:
             if value is not None:
                 fields[name] = value
     return fields
+
+
+def _raw_json_key(payload: bytes) -> object:
+    """The `s3_key` of a JSON task as its bytes hold it (NULs kept, bad UTF-8 as lone
+    surrogates), to tell whether cleaning the whole text changed it; None if unreadable."""
+    try:
+        document = _JSON.decode(payload.decode("utf-8", errors="surrogateescape"))
+    except (ValueError, RecursionError):
+        return None
+    return document.get("s3_key") if isinstance(document, dict) else None
 
 
 def _cleaned(value: Any, name: str, cleaner: TextCleaner) -> Any:

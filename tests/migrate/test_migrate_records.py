@@ -296,11 +296,12 @@ def test_an_out_of_range_timestamp_rejects_the_task_naming_the_field(
     ],
 )
 def test_a_blob_key_is_taken_as_it_is_or_the_task_is_rejected(raw: bytes, reason: str) -> None:
-    parsed = parse_task(
-        b"task:1", "1", {b"filename": b"f", b"s3_key": raw, b"status": b"done"}, None
-    )
-    assert isinstance(parsed, Reject) and parsed.key == "task:1", parsed
-    assert parsed.reason.startswith("s3_key") and reason in parsed.reason
+    as_json = b'{"filename": "f", "status": "done", "s3_key": "' + raw + b'"}'
+    as_hash = {b"filename": b"f", b"s3_key": raw, b"status": b"done"}
+    for payload in (as_hash, as_json):  # the JSON text was cleaned whole: its key slipped by
+        parsed = parse_task(b"task:1", "1", payload, None)
+        assert isinstance(parsed, Reject) and parsed.key == "task:1", parsed
+        assert parsed.reason.startswith("s3_key") and reason in parsed.reason
     kept = parse_task(
         b"task:1", "1", _hash(filename="f", s3_key="legacy/ü scan.pdf", status="done"), None
     )
