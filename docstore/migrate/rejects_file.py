@@ -2,16 +2,24 @@
 
 It is the only list of what a run rejected or sanitized, so a run that is refused (a bad
 option, a database without the schema) or interrupted leaves the last one as it was, and a
-finished run that replaces a non-empty list keeps that one as ``<name>.previous``.
+finished run that replaces a non-empty list keeps that one as ``<name>.previous``. What an
+interrupted run listed is kept as ``<name>.interrupted``: its committed batches are not read
+again by the next run, which therefore does not list their records again.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
+
+
+def interrupted_of(path: Path) -> Path:
+    """Where a run that ended early keeps what it listed."""
+    return path.with_name(path.name + ".interrupted")
 
 
 def previous_of(path: Path) -> Path:
@@ -22,18 +30,23 @@ def previous_of(path: Path) -> Path:
 @contextmanager
 def rejects_file(path: Path) -> Iterator[TextIO]:
     """A new file, in `path`'s folder, that takes `path`'s place once the block ends without
-    an error; removed, and `path` untouched, when it raises."""
+    an error; when it raises, `path` is untouched and what was listed is kept as
+    `interrupted_of(path)` (nothing, if nothing was)."""
     partial = path.with_name(path.name + ".partial")
     with partial.open("w", encoding="utf-8") as file:
         try:
             yield file
         except BaseException:
             file.close()
-            partial.unlink(missing_ok=True)
+            if partial.stat().st_size > 0:
+                os.replace(partial, interrupted_of(path))
+                print(f"listed before the end: {interrupted_of(path)}", file=sys.stderr)
+            else:
+                partial.unlink(missing_ok=True)
             raise
     if path.exists() and path.stat().st_size > 0:
         os.replace(path, previous_of(path))
     os.replace(partial, path)
 
 
-__all__ = ["previous_of", "rejects_file"]
+__all__ = ["interrupted_of", "previous_of", "rejects_file"]

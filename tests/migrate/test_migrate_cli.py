@@ -25,6 +25,7 @@ from docstore import Docstore, Settings
 from docstore.migrate import migrate
 from docstore.migrate.cli import main
 from docstore.migrate.progress import BarProgress, LogProgress
+from docstore.migrate.rejects_file import interrupted_of, rejects_file
 from docstore.testing import free_port
 from docstore.testing.plugin import create_database, drop_database, with_database
 
@@ -418,3 +419,21 @@ def test_the_rejects_file_is_replaced_only_by_a_finished_run_and_the_last_list_i
     assert rejects.read_text() == "" and previous.read_text() == listed
     assert f"kept in {previous}" in capsys.readouterr().out
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_what_an_interrupted_run_listed_is_kept_beside_the_last_list(tmp_path: Path) -> None:
+    # Its committed batches are not read again by the next run, so their sanitized records
+    # were listed nowhere once the interrupted run's file was deleted.
+    rejects = tmp_path / "rejects.jsonl"
+    rejects.write_text('{"key": "from the last run"}\n')
+    with pytest.raises(KeyboardInterrupt), rejects_file(rejects) as listing:
+        listing.write('{"key": "task:1", "outcome": "sanitized"}\n')
+        raise KeyboardInterrupt
+    assert rejects.read_text() == '{"key": "from the last run"}\n'
+    assert interrupted_of(rejects).read_text() == '{"key": "task:1", "outcome": "sanitized"}\n'
+    with pytest.raises(RuntimeError), rejects_file(tmp_path / "empty.jsonl"):
+        raise RuntimeError("refused before anything was listed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "rejects.jsonl",
+        "rejects.jsonl.interrupted",
+    ]
