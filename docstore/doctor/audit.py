@@ -469,8 +469,11 @@ class Doctor:
             pipe.execute()
 
     def _drop_scratch(self) -> None:
-        # When Redis is gone the set expires by itself.
-        self.core.fail_open(lambda: self.core.client.delete(self._scratch), lambda _: 0)
+        # When Redis is gone, or refuses the delete (MISCONF, an ACL), the set expires by
+        # itself: the report is what matters.
+        self.core.fail_open(
+            lambda: self.core.client.delete(self._scratch), lambda _: 0, also_refused=True
+        )
 
 
 def run(

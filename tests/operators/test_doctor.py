@@ -589,3 +589,26 @@ def test_a_reader_that_stops_early_ends_the_command_with_a_line_not_a_traceback(
     assert doctor.wait(timeout=60) == 2, err
     assert first.startswith(b"progress_stale")
     assert "Traceback" not in err and "broken pipe" in err
+
+
+def test_a_redis_that_refuses_every_delete_still_gets_the_report(
+    side: Side, docstore_settings: Settings, blob_store: BlobStore
+) -> None:
+    # MISCONF (a failed snapshot) refuses every write, a DEL too: the scratch set's clean-up
+    # raised RedisCommandError in place of the report. An ACL denying DEL answers the same way.
+    admin = redis.Redis.from_url(docstore_settings.redis_url)
+    admin.acl_setuser(
+        "no-delete", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"],
+        commands=["+@all", "-del", "-unlink"],
+    )  # fmt: skip
+    url = docstore_settings.redis_url.replace("redis://", "redis://no-delete:pw@", 1)
+    limited = docstore_settings.model_copy(update={"redis_url_secret": SecretStr(url)})
+    try:
+        with cast(
+            AbstractContextManager[Docstore], side.connect(limited, blobs=blob_store)
+        ) as store:
+            report = doctor(side, store)
+    finally:
+        admin.acl_deluser("no-delete")
+        admin.close()
+    assert report.clean, report.summary()
