@@ -48,9 +48,8 @@ def _libpq_url(url: str) -> str:
 
 
 def _accepted_names(settings: type[BaseSettings]) -> frozenset[str]:
-    """The lower-case names a settings class takes as keyword arguments: its fields and their
-    aliases (pydantic-settings' own `_env_file` and the like too)."""
-    names = {"_env_file", "_env_file_encoding", "_case_sensitive", "_env_prefix", "_secrets_dir"}
+    """The lower-case names of a settings class's fields and their aliases."""
+    names: set[str] = set()
     for name, field in settings.model_fields.items():
         names.add(name)
         for alias in (field.alias, field.validation_alias):
@@ -86,7 +85,8 @@ class Settings(BaseSettings):
         pydantic's `ValidationError` instead of leaving the default in force. Unknown names
         in the environment and `.env` stay ignored (they may belong to other programs)."""
         accepted = _accepted_names(type(self))
-        unknown = [name for name in values if name.lower() not in accepted]
+        # pydantic-settings' own arguments (`_env_file`, `_cli_parse_args`...) start with "_".
+        unknown = [n for n in values if not n.startswith("_") and n.lower() not in accepted]
         if unknown:
             raise ValidationError.from_exception_data(
                 type(self).__name__,

@@ -168,6 +168,8 @@ def test_a_misspelt_keyword_argument_is_refused_not_ignored(
     taken = Settings(pool_min_size=1, database_url="postgresql://a@h:1/d", REDIS_URL="redis://r/0")
     assert (taken.pool_min_size, taken.database_url) == (1, "postgresql://a@h:1/d")
     assert Settings().pool_min_size == 3
+    # pydantic-settings' own arguments pass (CliApp and the like use more than _env_file).
+    assert Settings(_env_file=None, _env_ignore_empty=True).pool_min_size == 10
 
 
 def test_an_empty_database_url_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
