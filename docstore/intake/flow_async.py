@@ -34,6 +34,7 @@ from docstore.ephemeral.values import Progress, QueueMessage
 from docstore.errors import (
     REDIS_FAILURES,
     Cancelled,
+    ConfigurationError,
     Conflict,
     DocstoreError,
     InvalidInput,
@@ -240,9 +241,11 @@ class AsyncDocumentIntake:
                 document: DocumentResponse | None = await self.documents.create(row)
             else:
                 document = await self.documents.create_once(row)
-        except ServiceUnavailable as exc:
-            # No connection: nothing was written, and asking PostgreSQL would wait again.
-            await finish(self._drop_unrecorded_blob, blobs, blob.key, exc.before_sending)
+        except (ServiceUnavailable, ConfigurationError) as exc:
+            # No connection (or no open pool: a store not opened, or closed): nothing was
+            # written, and asking PostgreSQL would wait again, or fail the same way.
+            unsent = isinstance(exc, ConfigurationError) or exc.before_sending
+            await finish(self._drop_unrecorded_blob, blobs, blob.key, unsent)
             raise
         except BaseException:
             # A cancel or a lost connection can hide a committed row: check before deleting.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -16,6 +17,7 @@ from sides import Side, side_fixture  # noqa: F401 (fixtures)
 
 from docstore import AsyncDocstore, Docstore, Settings
 from docstore.errors import ConfigurationError, ServiceUnavailable
+from docstore.intake.blobs import LocalBlobStore
 
 
 def one_connection_store(side: Side, settings: Settings, idle_after: float) -> Docstore:
@@ -168,12 +170,16 @@ def test_a_connect_cancelled_half_way_closes_the_pool_it_opened(
 
 
 def test_a_store_used_before_it_is_opened_or_after_it_is_closed_says_so(
-    side: Side, docstore_settings: Settings
+    side: Side, docstore_settings: Settings, tmp_path: Path
 ) -> None:
     # It raised ServiceUnavailable: code that retries outages retried a programming error.
-    store = side.make(Docstore, docstore_settings)
+    blobs = tmp_path / "blobs"
+    store = side.make(Docstore, docstore_settings, blobs=LocalBlobStore(blobs))
     with pytest.raises(ConfigurationError, match="not open: open the store first"):
         store.users.get(1)
+    with pytest.raises(ConfigurationError, match="not open"):
+        store.submit_document(1, "a.txt", b"never recorded")
+    assert [p for p in blobs.rglob("*") if p.is_file()] == []  # its blob was left behind
     store.open()
     assert store.users.get_by_email("nobody@example.com") is None
     store.close()
