@@ -183,6 +183,8 @@ def refuse_a_database_in_use(store: Docstore) -> None:
     """`ConfigurationError` when the caller's database holds documents the quickstart did not
     write: its worker would process them (with its own extractor) and its demo data would mix
     with theirs."""
+    if not any(status.applied for status in store.schema_status()):
+        return  # no tables yet: nobody's documents
     foreign = store.db.value("quickstart_foreign_documents", {"email": EMAIL})
     if foreign:
         raise ConfigurationError(
@@ -224,11 +226,11 @@ def run(data_dir: Path) -> None:
             }
         )
         store = stack.enter_context(Docstore.connect(settings))
+        if os.environ.get("DATABASE_URL"):
+            refuse_a_database_in_use(store)  # before anything is written, the schema too
         step("schema")
         with timed("schema"):
             print(f"   applied {store.apply_schema() or 'nothing new'}")
-        if os.environ.get("DATABASE_URL"):
-            refuse_a_database_in_use(store)
         print(f"   {store.health()}")
         step("user")
         user, api_key = user_with_key(store)

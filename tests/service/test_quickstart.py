@@ -104,6 +104,7 @@ def test_quickstart_leaves_a_database_with_documents_of_others_alone(
     # extractor, and its demo data mixed with theirs.
     user = docstore_store.users.create(UserCreate(email="real@example.com")).user
     document = docstore_store.submit_document(user, "real.txt", b"a real user's document")
+    [pending] = docstore_store.rollback_schema(1)  # a migration the caller has not applied yet
     settings = docstore_store.settings
     env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
     (tmp_path / "data").mkdir()
@@ -119,3 +120,5 @@ def test_quickstart_leaves_a_database_with_documents_of_others_alone(
     assert "holds 1 document(s) the quickstart did not write" in result.stderr
     assert docstore_store.documents.get(document.id).status == "PENDING"
     assert docstore_store.users.get_by_email("quickstart@example.com") is None
+    # Refused before anything was written: the schema too (it applied the pending one first).
+    assert [s.id for s in docstore_store.schema_status() if not s.applied] == [pending]
