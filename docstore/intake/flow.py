@@ -292,7 +292,9 @@ class DocumentIntake:
         worker_id = _worker_id(worker_id)
         # It runs on a thread, off the event loop: a plain function, also on the async side.
         check_function(extract, "extract", "a plain function (an Extractor)", plain=True)
-        check_function(stopping, "stopping", "a function returning a bool", optional=True)
+        check_function(
+            stopping, "stopping", "a function returning a bool", optional=True, plain=True
+        )
         message: QueueMessage | None = None
         queue_down = False
         try:

@@ -37,7 +37,7 @@ from sides import Side, side_fixture  # noqa: F401 (fixtures)
 from docstore import Docstore, Settings
 from docstore.errors import InvalidInput, NotFound
 from docstore.intake.blobs import LocalBlobStore
-from docstore.intake.extractors import Extraction
+from docstore.intake.extractors import Extraction, extract_text
 from docstore.models import UserCreate
 
 # The keys submit_document writes (reading takes more: see test_hostile_blobs).
@@ -223,6 +223,12 @@ def test_an_async_def_extractor_is_refused_before_a_message_is_taken(store: Docs
 
     with pytest.raises(InvalidInput, match="not an async def function"):
         store.process_next("worker-1", extract, block_ms=0)  # type: ignore[arg-type]
+
+    async def stopping() -> bool:  # its coroutine is truthy: every call stopped, unacked
+        return False
+
+    with pytest.raises(InvalidInput, match="stopping must be"):
+        store.process_next("worker-1", extract_text, block_ms=0, stopping=stopping)  # type: ignore[arg-type]
     stored = store.documents.get(document.id)
     assert stored.status == "PENDING" and stored.attempts == 0
     assert store.queue.stats().pending == 0 and store.queue.stats().length == 1
