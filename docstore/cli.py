@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -21,6 +20,7 @@ from docstore.doctor.options import (
 from docstore.errors import DocstoreError, InvalidInput, RollbackRefused
 from docstore.postgres import schema
 from docstore.settings import Settings, settings_from_environment
+from docstore.terminal import drop_stdout
 
 T = TypeVar("T")
 
@@ -186,14 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `docstore doctor | head`: the reader is gone, and so is our output
-        _drop_stdout()
+        drop_stdout()
         print("error: the output was closed (broken pipe): stopped there", file=sys.stderr)
         return 2
     return 0
 
-
-def _drop_stdout() -> None:
-    """Send what is left of standard output nowhere: flushing it at exit would raise again."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)

@@ -437,3 +437,27 @@ def test_what_an_interrupted_run_listed_is_kept_beside_the_last_list(tmp_path: P
         "rejects.jsonl",
         "rejects.jsonl.interrupted",
     ]
+
+
+def test_verify_into_a_reader_that_stops_early_ends_with_one_line(
+    docstore_settings: Settings, docstore_redis_url: str, tmp_path: Path
+) -> None:
+    # `--verify | head -1`: "error: Broken pipe:", then Python's own complaint at exit.
+    r = redis.Redis.from_url(docstore_redis_url)
+    with r.pipeline() as pipe:
+        for i in range(3000):  # never migrated: one "missing" line each
+            pipe.hset(f"task:{i}", mapping=GOOD)
+        pipe.execute()
+    verify_run = subprocess.Popen(
+        [sys.executable, "-m", "docstore.migrate", "--verify",
+         *args_for(docstore_settings, tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert verify_run.stdout is not None and verify_run.stderr is not None
+    verify_run.stdout.readline()
+    verify_run.stdout.close()
+    err = verify_run.stderr.read().decode()
+    assert verify_run.wait(timeout=60) == 2, err
+    assert "broken pipe" in err and "Exception ignored" not in err and "Traceback" not in err

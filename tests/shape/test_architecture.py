@@ -15,6 +15,7 @@ PACKAGE = Path(docstore.__file__).resolve().parent
 # Lower numbers sit lower: a module may import its own layer or below, never above.
 LAYERS: list[tuple[int, str]] = [
     (0, r"docstore\.(settings|errors|rules|models|resources|health|_async_runtime|_sync_runtime)"),
+    (0, r"docstore\.terminal"),
     (0, r"docstore\.observability(\..*)?"),
     (1, r"docstore\.postgres(\..*)?"),
     (1, r"docstore\.redis(\..*)?"),
