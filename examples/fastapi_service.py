@@ -356,6 +356,10 @@ def only_file_part(form: FormData) -> UploadFile:
 # -- requests at once ------------------------------------------------------------------------
 
 
+# How long a request may wait on its client while it holds its place in the gate.
+CLIENT_WAIT_IN_TURN = 0.05
+
+
 class RequestGate:
     """At most `limit` requests worked on at once; the others wait their turn, first come
     first served, before any of their work starts.
@@ -371,6 +375,7 @@ class RequestGate:
         self.limit = 0
         self.now = 0
         self.most = 0
+        self.waits_off_turn = 0  # waits on a client that gave the place to another request
         self._slots: asyncio.Semaphore | None = None
 
     def open(self, limit: int) -> None:
@@ -438,11 +443,21 @@ class InFlightLimit:
         turn = self.gate.turn()
 
         async def receive_off_turn() -> Message:
-            # Waiting on the client (its body, or its disconnect) is no work: the slot serves
-            # another request meanwhile, or a client sending slowly would hold it. Taken back
-            # for the work after, unless the wait ended in an error (the request is ending).
-            gave_back = turn.give_back()
-            message = await receive()
+            # Waiting on the client (its body, or its disconnect) is no work: past a short
+            # wait the slot serves another request, or a client sending slowly would hold it.
+            # A part already received comes at once, without going to the back of the line.
+            # Taken back for the work after, unless the wait ended in an error.
+            arriving = asyncio.ensure_future(receive())
+            try:
+                await asyncio.wait({arriving}, timeout=CLIENT_WAIT_IN_TURN)
+                if arriving.done():
+                    return arriving.result()
+                gave_back = turn.give_back()
+                self.gate.waits_off_turn += gave_back
+                message = await arriving
+            except BaseException:
+                arriving.cancel()
+                raise
             if gave_back:
                 await turn.take()
             return message

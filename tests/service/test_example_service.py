@@ -498,6 +498,14 @@ async def test_a_client_sending_its_body_slowly_holds_no_place_meanwhile(
             uploaded = await upload
         assert uploaded.status_code == 201, uploaded.text
         assert (gate.limit, gate.most, gate.now) == (1, 1, 0)
+        assert gate.waits_off_turn == 1
+        # A body already received costs no place in line: each part of it went to the back
+        # of the line (a large upload waited a full round per 64 KiB under load).
+        body = StreamedBody(part_head("file", "whole.txt"), 90_000, MULTIPART_END)  # 3 parts
+        async with service.client() as http:
+            whole = await http.post("/documents", headers={**headers, **MULTIPART}, content=body)
+        assert whole.status_code == 201, whole.text
+        assert gate.waits_off_turn == 1
 
 
 async def test_with_redis_down_a_finished_documents_progress_comes_from_postgres(
