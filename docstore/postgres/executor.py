@@ -164,6 +164,23 @@ class Database:
     @contextmanager
     def transaction(self, conn: Connection | None = None) -> Iterator[Connection]:
         """A connection inside a transaction (a savepoint when `conn` is already in one)."""
+        if conn is None:
+            pooled = self._checkout()
+            try:
+                with wrap_database_errors(self.address):
+                    if pooled.autocommit:  # docstore's pool: BEGIN and COMMIT, no switching
+                        with _cancelled_once_in_and_out(pooled.transaction()):
+                            yield pooled
+                        return
+                    # A pool of the caller's without autocommit: as `connection` does.
+                    with (
+                        _cancelled_once_in_and_out(pooled),
+                        _cancelled_once_in_and_out(pooled.transaction()),
+                    ):
+                        yield pooled
+            finally:
+                self._give_back(pooled)
+            return
         # Errors of the transaction's own BEGIN/COMMIT are mapped by `connection` too.
         with self.connection(conn) as c, _cancelled_once_in_and_out(c.transaction()):
             yield c
@@ -178,9 +195,19 @@ class Database:
             return
         pooled = self._checkout()
         try:
-            # Leaving `with pooled` commits, or rolls back on error; the pool keeps the connection.
-            with wrap_database_errors(self.address), _cancelled_once_in_and_out(pooled):
-                yield pooled
+            with wrap_database_errors(self.address):
+                # The block is one transaction: docstore's pool hands out connections in
+                # autocommit, switched off for it and on again after.
+                toggled = pooled.autocommit
+                if toggled:
+                    pooled.set_autocommit(False)
+                try:
+                    # Leaving `with pooled` commits, or rolls back on error.
+                    with _cancelled_once_in_and_out(pooled):
+                        yield pooled
+                finally:
+                    if toggled:
+                        finish(_restore_autocommit, pooled)
         finally:
             self._give_back(pooled)
 
@@ -358,6 +385,15 @@ def _cancelled_once_in_and_out(block: AbstractContextManager[T]) -> Iterator[T]:
             raise
     else:
         cancelled_once(partial(block.__exit__, None, None, None))
+
+
+def _restore_autocommit(conn: Connection) -> None:
+    if conn.closed or conn.broken:
+        return  # the pool discards it
+    try:
+        conn.set_autocommit(True)
+    except psycopg.Error:
+        conn.close()  # never hand the pool a connection that is not as the pool made it
 
 
 def _end_autocommit(conn: Connection) -> None:

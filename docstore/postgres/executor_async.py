@@ -164,6 +164,23 @@ class AsyncDatabase:
     @asynccontextmanager
     async def transaction(self, conn: Connection | None = None) -> AsyncIterator[Connection]:
         """A connection inside a transaction (a savepoint when `conn` is already in one)."""
+        if conn is None:
+            pooled = await self._checkout()
+            try:
+                with wrap_database_errors(self.address):
+                    if pooled.autocommit:  # docstore's pool: BEGIN and COMMIT, no switching
+                        async with _cancelled_once_in_and_out(pooled.transaction()):
+                            yield pooled
+                        return
+                    # A pool of the caller's without autocommit: as `connection` does.
+                    async with (
+                        _cancelled_once_in_and_out(pooled),
+                        _cancelled_once_in_and_out(pooled.transaction()),
+                    ):
+                        yield pooled
+            finally:
+                await self._give_back(pooled)
+            return
         # Errors of the transaction's own BEGIN/COMMIT are mapped by `connection` too.
         async with self.connection(conn) as c, _cancelled_once_in_and_out(c.transaction()):
             yield c
@@ -178,10 +195,19 @@ class AsyncDatabase:
             return
         pooled = await self._checkout()
         try:
-            # Leaving `with pooled` commits, or rolls back on error; the pool keeps the connection.
             with wrap_database_errors(self.address):
-                async with _cancelled_once_in_and_out(pooled):
-                    yield pooled
+                # The block is one transaction: docstore's pool hands out connections in
+                # autocommit, switched off for it and on again after.
+                toggled = pooled.autocommit
+                if toggled:
+                    await pooled.set_autocommit(False)
+                try:
+                    # Leaving `with pooled` commits, or rolls back on error.
+                    async with _cancelled_once_in_and_out(pooled):
+                        yield pooled
+                finally:
+                    if toggled:
+                        await finish(_restore_autocommit, pooled)
         finally:
             await self._give_back(pooled)
 
@@ -361,6 +387,15 @@ async def _cancelled_once_in_and_out(block: AbstractAsyncContextManager[T]) -> A
             raise
     else:
         await cancelled_once(partial(block.__aexit__, None, None, None))
+
+
+async def _restore_autocommit(conn: Connection) -> None:
+    if conn.closed or conn.broken:
+        return  # the pool discards it
+    try:
+        await conn.set_autocommit(True)
+    except psycopg.Error:
+        await conn.close()  # never hand the pool a connection that is not as the pool made it
 
 
 async def _end_autocommit(conn: Connection) -> None:
