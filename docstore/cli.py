@@ -190,4 +190,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: the output was closed (broken pipe): stopped there", file=sys.stderr)
         return 2
     return 0
-

@@ -444,21 +444,22 @@ class InFlightLimit:
 
         async def receive_off_turn() -> Message:
             # Waiting on the client (its body, or its disconnect) is no work: past a short
-            # wait the slot serves another request, or a client sending slowly would hold it.
-            # A part already received comes at once, without going to the back of the line.
-            # Taken back for the work after, unless the wait ended in an error.
-            arriving = asyncio.ensure_future(receive())
+            # wait the place serves another request, or a client sending slowly would hold
+            # it. A part already received comes at once, keeping the place. `receive` is
+            # awaited directly: Starlette's `is_disconnected` asks it under a cancelled scope.
+            handed_over = False
+
+            def hand_over() -> None:
+                nonlocal handed_over
+                handed_over = turn.give_back()
+                self.gate.waits_off_turn += handed_over
+
+            timer = asyncio.get_running_loop().call_later(CLIENT_WAIT_IN_TURN, hand_over)
             try:
-                await asyncio.wait({arriving}, timeout=CLIENT_WAIT_IN_TURN)
-                if arriving.done():
-                    return arriving.result()
-                gave_back = turn.give_back()
-                self.gate.waits_off_turn += gave_back
-                message = await arriving
-            except BaseException:
-                arriving.cancel()
-                raise
-            if gave_back:
+                message = await receive()
+            finally:
+                timer.cancel()
+            if handed_over:  # taken back for the work after (not after an error: it ends)
                 await turn.take()
             return message
 

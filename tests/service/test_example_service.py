@@ -9,10 +9,11 @@ import asyncio
 import inspect
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
@@ -22,7 +23,13 @@ from docstore.intake.extractors import extract_text
 from docstore.quickstart import make_pdf
 from docstore.repositories.api_keys import new_api_key
 from docstore.testing.servers import LocalRedis
-from examples.fastapi_service import DocumentPageOut, SearchPageOut, create_app
+from examples.fastapi_service import (
+    DocumentPageOut,
+    InFlightLimit,
+    RequestGate,
+    SearchPageOut,
+    create_app,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -506,6 +513,26 @@ async def test_a_client_sending_its_body_slowly_holds_no_place_meanwhile(
             whole = await http.post("/documents", headers={**headers, **MULTIPART}, content=body)
         assert whole.status_code == 201, whole.text
         assert gate.waits_off_turn == 1
+
+
+async def test_a_request_behind_the_gate_still_sees_that_its_client_left() -> None:
+    # Starlette's is_disconnected() asks receive() under a cancelled scope: the gate's wait
+    # for the client was a checkpoint there, cancelled before receive() ran (always False).
+    gate = RequestGate()
+    gate.open(1)
+    seen: list[bool] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(await Request(scope, receive).is_disconnected())
+
+    async def client_gone() -> dict[str, str]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        pass
+
+    await InFlightLimit(app, gate)({"type": "http"}, client_gone, send)
+    assert seen == [True] and gate.now == 0
 
 
 async def test_with_redis_down_a_finished_documents_progress_comes_from_postgres(
