@@ -72,9 +72,6 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         case_sensitive=False,
-        # `DATABASE_URL=` (as compose files and CI set it) is not given: `.env` or the default
-        # applies, as if it were unset.
-        env_ignore_empty=True,
         populate_by_name=True,
         # Validation errors must not echo a URL or password back.
         hide_input_in_errors=True,

@@ -181,12 +181,9 @@ def test_an_empty_database_url_is_unset(monkeypatch: pytest.MonkeyPatch) -> None
     assert settings.database_url.startswith("postgresql://docuser:")
     assert "@db.internal:5433/" in settings.database_url
     assert settings.database_replica_url is None
-
-
-def test_an_empty_variable_leaves_the_env_files_value_in_force(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / ".env").write_text("DATABASE_URL=postgresql://u:p@dbhost:5432/app\n")
-    monkeypatch.setenv("DATABASE_URL", "")
-    assert Settings().database_address == "dbhost:5432"
+    # Only those two: an empty REDIS_URL or POOL_MIN_SIZE is still refused, not a default.
+    for name, said in (("REDIS_URL", "REDIS_URL"), ("POOL_MIN_SIZE", "pool_min_size")):
+        monkeypatch.setenv(name, "")
+        with pytest.raises(ValidationError, match=said):
+            Settings()
+        monkeypatch.delenv(name)
