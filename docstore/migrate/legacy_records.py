@@ -124,7 +124,7 @@ def _task_fields(payload: TaskPayload, cleaner: TextCleaner) -> dict[str, Any]:
             raise LegacyValueError("task string is not valid JSON") from exc
         if not isinstance(document, dict):
             raise LegacyValueError("task string is JSON but not an object")
-        if "task JSON" in cleaner.changed and _raw_json_key(payload) != document.get("s3_key"):
+        if "task JSON" in cleaner.changed and _key_was_cleaned(payload, document.get("s3_key")):
             cleaner.changed.add("s3_key")  # the cleaning of the whole text changed the key
         read = [(name, document.get(name)) for name in _FIELDS]
     fields: dict[str, Any] = {}
@@ -136,14 +136,19 @@ def _task_fields(payload: TaskPayload, cleaner: TextCleaner) -> dict[str, Any]:
     return fields
 
 
-def _raw_json_key(payload: bytes) -> object:
-    """The `s3_key` of a JSON task as its bytes hold it (NULs kept, bad UTF-8 as lone
-    surrogates), to tell whether cleaning the whole text changed it; None if unreadable."""
+def _key_was_cleaned(payload: bytes, key: object) -> bool:
+    """Whether cleaning a JSON task's whole text changed its `s3_key` (`key`, as parsed from
+    the cleaned text): compared with the key its bytes hold (NULs kept, bad UTF-8 as lone
+    surrogates). Bytes that only parse cleaned (a NUL between tokens) are searched for the
+    key as JSON writes it instead."""
     try:
         document = _JSON.decode(payload.decode("utf-8", errors="surrogateescape"))
     except (ValueError, RecursionError):
-        return None
-    return document.get("s3_key") if isinstance(document, dict) else None
+        if not isinstance(key, str):
+            return False
+        written = json.dumps(key, ensure_ascii=False)[1:-1].encode("utf-8", "surrogatepass")
+        return written not in payload
+    return not isinstance(document, dict) or document.get("s3_key") != key
 
 
 def _cleaned(value: Any, name: str, cleaner: TextCleaner) -> Any:

@@ -306,3 +306,11 @@ def test_a_blob_key_is_taken_as_it_is_or_the_task_is_rejected(raw: bytes, reason
         b"task:1", "1", _hash(filename="f", s3_key="legacy/ü scan.pdf", status="done"), None
     )
     assert isinstance(kept, LegacyDocument) and kept.s3_key == "legacy/ü scan.pdf"
+    # A NUL outside the key (after the object, between tokens) is sanitized, as ever.
+    for stray in (
+        b'{"filename": "f", "status": "done", "s3_key": "legacy/a.pdf"}\x00',
+        b'{"filename": "f",\x00 "status": "done", "s3_key": "legacy/a.pdf"}',
+    ):
+        sanitized = parse_task(b"task:1", "1", stray, None)
+        assert isinstance(sanitized, LegacyDocument), sanitized
+        assert sanitized.s3_key == "legacy/a.pdf" and sanitized.notes
