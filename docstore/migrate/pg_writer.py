@@ -281,10 +281,12 @@ def _write_new_only(
 ) -> WriteOutcome:
     # Tasks changed in Redis are told apart from unchanged ones, and conflicts listed as
     # ever: an insert-only run leaves them as they are, it does not make them agree.
+    # Documents migrated before the ledger (unrecorded): those equal to their task are
+    # present, the others conflicts, as in an update run (which also records the equal ones).
+    if plan.unrecorded:
+        unchanged += _adopt_unrecorded(db, plan, digests, conn, dry_run=True)
     outcome = WriteOutcome(
-        inserted=len(plan.new),
-        unchanged=unchanged,
-        not_updated=len(plan.changed) + len(plan.unrecorded),
+        inserted=len(plan.new), unchanged=unchanged, not_updated=len(plan.changed)
     )
     if plan.new and not dry_run:
         emails = sorted({doc.user_email for doc in plan.new})

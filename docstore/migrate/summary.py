@@ -130,7 +130,10 @@ class MigrationSummary:
             lines.extend(self._cache_lines())
         if self.wrote_nothing and self.task_keys and not self.dry_run:
             if self.not_updated:
-                lines.append(f"nothing written: {self.not_updated} changed task(s) left as is")
+                others = f" and {self.conflicts} conflicts (listed)" if self.conflicts else ""
+                lines.append(
+                    f"nothing written: {self.not_updated} changed task(s) left as is{others}"
+                )
             else:
                 others = f" but the {self.conflicts} conflicts (listed)" if self.conflicts else ""
                 lines.append(f"nothing written: every task is up to date{others}")

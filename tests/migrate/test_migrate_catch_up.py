@@ -282,6 +282,11 @@ def test_documents_migrated_before_the_ledger_are_adopted_when_equal_else_confli
     with docstore_store.db.connection() as conn:
         conn.execute("DELETE FROM legacy_migrations")  # as an older docstore left them
     finish_in_legacy(r, 2)  # no record of what was written: not safe to overwrite
+    # An insert-only run sees the same: t0 and t1 present, t2 a conflict (all three were
+    # "changed in Redis: left as is", and t2 was listed nowhere).
+    insert_only, listed = run(docstore_store, update=False)
+    assert (insert_only.not_updated, insert_only.already_present) == (0, 2)
+    assert insert_only.conflicts == 1 and [line["key"] for line in listed] == ["task:t2"]
     summary, lines = run(docstore_store)
     assert (summary.updated, summary.conflicts, summary.already_present) == (0, 1, 2)
     assert [(line["key"], line["reason"]) for line in lines] == [
