@@ -3,13 +3,14 @@
 It is the only list of what a run rejected or sanitized, so a run that is refused (a bad
 option, a database without the schema) or interrupted leaves the last one as it was, and a
 finished run that replaces a non-empty list keeps that one as ``<name>.previous``. What an
-interrupted run listed is kept as ``<name>.interrupted``: its committed batches are not read
+interrupted run listed is added to ``<name>.interrupted``: its committed batches are not read
 again by the next run, which therefore does not list their records again.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,15 +39,24 @@ def rejects_file(path: Path) -> Iterator[TextIO]:
             yield file
         except BaseException:
             file.close()
-            if partial.stat().st_size > 0:
-                os.replace(partial, interrupted_of(path))
-                print(f"listed before the end: {interrupted_of(path)}", file=sys.stderr)
-            else:
-                partial.unlink(missing_ok=True)
+            _keep_interrupted(partial, interrupted_of(path))
             raise
     if path.exists() and path.stat().st_size > 0:
         os.replace(path, previous_of(path))
     os.replace(partial, path)
+
+
+def _keep_interrupted(partial: Path, kept: Path) -> None:
+    """Add what `partial` lists to `kept` (an earlier interrupted run's list stays), then
+    remove it. A failure here is told, never raised over the run's own error."""
+    try:
+        if partial.stat().st_size > 0:
+            with partial.open("rb") as listed, kept.open("ab") as into:
+                shutil.copyfileobj(listed, into)
+            print(f"listed before the end: {kept}", file=sys.stderr)
+        partial.unlink()
+    except OSError as exc:
+        print(f"the list of this run stays in {partial}: {exc}", file=sys.stderr)
 
 
 __all__ = ["interrupted_of", "previous_of", "rejects_file"]

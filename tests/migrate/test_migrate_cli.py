@@ -431,6 +431,13 @@ def test_what_an_interrupted_run_listed_is_kept_beside_the_last_list(tmp_path: P
         raise KeyboardInterrupt
     assert rejects.read_text() == '{"key": "from the last run"}\n'
     assert interrupted_of(rejects).read_text() == '{"key": "task:1", "outcome": "sanitized"}\n'
+    with pytest.raises(KeyboardInterrupt), rejects_file(rejects) as listing:
+        listing.write('{"key": "task:2", "outcome": "sanitized"}\n')
+        raise KeyboardInterrupt  # a second interrupted run: the first one's list stays
+    assert interrupted_of(rejects).read_text().splitlines() == [
+        '{"key": "task:1", "outcome": "sanitized"}',
+        '{"key": "task:2", "outcome": "sanitized"}',
+    ]
     with pytest.raises(RuntimeError), rejects_file(tmp_path / "empty.jsonl"):
         raise RuntimeError("refused before anything was listed")
     assert sorted(p.name for p in tmp_path.iterdir()) == [
