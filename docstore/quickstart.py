@@ -30,6 +30,8 @@ from docstore.settings import Settings
 from docstore.store import Docstore
 
 EMAIL = "quickstart@example.com"
+# The migration that gives documents their legacy_task_id.
+LEGACY_TASK_ID_MIGRATION = "0003_legacy_task_id"
 TOPICS = [
     ("invoice-0042.pdf", ["Invoice 0042", "Quarterly boiler maintenance, parts and labour."]),
     ("minutes.pdf", ["Board minutes", "The board approved the new boiler.", "Adjourned."]),
@@ -183,9 +185,14 @@ def refuse_a_database_in_use(store: Docstore) -> None:
     """`ConfigurationError` when the caller's database holds documents the quickstart did not
     write: its worker would process them (with its own extractor) and its demo data would mix
     with theirs."""
-    if not any(status.applied for status in store.schema_status()):
+    applied = {status.id for status in store.schema_status() if status.applied}
+    if not applied:
         return  # no tables yet: nobody's documents
-    foreign = store.db.value("quickstart_foreign_documents", {"email": EMAIL})
+    # Before 0003 the documents have no legacy_task_id (and none was migrated).
+    query = "quickstart_foreign_documents"
+    if LEGACY_TASK_ID_MIGRATION not in applied:
+        query += "_before_legacy"
+    foreign = store.db.value(query, {"email": EMAIL})
     if foreign:
         raise ConfigurationError(
             f"this database holds {foreign} document(s) the quickstart did not write, and its "

@@ -10,3 +10,11 @@ WHERE d.user_id IS DISTINCT FROM (
         SELECT u.id FROM users AS u WHERE lower(u.email) = lower(%(email)s::text)
     )
     AND (d.legacy_task_id IS NULL OR d.legacy_task_id NOT LIKE 'qs-%%');
+
+-- name: quickstart_foreign_documents_before_legacy
+-- The same on a schema older than 0003 (no legacy_task_id yet: nothing was migrated).
+SELECT count(*)::bigint
+FROM documents AS d
+WHERE d.user_id IS DISTINCT FROM (
+    SELECT u.id FROM users AS u WHERE lower(u.email) = lower(%(email)s::text)
+);

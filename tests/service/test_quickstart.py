@@ -122,3 +122,16 @@ def test_quickstart_leaves_a_database_with_documents_of_others_alone(
     assert docstore_store.users.get_by_email("quickstart@example.com") is None
     # Refused before anything was written: the schema too (it applied the pending one first).
     assert [s.id for s in docstore_store.schema_status() if not s.applied] == [pending]
+
+
+@pytest.mark.parametrize("behind", [6, 7])  # at 0002 (no legacy_task_id yet), at 0001
+def test_quickstart_checks_a_database_behind_on_its_schema_too(
+    docstore_store: Docstore, tmp_path: Path, behind: int
+) -> None:
+    # Its check read a column of migration 0003: a database at 0001 or 0002 failed with
+    # "column d.legacy_task_id does not exist" (the quickstart used to upgrade it first).
+    docstore_store.rollback_schema(behind)
+    settings = docstore_store.settings
+    env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
+    output = run_quickstart(tmp_path / "data", env)
+    check_tour(output)
