@@ -20,7 +20,7 @@ from docstore.doctor.options import (
 from docstore.errors import DocstoreError, InvalidInput, RollbackRefused
 from docstore.postgres import schema
 from docstore.settings import Settings, settings_from_environment
-from docstore.terminal import drop_stdout
+from docstore.terminal import output_closed
 
 T = TypeVar("T")
 
@@ -186,7 +186,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `docstore doctor | head`: the reader is gone, and so is our output
-        drop_stdout()
-        print("error: the output was closed (broken pipe): stopped there", file=sys.stderr)
+        output_closed()
         return 2
     return 0

@@ -1,18 +1,31 @@
-"""What the command lines share about their standard output."""
+"""What the command lines share about their output."""
 
 from __future__ import annotations
 
 import io
 import os
 import sys
+from typing import TextIO
+
+CLOSED = "error: the output was closed (broken pipe): stopped there"
 
 
-def drop_stdout() -> None:
-    """Send what is left of standard output nowhere, once its reader is gone (`... | head`):
-    flushing it at exit would raise BrokenPipeError again. A standard output without a file
-    descriptor (as in tests) is left as it is."""
+def output_closed() -> None:
+    """Say, on stderr, that the output's reader is gone (`... | head`), and send what is left
+    of it nowhere: flushing it at exit would raise BrokenPipeError again. With `2>&1` stderr
+    is the same closed pipe: then it goes nowhere too."""
+    _drop(sys.stdout)
     try:
-        fd = sys.stdout.fileno()
+        print(CLOSED, file=sys.stderr, flush=True)
+    except OSError:
+        _drop(sys.stderr)
+
+
+def _drop(stream: TextIO) -> None:
+    """Point `stream`'s file descriptor at /dev/null (one without a descriptor, as in tests,
+    is left as it is)."""
+    try:
+        fd = stream.fileno()
     except (OSError, ValueError, io.UnsupportedOperation):
         return
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -20,4 +33,4 @@ def drop_stdout() -> None:
     os.close(devnull)
 
 
-__all__ = ["drop_stdout"]
+__all__ = ["CLOSED", "output_closed"]

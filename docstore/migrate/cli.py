@@ -39,7 +39,7 @@ from docstore.redis.client import RedisClient
 from docstore.redis.core import RedisCore
 from docstore.settings import Settings, settings_from_environment
 from docstore.store import Docstore
-from docstore.terminal import drop_stdout
+from docstore.terminal import output_closed
 
 logger = logging.getLogger("docstore.migrate")
 
@@ -311,8 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DocstoreError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
     except BrokenPipeError:  # `... --verify | head`: the reader is gone, and so is our output
-        drop_stdout()
-        print("error: the output was closed (broken pipe): stopped there", file=sys.stderr)
+        output_closed()
     except OSError as exc:
         print(f"error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
     except KeyboardInterrupt:

@@ -589,6 +589,18 @@ def test_a_reader_that_stops_early_ends_the_command_with_a_line_not_a_traceback(
     assert doctor.wait(timeout=60) == 2, err
     assert first.startswith(b"progress_stale")
     assert "Traceback" not in err and "broken pipe" in err
+    # `2>&1 | head`: the complaint itself met the closed pipe and escaped (exit 1).
+    merged = subprocess.Popen(
+        [sys.executable, "-m", "docstore", "doctor", "--grace", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert merged.stdout is not None
+    merged.stdout.readline()
+    merged.stdout.close()
+    assert merged.wait(timeout=60) == 2
 
 
 def test_a_redis_that_refuses_every_delete_still_gets_the_report(
