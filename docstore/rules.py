@@ -240,7 +240,10 @@ def check_function(
         return value
     if not callable(value):
         raise InvalidInput(f"{field} must be {what}", field=field)
-    if plain and inspect.iscoroutinefunction(value):
+    if plain and (
+        inspect.iscoroutinefunction(value)
+        or inspect.iscoroutinefunction(getattr(value, "__call__", None))  # noqa: B004
+    ):
         raise InvalidInput(f"{field} must be {what}, not an async def function", field=field)
     return value
 

@@ -227,6 +227,12 @@ def test_an_async_def_extractor_is_refused_before_a_message_is_taken(store: Docs
     async def stopping() -> bool:  # its coroutine is truthy: every call stopped, unacked
         return False
 
+    class Stopping:  # an object whose __call__ is async slipped past the check
+        async def __call__(self) -> bool:
+            return False
+
+    with pytest.raises(InvalidInput, match="stopping must be"):
+        store.process_next("worker-1", extract_text, block_ms=0, stopping=Stopping())  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="stopping must be"):
         store.process_next("worker-1", extract_text, block_ms=0, stopping=stopping)  # type: ignore[arg-type]
     stored = store.documents.get(document.id)
