@@ -189,9 +189,11 @@ def refuse_a_database_in_use(store: Docstore) -> None:
     if not applied:
         return  # no tables yet: nobody's documents
     # Before 0003 the documents have no legacy_task_id (and none was migrated).
-    query = "quickstart_foreign_documents"
-    if LEGACY_TASK_ID_MIGRATION not in applied:
-        query += "_before_legacy"
+    query = (
+        "quickstart_foreign_documents"
+        if LEGACY_TASK_ID_MIGRATION in applied
+        else "quickstart_foreign_documents_before_legacy"
+    )
     foreign = store.db.value(query, {"email": EMAIL})
     if foreign:
         raise ConfigurationError(
