@@ -165,18 +165,12 @@ class Database:
     def transaction(self, conn: Connection | None = None) -> Iterator[Connection]:
         """A connection inside a transaction (a savepoint when `conn` is already in one)."""
         if conn is None:
+            # psycopg's transaction() sends BEGIN and COMMIT on an autocommit connection (ours),
+            # and is the outer transaction of one without (a pool of the caller's): no switching.
             pooled = self._checkout()
             try:
-                with wrap_database_errors(self.address):
-                    if pooled.autocommit:  # docstore's pool: BEGIN and COMMIT, no switching
-                        with _cancelled_once_in_and_out(pooled.transaction()):
-                            yield pooled
-                        return
-                    # A pool of the caller's without autocommit: as `connection` does.
-                    with (
-                        _cancelled_once_in_and_out(pooled),
-                        _cancelled_once_in_and_out(pooled.transaction()),
-                    ):
+                with wrap_database_errors(self.address):  # noqa: RUF100, SIM117
+                    with _cancelled_once_in_and_out(pooled.transaction()):
                         yield pooled
             finally:
                 self._give_back(pooled)
@@ -207,7 +201,7 @@ class Database:
                         yield pooled
                 finally:
                     if toggled:
-                        finish(_restore_autocommit, pooled)
+                        finish(_set_autocommit_back, pooled, True)
         finally:
             self._give_back(pooled)
 
@@ -319,7 +313,7 @@ class Database:
                         return work(cur)
                 finally:
                     if toggled:
-                        finish(_end_autocommit, pooled)
+                        finish(_set_autocommit_back, pooled, False)
         finally:
             self._give_back(pooled)
 
@@ -387,22 +381,15 @@ def _cancelled_once_in_and_out(block: AbstractContextManager[T]) -> Iterator[T]:
         cancelled_once(partial(block.__exit__, None, None, None))
 
 
-def _restore_autocommit(conn: Connection) -> None:
+def _set_autocommit_back(conn: Connection, on: bool) -> None:
+    """Give `conn` back the autocommit the pool made it with, or close it (the pool then
+    replaces it): never hand the pool a connection that is not as it made it."""
     if conn.closed or conn.broken:
         return  # the pool discards it
     try:
-        conn.set_autocommit(True)
+        conn.set_autocommit(on)
     except psycopg.Error:
-        conn.close()  # never hand the pool a connection that is not as the pool made it
-
-
-def _end_autocommit(conn: Connection) -> None:
-    if conn.closed or conn.broken:
-        return  # the pool discards it
-    try:
-        conn.set_autocommit(False)
-    except psycopg.Error:
-        conn.close()  # never hand the pool a connection that would not open transactions
+        conn.close()
 
 
 __all__ = ["Connection", "Database", "Params", "check_connection"]

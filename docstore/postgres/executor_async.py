@@ -165,18 +165,12 @@ class AsyncDatabase:
     async def transaction(self, conn: Connection | None = None) -> AsyncIterator[Connection]:
         """A connection inside a transaction (a savepoint when `conn` is already in one)."""
         if conn is None:
+            # psycopg's transaction() sends BEGIN and COMMIT on an autocommit connection (ours),
+            # and is the outer transaction of one without (a pool of the caller's): no switching.
             pooled = await self._checkout()
             try:
-                with wrap_database_errors(self.address):
-                    if pooled.autocommit:  # docstore's pool: BEGIN and COMMIT, no switching
-                        async with _cancelled_once_in_and_out(pooled.transaction()):
-                            yield pooled
-                        return
-                    # A pool of the caller's without autocommit: as `connection` does.
-                    async with (
-                        _cancelled_once_in_and_out(pooled),
-                        _cancelled_once_in_and_out(pooled.transaction()),
-                    ):
+                with wrap_database_errors(self.address):  # noqa: RUF100, SIM117
+                    async with _cancelled_once_in_and_out(pooled.transaction()):
                         yield pooled
             finally:
                 await self._give_back(pooled)
@@ -207,7 +201,7 @@ class AsyncDatabase:
                         yield pooled
                 finally:
                     if toggled:
-                        await finish(_restore_autocommit, pooled)
+                        await finish(_set_autocommit_back, pooled, True)
         finally:
             await self._give_back(pooled)
 
@@ -321,7 +315,7 @@ class AsyncDatabase:
                         return await work(cur)
                 finally:
                     if toggled:
-                        await finish(_end_autocommit, pooled)
+                        await finish(_set_autocommit_back, pooled, False)
         finally:
             await self._give_back(pooled)
 
@@ -389,22 +383,15 @@ async def _cancelled_once_in_and_out(block: AbstractAsyncContextManager[T]) -> A
         await cancelled_once(partial(block.__aexit__, None, None, None))
 
 
-async def _restore_autocommit(conn: Connection) -> None:
+async def _set_autocommit_back(conn: Connection, on: bool) -> None:
+    """Give `conn` back the autocommit the pool made it with, or close it (the pool then
+    replaces it): never hand the pool a connection that is not as it made it."""
     if conn.closed or conn.broken:
         return  # the pool discards it
     try:
-        await conn.set_autocommit(True)
+        await conn.set_autocommit(on)
     except psycopg.Error:
-        await conn.close()  # never hand the pool a connection that is not as the pool made it
-
-
-async def _end_autocommit(conn: Connection) -> None:
-    if conn.closed or conn.broken:
-        return  # the pool discards it
-    try:
-        await conn.set_autocommit(False)
-    except psycopg.Error:
-        await conn.close()  # never hand the pool a connection that would not open transactions
+        await conn.close()
 
 
 __all__ = ["AsyncDatabase", "Connection", "Params", "check_connection"]
