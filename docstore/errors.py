@@ -9,7 +9,12 @@ from __future__ import annotations
 
 
 class DocstoreError(Exception):
-    """Something went wrong in docstore."""
+    """Something went wrong in docstore.
+
+    `before_sending` is True when the call failed before anything was sent (no connection, or
+    no open pool): it wrote nothing."""
+
+    before_sending = False
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or (self.__doc__ or "").strip())
@@ -64,10 +69,7 @@ class Cancelled(InvalidTransition):
 
 
 class ServiceUnavailable(DocstoreError):
-    """A server docstore depends on could not be reached in time.
-
-    `before_sending` is True when the call failed before anything was sent (no connection):
-    it wrote nothing."""
+    """A server docstore depends on could not be reached in time."""
 
     def __init__(
         self,

@@ -36,7 +36,6 @@ from docstore.ephemeral.values import Progress, QueueMessage
 from docstore.errors import (
     REDIS_FAILURES,
     Cancelled,
-    ConfigurationError,
     Conflict,
     DocstoreError,
     InvalidInput,
@@ -243,15 +242,11 @@ class DocumentIntake:
                 document: DocumentResponse | None = self.documents.create(row)
             else:
                 document = self.documents.create_once(row)
-        except (ServiceUnavailable, ConfigurationError) as exc:
-            # No connection (or no open pool: a store not opened, or closed): nothing was
-            # written, and asking PostgreSQL would wait again, or fail the same way.
-            unsent = isinstance(exc, ConfigurationError) or exc.before_sending
+        except BaseException as exc:
+            # A cancel or a lost connection can hide a committed row: check before deleting,
+            # unless nothing was sent (no connection, no open pool): asking would fail again.
+            unsent = isinstance(exc, DocstoreError) and exc.before_sending
             finish(self._drop_unrecorded_blob, blobs, blob.key, unsent)
-            raise
-        except BaseException:
-            # A cancel or a lost connection can hide a committed row: check before deleting.
-            finish(self._drop_unrecorded_blob, blobs, blob.key)
             raise
         if document is None:  # a racing call with the same key won: ours goes
             in_thread(blobs.delete, blob.key)

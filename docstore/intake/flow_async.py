@@ -34,7 +34,6 @@ from docstore.ephemeral.values import Progress, QueueMessage
 from docstore.errors import (
     REDIS_FAILURES,
     Cancelled,
-    ConfigurationError,
     Conflict,
     DocstoreError,
     InvalidInput,
@@ -241,15 +240,11 @@ class AsyncDocumentIntake:
                 document: DocumentResponse | None = await self.documents.create(row)
             else:
                 document = await self.documents.create_once(row)
-        except (ServiceUnavailable, ConfigurationError) as exc:
-            # No connection (or no open pool: a store not opened, or closed): nothing was
-            # written, and asking PostgreSQL would wait again, or fail the same way.
-            unsent = isinstance(exc, ConfigurationError) or exc.before_sending
+        except BaseException as exc:
+            # A cancel or a lost connection can hide a committed row: check before deleting,
+            # unless nothing was sent (no connection, no open pool): asking would fail again.
+            unsent = isinstance(exc, DocstoreError) and exc.before_sending
             await finish(self._drop_unrecorded_blob, blobs, blob.key, unsent)
-            raise
-        except BaseException:
-            # A cancel or a lost connection can hide a committed row: check before deleting.
-            await finish(self._drop_unrecorded_blob, blobs, blob.key)
             raise
         if document is None:  # a racing call with the same key won: ours goes
             await in_thread(blobs.delete, blob.key)

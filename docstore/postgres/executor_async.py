@@ -236,10 +236,12 @@ class AsyncDatabase:
         except psycopg_pool.PoolClosed as exc:
             # Not an outage (retrying would not help): a store used before it was opened, or
             # after it was closed.
-            raise ConfigurationError(
+            not_open = ConfigurationError(
                 f"the connection pool of PostgreSQL at {self.address} is not open: open the "
                 "store first (connect(), `with`, or open()); a closed store stays closed"
-            ) from exc
+            )
+            not_open.before_sending = True
+            raise not_open from exc
         with self._in_use_lock:
             self._in_use += 1
         return pooled
