@@ -24,7 +24,7 @@ from redis.exceptions import RedisClusterException
 from docstore.ephemeral.cache import RedisCache
 from docstore.errors import ConfigurationError, DocstoreError, RedisCommandError
 from docstore.migrate.progress import BarProgress, LogProgress
-from docstore.migrate.rejects_file import previous_of, rejects_file
+from docstore.migrate.rejects_file import rejects_file
 from docstore.migrate.resolve import keep_docstore, take_legacy
 from docstore.migrate.runner import (
     DEFAULT_BATCH_SIZE,
@@ -224,7 +224,6 @@ def _docstore_cache(settings: Settings, url: str | None) -> RedisCache | None:
 def _run_migrate(args: argparse.Namespace, store: Docstore, source: RedisCore) -> int:
     progress = BarProgress(sys.stderr) if sys.stderr.isatty() else LogProgress()
     path = args.rejects or Path(DEFAULT_DRY_RUN_REJECTS if args.dry_run else DEFAULT_REJECTS)
-    replacing = path.exists() and path.stat().st_size > 0
     with ExitStack() as stack:
         # Written whole or not at all: a refused run leaves the last list as it was.
         rejects: TextIO = stack.enter_context(rejects_file(path))
@@ -247,8 +246,6 @@ def _run_migrate(args: argparse.Namespace, store: Docstore, source: RedisCore) -
     print(("dry run: nothing written\n" if args.dry_run else "") + summary.text())
     if summary.rejected or summary.sanitized or summary.conflicts:
         print(f"rejected, sanitized and conflicting records are listed in {path}")
-    if replacing:
-        print(f"the list of the run before is kept in {previous_of(path)}")
     if args.report:
         write_report(summary, args.report)
     return 1 if summary.rejected or summary.conflicts else 0

@@ -31,8 +31,8 @@ def previous_of(path: Path) -> Path:
 @contextmanager
 def rejects_file(path: Path) -> Iterator[TextIO]:
     """A new file, in `path`'s folder, that takes `path`'s place once the block ends without
-    an error; when it raises, `path` is untouched and what was listed is kept as
-    `interrupted_of(path)` (nothing, if nothing was)."""
+    an error (a non-empty list it replaces is kept, and said so); when it raises, `path` is
+    untouched and what was listed is added to `interrupted_of(path)` (if anything was)."""
     partial = path.with_name(path.name + ".partial")
     with partial.open("w", encoding="utf-8") as file:
         try:
@@ -43,6 +43,7 @@ def rejects_file(path: Path) -> Iterator[TextIO]:
             raise
     if path.exists() and path.stat().st_size > 0:
         os.replace(path, previous_of(path))
+        print(f"the list of the run before is kept in {previous_of(path)}")
     os.replace(partial, path)
 
 
