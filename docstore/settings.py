@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -47,6 +48,7 @@ def _libpq_url(url: str) -> str:
     return url
 
 
+@cache  # one class, one answer: not worked out again for every Settings()
 def _accepted_names(settings: type[BaseSettings]) -> frozenset[str]:
     """The lower-case names of a settings class's fields and their aliases."""
     names: set[str] = set()
