@@ -575,31 +575,29 @@ def test_a_reader_that_stops_early_ends_the_command_with_a_line_not_a_traceback(
         "BLOB_BACKEND": "local",
         "BLOB_DIR": str(tmp_path),
     }
-    doctor = subprocess.Popen(
-        [sys.executable, "-m", "docstore", "doctor", "--grace", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        cwd=tmp_path,
-    )
-    assert doctor.stdout is not None and doctor.stderr is not None
-    first = doctor.stdout.readline()
-    doctor.stdout.close()  # the reader is gone
+
+    def doctor_read_once(stderr: int) -> tuple[subprocess.Popen[bytes], bytes]:
+        """The command, its first line read, then its output closed (the reader is gone)."""
+        doctor = subprocess.Popen(
+            [sys.executable, "-m", "docstore", "doctor", "--grace", "0"],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=env,
+            cwd=tmp_path,
+        )
+        assert doctor.stdout is not None
+        first = doctor.stdout.readline()
+        doctor.stdout.close()
+        return doctor, first
+
+    doctor, first = doctor_read_once(subprocess.PIPE)
+    assert doctor.stderr is not None
     err = doctor.stderr.read().decode()
     assert doctor.wait(timeout=60) == 2, err
     assert first.startswith(b"progress_stale")
     assert "Traceback" not in err and "broken pipe" in err
     # `2>&1 | head`: the complaint itself met the closed pipe and escaped (exit 1).
-    merged = subprocess.Popen(
-        [sys.executable, "-m", "docstore", "doctor", "--grace", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=tmp_path,
-    )
-    assert merged.stdout is not None
-    merged.stdout.readline()
-    merged.stdout.close()
+    merged, _ = doctor_read_once(subprocess.STDOUT)
     assert merged.wait(timeout=60) == 2
 
 
