@@ -13,8 +13,8 @@ import redis
 from docstore import Docstore, Settings, UserCreate, quickstart
 
 
-def run_quickstart(data_dir: Path, env: dict[str, str]) -> str:
-    result = subprocess.run(
+def quickstart_process(data_dir: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "docstore.quickstart", "--data-dir", str(data_dir)],
         cwd=data_dir.parent,
         env=env,
@@ -22,6 +22,10 @@ def run_quickstart(data_dir: Path, env: dict[str, str]) -> str:
         text=True,
         timeout=180,
     )
+
+
+def run_quickstart(data_dir: Path, env: dict[str, str]) -> str:
+    result = quickstart_process(data_dir, env)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
@@ -107,15 +111,7 @@ def test_quickstart_leaves_a_database_with_documents_of_others_alone(
     [pending] = docstore_store.rollback_schema(1)  # a migration the caller has not applied yet
     settings = docstore_store.settings
     env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
-    (tmp_path / "data").mkdir()
-    result = subprocess.run(
-        [sys.executable, "-m", "docstore.quickstart", "--data-dir", str(tmp_path / "data")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    result = quickstart_process(tmp_path / "data", env)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "holds 1 document(s) the quickstart did not write" in result.stderr
     assert docstore_store.documents.get(document.id).status == "PENDING"
