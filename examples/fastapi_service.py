@@ -383,34 +383,41 @@ class RequestGate:
         self.limit = limit
         self._slots = asyncio.Semaphore(limit)
 
+    async def enter(self) -> None:
+        """Wait for a place (a cancel meanwhile takes none)."""
+        if self._slots is not None:
+            await self._slots.acquire()
+        self.now += 1
+        self.most = max(self.most, self.now)
+
+    def leave(self) -> None:
+        """Free a place taken by `enter`."""
+        self.now -= 1
+        if self._slots is not None:
+            self._slots.release()
+
     def turn(self) -> "Turn":
         """One request's place in the gate (taken, given back while it waits on its client)."""
         return Turn(self)
 
 
 class Turn:
-    """A request's slot of a `RequestGate`: `take` waits for it, `give_back` frees it (once)."""
+    """A request's place in a `RequestGate`: `take` waits for it, `give_back` frees it (once)."""
 
     def __init__(self, gate: RequestGate) -> None:
         self.gate = gate
         self.held = False
 
     async def take(self) -> None:
-        gate = self.gate
-        if gate._slots is not None:
-            await gate._slots.acquire()  # a cancel here leaves nothing taken
+        await self.gate.enter()
         self.held = True
-        gate.now += 1
-        gate.most = max(gate.most, gate.now)
 
     def give_back(self) -> bool:
-        """Free the slot if held; whether it was."""
+        """Free the place if held; whether it was."""
         if not self.held:
             return False
         self.held = False
-        self.gate.now -= 1
-        if self.gate._slots is not None:
-            self.gate._slots.release()
+        self.gate.leave()
         return True
 
 
