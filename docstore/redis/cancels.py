@@ -1,11 +1,12 @@
 """Give back the cancels that redis-py's asyncio client loses on Python before 3.12.
 
 With a socket timeout, redis-py sends each command under `asyncio.wait_for` (docstore's own
-clients send under a timeout scope instead, see `sends`; a client the caller brings, and a
-cluster client, still use `wait_for`). Before Python 3.12, `wait_for` returns the send's result
-when the caller's cancel lands just as the send finished (CPython gh-86296): the cancel is lost, so
-`asyncio.timeout` around a docstore call never fires and a cancelled request runs on. On a
-loopback Redis most cancels that land during a command's send were lost this way.
+clients send under a timeout scope instead, see `sends`, and need nothing here; a client the
+caller brings, and a cluster client, still use `wait_for`). Before Python 3.12, `wait_for`
+returns the send's result when the caller's cancel lands just as the send finished (CPython
+gh-86296): the cancel is lost, so `asyncio.timeout` around a docstore call never fires and a
+cancelled request runs on. On a loopback Redis most cancels that land during a command's send
+were lost this way.
 
 `keep_cancels(client)` wraps the client's `execute_command` and its pipelines' `execute` (every
 command, script and pipeline goes out through them): when the task's count of cancel requests
@@ -23,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from docstore._async_runtime import cancel_was_dropped, cancels_asked, raise_dropped_cancel
+from docstore.redis.sends import sends_without_wait_for
 
 R = TypeVar("R")
 
@@ -33,8 +35,9 @@ _LOSES_CANCELS = (3, 11) <= sys.version_info < (3, 12)
 
 def keep_cancels(client: Any) -> None:
     """Make the asyncio `client` raise the cancels redis-py dropped (once per client; nothing
-    for a sync client, or where `wait_for` keeps them)."""
-    if not _LOSES_CANCELS or getattr(client, _MARK, False):
+    for a sync client, where `wait_for` keeps them, or where no `wait_for` runs: docstore's own
+    clients, see `sends`)."""
+    if not _LOSES_CANCELS or getattr(client, _MARK, False) or sends_without_wait_for(client):
         return
     execute = client.execute_command
     if not inspect.iscoroutinefunction(execute):

@@ -13,6 +13,7 @@ from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from docstore.redis.errors import redis_errors
+from docstore.redis.held import hold_connections
 from docstore.redis.sends import send_under_timeout
 from docstore.settings import Settings
 
@@ -57,6 +58,7 @@ def new_redis(
             return RedisCluster.from_url(settings.redis_url, **options)
     client = redis.Redis.from_url(settings.redis_url, health_check_interval=30, **options)
     send_under_timeout(client)  # before Python 3.12, no task per command (see `sends`)
+    hold_connections(client)  # no pool checkout per command (see `held`)
     return client
 
 

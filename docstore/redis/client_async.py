@@ -11,6 +11,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from docstore.redis.errors import redis_errors
+from docstore.redis.held_async import hold_connections
 from docstore.redis.sends import send_under_timeout
 from docstore.settings import Settings
 
@@ -55,6 +56,7 @@ def new_redis(
             return RedisCluster.from_url(settings.redis_url, **options)
     client = redis.asyncio.Redis.from_url(settings.redis_url, health_check_interval=30, **options)
     send_under_timeout(client)  # before Python 3.12, no task per command (see `sends`)
+    hold_connections(client)  # no pool checkout per command (see `held_async`)
     return client
 
 

@@ -95,4 +95,13 @@ def send_under_timeout(client: Any) -> None:
         pool.connection_class = replacement
 
 
-__all__ = ["send_under_timeout"]
+def sends_without_wait_for(client: Any) -> bool:
+    """Whether the asyncio `client` sends its commands without `asyncio.wait_for`: on Python 3.12
+    and later, or once `send_under_timeout` changed it."""
+    if not _WAIT_FOR_MAKES_A_TASK:
+        return True
+    pool = getattr(client, "connection_pool", None)
+    return pool is not None and issubclass(pool.connection_class, _SendsUnderTimeout)
+
+
+__all__ = ["send_under_timeout", "sends_without_wait_for"]
