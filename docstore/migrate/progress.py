@@ -37,14 +37,16 @@ class BarProgress:
                 total=summary.total_keys or None, unit="key", file=self._stream, dynamic_ncols=True
             )
         bar.update(summary.scanned_keys - bar.n)
-        bar.set_postfix(
-            migrated=summary.migrated,
-            updated=summary.updated,
-            present=summary.already_present,
-            conflicts=summary.conflicts,
-            rejected=summary.rejected,
-            refresh=False,
-        )
+        counts = {
+            "migrated": summary.migrated,
+            "updated": summary.updated,
+            "present": summary.already_present,
+            "conflicts": summary.conflicts,
+            "rejected": summary.rejected,
+        }
+        if summary.not_updated:  # only an insert-only run (--no-update) leaves changed tasks
+            counts["not_updated"] = summary.not_updated
+        bar.set_postfix(counts, refresh=False)
 
     def close(self) -> None:
         """Finish the bar (leaves it on screen)."""
@@ -65,8 +67,9 @@ class LogProgress:
             return
         self._last = now
         total = f"/{summary.total_keys}" if summary.total_keys else ""
+        not_updated = f", not updated {summary.not_updated}" if summary.not_updated else ""
         logger.info(
-            "scanned %d%s keys: %s %d, already present %d, rejected %d, updated %d, "
+            "scanned %d%s keys: %s %d, already present %d, rejected %d, updated %d%s, "
             "conflicts %d (%.0f rows/s%s)",
             summary.scanned_keys,
             total,
@@ -75,6 +78,7 @@ class LogProgress:
             summary.already_present,
             summary.rejected,
             summary.updated,
+            not_updated,
             summary.conflicts,
             summary.rows_per_second,
             _eta(summary),

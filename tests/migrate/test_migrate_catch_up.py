@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from docstore import Docstore, RedisCache, Settings
 from docstore.errors import InvalidInput
 from docstore.migrate import keep_docstore, migrate, redis_reader, take_legacy, verify
 from docstore.migrate.cli import main
+from docstore.migrate.progress import BarProgress, LogProgress
 from docstore.migrate.resolve import BLOB_GONE, KEPT, TAKEN
 from docstore.migrate.summary import MigrationSummary
 from docstore.testing import free_port
@@ -743,3 +745,26 @@ def test_every_option_of_a_run_is_checked_before_anything_is_written(
             keep_docstore(r, db, ids)  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="surrogate"):
         take_legacy(r, db, ["\ud800"])
+
+
+def test_an_insert_only_runs_progress_shows_the_changed_tasks_it_leaves(
+    docstore_store: Docstore, caplog: pytest.LogCaptureFixture
+) -> None:
+    r = docstore_store.redis
+    seed(r, 2)
+    run(docstore_store)
+    finish_in_legacy(r, 0)
+    stream = io.StringIO()
+    bar = BarProgress(stream)
+    with caplog.at_level(logging.INFO, logger="docstore.migrate"):
+        summary, _ = run(docstore_store, update=False, progress=bar)
+        run(docstore_store, update=False, progress=LogProgress(interval=0))
+    bar.close()
+    assert summary.not_updated == 1
+    assert "not_updated=1" in stream.getvalue()
+    assert "updated 0, not updated 1, conflicts 0" in caplog.text
+    # A run that leaves nothing says nothing of it.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="docstore.migrate"):
+        run(docstore_store, progress=LogProgress(interval=0))
+    assert "updated 1, conflicts 0" in caplog.text and "not updated" not in caplog.text
