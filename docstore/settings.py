@@ -14,7 +14,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from docstore.errors import ConfigurationError
 
@@ -60,6 +61,32 @@ def _accepted_names(settings: type[BaseSettings]) -> frozenset[str]:
             elif isinstance(alias, AliasChoices):
                 names.update(choice for choice in alias.choices if isinstance(choice, str))
     return frozenset(name.lower() for name in names)
+
+
+# The settings whose empty value means "not given" (the POSTGRES_* parts, or `.env`, apply).
+_EMPTY_IS_UNSET = frozenset({"DATABASE_URL", "DATABASE_REPLICA_URL"})
+
+
+def _is_blank(value: Any) -> bool:
+    return isinstance(value, str) and not value.strip()
+
+
+class _WithoutBlankUrls(PydanticBaseSettingsSource):
+    """A settings source without the blank values of `_EMPTY_IS_UNSET`."""
+
+    def __init__(self, settings_cls: type[BaseSettings], source: PydanticBaseSettingsSource):
+        super().__init__(settings_cls)
+        self.source = source
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self.source.get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        return {
+            name: value
+            for name, value in self.source().items()
+            if name.upper() not in _EMPTY_IS_UNSET or not _is_blank(value)
+        }
 
 
 class Settings(BaseSettings):
@@ -179,13 +206,25 @@ class Settings(BaseSettings):
         None, ge=1, description="Documents of one user PROCESSING at once (None: no cap)."
     )
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The usual sources in the usual order; `DATABASE_URL=` (empty) in the environment
+        leaves `.env`'s value in force, as a variable not set would."""
+        environment = _WithoutBlankUrls(settings_cls, env_settings)
+        return init_settings, environment, dotenv_settings, file_secret_settings
+
     @field_validator("database_url_override", "database_replica_url_secret", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         """`DATABASE_URL=` (as compose files and CI set it) means no URL, not a bad one."""
-        if isinstance(value, str) and not value.strip():
-            return None
-        return value
+        return None if _is_blank(value) else value
 
     @model_validator(mode="after")
     def _check_urls(self) -> Settings:

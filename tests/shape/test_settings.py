@@ -187,3 +187,22 @@ def test_an_empty_database_url_is_unset(monkeypatch: pytest.MonkeyPatch) -> None
         with pytest.raises(ValidationError, match=said):
             Settings()
         monkeypatch.delenv(name)
+
+
+def test_an_empty_database_url_leaves_the_env_files_in_force(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It counted as "not given", but took the POSTGRES_* parts over .env's DATABASE_URL.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(
+        "DATABASE_URL=postgresql://app@db.env-file:6543/docs\n"
+        "DATABASE_REPLICA_URL=postgresql://app@replica.env-file:6543/docs\n"
+    )
+    monkeypatch.setenv("DATABASE_URL", "")
+    monkeypatch.setenv("DATABASE_REPLICA_URL", "")
+    settings = Settings()
+    assert settings.database_url == "postgresql://app@db.env-file:6543/docs"
+    assert settings.database_replica_url == "postgresql://app@replica.env-file:6543/docs"
+    # A value set in the environment still wins over .env's.
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app@db.environment:5432/docs")
+    assert Settings().database_url == "postgresql://app@db.environment:5432/docs"
