@@ -358,7 +358,8 @@ LIMIT %(limit)s;
 -- instead: the next run migrates the task afresh, but only with its blob: the deletion of the
 -- task's key, still waiting and never tried, is called off (a purge that took it meanwhile
 -- holds its row: this waits, then finds it tried); a key no deletion waits for is gone, unless
--- another document names it. Only while docstore's document (or its
+-- another document names it or the caller found its blob (`blob_seen`: the legacy task now
+-- names another key, which docstore never deleted). Only while docstore's document (or its
 -- absence) differs from what the migration wrote. A document migrated before the ledger
 -- existed gets its first ledger row the same way: adopted, its task's digests unknown.
 WITH conflict AS (
@@ -390,6 +391,11 @@ forgotten AS (
         AND (
             EXISTS (SELECT FROM blob_kept)
             OR EXISTS (SELECT FROM documents AS d WHERE d.s3_key = %(s3_key)s::text)
+            -- The caller found the blob in the blob store, and no deletion of it has started.
+            OR (
+                %(blob_seen)s::boolean
+                AND NOT EXISTS (SELECT FROM blob_deletions AS b WHERE b.s3_key = %(s3_key)s::text)
+            )
         )
     RETURNING l.legacy_task_id
 ),

@@ -270,7 +270,9 @@ def _run_decision(args: argparse.Namespace, store: Docstore, source: RedisCore) 
         decisions = keep_docstore(source, store.db, args.keep_docstore, prefix=args.prefix)
         what = "kept docstore's version of"
     else:
-        decisions = take_legacy(source, store.db, args.take_legacy, prefix=args.prefix)
+        decisions = take_legacy(
+            source, store.db, args.take_legacy, prefix=args.prefix, blobs=store.blobs
+        )
         what = "the next run writes the legacy version of"
     for decision in decisions:
         print(decision.text())

@@ -4,11 +4,14 @@ and `--verify` accept docstore's version until the task changes in Redis again) 
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from docstore.errors import InvalidInput
+from docstore.errors import DocstoreError, InvalidInput, NotFound
+from docstore.intake.blobs import BlobStore
 from docstore.migrate.compare import MigratedDocument, differing_fields
 from docstore.migrate.fingerprint import source_fingerprint
 from docstore.migrate.legacy_records import LegacyDocument, Reject, display_key, task_id_of
@@ -18,7 +21,9 @@ from docstore.migrate.runner import DEFAULT_PREFIX, check_options
 from docstore.postgres.executor import Database
 from docstore.redis.client import RedisClient
 from docstore.redis.core import RedisCore
-from docstore.rules import encodable
+from docstore.rules import check_function, encodable
+
+logger = logging.getLogger("docstore.migrate")
 
 NOT_IN_REDIS = "no such task in Redis"
 NOT_MIGRATED = "not migrated yet: a run migrates it"
@@ -39,6 +44,11 @@ GONE_UNKNOWN = "no such task in Redis, and no document migrated from it"
 BLOB_GONE = (
     "docstore deleted the document and its blob: the legacy version would come back without "
     "its bytes (submit the file again instead)"
+)
+BLOB_NOT_FOUND = (
+    "docstore deleted the document, and the blob the task names was not found in the blob "
+    "store: the legacy version would come back without its bytes (submit the file again "
+    "instead)"
 )
 TAKEN = "the next run rewrites the document from Redis (brings it back if docstore deleted it)"
 
@@ -80,20 +90,31 @@ def take_legacy(
     task_ids: Iterable[str],
     *,
     prefix: str = DEFAULT_PREFIX,
+    blobs: BlobStore | None = None,
 ) -> list[Decision]:
     """For each task in conflict among `task_ids`, let the next run write the legacy version:
     it overwrites docstore's document (or brings back one docstore deleted), so a caller asks
     for confirmation first. Writes only the ledger now; any other task is left alone, with the
-    reason. Never writes to Redis."""
+    reason. Never writes to Redis.
+
+    A document docstore deleted comes back only with its blob: while its deletion still waits
+    (it is called off), or, given `blobs` (the store's blob store), when the blob the task
+    names is there and no deletion of it has started (the legacy task names a new key)."""
+    if blobs is not None:  # the sync store's blob store: this function never awaits
+        check_function(
+            getattr(blobs, "open", None), "blobs", "a blob store (store.blobs)", plain=True
+        )
+    found = None if blobs is None else functools.partial(_blob_is_there, blobs)
     return _decide(
         source,
         target,
         task_ids,
         prefix,
         "migrate_take_legacy",
-        _task_id,
+        _take_params,
         TAKEN,
-        deleted_refused=BLOB_GONE,
+        deleted_refused=BLOB_GONE if blobs is None else BLOB_NOT_FOUND,
+        blob_is_there=found,
     )
 
 
@@ -108,9 +129,11 @@ def _decide(
     *,
     keep_gone: bool = False,
     deleted_refused: str = NOT_CHANGED,
+    blob_is_there: Callable[[str], bool] | None = None,
 ) -> list[Decision]:
     """Each task's decision; `deleted_refused` is the reason given when the statement refuses a
-    document docstore deleted."""
+    document docstore deleted. With `blob_is_there`, such a refusal is asked again once the
+    blob the task names was found (`blob_seen`)."""
     raw_prefix = check_options(prefix, 1)
     if isinstance(task_ids, str | bytes) or not isinstance(task_ids, Iterable):
         # A lone id would be read character by character.
@@ -132,7 +155,16 @@ def _decide(
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
         decisions += _decide_chunk(
-            core, target, raw_prefix, chunk, statement, params, done, keep_gone, deleted_refused
+            core,
+            target,
+            raw_prefix,
+            chunk,
+            statement,
+            params,
+            done,
+            keep_gone,
+            deleted_refused,
+            blob_is_there,
         )
     return decisions
 
@@ -147,6 +179,7 @@ def _decide_chunk(
     done: str,
     keep_gone: bool,
     deleted_refused: str,
+    blob_is_there: Callable[[str], bool] | None,
 ) -> list[Decision]:
     keys = {task_id: prefix + task_id.encode("utf-8") for task_id in ids}
     refused: dict[str, str] = {}
@@ -188,6 +221,9 @@ def _decide_chunk(
         if not reason and not target.all(statement, params(doc)):
             deleted = row is not None and not row.present
             reason = deleted_refused if deleted else NOT_CHANGED
+            if deleted and blob_is_there is not None and blob_is_there(doc.s3_key):
+                seen = {**params(doc), "blob_seen": True}
+                reason = "" if target.all(statement, seen) else reason
         decisions.append(Decision(key, task_id, not reason, reason or done))
     return decisions
 
@@ -197,10 +233,23 @@ def _digests(doc: LegacyDocument) -> dict[str, Any]:
     return {"task_id": doc.task_id, "source_md5": source_fingerprint(doc), "raw_md5": doc.raw_md5}
 
 
-def _task_id(doc: LegacyDocument) -> dict[str, Any]:
+def _take_params(doc: LegacyDocument) -> dict[str, Any]:
     """migrate_take_legacy's parameters (the key: a deleted document comes back with its blob
-    or not at all)."""
-    return {"task_id": doc.task_id, "s3_key": doc.s3_key}
+    or not at all; `blob_seen` once the caller found that blob)."""
+    return {"task_id": doc.task_id, "s3_key": doc.s3_key, "blob_seen": False}
+
+
+def _blob_is_there(blobs: BlobStore, key: str) -> bool:
+    """Whether the blob store holds `key`; a key it refuses is not there, nor is one it cannot
+    tell about (logged: the task is refused, and may be given again)."""
+    try:
+        blobs.open(key).close()
+    except (NotFound, InvalidInput):
+        return False
+    except DocstoreError as exc:
+        logger.warning("the blob store could not say whether %s is there: %s", key, exc)
+        return False
+    return True
 
 
 def _why_not(row: MigratedDocument, doc: LegacyDocument) -> str:

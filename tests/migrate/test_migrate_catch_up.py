@@ -17,10 +17,11 @@ from helpers import migrated_table_contents
 
 from docstore import Docstore, RedisCache, Settings
 from docstore.errors import InvalidInput
+from docstore.intake.blob_access_async import AsyncBlobs
 from docstore.migrate import keep_docstore, migrate, redis_reader, take_legacy, verify
 from docstore.migrate.cli import main
 from docstore.migrate.progress import BarProgress, LogProgress
-from docstore.migrate.resolve import BLOB_GONE, KEPT, TAKEN
+from docstore.migrate.resolve import BLOB_GONE, BLOB_NOT_FOUND, KEPT, TAKEN
 from docstore.migrate.summary import MigrationSummary
 from docstore.testing import free_port
 from docstore.testing.plugin import create_database, drop_database, with_database
@@ -706,6 +707,42 @@ def test_a_deleted_document_whose_blob_is_gone_is_not_brought_back(
     assert (decision.done, decision.reason) == (False, BLOB_GONE)
     assert run(docstore_store)[0].conflicts == 1  # still the operator's to decide
     assert docstore_store.documents.get_by_task_id("t1") is None
+
+
+def test_a_deleted_document_comes_back_when_its_task_names_a_new_blob_that_is_there(
+    docstore_store: Docstore,
+) -> None:
+    # Its task named a new key, never docstore's to delete: refused as "blob gone" all the same.
+    r, db = docstore_store.redis, docstore_store.db
+    seed(r, 3)
+    run(docstore_store)
+    for task in ("t1", "t2"):
+        docstore_store.delete_document(document_id(docstore_store, task))
+    assert docstore_store.documents.count_blob_deletions()[0] == 0  # both blobs gone
+    # The legacy service took both files again, under new keys, and finished the tasks; only
+    # t1's new file reached the blob store.
+    uploaded = docstore_store.blobs.put(1, "scan-1.pdf", b"%PDF-1.4 again")
+    for i, key in ((1, uploaded.key), (2, "uploads/2-again.pdf")):
+        finish_in_legacy(r, i)
+        r.hset(f"task:t{i}", "s3_key", key)
+    # Without the blob store nobody can tell: refused as before.
+    assert take_legacy(r, db, ["t1"])[0].reason == BLOB_GONE
+    decisions = take_legacy(r, db, ["t1", "t2"], blobs=docstore_store.blobs)
+    assert [(d.task_id, d.done, d.reason) for d in decisions] == [
+        ("t1", True, TAKEN),
+        ("t2", False, BLOB_NOT_FOUND),
+    ]
+    summary = run(docstore_store)[0]
+    assert (summary.migrated, summary.conflicts) == (1, 1)
+    back = docstore_store.documents.get_by_task_id("t1")
+    assert back is not None and back.s3_key == uploaded.key
+    assert docstore_store.blobs.get(back.s3_key) == b"%PDF-1.4 again"
+    assert docstore_store.documents.get_by_task_id("t2") is None
+    with pytest.raises(InvalidInput, match="blobs"):
+        take_legacy(r, db, ["t2"], blobs="/tmp/blobs")  # type: ignore[arg-type]
+    # An async store's blobs would answer a coroutine, which "opens" every key.
+    with pytest.raises(InvalidInput, match="async"):
+        take_legacy(r, db, ["t2"], blobs=AsyncBlobs(docstore_store.blobs.store))  # type: ignore[arg-type]
 
 
 def test_every_option_of_a_run_is_checked_before_anything_is_written(
