@@ -3,26 +3,29 @@
 redis-py wraps every command in more than the command: a connection checked out of its pool and
 back in (a lock each way, a readiness check, metrics hooks), a retry wrapper docstore's clients
 never use (they make one attempt), and for a pipeline the same again around its round trip.
-For the asyncio client that came to more than the command's own work: 47 µs of CPU for a GET
-where sending it and parsing its reply take 30, and 96 µs for a pipeline of two scripts where
-the round trip takes 45 (`benchmarks/bench_redis.py --held`).
+That came to a quarter of a cache read's CPU on either side (`benchmarks/bench_held.py`: 62
+→ 46 µs with 32 asyncio tasks, 34 → 25 µs on the sync client).
 
 `hold_connections(client)` gives docstore's own clients (`new_redis`) a shorter way, the same
 on both sides:
 
 - single commands (`execute_command`) and pipelines without MULTI (`pipeline(transaction=
   False)`, what docstore uses) go out on a connection from a list the client keeps, and it goes
-  back on that list after the reply;
+  back on that list after the reply (at most half the pool's `max_connections` are kept idle:
+  what still checks one out of the pool, MULTI, WATCH, pub/sub, finds room);
 - the commands, their encoding and the parsing of their replies are redis-py's own
   (`send_command`, `pack_commands`, `parse_response`), on connections of the client's pool: its
   timeouts, health checks and `max_connections` apply, and closing the client closes them;
 - a held connection is checked before each use as the pool checks one: with data waiting, or
   its server gone, it goes back to the pool, which reconnects it;
-- a call that fails other than by Redis refusing a command (that reply was read in full) gives
-  its connection back to the pool: redis-py has closed it, or it may hold half a reply;
+- a call that fails other than by Redis refusing a command (that reply was read in full), or is
+  cancelled, closes its connection and gives it back to the pool: replies nobody will read may
+  be on their way;
 - after a fork the list starts empty: the parent's sockets are not the child's.
 
-A pipeline with MULTI, or with a script registered on it, goes through redis-py as before.
+A pipeline with MULTI (`transaction=True` or `multi()`), WATCH, a script registered on it or a
+connection of its own, and HIMPORT (whose wire form depends on its connection), go through
+redis-py as before.
 """
 
 from __future__ import annotations
@@ -42,33 +45,45 @@ _PENDING = "can_read" if hasattr(AbstractConnection, "can_read") else "can_read_
 # What the check raises for a connection that cannot be used as it stands (closed, or its
 # server gone).
 _NOT_READY = (RedisError, OSError)
+# Idle connections held at most: half the pool's `max_connections` (100 by default in redis-py
+# 8, 2**31 before), so what still checks one out of the pool (MULTI, WATCH, pub/sub) always
+# finds room, and no more than a busy process reuses.
+_MOST_HELD = 128
+# Commands whose wire form depends on their connection's state (redis-py 8 prepares HIMPORT's
+# field sets per connection): redis-py's own way.
+_OWN_WAY = ("HIMPORT",)
 
 
 class AsyncHeldConnections:
     """The connections one client holds between calls (see the module's docstring)."""
 
-    __slots__ = ("_idle", "_pid", "client", "pool")
+    __slots__ = ("_idle", "_most", "_pid", "client", "plain_execute", "pool")
 
     def __init__(self, client: redis.asyncio.Redis) -> None:
         # redis-py's annotations of its connections differ between its two sides: Any here.
         self.client: Any = client
+        self.plain_execute: Any = client.execute_command  # redis-py's own way
         self.pool: Any = client.connection_pool
         self._idle: list[Any] = []
+        self._most = min(self.pool.max_connections // 2, _MOST_HELD)
         self._pid = os.getpid()
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         """One command and its parsed reply, as `Redis.execute_command` returns it."""
+        name = args[0]
+        if (name if isinstance(name, str) else str(name)).upper().startswith(_OWN_WAY):
+            return await self.plain_execute(*args, **options)
         conn = await self._take()
         try:
             await conn.send_command(*args)
             reply = await self.client.parse_response(conn, args[0], **options)
         except ResponseError:
-            self._idle.append(conn)  # Redis refused it: its whole reply was read
+            await self._put_back(conn)  # Redis refused it: its whole reply was read
             raise
         except BaseException:
-            await self.pool.release(conn)
+            await self._drop(conn)
             raise
-        self._idle.append(conn)
+        await self._put_back(conn)
         return reply
 
     async def execute_pipeline(
@@ -89,9 +104,9 @@ class AsyncHeldConnections:
                 except ResponseError as error:
                     replies.append(error)
         except BaseException:
-            await self.pool.release(conn)
+            await self._drop(conn)
             raise
-        self._idle.append(conn)
+        await self._put_back(conn)
         if raise_on_error:
             for reply in replies:
                 if isinstance(reply, ResponseError):
@@ -112,7 +127,25 @@ class AsyncHeldConnections:
                     return conn
             except _NOT_READY:
                 pass
-            await self.pool.release(conn)  # the pool reconnects it when it hands it out
+            except BaseException:  # a cancel (redis-py 5-7 waits a turn of the loop here)
+                await self._drop(conn)
+                raise
+            await self._drop(conn)
+
+    async def _put_back(self, conn: Any) -> None:
+        """Hold `conn` for the next call, or give it back to the pool when enough are held."""
+        if len(self._idle) < self._most:
+            self._idle.append(conn)
+        else:
+            await self.pool.release(conn)
+
+    async def _drop(self, conn: Any) -> None:
+        """Close `conn` (replies nobody will read may be on their way) and give it back to the
+        pool, which reconnects it when it hands it out again."""
+        try:
+            await conn.disconnect(True)  # nowait: no wait for the server's goodbye
+        finally:
+            await self.pool.release(conn)
 
 
 def hold_connections(client: redis.asyncio.Redis) -> None:
@@ -127,7 +160,8 @@ def hold_connections(client: redis.asyncio.Redis) -> None:
             run = pipe.execute
 
             async def execute(raise_on_error: bool = True) -> list[Any]:
-                if pipe.scripts or pipe.watching:
+                if pipe.scripts or pipe.watching or pipe.explicit_transaction or pipe.connection:
+                    # Scripts to load, WATCH, MULTI asked for, or a connection of its own.
                     replies: list[Any] = await run(raise_on_error)
                     return replies
                 try:

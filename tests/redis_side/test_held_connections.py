@@ -165,3 +165,58 @@ def test_threads_sharing_a_sync_client_each_get_their_own_replies(docstore_redis
         assert len(clients) <= 8 + 1  # + the listing client
     finally:
         client.close()
+
+
+def test_a_pipeline_stopped_half_way_never_hands_its_late_replies_to_the_next_call(
+    client: Any,
+) -> None:
+    # Its connection went back to the pool open: the pool's check saw no data yet (the server
+    # was still asleep), so the next GET read the pipeline's late "OK" as its reply.
+    client.set("k", "value")
+
+    def refuse(response: Any, **options: Any) -> Any:
+        raise RuntimeError("a reply callback that fails")
+
+    unwrapped(client).set_response_callback("ECHO", refuse)
+    pipe = client.pipeline(transaction=False)
+    pipe.echo("first")
+    pipe.execute_command("DEBUG", "SLEEP", "0.3")
+    pipe.set("k", "changed")
+    with pytest.raises(RuntimeError, match="callback"):
+        pipe.execute()
+    assert client.get("k") in (b"value", b"changed")
+
+
+def test_multi_asked_of_a_pipeline_without_transaction_still_wraps_it(client: Any) -> None:
+    # The held way sent the commands without MULTI/EXEC and left the pipeline in MULTI state.
+    pipe = client.pipeline(transaction=False)
+    pipe.multi()
+    pipe.incr("n")
+    pipe.incr("n")
+    assert pipe.execute() == [1, 2]
+    pipe.multi()  # raised "Cannot issue nested calls to MULTI" before
+    pipe.incr("n")
+    assert pipe.execute() == [3]
+
+
+def test_held_connections_leave_room_for_what_checks_one_out_of_the_pool(
+    side: Side, docstore_redis_url: str
+) -> None:
+    # Four held connections were all of max_connections=4: MULTI found none left.
+    url = docstore_redis_url + "?max_connections=4"
+    client = side.make(new_redis, Settings.model_validate({"REDIS_URL": url}))
+    try:
+        waiters = [
+            threading.Thread(target=client.blpop, args=([f"empty-{n}"],), kwargs={"timeout": 0.3})
+            for n in range(4)
+        ]
+        for waiter in waiters:
+            waiter.start()
+        for waiter in waiters:
+            waiter.join()
+        with client.pipeline() as pipe:  # MULTI/EXEC: a connection from the pool
+            pipe.set("a", 1)
+            pipe.incr("a")
+            assert pipe.execute() == [True, 2]
+    finally:
+        side.close_redis(client)
