@@ -23,6 +23,7 @@ from redis.exceptions import RedisClusterException
 
 from docstore.ephemeral.cache import RedisCache
 from docstore.errors import ConfigurationError, DocstoreError, RedisCommandError
+from docstore.intake.blobs import BlobStore
 from docstore.migrate.progress import BarProgress, LogProgress
 from docstore.migrate.rejects_file import rejects_file
 from docstore.migrate.resolve import keep_docstore, take_legacy
@@ -270,9 +271,12 @@ def _run_decision(args: argparse.Namespace, store: Docstore, source: RedisCore) 
         decisions = keep_docstore(source, store.db, args.keep_docstore, prefix=args.prefix)
         what = "kept docstore's version of"
     else:
-        decisions = take_legacy(
-            source, store.db, args.take_legacy, prefix=args.prefix, blobs=store.blobs
-        )
+        try:
+            blobs: BlobStore | None = store.blobs  # to look for a new key's blob
+        except ConfigurationError as exc:  # settings that make none: decided without
+            logger.warning("no blob store to look in: %s", exc.message)
+            blobs = None
+        decisions = take_legacy(source, store.db, args.take_legacy, prefix=args.prefix, blobs=blobs)
         what = "the next run writes the legacy version of"
     for decision in decisions:
         print(decision.text())

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from docstore.errors import DocstoreError, InvalidInput, NotFound
+from docstore.errors import InvalidInput, NotFound
 from docstore.intake.blobs import BlobStore
 from docstore.migrate.compare import MigratedDocument, differing_fields
 from docstore.migrate.fingerprint import source_fingerprint
@@ -47,8 +47,8 @@ BLOB_GONE = (
 )
 BLOB_NOT_FOUND = (
     "docstore deleted the document, and the blob the task names was not found in the blob "
-    "store: the legacy version would come back without its bytes (submit the file again "
-    "instead)"
+    "store (or its deletion has started, or the store could not tell): the legacy version "
+    "would come back without its bytes (submit the file again instead)"
 )
 TAKEN = "the next run rewrites the document from Redis (brings it back if docstore deleted it)"
 
@@ -221,9 +221,10 @@ def _decide_chunk(
         if not reason and not target.all(statement, params(doc)):
             deleted = row is not None and not row.present
             reason = deleted_refused if deleted else NOT_CHANGED
-            if deleted and blob_is_there is not None and blob_is_there(doc.s3_key):
+            if deleted and blob_is_there is not None:
                 seen = {**params(doc), "blob_seen": True}
-                reason = "" if target.all(statement, seen) else reason
+                if _taken_with_its_blob(target, statement, seen, blob_is_there, doc.s3_key):
+                    reason = ""
         decisions.append(Decision(key, task_id, not reason, reason or done))
     return decisions
 
@@ -239,6 +240,31 @@ def _take_params(doc: LegacyDocument) -> dict[str, Any]:
     return {"task_id": doc.task_id, "s3_key": doc.s3_key, "blob_seen": False}
 
 
+class _BlobNotThere(Exception):
+    """Rolls back a take whose blob was not found."""
+
+
+def _taken_with_its_blob(
+    target: Database,
+    statement: str,
+    params: dict[str, Any],
+    blob_is_there: Callable[[str], bool],
+    key: str,
+) -> bool:
+    """Run the take with `blob_seen`, and keep it only if the blob is there once it ran: in
+    that order, a deletion of the key that ended before the statement's snapshot (its row gone,
+    nothing left to say it ran) has removed the blob before the store is asked."""
+    try:
+        with target.transaction() as conn:
+            if not target.all(statement, params, conn=conn):
+                return False
+            if not blob_is_there(key):
+                raise _BlobNotThere
+    except _BlobNotThere:
+        return False
+    return True
+
+
 def _blob_is_there(blobs: BlobStore, key: str) -> bool:
     """Whether the blob store holds `key`; a key it refuses is not there, nor is one it cannot
     tell about (logged: the task is refused, and may be given again)."""
@@ -246,7 +272,7 @@ def _blob_is_there(blobs: BlobStore, key: str) -> bool:
         blobs.open(key).close()
     except (NotFound, InvalidInput):
         return False
-    except DocstoreError as exc:
+    except Exception as exc:  # noqa: BLE001 - a blob store of the caller's may raise anything
         logger.warning("the blob store could not say whether %s is there: %s", key, exc)
         return False
     return True

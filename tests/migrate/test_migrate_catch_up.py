@@ -745,6 +745,41 @@ def test_a_deleted_document_comes_back_when_its_task_names_a_new_blob_that_is_th
         take_legacy(r, db, ["t2"], blobs=AsyncBlobs(docstore_store.blobs.store))  # type: ignore[arg-type]
 
 
+class PurgeEndsMeanwhile:
+    """The store's blob store, with a purge of `key` that ends right after a look at it."""
+
+    def __init__(self, store: Docstore, key: str) -> None:
+        self.store, self.key = store, key
+
+    def open(self, key: str) -> Any:
+        found = self.store.blobs.open(key)
+        if key == self.key:  # the purge deletes the blob, then drops its row
+            self.store.blobs.delete(key)
+            assert self.store.db.execute("finish_blob_deletion", {"s3_key": key}) == 1
+        return found
+
+
+def test_a_take_never_brings_back_a_document_whose_blob_a_running_purge_deletes(
+    docstore_store: Docstore,
+) -> None:
+    # The blob was looked for first and found; the purge then ended (blob and row gone) before
+    # the statement ran, which found no deletion started and took the task.
+    r, db = docstore_store.redis, docstore_store.db
+    seed(r, 2)
+    uploaded = docstore_store.blobs.put(1, "scan-1.pdf", b"%PDF-1.4")
+    r.hset("task:t1", "s3_key", uploaded.key)
+    run(docstore_store)
+    docstore_store.documents.delete(document_id(docstore_store, "t1"))  # its blob is listed
+    assert db.all("take_due_blob_deletions", {"limit": 10, "retry_in": 60})  # a purge took it
+    finish_in_legacy(r, 1)
+    r.hset("task:t1", "s3_key", uploaded.key)
+    blobs = PurgeEndsMeanwhile(docstore_store, uploaded.key)
+    [decision] = take_legacy(r, db, ["t1"], blobs=blobs)  # type: ignore[arg-type]
+    assert (decision.done, decision.reason) == (False, BLOB_NOT_FOUND)
+    assert run(docstore_store)[0].conflicts == 1
+    assert docstore_store.documents.get_by_task_id("t1") is None
+
+
 def test_every_option_of_a_run_is_checked_before_anything_is_written(
     docstore_store: Docstore,
 ) -> None:
