@@ -14,7 +14,8 @@ on both sides:
 - single commands (`execute_command`) and pipelines without MULTI (`pipeline(transaction=
   False)`, what docstore uses) go out on a connection from a list the client keeps, and it goes
   back on that list after the reply (at most half the pool's `max_connections` are kept idle:
-  what still checks one out of the pool, MULTI, WATCH, pub/sub, finds room);
+  what still checks one out of the pool, MULTI, WATCH, pub/sub, finds room: threads sharing a
+  sync client may hold a few more);
 - the commands, their encoding and the parsing of their replies are redis-py's own
   (`send_command`, `pack_commands`, `parse_response`), on connections of the client's pool: its
   timeouts, health checks and `max_connections` apply, and closing the client closes them;
@@ -32,6 +33,7 @@ redis-py as before.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -49,11 +51,18 @@ _PENDING = "can_read" if hasattr(AbstractConnection, "can_read") else "can_read_
 _NOT_READY = (RedisError, OSError)
 # Idle connections held at most: half the pool's `max_connections` (100 by default in redis-py
 # 8, 2**31 before), so what still checks one out of the pool (MULTI, WATCH, pub/sub) always
-# finds room, and no more than a busy process reuses.
+# finds room (threads sharing a sync client may hold a few more), and no more than a busy
+# process reuses.
 _MOST_HELD = 128
 # Commands whose wire form depends on their connection's state (redis-py 8 prepares HIMPORT's
 # field sets per connection): redis-py's own way.
 _OWN_WAY = ("HIMPORT",)
+
+
+def _own_way(name: Any) -> bool:
+    """Whether the command named `name` goes through redis-py's own way (`_OWN_WAY`)."""
+    text = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+    return text.upper().startswith(_OWN_WAY)
 
 
 class HeldConnections:
@@ -72,8 +81,7 @@ class HeldConnections:
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
         """One command and its parsed reply, as `Redis.execute_command` returns it."""
-        name = args[0]
-        if (name if isinstance(name, str) else str(name)).upper().startswith(_OWN_WAY):
+        if _own_way(args[0]):
             return self.plain_execute(*args, **options)
         conn = self._take()
         try:
@@ -145,7 +153,10 @@ class HeldConnections:
         """Close `conn` (replies nobody will read may be on their way) and give it back to the
         pool, which reconnects it when it hands it out again."""
         try:
-            conn.disconnect(True)  # nowait: no wait for the server's goodbye
+            # nowait: no wait for the server's goodbye. A connection that fails even to close
+            # is given back all the same, and the call's own error is the one raised.
+            with contextlib.suppress(Exception):
+                conn.disconnect(True)
         finally:
             self.pool.release(conn)
 
@@ -162,8 +173,14 @@ def hold_connections(client: redis.Redis) -> None:
             run = pipe.execute
 
             def execute(raise_on_error: bool = True) -> list[Any]:
-                if pipe.scripts or pipe.watching or pipe.explicit_transaction or pipe.connection:
-                    # Scripts to load, WATCH, MULTI asked for, or a connection of its own.
+                if (
+                    pipe.scripts
+                    or pipe.watching
+                    or pipe.explicit_transaction
+                    or pipe.connection
+                    or any(_own_way(args[0]) for args, _ in pipe.command_stack)
+                ):
+                    # Scripts to load, WATCH, MULTI asked for, a connection of its own, HIMPORT.
                     replies: list[Any] = run(raise_on_error)
                     return replies
                 try:
