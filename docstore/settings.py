@@ -215,10 +215,11 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """The usual sources in the usual order; `DATABASE_URL=` (empty) in the environment
-        leaves `.env`'s value in force, as a variable not set would."""
+        """The usual sources in the usual order; an empty `DATABASE_URL` given as a keyword or
+        in the environment leaves `.env`'s value in force, as one not given would."""
+        given = _WithoutBlankUrls(settings_cls, init_settings)
         environment = _WithoutBlankUrls(settings_cls, env_settings)
-        return init_settings, environment, dotenv_settings, file_secret_settings
+        return given, environment, dotenv_settings, file_secret_settings
 
     @field_validator("database_url_override", "database_replica_url_secret", mode="before")
     @classmethod

@@ -203,6 +203,9 @@ def test_an_empty_database_url_leaves_the_env_files_in_force(
     settings = Settings()
     assert settings.database_url == "postgresql://app@db.env-file:6543/docs"
     assert settings.database_replica_url == "postgresql://app@replica.env-file:6543/docs"
+    # So does an empty keyword (a caller passing on an unset option).
+    assert Settings(DATABASE_URL="").database_url == "postgresql://app@db.env-file:6543/docs"
+    assert Settings(database_url=" ").database_url == "postgresql://app@db.env-file:6543/docs"
     # A value set in the environment still wins over .env's.
     monkeypatch.setenv("DATABASE_URL", "postgresql://app@db.environment:5432/docs")
     assert Settings().database_url == "postgresql://app@db.environment:5432/docs"
