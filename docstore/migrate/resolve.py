@@ -79,9 +79,8 @@ def keep_docstore(
     document was migrated, keep the document (`--verify` then counts it as kept, not as 'not in
     Redis'). Any other task is left alone, with the reason. Writes only the ledger; a task that
     changes in Redis afterwards (or comes back) is decided again. Never writes to Redis."""
-    return _decide(
-        source, target, task_ids, prefix, "migrate_keep_docstore", _digests, KEPT, keep_gone=True
-    )
+    rule = _Rule("migrate_keep_docstore", _digests, KEPT, keep_gone=True)
+    return _decide(source, target, task_ids, prefix, rule)
 
 
 def take_legacy(
@@ -104,18 +103,30 @@ def take_legacy(
         check_function(
             getattr(blobs, "open", None), "blobs", "a blob store (store.blobs)", plain=True
         )
-    found = None if blobs is None else functools.partial(_blob_is_there, blobs)
-    return _decide(
-        source,
-        target,
-        task_ids,
-        prefix,
+    rule = _Rule(
         "migrate_take_legacy",
         _take_params,
         TAKEN,
         deleted_refused=BLOB_GONE if blobs is None else BLOB_NOT_FOUND,
-        blob_is_there=found,
+        blob_is_there=None if blobs is None else functools.partial(_blob_is_there, blobs),
     )
+    return _decide(source, target, task_ids, prefix, rule)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """One kind of decision: its statement, the statement's parameters from the task, and the
+    reason given when it is done. `keep_gone`: a task gone from Redis keeps its document.
+    `deleted_refused`: the reason given when the statement refuses a document docstore
+    deleted. `blob_is_there`: such a refusal is asked again once the blob the task names is
+    found (`blob_seen`)."""
+
+    statement: str
+    params: Params
+    done: str
+    keep_gone: bool = False
+    deleted_refused: str = NOT_CHANGED
+    blob_is_there: Callable[[str], bool] | None = None
 
 
 def _decide(
@@ -123,17 +134,9 @@ def _decide(
     target: Database,
     task_ids: Iterable[str],
     prefix: str,
-    statement: str,
-    params: Params,
-    done: str,
-    *,
-    keep_gone: bool = False,
-    deleted_refused: str = NOT_CHANGED,
-    blob_is_there: Callable[[str], bool] | None = None,
+    rule: _Rule,
 ) -> list[Decision]:
-    """Each task's decision; `deleted_refused` is the reason given when the statement refuses a
-    document docstore deleted. With `blob_is_there`, such a refusal is asked again once the
-    blob the task names was found (`blob_seen`)."""
+    """Each task's decision under `rule`."""
     raw_prefix = check_options(prefix, 1)
     if isinstance(task_ids, str | bytes) or not isinstance(task_ids, Iterable):
         # A lone id would be read character by character.
@@ -154,18 +157,7 @@ def _decide(
     decisions: list[Decision] = []
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
-        decisions += _decide_chunk(
-            core,
-            target,
-            raw_prefix,
-            chunk,
-            statement,
-            params,
-            done,
-            keep_gone,
-            deleted_refused,
-            blob_is_there,
-        )
+        decisions += _decide_chunk(core, target, raw_prefix, chunk, rule)
     return decisions
 
 
@@ -174,12 +166,7 @@ def _decide_chunk(
     target: Database,
     prefix: bytes,
     ids: list[str],
-    statement: str,
-    params: Params,
-    done: str,
-    keep_gone: bool,
-    deleted_refused: str,
-    blob_is_there: Callable[[str], bool] | None,
+    rule: _Rule,
 ) -> list[Decision]:
     keys = {task_id: prefix + task_id.encode("utf-8") for task_id in ids}
     refused: dict[str, str] = {}
@@ -207,7 +194,7 @@ def _decide_chunk(
         doc = docs.get(task_id)
         if doc is None:
             reason = refused.get(task_id) or invalid.get(key) or NOT_IN_REDIS
-            if reason == NOT_IN_REDIS and keep_gone:
+            if reason == NOT_IN_REDIS and rule.keep_gone:
                 kept = target.all("migrate_keep_gone", {"task_id": task_id})
                 decisions.append(
                     Decision(key, task_id, bool(kept), KEPT_GONE if kept else GONE_UNKNOWN)
@@ -215,18 +202,27 @@ def _decide_chunk(
                 continue
             decisions.append(Decision(key, task_id, False, reason))
             continue
-        row = rows.get(task_id)
-        reason = _why_not(row, doc) if row is not None else NOT_MIGRATED
-        # Guarded in SQL too: a document a catch-up run updated meanwhile is no conflict.
-        if not reason and not target.all(statement, params(doc)):
-            deleted = row is not None and not row.present
-            reason = deleted_refused if deleted else NOT_CHANGED
-            if deleted and blob_is_there is not None:
-                seen = {**params(doc), "blob_seen": True}
-                if _taken_with_its_blob(target, statement, seen, blob_is_there, doc.s3_key):
-                    reason = ""
-        decisions.append(Decision(key, task_id, not reason, reason or done))
+        reason = _written(target, rule, rows.get(task_id), doc)
+        decisions.append(Decision(key, task_id, not reason, reason or rule.done))
     return decisions
+
+
+def _written(
+    target: Database, rule: _Rule, row: MigratedDocument | None, doc: LegacyDocument
+) -> str:
+    """Write `rule`'s decision for the task `doc`, whose migrated document is `row`; '' when
+    written, else why not."""
+    reason = _why_not(row, doc) if row is not None else NOT_MIGRATED
+    # Guarded in SQL too: a document a catch-up run updated meanwhile is no conflict.
+    if reason or target.all(rule.statement, rule.params(doc)):
+        return reason
+    if row is None or row.present:
+        return NOT_CHANGED
+    if rule.blob_is_there is not None:  # deleted: asked again once its blob is found
+        seen = {**rule.params(doc), "blob_seen": True}
+        if _taken_with_its_blob(target, rule.statement, seen, rule.blob_is_there, doc.s3_key):
+            return ""
+    return rule.deleted_refused
 
 
 def _digests(doc: LegacyDocument) -> dict[str, Any]:
