@@ -167,13 +167,8 @@ class AsyncDatabase:
         if conn is None:
             # psycopg's transaction() sends BEGIN and COMMIT on an autocommit connection (ours),
             # and is the outer transaction of one without (a pool of the caller's): no switching.
-            pooled = await self._checkout()
-            try:
-                with wrap_database_errors(self.address):  # noqa: RUF100, SIM117
-                    async with _cancelled_once_in_and_out(pooled.transaction()):
-                        yield pooled
-            finally:
-                await self._give_back(pooled)
+            async with self._pooled() as pooled, _cancelled_once_in_and_out(pooled.transaction()):
+                yield pooled
             return
         # Errors of the transaction's own BEGIN/COMMIT are mapped by `connection` too.
         async with self.connection(conn) as c, _cancelled_once_in_and_out(c.transaction()):
@@ -187,21 +182,28 @@ class AsyncDatabase:
             with wrap_database_errors(self.address):
                 yield conn
             return
+        async with self._pooled() as pooled:
+            # The block is one transaction: docstore's pool hands out connections in
+            # autocommit, switched off for it and on again after.
+            toggled = pooled.autocommit
+            if toggled:
+                await pooled.set_autocommit(False)
+            try:
+                # Leaving `with pooled` commits, or rolls back on error.
+                async with _cancelled_once_in_and_out(pooled):
+                    yield pooled
+            finally:
+                if toggled:
+                    await finish(_set_autocommit_back, pooled, True)
+
+    @asynccontextmanager
+    async def _pooled(self) -> AsyncIterator[Connection]:
+        """A connection of the pool for a unit of work, its errors mapped, given back after.
+        (Single statements, the hot path, do the same inline in `_on_cursor`.)"""
         pooled = await self._checkout()
         try:
             with wrap_database_errors(self.address):
-                # The block is one transaction: docstore's pool hands out connections in
-                # autocommit, switched off for it and on again after.
-                toggled = pooled.autocommit
-                if toggled:
-                    await pooled.set_autocommit(False)
-                try:
-                    # Leaving `with pooled` commits, or rolls back on error.
-                    async with _cancelled_once_in_and_out(pooled):
-                        yield pooled
-                finally:
-                    if toggled:
-                        await finish(_set_autocommit_back, pooled, True)
+                yield pooled
         finally:
             await self._give_back(pooled)
 
