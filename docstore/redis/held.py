@@ -35,14 +35,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis
 from redis.connection import AbstractConnection
 from redis.exceptions import RedisError, ResponseError
 
-_HELD = "_docstore_held_connections"
 # The pool's own readiness check: `can_read` (redis-py 8; the sync client's in every version),
 # else `can_read_destructive` (the asyncio client's before 8, deprecated since).
 _PENDING = "can_read" if hasattr(AbstractConnection, "can_read") else "can_read_destructive"
@@ -123,6 +122,19 @@ class HeldConnections:
                     raise reply
         return replies
 
+    def execute_pipe(
+        self, pipe: Any, run: Callable[[bool], Any], raise_on_error: bool = True
+    ) -> list[Any]:
+        """The `execute` of a pipeline without MULTI: its commands on a held connection, or
+        `run` (redis-py's own `execute`) when it needs redis-py's way."""
+        if _needs_redis_py(pipe):
+            replies: list[Any] = run(raise_on_error)
+            return replies
+        try:
+            return self.execute_pipeline(pipe.command_stack, raise_on_error)
+        finally:
+            pipe.command_stack = []  # as redis-py's `reset` leaves it
+
     def _take(self) -> Any:
         """A held connection ready for a command, else one from the pool."""
         if self._pid != os.getpid():
@@ -173,20 +185,7 @@ def hold_connections(client: redis.Redis) -> None:
             run = pipe.execute
 
             def execute(raise_on_error: bool = True) -> list[Any]:
-                if (
-                    pipe.scripts
-                    or pipe.watching
-                    or pipe.explicit_transaction
-                    or pipe.connection
-                    or any(_own_way(args[0]) for args, _ in pipe.command_stack)
-                ):
-                    # Scripts to load, WATCH, MULTI asked for, a connection of its own, HIMPORT.
-                    replies: list[Any] = run(raise_on_error)
-                    return replies
-                try:
-                    return held.execute_pipeline(pipe.command_stack, raise_on_error)
-                finally:
-                    pipe.command_stack = []  # as redis-py's `reset` leaves it
+                return held.execute_pipe(pipe, run, raise_on_error)
 
             pipe.execute = execute
         return pipe
@@ -194,7 +193,18 @@ def hold_connections(client: redis.Redis) -> None:
     shell: Any = client  # its methods are replaced on this instance
     shell.execute_command = held.execute_command
     shell.pipeline = pipeline
-    setattr(client, _HELD, held)
+
+
+def _needs_redis_py(pipe: Any) -> bool:
+    """Whether a pipeline without MULTI needs redis-py's own `execute`: scripts to load, WATCH,
+    MULTI asked for after all, a connection of its own, or HIMPORT."""
+    return bool(
+        pipe.scripts
+        or pipe.watching
+        or pipe.explicit_transaction
+        or pipe.connection
+        or any(_own_way(args[0]) for args, _ in pipe.command_stack)
+    )
 
 
 __all__ = ["HeldConnections", "hold_connections"]
