@@ -36,6 +36,7 @@ class Telemetry:
         from opentelemetry import metrics, propagate, trace
 
         self.trace = trace
+        self.metrics = metrics
         self.propagate = propagate
         self.version = _docstore_version()
         self.meter = metrics.get_meter(SCOPE, self.version)
@@ -69,9 +70,7 @@ class Telemetry:
             if not isinstance(provider, self.trace.ProxyTracerProvider):
                 self._tracer = provider.get_tracer(SCOPE, self.version)
         if not self._metering:
-            from opentelemetry import metrics
-
-            meters = metrics.get_meter_provider()
+            meters = self.metrics.get_meter_provider()
             # Until one is set, the API hands out a proxy (or the no-op one when told to).
             unset = type(meters).__name__ in ("_ProxyMeterProvider", "NoOpMeterProvider")
             self._metering = not unset
