@@ -44,33 +44,24 @@ def redis_py_way(client: Any) -> Any:
     return client
 
 
-def sync_calls(url: str, held: bool) -> dict[str, Callable[[], object]]:
-    settings = Settings.model_validate({"REDIS_URL": url})
-    client = new_redis(settings)
-    core = RedisCore(client if held else redis_py_way(client))
-    cache = RedisCache(core)
-    cache.set("doc", DOCUMENT)
-    ip = RateLimiter(core, limit=10**9, period=60, policy="ip")
-    api = RateLimiter(core, limit=10**9, period=60, policy="api")
+# What each side is made of: its client maker, core, cache and limiter.
+SYNC = (new_redis, RedisCore, RedisCache, RateLimiter)
+ASYNC = (new_async_redis, AsyncRedisCore, AsyncRedisCache, AsyncRateLimiter)
+
+
+def calls_of(url: str, held: bool, side: tuple[Any, ...]) -> dict[str, Callable[[], Any]]:
+    """The measured calls on one side (`SYNC` or `ASYNC`), through a client that holds its
+    connections or not (the cached document is stored by `main` first)."""
+    make_client, core_class, cache_class, limiter_class = side
+    client = make_client(Settings.model_validate({"REDIS_URL": url}))
+    core = core_class(client if held else redis_py_way(client))
+    cache = cache_class(core)
+    ip = limiter_class(core, limit=10**9, period=60, policy="ip")
+    api = limiter_class(core, limit=10**9, period=60, policy="api")
     checks = [LimitCheck(ip, "203.0.113.9", consume=False), LimitCheck(api, "key-1")]
     return {
         "cache read": lambda: cache.get("doc", dict),
-        "decide_together (2 scripts)": lambda: RateLimiter.decide_together(checks),
-        "GET": lambda: client.get("nothing"),
-    }
-
-
-def async_calls(url: str, held: bool) -> dict[str, Callable[[], Awaitable[object]]]:
-    settings = Settings.model_validate({"REDIS_URL": url})
-    client = new_async_redis(settings)
-    core = AsyncRedisCore(client if held else redis_py_way(client))
-    cache = AsyncRedisCache(core)
-    ip = AsyncRateLimiter(core, limit=10**9, period=60, policy="ip")
-    api = AsyncRateLimiter(core, limit=10**9, period=60, policy="api")
-    checks = [LimitCheck(ip, "203.0.113.9", consume=False), LimitCheck(api, "key-1")]
-    return {
-        "cache read": lambda: cache.get("doc", dict),
-        "decide_together (2 scripts)": lambda: AsyncRateLimiter.decide_together(checks),
+        "decide_together (2 scripts)": lambda: limiter_class.decide_together(checks),
         "GET": lambda: client.get("nothing"),
     }
 
@@ -93,7 +84,7 @@ async def async_cpu(call: Callable[[], Awaitable[object]], ops: int) -> float:
 
 
 async def bench_async(url: str, ops: int, rounds: int) -> dict[tuple[str, bool], float]:
-    ways = {held: async_calls(url, held) for held in (False, True)}
+    ways = {held: calls_of(url, held, ASYNC) for held in (False, True)}
     best: dict[tuple[str, bool], float] = {}
     for _ in range(rounds):
         for held, calls in ways.items():
@@ -105,7 +96,7 @@ async def bench_async(url: str, ops: int, rounds: int) -> dict[tuple[str, bool],
 
 
 def bench_sync(url: str, ops: int, rounds: int) -> dict[tuple[str, bool], float]:
-    ways = {held: sync_calls(url, held) for held in (False, True)}
+    ways = {held: calls_of(url, held, SYNC) for held in (False, True)}
     best: dict[tuple[str, bool], float] = {}
     for _ in range(rounds):
         for held, calls in ways.items():
@@ -136,6 +127,10 @@ def main() -> None:
         server.start()
         url = server.url
     try:
+        # The document both sides read (before, the asyncio side read a missing key).
+        RedisCache(RedisCore(new_redis(Settings.model_validate({"REDIS_URL": url})))).set(
+            "doc", DOCUMENT
+        )
         use_uvloop = importlib.util.find_spec("uvloop") is not None
         print(
             f"{args.rounds} rounds of {args.ops:,} calls; asyncio side: {TASKS} tasks on "

@@ -3,8 +3,9 @@
 redis-py wraps every command in more than the command: a connection checked out of its pool and
 back in (a lock each way, a readiness check, metrics hooks), a retry wrapper docstore's clients
 never use (they make one attempt), and for a pipeline the same again around its round trip.
-That came to a quarter of a cache read's CPU on either side (`benchmarks/bench_held.py`: 62
-→ 46 µs with 32 asyncio tasks, 34 → 25 µs on the sync client).
+That came to a fifth to a quarter of a cache hit's CPU on either side
+(`benchmarks/bench_held.py`: 57-64 → 45-47 µs with 32 asyncio tasks, 33-36 → 24-26 µs on the
+sync client).
 
 `hold_connections(client)` gives docstore's own clients (`new_redis`) a shorter way, the same
 on both sides:
