@@ -33,6 +33,7 @@ redis-py as before.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -57,8 +58,10 @@ _MOST_HELD = 128
 _OWN_WAY = ("HIMPORT",)
 
 
-def _own_way(name: Any) -> bool:
-    """Whether the command named `name` goes through redis-py's own way (`_OWN_WAY`)."""
+@functools.lru_cache(maxsize=512)
+def _own_way(name: str | bytes) -> bool:
+    """Whether the command named `name` goes through redis-py's own way (`_OWN_WAY`); kept
+    per name, as a client uses a few dozen."""
     text = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
     return text.upper().startswith(_OWN_WAY)
 
@@ -197,13 +200,9 @@ def hold_connections(client: redis.asyncio.Redis) -> None:
 def _needs_redis_py(pipe: Any) -> bool:
     """Whether a pipeline without MULTI needs redis-py's own `execute`: scripts to load, WATCH,
     MULTI asked for after all, a connection of its own, or HIMPORT."""
-    return bool(
-        pipe.scripts
-        or pipe.watching
-        or pipe.explicit_transaction
-        or pipe.connection
-        or any(_own_way(args[0]) for args, _ in pipe.command_stack)
-    )
+    if pipe.scripts or pipe.watching or pipe.explicit_transaction or pipe.connection:
+        return True
+    return any(_own_way(args[0]) for args, _ in pipe.command_stack)
 
 
 __all__ = ["AsyncHeldConnections", "hold_connections"]
