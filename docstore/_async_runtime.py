@@ -129,6 +129,12 @@ async def _continued(step: Coroutine[Any, Any, R], waiting_on: Any) -> R:
     return await _continue(step, waiting_on)
 
 
+async def resumed(step: Coroutine[Any, Any, R], waiting_on: Any) -> R:
+    """Await `step`, a coroutine already started that now waits on `waiting_on` (what its first
+    `send(None)` returned), in the calling task: as if it had been awaited here from its start."""
+    return await _continue(step, waiting_on)
+
+
 async def cancelled_once(call: Callable[[], Coroutine[Any, Any, R]]) -> R:
     """`await call()` (a statement, a COMMIT), cancelled once at most: the first cancel of the
     caller reaches it where it waits, and the caller's later cancels wait until its reaction
@@ -261,6 +267,7 @@ __all__ = [
     "finish",
     "in_thread",
     "raise_dropped_cancel",
+    "resumed",
     "sleep",
     "take_or_cancel",
     "while_beating",

@@ -7,7 +7,11 @@ measured 35-40 us of CPU per command here (60 us -> 100 us for a GET), a third o
 
 `send_under_timeout(client)` gives the client's pool a connection class that sends under a
 timeout scope instead (`asyncio.timeout`, what redis-py reads under): the same limit, and the
-same `redis.exceptions.TimeoutError` when it passes, without the task. Only docstore's own
+same `redis.exceptions.TimeoutError` when it passes, without the task. The scope is set only
+when the send has to wait (the socket's buffer is full, say with a frozen Redis): a send the
+socket takes at once has nothing to cut short, and setting and cancelling the scope's timer
+cost about 5 us per command (`benchmarks/bench_held.py`, GET with 32 tasks: 31.4 and 34.8 ->
+28.2 and 28.5 us of CPU). Only docstore's own
 clients (`new_redis`) get it, before their first connection; a sync client, a cluster client
 (its nodes make their connections themselves) and Python 3.12 or later are left as they are.
 """
@@ -32,6 +36,8 @@ from redis.asyncio.connection import (
 from redis.asyncio.connection import async_timeout as time_limit  # type: ignore[attr-defined]
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from docstore._async_runtime import resumed
+
 # 3.12 and later: `wait_for` makes no task (it is built on `asyncio.timeout`).
 _WAIT_FOR_MAKES_A_TASK = sys.version_info < (3, 12)
 
@@ -51,18 +57,23 @@ class _SendsUnderTimeout(AbstractConnection):
             await self.connect()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
         if check_health:
             await self.check_health()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+        # Without socket_timeout the send is not wrapped in wait_for; only this task uses the
+        # connection meanwhile (a pool hands it to one caller at a time).
+        self.socket_timeout = None
         try:
-            async with time_limit(timeout):
-                # Without socket_timeout the send is not wrapped in wait_for; only this task
-                # uses the connection meanwhile (a pool hands it to one caller at a time).
-                self.socket_timeout = None
-                try:
-                    await super().send_packed_command(command, check_health=False)
-                finally:
-                    self.socket_timeout = timeout
+            send = super().send_packed_command(command, check_health=False)
+            try:
+                waiting_on = send.send(None)
+            except StopIteration:
+                # Written without a wait (the socket took it): no timer to set and cancel.
+                return
+            async with time_limit(timeout):  # the socket is full: the rest of it, limited
+                await resumed(send, waiting_on)
         except asyncio.TimeoutError:  # the builtin TimeoutError from 3.11
             # The send was cut off: redis-py has closed the connection. As redis-py says it.
             raise RedisTimeoutError("Timeout writing to socket") from None
+        finally:
+            self.socket_timeout = timeout
 
 
 class _Connection(_SendsUnderTimeout, Connection):
