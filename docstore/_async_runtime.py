@@ -77,7 +77,7 @@ async def finish(
         waiting_on = step.send(None)  # its first part here: most such steps never wait at all
     except StopIteration as done:
         return cast(R, done.value)
-    task, cancel = await _through(step, waiting_on, cancel_once=False)
+    task, cancel = await _through(step, waiting_on)
     if cancel is not None:
         task.result()  # its own error first, if it failed
         raise cancel
@@ -85,14 +85,13 @@ async def finish(
 
 
 async def _through(
-    step: Coroutine[Any, Any, R], waiting_on: Any, *, cancel_once: bool
+    step: Coroutine[Any, Any, R], waiting_on: Any
 ) -> tuple[asyncio.Future[R], asyncio.CancelledError | None]:
     """Go on with `step` (it first waited on `waiting_on`) in a task of its own, which the
-    caller's cancels do not cut short; with `cancel_once` the first of them cancels it, and its
-    own clean-up then runs whole. Returns that task, done, and the first cancel (None if none):
-    the first itself, so that an anyio cancel scope still knows it as its own. Also a cancel
-    that came just as the step ended."""
-    task = asyncio.ensure_future(_continued(step, waiting_on))
+    caller's cancels do not cut short. Returns that task, done (its value or error are read
+    from it), and the first cancel (None if none): the first itself, so that an anyio cancel
+    scope still knows it as its own. Also a cancel that came just as the step ended."""
+    task = asyncio.ensure_future(resumed(step, waiting_on))
     cancel: asyncio.CancelledError | None = None
     while not task.done():
         try:
@@ -100,8 +99,8 @@ async def _through(
         except asyncio.CancelledError as exc:
             if cancel is None:
                 cancel = exc
-                if cancel_once:
-                    task.cancel()
+        except Exception:  # noqa: BLE001, S110 - the task's own error: the caller reads it there
+            pass
     return task, cancel
 
 
@@ -125,10 +124,6 @@ def _continue(step: Coroutine[Any, Any, R], waiting_on: Any) -> Generator[Any, A
                 return cast(R, done.value)
 
 
-async def _continued(step: Coroutine[Any, Any, R], waiting_on: Any) -> R:
-    return await _continue(step, waiting_on)
-
-
 async def resumed(step: Coroutine[Any, Any, R], waiting_on: Any) -> R:
     """Await `step`, a coroutine already started that now waits on `waiting_on` (what its first
     `send(None)` returned), in the calling task: as if it had been awaited here from its start."""
@@ -148,7 +143,7 @@ async def cancelled_once(call: Callable[[], Coroutine[Any, Any, R]]) -> R:
     if cancel is None:
         return cast(R, outcome)
     if not ended:
-        task, _ = await _through(step, outcome, cancel_once=False)
+        task, _ = await _through(step, outcome)
         if not task.cancelled():
             task.exception()  # retrieved: the cancel is what the caller gets
     raise cancel
@@ -165,12 +160,12 @@ class _Failed:
 
 @types.coroutine
 def _in_place_until_cancelled(
-    step: Coroutine[Any, Any, R], *, keep_error: bool = False
+    step: Coroutine[Any, Any, R],
 ) -> Generator[Any, Any, tuple[bool, Any, asyncio.CancelledError | None]]:
     """Run `step` as if awaited here until it ends, (True, its value, None), or a cancel comes:
     the cancel is handed to `step`, and then (False, what `step` now waits on, the cancel) is
-    returned, or (True, its value, the cancel) if it ended at once; with `keep_error`, an error
-    it answered the cancel with at once is returned as its value, `_Failed(error)`."""
+    returned, or (True, its value, the cancel) if it ended at once: an error it answered the
+    cancel with at once is returned as its value, `_Failed(error)`."""
     try:
         waiting_on = step.send(None)
     except StopIteration as done:
@@ -183,9 +178,7 @@ def _in_place_until_cancelled(
                 return False, step.throw(cancel), cancel
             except StopIteration as done:
                 return True, done.value, cancel
-            except Exception as error:
-                if not keep_error:
-                    raise
+            except Exception as error:  # noqa: BLE001 - kept: the cancel is raised in its place
                 return True, _Failed(error), cancel
         except BaseException as exc:  # noqa: BLE001 - handed on to `step`, as a task would
             try:
@@ -253,7 +246,7 @@ async def take_or_cancel(
     asked = cancels_asked()
     step = take()
     try:
-        ended, outcome, cancel = await _in_place_until_cancelled(step, keep_error=True)
+        ended, outcome, cancel = await _in_place_until_cancelled(step)
     except Exception:
         if cancel_was_dropped(asked):
             await raise_dropped_cancel()
@@ -277,10 +270,7 @@ async def take_or_cancel(
 async def _cleaned_up(step: Coroutine[Any, Any, R], waiting_on: Any) -> Any:
     """What `step` came to after it took a cancel (its value, or `_Failed`), once its clean-up,
     which later cancels do not cut short, has ended."""
-    try:
-        checkout, _ = await _through(step, waiting_on, cancel_once=False)
-    except Exception as error:  # noqa: BLE001 - kept: raised, or the cancel in its place
-        return _Failed(error)
+    checkout, _ = await _through(step, waiting_on)
     if checkout.cancelled():
         return _Failed(asyncio.CancelledError())
     failure = checkout.exception()
