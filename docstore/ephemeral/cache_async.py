@@ -13,7 +13,7 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast, final
 
 import pydantic
@@ -68,6 +68,18 @@ _FAILED_OPEN = _FailedOpen()
 MISSES_FOR_SCRIPT_FIRST = 0.1
 MISS_AVERAGE_WEIGHT = 0.05
 
+# What `get_or_set` stores in place of a loaded value its `keep` refused, for NOT_KEPT_TTL seconds
+# at most: not JSON, so no reader takes it for a value. Readers that find it load for themselves,
+# without the lock: many readers of a value that is not kept do not queue behind each other.
+NOT_KEPT = b"\x00docstore:not-kept"
+NOT_KEPT_TTL = 1.0
+_NOT_KEPT_TEXT = NOT_KEPT.decode()  # as a client with decode_responses reads it
+
+
+def is_not_kept(raw: object) -> bool:
+    """Whether `raw`, read from a cache key, is the mark of a value `get_or_set` did not keep."""
+    return raw == (NOT_KEPT if isinstance(raw, bytes) else _NOT_KEPT_TEXT)
+
 
 class AsyncRedisCache:
     """Get, set and delete JSON values under ``docstore:cache:{key}``, with TTL jitter.
@@ -120,10 +132,12 @@ class AsyncRedisCache:
         with self._counts_lock:
             return CacheStats(**self._counts)
 
-    def _count(self, name: str) -> None:
+    def _count(self, name: str, *, steers: bool = True) -> None:
+        """Count one `name`; a hit or miss that `steers` also moves the share of recent misses
+        (a mark's miss does not: reading it never needs the lock's script)."""
         with self._counts_lock:
             self._counts[name] += 1
-            if name in ("hits", "misses"):
+            if steers and name in ("hits", "misses"):
                 missed = 1.0 if name == "misses" else 0.0
                 self._recent_misses += MISS_AVERAGE_WEIGHT * (missed - self._recent_misses)
         count_cache(name)  # docstore.cache.requests, when OpenTelemetry is on
@@ -152,8 +166,8 @@ class AsyncRedisCache:
         raw = await self._fail_open("read", key, lambda: self.core.client.get(redis_key))
         if isinstance(raw, _FailedOpen):
             return None
-        if raw is None:
-            self._count("misses")
+        if raw is None or is_not_kept(raw):
+            self._count("misses", steers=raw is None)
             return None
         return self._decode(key, cast(bytes, raw), type_)[1]
 
@@ -179,18 +193,30 @@ class AsyncRedisCache:
     # -- single flight ------------------------------------------------------------------------
 
     async def get_or_set(
-        self, key: str, loader: AsyncCall[T], type_: type[T], ttl: float | None = None
+        self,
+        key: str,
+        loader: AsyncCall[T],
+        type_: type[T],
+        ttl: float | None = None,
+        *,
+        keep: Callable[[T], bool] | None = None,
     ) -> T:
         """The cached value, or `await loader()`'s result stored for next time.
 
         When many callers miss at once, one runs the loader and the others wait for its value.
         An exception from the loader reaches its caller and stores nothing. A hit costs one
         command; a miss three, or two while many reads miss (`MISSES_FOR_SCRIPT_FIRST`).
+
+        With `keep`, a loaded value for which `keep(value)` is false is returned but not stored
+        (a document still changing): for `NOT_KEPT_TTL` seconds (or `ttl`, when shorter) the
+        readers of `key` load for themselves, none waiting for another; a cached value `keep`
+        refuses (stored without it) is dropped and loaded afresh.
         """
         name = check_name(key)
         ttl_ms = self._ttl_ms(ttl)
         type_adapter(type_)
         check_function(loader, "loader", "a function returning the value")
+        check_function(keep, "keep", "a function of the value", optional=True, plain=True)
         if not await self._pay_owed():
             # Redis did not answer: load without a second wait for it (and without reading
             # a copy the unpaid drops may be meant to remove).
@@ -200,15 +226,25 @@ class AsyncRedisCache:
             raw = await self._fail_open("read", key, lambda: self.core.client.get(cache_key(name)))
             if isinstance(raw, _FailedOpen):
                 return await self._load(loader, type_)
+            if is_not_kept(raw):
+                self._count("misses", steers=False)
+                return await self._load(loader, type_)
             if raw is not None:
-                readable, value = self._decode(key, cast(bytes, raw), type_)
+                readable, value = self._decode(key, cast(bytes, raw), type_, keep)
                 if readable:
                     return cast(T, value)
-                await self.delete(key)  # written by an older shape of the model: load afresh
-        return await self._single_flight(key, name, loader, type_, ttl_ms)
+                # Written by an older shape of the model, or without `keep`: load afresh.
+                await self.delete(key)
+        return await self._single_flight(key, name, loader, type_, ttl_ms, keep)
 
     async def _single_flight(
-        self, key: str, name: str, loader: AsyncCall[T], type_: type[T], ttl_ms: int
+        self,
+        key: str,
+        name: str,
+        loader: AsyncCall[T],
+        type_: type[T],
+        ttl_ms: int,
+        keep: Callable[[T], bool] | None,
     ) -> T:
         keys = [cache_key(name), cache_lock_key(name)]
         token = secrets.token_hex(16)
@@ -229,15 +265,18 @@ class AsyncRedisCache:
                 self._owed.lock(keys[1], token)
                 return await self._load(loader, type_)
             raw, locked = reply
+            if is_not_kept(raw):
+                self._count("misses", steers=False)
+                return await self._load(loader, type_)
             if raw:
-                readable, value = self._decode(key, raw, type_)
+                readable, value = self._decode(key, raw, type_, keep)
                 if readable:
                     return cast(T, value)
                 await self.delete(key)
                 continue
             if locked == 1:
                 self._count("misses")
-                return await self._load_and_store(key, keys, token, loader, type_, ttl_ms)
+                return await self._load_and_store(key, keys, token, loader, type_, ttl_ms, keep)
             if time.monotonic() >= deadline:
                 # The holder is slow or gone and its lock not yet expired: wait no longer.
                 self._count("misses")
@@ -258,10 +297,14 @@ class AsyncRedisCache:
         loader: AsyncCall[T],
         type_: type[T],
         ttl_ms: int,
+        keep: Callable[[T], bool] | None,
     ) -> T:
         try:
             value = await self._load(loader, type_)
-            payload = self._encode(value)
+            if keep is None or keep(value):
+                payload = self._encode(value)
+            else:  # readers load for themselves for a while, none waiting on a lock
+                payload, ttl_ms = NOT_KEPT, min(ttl_ms, int(NOT_KEPT_TTL * 1000))
             await self._fail_open(
                 "write", key, lambda: self._store_and_unlock(keys, token, payload, ttl_ms)
             )
@@ -303,7 +346,8 @@ class AsyncRedisCache:
         return self._owed.pending()
 
     async def invalidate_document(self, document_id: int) -> bool:
-        """Forget a document's cached result (the store calls it on every committed change)."""
+        """Forget a document's cached result (the store calls it on every committed change that
+        could leave a copy stale)."""
         return await self.invalidate_documents([document_id])
 
     async def invalidate_documents(self, document_ids: Iterable[int]) -> bool:
@@ -410,13 +454,18 @@ class AsyncRedisCache:
 
     # -- encoding -----------------------------------------------------------------------------
 
-    def _decode(self, key: str, raw: bytes, type_: type[T]) -> tuple[bool, T | None]:
-        """(True, value) for a readable hit; (False, None) when it no longer fits `type_`."""
+    def _decode(
+        self, key: str, raw: bytes, type_: type[T], keep: Callable[[Any], bool] | None = None
+    ) -> tuple[bool, T | None]:
+        """(True, value) for a readable hit; (False, None) when it no longer fits `type_`, or
+        `keep` refuses it."""
         try:
             value = type_adapter(type_).validate_json(raw)
         except pydantic.ValidationError as exc:
             self._failed("decode", key, f"{type(exc).__name__}: {exc}")
             return False, None
+        if keep is not None and not keep(value):
+            return False, None  # counted as the miss it leads to
         self._count("hits")
         return True, cast(T, value)
 
@@ -434,4 +483,4 @@ class AsyncRedisCache:
         return max(1, int(seconds * 1000 * factor))
 
 
-__all__ = ["AsyncRedisCache", "CacheStats"]
+__all__ = ["NOT_KEPT", "NOT_KEPT_TTL", "AsyncRedisCache", "CacheStats", "is_not_kept"]

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from sides import Side, core_on_fixture, side_fixture  # noqa: F401 (fixtures)
 
 from docstore import Docstore, FailurePolicy, InvalidInput, RedisCore
-from docstore.ephemeral.cache import RedisCache
+from docstore.ephemeral.cache import NOT_KEPT, NOT_KEPT_TTL, RedisCache
 
 
 class Result(BaseModel):
@@ -90,6 +90,89 @@ def test_get_or_set_skips_the_plain_get_while_most_reads_miss(
         read("k")
     assert read("k") == ["GET"]  # mostly hits again
     assert cache.stats().loads == 13
+
+
+def test_a_value_keep_refuses_is_returned_but_not_stored(
+    side: Side,
+    core_on: Callable[[str], RedisCore],
+    client: redis.Redis,
+    docstore_redis_url: str,
+) -> None:
+    cache = side.make(RedisCache, core_on(docstore_redis_url), default_ttl=60)
+    loads: list[int] = []
+
+    def loader(pages: int) -> Callable[[], Result]:
+        def load() -> Result:
+            loads.append(pages)
+            return RESULT.model_copy(update={"pages": pages})
+
+        return load
+
+    def read(pages: int) -> Result:
+        return cache.get_or_set("doc", loader(pages), Result, keep=lambda r: r.pages > 3)
+
+    assert read(1).pages == 1
+    # In its place, for a second at most, a mark that is no value: a plain read misses.
+    assert client.get("docstore:cache:{doc}") == NOT_KEPT
+    assert 0 < client.pttl("docstore:cache:{doc}") <= NOT_KEPT_TTL * 1000
+    assert cache.get("doc", Result) is None
+    # Readers finding the mark load for themselves: one command, no lock, nothing stored.
+    assert sent_by_clients(client, lambda: read(2)) in (["GET"], ["EVALSHA"])
+    assert not client.exists("docstore:cache:{doc}:lock")
+    assert loads == [1, 2]
+    # Misses, but none that would make hits go through the lock's script first.
+    cache.set("other", RESULT)
+    for _ in range(10):
+        read(3)
+    assert sent_by_clients(client, lambda: cache.get_or_set("other", loader(0), Result)) == ["GET"]
+    assert (cache.stats().misses, cache.stats().hits) == (13, 1)
+    del loads[2:]
+    client.delete("docstore:cache:{doc}")  # the mark expired
+    assert read(5).pages == 5  # kept: stored, and served from now on
+    assert read(6).pages == 5
+    assert loads == [1, 2, 5]
+
+
+def test_a_cached_value_keep_refuses_is_loaded_afresh(cache: RedisCache) -> None:
+    cache.set("doc", RESULT)  # stored without `keep` (an older docstore, say)
+    fresh = RESULT.model_copy(update={"pages": 9})
+    assert cache.get_or_set("doc", lambda: fresh, Result, keep=lambda r: r.pages > 3) == fresh
+    assert cache.get("doc", Result) == fresh
+
+
+@pytest.mark.parametrize("keep", ["yes", 1])
+def test_a_keep_that_is_no_function_is_refused_before_redis_is_asked(
+    cache: RedisCache, keep: object
+) -> None:
+    with pytest.raises(InvalidInput, match="keep must be a function of the value"):
+        cache.get_or_set("doc", lambda: RESULT, Result, keep=keep)  # type: ignore[arg-type]
+    assert cache.stats().loads == 0
+
+
+def test_twenty_readers_of_a_value_not_kept_never_wait_on_each_other(cache: RedisCache) -> None:
+    """The first holds the lock while it loads; the others wait for its value, and each loads
+    for itself once it turns out not kept (before `keep`, nothing told them to stop waiting)."""
+    start = threading.Barrier(20)
+    release = threading.Event()
+    results: list[int] = []
+
+    def loader() -> int:
+        release.wait(5)
+        return 1
+
+    def caller() -> None:
+        start.wait()
+        results.append(cache.get_or_set("busy", loader, int, keep=lambda n: n > 1))
+
+    threads = [threading.Thread(target=caller) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    release.set()
+    for thread in threads:
+        thread.join()
+    assert results == [1] * 20
+    assert cache.stats().loads == 20
+    assert cache.get("busy", int) is None
 
 
 def test_ttl_gets_jitter_but_never_exceeds_the_requested_ttl(
