@@ -28,7 +28,7 @@ from docstore.intake.blob_access import Blobs
 from docstore.intake.blobs import BlobStore, blob_store_from_settings
 from docstore.intake.flow import DocumentIntake
 from docstore.intake.outcomes import BlobPurgeReport, Extractor, Outcome, StuckReport
-from docstore.models import DocumentResponse, UserResponse
+from docstore.models import FINISHED_STATUSES, DocumentResponse, UserResponse
 from docstore.postgres import schema
 from docstore.postgres.executor import Connection, Database
 from docstore.postgres.pool import new_pool, open_pool
@@ -42,6 +42,11 @@ from docstore.repositories.users import UserRepo
 from docstore.settings import Settings, settings_from_environment
 
 logger = logging.getLogger("docstore")
+
+
+def _finished(document: DocumentResponse) -> bool:
+    """Whether the lifecycle is done with `document` (only such documents are cached)."""
+    return document.status in FINISHED_STATUSES
 
 
 def _check_parts(settings: object, pool: object, blobs: object) -> None:
@@ -92,7 +97,8 @@ class Docstore:
             else RedisCore.of(redis_client)
         )
         self.redis = self.redis_core.client
-        # Every committed change to a document drops its cached copy (see `changes`).
+        # Every committed change to a cached (finished) document drops its copy (see
+        # `changes`).
         self.changes = DocumentChanges()
         self.db = tracked_database(
             Database(
@@ -109,7 +115,6 @@ class Docstore:
         self.documents = DocumentRepo(self.db, self.changes)
         self.lifecycle = DocumentLifecycle(
             self.db,
-            self.changes,
             backoff_base=self.settings.retry_backoff_base,
             backoff_cap=self.settings.retry_backoff_cap,
             max_processing_per_user=self.settings.max_processing_per_user,
@@ -236,8 +241,12 @@ class Docstore:
             yield c
 
     def get_document(self, document_id: int) -> DocumentResponse:
-        """The document, cache first (`NotFound` otherwise): one reader loads it from PostgreSQL
-        however many miss at once, and a copy older than a committed change is never served."""
+        """The document, cache first (`NotFound` otherwise); a copy older than a committed change
+        is never served.
+
+        Only finished documents (COMPLETED, FAILED, CANCELLED) are cached, one reader loading
+        each however many miss at once. One still PENDING or PROCESSING is read from PostgreSQL
+        by each reader, so the lifecycle's steps have no copy to drop."""
         key = self.cache.document_key(document_id)
         # Writes in transactions docstore did not open that have committed since: dropped now.
         self.changes.settle()
@@ -245,7 +254,7 @@ class Docstore:
         def load() -> DocumentResponse:
             return self.documents.get(document_id)
 
-        return self.cache.get_or_set(key, load, DocumentResponse)
+        return self.cache.get_or_set(key, load, DocumentResponse, keep=_finished)
 
     def cancel_document(self, document_id: int) -> DocumentResponse:
         """Cancel a PENDING or PROCESSING document: it is never processed, a worker on it stops

@@ -26,7 +26,7 @@ from docstore.intake.blob_access_async import AsyncBlobs
 from docstore.intake.blobs import BlobStore, blob_store_from_settings
 from docstore.intake.flow_async import AsyncDocumentIntake
 from docstore.intake.outcomes import BlobPurgeReport, Extractor, Outcome, StuckReport
-from docstore.models import DocumentResponse, UserResponse
+from docstore.models import FINISHED_STATUSES, DocumentResponse, UserResponse
 from docstore.postgres import schema
 from docstore.postgres.executor_async import AsyncDatabase, Connection
 from docstore.postgres.pool_async import new_pool, open_pool
@@ -40,6 +40,11 @@ from docstore.repositories.users_async import AsyncUserRepo
 from docstore.settings import Settings, settings_from_environment
 
 logger = logging.getLogger("docstore")
+
+
+def _finished(document: DocumentResponse) -> bool:
+    """Whether the lifecycle is done with `document` (only such documents are cached)."""
+    return document.status in FINISHED_STATUSES
 
 
 def _check_parts(settings: object, pool: object, blobs: object) -> None:
@@ -90,7 +95,8 @@ class AsyncDocstore:
             else AsyncRedisCore.of(redis_client)
         )
         self.redis = self.redis_core.client
-        # Every committed change to a document drops its cached copy (see `changes_async`).
+        # Every committed change to a cached (finished) document drops its copy (see
+        # `changes_async`).
         self.changes = AsyncDocumentChanges()
         self.db = tracked_database(
             AsyncDatabase(
@@ -107,7 +113,6 @@ class AsyncDocstore:
         self.documents = AsyncDocumentRepo(self.db, self.changes)
         self.lifecycle = AsyncDocumentLifecycle(
             self.db,
-            self.changes,
             backoff_base=self.settings.retry_backoff_base,
             backoff_cap=self.settings.retry_backoff_cap,
             max_processing_per_user=self.settings.max_processing_per_user,
@@ -234,8 +239,12 @@ class AsyncDocstore:
             yield c
 
     async def get_document(self, document_id: int) -> DocumentResponse:
-        """The document, cache first (`NotFound` otherwise): one reader loads it from PostgreSQL
-        however many miss at once, and a copy older than a committed change is never served."""
+        """The document, cache first (`NotFound` otherwise); a copy older than a committed change
+        is never served.
+
+        Only finished documents (COMPLETED, FAILED, CANCELLED) are cached, one reader loading
+        each however many miss at once. One still PENDING or PROCESSING is read from PostgreSQL
+        by each reader, so the lifecycle's steps have no copy to drop."""
         key = self.cache.document_key(document_id)
         # Writes in transactions docstore did not open that have committed since: dropped now.
         await self.changes.settle()
@@ -243,7 +252,7 @@ class AsyncDocstore:
         async def load() -> DocumentResponse:
             return await self.documents.get(document_id)
 
-        return await self.cache.get_or_set(key, load, DocumentResponse)
+        return await self.cache.get_or_set(key, load, DocumentResponse, keep=_finished)
 
     async def cancel_document(self, document_id: int) -> DocumentResponse:
         """Cancel a PENDING or PROCESSING document: it is never processed, a worker on it stops

@@ -48,7 +48,7 @@ from docstore.doctor.options import (
     check_grace,
     check_repair,
 )
-from docstore.ephemeral.cache import RedisCache
+from docstore.ephemeral.cache import RedisCache, is_not_kept
 from docstore.ephemeral.progress import ProgressTracker
 from docstore.ephemeral.queue import TaskQueue
 from docstore.ephemeral.stream_entries import entry_fields
@@ -368,8 +368,8 @@ class Doctor:
                 values = pipe.execute()
             states = self._states(ids)
             for document_id, raw in zip(ids, values, strict=True):
-                if raw is None:
-                    continue  # expired since the scan
+                if raw is None or is_not_kept(raw):
+                    continue  # expired since the scan, or the mark of an unfinished document
                 why = stale_cache(cached_updated_at(raw), states.get(document_id))
                 if why is None:
                     continue

@@ -46,7 +46,7 @@ from docstore.doctor.options import (
     check_grace,
     check_repair,
 )
-from docstore.ephemeral.cache_async import AsyncRedisCache
+from docstore.ephemeral.cache_async import AsyncRedisCache, is_not_kept
 from docstore.ephemeral.progress_async import AsyncProgressTracker
 from docstore.ephemeral.queue_async import AsyncTaskQueue
 from docstore.ephemeral.stream_entries import entry_fields
@@ -366,8 +366,8 @@ class AsyncDoctor:
                 values = await pipe.execute()
             states = await self._states(ids)
             for document_id, raw in zip(ids, values, strict=True):
-                if raw is None:
-                    continue  # expired since the scan
+                if raw is None or is_not_kept(raw):
+                    continue  # expired since the scan, or the mark of an unfinished document
                 why = stale_cache(cached_updated_at(raw), states.get(document_id))
                 if why is None:
                     continue

@@ -68,20 +68,20 @@ class DocumentChanges:
 
     def write(
         self,
-        ids: list[int] | None,
+        ids: list[int],
         conn: Connection | None,
         run: Call[T],
         touched: Callable[[T], Iterable[int]],
     ) -> T:
-        """Run `run()`, a statement writing documents `ids` (None: not known before it runs),
-        then tell `changed(touched(result), conn)`. When the statement is interrupted
-        (cancelled, or failed) it may still have committed: its documents are told as unsure,
-        or kept for the store's transaction around it to tell once that commits."""
+        """Run `run()`, a statement writing documents `ids`, then tell
+        `changed(touched(result), conn)`. When the statement is interrupted (cancelled, or
+        failed) it may still have committed: its documents are told as unsure, or kept for the
+        store's transaction around it to tell once that commits."""
         try:
             result = run()
         except BaseException:
             levels = self._open.get(id(conn)) if conn is not None else None
-            if levels and ids is not None:
+            if levels:
                 levels[-1].extend(ids)
             else:
                 self.unsure(ids)

@@ -12,6 +12,9 @@
 Each change is one conditional UPDATE whose WHERE clause is the rule (status, worker, running
 lease), never a read followed by a write. When it touches no row, a cheap read says why:
 `NotFound`, or `InvalidTransition` with the document unchanged.
+
+Every step starts from PENDING or PROCESSING, and the cache keeps finished documents only
+(`store.get_document`): no step has a cached copy to drop, so none of them talks to Redis.
 """
 
 from __future__ import annotations
@@ -21,9 +24,8 @@ from typing import Any
 
 from docstore.errors import Cancelled, InvalidInput, InvalidTransition, NotFound
 from docstore.models import CompletedResult, DocumentAttempt, DocumentResponse, DocumentSummary
-from docstore.postgres.executor import Connection, Database, Params
+from docstore.postgres.executor import Connection, Database
 from docstore.repositories.capped_claims import CAPPED_CLAIM_TRIES, SkipUser
-from docstore.repositories.changes import DocumentChanges
 from docstore.rules import (
     ERROR_MESSAGE_LENGTH,
     Checker,
@@ -72,11 +74,6 @@ def _lease_params(document_id: int, worker_id: str, lease_seconds: float) -> dic
     }
 
 
-def _written_id(document: DocumentResponse | DocumentSummary | None) -> list[int]:
-    """The id of the document a single-row write returned (none when it touched no row)."""
-    return [] if document is None else [document.id]
-
-
 def _first_column(rows: list[tuple[Any, ...]]) -> list[int]:
     """The ids a statement returning `id` rows wrote."""
     return [row[0] for row in rows]
@@ -85,37 +82,23 @@ def _first_column(rows: list[tuple[Any, ...]]) -> list[int]:
 class DocumentLifecycle:
     """Claim, heartbeat, complete, fail and requeue documents (`store.lifecycle`).
 
-    Every method takes an optional `conn` to run inside the caller's transaction. Every change
-    is told to `changes` (the store's cache invalidation) once it is committed.
+    Every method takes an optional `conn` to run inside the caller's transaction. Each changes
+    only unfinished documents, of which the cache holds no copy: nothing is told to the cache.
     """
 
     def __init__(
         self,
         db: Database,
-        changes: DocumentChanges | None = None,
         *,
         backoff_base: float = DEFAULT_BACKOFF_BASE,
         backoff_cap: float = DEFAULT_BACKOFF_CAP,
         max_processing_per_user: int | None = None,
     ) -> None:
         self.db = db
-        self.changes = changes or DocumentChanges()
         self.backoff_base = float(_backoff(backoff_base))
         self.backoff_cap = float(_backoff(backoff_cap))
         self.max_processing_per_user = (
             None if max_processing_per_user is None else _cap(max_processing_per_user)
-        )
-
-    def _write(
-        self, name: str, params: Params, document_id: int | None, conn: Connection | None
-    ) -> DocumentResponse | None:
-        """Run the named statement changing one document (`document_id`, when known before),
-        and tell the cache: after the commit, or as unsure when the call is interrupted."""
-        return self.changes.write(
-            None if document_id is None else [document_id],
-            conn,
-            lambda: self.db.one(name, params, DocumentResponse, conn),
-            _written_id,
         )
 
     def claim_next(
@@ -140,10 +123,8 @@ class DocumentLifecycle:
             "lease_seconds": _lease_seconds(lease_seconds),
         }
         if self.max_processing_per_user is None:
-            return self._write("claim_next_document", params, None, conn)
-        return self.changes.write(
-            None, conn, lambda: self._claim_under_cap(params, conn), _written_id
-        )
+            return self.db.one("claim_next_document", params, DocumentResponse, conn)
+        return self._claim_under_cap(params, conn)
 
     def _claim_under_cap(
         self, params: dict[str, Any], conn: Connection | None
@@ -186,7 +167,7 @@ class DocumentLifecycle:
         for consumers of a queue that may deliver a document twice."""
         # The cap is not asked here (documented): the caller named the document.
         params = {**_lease_params(document_id, worker_id, lease_seconds), "max_processing": None}
-        document = self._write("claim_document", params, document_id, conn)
+        document = self.db.one("claim_document", params, DocumentResponse, conn)
         return document or self._refused(document_id, "claim", worker_id, conn)
 
     def heartbeat(
@@ -201,7 +182,7 @@ class DocumentLifecycle:
         `InvalidTransition` when the worker no longer holds a running lease: stop working.
         """
         params = _lease_params(document_id, worker_id, lease_seconds)
-        document = self._write("extend_document_lease", params, document_id, conn)
+        document = self.db.one("extend_document_lease", params, DocumentResponse, conn)
         return document or self._refused(document_id, "heartbeat", worker_id, conn)
 
     def mark_completed(
@@ -232,12 +213,7 @@ class DocumentLifecycle:
             **result.model_dump(),
         }
         # The statement does not send the text back: it is what we just wrote.
-        summary = self.changes.write(
-            [document_id],
-            conn,
-            lambda: self.db.one("complete_document", params, DocumentSummary, conn),
-            _written_id,
-        )
+        summary = self.db.one("complete_document", params, DocumentSummary, conn)
         if summary is None:
             return self._refused(document_id, "complete", worker_id, conn)
         return DocumentResponse.model_validate(
@@ -266,7 +242,7 @@ class DocumentLifecycle:
             "retry": _retry(retry),
             **self._backoff_params(),
         }
-        document = self._write("fail_document", params, document_id, conn)
+        document = self.db.one("fail_document", params, DocumentResponse, conn)
         return document or self._refused(document_id, "fail", worker_id, conn)
 
     def cancel(self, document_id: int, conn: Connection | None = None) -> DocumentResponse:
@@ -274,7 +250,7 @@ class DocumentLifecycle:
         next heartbeat, completion or failure is refused (`Cancelled`). Cancelling a cancelled
         document returns it unchanged; a COMPLETED or FAILED one raises `InvalidTransition`."""
         params = {"document_id": _document_id(document_id)}
-        document = self._write("cancel_document", params, document_id, conn)
+        document = self.db.one("cancel_document", params, DocumentResponse, conn)
         if document is not None:
             return document
         current = self.db.one("get_document", params, DocumentResponse, conn)
@@ -291,23 +267,13 @@ class DocumentLifecycle:
         (due after the same backoff as a failure) while attempts remain, FAILED after the last.
         Returns them."""
         params = {"limit": checked_limit(limit, 10_000), **self._backoff_params()}
-        return self.changes.write(
-            None,
-            conn,
-            lambda: self.db.all("requeue_expired_documents", params, DocumentResponse, conn),
-            lambda taken: [document.id for document in taken],
-        )
+        return self.db.all("requeue_expired_documents", params, DocumentResponse, conn)
 
     def promote_due_retries(self, limit: int = 1000, conn: Connection | None = None) -> list[int]:
         """Ids of up to `limit` documents whose retry is due, now plain PENDING (no longer
         waiting): the caller enqueues them; concurrent callers never take the same ones."""
         params = {"limit": checked_limit(limit, 10_000)}
-        rows = self.changes.write(
-            None,
-            conn,
-            lambda: self.db.all("promote_due_retries", params, conn=conn),
-            _first_column,
-        )
+        rows = self.db.all("promote_due_retries", params, conn=conn)
         return _first_column(rows)
 
     def attempts(self, document_id: int, conn: Connection | None = None) -> list[DocumentAttempt]:
@@ -333,13 +299,7 @@ class DocumentLifecycle:
             "queued_before": _queued_before(queued_before),
             "limit": checked_limit(limit, 10_000),
         }
-        # Their updated_at moves: the cache is told.
-        rows = self.changes.write(
-            None,
-            conn,
-            lambda: self.db.all("touch_stale_pending_documents", params, conn=conn),
-            _first_column,
-        )
+        rows = self.db.all("touch_stale_pending_documents", params, conn=conn)
         return _first_column(rows)
 
     def _refused(

@@ -20,6 +20,7 @@ from sides import Side, side_fixture  # noqa: F401
 from docstore import Docstore, Settings
 from docstore.cli import main as cli_main
 from docstore.doctor import Doctor, DoctorReport, Finding
+from docstore.ephemeral.cache import NOT_KEPT
 from docstore.errors import BlobStoreError, InvalidInput
 from docstore.intake.blobs import BlobStore, LocalBlobStore, S3BlobStore
 from docstore.intake.extractors import extract_text
@@ -308,10 +309,19 @@ def test_cached_results_older_than_their_row_are_found_then_deleted(
     # A time without an offset is read as UTC (it raised TypeError).
     client.set(cache_key(f"document:{naive.id}:result"), b'{"updated_at": "2000-01-01T00:00"}')
     client.set(cache_key("document:unrelated:result"), b"{}")  # not a document key: ignored
+    # An unfinished document is read, not cached: the mark left in its place is no finding.
+    pending = submit(store, "pending.txt")
+    assert store.get_document(pending.id).status == "PENDING"
+    assert client.get(cache_key(f"document:{pending.id}:result")) == NOT_KEPT
+    # A copy of one, as an older docstore cached them, is: nothing drops it as the row moves on.
+    opened = submit(store, "opened.txt")
+    store.cache.cache_document_result(opened.id, store.documents.get(opened.id))
 
     report = doctor(side, store)
-    assert kinds(report) == {"cache_stale": 3}
-    assert {f.document_id for f in report.sample} == {changed.id, naive.id, 424242}
+    assert kinds(report) == {"cache_stale": 4}
+    assert {f.document_id for f in report.sample} == {changed.id, naive.id, 424242, opened.id}
+    (why,) = [f.detail for f in report.sample if f.document_id == opened.id]
+    assert why == "cached copy of a PENDING document (only finished ones are cached)"
     assert client.exists(cache_key(f"document:{changed.id}:result"))
 
     doctor(side, store, repair=True)

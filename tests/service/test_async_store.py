@@ -69,6 +69,17 @@ async def _new_document(store: AsyncDocstore, email: str, filename: str) -> Docu
     return await store.documents.create(item)
 
 
+async def _finished_document(store: AsyncDocstore, email: str, filename: str) -> DocumentResponse:
+    """A COMPLETED document of a new user (only finished documents are cached)."""
+    document = await _new_document(store, email, filename)
+    await store.lifecycle.claim(document.id, "w0")
+    return await store.lifecycle.mark_completed(document.id, "w0", "text")
+
+
+async def _cached(store: AsyncDocstore, document_id: int) -> bool:
+    return await store.cache.get_document_result(document_id, DocumentResponse) is not None
+
+
 def _public(cls: type) -> dict[str, Any]:
     return {
         name: member
@@ -277,7 +288,7 @@ async def test_a_cancelled_cache_read_never_leaves_its_load_lock_behind(
 ) -> None:
     # A read cancelled after its script took the single-flight lock, or while its loader ran,
     # lets the lock go: otherwise the next reader of the document waits for the lock to expire.
-    document = await _new_document(store, "lock@example.com", "a.pdf")
+    document = await _finished_document(store, "lock@example.com", "a.pdf")
     name = store.cache.document_key(document.id)
     value_key, lock_key = cache_key(name), cache_lock_key(name)
 
@@ -322,7 +333,7 @@ async def test_a_change_committed_by_a_cancelled_call_leaves_no_stale_cached_cop
     # psycopg lets a cancelled statement finish: the row may be committed while the call raises.
     # Whatever the cancel cut (the UPDATE, the COMMIT of a transaction, the cache's drop), the
     # next get_document serves what PostgreSQL holds, alone or inside store.transaction().
-    document = await _new_document(store, "stale@example.com", "0.pdf")
+    document = await _finished_document(store, "stale@example.com", "0.pdf")
     counter = iter(range(1, 10**6))
 
     async def alone() -> None:
@@ -339,7 +350,8 @@ async def test_a_change_committed_by_a_cancelled_call_leaves_no_stale_cached_cop
         spread = await _spread_of(write)
         cancelled = stale = 0
         for _ in range(400):
-            await store.get_document(document.id)  # cached
+            await store.get_document(document.id)
+            assert await _cached(store, document.id)
             cancelled += await _cut_short(write, rng.uniform(0, spread))
             held = (await store.documents.get(document.id)).filename
             stale += (await store.get_document(document.id)).filename != held
@@ -352,13 +364,14 @@ async def test_invalidations_kept_for_retry_survive_a_cancelled_retry(
 ) -> None:
     # Ids waiting to be dropped (as after a Redis blip) stay waiting when the call that retries
     # them is cancelled before its DEL was sent: the next call drops them.
-    document = await _new_document(store, "retry@example.com", "old.pdf")
+    document = await _finished_document(store, "retry@example.com", "old.pdf")
     rename = "UPDATE documents SET filename = %s WHERE id = %s"
     spread = await _spread_of(lambda: store.get_document(document.id))
     rng = random.Random(5)
     cancelled = stale = 0
     for n in range(400):
-        await store.get_document(document.id)  # cached
+        await store.get_document(document.id)
+        assert await _cached(store, document.id)
         async with store.pool.connection() as conn:  # a change docstore does not see
             await conn.execute(rename, (f"{n}.pdf", document.id))
         store.cache.invalidate_later([document.id])
@@ -434,16 +447,12 @@ async def test_a_cancelled_process_next_stops_its_extractor_at_the_next_report(
     assert await asyncio.to_thread(stopped.wait, 10)
 
 
-async def test_an_interrupted_drop_after_a_batch_write_tells_only_what_it_wrote(
+async def test_an_interrupted_drop_after_a_write_tells_what_it_wrote_as_unsure(
     store: AsyncDocstore,
 ) -> None:
-    # Once requeue_expired's statement returned, the documents it wrote are known: when telling
-    # the cache is interrupted, those are told as unsure, not "any document" (a full drop).
-    document = await _new_document(store, "batch@example.com", "0.pdf")
-    await store.lifecycle.claim(document.id, "doomed")
-    async with store.pool.connection() as conn:
-        expire = "UPDATE documents SET lease_expires_at = now() - interval '1 s' WHERE id = %s"
-        await conn.execute(expire, (document.id,))
+    # Once the statement returned, the document it wrote is known: when telling the cache is
+    # interrupted, that one is told as unsure (dropped by the cache's next call).
+    document = await _finished_document(store, "batch@example.com", "0.pdf")
     unsure: list[list[int] | None] = []
 
     async def interrupted(ids: list[int]) -> None:
@@ -451,9 +460,29 @@ async def test_an_interrupted_drop_after_a_batch_write_tells_only_what_it_wrote(
 
     store.changes.listen(interrupted, unsure.append)
     with pytest.raises(asyncio.CancelledError):
-        await store.lifecycle.requeue_expired()
+        await store.documents.update(document.id, DocumentUpdate(filename="1.pdf"))
     assert unsure == [[document.id]]
-    assert (await store.documents.get(document.id)).status == "PENDING"
+    assert (await store.documents.get(document.id)).filename == "1.pdf"
+
+
+async def test_lifecycle_steps_tell_the_cache_nothing(store: AsyncDocstore) -> None:
+    # Every step changes an unfinished document, of which no copy is cached: nothing to tell,
+    # also when the step is a batch (requeue_expired), or cut short.
+    document = await _new_document(store, "steps@example.com", "0.pdf")
+    await store.lifecycle.claim(document.id, "doomed")
+    async with store.pool.connection() as conn:
+        expire = "UPDATE documents SET lease_expires_at = now() - interval '1 s' WHERE id = %s"
+        await conn.execute(expire, (document.id,))
+    told: list[list[int] | None] = []
+
+    async def listener(ids: list[int]) -> None:
+        told.append(ids)
+
+    store.changes.listen(listener, told.append)
+    assert [d.id for d in await store.lifecycle.requeue_expired()] == [document.id]
+    await store.lifecycle.cancel(document.id)
+    assert told == []
+    assert store.cache.pending_invalidations == 0
 
 
 async def test_a_cancel_landing_on_any_call_is_never_lost(store: AsyncDocstore) -> None:

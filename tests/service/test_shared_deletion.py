@@ -91,8 +91,11 @@ def test_delete_user_removes_every_document_blob_and_cached_copy(
     other = store.users.create(UserCreate(email="staying@example.com")).user
     mine = [store.submit_document(user, f"{i}.txt", f"mine {i}".encode()) for i in range(3)]
     kept = store.submit_document(other, "kept.txt", b"not mine")
+    while store.process_next("w", extract_text, block_ms=0) is not None:
+        pass  # finished: only such documents are cached
     for document in [*mine, kept]:
-        store.get_document(document.id)  # cached
+        assert store.get_document(document.id).status == "COMPLETED"
+        assert store.cache.get_document_result(document.id, DocumentResponse) is not None
 
     removed = store.delete_user(user.id)
 

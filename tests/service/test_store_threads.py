@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from docstore import Docstore, DocumentCreate, DocumentUpdate, UserCreate
+from docstore import Docstore, DocumentCreate, DocumentResponse, DocumentUpdate, UserCreate
 
 THREADS = 16
 
@@ -26,10 +26,13 @@ def _readers_see(store: Docstore, document_id: int, pool: ThreadPoolExecutor) ->
 def _stale_reads(store: Docstore, change: Callable[[int, str], None]) -> int:
     user = store.users.create(UserCreate(email="threads@example.com")).user
     document = store.documents.create(DocumentCreate(user_id=user.id, filename="0", s3_key="k"))
+    store.lifecycle.claim(document.id, "w0")  # finished: only such documents are cached
+    store.lifecycle.mark_completed(document.id, "w0", "text")
     stale = 0
     with ThreadPoolExecutor(THREADS) as pool:
         for n in range(1, 61):
-            store.get_document(document.id)  # cached
+            store.get_document(document.id)
+            assert store.cache.get_document_result(document.id, DocumentResponse) is not None
             change(document.id, str(n))
             stale += sum(seen != str(n) for seen in _readers_see(store, document.id, pool))
     return stale
