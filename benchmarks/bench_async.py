@@ -18,8 +18,8 @@ alike; the best slice of each is printed, like `timeit`, and beside each ratio t
 ratio over the rounds (every round opens new pools), so the spread is in plain view.
 
 - docstore: `AsyncDocstore`'s `users` / `documents` / `lifecycle`, returning pydantic models;
-  on a Redis of its own (`--redis-url`, default: a throwaway one), since a committed change to a
-  document also drops its cached copy there (one DEL after the commit: work the others skip);
+  on a Redis of its own (`--redis-url`, default: a throwaway one). None of these calls talks
+  to it: a lifecycle step changes an unfinished document, and only finished ones are cached;
 - raw psycopg: the same named SQL from `sql/` on a `psycopg_pool.AsyncConnectionPool` checked on
   checkout like docstore's (docstore's `AsyncCheckedPool`: a round trip only for a connection
   idle for POOL_CHECK_IDLE_AFTER, default 2 s, or whose socket is readable), in autocommit,
@@ -51,7 +51,6 @@ from typing import Any
 import asyncpg
 import psycopg
 import psycopg_pool
-import redis.asyncio
 from bench_repositories import (
     FAR_FUTURE,
     RESULT_TEXT,
@@ -65,7 +64,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.orm import defer
 
 from docstore import AsyncDocstore, Docstore, Settings
-from docstore.ephemeral.cache import RedisCache
 from docstore.models import (
     DocumentCreate,
     DocumentResponse,
@@ -75,7 +73,6 @@ from docstore.models import (
 )
 from docstore.postgres.pool_async import AsyncCheckedPool
 from docstore.postgres.queries import queries
-from docstore.redis.keys import cache_key, cache_lock_key
 from docstore.repositories.api_keys import api_key_digest, is_well_formed
 from docstore.testing.servers import LocalRedis
 
@@ -347,13 +344,6 @@ class Clients:
         self.unchecked = RawAsyncRepos(url, pool_size, None)
         self.orm = AsyncOrmRepos(url, pool_size)
         self.asyncpg = AsyncpgRepos(url, pool_size)
-        # For "claim + complete + cache drops": what docstore does after each committed change.
-        self.redis = redis.asyncio.Redis.from_url(redis_url)
-
-    async def drop_cached(self, document_id: int) -> None:
-        """docstore's invalidation of one document: one DEL of its cached value and its lock."""
-        name = RedisCache.document_key(document_id)
-        await self.redis.delete(cache_key(name), cache_lock_key(name))
 
     async def open(self) -> None:
         await self.store.open()
@@ -367,7 +357,6 @@ class Clients:
         await self.unchecked.close()
         await self.orm.close()
         await self.asyncpg.close()
-        await self.redis.aclose()
 
 
 Variants = Callable[[Clients], dict[str, Call]]
@@ -514,28 +503,6 @@ def operations(seeded: Seeded, rng: random.Random) -> list[tuple[str, Variants]]
             "raw, no check": lambda: bare(c.unchecked),
         }
 
-    def dropping(c: Clients) -> Callable[[Any], Awaitable[object]]:
-        """claim + complete, then the two cache drops docstore makes (one per change)."""
-
-        async def call(repos: Any) -> object:
-            done = await repos.claim_and_complete()
-            document_id = int(done.id if hasattr(done, "id") else done[0])
-            await c.drop_cached(document_id)
-            await c.drop_cached(document_id)
-            return done
-
-        return call
-
-    def with_drops(c: Clients) -> dict[str, Call]:
-        bare = dropping(c)
-        return {
-            "docstore": lambda: claim_complete(c.store),
-            "raw psycopg": lambda: bare(c.raw),
-            "SQLAlchemy ORM": lambda: bare(c.orm),
-            "asyncpg": lambda: bare(c.asyncpg),
-            "raw, no check": lambda: bare(c.unchecked),
-        }
-
     key, user = seeded.api_key, seeded.user_id
     return [
         (
@@ -556,10 +523,8 @@ def operations(seeded: Seeded, rng: random.Random) -> list[tuple[str, Variants]]
                 lambda s: s.documents.list_for_user(user, limit=50), lambda r: r.list_page(user, 50)
             ),
         ),
+        # docstore's steps drop no cached copy: only finished documents are cached.
         ("claim + complete", variants(claim_complete, lambda r: r.claim_and_complete())),
-        # The same, where the others also drop the cached copy after each change, as docstore
-        # must (a committed change never leaves a stale copy): the library's cost on equal work.
-        ("claim+complete+DELs", with_drops),
     ]
 
 
