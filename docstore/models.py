@@ -35,6 +35,10 @@ DOCUMENT_STATUSES: tuple[DocumentStatus, ...] = (
 )
 # Statuses a document never leaves.
 FINISHED_STATUSES: tuple[DocumentStatus, ...] = ("COMPLETED", "FAILED", "CANCELLED")
+# The others: waiting for a worker, or with one.
+UNFINISHED_STATUSES: tuple[DocumentStatus, ...] = tuple(
+    status for status in DOCUMENT_STATUSES if status not in FINISHED_STATUSES
+)
 
 # Instances are trusted as built (assignments are validated too); `model_construct` opts out.
 _INPUT = ConfigDict(extra="forbid", from_attributes=True, validate_assignment=True)
@@ -218,6 +222,7 @@ class CompletedResult(BaseModel):
 __all__ = [
     "DOCUMENT_STATUSES",
     "FINISHED_STATUSES",
+    "UNFINISHED_STATUSES",
     "AttemptOutcome",
     "CompletedResult",
     "DocumentAttempt",

@@ -10,11 +10,12 @@ from typing import Any, NamedTuple
 
 from pydantic import TypeAdapter, ValidationError
 
+from docstore.models import UNFINISHED_STATUSES
 from docstore.redis.client import as_text
 
 _TIME: TypeAdapter[datetime] = TypeAdapter(datetime)
 # Statuses in which a document still waits for, or is with, a worker; any other is finished.
-ACTIVE = frozenset({"PENDING", "PROCESSING"})
+ACTIVE = frozenset(UNFINISHED_STATUSES)
 
 
 class DocumentState(NamedTuple):

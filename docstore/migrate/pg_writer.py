@@ -26,11 +26,12 @@ from docstore.migrate.compare import (
 )
 from docstore.migrate.fingerprint import EXCERPT_LENGTH, legacy_version, source_fingerprint
 from docstore.migrate.legacy_records import LegacyDocument, Reject
+from docstore.models import UNFINISHED_STATUSES
 from docstore.postgres.executor import Connection, Database
 
 SCHEMA_COMMAND = "python -m docstore schema apply"
 LEGACY_WORKER = "legacy-service"
-WORK_TO_DO = frozenset({"PENDING", "PROCESSING"})  # statuses a worker still takes
+WORK_TO_DO = frozenset(UNFINISHED_STATUSES)  # statuses a worker still takes
 
 
 @dataclass(slots=True)
