@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, cast
 
@@ -22,8 +23,9 @@ _stage: Checker[str] = Checker(ProgressStage, "stage")
 
 
 class AsyncProgressTracker:
-    """`set` / `get` / `clear` a document's progress; entries expire `ttl` seconds after the
-    last update, and the percentage never goes backwards (a late, stale update is ignored).
+    """`set` / `get` / `clear` / `restart` a document's progress; entries expire `ttl` seconds
+    after the last update, and the percentage never goes backwards (a late, stale update is
+    ignored; `restart` starts a new attempt from 0).
 
     `set` is best effort, so a worker never fails a document because Redis blinked: it returns
     None when Redis is unreachable (a command Redis refuses raises `RedisCommandError`). `get`
@@ -42,6 +44,7 @@ class AsyncProgressTracker:
         self.ttl = ttl
         self._ttl_ms = max(1, math.ceil(ttl * 1000))
         self._set = self.core.script("progress_set")
+        self._restart = self.core.script("progress_restart")
 
     async def set(self, document_id: int, percent: float, stage: str) -> Progress | None:
         """Record progress; returns what is stored now (higher earlier percent wins)."""
@@ -49,12 +52,20 @@ class AsyncProgressTracker:
         percent = _percent(percent)
         stage = _stage(stage)
         keys, value = [progress_key(document_id)], repr(float(percent))
-
-        def not_recorded(error: ServiceUnavailable | RedisCommandError) -> None:
-            logger.warning("progress of document %s not recorded: %s", document_id, error.message)
-
         reply = await self.core.fail_open(
-            lambda: self._set(keys, value, stage, self._ttl_ms), not_recorded
+            lambda: self._set(keys, value, stage, self._ttl_ms), _not_recorded(document_id)
+        )
+        return None if reply is None else _progress(document_id, reply)
+
+    async def restart(self, document_id: int, stage: str, *, unless_stage: str) -> Progress | None:
+        """Start the progress again at 0% and `stage` (a new attempt starts from 0), unless it
+        shows `unless_stage`, a mark that must outlive the reset (a cancel's): returns what is
+        stored now. Best effort, as `set`; one round trip."""
+        check_document_id(document_id)
+        stage, kept = _stage(stage), _stage(unless_stage)
+        keys = [progress_key(document_id)]
+        reply = await self.core.fail_open(
+            lambda: self._restart(keys, stage, self._ttl_ms, kept), _not_recorded(document_id)
         )
         return None if reply is None else _progress(document_id, reply)
 
@@ -85,6 +96,15 @@ class AsyncProgressTracker:
                 pipe.delete(progress_key(document_id))
             with self.core.errors():
                 await pipe.execute()
+
+
+def _not_recorded(document_id: int) -> Callable[[ServiceUnavailable | RedisCommandError], None]:
+    """What `set` and `restart` do when Redis cannot take the update: log it."""
+
+    def log(error: ServiceUnavailable | RedisCommandError) -> None:
+        logger.warning("progress of document %s not recorded: %s", document_id, error.message)
+
+    return log
 
 
 def _progress(document_id: int, values: Any) -> Progress:

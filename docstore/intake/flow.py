@@ -368,12 +368,9 @@ class DocumentIntake:
                 self.lifecycle.heartbeat(document.id, worker_id, self.lease_seconds)
                 last_beat = time.monotonic()
 
-        try:
-            # A retry starts again from 0: progress never goes backwards otherwise.
-            self.progress.clear(document.id)
-        except REDIS_FAILURES as exc:
-            logger.warning("progress of document %s not reset: %s", document.id, exc.message)
-        self._show_progress(document.id, 0, "started")
+        # A retry starts again from 0 (progress never goes backwards otherwise); a cancel's mark,
+        # made since the claim, outlives the reset.
+        started_at = self._restart_progress(document.id)
         call = blocking_caller()
 
         def record(percent: float, stage: str) -> None:
@@ -413,9 +410,10 @@ class DocumentIntake:
         except Exception as exc:  # noqa: BLE001 - an unreadable blob fails the attempt
             return self._fail(document, worker_id, exc)
         try:
-            # Asks PostgreSQL once: a cancel committed after the claim had its progress mark
-            # erased by the reset above, and would otherwise wait for a regular heartbeat.
-            heartbeat(True)
+            # A cancel marked since the claim is confirmed by PostgreSQL before the extractor
+            # starts; so is any, when Redis did not answer the reset. Otherwise no statement:
+            # a later cancel stops the extractor at its next report.
+            heartbeat(started_at is None or started_at.stage == CANCELLED_STAGE)
             extraction = while_beating(
                 lambda: in_thread(extract, data, document.filename, report),
                 interval,
@@ -460,6 +458,15 @@ class DocumentIntake:
         # meanwhile; readers fill the cache through single flight (`store.get_document`).
         self._show_progress(done.id, 100, "completed")
         return Outcome(document_id=done.id, action="completed", document=done)
+
+    def _restart_progress(self, document_id: int) -> Progress | None:
+        """Progress back to 0 for a new attempt, a cancel's mark kept; None when Redis did not
+        take it (logged, as `_show_progress` does)."""
+        try:
+            return self.progress.restart(document_id, "started", unless_stage=CANCELLED_STAGE)
+        except RedisCommandError as exc:
+            logger.warning("progress of document %s not reset: %s", document_id, exc)
+            return None
 
     def _show_progress(self, document_id: int, percent: float, stage: str) -> Progress | None:
         """Record progress; a label or a write Redis refuses (e.g. out of memory) is logged and

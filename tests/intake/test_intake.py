@@ -11,10 +11,12 @@ import redis
 
 from docstore import Docstore, DocumentCreate, InvalidInput, NotFound, Settings
 from docstore.ephemeral.progress import ProgressTracker
+from docstore.ephemeral.values import Progress
 from docstore.intake.blobs import BlobStore, LocalBlobStore, S3BlobStore
 from docstore.intake.extractors import Extraction, ProgressCallback, extract_text
-from docstore.models import UserCreate, UserResponse
+from docstore.models import DocumentResponse, UserCreate, UserResponse
 from docstore.quickstart import make_pdf
+from docstore.repositories.lifecycle import DocumentLifecycle
 from docstore.testing import LocalRedis
 
 
@@ -405,11 +407,11 @@ def test_a_cancel_between_the_claim_and_the_progress_reset_stops_the_extractor(
 
     class CancelledDuringReset(ProgressTracker):
         """Forces the interleaving: the cancel commits (and marks the progress) just before
-        the worker's reset erases that mark."""
+        the worker's reset, which must not erase that mark."""
 
-        def clear(self, document_id: int) -> None:
+        def restart(self, document_id: int, stage: str, *, unless_stage: str) -> Progress | None:
             store.cancel_document(document_id)
-            super().clear(document_id)
+            return super().restart(document_id, stage, unless_stage=unless_stage)
 
     store._intake.progress = CancelledDuringReset(store.redis_core)  # the flow's own tracker
     calls: list[int] = []
@@ -422,6 +424,27 @@ def test_a_cancel_between_the_claim_and_the_progress_reset_stops_the_extractor(
     assert outcome is not None and outcome.action == "cancelled"
     assert calls == []  # PostgreSQL was asked before the extractor started
     assert store.documents.get(document.id).status == "CANCELLED"
+
+
+def test_a_document_nobody_cancels_costs_its_worker_no_heartbeat(
+    store: Docstore, user: UserResponse
+) -> None:
+    # Every document cost a forced heartbeat (an UPDATE) before its extractor started, to catch
+    # a cancel whose mark the progress reset erased; the reset now keeps the mark.
+    store.submit_document(user, "a.txt", b"nobody cancels this")
+    beats: list[int] = []
+
+    class CountingLifecycle(DocumentLifecycle):
+        def heartbeat(self, document_id: int, *args: Any, **kwargs: Any) -> DocumentResponse:
+            beats.append(document_id)
+            return super().heartbeat(document_id, *args, **kwargs)
+
+    store._intake.lifecycle = CountingLifecycle(store.db)  # the flow's own lifecycle
+    outcome = store.process_next("worker-1", extract_text, block_ms=0)
+    assert outcome is not None and outcome.action == "completed"
+    assert beats == []
+    progress = store.progress.get(outcome.document_id)
+    assert progress is not None and (progress.percent, progress.stage) == (100.0, "completed")
 
 
 def test_with_redis_down_and_nothing_to_claim_a_worker_waits_block_ms(outage: Outage) -> None:

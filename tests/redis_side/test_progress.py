@@ -74,6 +74,25 @@ def test_clear_forgets_progress(tracker: ProgressTracker) -> None:
     assert restarted is not None and restarted.percent == 5.0
 
 
+def test_restart_starts_again_from_zero_unless_a_mark_must_outlive_it(
+    tracker: ProgressTracker, client: redis.Redis
+) -> None:
+    assert tracker.restart(1, "started", unless_stage="cancelled") is not None  # nothing before
+    tracker.set(1, 80, "retrying")  # an attempt that failed
+    again = tracker.restart(1, "started", unless_stage="cancelled")
+    assert again is not None and (again.percent, again.stage) == (0.0, "started")
+    assert tracker.get(1) == again
+    assert 0 < client.pttl("docstore:progress:{1}") <= 60_000
+    tracker.set(2, 100, "cancelled")  # a cancel's mark, made since the claim
+    kept = tracker.restart(2, "started", unless_stage="cancelled")
+    assert kept is not None and (kept.percent, kept.stage) == (100.0, "cancelled")
+    assert tracker.get(2) == kept
+    with pytest.raises(InvalidInput):
+        tracker.restart(0, "started", unless_stage="cancelled")
+    with pytest.raises(InvalidInput):
+        tracker.restart(1, "", unless_stage="cancelled")
+
+
 @pytest.mark.parametrize(
     ("document_id", "percent", "stage"),
     [(0, 10, "ocr"), (1, -1, "ocr"), (1, 101, "ocr"), (1, 10, ""), (1, 10, "x" * 101)],
