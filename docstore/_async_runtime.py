@@ -247,10 +247,8 @@ async def take_or_cancel(
     step = take()
     try:
         ended, outcome, cancel = await _in_place_until_cancelled(step)
-    except Exception:
-        if cancel_was_dropped(asked):
-            await raise_dropped_cancel()
-        raise
+    except Exception as error:  # noqa: BLE001 - no cancel came: handled below as after one
+        ended, outcome, cancel = True, _Failed(error), None
     if cancel is not None and not ended:  # its clean-up, to its end whatever else comes
         outcome = await _cleaned_up(step, outcome)
     if cancel is not None and _asked_by_the_caller(asked):
