@@ -229,8 +229,7 @@ class RedisCache:
             if isinstance(raw, _FailedOpen):
                 return self._load(loader, type_)
             if is_not_kept(raw):
-                self._count("misses", steers=False)
-                return self._load(loader, type_)
+                return self._load_for_myself(loader, type_)
             if raw is not None:
                 readable, value = self._decode(key, cast(bytes, raw), type_, keep)
                 if readable:
@@ -268,8 +267,7 @@ class RedisCache:
                 return self._load(loader, type_)
             raw, locked = reply
             if is_not_kept(raw):
-                self._count("misses", steers=False)
-                return self._load(loader, type_)
+                return self._load_for_myself(loader, type_)
             if raw:
                 readable, value = self._decode(key, raw, type_, keep)
                 if readable:
@@ -286,6 +284,12 @@ class RedisCache:
                 return self._load(loader, type_)
             sleep(delay)
             delay = min(delay * 2, 0.1)
+
+    def _load_for_myself(self, loader: Call[T], type_: type[T]) -> T:
+        """Load past the mark of a value not kept: a miss that leaves the script-first choice as
+        it is (reading the mark never needs the lock's script)."""
+        self._count("misses", steers=False)
+        return self._load(loader, type_)
 
     def _load(self, loader: Call[T], type_: type[T]) -> T:
         self._count("loads")

@@ -227,8 +227,7 @@ class AsyncRedisCache:
             if isinstance(raw, _FailedOpen):
                 return await self._load(loader, type_)
             if is_not_kept(raw):
-                self._count("misses", steers=False)
-                return await self._load(loader, type_)
+                return await self._load_for_myself(loader, type_)
             if raw is not None:
                 readable, value = self._decode(key, cast(bytes, raw), type_, keep)
                 if readable:
@@ -266,8 +265,7 @@ class AsyncRedisCache:
                 return await self._load(loader, type_)
             raw, locked = reply
             if is_not_kept(raw):
-                self._count("misses", steers=False)
-                return await self._load(loader, type_)
+                return await self._load_for_myself(loader, type_)
             if raw:
                 readable, value = self._decode(key, raw, type_, keep)
                 if readable:
@@ -284,6 +282,12 @@ class AsyncRedisCache:
                 return await self._load(loader, type_)
             await sleep(delay)
             delay = min(delay * 2, 0.1)
+
+    async def _load_for_myself(self, loader: AsyncCall[T], type_: type[T]) -> T:
+        """Load past the mark of a value not kept: a miss that leaves the script-first choice as
+        it is (reading the mark never needs the lock's script)."""
+        self._count("misses", steers=False)
+        return await self._load(loader, type_)
 
     async def _load(self, loader: AsyncCall[T], type_: type[T]) -> T:
         self._count("loads")
