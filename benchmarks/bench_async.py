@@ -43,7 +43,6 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -58,6 +57,7 @@ from bench_repositories import (
     Document,
     User,
     bench_database,
+    bench_redis,
 )
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -74,7 +74,6 @@ from docstore.models import (
 from docstore.postgres.pool_async import AsyncCheckedPool
 from docstore.postgres.queries import queries
 from docstore.repositories.api_keys import api_key_digest, is_well_formed
-from docstore.testing.servers import LocalRedis
 
 STATUSES = ["PENDING", "PROCESSING", "COMPLETED", "FAILED"]
 Call = Callable[[], Awaitable[object]]
@@ -614,12 +613,8 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    with bench_database(args.database_url) as url, ExitStack() as stack:
-        if args.redis_url is None:
-            local_redis = LocalRedis()
-            stack.callback(local_redis.close)
-            local_redis.start()
-            args.redis_url = local_redis.url
+    with bench_database(args.database_url) as url, bench_redis(args.redis_url) as redis_url:
+        args.redis_url = redis_url
         seeded = seed(url, args.seed_documents)
         print(
             f"PostgreSQL {seeded.version}, asyncio default loop, pools of {args.pool_size}, "

@@ -22,16 +22,14 @@ import asyncio
 import resource
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import ExitStack
 
 import psycopg
 import redis.asyncio
 from bench_async import RawAsyncRepos, add_pending, seed
-from bench_repositories import bench_database
+from bench_repositories import bench_database, bench_redis
 
 from docstore import AsyncDocstore, DocumentResponse, Settings
 from docstore.redis.keys import cache_key
-from docstore.testing.servers import LocalRedis
 
 Call = Callable[[], Awaitable[object]]
 
@@ -105,18 +103,13 @@ def main() -> None:
     parser.add_argument("--redis-url", help="a Redis to use (default: start one)")
     parser.add_argument("--tasks", type=int, default=16, help="tasks of the concurrent mode")
     args = parser.parse_args()
-    with bench_database(args.database_url) as url, ExitStack() as stack:
-        if args.redis_url is None:
-            local_redis = LocalRedis()
-            stack.callback(local_redis.close)
-            local_redis.start()
-            args.redis_url = local_redis.url
+    with bench_database(args.database_url) as url, bench_redis(args.redis_url) as redis_url:
         seeded = seed(url, 100)
         add_pending(url, seeded.user_id, 1)
         with psycopg.connect(url) as conn:
             row = conn.execute("SELECT id FROM documents WHERE status = 'PENDING'").fetchone()
         assert row is not None
-        asyncio.run(bench(url, args.redis_url, seeded.ids[0], row[0], args.tasks))
+        asyncio.run(bench(url, redis_url, seeded.ids[0], row[0], args.tasks))
 
 
 if __name__ == "__main__":

@@ -201,18 +201,11 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from bench_repositories import bench_database
-
-    from docstore.testing.servers import LocalRedis
+    from bench_repositories import bench_database, bench_redis
 
     with ExitStack() as stack:
         database_url = stack.enter_context(bench_database(args.database_url))
-        redis_url = args.redis_url
-        if redis_url is None:
-            server = LocalRedis()
-            server.start()
-            stack.callback(server.close)
-            redis_url = server.url
+        redis_url = stack.enter_context(bench_redis(args.redis_url))
         seed(database_url)
         # best[mode][operation][variant] = (wall, cpu) µs per call, the best over rounds.
         best: dict[str, dict[str, dict[str, tuple[float, float]]]] = {m: {} for m in MODES}

@@ -63,7 +63,7 @@ from docstore.models import (
 from docstore.postgres.queries import queries
 from docstore.postgres.schema import apply_schema
 from docstore.repositories.api_keys import api_key_digest, is_well_formed
-from docstore.testing.servers import LocalPostgres
+from docstore.testing.servers import LocalPostgres, LocalRedis
 
 RESULT_TEXT = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 36  # ~2 KB
 WORKER = "bench-worker"
@@ -339,6 +339,20 @@ def run_rounds(url: str, variants: Variants, ops: int, rounds: int) -> dict[str,
         finally:
             clients.close()
     return {name: max(values) for name, values in samples.items()}
+
+
+@contextmanager
+def bench_redis(url: str | None) -> Iterator[str]:
+    """`url`, or the URL of a throwaway Redis that lives as long as the block."""
+    if url is not None:
+        yield url
+        return
+    server = LocalRedis()
+    try:
+        server.start()
+        yield server.url
+    finally:
+        server.close()
 
 
 @contextmanager
