@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from docstore import Settings
+from docstore import Docstore, DocumentResponse, Settings
 from docstore.intake.blobs import S3BlobStore
 
 # Names of the statements run so far, in order (the `sql_log` fixture).
@@ -86,3 +86,10 @@ def store_env(
         "POOL_MIN_SIZE": "1",
         **extra,
     }
+
+
+def finished(store: Docstore, document_id: int) -> DocumentResponse:
+    """The PENDING document `document_id` claimed and COMPLETED (only finished documents are
+    cached)."""
+    store.lifecycle.claim(document_id, "w0")
+    return store.lifecycle.mark_completed(document_id, "w0", "text", 1, 0.1)

@@ -31,6 +31,14 @@ def cache(client: redis.Redis) -> RedisCache:
     return RedisCache(client, default_ttl=60)
 
 
+@pytest.fixture
+def side_cache(
+    side: Side, core_on: Callable[[str], RedisCore], docstore_redis_url: str
+) -> RedisCache:
+    """The cache of one side (sync, or async behind blocking calls) on the test Redis."""
+    return side.make(RedisCache, core_on(docstore_redis_url), default_ttl=60)
+
+
 def test_values_round_trip_as_json_under_the_namespace(
     cache: RedisCache, client: redis.Redis
 ) -> None:
@@ -69,12 +77,9 @@ def sent_by_clients(client: redis.Redis, action: Callable[[], object]) -> list[s
 
 
 def test_get_or_set_skips_the_plain_get_while_most_reads_miss(
-    side: Side,
-    core_on: Callable[[str], RedisCore],
-    client: redis.Redis,
-    docstore_redis_url: str,
+    side_cache: RedisCache, client: redis.Redis
 ) -> None:
-    cache = side.make(RedisCache, core_on(docstore_redis_url), default_ttl=60)
+    cache = side_cache
 
     def read(key: str) -> list[str]:
         return sent_by_clients(client, lambda: cache.get_or_set(key, lambda: RESULT, Result))
@@ -93,12 +98,9 @@ def test_get_or_set_skips_the_plain_get_while_most_reads_miss(
 
 
 def test_a_value_keep_refuses_is_returned_but_not_stored(
-    side: Side,
-    core_on: Callable[[str], RedisCore],
-    client: redis.Redis,
-    docstore_redis_url: str,
+    side_cache: RedisCache, client: redis.Redis
 ) -> None:
-    cache = side.make(RedisCache, core_on(docstore_redis_url), default_ttl=60)
+    cache = side_cache
     loads: list[int] = []
 
     def loader(pages: int) -> Callable[[], Result]:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import cast
 
 import pytest
+from helpers import finished
 from sides import Side, side_fixture  # noqa: F401
 
 from docstore import Docstore, DocumentCreate, DocumentUpdate, Settings
@@ -34,9 +35,7 @@ def pending_document(store: Docstore, email: str = "cache@example.com") -> Docum
 
 def new_document(store: Docstore, email: str = "cache@example.com") -> DocumentResponse:
     """A COMPLETED document (only finished documents are cached)."""
-    document = pending_document(store, email)
-    store.lifecycle.claim(document.id, "w0")
-    return store.lifecycle.mark_completed(document.id, "w0", "text", 1, 0.1)
+    return finished(store, pending_document(store, email).id)
 
 
 def cached(store: Docstore, document_id: int) -> DocumentResponse | None:

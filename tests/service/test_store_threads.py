@@ -7,6 +7,8 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from helpers import finished
+
 from docstore import Docstore, DocumentCreate, DocumentResponse, DocumentUpdate, UserCreate
 
 THREADS = 16
@@ -26,8 +28,7 @@ def _readers_see(store: Docstore, document_id: int, pool: ThreadPoolExecutor) ->
 def _stale_reads(store: Docstore, change: Callable[[int, str], None]) -> int:
     user = store.users.create(UserCreate(email="threads@example.com")).user
     document = store.documents.create(DocumentCreate(user_id=user.id, filename="0", s3_key="k"))
-    store.lifecycle.claim(document.id, "w0")  # finished: only such documents are cached
-    store.lifecycle.mark_completed(document.id, "w0", "text")
+    finished(store, document.id)  # only finished documents are cached
     stale = 0
     with ThreadPoolExecutor(THREADS) as pool:
         for n in range(1, 61):
