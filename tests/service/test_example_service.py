@@ -6,6 +6,7 @@ choose the client address the service sees.
 """
 
 import asyncio
+import gc
 import inspect
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -28,6 +29,7 @@ from examples.fastapi_service import (
     InFlightLimit,
     RequestGate,
     SearchPageOut,
+    ServiceSettings,
     create_app,
 )
 
@@ -464,6 +466,32 @@ async def test_requests_past_max_in_flight_wait_their_turn(
             )
     assert [answer.status_code for answer in answers] == [200] * 12
     assert (gate.limit, gate.most, gate.now) == (2, 2, 0)
+
+
+async def test_a_started_service_freezes_what_startup_made(
+    service_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    docstore_settings: Settings,
+    docstore_blob_store: S3BlobStore,
+) -> None:
+    """By default (the suite turns it off: tests/conftest.py) the objects alive once the store
+    is connected leave the collector's passes, so a full pass no longer scans them all."""
+    monkeypatch.delenv("FREEZE_GC")
+    assert ServiceSettings().freeze_gc
+    before = gc.get_freeze_count()
+    try:
+        async with running_service(docstore_settings, docstore_blob_store) as service:
+            frozen = gc.get_freeze_count()
+            store = service.app.state.store
+        assert frozen > before
+        assert gc.is_tracked(store) and not any(store is o for o in gc.get_objects())
+    finally:
+        gc.unfreeze()  # the test process goes on collecting as before
+
+
+async def test_the_suite_runs_its_services_unfrozen(service: Service) -> None:
+    assert not ServiceSettings().freeze_gc
+    assert gc.get_freeze_count() == 0
 
 
 async def test_the_default_bound_is_the_connections_the_pool_keeps_open(service: Service) -> None:
