@@ -27,6 +27,7 @@ InputModel = TypeVar("InputModel", bound=BaseModel)
 MAX_BIGINT = 2**63 - 1  # BIGINT ids
 INT4_MAX = 2**31 - 1  # INTEGER counts
 TEN_YEARS = 10 * 365 * 24 * 3600  # seconds: the longest duration any argument may name
+MAX_LEASE_SECONDS = 7 * 24 * 3600  # the longest a worker may hold a document
 ONE_DAY_MS = 24 * 3600 * 1000
 REDIS_NAME_LENGTH = 512  # a cache or limiter key, a queue stream or group, a limiter policy
 PROGRESS_STAGE_LENGTH = 100
@@ -156,7 +157,7 @@ Sha256Hex = Annotated[str, Field(strict=True, pattern=r"^[0-9a-f]{64}$")]
 # The same cleaned id is the queue's consumer name and documents.worker_id.
 WorkerId = Annotated[StrictStr, AfterValidator(clean_text), AfterValidator(WORKER_ID_LENGTH)]
 # Strict: an int or a float, never a bool or a numeric string coerced behind the caller's back.
-LeaseSeconds = Annotated[float, Field(strict=True, gt=0, le=7 * 24 * 3600, allow_inf_nan=False)]
+LeaseSeconds = Annotated[float, Field(strict=True, gt=0, le=MAX_LEASE_SECONDS, allow_inf_nan=False)]
 Seconds = Annotated[float, Field(strict=True, ge=0, le=TEN_YEARS, allow_inf_nan=False)]
 NonNegativeInt = Annotated[int, Field(strict=True, ge=0, le=INT4_MAX)]
 NonNegativeFloat = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]

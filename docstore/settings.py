@@ -18,6 +18,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from docstore.errors import ConfigurationError
+from docstore.rules import MAX_LEASE_SECONDS, TEN_YEARS
 
 
 def redact_url(url: str) -> str:
@@ -28,6 +29,21 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{quote(user)}:***@{netloc[-1]}"))
+
+
+def _check_port(name: str, netloc: str) -> None:
+    """Refuse a URL whose port is not a whole number from 1 to 65535, never echoing the URL
+    (it may hold a password): the driver would raise an error of its own when connecting, or
+    quietly use another port."""
+    host_port = netloc.rpartition("@")[2].rpartition("]")[2]  # past credentials, IPv6 brackets
+    if ":" not in host_port:
+        return
+    port = host_port.rpartition(":")[2]
+    if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(
+            f"{name}'s port must be a whole number from 1 to 65535 (percent-encode a '/', '@' "
+            "or ':' in the user name or password)"
+        )
 
 
 def url_address(url: str, default_port: int) -> str:
@@ -151,38 +167,63 @@ class Settings(BaseSettings):
         description="A streaming replica: lag-tolerant reads (listings, search, counts) go there.",
     )
     replica_max_lag: float = Field(
-        5.0, gt=0, description="Seconds of replay lag past which replica reads go to the primary."
+        5.0,
+        gt=0,
+        le=TEN_YEARS,
+        description="Seconds of replay lag past which replica reads go to the primary.",
     )
     replica_check_interval: float = Field(
-        1.0, gt=0, description="Seconds between checks of the replica's lag (retries when down)."
+        1.0,
+        gt=0,
+        le=TEN_YEARS,
+        description="Seconds between checks of the replica's lag (retries when down).",
     )
     replica_timeout: float = Field(
-        1.0, gt=0, description="Seconds to wait for a replica connection before using the primary."
+        1.0,
+        gt=0,
+        le=TEN_YEARS,
+        description="Seconds to wait for a replica connection before using the primary.",
     )
 
     debug_sql: bool = False
     pool_min_size: int = Field(10, ge=0, description="Connections kept open.")
     pool_max_overflow: int = Field(20, ge=0, description="Extra connections opened under load.")
-    pool_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a free connection.")
+    pool_timeout: float = Field(
+        10.0, gt=0, le=TEN_YEARS, description="Seconds to wait for a free connection."
+    )
     pool_check_idle_after: float = Field(
         2.0,
         ge=0,
+        le=TEN_YEARS,
         description="Seconds in the pool after which a connection is checked by a round trip "
         "before use (0: every checkout).",
     )
-    connect_timeout: float = Field(5.0, gt=0, description="Seconds to wait for a new connection.")
+    connect_timeout: float = Field(
+        5.0, gt=0, le=TEN_YEARS, description="Seconds to wait for a new connection."
+    )
     statement_timeout_ms: int = Field(30_000, ge=0, description="0 disables the server limit.")
-    redis_socket_timeout: float = Field(0.5, gt=0, description="Seconds per Redis call.")
-    redis_connect_timeout: float = Field(0.5, gt=0, description="Seconds to open a Redis socket.")
+    redis_socket_timeout: float = Field(
+        0.5, gt=0, le=TEN_YEARS, description="Seconds per Redis call."
+    )
+    redis_connect_timeout: float = Field(
+        0.5, gt=0, le=TEN_YEARS, description="Seconds to open a Redis socket."
+    )
     rate_limit: int = Field(100, ge=1, description="Units per RATE_LIMIT_PERIOD (store.limiter).")
-    rate_limit_period: float = Field(60.0, gt=0, description="Seconds of the default rate limit.")
+    rate_limit_period: float = Field(
+        60.0, gt=0, le=TEN_YEARS, description="Seconds of the default rate limit."
+    )
     rate_limit_failure_policy: Literal["allow", "deny"] = Field(
         "allow", description="What store.limiter decides when Redis is unreachable."
     )
-    cache_ttl: float = Field(300.0, gt=0, description="Default seconds a cached value lives.")
+    cache_ttl: float = Field(
+        300.0, gt=0, le=TEN_YEARS, description="Default seconds a cached value lives."
+    )
     queue_max_deliveries: int = Field(5, ge=1, description="Deliveries before a dead letter.")
     queue_reclaim_idle: float = Field(
-        60.0, gt=0, description="Seconds a message stays unacked before another worker gets it."
+        60.0,
+        gt=0,
+        le=TEN_YEARS,
+        description="Seconds a message stays unacked before another worker gets it.",
     )
 
     blob_backend: Literal["s3", "local"] = Field(
@@ -195,12 +236,20 @@ class Settings(BaseSettings):
     s3_access_key: str | None = Field(None, description="Default: the usual AWS chain.")
     s3_secret_key: SecretStr | None = None
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1, description="Largest accepted upload.")
-    lease_seconds: float = Field(300.0, gt=0, description="How long a worker holds a document.")
+    lease_seconds: float = Field(
+        300.0, gt=0, le=MAX_LEASE_SECONDS, description="How long a worker holds a document."
+    )
     retry_backoff_base: float = Field(
-        10.0, ge=0, description="Seconds before a failed document's first retry (then doubled)."
+        10.0,
+        ge=0,
+        le=TEN_YEARS,
+        description="Seconds before a failed document's first retry (then doubled).",
     )
     retry_backoff_cap: float = Field(
-        3600.0, gt=0, description="Longest wait before a retry, in seconds (jitter: 50-100%)."
+        3600.0,
+        gt=0,
+        le=TEN_YEARS,
+        description="Longest wait before a retry, in seconds (jitter: 50-100%).",
     )
     max_processing_per_user: int | None = Field(
         None, ge=1, description="Documents of one user PROCESSING at once (None: no cap)."
@@ -240,6 +289,14 @@ class Settings(BaseSettings):
         redis_url = urlsplit(self.redis_url)
         if redis_url.scheme not in {"redis", "rediss", "unix"}:
             raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
+        _check_port("REDIS_URL", redis_url.netloc)
+        for name, secret in (
+            ("DATABASE_URL", self.database_url_override),
+            ("DATABASE_REPLICA_URL", self.database_replica_url_secret),
+        ):
+            netloc = "" if secret is None else urlsplit(secret.get_secret_value()).netloc
+            if "," not in netloc:  # libpq's several hosts: "h1,h2:5433" names no one port
+                _check_port(name, netloc)
         if self.redis_cluster and (
             redis_url.scheme == "unix" or redis_url.path.strip("/") not in ("", "0")
         ):

@@ -2,6 +2,7 @@
 
 import asyncio
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from pydantic import ValidationError
@@ -29,6 +30,10 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: pytest.TempPathFactory
         "DATABASE_POOLER",
         "DATABASE_REPLICA_URL",
         "REDIS_CLUSTER",
+        "LEASE_SECONDS",
+        "CACHE_TTL",
+        "QUEUE_RECLAIM_IDLE",
+        "RETRY_BACKOFF_CAP",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # no stray .env
@@ -73,10 +78,11 @@ def test_env_file_is_read(tmp_path: pytest.TempPathFactory) -> None:
 
 def test_password_never_in_repr_or_str(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POSTGRES_PASSWORD", PASSWORD)
-    monkeypatch.setenv("REDIS_URL", f"redis://:{PASSWORD}@cache:6379/0")
+    monkeypatch.setenv("REDIS_URL", f"redis://:{quote(PASSWORD, safe='')}@cache:6379/0")
     settings = Settings()
     for text in (repr(settings), str(settings), str(settings.model_dump())):
         assert PASSWORD not in text
+        assert quote(PASSWORD, safe="") not in text
 
 
 def test_invalid_url_scheme_is_refused_without_echoing_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -209,3 +215,70 @@ def test_an_empty_database_url_leaves_the_env_files_in_force(
     # A value set in the environment still wins over .env's.
     monkeypatch.setenv("DATABASE_URL", "postgresql://app@db.environment:5432/docs")
     assert Settings().database_url == "postgresql://app@db.environment:5432/docs"
+
+
+@pytest.mark.parametrize(
+    ("name", "url"),
+    [
+        ("REDIS_URL", f"redis://:{PASSWORD}@127.0.0.1:abc/0"),
+        ("REDIS_URL", "redis://[::1]:99999/0"),
+        ("REDIS_URL", "redis://127.0.0.1:0/0"),
+        ("DATABASE_URL", f"postgresql://u:{PASSWORD}@h:5o43/d"),
+        ("DATABASE_REPLICA_URL", "postgresql://u@h:70000/d"),
+    ],
+)
+def test_a_url_with_a_bad_port_is_refused_by_connect(
+    monkeypatch: pytest.MonkeyPatch, name: str, url: str
+) -> None:
+    """Before, redis-py raised a raw ValueError from connect(), and libpq's error named another
+    port (url_address fell back to 5432)."""
+    monkeypatch.setenv(name, url)
+    with pytest.raises(ConfigurationError) as sync_error:
+        Docstore.connect()
+    with pytest.raises(ConfigurationError) as async_error:
+        asyncio.run(AsyncDocstore.connect())
+    for info in (sync_error, async_error):
+        assert f"{name}'s port" in info.value.message, info.value.message
+        assert PASSWORD not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "url"),
+    [
+        ("DATABASE_URL", "postgresql://u@h1:5432,h2/d"),  # libpq's several hosts
+        ("DATABASE_URL", "postgresql:///d?host=/run/postgresql"),
+        ("REDIS_URL", f"redis://:{quote(PASSWORD, safe='')}@[::1]:6380/0"),
+        ("REDIS_URL", "unix:///run/redis.sock"),
+    ],
+)
+def test_urls_with_good_ports_or_none_are_taken(
+    monkeypatch: pytest.MonkeyPatch, name: str, url: str
+) -> None:
+    monkeypatch.setenv(name, url)
+    settings = Settings()
+    assert url in (settings.redis_url, settings.database_url)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LEASE_SECONDS", str(8 * 24 * 3600)),  # the lifecycle takes at most 7 days
+        ("CACHE_TTL", "inf"),
+        ("QUEUE_RECLAIM_IDLE", str(11 * 365 * 24 * 3600)),
+        ("RETRY_BACKOFF_CAP", "1e12"),
+    ],
+)
+def test_a_duration_the_parts_would_refuse_is_refused_by_connect(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    """Before, LEASE_SECONDS over 7 days connected, and every process_next then took a message,
+    failed with InvalidInput and left it to be dead-lettered; the others failed connect() with
+    InvalidInput naming an argument, not the variable."""
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@h/d")
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError) as sync_error:
+        Docstore.connect()
+    with pytest.raises(ConfigurationError) as async_error:
+        asyncio.run(AsyncDocstore.connect())
+    for info in (sync_error, async_error):
+        assert name in info.value.message, info.value.message
