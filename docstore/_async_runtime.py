@@ -24,6 +24,8 @@ R = TypeVar("R")
 AsyncCall: TypeAlias = Callable[[], Awaitable[R]]
 # A one-argument coroutine function (the sync side's twin is `CallWith`).
 AsyncCallWith: TypeAlias = Callable[[A], Awaitable[R]]
+# One holder at a time, waiting without blocking the loop (the sync side's: a thread lock).
+Lock = asyncio.Lock
 
 
 async def sleep(seconds: float) -> None:
@@ -284,6 +286,7 @@ def _asked_by_the_caller(asked: int) -> bool:
 __all__ = [
     "AsyncCall",
     "AsyncCallWith",
+    "Lock",
     "awaited",
     "blocking_caller",
     "cancel_was_dropped",

@@ -19,6 +19,8 @@ R = TypeVar("R")
 Call: TypeAlias = Callable[[], R]
 # A one-argument function (the async side's twin is `AsyncCallWith`).
 CallWith: TypeAlias = Callable[[A], R]
+# One holder at a time (the async side's: an asyncio lock).
+Lock = threading.Lock
 
 
 def sleep(seconds: float) -> None:
@@ -116,6 +118,7 @@ def take_or_cancel(take: Call[R], give_back: Callable[[R], object]) -> R:
 __all__ = [
     "Call",
     "CallWith",
+    "Lock",
     "awaited",
     "blocking_caller",
     "cancel_was_dropped",

@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import psycopg_pool
 
-from docstore._sync_runtime import finish, in_thread
+from docstore._sync_runtime import Lock, finish, in_thread
 from docstore.ephemeral.cache import RedisCache
 from docstore.ephemeral.progress import ProgressTracker
 from docstore.ephemeral.queue import TaskQueue
@@ -139,6 +139,7 @@ class Docstore:
         self._blobs = blobs
         self._opened = False
         self._pool_spent = False  # an open of our pool failed: the next open makes a new one
+        self._opening = Lock()  # one open at a time: another would close the pool it opens
         self._intake = DocumentIntake(
             self.documents,
             self.lifecycle,
@@ -169,7 +170,12 @@ class Docstore:
     def open(self) -> None:
         """Open the pool we own (once), failing within the connect timeout when PostgreSQL is
         down, and make the blob store the settings describe. `connect` and entering the store's
-        context call it. After a `ServiceUnavailable`, calling it again tries again."""
+        context call it. After a `ServiceUnavailable`, calling it again tries again. Callers
+        at once open it once: the others wait for that open."""
+        with self._opening:
+            self._open_once()
+
+    def _open_once(self) -> None:
         if self._blobs is None:
             # Now, not on first use, and through `in_thread`: a process's first boto3 client
             # takes 0.1-0.3 s (more when the credential chain asks the instance metadata

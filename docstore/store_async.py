@@ -14,7 +14,7 @@ from typing import IO, Any
 
 import psycopg_pool
 
-from docstore._async_runtime import finish, in_thread
+from docstore._async_runtime import Lock, finish, in_thread
 from docstore.ephemeral.cache_async import AsyncRedisCache
 from docstore.ephemeral.progress_async import AsyncProgressTracker
 from docstore.ephemeral.queue_async import AsyncTaskQueue
@@ -137,6 +137,7 @@ class AsyncDocstore:
         self._blobs = blobs
         self._opened = False
         self._pool_spent = False  # an open of our pool failed: the next open makes a new one
+        self._opening = Lock()  # one open at a time: another would close the pool it opens
         self._intake = AsyncDocumentIntake(
             self.documents,
             self.lifecycle,
@@ -167,7 +168,12 @@ class AsyncDocstore:
     async def open(self) -> None:
         """Open the pool we own (once), failing within the connect timeout when PostgreSQL is
         down, and make the blob store the settings describe. `connect` and entering the store's
-        context call it. After a `ServiceUnavailable`, calling it again tries again."""
+        context call it. After a `ServiceUnavailable`, calling it again tries again. Callers
+        at once open it once: the others wait for that open."""
+        async with self._opening:
+            await self._open_once()
+
+    async def _open_once(self) -> None:
         if self._blobs is None:
             # Now, not on first use, and through `in_thread`: a process's first boto3 client
             # takes 0.1-0.3 s (more when the credential chain asks the instance metadata

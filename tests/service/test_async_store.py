@@ -234,6 +234,40 @@ def test_a_store_made_from_settings_never_blocks_the_loop_making_its_blob_client
     )
 
 
+async def test_opens_at_once_open_one_pool_and_close_it(
+    docstore_settings: Settings, docstore_blob_store: S3BlobStore
+) -> None:
+    """Before, the second open found the first one's pool half open, closed it and made another:
+    the first then opened the pool nobody held, and `close` never closed it."""
+    store = AsyncDocstore(docstore_settings, blobs=docstore_blob_store)
+    pool = store.pool
+    await asyncio.gather(*(store.open() for _ in range(3)))
+    assert store.pool is pool and not pool.closed
+    await store.close()
+    assert pool.closed
+
+
+def test_opens_from_threads_at_once_open_one_pool_and_close_it(
+    docstore_settings: Settings, docstore_blob_store: S3BlobStore
+) -> None:
+    store = Docstore(docstore_settings, blobs=docstore_blob_store)
+    pool = store.pool
+    start = threading.Barrier(3)
+
+    def open_it() -> None:
+        start.wait()
+        store.open()
+
+    threads = [threading.Thread(target=open_it) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert store.pool is pool and not pool.closed
+    store.close()
+    assert pool.closed
+
+
 def test_the_blob_store_has_the_same_methods_awaited_on_the_async_side() -> None:
     from docstore.intake.blob_access import Blobs
     from docstore.intake.blob_access_async import AsyncBlobs
