@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol, TypeVar
 
 from psycopg import pq
@@ -200,13 +200,34 @@ class AsyncTrackedDatabase(AsyncDatabase):
         if conn is not None:
             check_connection(conn)  # before asking about it: bad input is `InvalidInput`
         # A savepoint inside a transaction someone else opened: its COMMIT is out of sight.
-        tracked = conn is None or self.changes.tracks(conn) or not _in_transaction(conn)
+        if conn is None or self.changes.tracks(conn) or not _in_transaction(conn):
+            async with self._telling(super().transaction(conn)) as c:
+                yield c
+        else:
+            async with super().transaction(conn) as c:
+                yield c
+
+    @asynccontextmanager
+    async def connection(self, conn: Connection | None = None) -> AsyncIterator[Connection]:
+        """The caller's connection as is, or a pooled one whose block is one transaction: the
+        documents changed in that block are told to the listeners once it committed."""
+        if conn is not None:
+            async with super().connection(conn) as c:
+                yield c
+        else:
+            async with self._telling(super().connection()) as c:
+                yield c
+
+    @asynccontextmanager
+    async def _telling(
+        self, block: AbstractAsyncContextManager[Connection]
+    ) -> AsyncIterator[Connection]:
+        """`block`, one level of a transaction, noting what its writes change; told once the
+        outermost level committed, forgotten when it rolls back, unsure when its COMMIT was
+        interrupted."""
         committed: list[int] = []
         try:
-            async with super().transaction(conn) as c:
-                if not tracked:
-                    yield c
-                    return
+            async with block as c:
                 self.changes.begin(c)
                 try:
                     yield c
@@ -218,7 +239,7 @@ class AsyncTrackedDatabase(AsyncDatabase):
             if committed:  # the COMMIT was interrupted: it may have happened
                 self.changes.unsure(committed)
             raise
-        # Past `super().transaction`: the outermost level has committed.
+        # Past `block`: the outermost level has committed.
         if committed:
             await self.changes.notify(committed)
 

@@ -105,6 +105,27 @@ def test_a_change_in_a_transaction_drops_the_copy_after_commit_not_before(
         assert cached(store, document.id) is not None
     assert store.get_document(document.id).filename == "v2"
 
+    # So is the block of store.db.connection() (before, it was dropped early and not after).
+    with store.db.connection() as conn:
+        store.documents.update(document.id, DocumentUpdate(filename="v3"), conn=conn)
+        assert cached(store, document.id) is not None
+    assert cached(store, document.id) is None
+    assert store.get_document(document.id).filename == "v3"
+
+
+def test_a_change_in_a_db_connection_block_is_dropped_for_every_process_after_commit(
+    side: Side, store: Docstore, docstore_settings: Settings
+) -> None:
+    """Another process that reads while the block is open caches the version before; the drop
+    after the COMMIT must reach it too (before, only the writing process dropped it, at its
+    own next read: the other served the old version until CACHE_TTL)."""
+    document = new_document(store)
+    with cast(Docstore, side.connect(docstore_settings)) as other:
+        with store.db.connection() as conn:
+            store.documents.update(document.id, DocumentUpdate(filename="v1"), conn=conn)
+            assert other.get_document(document.id).filename == "v0"
+        assert other.get_document(document.id).filename == "v1"
+
 
 def test_a_rolled_back_change_leaves_the_cached_copy(store: Docstore) -> None:
     document = new_document(store)
@@ -166,7 +187,8 @@ def test_a_change_in_a_transaction_docstore_did_not_open_is_dropped_once_it_comm
     store: Docstore,
 ) -> None:
     document = new_document(store)
-    with store.db.connection() as conn:  # a transaction of the caller's, not store.transaction()
+    # A connection the caller took from the pool itself, in a transaction of its own.
+    with store.pool.connection() as conn, conn.transaction():
         store.documents.update(document.id, DocumentUpdate(filename="v1"), conn=conn)
         # Not committed: a reader refills the cache with v0 after the early drop.
         assert store.get_document(document.id).filename == "v0"
@@ -174,7 +196,7 @@ def test_a_change_in_a_transaction_docstore_did_not_open_is_dropped_once_it_comm
     # Committed on leaving the block: the copy of v0 is dropped at the next read, never served.
     assert store.get_document(document.id).filename == "v1"
 
-    with pytest.raises(RuntimeError), store.db.connection() as conn:
+    with pytest.raises(RuntimeError), store.pool.connection() as conn, conn.transaction():
         store.documents.update(document.id, DocumentUpdate(filename="never"), conn=conn)
         assert store.get_document(document.id).filename == "v1"
         raise RuntimeError("roll it back")

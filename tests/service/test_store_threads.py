@@ -47,7 +47,7 @@ def test_threads_reading_after_a_commit_docstore_did_not_open_never_get_the_old_
     def in_a_foreign_transaction(document_id: int, filename: str) -> None:
         # A transaction docstore did not open: its commit is found by the readers' settle(),
         # and every reader must wait for the drop it causes, not only the first.
-        with store.db.connection() as conn:
+        with store.pool.connection() as conn, conn.transaction():
             store.documents.update(document_id, DocumentUpdate(filename=filename), conn=conn)
             store.get_document(document_id)  # caches the committed (old) copy meanwhile
 
