@@ -142,7 +142,11 @@ def _as_stream(data: bytes | IO[bytes]) -> IO[bytes]:
 
 
 class _HashingReader(io.RawIOBase):
-    """Wraps a stream, counting and hashing what is read through it (no buffering of its own)."""
+    """Wraps a stream, counting and hashing what is read through it (no buffering of its own).
+
+    A read returns all it was asked for unless the stream has ended: a stream may answer with
+    less (a socket, a pipe, any raw stream), and boto3 takes a short read for the end of the
+    file, which stored a truncated blob (its size and SHA-256 those of the part read)."""
 
     def __init__(self, stream: IO[bytes]) -> None:
         self.stream = stream
@@ -153,12 +157,23 @@ class _HashingReader(io.RawIOBase):
         return True
 
     def read(self, size: int = -1) -> bytes:
-        chunk = self.stream.read(size)
-        if not isinstance(chunk, bytes):
-            raise InvalidInput("the file object must be opened in binary mode", field="data")
-        self.size += len(chunk)
-        self.digest.update(chunk)
-        return chunk
+        parts: list[bytes] = []
+        wanted = size
+        while wanted != 0:
+            chunk = self.stream.read(wanted)
+            if chunk is None:  # a non-blocking stream with nothing ready
+                raise InvalidInput("the file object must not be non-blocking", field="data")
+            if not isinstance(chunk, bytes):
+                raise InvalidInput("the file object must be opened in binary mode", field="data")
+            if not chunk:
+                break
+            parts.append(chunk)
+            if wanted > 0:
+                wanted = max(wanted - len(chunk), 0)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self.size += len(data)
+        self.digest.update(data)
+        return data
 
     def readinto(self, buffer: Any) -> int:
         chunk = self.read(len(buffer))

@@ -226,6 +226,33 @@ def test_large_file_streams_in_parts(blobs: S3BlobStore | LocalBlobStore) -> Non
     assert total == size
 
 
+class ShortReads(io.RawIOBase):
+    """A raw stream (a socket, a pipe) answering each read with at most 1,200 bytes."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = memoryview(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        n = 1200 if size < 0 else min(size, 1200)
+        chunk, self.data = bytes(self.data[:n]), self.data[n:]
+        return chunk
+
+
+@pytest.mark.parametrize("size", [24_000, 9 * 1024 * 1024 + 5])  # one PUT; parts
+def test_a_stream_that_answers_short_reads_is_stored_whole(
+    blobs: S3BlobStore | LocalBlobStore, size: int
+) -> None:
+    """Before, boto3 took the first short read for the end of the file: 2,400 of 24,000 bytes
+    were stored, with the size and SHA-256 of what was."""
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    stored = blobs.put(1, "short.bin", ShortReads(data))
+    assert (stored.size, stored.sha256) == (size, hashlib.sha256(data).hexdigest())
+    assert blobs.get(stored.key) == data
+
+
 def test_presigned_url_downloads_without_credentials(docstore_blob_store: S3BlobStore) -> None:
     stored = docstore_blob_store.put(2, "note.txt", b"plain text")
     url = docstore_blob_store.presigned_url(stored.key, expires_in=60)
