@@ -47,6 +47,35 @@ async def in_thread(function: Callable[P, R], /, *args: P.args, **kwargs: P.kwar
     return await asyncio.to_thread(stop_as_error, function, *args, **kwargs)
 
 
+async def in_thread_or_undone(
+    undo: Callable[[R], object],
+    stop: Callable[[], object],
+    function: Callable[P, R],
+    /,
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> R:
+    """`in_thread(function, *args)`, for a function whose result must not outlive a cancelled
+    caller (a blob no row will name). A thread cannot be stopped: on a cancel, `stop()` asks
+    the function to end early (no I/O), its thread is waited for, and what it returned all the
+    same goes to `undo` (on a thread too) before the cancel is raised."""
+    work = asyncio.ensure_future(in_thread(function, *args, **kwargs))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        stop()
+
+        async def undone() -> None:
+            try:
+                result = await work
+            except Exception:  # noqa: BLE001 - it ended without a result: nothing to undo
+                return
+            await in_thread(undo, result)
+
+        await finish(undone)
+        raise
+
+
 async def while_beating(work: AsyncCall[R], every: float, beat: AsyncCall[object]) -> R:
     """`await work()`, and `await beat()` every `every` seconds meanwhile (a lease's heartbeat
     while an extractor runs). An error of `beat` ends the beating, not the work: `beat` tells
@@ -294,6 +323,7 @@ __all__ = [
     "cancels_asked",
     "finish",
     "in_thread",
+    "in_thread_or_undone",
     "raise_dropped_cancel",
     "resumed",
     "sleep",

@@ -43,6 +43,18 @@ def in_thread(function: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) ->
     return stop_as_error(function, *args, **kwargs)
 
 
+def in_thread_or_undone(
+    undo: Callable[[R], object],
+    stop: Callable[[], object],
+    function: Callable[P, R],
+    /,
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> R:
+    """`function(*args)`: an interrupt stops it where it runs, leaving no result to undo."""
+    return in_thread(function, *args, **kwargs)
+
+
 def stop_as_error(function: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
     """`function(*args)`, with a `StopIteration` it raises (`next()` on an empty iterator in an
     extractor or a stream's `read`) turned into a `RuntimeError`: an asyncio future cannot
@@ -126,6 +138,7 @@ __all__ = [
     "cancels_asked",
     "finish",
     "in_thread",
+    "in_thread_or_undone",
     "sleep",
     "stop_as_error",
     "take_or_cancel",

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import io
@@ -26,7 +27,14 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import IO, Any, Literal, cast
 
-from docstore._async_runtime import blocking_caller, finish, in_thread, sleep, while_beating
+from docstore._async_runtime import (
+    blocking_caller,
+    finish,
+    in_thread,
+    in_thread_or_undone,
+    sleep,
+    while_beating,
+)
 from docstore.ephemeral.cache_async import AsyncRedisCache
 from docstore.ephemeral.progress_async import AsyncProgressTracker
 from docstore.ephemeral.queue_async import AsyncTaskQueue
@@ -42,7 +50,7 @@ from docstore.errors import (
     RedisCommandError,
     ServiceUnavailable,
 )
-from docstore.intake.blobs import BlobStore
+from docstore.intake.blobs import BlobStore, StoredBlob
 from docstore.intake.extractors import Extraction
 from docstore.intake.outcomes import (
     BlobPurgeReport,
@@ -102,11 +110,18 @@ class _SizeLimitedReader(io.RawIOBase):
         self.stream = stream
         self.limit = limit
         self.size = 0
+        self.stopped = False
 
     def readable(self) -> bool:
         return True
 
+    def stop(self) -> None:
+        """Refuse every later read: the submit reading it was cancelled."""
+        self.stopped = True
+
     def read(self, size: int = -1) -> bytes:
+        if self.stopped:
+            raise InvalidInput("the submit was cancelled while its upload ran", field="data")
         allowed = self.limit + 1 - self.size
         chunk = self.stream.read(allowed if size < 0 else min(size, allowed))
         if not isinstance(chunk, bytes):
@@ -144,6 +159,19 @@ def _same_submission(earlier: SubmittedDocument, filename: str, digest: str) -> 
             constraint_name="documents_idempotency_key_key",
         )
     return DocumentResponse.model_validate(earlier.model_dump(exclude={"content_sha256"}))
+
+
+def _nothing() -> None:
+    """Nothing to stop (bytes, read at once)."""
+
+
+def _drop_blob(blobs: BlobStore, blob: StoredBlob) -> None:
+    """Delete the blob of a cancelled submit, which no row names; kept when the store fails
+    (`docstore doctor --repair` removes blobs no row points at, after their grace)."""
+    try:
+        blobs.delete(blob.key)
+    except DocstoreError as exc:
+        logger.warning("blob %s of a cancelled submit kept: %s", blob.key, exc)
 
 
 def _size_limited(data: bytes | IO[bytes], limit: int) -> bytes | IO[bytes]:
@@ -232,8 +260,17 @@ class AsyncDocumentIntake:
                 note_replayed_submission()
                 return same
         blobs = self._blobs()
-        # Blob I/O (boto3) runs on a thread: it never blocks the event loop.
-        blob = await in_thread(blobs.put, user_id, filename, limited)
+        # Blob I/O (boto3) runs on a thread: it never blocks the event loop. Cancelled during
+        # the upload, the stream is refused from its next read, and a blob stored all the same
+        # is deleted (no row was written yet) before the cancel is raised.
+        blob = await in_thread_or_undone(
+            functools.partial(_drop_blob, blobs),
+            getattr(limited, "stop", _nothing),
+            blobs.put,
+            user_id,
+            filename,
+            limited,
+        )
         row = checked.model_copy(update={"s3_key": blob.key, "content_sha256": blob.sha256})
         try:
             if row.idempotency_key is None:

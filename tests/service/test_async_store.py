@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
+import io
 import logging
 import random
 import subprocess
@@ -445,6 +446,63 @@ async def test_a_cancelled_submit_never_leaves_a_row_without_its_blob(store: Asy
     assert cancelled >= 50
     assert len(rows) >= 9 + 300 - cancelled
     assert missing == []
+
+
+class _SlowStream(io.RawIOBase):
+    """A client's upload arriving in 20 slow parts; counts the reads made."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        self.reads += 1
+        if self.reads > 20:
+            return b""
+        time.sleep(0.05)
+        return b"hello world\n" * 100
+
+
+def _blob_keys(blobs: S3BlobStore) -> list[str]:
+    listing = blobs.client.list_objects_v2(Bucket=blobs.bucket)
+    return [item["Key"] for item in listing.get("Contents", [])]
+
+
+async def test_a_submit_cancelled_during_its_upload_leaves_no_blob_and_stops_reading(
+    store: AsyncDocstore, docstore_blob_store: S3BlobStore
+) -> None:
+    """Before, the upload's thread went on after the cancel: the blob was stored by nobody's
+    call (no row names it) and the stream read after the call had ended."""
+    user = (await store.users.create(UserCreate(email="slow@example.com"))).user
+    stream = _SlowStream()
+    assert await _cut_short(lambda: store.submit_document(user, "a.txt", stream), 0.3)
+    reads = stream.reads
+    await asyncio.sleep(1.2)  # the rest of the upload, had it gone on
+    assert stream.reads == reads < 20
+    assert _blob_keys(docstore_blob_store) == []
+    assert (await store.documents.list_for_user(user.id)).items == []
+
+
+class _StoresThenDawdles(S3BlobStore):
+    """The real store, whose `put` returns late: a cancel lands once the blob is stored."""
+
+    def put(self, user_id: int, filename: str, data: Any) -> Any:
+        stored = super().put(user_id, filename, data)
+        time.sleep(0.3)
+        return stored
+
+
+async def test_a_blob_stored_after_its_submit_was_cancelled_is_deleted(
+    docstore_settings: Settings, docstore_blob_store: S3BlobStore
+) -> None:
+    blobs = _StoresThenDawdles(docstore_blob_store.client, docstore_blob_store.bucket)
+    async with await AsyncDocstore.connect(docstore_settings, blobs=blobs) as store:
+        user = (await store.users.create(UserCreate(email="late@example.com"))).user
+        assert await _cut_short(lambda: store.submit_document(user, "b.txt", b"words"), 0.1)
+        assert _blob_keys(docstore_blob_store) == []
+        assert (await store.documents.list_for_user(user.id)).items == []
 
 
 async def test_a_cancelled_process_next_stops_its_extractor_at_the_next_report(
