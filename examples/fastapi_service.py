@@ -48,7 +48,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.datastructures import FormData, Headers, MutableHeaders, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -135,6 +135,20 @@ class CreatedUserOut(BaseModel):
     api_key: str
 
 
+# Failures whose recorded text is about the client's own file, or says only that the work
+# stopped: shown as recorded. Any other (a blob key, a server's address, an extractor's
+# internals) is for the log and the operators' `error_message`, not for clients.
+CLIENT_FAILURES = ("UnsupportedDocument: ", "Interrupted: ")
+HIDDEN_FAILURE = "processing failed on the service's side (the attempt is logged)"
+
+
+def shown_failure(recorded: str | None) -> str | None:
+    """What a client is shown of a document's recorded failure."""
+    if recorded is None or recorded.startswith(CLIENT_FAILURES):
+        return recorded
+    return HIDDEN_FAILURE
+
+
 class DocumentSummaryOut(BaseModel):
     """A document without its text, as listings show it."""
 
@@ -149,6 +163,11 @@ class DocumentSummaryOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None
+
+    @field_validator("error_message")
+    @classmethod
+    def _for_clients(cls, recorded: str | None) -> str | None:
+        return shown_failure(recorded)
 
 
 class DocumentOut(DocumentSummaryOut):
@@ -234,11 +253,26 @@ def shown_fields(model: type[BaseModel]) -> dict[str, Any]:
     return include
 
 
+def with_failures_shown(value: BaseModel) -> BaseModel:
+    """`value` (a document, or a page of them), each recorded failure as clients see it
+    (`shown_failure`); copied only where that differs."""
+    items = value.__dict__.get("items")
+    if isinstance(items, list):
+        shown = [with_failures_shown(item) for item in items]
+        changed = any(a is not b for a, b in zip(shown, items, strict=True))
+        return value.model_copy(update={"items": shown}) if changed else value
+    recorded = value.__dict__.get("error_message")
+    if shown_failure(recorded) == recorded:
+        return value
+    return value.model_copy(update={"error_message": shown_failure(recorded)})
+
+
 def shown_as(model: type[BaseModel], value: BaseModel) -> Response:
-    """`value`, one of the store's models, as `model` shows it (no blob keys, worker ids...),
-    serialized by pydantic in one pass. Building a page's 50 `...Out` objects first took a
-    tenth of a listing's CPU; the route's `response_model` still documents it."""
-    body = value.model_dump_json(include=shown_fields(model))
+    """`value`, one of the store's models, as `model` shows it (no blob keys, worker ids,
+    internal failures...), serialized by pydantic in one pass. Building a page's 50 `...Out`
+    objects first took a tenth of a listing's CPU; the route's `response_model` still
+    documents it."""
+    body = with_failures_shown(value).model_dump_json(include=shown_fields(model))
     return Response(body, media_type="application/json")
 
 
@@ -605,7 +639,6 @@ def freeze_startup_objects() -> None:
     requests and pauses up to 80 ms, against ~0.3 s and 30 ms once frozen."""
     gc.collect()
     gc.freeze()
-
 
 
 def create_app(

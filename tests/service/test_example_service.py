@@ -25,6 +25,7 @@ from docstore.quickstart import make_pdf
 from docstore.repositories.api_keys import new_api_key
 from docstore.testing.servers import LocalRedis
 from examples.fastapi_service import (
+    HIDDEN_FAILURE,
     DocumentPageOut,
     InFlightLimit,
     RequestGate,
@@ -338,6 +339,11 @@ async def test_no_response_shows_blob_keys_worker_ids_or_legacy_task_ids(
                 legacy_task_id="celery-task-0042",
             )
         )
+        # Its blob is missing: the attempt fails, recording the key (for the operators).
+        while await service.store.process_next("host-7.internal:4242", extract_text, block_ms=0):
+            pass
+        recorded = (await service.store.documents.get(migrated.id)).error_message
+        assert recorded is not None and "legacy/secret-path" in recorded
         responses = [
             upload,
             await http.get(f"/documents/{document_id}", headers=headers),
@@ -359,6 +365,7 @@ async def test_no_response_shows_blob_keys_worker_ids_or_legacy_task_ids(
     hits = await service.store.documents.search(stored.user_id, "boiler")
     assert responses[6].json() == SearchPageOut.model_validate(hits).model_dump(mode="json")
     assert responses[6].json()["items"][0]["snippet"]
+    assert responses[3].json()["error_message"] == HIDDEN_FAILURE
 
 
 async def test_validation_errors_name_the_field_but_never_echo_the_value(
