@@ -1,6 +1,7 @@
 """A document-processing API on docstore (FastAPI).
 
 Run:  pip install -e ".[examples]"
+      docstore schema apply                  (once per database)
       uvicorn examples.fastapi_service:app --port 8000      (settings from the environment)
 
 The service runs on `AsyncDocstore`: every endpoint is `async def` and awaits the store, which is

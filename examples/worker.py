@@ -1,6 +1,7 @@
 """A document worker: takes queued documents, extracts their text, records the result.
 
-Run:  python examples/worker.py [--worker-id NAME] [--concurrency N]
+Run:  docstore schema apply                  (once per database)
+      python examples/worker.py [--worker-id NAME] [--concurrency N]
       (settings from the environment, WORKER_CONCURRENCY too)
 
 One process works on `--concurrency` documents at once (env WORKER_CONCURRENCY, default 4): that
@@ -37,13 +38,16 @@ from docstore import (
     ConfigurationError,
     DocstoreError,
     Extractor,
+    InvalidInput,
     ServiceUnavailable,
 )
+from docstore.rules import Checker, WorkerId, check_function
 
 logger = logging.getLogger("worker")
 
 DEFAULT_EXTRACTOR = "docstore.intake.extractors:extract_text"
 RETRY_AFTER_OUTAGE = 1.0
+check_worker_id: Checker[str] = Checker(WorkerId, "worker_id")
 
 
 async def sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
@@ -176,10 +180,11 @@ async def run_worker(
     finally:
         # A task that failed stops the others too, each after the document in its hands.
         stop.set()
-        await asyncio.wait(tasks)
+        # The grace, while it runs, cancels a requeue_stuck still running too.
+        await asyncio.wait([*tasks, requeuer])
         if grace is not None:
-            grace.cancel()  # its timer, when every task finished in time
-        await asyncio.wait([requeuer] if grace is None else [requeuer, grace])
+            grace.cancel()  # its timer, when everything finished in time
+            await asyncio.wait([grace])
     return sum(counts)
 
 
@@ -194,6 +199,10 @@ def load_extractor(path: str) -> Extractor:
         raise argparse.ArgumentTypeError(f"cannot load {path!r}: {exc}") from exc
     if not callable(extractor):
         raise argparse.ArgumentTypeError(f"{path!r} is not a function")
+    try:  # docstore's own rule: it runs on a thread, never awaited
+        check_function(extractor, "the extractor", "a plain function", plain=True)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(f"{path!r}: {exc.message}") from exc
     return extractor
 
 
@@ -243,7 +252,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--extractor", type=load_extractor, default=DEFAULT_EXTRACTOR, help="module:function"
     )
-    return parser.parse_args()
+    args = parser.parse_args()
+    try:  # the id of the last task, the longest (`<id>-<n>`), must pass docstore's rule
+        check_worker_id(f"{args.worker_id}-{args.concurrency - 1}")
+    except InvalidInput as exc:
+        parser.error(f"--worker-id: {exc.message} (with its task number)")
+    return args
 
 
 async def serve(args: argparse.Namespace) -> None:

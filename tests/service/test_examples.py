@@ -214,6 +214,10 @@ def test_the_worker_says_which_setting_is_wrong_without_a_traceback() -> None:
         (["--extractor", "docstore.intake.extractors:logger"], "is not a function"),
         (["--extractor", "no_such_module:extract"], "cannot load"),
         (["--extractor", "extract_text"], "must be module:function"),
+        # Each connected, then failed every turn, once a second, for good:
+        (["--extractor", "asyncio:sleep"], "async def"),
+        (["--worker-id", "w" * 300], "--worker-id"),
+        (["--worker-id", "w" * 254, "--concurrency", "2"], "--worker-id"),  # w...w-1: 256
     ],
 )
 def test_the_worker_refuses_bad_options_before_it_connects(args: list[str], said: str) -> None:
@@ -415,6 +419,30 @@ async def test_the_shutdown_grace_also_bounds_the_requeue_loop(
             run_worker(store, "bounded", stop, concurrency=1, shutdown_grace=0.5, idle_block_ms=50)
         )
         await asyncio.sleep(0.5)  # requeue_stuck (run at once) and the task's claim now wait
+        stop.set()
+        try:
+            await asyncio.wait_for(worker, 10)
+        finally:
+            await locker.rollback()
+
+
+@pytest.mark.anyio
+async def test_the_shutdown_grace_bounds_a_requeue_still_running_when_the_tasks_are_done(
+    docstore_settings: Settings, docstore_blob_store: S3BlobStore
+) -> None:
+    """Before, the grace was called off once the document tasks had finished, and the worker
+    then waited for requeue_stuck however long it took (here, until the statement timeout)."""
+    stop = asyncio.Event()
+    async with (
+        await AsyncDocstore.connect(docstore_settings, blobs=docstore_blob_store) as store,
+        await psycopg.AsyncConnection.connect(docstore_settings.database_url) as locker,
+    ):
+        # Only requeue_stuck's blob purge waits; the idle document task stops at once.
+        await locker.execute("LOCK TABLE blob_deletions IN ACCESS EXCLUSIVE MODE")
+        worker = asyncio.create_task(
+            run_worker(store, "purging", stop, concurrency=1, shutdown_grace=0.5, idle_block_ms=50)
+        )
+        await asyncio.sleep(0.5)
         stop.set()
         try:
             await asyncio.wait_for(worker, 10)
