@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from docstore.errors import (
     BlobStoreError,
     ConfigurationError,
+    DocstoreError,
     InvalidInput,
     NotFound,
     ServiceUnavailable,
@@ -141,6 +142,24 @@ def _as_stream(data: bytes | IO[bytes]) -> IO[bytes]:
     return data
 
 
+def read_callers_stream(stream: IO[bytes], size: int) -> bytes:
+    """`stream.read(size)` of a caller's file object, whose failures are `InvalidInput` about
+    `data` (a closed file, a client gone): never taken for the blob store's own, nor raw."""
+    try:
+        chunk = stream.read(size)
+    except DocstoreError:
+        raise  # docstore's own reader's refusal (over the size limit, a cancelled submit)
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(
+            f"the file could not be read: {type(exc).__name__}: {exc}", field="data"
+        ) from exc
+    if chunk is None:  # a non-blocking stream with nothing ready
+        raise InvalidInput("the file object must not be non-blocking", field="data")
+    if not isinstance(chunk, bytes):
+        raise InvalidInput("the file object must be opened in binary mode", field="data")
+    return chunk
+
+
 class _HashingReader(io.RawIOBase):
     """Wraps a stream, counting and hashing what is read through it (no buffering of its own).
 
@@ -160,11 +179,7 @@ class _HashingReader(io.RawIOBase):
         parts: list[bytes] = []
         wanted = size
         while wanted != 0:
-            chunk = self.stream.read(wanted)
-            if chunk is None:  # a non-blocking stream with nothing ready
-                raise InvalidInput("the file object must not be non-blocking", field="data")
-            if not isinstance(chunk, bytes):
-                raise InvalidInput("the file object must be opened in binary mode", field="data")
+            chunk = read_callers_stream(self.stream, wanted)
             if not chunk:
                 break
             parts.append(chunk)

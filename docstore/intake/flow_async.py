@@ -50,7 +50,7 @@ from docstore.errors import (
     RedisCommandError,
     ServiceUnavailable,
 )
-from docstore.intake.blobs import BlobStore, StoredBlob
+from docstore.intake.blobs import BlobStore, StoredBlob, read_callers_stream
 from docstore.intake.extractors import Extraction
 from docstore.intake.outcomes import (
     BlobPurgeReport,
@@ -144,9 +144,7 @@ def _sha256_of(data: bytes | IO[bytes]) -> str:
     if not hasattr(data, "read"):
         raise InvalidInput("data must be bytes or a binary file object", field="data")
     digest = hashlib.sha256()
-    while chunk := data.read(1024 * 1024):
-        if not isinstance(chunk, bytes):
-            raise InvalidInput("data must be bytes or a binary file object", field="data")
+    while chunk := read_callers_stream(data, 1024 * 1024):
         digest.update(chunk)
     return digest.hexdigest()
 

@@ -9,6 +9,7 @@ FAILED with a reason, never with a raw error.
 
 from __future__ import annotations
 
+import io
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -208,6 +209,44 @@ def test_a_stream_raising_stop_iteration_fails_the_submission_and_leaves_nothing
     before, files, queued = snapshot(store), blob_files(store), store.queue.stats()
     with pytest.raises(RuntimeError, match="StopIteration"):
         store.submit_document(user, "a.txt", IteratorStream())  # type: ignore[arg-type]
+    assert_only_changed(before, store)
+    assert blob_files(store) == files and store.queue.stats() == queued
+
+
+class ClientGone(io.RawIOBase):
+    """An upload whose client goes away after the first part."""
+
+    def __init__(self) -> None:
+        self.parts = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        self.parts += 1
+        if self.parts > 1:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return b"first part "
+
+
+def closed_file() -> io.BytesIO:
+    stream = io.BytesIO(b"gone")
+    stream.close()
+    return stream
+
+
+@pytest.mark.parametrize("idempotency_key", [None, "once"])
+@pytest.mark.parametrize("make", [closed_file, ClientGone], ids=["closed", "client-gone"])
+def test_a_stream_that_fails_to_read_is_invalid_data_and_leaves_nothing(
+    store: Docstore, make: Any, idempotency_key: str | None
+) -> None:
+    """Before, a closed file raised a raw ValueError, and a client gone mid-upload became a
+    BlobStoreError ('cannot be written: None'), blamed on the store."""
+    user = store.users.create(UserCreate(email="owner@example.com")).user
+    before, files, queued = snapshot(store), blob_files(store), store.queue.stats()
+    with pytest.raises(InvalidInput) as info:
+        store.submit_document(user, "a.txt", make(), idempotency_key=idempotency_key)
+    assert info.value.field == "data" and "could not be read" in info.value.message
     assert_only_changed(before, store)
     assert blob_files(store) == files and store.queue.stats() == queued
 
