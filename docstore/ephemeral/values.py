@@ -32,7 +32,10 @@ def _adapter(type_: Any) -> TypeAdapter[Any]:
 
 def type_adapter(type_: object) -> TypeAdapter[Any]:
     """The pydantic adapter a cached value of `type_` is read with; `InvalidInput` for what is
-    no type pydantic can read (a value, a list of types)."""
+    no type pydantic can read (a value, a list of types, a string: pydantic would take it for
+    the name of a type, resolved nobody knows where)."""
+    if isinstance(type_, str | bytes):
+        raise InvalidInput("type_ must be a type, not a string", field="type_")
     try:
         return _adapter(type_)
     except (TypeError, PydanticSchemaGenerationError, PydanticUserError):

@@ -313,7 +313,9 @@ def test_names_starting_with_a_brace_get_distinct_keys(cache: RedisCache) -> Non
 def test_a_type_or_loader_that_is_none_is_refused_typed(cache: RedisCache) -> None:
     # A PydanticSchemaGenerationError, an unhashable TypeError and a "not callable" TypeError
     # from inside docstore before.
-    for type_ in (5, [int], 2.5):
+    # A string was taken for a type's name: "" raised IndexError, "a\x00b" SyntaxError, "int"
+    # read as int, an unknown name failed on the first value.
+    for type_ in (5, [int], 2.5, "", "a\x00b", "\ud800", "int", "NoSuch", b"int"):
         with pytest.raises(InvalidInput, match="type_"):
             cache.get("k", type_)  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="loader"):
