@@ -14,6 +14,7 @@ the cache) asks PostgreSQL which noted transactions committed and tells their wr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -22,7 +23,7 @@ from typing import Protocol, TypeVar
 
 from psycopg import pq
 
-from docstore._sync_runtime import Call
+from docstore._sync_runtime import Call, finish
 from docstore.postgres.executor import Connection, Database, check_connection
 
 T = TypeVar("T")
@@ -166,11 +167,17 @@ class DocumentChanges:
     def begin(self, conn: Connection) -> None:
         self._open.setdefault(id(conn), []).append([])
 
-    def rollback(self, conn: Connection) -> None:
+    def rollback(self, conn: Connection) -> list[int]:
+        """End a level that failed: the ids it noted, forgotten here."""
         levels = self._open[id(conn)]
-        levels.pop()
+        dropped = levels.pop()
         if not levels:
             del self._open[id(conn)]
+        return dropped
+
+    def level(self, conn: Connection) -> list[int]:
+        """The ids the innermost level open on `conn` has noted so far."""
+        return list(self._open[id(conn)][-1])
 
     def release(self, conn: Connection) -> list[int]:
         """End a level without error: the ids to tell once the outermost level committed
@@ -215,23 +222,31 @@ class TrackedDatabase(Database):
             with super().connection(conn) as c:
                 yield c
         else:
-            with self._telling(super().connection()) as c:
+            with self._telling(super().connection(), own_commits=True) as c:
                 yield c
 
     @contextmanager
-    def _telling(self, block: AbstractContextManager[Connection]) -> Iterator[Connection]:
+    def _telling(
+        self, block: AbstractContextManager[Connection], *, own_commits: bool = False
+    ) -> Iterator[Connection]:
         """`block`, one level of a transaction, noting what its writes change; told once the
         outermost level committed, forgotten when it rolls back, unsure when its COMMIT was
-        interrupted."""
+        interrupted. `own_commits`: the caller may COMMIT inside the block (a `commit()`, or
+        a transaction opened in it, which psycopg makes the outermost): when it then fails,
+        what it noted is told all the same, not forgotten."""
         committed: list[int] = []
+        mine: list[int] = []
         try:
             with block as c:
                 self.changes.begin(c)
                 try:
                     yield c
                 except BaseException:
-                    self.changes.rollback(c)
+                    dropped = self.changes.rollback(c)
+                    if own_commits and dropped:
+                        self._tell_anyway(dropped)
                     raise
+                mine = self.changes.level(c)
                 committed = self.changes.release(c)
         except BaseException:
             if committed:  # the COMMIT was interrupted: it may have happened
@@ -240,6 +255,17 @@ class TrackedDatabase(Database):
         # Past `block`: the outermost level has committed.
         if committed:
             self.changes.notify(committed)
+        elif mine and not _in_transaction(c):
+            # An inner level whose block was the outermost transaction after all (opened
+            # inside `connection()` before any statement): its COMMIT is done, tell it now.
+            self.changes.notify(mine)
+
+    def _tell_anyway(self, ids: list[int]) -> None:
+        """Tell `ids`, which may have committed, on the way out of a failed block: the drop
+        runs to its end, and its own failure leaves them unsure (told by `notify`), never
+        replacing the block's error."""
+        with contextlib.suppress(Exception):
+            finish(self.changes.notify, ids)
 
 
 def tracked_database(db: Database, changes: DocumentChanges) -> TrackedDatabase:

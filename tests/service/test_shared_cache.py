@@ -127,6 +127,28 @@ def test_a_change_in_a_db_connection_block_is_dropped_for_every_process_after_co
         assert other.get_document(document.id).filename == "v1"
 
 
+def test_a_commit_inside_a_db_connection_block_is_told_though_the_block_fails(
+    side: Side, store: Docstore, docstore_settings: Settings
+) -> None:
+    """A transaction opened first thing in the block is psycopg's outermost (BEGIN, COMMIT),
+    and the caller may commit() on its own: both committed, then the block failed. Before,
+    the block's failure forgot them, and other processes served the old copy."""
+    document = new_document(store)
+    with cast(Docstore, side.connect(docstore_settings)) as other:
+        assert other.get_document(document.id).filename == "v0"  # cached
+        with pytest.raises(RuntimeError), store.db.connection() as conn:
+            with store.transaction(conn):
+                store.documents.update(document.id, DocumentUpdate(filename="v1"), conn=conn)
+            assert other.get_document(document.id).filename == "v1"  # told at its COMMIT
+            raise RuntimeError("a later step fails")
+        assert other.get_document(document.id).filename == "v1"
+        with pytest.raises(RuntimeError), store.db.connection() as conn:
+            store.documents.update(document.id, DocumentUpdate(filename="v2"), conn=conn)
+            conn.commit()
+            raise RuntimeError("a later step fails")
+        assert other.get_document(document.id).filename == "v2"
+
+
 def test_a_rolled_back_change_leaves_the_cached_copy(store: Docstore) -> None:
     document = new_document(store)
     store.get_document(document.id)
