@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import sys
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
@@ -15,6 +16,8 @@ from typing import Any, NoReturn, ParamSpec, TypeAlias, TypeVar, cast
 
 from docstore._sync_runtime import stop_as_error
 from docstore.errors import InvalidInput
+
+logger = logging.getLogger("docstore")
 
 A = TypeVar("A")
 P = ParamSpec("P")
@@ -63,14 +66,21 @@ async def in_thread_or_undone(
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
-        stop()
+        # Neither step may replace the cancel, nor stop the wait for the thread.
+        try:
+            stop()
+        except Exception:
+            logger.warning("could not stop %r early", function, exc_info=True)
 
         async def undone() -> None:
             try:
                 result = await work
             except Exception:  # noqa: BLE001 - it ended without a result: nothing to undo
                 return
-            await in_thread(undo, result)
+            try:
+                await in_thread(undo, result)
+            except Exception:
+                logger.warning("could not undo what %r made", function, exc_info=True)
 
         await finish(undone)
         raise

@@ -160,7 +160,7 @@ def _same_submission(earlier: SubmittedDocument, filename: str, digest: str) -> 
 
 
 def _nothing() -> None:
-    """Nothing to stop (bytes, read at once)."""
+    """Nothing to stop (what no blob store takes)."""
 
 
 def _drop_blob(blobs: BlobStore, blob: StoredBlob) -> None:
@@ -173,9 +173,13 @@ def _drop_blob(blobs: BlobStore, blob: StoredBlob) -> None:
 
 
 def _size_limited(data: bytes | IO[bytes], limit: int) -> bytes | IO[bytes]:
-    """A file object that the blob store's upload refuses once past `limit` (nothing kept)."""
-    if isinstance(data, bytes | bytearray | memoryview) or not hasattr(data, "read"):
-        return data  # bytes are checked up front; the blob store refuses anything else
+    """A file object that the blob store's upload refuses once past `limit` (nothing kept),
+    and that a cancelled submit stops (`stop`): bytes too, so that a cancel waits for the
+    part in flight, not the whole upload."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        return cast(IO[bytes], _SizeLimitedReader(io.BytesIO(data), limit))
+    if not hasattr(data, "read"):
+        return data  # the blob store refuses it
     return cast(IO[bytes], _SizeLimitedReader(data, limit))
 
 

@@ -505,6 +505,60 @@ async def test_a_blob_stored_after_its_submit_was_cancelled_is_deleted(
         assert (await store.documents.list_for_user(user.id)).items == []
 
 
+class _DeleteFails(_StoresThenDawdles):
+    """Its delete raises what no docstore store raises: a blob store of the caller's may."""
+
+    def delete(self, key: str) -> None:
+        raise RuntimeError("this store cannot delete")
+
+
+async def test_an_undo_that_fails_never_replaces_the_cancel(
+    docstore_settings: Settings, docstore_blob_store: S3BlobStore
+) -> None:
+    """Before, the delete's RuntimeError came out of the cancelled submit instead of the
+    cancel (asyncio.timeout then raised no TimeoutError)."""
+    blobs = _DeleteFails(docstore_blob_store.client, docstore_blob_store.bucket)
+    async with await AsyncDocstore.connect(docstore_settings, blobs=blobs) as store:
+        user = (await store.users.create(UserCreate(email="undo@example.com"))).user
+        assert await _cut_short(lambda: store.submit_document(user, "c.txt", b"words"), 0.1)
+
+
+class _SlowUpload(S3BlobStore):
+    """The real store, uploading what it is given 1 MiB per read, a read per 50 ms."""
+
+    def __init__(self, blobs: S3BlobStore) -> None:
+        super().__init__(blobs.client, blobs.bucket)
+        self.read = 0
+
+    def put(self, user_id: int, filename: str, data: Any) -> Any:
+        store = self
+
+        class Slow(io.RawIOBase):
+            def readable(self) -> bool:
+                return True
+
+            def read(self, size: int = -1) -> bytes:
+                time.sleep(0.05)
+                chunk = data.read(min(size, 1 << 20) if size >= 0 else 1 << 20)
+                store.read += len(chunk)
+                return bytes(chunk)
+
+        return super().put(user_id, filename, Slow())
+
+
+async def test_a_submit_of_bytes_cancelled_during_its_upload_reads_no_more(
+    docstore_settings: Settings, docstore_blob_store: S3BlobStore
+) -> None:
+    """Before, bytes were handed over as they are: a cancel waited for the whole upload."""
+    blobs = _SlowUpload(docstore_blob_store)
+    data = b"x" * (10 << 20)
+    async with await AsyncDocstore.connect(docstore_settings, blobs=blobs) as store:
+        user = (await store.users.create(UserCreate(email="bytes@example.com"))).user
+        assert await _cut_short(lambda: store.submit_document(user, "d.bin", data), 0.2)
+    assert blobs.read < len(data)
+    assert _blob_keys(docstore_blob_store) == []
+
+
 async def test_a_cancelled_process_next_stops_its_extractor_at_the_next_report(
     store: AsyncDocstore,
 ) -> None:
