@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -31,19 +32,32 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{quote(user)}:***@{netloc[-1]}"))
 
 
-def _check_port(name: str, netloc: str) -> None:
-    """Refuse a URL whose port is not a whole number from 1 to 65535, never echoing the URL
-    (it may hold a password): the driver would raise an error of its own when connecting, or
-    quietly use another port."""
-    host_port = netloc.rpartition("@")[2].rpartition("]")[2]  # past credentials, IPv6 brackets
+def _check_port(name: str, host_port: str, encode: str) -> None:
+    """Refuse a URL whose port (in `host_port`, past any credentials) is not a whole number
+    from 1 to 65535, never echoing the URL (it may hold a password): the driver would raise
+    an error of its own when connecting, or quietly use another port. `encode`: what must be
+    percent-encoded in the credentials for the driver to find the port where this did."""
+    host_port = host_port.rpartition("]")[2]  # past an IPv6 address's brackets
     if ":" not in host_port:
         return
     port = host_port.rpartition(":")[2]
     if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
         raise ValueError(
-            f"{name}'s port must be a whole number from 1 to 65535 (percent-encode a '/', '@' "
-            "or ':' in the user name or password)"
+            f"{name}'s port must be a whole number from 1 to 65535 (percent-encode {encode} "
+            "in the user name or password)"
         )
+
+
+def _libpq_host_port(url: str) -> str:
+    """The `host:port` part of a libpq URL as libpq reads it: credentials end at the first
+    '@' before any '/' (so '?' and '#' may stand in a password), the host list at '/' or
+    '?'. Empty for several hosts ('h1,h2:5433' names no one port)."""
+    rest = url.partition("://")[2]
+    end = min((i for i in (rest.find("@"), rest.find("/")) if i >= 0), default=-1)
+    if end >= 0 and rest[end] == "@":
+        rest = rest[end + 1 :]
+    hosts = re.split(r"[/?]", rest, maxsplit=1)[0]
+    return "" if "," in hosts else hosts
 
 
 def url_address(url: str, default_port: int) -> str:
@@ -289,14 +303,15 @@ class Settings(BaseSettings):
         redis_url = urlsplit(self.redis_url)
         if redis_url.scheme not in {"redis", "rediss", "unix"}:
             raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
-        _check_port("REDIS_URL", redis_url.netloc)
+        # redis-py reads its URL with urllib: the credentials end at the first '/', '?' or '#'.
+        _check_port("REDIS_URL", redis_url.netloc.rpartition("@")[2], "'/', '?', '#' or '@'")
         for name, secret in (
             ("DATABASE_URL", self.database_url_override),
             ("DATABASE_REPLICA_URL", self.database_replica_url_secret),
         ):
-            netloc = "" if secret is None else urlsplit(secret.get_secret_value()).netloc
-            if "," not in netloc:  # libpq's several hosts: "h1,h2:5433" names no one port
-                _check_port(name, netloc)
+            if secret is not None:
+                host_port = _libpq_host_port(secret.get_secret_value())
+                _check_port(name, host_port, "a '/' or '@'")
         if self.redis_cluster and (
             redis_url.scheme == "unix" or redis_url.path.strip("/") not in ("", "0")
         ):

@@ -220,10 +220,13 @@ def test_an_empty_database_url_leaves_the_env_files_in_force(
 @pytest.mark.parametrize(
     ("name", "url"),
     [
-        ("REDIS_URL", f"redis://:{PASSWORD}@127.0.0.1:abc/0"),
+        ("REDIS_URL", f"redis://:{quote(PASSWORD, safe='')}@127.0.0.1:abc/0"),
         ("REDIS_URL", "redis://[::1]:99999/0"),
         ("REDIS_URL", "redis://127.0.0.1:0/0"),
-        ("DATABASE_URL", f"postgresql://u:{PASSWORD}@h:5o43/d"),
+        # redis-py cuts this one's credentials at the '/': it reads the port 'pa55-w0rd'.
+        ("REDIS_URL", f"redis://:{PASSWORD}@127.0.0.1:6379/0"),
+        ("DATABASE_URL", f"postgresql://u:{quote(PASSWORD, safe='')}@h:5o43/d"),
+        ("DATABASE_URL", "postgresql://u:pa?ss@h:5o43/d"),
         ("DATABASE_REPLICA_URL", "postgresql://u@h:70000/d"),
     ],
 )
@@ -239,7 +242,8 @@ def test_a_url_with_a_bad_port_is_refused_by_connect(
         asyncio.run(AsyncDocstore.connect())
     for info in (sync_error, async_error):
         assert f"{name}'s port" in info.value.message, info.value.message
-        assert PASSWORD not in str(info.value)
+        assert "percent-encode" in info.value.message
+        assert PASSWORD not in str(info.value) and "pa?ss" not in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -247,6 +251,10 @@ def test_a_url_with_a_bad_port_is_refused_by_connect(
     [
         ("DATABASE_URL", "postgresql://u@h1:5432,h2/d"),  # libpq's several hosts
         ("DATABASE_URL", "postgresql:///d?host=/run/postgresql"),
+        # libpq ends the credentials at the '@': a '?' or '#' may stand in a password.
+        ("DATABASE_URL", "postgresql://u:pa?ss@h:5432/d"),
+        ("DATABASE_URL", "postgresql://u:pa#ss@h/d"),
+        ("REDIS_URL", "redis://u:pa:ss@127.0.0.1:6379/0"),
         ("REDIS_URL", f"redis://:{quote(PASSWORD, safe='')}@[::1]:6380/0"),
         ("REDIS_URL", "unix:///run/redis.sock"),
     ],
