@@ -209,12 +209,15 @@ class Docstore:
         return self
 
     def _open_or_close(self) -> None:
-        """`open`, or on any failure (a cancel too) `close`: nobody else would close it."""
-        try:
-            self.open()
-        except BaseException:
-            finish(self.close)
-            raise
+        """`open`, or on any failure (a cancel too) `close`: nobody else would close it. The
+        close runs before another open may start, which would open a new pool for it to
+        close."""
+        with self._opening:
+            try:
+                self._open_once()
+            except BaseException:
+                finish(self.close)
+                raise
 
     def __exit__(
         self,

@@ -207,12 +207,15 @@ class AsyncDocstore:
         return self
 
     async def _open_or_close(self) -> None:
-        """`open`, or on any failure (a cancel too) `close`: nobody else would close it."""
-        try:
-            await self.open()
-        except BaseException:
-            await finish(self.close)
-            raise
+        """`open`, or on any failure (a cancel too) `close`: nobody else would close it. The
+        close runs before another open may start, which would open a new pool for it to
+        close."""
+        async with self._opening:
+            try:
+                await self._open_once()
+            except BaseException:
+                await finish(self.close)
+                raise
 
     async def __aexit__(
         self,
