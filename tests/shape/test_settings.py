@@ -217,6 +217,16 @@ def test_an_empty_database_url_leaves_the_env_files_in_force(
     assert Settings().database_url == "postgresql://app@db.environment:5432/docs"
 
 
+def connect_errors() -> list[ConfigurationError]:
+    """What `connect()` raises on each side with the environment as it stands (it must raise
+    `ConfigurationError` on both)."""
+    with pytest.raises(ConfigurationError) as sync_error:
+        Docstore.connect()
+    with pytest.raises(ConfigurationError) as async_error:
+        asyncio.run(AsyncDocstore.connect())
+    return [sync_error.value, async_error.value]
+
+
 @pytest.mark.parametrize(
     ("name", "url"),
     [
@@ -236,14 +246,10 @@ def test_a_url_with_a_bad_port_is_refused_by_connect(
     """Before, redis-py raised a raw ValueError from connect(), and libpq's error named another
     port (url_address fell back to 5432)."""
     monkeypatch.setenv(name, url)
-    with pytest.raises(ConfigurationError) as sync_error:
-        Docstore.connect()
-    with pytest.raises(ConfigurationError) as async_error:
-        asyncio.run(AsyncDocstore.connect())
-    for info in (sync_error, async_error):
-        assert f"{name}'s port" in info.value.message, info.value.message
-        assert "percent-encode" in info.value.message
-        assert PASSWORD not in str(info.value) and "pa?ss" not in str(info.value)
+    for error in connect_errors():
+        assert f"{name}'s port" in error.message, error.message
+        assert "percent-encode" in error.message
+        assert PASSWORD not in str(error) and "pa?ss" not in str(error)
 
 
 @pytest.mark.parametrize(
@@ -284,9 +290,5 @@ def test_a_duration_the_parts_would_refuse_is_refused_by_connect(
     InvalidInput naming an argument, not the variable."""
     monkeypatch.setenv("DATABASE_URL", "postgresql://u@h/d")
     monkeypatch.setenv(name, value)
-    with pytest.raises(ConfigurationError) as sync_error:
-        Docstore.connect()
-    with pytest.raises(ConfigurationError) as async_error:
-        asyncio.run(AsyncDocstore.connect())
-    for info in (sync_error, async_error):
-        assert name in info.value.message, info.value.message
+    for error in connect_errors():
+        assert name in error.message, error.message
