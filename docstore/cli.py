@@ -20,13 +20,13 @@ from docstore.doctor.options import (
 from docstore.errors import DocstoreError, InvalidInput, RollbackRefused
 from docstore.postgres import schema
 from docstore.settings import Settings, settings_from_environment
-from docstore.terminal import output_closed
+from docstore.terminal import WholeOptionsParser, output_closed
 
 T = TypeVar("T")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="docstore", description=__doc__)
+    parser = WholeOptionsParser(prog="docstore", description=__doc__)
     parser.add_argument("--database-url", help="PostgreSQL URL (default: from the environment)")
     commands = parser.add_subparsers(dest="command", required=True)
     schema_cmd = commands.add_parser("schema", help="manage the database schema (yoyo)")

@@ -7,6 +7,8 @@ from functools import cache
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import (
     AliasChoices,
     Field,
@@ -17,6 +19,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from redis.connection import parse_url
 
 from docstore.errors import ConfigurationError
 from docstore.rules import MAX_LEASE_SECONDS, TEN_YEARS
@@ -46,6 +49,29 @@ def _check_port(name: str, host_port: str, encode: str) -> None:
             f"{name}'s port must be a whole number from 1 to 65535 (percent-encode {encode} "
             "in the user name or password)"
         )
+
+
+def _check_libpq_url(name: str, url: str) -> None:
+    """Refuse a URL libpq cannot read, before connecting: libpq's own message quotes the part
+    it stopped at, the password or the whole URL."""
+    try:
+        conninfo_to_dict(url)
+    except psycopg.Error:
+        raise ValueError(
+            f"{name} is not a URL libpq can read (percent-encode a '%', '/' or '@' in the user "
+            "name or password)"
+        ) from None
+
+
+def _check_redis_url(url: str) -> None:
+    """Refuse a URL redis-py cannot read (a query option with a bad value), before
+    connecting, naming the option only."""
+    try:
+        parse_url(url)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+    except ValueError as exc:
+        said = str(exc)
+        reason = said if said.startswith("Invalid value for '") else "redis-py cannot read it"
+        raise ValueError(f"REDIS_URL: {reason}") from None
 
 
 def _libpq_host_port(url: str) -> str:
@@ -305,6 +331,7 @@ class Settings(BaseSettings):
             raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
         # redis-py reads its URL with urllib: the credentials end at the first '/', '?' or '#'.
         _check_port("REDIS_URL", redis_url.netloc.rpartition("@")[2], "'/', '?', '#' or '@'")
+        _check_redis_url(self.redis_url)
         for name, secret in (
             ("DATABASE_URL", self.database_url_override),
             ("DATABASE_REPLICA_URL", self.database_replica_url_secret),
@@ -312,6 +339,7 @@ class Settings(BaseSettings):
             if secret is not None:
                 host_port = _libpq_host_port(secret.get_secret_value())
                 _check_port(name, host_port, "a '/' or '@'")
+                _check_libpq_url(name, _libpq_url(secret.get_secret_value()))
         if self.redis_cluster and (
             redis_url.scheme == "unix" or redis_url.path.strip("/") not in ("", "0")
         ):

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 CLOSED = "error: the output was closed (broken pipe): stopped there"
+
+
+class WholeOptionsParser(argparse.ArgumentParser):
+    """An argument parser that takes options only as spelled in full, its subcommands' too
+    (they are made of its class): argparse's default let "--y" stand for --yes-destroy-data."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "allow_abbrev": False})
 
 
 def output_closed() -> None:

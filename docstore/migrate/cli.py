@@ -40,7 +40,7 @@ from docstore.redis.client import RedisClient
 from docstore.redis.core import RedisCore
 from docstore.settings import Settings, settings_from_environment
 from docstore.store import Docstore
-from docstore.terminal import output_closed
+from docstore.terminal import WholeOptionsParser, output_closed
 
 logger = logging.getLogger("docstore.migrate")
 
@@ -69,9 +69,14 @@ def _count_from_1_to(most: int) -> Callable[[str], int]:
 
 
 def _writable_path(text: str) -> Path:
-    """An argparse type: a file path whose folder exists and can be written (checked before
-    the run, not after it)."""
+    """An argparse type: a file path whose folder exists and can be written, and which is no
+    folder or other non-file (checked before the run, not after it: a folder given as the
+    rejects file was renamed aside)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("needs a file name")
     path = Path(text)
+    if path.exists() and not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a file")
     folder = path.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise argparse.ArgumentTypeError(f"cannot write in {str(folder)!r}")
@@ -79,7 +84,7 @@ def _writable_path(text: str) -> Path:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = WholeOptionsParser(
         prog="python -m docstore.migrate",
         description="Move the legacy Redis tasks (task:*, result:*) into PostgreSQL. "
         "Safe to run again: unchanged tasks are skipped, tasks changed in Redis since are "

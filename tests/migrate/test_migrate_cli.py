@@ -367,6 +367,13 @@ def test_progress_is_a_bar_on_a_terminal_and_log_lines_otherwise(
         (["--rejects", "/no/such/folder/rejects.jsonl"], "--rejects"),
         (["--verify", "--dry-run"], "--dry-run"),
         (["--yes-destroy-data"], "--yes-destroy-data confirms --take-legacy"),
+        # Taken before: "--y" as the confirmation (argparse's abbreviations), a folder as the
+        # rejects file (renamed aside at the end) or the report (refused after the run), and
+        # an empty rejects path (a traceback).
+        (["--take-legacy", "t1", "--y"], "unrecognized arguments: --y"),
+        (["--rejects", "."], "is not a file"),
+        (["--report", "."], "is not a file"),
+        (["--rejects", ""], "needs a file name"),
     ],
 )
 def test_bad_options_are_refused_before_the_last_rejects_file_is_emptied(

@@ -131,3 +131,15 @@ def test_every_command_names_bad_settings_the_way_connect_does(
     err = capsys.readouterr().err
     assert err.startswith("error: invalid settings: POSTGRES_PORT: "), err
     assert "{'type'" not in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("abbreviation", ["--y", "--yes", "--yes-destroy"])
+def test_a_destroying_rollback_takes_its_confirmation_spelled_in_full_only(
+    capsys: pytest.CaptureFixture[str], abbreviation: str
+) -> None:
+    """argparse took any unique prefix of --yes-destroy-data: "--y" dropped the tables."""
+    url = "postgresql://nobody@127.0.0.1:1/none"  # refused before any connection
+    with pytest.raises(SystemExit) as exited:
+        main(["--database-url", url, "schema", "rollback", "--all", abbreviation])
+    assert exited.value.code == 2
+    assert f"unrecognized arguments: {abbreviation}" in capsys.readouterr().err

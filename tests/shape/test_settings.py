@@ -292,3 +292,25 @@ def test_a_duration_the_parts_would_refuse_is_refused_by_connect(
     monkeypatch.setenv(name, value)
     for error in connect_errors():
         assert name in error.message, error.message
+
+
+@pytest.mark.parametrize(
+    ("name", "url", "said"),
+    [
+        ("DATABASE_URL", "postgresql://u:50%off@h/d", "percent-encode a '%'"),
+        ("DATABASE_URL", f"postgresql://u:{quote(PASSWORD, safe='')}@[::1]x/d", "libpq"),
+        ("DATABASE_REPLICA_URL", "postgresql://u:Secr%00et@h/d", "libpq"),
+        ("REDIS_URL", "redis://127.0.0.1:6379/0?socket_timeout=abc", "'socket_timeout'"),
+        ("REDIS_URL", "redis://127.0.0.1:6379/1?db=zz", "'db'"),
+    ],
+)
+def test_a_url_its_driver_cannot_read_is_refused_without_echoing_it(
+    monkeypatch: pytest.MonkeyPatch, name: str, url: str, said: str
+) -> None:
+    """Before, libpq's own error reached the commands' output quoting the password or the
+    whole URL, and redis-py's ValueError came out of connect() raw (a traceback, exit 1)."""
+    monkeypatch.setenv(name, url)
+    for error in connect_errors():
+        assert name in error.message and said in error.message, error.message
+        for secret in (PASSWORD, quote(PASSWORD, safe=""), "Secr%00et", "50%off"):
+            assert secret not in str(error)
