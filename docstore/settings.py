@@ -63,15 +63,20 @@ def _check_libpq_url(name: str, url: str) -> None:
         ) from None
 
 
-def _check_redis_url(url: str) -> None:
-    """Refuse a URL redis-py cannot read (a query option with a bad value), before
-    connecting, naming the option only."""
+def check_redis_url(url: str, name: str = "REDIS_URL") -> None:
+    """Refuse (`ValueError`, naming `name`, never the URL) a Redis URL redis-py cannot use:
+    another scheme, a port that is none, a query option with a bad value."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"redis", "rediss", "unix"}:
+        raise ValueError(f"{name} must start with redis://, rediss:// or unix://")
+    # redis-py reads its URL with urllib: the credentials end at the first '/', '?' or '#'.
+    _check_port(name, parts.netloc.rpartition("@")[2], "'/', '?', '#' or '@'")
     try:
         parse_url(url)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
     except ValueError as exc:
         said = str(exc)
         reason = said if said.startswith("Invalid value for '") else "redis-py cannot read it"
-        raise ValueError(f"REDIS_URL: {reason}") from None
+        raise ValueError(f"{name}: {reason}") from None
 
 
 def _libpq_host_port(url: str) -> str:
@@ -326,12 +331,8 @@ class Settings(BaseSettings):
             scheme = urlsplit(self.database_replica_url_secret.get_secret_value()).scheme
             if scheme not in {"postgresql", "postgres", "postgresql+psycopg"}:
                 raise ValueError("DATABASE_REPLICA_URL must start with postgresql://")
+        check_redis_url(self.redis_url)
         redis_url = urlsplit(self.redis_url)
-        if redis_url.scheme not in {"redis", "rediss", "unix"}:
-            raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
-        # redis-py reads its URL with urllib: the credentials end at the first '/', '?' or '#'.
-        _check_port("REDIS_URL", redis_url.netloc.rpartition("@")[2], "'/', '?', '#' or '@'")
-        _check_redis_url(self.redis_url)
         for name, secret in (
             ("DATABASE_URL", self.database_url_override),
             ("DATABASE_REPLICA_URL", self.database_replica_url_secret),

@@ -38,7 +38,7 @@ from docstore.migrate.summary import write_report
 from docstore.migrate.verify import VerifyProblem, verify
 from docstore.redis.client import RedisClient
 from docstore.redis.core import RedisCore
-from docstore.settings import Settings, settings_from_environment
+from docstore.settings import Settings, check_redis_url, settings_from_environment
 from docstore.store import Docstore
 from docstore.terminal import WholeOptionsParser, output_closed
 
@@ -81,6 +81,15 @@ def _writable_path(text: str) -> Path:
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise argparse.ArgumentTypeError(f"cannot write in {str(folder)!r}")
     return path
+
+
+def _redis_url(text: str) -> str:
+    """An argparse type: a Redis URL redis-py can use (refused before connecting anything)."""
+    try:
+        check_redis_url(text, "the URL")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -151,6 +160,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--cache-redis-url",
+        type=_redis_url,
         help="docstore's Redis (its REDIS_URL), where the cached results of documents a "
         "catch-up run updates are dropped (without it they expire after CACHE_TTL)",
     )

@@ -374,6 +374,9 @@ def test_progress_is_a_bar_on_a_terminal_and_log_lines_otherwise(
         (["--rejects", "."], "is not a file"),
         (["--report", "."], "is not a file"),
         (["--rejects", ""], "needs a file name"),
+        # A pydantic traceback (exit 1) after connecting both servers, before.
+        (["--cache-redis-url", "http://x"], "--cache-redis-url: the URL must start with redis://"),
+        (["--cache-redis-url", "redis://127.0.0.1:99999/0"], "--cache-redis-url: the URL's port"),
     ],
 )
 def test_bad_options_are_refused_before_the_last_rejects_file_is_emptied(
