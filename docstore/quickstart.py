@@ -28,6 +28,7 @@ from docstore.migrate import migrate, verify
 from docstore.models import UserCreate, UserResponse
 from docstore.settings import Settings
 from docstore.store import Docstore
+from docstore.terminal import WholeOptionsParser
 
 EMAIL = "quickstart@example.com"
 # The migration that gives documents their legacy_task_id.
@@ -260,10 +261,18 @@ def run(data_dir: Path) -> None:
         print(f"\n   {user.email} now has {dict(counts)}")
 
 
+def _folder(text: str) -> Path:
+    """An argparse type: a folder, or where one can be made (not a file: a traceback before)."""
+    path = Path(text)
+    if not text.strip() or (path.exists() and not path.is_dir()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a folder")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m docstore.quickstart", description=__doc__)
-    parser.add_argument("--data-dir", type=Path, default=Path(".docstore"))
+    parser = WholeOptionsParser(prog="python -m docstore.quickstart", description=__doc__)
+    parser.add_argument("--data-dir", type=_folder, default=Path(".docstore"))
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:

@@ -131,3 +131,16 @@ def test_quickstart_checks_a_database_behind_on_its_schema_too(
     env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
     output = run_quickstart(tmp_path / "data", env)
     check_tour(output)
+
+
+@pytest.mark.parametrize("where", ["a-file", ""])
+def test_a_data_dir_that_cannot_be_a_folder_is_refused_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    """A file as --data-dir was a FileExistsError traceback (exit 1)."""
+    (tmp_path / "a-file").write_text("not a folder")
+    data_dir = str(tmp_path / where) if where else ""
+    with pytest.raises(SystemExit) as exited:
+        quickstart.main(["--data-dir", data_dir])
+    assert exited.value.code == 2
+    assert "is not a folder" in capsys.readouterr().err
