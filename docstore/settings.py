@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from functools import cache
 from typing import Any, Literal
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -92,9 +92,13 @@ def _libpq_host_port(url: str) -> str:
 
 
 def url_address(url: str, default_port: int) -> str:
-    """Return ``host:port`` of a URL, for error messages (never the credentials)."""
+    """Return ``host:port`` of a URL, for error messages (never the credentials): the socket's
+    path for a ``unix://`` URL, the ``host=`` of a URL that gives it as an option."""
     parts = urlsplit(url)
-    host = parts.hostname or "localhost"
+    if parts.scheme == "unix":
+        return parts.path
+    option = parse_qs(parts.query).get("host")
+    host = parts.hostname or (option[0] if option else "localhost")
     try:
         port = parts.port or default_port
     except ValueError:

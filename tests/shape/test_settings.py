@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from docstore import AsyncDocstore, Docstore
 from docstore.errors import ConfigurationError
-from docstore.settings import Settings, redact_url
+from docstore.settings import Settings, redact_url, url_address
 
 PASSWORD = "pa55-w0rd/with:odd@chars"
 
@@ -314,3 +314,12 @@ def test_a_url_its_driver_cannot_read_is_refused_without_echoing_it(
         assert name in error.message and said in error.message, error.message
         for secret in (PASSWORD, quote(PASSWORD, safe=""), "Secr%00et", "50%off"):
             assert secret not in str(error)
+
+
+def test_an_address_in_a_message_is_where_the_driver_goes() -> None:
+    """A unix:// REDIS_URL was named localhost:6379 in outage messages, as was a libpq URL
+    that gives its host as an option."""
+    assert url_address("unix:///run/redis.sock?db=1", 6379) == "/run/redis.sock"
+    assert url_address("postgresql:///d?host=/run/postgresql", 5432) == "/run/postgresql:5432"
+    assert url_address(f"postgresql://u:{quote(PASSWORD, safe='')}@h:5433/d", 5432) == "h:5433"
+    assert url_address("redis://h/0", 6379) == "h:6379"
