@@ -97,6 +97,14 @@ def url_address(url: str, default_port: int) -> str:
     parts = urlsplit(url)
     if parts.scheme == "unix":
         return parts.path
+    if parts.scheme.startswith("postgres"):
+        # libpq's reading, not urllib's: a '?' or '#' may stand in a password, where urllib
+        # would find the host and port in the user name and the password.
+        try:
+            found = conninfo_to_dict(_libpq_url(url))
+        except psycopg.Error:
+            found = {}
+        return f"{found.get('host') or 'localhost'}:{found.get('port') or default_port}"
     option = parse_qs(parts.query).get("host")
     host = parts.hostname or (option[0] if option else "localhost")
     try:

@@ -106,7 +106,8 @@ def test_pooler_and_replica_settings_come_from_the_environment(
     monkeypatch.setenv("REDIS_CLUSTER", "true")
     assert Settings().redis_cluster is True
     monkeypatch.setenv("DATABASE_POOLER", "transaction")
-    monkeypatch.setenv("DATABASE_REPLICA_URL", f"postgres://u:{PASSWORD.replace('/', '%2F')}@r:6/d")
+    # Encoded whole: libpq ends the credentials at the first '@' (a raw one names host "chars@r").
+    monkeypatch.setenv("DATABASE_REPLICA_URL", f"postgres://u:{quote(PASSWORD, safe='')}@r:6/d")
     settings = Settings()
     assert settings.database_pooler == "transaction"
     assert settings.database_replica_url is not None
@@ -323,3 +324,10 @@ def test_an_address_in_a_message_is_where_the_driver_goes() -> None:
     assert url_address("postgresql:///d?host=/run/postgresql", 5432) == "/run/postgresql:5432"
     assert url_address(f"postgresql://u:{quote(PASSWORD, safe='')}@h:5433/d", 5432) == "h:5433"
     assert url_address("redis://h/0", 6379) == "h:6379"
+    # libpq reads '?' and '#' as part of a password; urllib took the user name for the host
+    # and the password's start for the port ('alice:12' in spans, metrics and errors).
+    assert url_address("postgresql://alice:12?secret@db.example:6543/app", 5432) == (
+        "db.example:6543"
+    )
+    settings = Settings(DATABASE_URL="postgresql://alice:55#x@db.example/app")
+    assert settings.database_address == "db.example:5432"
