@@ -23,6 +23,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
 _SERVICE_USER = "embedded_postgres"
 # What `LocalPostgres(server_settings=...)` passes to `postgres -c`: no spaces or quotes.
 _SETTING_NAME = re.compile(r"[a-z_][a-z0-9_.]*")
@@ -63,6 +67,10 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# One attempt per call: redis-py's default retries made a silent listener cost 9 s.
+_ONCE = Retry(NoBackoff(), 0)
 
 
 def _wait_for_port(port: int, timeout: float) -> None:
@@ -252,7 +260,33 @@ class LocalRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        _wait_for_port(self.port, 10)
+        self._wait_for_ours(10)
+
+    def _wait_for_ours(self, timeout: float) -> None:
+        """Wait until this server answers on the port. Something else there is an error, not
+        a server to use (and flush): a port taken since `free_port` made redis-server exit,
+        and another Redis answered in its place."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            code = self.process.poll()
+            if code is not None:
+                raise RuntimeError(
+                    f"redis-server exited ({code}) instead of serving 127.0.0.1:{self.port}: "
+                    "is the port taken?"
+                )
+            try:
+                with redis.Redis(port=self.port, socket_timeout=0.5, retry=_ONCE) as client:
+                    answered = client.info("server").get("process_id")
+            except redis.RedisError:
+                time.sleep(0.02)
+                continue
+            if answered != self.process.pid:
+                raise RuntimeError(f"another Redis answers on 127.0.0.1:{self.port}")
+            return
+        raise TimeoutError(
+            f"redis-server does not answer on 127.0.0.1:{self.port} after {timeout}s"
+        )
 
     def stop(self) -> None:
         """Kill the server at once (an outage, not a graceful shutdown)."""

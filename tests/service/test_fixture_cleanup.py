@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
-from docstore.testing import LocalPostgres
+from docstore.testing import LocalPostgres, LocalRedis
 
 FAILING_TESTS = """
 pytest_plugins = ["docstore.testing.plugin"]
@@ -119,3 +119,18 @@ def test_a_local_server_opens_the_folders_above_it_for_passing_through_only(
     # As root the server runs as a service user, who must pass through (x) but never list or
     # read the folders above its own: a home folder stays unreadable to other users.
     assert private.stat().st_mode & 0o777 in (0o700, 0o711)
+
+
+def test_a_local_redis_whose_port_is_taken_fails_to_start_rather_than_use_another() -> None:
+    """Before, start() only waited for something to listen on the port: with the port taken
+    (the gap after free_port, a server stopped by an outage test), redis-server exited and
+    the tests, and the plugin's FLUSHDB, went to whatever held the port."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server = LocalRedis(taken.getsockname()[1])
+        try:
+            with pytest.raises(RuntimeError, match="is the port taken"):
+                server.start()
+        finally:
+            server.stop()
