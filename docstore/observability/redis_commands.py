@@ -15,6 +15,8 @@ import time
 from functools import lru_cache
 from typing import Any
 
+from redis.exceptions import NoScriptError
+
 import docstore.observability.instruments as instruments
 from docstore.observability.database import server_attributes
 from docstore.observability.state import Telemetry, reporting, telemetry
@@ -81,8 +83,8 @@ class _Call:
 
     def end(self, error: BaseException | None) -> None:
         elapsed = time.perf_counter() - self.started
-        if error is not None and self.name.startswith("XGROUP") and "BUSYGROUP" in str(error):
-            error = None  # the group exists: the answer every process but the first expects
+        if error is not None and _expected(self.name, error):
+            error = None
         attributes = self.attributes
         if error is not None:
             attributes = {**attributes, "error.type": type(error).__name__}
@@ -94,6 +96,16 @@ class _Call:
                 )
             self.span.end()
         instruments.operation_duration(self.state).record(elapsed, attributes)
+
+
+def _expected(name: str, error: BaseException) -> bool:
+    """An error reply that is an answer, not a failure: BUSYGROUP (the group exists, as every
+    process but the first expects) and NOSCRIPT (a script not yet loaded after Redis started,
+    restarted or failed over: loaded and run again at once). Recorded as failures, each
+    restart set off error-rate alerts."""
+    if name.startswith("XGROUP"):
+        return "BUSYGROUP" in str(error)
+    return name.startswith("EVALSHA") and isinstance(error, NoScriptError)
 
 
 def _start(address: str, db: int, args: tuple[Any, ...]) -> _Call | None:

@@ -207,6 +207,13 @@ def test_redis_commands_scripts_and_pipelines_are_spans_without_keys_or_values(
         client.xgroup_create("docstore:test-stream", "workers", id="0", mkstream=True)
     _made, again = [s for s in otel.finished() if s.name.startswith("XGROUP")]
     assert again.status.status_code.name == "UNSET" and "error.type" not in again.attributes
+    # A script not loaded yet (Redis started, restarted, failed over): loaded and run again
+    # at once. Before, every restart recorded each script's first EVALSHA as a failure.
+    client.script_flush()
+    with pytest.raises(redis.exceptions.NoScriptError):
+        client.evalsha("0" * 40, 0)
+    unloaded = [s for s in otel.finished() if s.name.startswith("EVALSHA")][-1]
+    assert unloaded.status.status_code.name == "UNSET" and "error.type" not in unloaded.attributes
     assert otel.finished()[0].attributes["db.system.name"] == "redis"
     assert all(SECRET not in span.to_json() for span in otel.finished())
     client.close()
