@@ -31,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 import redis
+from botocore.exceptions import ClientError
 from psycopg import sql
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
@@ -320,8 +321,9 @@ def docstore_s3_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
-def docstore_blob_store(docstore_s3_endpoint: str) -> S3BlobStore:
-    """An `S3BlobStore` on a new, empty bucket of this test alone."""
+def docstore_blob_store(docstore_s3_endpoint: str) -> Iterator[S3BlobStore]:
+    """An `S3BlobStore` on a new, empty bucket of this test alone, emptied and deleted when
+    the test ends (a shared S3 server, DOCSTORE_TEST_S3_ENDPOINT, keeps none of them)."""
     store = S3BlobStore.from_settings(
         f"docstore-test-{uuid.uuid4().hex[:12]}",
         endpoint_url=docstore_s3_endpoint,
@@ -330,7 +332,26 @@ def docstore_blob_store(docstore_s3_endpoint: str) -> S3BlobStore:
         secret_key=S3_TEST_SECRET_KEY,
     )
     store.client.create_bucket(Bucket=store.bucket)
-    return store
+    try:
+        yield store
+    finally:
+        _drop_bucket(store)
+
+
+def _drop_bucket(store: S3BlobStore) -> None:
+    """Delete every object of the store's bucket, then the bucket, then close its client."""
+    client = store.client
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=store.bucket):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                client.delete_objects(Bucket=store.bucket, Delete={"Objects": keys})
+        client.delete_bucket(Bucket=store.bucket)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "NoSuchBucket":  # the test dropped it
+            raise
+    finally:
+        client.close()
 
 
 Server = TypeVar("Server", LocalPostgres, LocalRedis)

@@ -1,16 +1,19 @@
 """The fixtures leave no server behind, even when the tests using them fail."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import boto3
 import psycopg
 import pytest
 
 from docstore.testing import LocalPostgres, LocalRedis
+from docstore.testing.plugin import S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY
 
 FAILING_TESTS = """
 pytest_plugins = ["docstore.testing.plugin"]
@@ -134,3 +137,48 @@ def test_a_local_redis_whose_port_is_taken_fails_to_start_rather_than_use_anothe
                 server.start()
         finally:
             server.stop()
+
+
+BUCKET_TESTS = """
+pytest_plugins = ["docstore.testing.plugin"]
+
+
+def test_one(docstore_blob_store):
+    print("BUCKET", docstore_blob_store.bucket)
+    docstore_blob_store.put(1, "a.txt", b"kept by nobody")
+
+
+def test_two(docstore_blob_store):
+    print("BUCKET", docstore_blob_store.bucket)
+    docstore_blob_store.put(1, "b.txt", b"kept by nobody")
+"""
+
+
+def test_the_blob_store_fixture_leaves_no_bucket_on_a_shared_s3(
+    tmp_path: Path, docstore_s3_endpoint: str
+) -> None:
+    """Before, every test's bucket and its objects stayed on the S3 server named by
+    DOCSTORE_TEST_S3_ENDPOINT (a long-lived MinIO piled them up)."""
+    (tmp_path / "test_buckets.py").write_text(BUCKET_TESTS)
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    env["DOCSTORE_TEST_S3_ENDPOINT"] = docstore_s3_endpoint
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-s", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    used = set(re.findall(r"BUCKET (\S+)", result.stdout))
+    assert len(used) == 2, result.stdout
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=docstore_s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=S3_TEST_ACCESS_KEY,
+        aws_secret_access_key=S3_TEST_SECRET_KEY,
+    )
+    left = {bucket["Name"] for bucket in s3.list_buckets()["Buckets"]}
+    assert used.isdisjoint(left)
