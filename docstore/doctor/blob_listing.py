@@ -7,6 +7,7 @@ PostgreSQL in the same order, so both sides stream.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from itertools import islice
 from pathlib import Path
 
 from docstore.intake.blobs import BlobStore, LocalBlobStore, S3BlobStore
+
+logger = logging.getLogger("docstore.doctor")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +74,23 @@ def _local_blobs(folder: Path, prefix: str) -> Iterator[ListedBlob]:
         if name.endswith("/"):
             yield from _local_blobs(Path(path), prefix + name)
         elif not name.startswith("."):  # a blob's file name never starts with a dot
+            if not _is_utf8(name):
+                # No key names it (keys are UTF-8 text), and asking PostgreSQL about it would
+                # stop the whole audit: told, and left alone.
+                logger.warning("left alone: %r is not a UTF-8 file name, so no blob's", path)
+                continue
             # An upload in flight (a temporary file) is young: the grace period covers it.
             modified = datetime.fromtimestamp(os.stat(path).st_mtime, tz=timezone.utc)
             yield ListedBlob(key=prefix + name, modified=modified)
+
+
+def _is_utf8(name: str) -> bool:
+    """Whether a file name read from the disk is UTF-8 (undecodable bytes come as surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 __all__ = ["ListedBlob", "blobs_in_order", "can_list", "take"]

@@ -292,6 +292,10 @@ def test_blob_listing_of_the_local_store_follows_byte_order(
         assert kinds(doctor(side, store)) == {}
         (tmp_path / "a" / "b").unlink()
         (tmp_path / "zz").write_bytes(b"orphan")
+        # A file name that is not UTF-8 is no key: before, it stopped the whole audit with
+        # InvalidInput ("lone surrogate") and the findings after it were never reported.
+        with open(os.path.join(os.fsencode(tmp_path), b"caf\xe9.pdf"), "wb") as odd:
+            odd.write(b"someone else's")
         report = doctor(side, store)
         assert kinds(report) == {"blob_missing": 1, "blob_orphaned": 1}
 
