@@ -27,6 +27,25 @@ def test_that_fails(docstore_store, docstore_s3_endpoint):
 """
 
 
+def run_pytest(folder: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """pytest on the tests written in `folder`, in a process of its own. Its temporary folders
+    go under `folder`: a pytest starting takes the group and other bits off the shared one
+    (/tmp/pytest-of-<user>), which locks PostgreSQL's service user (under root) out of the
+    folders the running suite gave it (seen: initdb 'Permission denied' in a quickstart test,
+    with another pytest started beside the suite)."""
+    return subprocess.run(
+        [
+            *(sys.executable, "-m", "pytest", "-s", "-q", "-p", "no:cacheprovider"),
+            *("--basetemp", str(folder / "tmp"), str(folder)),
+        ],
+        cwd=folder,
+        env={k: v for k, v in env.items() if k != "PYTEST_ADDOPTS"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def listening(address: str) -> bool:
     host, port = address.rsplit(":", 1)
     try:
@@ -38,19 +57,8 @@ def listening(address: str) -> bool:
 
 def test_servers_are_stopped_after_a_failing_run(tmp_path: Path) -> None:
     (tmp_path / "test_fails.py").write_text(FAILING_TESTS)
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("DOCSTORE_TEST_") and k != "PYTEST_ADDOPTS"
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-s", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCSTORE_TEST_")}
+    result = run_pytest(tmp_path, env)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "this test fails on purpose" in result.stdout
     addresses = {
@@ -160,16 +168,7 @@ def test_the_blob_store_fixture_leaves_no_bucket_on_a_shared_s3(
     """Before, every test's bucket and its objects stayed on the S3 server named by
     DOCSTORE_TEST_S3_ENDPOINT (a long-lived MinIO piled them up)."""
     (tmp_path / "test_buckets.py").write_text(BUCKET_TESTS)
-    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
-    env["DOCSTORE_TEST_S3_ENDPOINT"] = docstore_s3_endpoint
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-s", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_pytest(tmp_path, {**os.environ, "DOCSTORE_TEST_S3_ENDPOINT": docstore_s3_endpoint})
     assert result.returncode == 0, result.stdout + result.stderr
     used = set(re.findall(r"BUCKET (\S+)", result.stdout))
     assert len(used) == 2, result.stdout
