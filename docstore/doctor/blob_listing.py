@@ -16,6 +16,7 @@ from itertools import islice
 from pathlib import Path
 
 from docstore.intake.blobs import BlobStore, LocalBlobStore, S3BlobStore
+from docstore.rules import encodable
 
 logger = logging.getLogger("docstore.doctor")
 
@@ -74,7 +75,9 @@ def _local_blobs(folder: Path, prefix: str) -> Iterator[ListedBlob]:
         if name.endswith("/"):
             yield from _local_blobs(Path(path), prefix + name)
         elif not name.startswith("."):  # a blob's file name never starts with a dot
-            if not _is_utf8(name):
+            try:
+                encodable(name)
+            except ValueError:
                 # No key names it (keys are UTF-8 text), and asking PostgreSQL about it would
                 # stop the whole audit: told, and left alone.
                 logger.warning("left alone: %r is not a UTF-8 file name, so no blob's", path)
@@ -83,14 +86,6 @@ def _local_blobs(folder: Path, prefix: str) -> Iterator[ListedBlob]:
             modified = datetime.fromtimestamp(os.stat(path).st_mtime, tz=timezone.utc)
             yield ListedBlob(key=prefix + name, modified=modified)
 
-
-def _is_utf8(name: str) -> bool:
-    """Whether a file name read from the disk is UTF-8 (undecodable bytes come as surrogates)."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 __all__ = ["ListedBlob", "blobs_in_order", "can_list", "take"]
