@@ -236,6 +236,7 @@ class TrackedDatabase(Database):
         what it noted is told all the same, not forgotten."""
         committed: list[int] = []
         mine: list[int] = []
+        told_anyway: list[int] = []
         try:
             with block as c:
                 self.changes.begin(c)
@@ -243,14 +244,15 @@ class TrackedDatabase(Database):
                     yield c
                 except BaseException:
                     dropped = self.changes.rollback(c)
-                    if own_commits and dropped:
-                        self._tell_anyway(dropped)
+                    told_anyway = dropped if own_commits else []
                     raise
                 mine = self.changes.level(c)
                 committed = self.changes.release(c)
         except BaseException:
             if committed:  # the COMMIT was interrupted: it may have happened
                 self.changes.unsure(committed)
+            if told_anyway:  # past `block`: its connection is back, rolled back
+                self._tell_anyway(told_anyway)
             raise
         # Past `block`: the outermost level has committed.
         if committed:
