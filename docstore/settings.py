@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from functools import cache
 from typing import Any, Literal
 from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
@@ -35,15 +34,11 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{quote(user)}:***@{netloc[-1]}"))
 
 
-def _check_port(name: str, host_port: str, encode: str) -> None:
-    """Refuse a URL whose port (in `host_port`, past any credentials) is not a whole number
-    from 1 to 65535, never echoing the URL (it may hold a password): the driver would raise
-    an error of its own when connecting, or quietly use another port. `encode`: what must be
-    percent-encoded in the credentials for the driver to find the port where this did."""
-    host_port = host_port.rpartition("]")[2]  # past an IPv6 address's brackets
-    if ":" not in host_port:
-        return
-    port = host_port.rpartition(":")[2]
+def _check_port(name: str, port: str, encode: str) -> None:
+    """Refuse a URL whose `port` (as its driver reads it; empty: none given) is not a whole
+    number from 1 to 65535, never echoing the URL (it may hold a password): the driver would
+    raise an error of its own when connecting, or quietly use another port. `encode`: what
+    must be percent-encoded in the credentials for the driver to find the port where this did."""
     if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
         raise ValueError(
             f"{name}'s port must be a whole number from 1 to 65535 (percent-encode {encode} "
@@ -52,15 +47,19 @@ def _check_port(name: str, host_port: str, encode: str) -> None:
 
 
 def _check_libpq_url(name: str, url: str) -> None:
-    """Refuse a URL libpq cannot read, before connecting: libpq's own message quotes the part
-    it stopped at, the password or the whole URL."""
+    """Refuse a URL libpq cannot read, before connecting (libpq's own message quotes the part
+    it stopped at, the password or the whole URL), or whose port is none. libpq's own parser
+    reads it: a '?' or '#' may stand in a password; several hosts ('h1,h2:5433') name no one
+    port."""
     try:
-        conninfo_to_dict(url)
+        port = str(conninfo_to_dict(url).get("port") or "")
     except psycopg.Error:
         raise ValueError(
             f"{name} is not a URL libpq can read (percent-encode a '%', '/' or '@' in the user "
             "name or password)"
         ) from None
+    if "," not in port:
+        _check_port(name, port, "a '/' or '@'")
 
 
 def check_redis_url(url: str, name: str = "REDIS_URL") -> None:
@@ -70,25 +69,15 @@ def check_redis_url(url: str, name: str = "REDIS_URL") -> None:
     if parts.scheme not in {"redis", "rediss", "unix"}:
         raise ValueError(f"{name} must start with redis://, rediss:// or unix://")
     # redis-py reads its URL with urllib: the credentials end at the first '/', '?' or '#'.
-    _check_port(name, parts.netloc.rpartition("@")[2], "'/', '?', '#' or '@'")
+    host_port = parts.netloc.rpartition("@")[2].rpartition("]")[2]  # past an IPv6 address
+    port = host_port.rpartition(":")[2] if ":" in host_port else ""
+    _check_port(name, port, "'/', '?', '#' or '@'")
     try:
         parse_url(url)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
     except ValueError as exc:
         said = str(exc)
         reason = said if said.startswith("Invalid value for '") else "redis-py cannot read it"
         raise ValueError(f"{name}: {reason}") from None
-
-
-def _libpq_host_port(url: str) -> str:
-    """The `host:port` part of a libpq URL as libpq reads it: credentials end at the first
-    '@' before any '/' (so '?' and '#' may stand in a password), the host list at '/' or
-    '?'. Empty for several hosts ('h1,h2:5433' names no one port)."""
-    rest = url.partition("://")[2]
-    end = min((i for i in (rest.find("@"), rest.find("/")) if i >= 0), default=-1)
-    if end >= 0 and rest[end] == "@":
-        rest = rest[end + 1 :]
-    hosts = re.split(r"[/?]", rest, maxsplit=1)[0]
-    return "" if "," in hosts else hosts
 
 
 def url_address(url: str, default_port: int) -> str:
@@ -350,8 +339,6 @@ class Settings(BaseSettings):
             ("DATABASE_REPLICA_URL", self.database_replica_url_secret),
         ):
             if secret is not None:
-                host_port = _libpq_host_port(secret.get_secret_value())
-                _check_port(name, host_port, "a '/' or '@'")
                 _check_libpq_url(name, _libpq_url(secret.get_secret_value()))
         if self.redis_cluster and (
             redis_url.scheme == "unix" or redis_url.path.strip("/") not in ("", "0")
